@@ -1,0 +1,178 @@
+"""Domain errors and their one mapping to ``google.rpc.Status`` (spec §4 "Errors").
+
+Every layer raises a :class:`HubError` subclass; only the gRPC edge turns it into a status with an
+``ErrorInfo`` (domain ``exthub.io``) and, for bad requests, a ``BadRequest`` with field violations.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "exthub.io"
+
+
+@dataclass(frozen=True)
+class FieldViolation:
+    """One invalid request field: its path (AIP-193 style, e.g. ``extension.display_name``) and why."""
+
+    field: str
+    description: str
+
+
+class HubError(Exception):
+    """Base of every error a client may see. Subclasses fix the gRPC code and a default reason."""
+
+    code: grpc.StatusCode = grpc.StatusCode.INTERNAL
+    default_reason: str = "INTERNAL"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str | None = None,
+        metadata: Mapping[str, str] | None = None,
+        field_violations: Iterable[FieldViolation] = (),
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.reason = reason or self.default_reason
+        self.metadata: dict[str, str] = dict(metadata or {})
+        self.field_violations: list[FieldViolation] = list(field_violations)
+
+    def to_status(self) -> status_pb2.Status:
+        """The ``google.rpc.Status`` with ``ErrorInfo`` (and ``BadRequest`` when fields are invalid)."""
+        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
+        details = [_pack(info)]
+        if self.field_violations:
+            bad_request = error_details_pb2.BadRequest(
+                field_violations=[
+                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+                    for v in self.field_violations
+                ]
+            )
+            details.append(_pack(bad_request))
+        return status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message, details=details)
+
+
+class InvalidArgument(HubError):
+    """A malformed field, filter, order or page token (INVALID_ARGUMENT)."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+    default_reason = "INVALID_FIELD"
+
+    @classmethod
+    def field(cls, field: str, description: str, *, reason: str | None = None) -> InvalidArgument:
+        """Shorthand for one invalid field."""
+        return cls(
+            f"invalid {field}: {description}",
+            reason=reason,
+            metadata={"field": field},
+            field_violations=[FieldViolation(field, description)],
+        )
+
+
+class Unauthenticated(HubError):
+    """Missing, expired or otherwise invalid bearer token."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+    default_reason = "TOKEN_INVALID"
+
+
+class PermissionDenied(HubError):
+    """The caller is known but may not do this (role, ownership, status-update key)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
+    default_reason = "ROLE_REQUIRED"
+
+
+class NotFound(HubError):
+    """An unknown resource, or one the caller may not see (another tenant's execution)."""
+
+    code = grpc.StatusCode.NOT_FOUND
+    default_reason = "NOT_FOUND"
+
+
+class AlreadyExists(HubError):
+    """A resource with this id already exists."""
+
+    code = grpc.StatusCode.ALREADY_EXISTS
+    default_reason = "ALREADY_EXISTS"
+
+
+class Aborted(HubError):
+    """A conditional write lost: the etag no longer matches (AIP-154)."""
+
+    code = grpc.StatusCode.ABORTED
+    default_reason = "ETAG_MISMATCH"
+
+
+class FailedPrecondition(HubError):
+    """The resource is not in a state that allows this (transition, lifecycle, missing inputs, …)."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+    default_reason = "FAILED_PRECONDITION"
+
+
+class ResourceExhausted(HubError):
+    """A quota or size limit was exceeded."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+    default_reason = "RESOURCE_EXHAUSTED"
+
+
+class Unavailable(HubError):
+    """A backend is briefly unavailable; the call may be retried."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+    default_reason = "BACKEND_UNAVAILABLE"
+
+
+class DeadlineExceeded(HubError):
+    """The work did not finish within the deadline."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+    default_reason = "DEADLINE_EXCEEDED"
+
+
+class Internal(HubError):
+    """An unexpected fault; the message shown to clients never carries internals."""
+
+    code = grpc.StatusCode.INTERNAL
+    default_reason = "INTERNAL"
+
+
+def internal_status() -> status_pb2.Status:
+    """The status sent for an unexpected exception: generic message, no stack trace, no secret."""
+    return Internal("internal error").to_status()
+
+
+def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(message)
+    return packed
+
+
+_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
+    grpc.StatusCode.OK: code_pb2.OK,
+    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
+    grpc.StatusCode.UNKNOWN: code_pb2.UNKNOWN,
+    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
+    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
+    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
+    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
+    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
+    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
+    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
+    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
+    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
+    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
+    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
+}
