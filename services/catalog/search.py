@@ -1,0 +1,40 @@
+"""The search index port: full-text ranking and facets over extensions (spec §4 SearchExtensions)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from services.platform.query.predicate import Predicate
+
+FACET_FIELDS: tuple[str, ...] = ("category", "publisher", "tags")
+
+
+@dataclass(frozen=True)
+class FacetValue:
+    """One value of a facet and how many matching extensions have it."""
+
+    value: str
+    count: int
+
+
+@dataclass(frozen=True)
+class SearchHits:
+    """Extension ids in rank order for one page, the total number of matches, and facets."""
+
+    extension_ids: list[str]
+    total_size: int
+    facets: dict[str, list[FacetValue]] = field(default_factory=dict)
+
+
+class ExtensionSearchIndex(Protocol):
+    """Ranks ACTIVE extensions for a free-text query: a match in the id or display name ranks above a match in
+    the tags, which ranks above a match in the description; facets count the whole matching set."""
+
+    async def search(self, text: str, *, where: Predicate | None, limit: int, offset: int) -> SearchHits:
+        """One page of ranked hits (``offset`` comes from the caller's signed page token)."""
+        ...
+
+    async def close(self) -> None:
+        """Releases the index's resources."""
+        ...

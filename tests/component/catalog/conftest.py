@@ -1,0 +1,59 @@
+"""A real catalog service on 127.0.0.1 (OS-chosen port) over a real SQLite file, and token helpers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import grpc
+import pytest
+
+from exthub.catalog.v1 import catalog_service_pb2_grpc
+from services.catalog.app import CatalogApp, start_catalog
+from services.platform.auth.dev_issuer import DevIssuer
+from services.platform.settings import Settings
+
+Metadata = tuple[tuple[str, str], ...]
+TokenFactory = Callable[..., Metadata]
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    return tmp_path / "data"
+
+
+@pytest.fixture
+def settings(data_dir: Path) -> Settings:
+    return Settings.local_defaults(data_dir, catalog_port=0, log_format="console")
+
+
+@pytest.fixture
+async def catalog(settings: Settings) -> AsyncIterator[CatalogApp]:
+    app = await start_catalog(settings, port=0)
+    try:
+        yield app
+    finally:
+        await app.stop(0)
+
+
+@pytest.fixture
+async def stub(catalog: CatalogApp) -> AsyncIterator[catalog_service_pb2_grpc.CatalogServiceAsyncStub]:
+    async with grpc.aio.insecure_channel(catalog.address) as channel:
+        await channel.channel_ready()
+        yield catalog_service_pb2_grpc.CatalogServiceStub(channel)
+
+
+@pytest.fixture
+def issuer(data_dir: Path, catalog: CatalogApp) -> DevIssuer:
+    return DevIssuer.load_or_create(data_dir)
+
+
+@pytest.fixture
+def token(issuer: DevIssuer) -> TokenFactory:
+    """``token(roles=[...], tenant=..., user=...)`` → call metadata with a development bearer token."""
+
+    def make(*, roles: tuple[str, ...] = (), tenant: str = "tenant-a", user: str = "user-1", **kw: object) -> Metadata:
+        jwt = issuer.issue(tenant=tenant, user=user, roles=list(roles), **kw)  # type: ignore[arg-type]
+        return (("authorization", f"Bearer {jwt}"),)
+
+    return make
