@@ -7,7 +7,10 @@ the index can never miss a write or show one that did not happen.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from services.platform.query.predicate import Predicate
 
 _FTS = "catalog_search"
 _MAX_TERMS = 16
+_MAX_FACET_VALUES = 50
 _TOKEN = re.compile(r"\w+", re.UNICODE)
 # bm25 column weights: extension_id, display_name, tags, description, category, publisher.
 _WEIGHTS = "10.0, 10.0, 4.0, 1.0, 2.0, 2.0"
@@ -60,15 +64,97 @@ def fts_query(text: str) -> str | None:
 
 
 class SqliteSearchIndex:
-    """FTS5 ranking (tiered: id/display name > tags > description, then bm25) and facet counts."""
+    """FTS5 ranking (tiered: id/display name > tags > description, then bm25) and facet counts.
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
-        self._db = connection
+    One SQL pass per search returns every match with its tier, score and facet fields; ranking, paging and
+    facet counting happen on that result, so the matching work is done once. Searches run on a small pool
+    of reader connections (WAL readers do not block each other or the writer).
+    """
+
+    def __init__(self, readers: list[aiosqlite.Connection]) -> None:
+        self._readers = readers
+        self._idle: asyncio.Queue[aiosqlite.Connection] = asyncio.Queue()
+        for reader in readers:
+            self._idle.put_nowait(reader)
 
     @classmethod
-    async def open(cls, path: Path) -> SqliteSearchIndex:
+    async def open(cls, path: Path, *, readers: int = 3) -> SqliteSearchIndex:
         """Opens the index inside the document store's database file, creating and filling it if new."""
-        connection = await aiosqlite.connect(path, isolation_level=None)
+        await _ensure_schema(path)
+        connections = []
+        try:
+            for _ in range(readers):
+                connection = await aiosqlite.connect(path)
+                await connection.execute("PRAGMA busy_timeout = 10000")
+                await connection.execute("PRAGMA query_only = ON")
+                connections.append(connection)
+        except BaseException:
+            for connection in connections:
+                await connection.close()
+            raise
+        return cls(connections)
+
+    async def search(self, text: str, *, where: Predicate | None, limit: int, offset: int) -> SearchHits:
+        """One ranked page, the total number of matches and facets over all of them."""
+        match = fts_query(text)
+        filter_sql, filter_params = ("1", []) if where is None else compile_predicate(where)
+        facet_columns = (
+            "json_extract(d.body, '$.category'), json_extract(d.body, '$.publisher'), json_extract(d.body, '$.tags')"
+        )
+        if match is None:
+            sql = (
+                f"SELECT d.partition, 0, 0.0, {facet_columns} FROM documents d "
+                f"WHERE d.collection = ? AND json_extract(d.body, '$.kind') = ? AND ({filter_sql})"
+            )
+            params: list[Any] = [COLLECTION, KIND_EXTENSION, *filter_params]
+        else:
+            sql = f"""
+                SELECT d.partition,
+                       CASE WHEN f.rowid IN (SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH ?) THEN 0
+                            WHEN f.rowid IN (SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH ?) THEN 1
+                            ELSE 2 END,
+                       bm25({_FTS}, {_WEIGHTS}),
+                       {facet_columns}
+                FROM {_FTS} f JOIN documents d ON d.rowid = f.rowid
+                WHERE {_FTS} MATCH ? AND ({filter_sql})"""
+            params = [f"{{extension_id display_name}} : ({match})", f"{{tags}} : ({match})", match, *filter_params]
+        reader = await self._idle.get()
+        try:
+            cursor = await reader.execute(sql, params)
+            rows = await cursor.fetchall()
+        finally:
+            self._idle.put_nowait(reader)
+        ranked = sorted(rows, key=lambda row: (row[1], row[2], row[0]))
+        facets = _facets(ranked)
+        return SearchHits([row[0] for row in ranked[offset : offset + limit]], len(ranked), facets)
+
+    async def close(self) -> None:
+        """Closes the reader connections."""
+        for reader in self._readers:
+            await reader.close()
+
+
+def _facets(rows: list[Any]) -> dict[str, list[FacetValue]]:
+    counters: dict[str, Counter[str]] = {name: Counter() for name in FACET_FIELDS}
+    for row in rows:
+        category, publisher, tags = row[3], row[4], row[5]
+        if category:
+            counters["category"][category] += 1
+        if publisher:
+            counters["publisher"][publisher] += 1
+        for tag in set(json.loads(tags) if tags else ()):
+            counters["tags"][tag] += 1
+    return {
+        name: [FacetValue(value, count) for value, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0]))][
+            :_MAX_FACET_VALUES
+        ]
+        for name, counter in counters.items()
+    }
+
+
+async def _ensure_schema(path: Path) -> None:
+    connection = await aiosqlite.connect(path, isolation_level=None)
+    try:
         await connection.execute("PRAGMA busy_timeout = 10000")
         await connection.execute("BEGIN IMMEDIATE")
         try:
@@ -89,56 +175,6 @@ class SqliteSearchIndex:
             await connection.execute("COMMIT")
         except BaseException:
             await connection.execute("ROLLBACK")
-            await connection.close()
             raise
-        return cls(connection)
-
-    async def search(self, text: str, *, where: Predicate | None, limit: int, offset: int) -> SearchHits:
-        """One ranked page, the total number of matches and facets over all of them."""
-        match = fts_query(text)
-        filter_sql, filter_params = ("1", []) if where is None else compile_predicate(where)
-        if match is None:
-            matched = (
-                "SELECT d.rowid AS rid, 0 AS tier, 0.0 AS score, d.partition AS ext, d.body AS body "
-                "FROM documents d WHERE d.collection = ? AND json_extract(d.body, '$.kind') = ?"
-            )
-            matched_params: list[Any] = [COLLECTION, KIND_EXTENSION]
-        else:
-            name_match = f"{{extension_id display_name}} : ({match})"
-            tags_match = f"{{tags}} : ({match})"
-            matched = f"""
-                SELECT d.rowid AS rid,
-                       CASE WHEN f.rowid IN (SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH ?) THEN 0
-                            WHEN f.rowid IN (SELECT rowid FROM {_FTS} WHERE {_FTS} MATCH ?) THEN 1
-                            ELSE 2 END AS tier,
-                       bm25({_FTS}, {_WEIGHTS}) AS score,
-                       d.partition AS ext, d.body AS body
-                FROM {_FTS} f JOIN documents d ON d.rowid = f.rowid
-                WHERE {_FTS} MATCH ?"""
-            matched_params = [name_match, tags_match, match]
-        base = f"WITH matched AS ({matched}) SELECT * FROM matched WHERE {filter_sql}"
-        params = [*matched_params, *filter_params]
-        cursor = await self._db.execute(f"{base} ORDER BY tier, score, ext LIMIT ? OFFSET ?", [*params, limit, offset])
-        ids = [row[3] for row in await cursor.fetchall()]
-        cursor = await self._db.execute(f"SELECT count(*) FROM ({base})", params)
-        total_row = await cursor.fetchone()
-        facets = {name: await self._facet(base, params, name) for name in FACET_FIELDS}
-        return SearchHits(ids, int(total_row[0]) if total_row else 0, facets)
-
-    async def _facet(self, base: str, params: list[Any], field: str) -> list[FacetValue]:
-        if field == "tags":
-            sql = (
-                f"SELECT t.value AS v, count(*) AS n FROM ({base}) m, json_each(m.body, '$.tags') t "
-                "GROUP BY v ORDER BY n DESC, v LIMIT 50"
-            )
-        else:
-            sql = (
-                f"SELECT json_extract(m.body, '$.{field}') AS v, count(*) AS n FROM ({base}) m "
-                "WHERE v IS NOT NULL AND v != '' GROUP BY v ORDER BY n DESC, v LIMIT 50"
-            )
-        cursor = await self._db.execute(sql, params)
-        return [FacetValue(str(value), int(count)) for value, count in await cursor.fetchall()]
-
-    async def close(self) -> None:
-        """Closes the index's connection."""
-        await self._db.close()
+    finally:
+        await connection.close()

@@ -1,0 +1,137 @@
+"""Small, bounded load generator and report table shared by the benchmarks (loopback only)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import statistics
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+
+
+@dataclass
+class Result:
+    """Latencies (ms) of one measured call and how long the whole run took."""
+
+    name: str
+    latencies_ms: list[float]
+    seconds: float
+    codes: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def median(self) -> float:
+        """Median latency in ms."""
+        return statistics.median(self.latencies_ms)
+
+    @property
+    def p99(self) -> float:
+        """99th percentile latency in ms."""
+        ordered = sorted(self.latencies_ms)
+        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+    @property
+    def throughput(self) -> float:
+        """Completed calls per second."""
+        return len(self.latencies_ms) / self.seconds
+
+
+async def measure(
+    name: str, call: Callable[[int], Awaitable[object]], *, requests: int, concurrency: int, warmup: int = 200
+) -> Result:
+    """Runs ``requests`` calls with ``concurrency`` in flight (after a warm-up), counting status codes."""
+    for index in range(warmup):
+        await call(index)
+    latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    counter = iter(range(requests))
+
+    async def worker() -> None:
+        for index in counter:
+            started = time.perf_counter()
+            try:
+                await call(index)
+                codes["OK"] += 1
+            except grpc.aio.AioRpcError as error:
+                codes[error.code().name] += 1
+            latencies.append((time.perf_counter() - started) * 1000)
+
+    started = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return Result(name, latencies, time.perf_counter() - started, codes)
+
+
+def report(title: str, results: list[Result], baseline: Result, notes: str = "") -> None:
+    """Prints medians, p99s, throughput and ratios against the baseline measured in the same run."""
+    table = Table(title=title)
+    for column in (
+        "call",
+        "requests",
+        "median ms",
+        "p99 ms",
+        "req/s",
+        "median / baseline",
+        "req/s / baseline",
+        "codes",
+    ):
+        table.add_column(column, justify="right" if column != "call" else "left")
+    for result in [baseline, *results]:
+        table.add_row(
+            result.name,
+            str(len(result.latencies_ms)),
+            f"{result.median:.3f}",
+            f"{result.p99:.3f}",
+            f"{result.throughput:,.0f}",
+            f"{result.median / baseline.median:.2f}",
+            f"{result.throughput / baseline.throughput:.2f}",
+            ", ".join(f"{k}={v}" for k, v in sorted(result.codes.items())),
+        )
+    console.print(table)
+    if notes:
+        console.print(notes)
+
+
+def start_service(
+    module: str, env: Mapping[str, str], ready: re.Pattern[str], timeout: float = 30
+) -> tuple[subprocess.Popen[str], re.Match[str]]:
+    """Starts ``python -m module`` and waits (bounded) for the line matching ``ready`` on stdout."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", module],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    deadline = time.monotonic() + timeout
+    assert process.stdout is not None
+    while time.monotonic() < deadline:
+        line = process.stdout.readline()
+        if not line:
+            break
+        match = ready.search(line)
+        if match:
+            return process, match
+    process.kill()
+    raise RuntimeError(f"{module} did not become ready within {timeout}s")
+
+
+def stop_service(process: subprocess.Popen[str]) -> None:
+    """SIGTERM, then SIGKILL if it does not exit within 10 s."""
+    process.terminate()
+    try:
+        process.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(timeout=5)

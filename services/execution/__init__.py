@@ -1,0 +1,1 @@
+"""The execution service: executions, their state machine and events, status reports, signing keys."""

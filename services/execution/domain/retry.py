@@ -1,0 +1,76 @@
+"""Retry policy and the classification of extension HTTP replies (spec §3.3, §5.2, §6)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from services.platform.errors import InvalidArgument
+
+HttpOutcome = Literal["success", "accepted", "validation_failed", "permanent", "transient"]
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """A profile's ``retry_policy``: how many attempts in all, and the exponential backoff between them.
+
+    Invalid values raise ``InvalidArgument`` on the field ``retry_policy.<name>``.
+    """
+
+    max_attempts: int = 3
+    initial_backoff_s: float = 1.0
+    max_backoff_s: float = 60.0
+    multiplier: float = 2.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int) or self.max_attempts < 1:
+            raise InvalidArgument.field("retry_policy.max_attempts", "must be an integer of 1 or more")
+        for name in ("initial_backoff_s", "max_backoff_s", "multiplier"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidArgument.field(f"retry_policy.{name}", "must be a finite number")
+        if self.initial_backoff_s < 0:
+            raise InvalidArgument.field("retry_policy.initial_backoff_s", "must not be negative")
+        if self.max_backoff_s < self.initial_backoff_s:
+            raise InvalidArgument.field("retry_policy.max_backoff_s", "must not be below initial_backoff")
+        if self.multiplier < 1:
+            raise InvalidArgument.field("retry_policy.multiplier", "must be 1 or more")
+
+    def can_retry(self, attempt: int) -> bool:
+        """Whether another attempt may follow the failed ``attempt`` (1-based)."""
+        return attempt < self.max_attempts
+
+    def backoff_for(self, attempt: int) -> float:
+        """Seconds to wait after the failed ``attempt`` (1-based) before the next one.
+
+        ``initial * multiplier ** (attempt - 1)``, capped at ``max_backoff_s``: the first retry waits
+        ``initial_backoff_s``.
+        """
+        if attempt < 1:
+            raise ValueError("attempt is 1-based")
+        try:
+            delay = self.initial_backoff_s * self.multiplier ** (attempt - 1)
+        except OverflowError:
+            return float(self.max_backoff_s)
+        return float(min(delay, self.max_backoff_s))
+
+
+def classify_http_status(code: int, *, has_validation_errors: bool = False) -> HttpOutcome:
+    """What an extension's HTTP status means for the execution (spec §6).
+
+    202 → accepted (long-running: stays RUNNING); other 2xx → success; 400 with ``validationErrors`` →
+    validation_failed; 408 and 429 → transient; other 4xx → permanent; 5xx → transient. Anything else
+    (1xx, 3xx — redirects are not followed — or out of range) breaks the contract: permanent.
+    """
+    if code == 202:
+        return "accepted"
+    if 200 <= code <= 299:
+        return "success"
+    if code == 400 and has_validation_errors:
+        return "validation_failed"
+    if code in (408, 429):
+        return "transient"
+    if 500 <= code <= 599:
+        return "transient"
+    return "permanent"

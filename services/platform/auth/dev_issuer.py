@@ -1,0 +1,142 @@
+"""Local development token issuer (spec §7.1, §8): an ES256 key pair in the data directory and its JWKS.
+
+Tokens look like Azure AD v2.0 access tokens (``iss``, ``aud``, ``sub``, ``tid``, ``oid``, ``roles``,
+``iat``, ``nbf``, ``exp``, ``ver``; header ``kid``), so the same verifier serves local and Azure runs.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import time
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+
+from services.platform.auth._files import read_or_create_once, replace_atomically
+
+DEV_ISSUER = "https://exthub.local/dev-issuer"
+DEV_AUDIENCE = "api://exthub"
+DEV_ALGORITHM = "ES256"
+KEY_FILE = "keys/dev-issuer.key.pem"
+JWKS_FILE = "keys/dev-issuer.jwks.json"
+
+
+def dev_jwks_path(data_dir: Path) -> Path:
+    """Where the development issuer's public JWKS lives inside ``data_dir``."""
+    return data_dir / JWKS_FILE
+
+
+def _b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def ec_public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
+    """The RFC 7517 JWK members of a P-256 public key (``kty``, ``crv``, ``x``, ``y``)."""
+    numbers = public_key.public_numbers()
+    size = (public_key.curve.key_size + 7) // 8
+    return {
+        "kty": "EC",
+        "crv": "P-256",
+        "x": _b64url(numbers.x.to_bytes(size, "big")),
+        "y": _b64url(numbers.y.to_bytes(size, "big")),
+    }
+
+
+def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
+    """RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members of an EC or RSA key."""
+    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
+    members = required[jwk["kty"]]
+    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
+    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
+
+
+class DevIssuer:
+    """Signs development access tokens with a persistent ES256 key kept under ``data_dir/keys``."""
+
+    def __init__(self, private_key: ec.EllipticCurvePrivateKey, *, key_path: Path, jwks_path: Path) -> None:
+        if not isinstance(private_key.curve, ec.SECP256R1):
+            raise TypeError("the development issuer key must be an EC P-256 key")
+        self._private_key = private_key
+        self.key_path = key_path
+        self.jwks_path = jwks_path
+        public_jwk = ec_public_jwk(private_key.public_key())
+        self.kid = jwk_thumbprint(public_jwk)
+        self._public_jwk: dict[str, str] = {**public_jwk, "kid": self.kid, "use": "sig", "alg": DEV_ALGORITHM}
+
+    @classmethod
+    def load_or_create(cls, data_dir: Path) -> DevIssuer:
+        """Load the key pair from ``data_dir`` or create it (race-free across processes); write the JWKS.
+
+        Blocking file I/O: from async code call it through ``asyncio.to_thread``.
+        """
+        key_path = data_dir / KEY_FILE
+        jwks_path = dev_jwks_path(data_dir)
+        fresh = ec.generate_private_key(ec.SECP256R1())
+        fresh_pem = fresh.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+        pem = read_or_create_once(key_path, fresh_pem, mode=0o600)
+        private_key = serialization.load_pem_private_key(pem, password=None)
+        if not isinstance(private_key, ec.EllipticCurvePrivateKey):
+            raise TypeError(f"{key_path} does not hold an EC private key")
+        issuer = cls(private_key, key_path=key_path, jwks_path=jwks_path)
+        content = (json.dumps(issuer.jwks, indent=2, sort_keys=True) + "\n").encode("utf-8")
+        try:
+            current = jwks_path.read_bytes()
+        except FileNotFoundError:
+            current = b""
+        if current != content:
+            replace_atomically(jwks_path, content, mode=0o644)
+        return issuer
+
+    @property
+    def jwks(self) -> dict[str, list[dict[str, str]]]:
+        """The public JWKS (``{"keys": [...]}``) that verifiers load."""
+        return {"keys": [dict(self._public_jwk)]}
+
+    @property
+    def private_key(self) -> ec.EllipticCurvePrivateKey:
+        """The signing key (for tests and the CLI; never logged or sent anywhere)."""
+        return self._private_key
+
+    def sign(self, claims: Mapping[str, Any], *, headers: Mapping[str, Any] | None = None) -> str:
+        """Sign arbitrary claims with ES256 and this issuer's ``kid`` (no claim is added)."""
+        return jwt.encode(
+            dict(claims), self._private_key, algorithm=DEV_ALGORITHM, headers={"kid": self.kid, **(headers or {})}
+        )
+
+    def issue(
+        self,
+        *,
+        tenant: str,
+        user: str,
+        roles: Iterable[str],
+        ttl_seconds: int = 3600,
+        audience: str | None = None,
+        not_before: int | None = None,
+        extra_claims: Mapping[str, Any] | None = None,
+    ) -> str:
+        """An Azure-AD-v2-shaped access token for ``user`` in ``tenant`` with app ``roles``."""
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        now = int(time.time())
+        claims: dict[str, Any] = {
+            "iss": DEV_ISSUER,
+            "aud": audience or DEV_AUDIENCE,
+            "sub": user,
+            "tid": tenant,
+            "oid": user,
+            "roles": sorted(set(roles)),
+            "iat": now,
+            "nbf": now if not_before is None else not_before,
+            "exp": now + ttl_seconds,
+            "ver": "2.0",
+        }
+        claims.update(extra_claims or {})
+        return self.sign(claims)

@@ -1,0 +1,109 @@
+"""Structured logging: structlog for our code, the standard library routed through the same renderer.
+
+Secrets never reach a log line: :func:`redact_secrets` masks values whose key looks like a token,
+secret, key, password or authorization header, at any depth.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import Mapping, MutableMapping
+from typing import TYPE_CHECKING, Any
+
+import structlog
+
+if TYPE_CHECKING:
+    from services.platform.settings import Settings
+
+__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets"]
+
+REDACTED = "[REDACTED]"
+_SENSITIVE = re.compile(r"token|secret|key|password|passwd|authorization|credential|signature", re.IGNORECASE)
+_HANDLER_NAME = "exthub-structlog"
+_MAX_DEPTH = 8
+
+
+def _is_sensitive(key: object) -> bool:
+    return isinstance(key, str) and key != "event" and _SENSITIVE.search(key) is not None
+
+
+def _redact(value: Any, depth: int) -> Any:
+    if depth > _MAX_DEPTH:
+        return value
+    if isinstance(value, Mapping):
+        return {k: REDACTED if _is_sensitive(k) else _redact(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v, depth + 1) for v in value]
+    return value
+
+
+def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: mask the values of sensitive-looking keys (nested mappings included)."""
+    for key in list(event_dict):
+        if _is_sensitive(key):
+            event_dict[key] = REDACTED
+        elif isinstance(event_dict[key], Mapping | list | tuple):
+            event_dict[key] = _redact(event_dict[key], 1)
+    return event_dict
+
+
+def configure_logging(settings: Settings) -> None:
+    """Configure structlog and the root logger once per process (calling again replaces the setup)."""
+    level = logging.getLevelName(settings.log_level)
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_secrets,
+    ]
+    # Tracebacks never include local variables: they may hold tokens, secrets or request data.
+    if settings.log_format == "json":
+        tracebacks = structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+        final: list[Any] = [
+            structlog.processors.ExceptionRenderer(tracebacks),
+            structlog.processors.JSONRenderer(),
+        ]
+    else:
+        final = [
+            structlog.dev.ConsoleRenderer(
+                colors=sys.stderr.isatty(),
+                exception_formatter=structlog.dev.plain_traceback,
+            )
+        ]
+
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.processors.StackInfoRenderer(),
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *final],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.set_name(_HANDLER_NAME)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for existing in list(root.handlers):
+        if existing.get_name() == _HANDLER_NAME:
+            root.removeHandler(existing)
+    root.addHandler(handler)
+    root.setLevel(level)
+    # grpc's own loggers are chatty at INFO; keep them at WARNING unless we debug.
+    logging.getLogger("grpc").setLevel(level if level <= logging.DEBUG else logging.WARNING)
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A structlog logger bound to ``name`` (works before and after :func:`configure_logging`)."""
+    logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)
+    return logger

@@ -1,0 +1,190 @@
+"""The one settings model (spec §8): environment variables ``EXTHUB_…``, nested sections with ``__``.
+
+Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.microsoftonline.com/T/v2.0"]'``
+(a JSON array or a comma-separated list), ``EXTHUB_AZURE__COSMOS_ENDPOINT=https://….documents.azure.com``.
+"""
+
+from __future__ import annotations
+
+import json
+import secrets
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from services.platform.auth._files import read_or_create_once
+from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+
+__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings"]
+
+DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
+_ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
+PAGE_TOKEN_KEY_FILE = Path("secrets", "page-token.key")
+
+
+def _split_list(value: Any) -> Any:
+    """Accept a JSON array or a comma-separated string for list settings."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            return json.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
+
+StrList = Annotated[list[str], NoDecode]
+
+
+class AuthSettings(BaseModel):
+    """Bearer-token verification (spec §7.1). Empty on the local backend means the development issuer."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    issuers: StrList = Field(default_factory=list, description="Accepted `iss` values (exact match).")
+    audiences: StrList = Field(default_factory=list, description="Accepted `aud` values (app id URI, client id).")
+    jwks_file: Path | None = Field(default=None, description="Local JWKS file; re-read when it changes.")
+    jwks_uri: str | None = Field(default=None, description="Remote JWKS URL (e.g. Entra ID discovery keys).")
+    jwks_cache_seconds: int = Field(default=300, ge=1, le=86_400)
+    clock_skew_seconds: int = Field(default=60, ge=0, le=600)
+    allowed_algorithms: StrList = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
+
+    _split = field_validator("issuers", "audiences", "allowed_algorithms", mode="before")(_split_list)
+
+    @field_validator("allowed_algorithms")
+    @classmethod
+    def _only_asymmetric(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("at least one algorithm must be allowed")
+        for alg in value:
+            if alg.lower() == "none" or alg.upper().startswith("HS"):
+                raise ValueError(f"algorithm {alg!r} is refused: only asymmetric algorithms are allowed")
+            if alg not in _ACCEPTABLE_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}; allowed: {sorted(_ACCEPTABLE_ALGORITHMS)}")
+        return value
+
+    @field_validator("jwks_uri")
+    @classmethod
+    def _https_uri(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://127.0.0.1", "http://localhost")):
+            raise ValueError("jwks_uri must use https (plain http only on loopback)")
+        return value
+
+    @model_validator(mode="after")
+    def _one_key_source(self) -> AuthSettings:
+        if self.jwks_file is not None and self.jwks_uri is not None:
+            raise ValueError("set only one of jwks_file and jwks_uri")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        """True when issuers, audiences and a key source are all set."""
+        return bool(self.issuers and self.audiences and (self.jwks_file or self.jwks_uri))
+
+    @classmethod
+    def development(cls, data_dir: Path) -> AuthSettings:
+        """The local development issuer's settings (its JWKS lives in ``data_dir``)."""
+        return cls(issuers=[DEV_ISSUER], audiences=[DEV_AUDIENCE], jwks_file=dev_jwks_path(data_dir))
+
+
+class AzureSettings(BaseModel):
+    """Azure backend endpoints (used by the azure backend in later issues; access uses managed identity)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    cosmos_endpoint: str | None = Field(default=None, description="Cosmos DB account endpoint.")
+    cosmos_database: str | None = Field(default=None, description="Cosmos DB database name.")
+    servicebus_namespace: str | None = Field(
+        default=None, description="Service Bus fully qualified namespace (`<ns>.servicebus.windows.net`)."
+    )
+    blob_account_url: str | None = Field(default=None, description="Blob Storage account URL.")
+
+
+Port = Annotated[int, Field(ge=0, le=65_535)]
+
+
+class Settings(BaseSettings):
+    """Every setting of the hub; ``0`` for a port lets the OS choose."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EXTHUB_", env_nested_delimiter="__", extra="ignore", frozen=True, validate_default=True
+    )
+
+    backend: Literal["local", "azure"] = "local"
+    data_dir: Path = Path(".exthub-data")
+    host: str = "127.0.0.1"
+    catalog_port: Port = 50051
+    execution_port: Port = 50052
+    agent_port: Port = 50053
+    gateway_port: Port = 8080
+    public_url: str | None = Field(
+        default=None, description="The gateway's public base URL; every URL handed out is built from it."
+    )
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    log_format: Literal["json", "console"] = "json"
+    shutdown_grace_seconds: float = Field(default=10.0, ge=0)
+    auth: AuthSettings = Field(default_factory=AuthSettings)
+    page_token_secret: SecretStr | None = Field(
+        default=None, description="HMAC key for page tokens; None → a random key file in data_dir."
+    )
+    azure: AzureSettings = Field(default_factory=AzureSettings)
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _upper_level(cls, value: Any) -> Any:
+        return value.upper() if isinstance(value, str) else value
+
+    @field_validator("public_url")
+    @classmethod
+    def _base_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("public_url must be an http(s) URL")
+        return value.rstrip("/")
+
+    @field_validator("page_token_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("page_token_secret must be at least 16 characters")
+        return value
+
+    @model_validator(mode="after")
+    def _auth_defaults(self) -> Settings:
+        if not self.auth.configured:
+            if self.backend == "local" and not (
+                self.auth.issuers or self.auth.audiences or self.auth.jwks_file or self.auth.jwks_uri
+            ):
+                object.__setattr__(self, "auth", AuthSettings.development(self.data_dir))
+            else:
+                raise ValueError("auth needs issuers, audiences and jwks_file or jwks_uri")
+        return self
+
+    @classmethod
+    def local_defaults(cls, data_dir: Path, **overrides: Any) -> Settings:
+        """Local-backend settings rooted at ``data_dir`` with the development issuer (env still applies)."""
+        return cls(backend="local", data_dir=data_dir, **overrides)
+
+    @property
+    def page_token_secret_path(self) -> Path:
+        """Where the generated page-token key is kept when none is configured."""
+        return self.data_dir / PAGE_TOKEN_KEY_FILE
+
+    def page_token_key(self) -> bytes:
+        """The page-token HMAC key: the configured secret, else a 32-byte random file (0600, made once).
+
+        Blocking file I/O on first use: call it at startup (or through ``asyncio.to_thread``).
+        """
+        if self.page_token_secret is not None:
+            return self.page_token_secret.get_secret_value().encode("utf-8")
+        key = read_or_create_once(self.page_token_secret_path, secrets.token_bytes(32), mode=0o600)
+        if len(key) < 32:
+            raise ValueError(f"{self.page_token_secret_path} holds fewer than 32 bytes")
+        return key
+
+    def grpc_address(self, port: int) -> str:
+        """``host:port`` for binding or dialling (IPv6 hosts in brackets)."""
+        host = f"[{self.host}]" if ":" in self.host and not self.host.startswith("[") else self.host
+        return f"{host}:{port}"

@@ -1,0 +1,71 @@
+"""DevIssuer: persistent key, RFC 7638 kid, JWKS file, Azure-shaped tokens, race-free first start."""
+
+from __future__ import annotations
+
+import json
+import multiprocessing
+import stat
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import jwt
+
+from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, jwk_thumbprint
+
+
+def _kid_of(data_dir: str) -> str:
+    return DevIssuer.load_or_create(Path(data_dir)).kid
+
+
+def test_rfc7638_thumbprint_example() -> None:
+    # RFC 7638 §3.1 example RSA key
+    jwk = {
+        "kty": "RSA",
+        "e": "AQAB",
+        "n": (
+            "0vx7agoebGcQSuuPiLJXZptN9nndrQmbXEps2aiAFbWhM78LhWx4cbbfAAtVT86zwu1RK7aPFFxuhDR1L6tSoc_BJECPebWKRXjBZCiFV4n3"
+            "oknjhMstn64tZ_2W-5JsGY4Hc5n9yBXArwl93lqt7_RN5w6Cf0h4QyQ5v-65YGjQR0_FDW2QvzqY368QQMicAtaSqzs8KJZgnYb9c7d0zgdA"
+            "ZHzu6qMQvRL5hajrn1n91CbOpbISD08qNLyrdkt-bFTWhAI4vMQFh6WeZu0fM4lFd2NcRwr3XPksINHaQ-G_xBniIqbw0Ls1jF44-csFCur-"
+            "kEgU8awapJzKnqDKgw"
+        ),
+    }
+    assert jwk_thumbprint(jwk) == "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"
+
+
+def test_key_and_jwks_are_persisted(tmp_path: Path) -> None:
+    first = DevIssuer.load_or_create(tmp_path)
+    assert stat.S_IMODE(first.key_path.stat().st_mode) == 0o600
+    assert first.key_path == tmp_path / "keys" / "dev-issuer.key.pem"
+    jwks = json.loads(first.jwks_path.read_text())
+    assert jwks == first.jwks
+    (key,) = jwks["keys"]
+    assert key["kid"] == first.kid == jwk_thumbprint(key)
+    assert (key["kty"], key["crv"], key["alg"], key["use"]) == ("EC", "P-256", "ES256", "sig")
+    assert "d" not in key
+    assert DevIssuer.load_or_create(tmp_path).kid == first.kid
+
+
+def test_issued_token_is_azure_shaped(tmp_path: Path) -> None:
+    issuer = DevIssuer.load_or_create(tmp_path)
+    token = issuer.issue(tenant="t1", user="u1", roles=["Agent"], ttl_seconds=120, extra_claims={"azp": "cli"})
+    header = jwt.get_unverified_header(token)
+    assert (header["alg"], header["kid"]) == ("ES256", issuer.kid)
+    claims = jwt.decode(
+        token, issuer.private_key.public_key(), algorithms=["ES256"], audience=DEV_AUDIENCE, issuer=DEV_ISSUER
+    )
+    assert claims["tid"] == "t1"
+    assert claims["oid"] == claims["sub"] == "u1"
+    assert claims["roles"] == ["Agent"]
+    assert claims["ver"] == "2.0"
+    assert claims["azp"] == "cli"
+    assert claims["exp"] - claims["iat"] == 120
+    assert claims["nbf"] == claims["iat"]
+
+
+def test_concurrent_first_start_agrees_on_one_key(tmp_path: Path) -> None:
+    context = multiprocessing.get_context("spawn")  # never fork a process that holds gRPC state
+    with ProcessPoolExecutor(max_workers=4, mp_context=context) as pool:
+        kids = list(pool.map(_kid_of, [str(tmp_path)] * 8, timeout=60))
+    assert len(set(kids)) == 1
+    assert DevIssuer.load_or_create(tmp_path).kid == kids[0]
+    assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["dev-issuer.jwks.json", "dev-issuer.key.pem"]

@@ -1,0 +1,84 @@
+"""Logging: secrets are redacted at any depth; stdlib records go through the same pipeline."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import structlog
+
+from services.platform.logging import REDACTED, configure_logging, get_logger, redact_secrets
+from services.platform.settings import Settings
+
+
+def test_redaction_processor() -> None:
+    event = {
+        "event": "login",
+        "authorization": "Bearer abc",
+        "page_token_secret": "s3",
+        "statusUpdateKey": "k",
+        "nested": {"password": "p", "ok": 1, "list": [{"access_token": "t"}]},
+        "tenant": "t1",
+    }
+    out = redact_secrets(None, "info", event)
+    assert out["authorization"] == out["page_token_secret"] == out["statusUpdateKey"] == REDACTED
+    assert out["nested"] == {"password": REDACTED, "ok": 1, "list": [{"access_token": REDACTED}]}
+    assert (out["event"], out["tenant"]) == ("login", "t1")
+
+
+@pytest.fixture
+def _restore_logging() -> Iterator[None]:
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+    structlog.reset_defaults()
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_json_logging_routes_stdlib_and_redacts(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings.local_defaults(tmp_path, log_format="json", log_level="info"))
+    configure_logging(Settings.local_defaults(tmp_path, log_format="json", log_level="info"))  # idempotent
+    get_logger("exthub.test").info("hello", token="eyJ-secret", tenant="t1")
+    logging.getLogger("some.library").warning("from stdlib %s", "x", extra={"password": "hunter2"})
+    get_logger("exthub.test").debug("hidden")
+    lines = [json.loads(line) for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert len(lines) == 2
+    assert lines[0]["event"] == "hello"
+    assert lines[0]["token"] == REDACTED
+    assert lines[0]["tenant"] == "t1"
+    assert lines[0]["level"] == "info"
+    assert lines[1]["event"] == "from stdlib x"
+    assert lines[1]["password"] == REDACTED
+    assert "hunter2" not in json.dumps(lines)
+
+
+@pytest.mark.usefixtures("_restore_logging")
+def test_console_logging(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    configure_logging(Settings.local_defaults(tmp_path, log_format="console", log_level="DEBUG"))
+    get_logger("exthub.test").debug("visible", secret="zzz")
+    err = capsys.readouterr().err
+    assert "visible" in err
+    assert "zzz" not in err
+
+
+def _fail(secret_value: str) -> None:
+    raise RuntimeError(f"boom ({len(secret_value)})")
+
+
+@pytest.mark.usefixtures("_restore_logging")
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_tracebacks_have_no_locals(tmp_path: Path, capsys: pytest.CaptureFixture[str], log_format: str) -> None:
+    configure_logging(Settings.local_defaults(tmp_path, log_format=log_format))
+    bearer = "eyJ-local-variable-value"
+    try:
+        _fail(bearer)
+    except RuntimeError:
+        get_logger("exthub.test").exception("failed", context_len=len(bearer))
+    err = capsys.readouterr().err
+    assert "RuntimeError" in err
+    assert "eyJ-local-variable-value" not in err
