@@ -1,0 +1,183 @@
+"""The document store port: JSON documents in named collections, partitioned like Cosmos DB.
+
+Contract (every adapter passes ``tests/contract/docstore``):
+
+* A document is addressed by ``(collection, partition, id)``; ids are unique per partition.
+* Bodies are JSON objects, deep-copied on the way in and out (no aliasing with callers).
+* Etags are opaque strings that change on every write; ``if_match`` makes a write conditional
+  (AIP-154): a mismatch raises ``Aborted(reason="ETAG_MISMATCH")``.
+* ``query`` pages with opaque continuation tokens (keyset, never OFFSET); results are ordered by
+  ``order_by`` and then by id (then partition for cross-partition queries).
+* ``transact`` is all-or-nothing inside ONE partition (Cosmos transactional batch, at most 100 ops).
+* Filters are :mod:`services.platform.query.predicate` trees; see that module for their semantics.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from services.platform.errors import Aborted, AlreadyExists, NotFound
+from services.platform.query.predicate import Predicate, SortKey
+
+__all__ = [
+    "MAX_BATCH_OPERATIONS",
+    "MAX_DOCUMENT_BYTES",
+    "MAX_QUERY_LIMIT",
+    "CreateOp",
+    "DeleteOp",
+    "Document",
+    "DocumentCollection",
+    "DocumentStore",
+    "Query",
+    "QueryPage",
+    "ReplaceOp",
+    "WriteOp",
+    "document_exists",
+    "document_not_found",
+    "etag_mismatch",
+    "validate_key",
+]
+
+MAX_BATCH_OPERATIONS = 100  # Cosmos DB transactional batch limit
+MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # Cosmos DB item size limit (JSON text)
+MAX_QUERY_LIMIT = 1000
+_ID_RE = re.compile(r"[^/\\?#\x00-\x1f\x7f]{1,255}")
+_PARTITION_RE = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
+
+
+@dataclass(frozen=True)
+class Document:
+    """A stored document and its current etag."""
+
+    id: str
+    partition: str
+    body: dict[str, Any]
+    etag: str
+
+
+@dataclass(frozen=True)
+class Query:
+    """A query on one collection. ``partition=None`` means cross-partition."""
+
+    partition: str | None = None
+    where: Predicate | None = None
+    order_by: tuple[SortKey, ...] = ()
+    limit: int = 50
+    continuation: str | None = None
+
+
+@dataclass(frozen=True)
+class QueryPage:
+    """One page of results; ``continuation`` is None on the last page."""
+
+    documents: list[Document]
+    continuation: str | None
+
+
+@dataclass(frozen=True)
+class CreateOp:
+    """Create a document (fails with AlreadyExists when the id is taken)."""
+
+    id: str
+    body: Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class ReplaceOp:
+    """Replace a document, optionally only if its etag still matches."""
+
+    id: str
+    body: Mapping[str, Any]
+    if_match: str | None = None
+
+
+@dataclass(frozen=True)
+class DeleteOp:
+    """Delete a document, optionally only if its etag still matches."""
+
+    id: str
+    if_match: str | None = None
+
+
+WriteOp = CreateOp | ReplaceOp | DeleteOp
+
+
+class DocumentCollection(Protocol):
+    """One named collection (a Cosmos container)."""
+
+    @property
+    def name(self) -> str:
+        """The collection name."""
+        ...
+
+    async def create(self, partition: str, id: str, body: Mapping[str, Any]) -> Document:
+        """Insert a new document; AlreadyExists(reason="DOCUMENT_EXISTS") when the id is taken."""
+        ...
+
+    async def read(self, partition: str, id: str) -> Document | None:
+        """The document, or None when it does not exist."""
+        ...
+
+    async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
+        """Overwrite; Aborted(ETAG_MISMATCH) on a stale etag, NotFound(DOCUMENT_NOT_FOUND) if missing."""
+        ...
+
+    async def delete(self, partition: str, id: str, *, if_match: str | None = None) -> None:
+        """Remove; the same errors as :meth:`replace`."""
+        ...
+
+    async def query(self, query: Query) -> QueryPage:
+        """One page of matching documents, ordered by ``order_by`` then id."""
+        ...
+
+    async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
+        """How many documents match."""
+        ...
+
+    async def transact(self, partition: str, ops: Sequence[WriteOp]) -> list[Document | None]:
+        """Apply ``ops`` atomically in one partition: all succeed, or nothing is written and the
+        failing op's error is raised. Returns the new document per op (None for deletes)."""
+        ...
+
+
+class DocumentStore(Protocol):
+    """A database of collections."""
+
+    def collection(self, name: str) -> DocumentCollection:
+        """The collection ``name`` (created lazily)."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
+        ...
+
+
+def validate_key(kind: str, value: str) -> None:
+    """Check an ``id`` (1-255 characters, none of ``/ \\ ? #``, like Cosmos) or a ``partition`` key
+    (1-1024 characters); neither may hold control characters. Raises ValueError (a programming error:
+    callers validate resource ids first)."""
+    pattern = _ID_RE if kind == "id" else _PARTITION_RE
+    if not isinstance(value, str) or not pattern.fullmatch(value):
+        raise ValueError(f"invalid document {kind} {value!r}")
+
+
+def document_exists(id: str) -> AlreadyExists:
+    """The error for a duplicate id."""
+    return AlreadyExists(f"document {id!r} already exists", reason="DOCUMENT_EXISTS", metadata={"id": id})
+
+
+def document_not_found(id: str) -> NotFound:
+    """The error for a missing document."""
+    return NotFound(f"document {id!r} not found", reason="DOCUMENT_NOT_FOUND", metadata={"id": id})
+
+
+def etag_mismatch(id: str) -> Aborted:
+    """The error for a stale etag."""
+    return Aborted(
+        f"document {id!r} was changed by someone else (etag mismatch)",
+        reason="ETAG_MISMATCH",
+        metadata={"id": id},
+    )
