@@ -84,6 +84,7 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
     "ExecutionService.CreateExecution": ("ROLES", ["Executions.Run"], False),
     "ExecutionService.ReportExecutionStatus": ("PUBLIC", [], False),
     "ExecutionService.ClaimExecution": ("ROLES", ["Agent"], True),
+    "ExecutionService.SignExtensionRequest": ("ROLES", ["Agent"], True),
     "ExecutionService.GetSigningKeys": ("PUBLIC", [], False),
     "AgentService.Execute": ("ROLES", ["Agent"], True),
     "AgentService.GetAgentInfo": ("ROLES", ["Agent"], True),

@@ -533,3 +533,61 @@ class JsonWebKey(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JsonWebKey: _TypeAlias = JsonWebKey  # noqa: Y015
+
+@_typing.final
+class SignExtensionRequestRequest(_message.Message):
+    """Request of `SignExtensionRequest`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The execution, `executions/{execution}`."""
+    attempt: _builtins.int
+    """The running attempt the body belongs to."""
+    body: _builtins.bytes
+    """The exact request body bytes that will be sent to the extension."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        body: _builtins.bytes = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "body", b"body", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignExtensionRequestRequest: _TypeAlias = SignExtensionRequestRequest  # noqa: Y015
+
+@_typing.final
+class SignExtensionRequestResponse(_message.Message):
+    """Response of `SignExtensionRequest`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    signature: _builtins.str
+    """The `Exthub-Signature` header value: a JWS with a detached payload over
+    the body.
+    """
+    key_id: _builtins.str
+    """The id of the key that signed (listed by `GetSigningKeys`)."""
+    def __init__(
+        self,
+        *,
+        signature: _builtins.str = ...,
+        key_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SignExtensionRequestResponse: _TypeAlias = SignExtensionRequestResponse  # noqa: Y015

@@ -88,6 +88,11 @@ class ExecutionServiceStub:
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.FromString,
                 _registered_method=True)
+        self.SignExtensionRequest = channel.unary_unary(
+                '/exthub.execution.v1.ExecutionService/SignExtensionRequest',
+                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
+                _registered_method=True)
         self.GetSigningKeys = channel.unary_unary(
                 '/exthub.execution.v1.ExecutionService/GetSigningKeys',
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.GetSigningKeysRequest.SerializeToString,
@@ -185,6 +190,16 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SignExtensionRequest(self, request, context):
+        """Signs the exact body an agent is about to send to an extension for a
+        running attempt, with the hub's signing key (which never leaves the
+        execution service). The body must be a JSON object whose `executionId`
+        and `attempt` match the running attempt. Internal: agents only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSigningKeys(self, request, context):
         """Returns the public JWKS of the hub's signatures (extension requests and
         direct tokens): the current and previous keys.
@@ -245,6 +260,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ClaimExecution,
                     request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.SerializeToString,
+            ),
+            'SignExtensionRequest': grpc.unary_unary_rpc_method_handler(
+                    servicer.SignExtensionRequest,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.SerializeToString,
             ),
             'GetSigningKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSigningKeys,
@@ -525,6 +545,33 @@ class ExecutionService:
             '/exthub.execution.v1.ExecutionService/ClaimExecution',
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SignExtensionRequest(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.ExecutionService/SignExtensionRequest',
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
             options,
             channel_credentials,
             insecure,

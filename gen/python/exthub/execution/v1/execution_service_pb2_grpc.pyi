@@ -79,6 +79,12 @@ class ExecutionServiceStub:
     fenced by the attempt) and receives everything it needs to run it.
     In-cluster only.
     """
+    SignExtensionRequest: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.SignExtensionRequestRequest, _execution_service_pb2.SignExtensionRequestResponse]
+    """Signs the exact body an agent is about to send to an extension for a
+    running attempt, with the hub's signing key (which never leaves the
+    execution service). The body must be a JSON object whose `executionId`
+    and `attempt` match the running attempt. Internal: agents only.
+    """
     GetSigningKeys: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.GetSigningKeysRequest, _execution_service_pb2.GetSigningKeysResponse]
     """Returns the public JWKS of the hub's signatures (extension requests and
     direct tokens): the current and previous keys.
@@ -133,6 +139,12 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
     fenced by the attempt) and receives everything it needs to run it.
     In-cluster only.
+    """
+    SignExtensionRequest: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.SignExtensionRequestRequest, _execution_service_pb2.SignExtensionRequestResponse]  # type: ignore[assignment]
+    """Signs the exact body an agent is about to send to an extension for a
+    running attempt, with the hub's signing key (which never leaves the
+    execution service). The body must be a JSON object whose `executionId`
+    and `attempt` match the running attempt. Internal: agents only.
     """
     GetSigningKeys: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.GetSigningKeysRequest, _execution_service_pb2.GetSigningKeysResponse]  # type: ignore[assignment]
     """Returns the public JWKS of the hub's signatures (extension requests and
@@ -245,6 +257,18 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
         fenced by the attempt) and receives everything it needs to run it.
         In-cluster only.
+        """
+
+    @_abc_1.abstractmethod
+    def SignExtensionRequest(
+        self,
+        request: _execution_service_pb2.SignExtensionRequestRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_service_pb2.SignExtensionRequestResponse, _abc.Awaitable[_execution_service_pb2.SignExtensionRequestResponse]]:
+        """Signs the exact body an agent is about to send to an extension for a
+        running attempt, with the hub's signing key (which never leaves the
+        execution service). The body must be a JSON object whose `executionId`
+        and `attempt` match the running attempt. Internal: agents only.
         """
 
     @_abc_1.abstractmethod
