@@ -23,4 +23,7 @@ if [ "$want" != "$have" ]; then
   "$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --no-deps --no-build-isolation -e .
   echo "$want" > "$STAMP"
 fi
+# Source roots on the venv's path: the repository (services, exthub, tools) and the generated stubs.
+site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
+printf '%s\n%s\n' "$PWD" "$PWD/gen/python" > "$site/exthub-source-roots.pth"
 echo "setup: ready ($VENV)"
