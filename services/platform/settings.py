@@ -130,6 +130,49 @@ class Settings(BaseSettings):
     )
     azure: AzureSettings = Field(default_factory=AzureSettings)
 
+    # -- execution service (issue 3) ------------------------------------------------------------------
+    objects_port: Port = Field(
+        default=50054, description="The execution service's local/v1 object HTTP server (0: the OS chooses)."
+    )
+    catalog_address: str | None = Field(
+        default=None, description="gRPC `host:port` of the catalog for the execution service; None: host:catalog_port."
+    )
+    agent_address: str | None = Field(
+        default=None, description="gRPC `host:port` of the agent for synchronous executions; None: host:agent_port."
+    )
+    # -- end execution service ------------------------------------------------------------------------
+
+    # -- agent (issue 4) ------------------------------------------------------------------------------
+    agent_id: str | None = Field(
+        default=None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
+        description="The agent's id; None: generated once and kept in data_dir/agent/agent-id.",
+    )
+    agent_priorities: Annotated[list[Literal["HIGH", "NORMAL", "LOW"]], NoDecode] = Field(
+        default=["HIGH", "NORMAL", "LOW"],
+        description="Priorities of queued work the agent consumes (JSON array or comma-separated).",
+    )
+    agent_max_in_flight: int = Field(
+        default=64, ge=1, le=10_000, description="Attempts one agent runs at once; more are refused (AGENT_BUSY)."
+    )
+
+    @field_validator("agent_priorities", mode="before")
+    @classmethod
+    def _agent_priority_list(cls, value: Any) -> Any:
+        value = _split_list(value)
+        return [v.upper() if isinstance(v, str) else v for v in value] if isinstance(value, list) else value
+
+    @field_validator("agent_priorities")
+    @classmethod
+    def _agent_priorities_distinct(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("the agent must consume at least one priority")
+        if len(set(value)) != len(value):
+            raise ValueError("agent_priorities must not repeat a priority")
+        return value
+
+    # -- end agent ------------------------------------------------------------------------------------
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:
