@@ -155,6 +155,10 @@ class Settings(BaseSettings):
     agent_max_in_flight: int = Field(
         default=64, ge=1, le=10_000, description="Attempts one agent runs at once; more are refused (AGENT_BUSY)."
     )
+    execution_address: str | None = Field(
+        default=None,
+        description="gRPC `host:port` of the execution service for the agent (signing); None: host:execution_port.",
+    )
 
     @field_validator("agent_priorities", mode="before")
     @classmethod

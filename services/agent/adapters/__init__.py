@@ -1,0 +1,35 @@
+"""Execution adapters (spec §5.1) and their registry by execution model name."""
+
+from __future__ import annotations
+
+import aiohttp
+
+from services.agent.adapters.http_json import HTTP_JSON_MODELS, HttpJsonAdapter
+from services.agent.adapters.registry import AdapterRegistry, ExecutionAdapter
+from services.agent.adapters.signing import BodySigner, KeyRingBodySigner, PreparedRequest, SigningRefused
+from services.agent.extension_services import ExtensionServiceRegistry
+
+__all__ = [
+    "HTTP_JSON_MODELS",
+    "AdapterRegistry",
+    "BodySigner",
+    "ExecutionAdapter",
+    "HttpJsonAdapter",
+    "KeyRingBodySigner",
+    "PreparedRequest",
+    "SigningRefused",
+    "default_adapters",
+]
+
+
+def default_adapters(
+    session: aiohttp.ClientSession,
+    *,
+    services: ExtensionServiceRegistry,
+    signer: BodySigner | None = None,
+    sign: bool = True,
+    user_agent: str = "exthub-agent",
+) -> AdapterRegistry:
+    """The adapters shipped with the agent: one :class:`HttpJsonAdapter` for both http-json models."""
+    http_json = HttpJsonAdapter(session, services=services, signer=signer, sign=sign, user_agent=user_agent)
+    return AdapterRegistry(dict.fromkeys(HTTP_JSON_MODELS, http_json))

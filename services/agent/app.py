@@ -1,0 +1,146 @@
+"""Wires the agent: its identity, one shared HTTP client session, adapters, extension services, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import aiohttp
+import grpc
+
+from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from exthub.type.v1 import types_pb2
+from services.agent.adapters import AdapterRegistry, BodySigner, default_adapters
+from services.agent.execution_client import DevAgentTokens, ExecutionServiceSigner
+from services.agent.extension_services import ExtensionServiceRegistry, default_extension_services
+from services.agent.identity import agent_id, agent_version
+from services.agent.servicer import AgentServicer
+from services.platform.auth.access import access_rules_from_descriptors
+from services.platform.auth.dev_issuer import DevIssuer
+from services.platform.auth.verifier import TokenVerifier
+from services.platform.logging import get_logger
+from services.platform.server import RunningServer, start_grpc_server
+from services.platform.settings import Settings
+
+__all__ = ["SERVICE", "AdapterFactory", "AgentApp", "start_agent"]
+
+SERVICE = agent_service_pb2.DESCRIPTOR.services_by_name["AgentService"]
+
+AdapterFactory = Callable[[aiohttp.ClientSession, ExtensionServiceRegistry], AdapterRegistry]
+
+_log = get_logger("exthub.agent")
+
+
+@dataclass
+class AgentApp:
+    """A running agent and the resources it owns."""
+
+    server: RunningServer
+    session: aiohttp.ClientSession
+    servicer: AgentServicer
+    agent_id: str
+    adapters: AdapterRegistry
+    services: ExtensionServiceRegistry
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    _closed: bool = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the gRPC server."""
+        return self.server.address
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drains the server (in-flight attempts get up to ``grace`` seconds), then closes the HTTP session."""
+        if self._closed:
+            return
+        self._closed = True
+        try:
+            await self.server.stop(grace)
+        finally:
+            for close in self.closers:
+                await close()
+            await self.session.close()
+
+
+async def start_agent(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    signer: BodySigner | None = None,
+    sign: bool = True,
+    services: ExtensionServiceRegistry | None = None,
+    adapters: AdapterFactory | None = None,
+) -> AgentApp:
+    """Start serving ``AgentService`` on ``port`` (default: ``settings.agent_port``; 0 → the OS chooses).
+
+    ``signer`` signs the request bodies (see :mod:`services.agent.adapters.signing`). Default on the local
+    backend: ``ExecutionService.SignExtensionRequest`` at ``settings.execution_address`` (or
+    ``host:execution_port``) with Agent-role tokens from the development issuer. ``sign=False`` sends unsigned
+    requests (tests only).
+    ``services`` defaults to ``config/v1`` and ``greeting/v1``; ``adapters`` builds the adapter registry from
+    the shared session (default: the http-json adapter for both http-json models).
+    """
+    await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+    the_id = await asyncio.to_thread(agent_id, settings)
+    version = agent_version()
+    service_registry = services if services is not None else default_extension_services()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if signer is None and sign and adapters is None and settings.backend == "local":
+        issuer = await asyncio.to_thread(DevIssuer.load_or_create, settings.data_dir)
+        remote = ExecutionServiceSigner(
+            settings.execution_address or settings.grpc_address(settings.execution_port),
+            DevAgentTokens(issuer, agent_id=the_id),
+        )
+        signer = remote
+        closers.append(remote.close)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=settings.agent_max_in_flight, ttl_dns_cache=300),
+        timeout=aiohttp.ClientTimeout(total=None),  # each call is bounded by the adapter (asyncio.timeout)
+        raise_for_status=False,
+        trust_env=False,
+    )
+    try:
+        if adapters is not None:
+            registry = adapters(session, service_registry)
+        else:
+            registry = default_adapters(
+                session, services=service_registry, signer=signer, sign=sign, user_agent=f"exthub-agent/{version}"
+            )
+        servicer = AgentServicer(
+            registry,
+            agent_id=the_id,
+            version=version,
+            priorities=[types_pb2.Priority.Value(name) for name in settings.agent_priorities],
+            max_in_flight=settings.agent_max_in_flight,
+        )
+
+        def register(server: grpc.aio.Server) -> Sequence[str]:
+            agent_service_pb2_grpc.add_AgentServiceServicer_to_server(servicer, server)
+            return [SERVICE.full_name]
+
+        server = await start_grpc_server(
+            name="agent",
+            settings=settings,
+            port=settings.agent_port if port is None else port,
+            register=register,
+            verifier=TokenVerifier(settings.auth),
+            access_rules=access_rules_from_descriptors([SERVICE]),
+        )
+    except BaseException:
+        for close in closers:
+            await close()
+        await session.close()
+        raise
+    if signer is None and sign and adapters is None:
+        _log.warning("no request signer for this backend: every attempt will fail with REQUEST_NOT_SIGNED")
+    _log.info("agent started", agent_id=the_id, version=version, models=list(registry.models))
+    return AgentApp(
+        server=server,
+        session=session,
+        servicer=servicer,
+        agent_id=the_id,
+        adapters=registry,
+        services=service_registry,
+        closers=closers,
+    )
