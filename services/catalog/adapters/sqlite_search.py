@@ -20,6 +20,7 @@ from services.catalog.adapters.documents import COLLECTION, KIND_EXTENSION
 from services.catalog.search import FACET_FIELDS, FacetValue, SearchHits
 from services.platform.docstore.sqlite_filter import compile_predicate
 from services.platform.query.predicate import Predicate
+from services.platform.sqlite_connection import connect
 
 _FTS = "catalog_search"
 _MAX_TERMS = 16
@@ -84,8 +85,7 @@ class SqliteSearchIndex:
         connections = []
         try:
             for _ in range(readers):
-                connection = await aiosqlite.connect(path)
-                await connection.execute("PRAGMA busy_timeout = 10000")
+                connection = await connect(path)
                 await connection.execute("PRAGMA query_only = ON")
                 connections.append(connection)
         except BaseException:
@@ -153,9 +153,8 @@ def _facets(rows: list[Any]) -> dict[str, list[FacetValue]]:
 
 
 async def _ensure_schema(path: Path) -> None:
-    connection = await aiosqlite.connect(path, isolation_level=None)
+    connection = await connect(path)
     try:
-        await connection.execute("PRAGMA busy_timeout = 10000")
         await connection.execute("BEGIN IMMEDIATE")
         try:
             cursor = await connection.execute(

@@ -52,6 +52,7 @@ from services.platform.docstore.sqlite_filter import (
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.paging import invalid_page_token
 from services.platform.query.predicate import Predicate
+from services.platform.sqlite_connection import connect, require_wal
 
 __all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore"]
 
@@ -130,14 +131,14 @@ class SqliteDocumentStore:
         """Open (creating and migrating if needed) the store at ``path``."""
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, busy_timeout_ms)
+        writer = await connect(path, busy_timeout_ms)
         try:
             with _translate_errors():
                 async with writer.execute("PRAGMA journal_mode=WAL") as cur:
                     row = await cur.fetchone()
-                _require_wal(path, row)
+                require_wal(path, row)
                 await _migrate(writer)
-            reader = await _connect(path, busy_timeout_ms)
+            reader = await connect(path, busy_timeout_ms)
             await reader.execute("PRAGMA query_only=ON")
         except BaseException:
             await writer.close()
@@ -201,26 +202,9 @@ class SqliteDocumentStore:
             return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
 
 
-def _require_wal(path: Path, row: Any) -> None:
-    if row is None or str(row[0]).lower() != "wal":
-        raise RuntimeError(f"could not switch {path} to WAL mode")
-
-
 def _check_schema_version(current: int) -> None:
     if current > SCHEMA_VERSION:
         raise RuntimeError(f"the document store schema is version {current}, newer than this code ({SCHEMA_VERSION})")
-
-
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await conn.execute("PRAGMA foreign_keys=ON")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:

@@ -44,6 +44,7 @@ import aiosqlite
 from services.platform import timefmt
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.paging import invalid_page_token, resolve_page_size
+from services.platform.sqlite_connection import connect, require_wal
 from services.platform.workqueue.port import (
     DEFAULT_AGEING_SECONDS,
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
@@ -236,14 +237,14 @@ class SqliteWorkQueue:
             raise ValueError("poll_interval_seconds must be positive")
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await _connect(path, busy_timeout_ms)
+        writer = await connect(path, busy_timeout_ms)
         try:
             with _translate_errors():
                 async with writer.execute("PRAGMA journal_mode=WAL") as cur:
                     row = await cur.fetchone()
-                _require_wal(path, row)
+                require_wal(path, row)
                 await _migrate(writer)
-            reader = await _connect(path, busy_timeout_ms)
+            reader = await connect(path, busy_timeout_ms)
             await reader.execute("PRAGMA query_only=ON")
         except BaseException:
             await writer.close()
@@ -560,25 +561,9 @@ class SqliteWorkQueue:
                     raise
 
 
-def _require_wal(path: Path, row: Any) -> None:
-    if row is None or str(row[0]).lower() != "wal":
-        raise RuntimeError(f"could not switch {path} to WAL mode")
-
-
 def _check_schema_version(current: int) -> None:
     if current > SCHEMA_VERSION:
         raise RuntimeError(f"the work queue schema is version {current}, newer than this code ({SCHEMA_VERSION})")
-
-
-async def _connect(path: Path, busy_timeout_ms: int) -> aiosqlite.Connection:
-    conn = await aiosqlite.connect(path, isolation_level=None)
-    try:
-        await conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_ms)}")
-        await conn.execute("PRAGMA synchronous=NORMAL")
-    except BaseException:
-        await conn.close()
-        raise
-    return conn
 
 
 async def _migrate(conn: aiosqlite.Connection) -> None:
