@@ -1,0 +1,190 @@
+"""Synchronous execution benchmark: CreateExecution of echo (sync profile) per second, median and p99.
+
+Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N``).
+Catalog, agent, execution service and echo each run in their own process on 127.0.0.1 over one data
+directory. Every measured call is the whole synchronous path: catalog lookup → state RUNNING (state + event
+in one batch) → ``AgentService.Execute`` → the agent asks ``SignExtensionRequest`` → signed POST to echo →
+outcome written (state + event). The baseline is ``grpc.health.v1.Health/Check`` on the execution service in
+the same run (a no-op unary call through the same interceptors).
+
+The agent process is this module with ``EXTHUB_BENCH_ROLE=agent``: the agent of ``services.agent`` with a body
+signer that calls the execution service's ``SignExtensionRequest`` (the agent's own entry point has no
+production signer yet).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from bench.harness import console, measure, report, start_service, stop_service
+from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from services.echo.registration import register_echo
+from services.platform.auth.dev_issuer import DevIssuer
+
+ADDRESS = re.compile(r"serving on (\S+)")
+URL = re.compile(r"^(http://\S+)")
+PLAIN = "echo-plain"
+
+
+class _GrpcSigner:
+    def __init__(self, address: str, issuer: DevIssuer) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {issuer.issue(tenant='exthub', user='agent', roles=['Agent'])}"),)
+
+    async def sign(self, execution: str, attempt: int, body: bytes) -> str:
+        response = await self._stub.SignExtensionRequest(
+            execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
+            metadata=self._metadata,
+            timeout=10,
+        )
+        return str(response.signature)
+
+
+async def _serve_agent() -> None:
+    from services.agent.app import start_agent
+    from services.platform.server import serve_until_signalled
+    from services.platform.settings import Settings
+
+    settings = Settings()
+    signer = _GrpcSigner(os.environ["EXTHUB_BENCH_EXECUTION_ADDRESS"], DevIssuer.load_or_create(settings.data_dir))
+    app = await start_agent(settings, signer=signer)
+    print(f"agent serving on {app.address}", flush=True)
+    try:
+        await serve_until_signalled(app.server, 0)
+    finally:
+        await app.stop(0)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _echo(jwks_url: str) -> subprocess.Popen[str]:
+    process = subprocess.Popen(
+        [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-url", jwks_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    return process
+
+
+async def run(requests: int, concurrency: int) -> None:
+    with tempfile.TemporaryDirectory(prefix="exthub-bench-") as tmp:
+        data_dir = Path(tmp)
+        issuer = DevIssuer.load_or_create(data_dir)
+        common = {
+            "EXTHUB_DATA_DIR": str(data_dir),
+            "EXTHUB_LOG_LEVEL": "WARNING",
+            "EXTHUB_CATALOG_PORT": "0",
+            "EXTHUB_AGENT_PORT": "0",
+            "EXTHUB_OBJECTS_PORT": "0",
+        }
+        execution_port = _free_port()
+        execution_address = f"127.0.0.1:{execution_port}"
+        processes: list[subprocess.Popen[str]] = []
+        try:
+            catalog, match = start_service("services.catalog", common, ADDRESS)
+            processes.append(catalog)
+            catalog_address = match.group(1)
+            agent, match = start_service(
+                "bench.sync_execution",
+                {**common, "EXTHUB_BENCH_ROLE": "agent", "EXTHUB_BENCH_EXECUTION_ADDRESS": execution_address},
+                ADDRESS,
+            )
+            processes.append(agent)
+            agent_address = match.group(1)
+            execution, _ = start_service(
+                "services.execution",
+                {
+                    **common,
+                    "EXTHUB_EXECUTION_PORT": str(execution_port),
+                    "EXTHUB_CATALOG_ADDRESS": catalog_address,
+                    "EXTHUB_AGENT_ADDRESS": agent_address,
+                },
+                ADDRESS,
+            )
+            processes.append(execution)
+            assert execution.stdout is not None
+            objects_url = execution.stdout.readline().strip().rsplit(" ", 1)[-1]
+            echo = _echo(f"{objects_url}/v1/signingKeys")
+            processes.append(echo)
+            assert echo.stdout is not None
+            echo_url = echo.stdout.readline().strip()
+            if not URL.match(echo_url):
+                raise RuntimeError("echo did not start")
+            publisher = (
+                ("authorization", f"Bearer {issuer.issue(tenant='t', user='p', roles=['Extensions.Publish'])}"),
+            )
+            runner = (("authorization", f"Bearer {issuer.issue(tenant='t', user='u', roles=['Executions.Run'])}"),)
+            async with (
+                grpc.aio.insecure_channel(catalog_address) as catalog_channel,
+                grpc.aio.insecure_channel(execution_address) as channel,
+            ):
+                await register_echo(
+                    catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel),
+                    echo_url=echo_url,
+                    metadata=publisher,
+                    extension_id=PLAIN,
+                    with_objects=False,
+                )
+                stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+                health = health_pb2_grpc.HealthStub(channel)
+                request = execution_service_pb2.CreateExecutionRequest(
+                    execution=execution_pb2.Execution(extension_version=f"extensions/{PLAIN}/versions/1.0.0")
+                )
+                states: dict[str, int] = {}
+
+                async def check(_: int) -> None:
+                    await health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+
+                async def create(_: int) -> None:
+                    execution = await stub.CreateExecution(request, metadata=runner, timeout=30)
+                    name = execution_pb2.Execution.State.Name(execution.state)
+                    states[name] = states.get(name, 0) + 1
+
+                baseline = await measure("Health/Check (no-op)", check, requests=requests, concurrency=concurrency)
+                sync = await measure(
+                    "CreateExecution (sync echo)", create, requests=requests, concurrency=concurrency, warmup=50
+                )
+            report(
+                "Synchronous execution over gRPC (catalog, agent, execution, echo: one process each)",
+                [sync],
+                baseline,
+                notes=f"final states of the created executions: {states}; concurrency {concurrency}",
+            )
+        finally:
+            for process in reversed(processes):
+                stop_service(process)
+
+
+def main() -> None:
+    if os.environ.get("EXTHUB_BENCH_ROLE") == "agent":
+        asyncio.run(_serve_agent())
+        return
+    parser = argparse.ArgumentParser(prog="python -m bench.sync_execution")
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--concurrency", type=int, default=16)
+    args = parser.parse_args()
+    console.print(f"running {args.requests} requests at concurrency {args.concurrency}")
+    asyncio.run(run(args.requests, args.concurrency))
+
+
+if __name__ == "__main__":
+    main()

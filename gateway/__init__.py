@@ -1,0 +1,5 @@
+"""The Exthub gateway: one Envoy configuration template rendered for ``local`` or ``azure`` (spec §2, §4, §7).
+
+- :mod:`gateway.render`: ``render_config(target, **params)`` and the ``python -m gateway.render`` CLI.
+- :mod:`gateway.envoy`: run a real Envoy with a rendered configuration (tests, benchmarks, ``exthub up``).
+"""

@@ -1,0 +1,47 @@
+"""The catalog, as the execution service sees it: resolve an extension version over gRPC."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+
+import grpc
+
+from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from services.execution.adapters.grpc_errors import hub_error_from_rpc
+
+if TYPE_CHECKING:
+    from exthub.catalog.v1.catalog_service_pb2_grpc import CatalogServiceAsyncStub
+
+Metadata = Sequence[tuple[str, str]]
+CALL_TIMEOUT_SECONDS = 10.0
+
+
+class CatalogPort(Protocol):
+    """Reads extension versions (``…/versions/latest`` resolved by the catalog)."""
+
+    async def get_version(self, name: str, *, metadata: Metadata) -> resources_pb2.ExtensionVersion:
+        """The version, or the catalog's error (NOT_FOUND VERSION_NOT_FOUND …) as a HubError."""
+        ...
+
+
+class GrpcCatalogClient:
+    """``CatalogService.GetExtensionVersion`` with the caller's ``authorization`` forwarded."""
+
+    def __init__(self, address: str) -> None:
+        self._channel = grpc.aio.insecure_channel(address)
+        self._stub: CatalogServiceAsyncStub = catalog_service_pb2_grpc.CatalogServiceStub(self._channel)
+
+    async def get_version(self, name: str, *, metadata: Metadata) -> resources_pb2.ExtensionVersion:
+        try:
+            return await self._stub.GetExtensionVersion(
+                catalog_service_pb2.GetExtensionVersionRequest(name=name),
+                metadata=tuple(metadata),
+                timeout=CALL_TIMEOUT_SECONDS,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise hub_error_from_rpc(error, backend="catalog") from None
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close()

@@ -1,0 +1,161 @@
+"""Wires the execution service: store, signing keys, object server, catalog and agent clients, gRPC server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from aiohttp import web
+
+from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
+from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.handlers.context import ExecutionContext
+from services.execution.http import create_http_app
+from services.execution.model import COLLECTION
+from services.execution.repository import ExecutionRepository
+from services.execution.servicer import ExecutionServicer
+from services.execution.signing import SigningKeyRing
+from services.objects.local import LocalObjectProvider
+from services.platform.auth.access import access_rules_from_descriptors
+from services.platform.auth.verifier import TokenVerifier
+from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.paging import PageTokenCodec
+from services.platform.server import RunningServer, start_grpc_server
+from services.platform.settings import Settings
+
+SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
+DATABASE_FILE = "execution.sqlite3"
+SIGNING_DIR = "signing"
+LOCAL_HUB_ID = "exthub-local"
+
+
+class BackendNotAvailable(RuntimeError):
+    """The configured backend has no adapter in this build."""
+
+
+@dataclass
+class ExecutionApp:
+    """A running execution service and the resources it owns."""
+
+    server: RunningServer
+    store: SqliteDocumentStore
+    http_runner: web.AppRunner
+    http_url: str
+    context: ExecutionContext
+    closers: list[GrpcCatalogClient | GrpcAgentClient] = field(default_factory=list)
+    _closed: bool = False
+
+    @property
+    def address(self) -> str:
+        """``host:port`` of the gRPC server."""
+        return self.server.address
+
+    @property
+    def objects_url(self) -> str:
+        """Base URL of the HTTP server (objects, status callbacks, JWKS)."""
+        return self.http_url
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Drain gRPC, stop HTTP, finish background runs, close clients and the store (idempotent)."""
+        if self._closed:
+            return
+        self._closed = True
+        await self.server.stop(grace)
+        await self.http_runner.cleanup()
+        pending = list(self.context.background)
+        for task in pending:
+            task.cancel()
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+        for client in self.closers:
+            await client.close()
+        await self.store.close()
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
+async def start_execution(
+    settings: Settings,
+    *,
+    port: int | None = None,
+    catalog: CatalogPort | None = None,
+    agent: AgentPort | None = None,
+) -> ExecutionApp:
+    """Open the backend and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``."""
+    if settings.backend != "local":
+        raise BackendNotAvailable(
+            "the execution service's azure backend is not part of this build yet; use EXTHUB_BACKEND=local"
+        )
+    await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+    page_key = await asyncio.to_thread(settings.page_token_key)
+    signing = await asyncio.to_thread(
+        SigningKeyRing.load_or_create, settings.data_dir / SIGNING_DIR, hub_id=settings.public_url or LOCAL_HUB_ID
+    )
+    sock = _bind(settings.host, settings.objects_port)
+    http_url = _url(settings.host, sock.getsockname()[1])
+    closers: list[GrpcCatalogClient | GrpcAgentClient] = []
+    store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
+    runner: web.AppRunner | None = None
+    try:
+        provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
+        if catalog is None:
+            catalog_client = GrpcCatalogClient(settings.catalog_address or settings.grpc_address(settings.catalog_port))
+            closers.append(catalog_client)
+            catalog = catalog_client
+        if agent is None:
+            tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
+            agent_client = GrpcAgentClient(settings.agent_address or settings.grpc_address(settings.agent_port), tokens)
+            closers.append(agent_client)
+            agent = agent_client
+        ctx = ExecutionContext(
+            repository=ExecutionRepository(store.collection(COLLECTION)),
+            catalog=catalog,
+            agent=agent,
+            objects=provider,
+            signing=signing,
+            page_tokens=PageTokenCodec(page_key),
+            callback_base_url=settings.public_url or http_url,
+        )
+        runner = web.AppRunner(create_http_app(ctx, provider), access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+
+        def register(server: grpc.aio.Server) -> Sequence[str]:
+            execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(ctx), server)
+            return [SERVICE.full_name]
+
+        server = await start_grpc_server(
+            name="execution",
+            settings=settings,
+            port=settings.execution_port if port is None else port,
+            register=register,
+            verifier=TokenVerifier(settings.auth),
+            access_rules=access_rules_from_descriptors([SERVICE]),
+        )
+    except BaseException:
+        if runner is not None:
+            await runner.cleanup()
+        with contextlib.suppress(OSError):
+            sock.close()
+        for client in closers:
+            await client.close()
+        await store.close()
+        raise
+    return ExecutionApp(server=server, store=store, http_runner=runner, http_url=http_url, context=ctx, closers=closers)

@@ -1,0 +1,48 @@
+"""What every execution use case needs: persistence, the catalog, the agent, objects, keys and the clock."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from services.execution.adapters.agent import AgentPort
+from services.execution.adapters.catalog import CatalogPort
+from services.execution.repository import ExecutionRepository
+from services.execution.signing import SigningKeyRing
+from services.objects.port import ObjectProvider
+from services.platform.paging import PageTokenCodec
+from services.platform.timefmt import to_storage, utcnow
+
+ACCESSOR_TTL = timedelta(hours=1)
+
+
+def _now() -> str:
+    return to_storage(utcnow())
+
+
+@dataclass
+class ExecutionContext:
+    """Dependencies of the execution handlers.
+
+    ``callback_base_url`` is where ``…/v1/executions/{id}:reportStatus`` is reachable (the public URL, or the
+    execution service's own HTTP server); ``inflight`` maps execution ids to their running synchronous agent
+    call (so a cancel can abort it); ``background`` keeps runs alive when the client goes away.
+    """
+
+    repository: ExecutionRepository
+    catalog: CatalogPort
+    agent: AgentPort
+    objects: ObjectProvider
+    signing: SigningKeyRing
+    page_tokens: PageTokenCodec
+    callback_base_url: str
+    clock: Callable[[], str] = _now
+    watch_poll_seconds: float = 2.0
+    inflight: dict[str, asyncio.Future[object]] = field(default_factory=dict)
+    background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def status_url(self, execution_id: str) -> str:
+        """The REST ``reportStatus`` URL of an execution."""
+        return f"{self.callback_base_url}/v1/executions/{execution_id}:reportStatus"

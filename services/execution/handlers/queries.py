@@ -1,0 +1,120 @@
+"""GetExecution, ListExecutions, ListExecutionEvents and WatchExecution."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from services.execution.domain import ExecutionEvent, ExecutionState, is_terminal
+from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.support import load_visible
+from services.execution.model import StoredExecution
+from services.platform.auth.principal import Principal
+from services.platform.errors import InvalidArgument
+from services.platform.paging import resolve_page_size
+from services.platform.query.filter import FieldKind, FieldSpec, FilterSchema, parse_filter, parse_order_by
+from services.platform.query.predicate import And, Compare, Op, Predicate, SortKey
+
+EXECUTION_FILTER = FilterSchema(
+    {
+        "state": FieldSpec(("state",), FieldKind.ENUM, frozenset(s.value for s in ExecutionState)),
+        "extension": FieldSpec(("extension",), FieldKind.STRING),
+        "extension_version": FieldSpec(("extension_version",), FieldKind.STRING),
+        "profile": FieldSpec(("profile",), FieldKind.STRING),
+        "priority": FieldSpec(("priority",), FieldKind.ENUM, frozenset({"LOW", "NORMAL", "HIGH"})),
+        "create_time": FieldSpec(("create_time",), FieldKind.TIMESTAMP),
+        "labels": FieldSpec(("labels",), FieldKind.STRING_MAP),
+        "created_by": FieldSpec(("created_by",), FieldKind.STRING),
+    }
+)
+EXECUTION_ORDER: dict[str, tuple[str, ...]] = {
+    "create_time": ("create_time",),
+    "update_time": ("update_time",),
+    "state": ("state",),
+    "priority": ("priority",),
+}
+_DEFAULT_ORDER = (SortKey(("create_time",), descending=True),)
+
+
+@dataclass(frozen=True)
+class ExecutionPage:
+    """A page of executions and the next page token (empty at the end)."""
+
+    executions: list[StoredExecution]
+    next_page_token: str
+
+
+async def get_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> StoredExecution:
+    """One execution of the caller's tenant (any, for Hub.Admin)."""
+    return await load_visible(ctx, principal, execution_id)
+
+
+async def list_executions(
+    ctx: ExecutionContext, principal: Principal, *, filter_text: str, order_by: str, page_size: int, page_token: str
+) -> ExecutionPage:
+    """The caller's tenant's executions (all, for Hub.Admin), filtered (AIP-160) and ordered."""
+    limit = resolve_page_size(page_size)
+    where = parse_filter(filter_text, EXECUTION_FILTER)
+    if not principal.is_admin:
+        tenant_is: Predicate = Compare(("tenant",), Op.EQ, principal.tenant)
+        where = tenant_is if where is None else And((tenant_is, where))
+    order = tuple(parse_order_by(order_by, EXECUTION_ORDER)) or _DEFAULT_ORDER
+    query_args = {
+        "filter": filter_text,
+        "order_by": order_by,
+        "tenant": "*" if principal.is_admin else principal.tenant,
+        "kind": "executions",
+    }
+    continuation = None
+    if page_token:
+        continuation = ctx.page_tokens.decode(page_token, query=query_args).get("continuation")
+    items, next_continuation = await ctx.repository.list_executions(
+        where=where, order_by=order, limit=limit, continuation=continuation
+    )
+    token = ctx.page_tokens.encode({"continuation": next_continuation}, query=query_args) if next_continuation else ""
+    return ExecutionPage(items, token)
+
+
+async def list_events(
+    ctx: ExecutionContext, principal: Principal, execution_id: str, *, page_size: int, page_token: str
+) -> tuple[list[ExecutionEvent], str]:
+    """The events of an execution in sequence order."""
+    await load_visible(ctx, principal, execution_id)
+    limit = resolve_page_size(page_size)
+    query_args = {"parent": execution_id, "kind": "events"}
+    from_sequence = 1
+    if page_token:
+        from_sequence = int(ctx.page_tokens.decode(page_token, query=query_args).get("from", 1))
+    events, _ = await ctx.repository.list_events(execution_id, from_sequence=from_sequence, limit=limit + 1)
+    more = len(events) > limit
+    events = events[:limit]
+    token = ctx.page_tokens.encode({"from": events[-1].sequence + 1}, query=query_args) if more and events else ""
+    return events, token
+
+
+async def watch_execution(
+    ctx: ExecutionContext, principal: Principal, execution_id: str, *, from_sequence: int
+) -> AsyncIterator[ExecutionEvent]:
+    """Every event from ``from_sequence`` on; ends after the terminal event.
+
+    Waits on the in-process notifier, with a bounded poll of the store as fallback (writes made by another
+    process), never a busy loop.
+    """
+    if from_sequence < 0:
+        raise InvalidArgument.field("from_sequence", "must not be negative")
+    await load_visible(ctx, principal, execution_id)
+    next_sequence = max(from_sequence, 1)
+    while True:
+        armed = ctx.repository.notifier.arm(execution_id)
+        events, _ = await ctx.repository.list_events(execution_id, from_sequence=next_sequence, limit=1000)
+        for event in events:
+            yield event
+            next_sequence = event.sequence + 1
+            if is_terminal(event.state):
+                return
+        if events:
+            continue
+        current = await ctx.repository.get(execution_id)
+        if is_terminal(current.state) and current.record.last_sequence < next_sequence:
+            return  # from_sequence is past the terminal event
+        await ctx.repository.notifier.wait(execution_id, ctx.watch_poll_seconds, armed)

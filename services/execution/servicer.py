@@ -1,0 +1,151 @@
+"""The gRPC edge of the execution service: translates protos to use-case calls and back, nothing else."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.type.v1 import types_pb2
+from services.execution import mapping
+from services.execution.handlers import commands, create, queries, report
+from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.support import render
+from services.platform.auth.access import current_principal, require_principal
+from services.platform.errors import InvalidArgument
+
+pb = execution_service_pb2
+Context = grpc.aio.ServicerContext[object, object]
+
+
+def _forwarded(context: Context) -> tuple[tuple[str, str], ...]:
+    """The caller's ``authorization`` metadata, forwarded to the catalog."""
+    return tuple(
+        (key, value if isinstance(value, str) else value.decode("latin-1"))
+        for key, value in (context.invocation_metadata() or ())
+        if key.lower() == "authorization"
+    )
+
+
+def _draft(message: execution_pb2.Execution) -> create.ExecutionDraft:
+    if not message.extension_version:
+        raise InvalidArgument.field("execution.extension_version", "is required")
+    priority = types_pb2.Priority.Name(message.priority) if message.priority else "NORMAL"
+    return create.ExecutionDraft(
+        extension_version=message.extension_version,
+        profile=message.profile or "default",
+        priority=priority,
+        validate_only=message.validate_only,
+        request=mapping.struct_to_dict(message.request),
+        labels=dict(message.labels),
+        request_bytes=message.request.ByteSize(),
+    )
+
+
+class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
+    """Implements ``exthub.execution.v1.ExecutionService``."""
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self._ctx = ctx
+
+    async def CreateExecution(self, request: pb.CreateExecutionRequest, context: Context) -> execution_pb2.Execution:
+        stored = await create.create_execution(
+            self._ctx,
+            require_principal(),
+            _draft(request.execution),
+            request_id=request.request_id,
+            metadata=_forwarded(context),
+            caller_remaining=context.time_remaining(),
+        )
+        return await render(self._ctx, stored)
+
+    async def GetExecution(self, request: pb.GetExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        return await render(self._ctx, await queries.get_execution(self._ctx, require_principal(), execution_id))
+
+    async def ListExecutions(self, request: pb.ListExecutionsRequest, context: Context) -> pb.ListExecutionsResponse:
+        page = await queries.list_executions(
+            self._ctx,
+            require_principal(),
+            filter_text=request.filter,
+            order_by=request.order_by,
+            page_size=request.page_size,
+            page_token=request.page_token,
+        )
+        return pb.ListExecutionsResponse(
+            executions=[await render(self._ctx, e) for e in page.executions], next_page_token=page.next_page_token
+        )
+
+    async def ContinueExecution(
+        self, request: pb.ContinueExecutionRequest, context: Context
+    ) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored = await commands.continue_execution(
+            self._ctx,
+            require_principal(),
+            execution_id,
+            list(request.provided_inputs),
+            caller_remaining=context.time_remaining(),
+        )
+        return await render(self._ctx, stored)
+
+    async def CancelExecution(self, request: pb.CancelExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        return await render(self._ctx, await commands.cancel_execution(self._ctx, require_principal(), execution_id))
+
+    async def RetryExecution(self, request: pb.RetryExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored = await create.retry_execution(
+            self._ctx,
+            require_principal(),
+            execution_id,
+            request_id=request.request_id,
+            metadata=_forwarded(context),
+            caller_remaining=context.time_remaining(),
+        )
+        return await render(self._ctx, stored)
+
+    async def ListExecutionEvents(
+        self, request: pb.ListExecutionEventsRequest, context: Context
+    ) -> pb.ListExecutionEventsResponse:
+        execution_id = mapping.parse_execution_name(request.parent, field="parent")
+        events, token = await queries.list_events(
+            self._ctx, require_principal(), execution_id, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListExecutionEventsResponse(
+            events=[mapping.event_to_proto(execution_id, e) for e in events], next_page_token=token
+        )
+
+    async def WatchExecution(
+        self, request: pb.WatchExecutionRequest, context: Context
+    ) -> AsyncIterator[execution_pb2.ExecutionEvent]:
+        execution_id = mapping.parse_execution_name(request.name)
+        async for event in queries.watch_execution(
+            self._ctx, require_principal(), execution_id, from_sequence=request.from_sequence
+        ):
+            yield mapping.event_to_proto(execution_id, event)
+
+    async def ReportExecutionStatus(
+        self, request: pb.ReportExecutionStatusRequest, context: Context
+    ) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored = await report.report_status(
+            self._ctx, current_principal(), execution_id, report.report_from_proto(request)
+        )
+        return await render(self._ctx, stored)
+
+    async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
+        return pb.ClaimExecutionResponse(execution=await render(self._ctx, stored), task=task)
+
+    async def SignExtensionRequest(
+        self, request: pb.SignExtensionRequestRequest, context: Context
+    ) -> pb.SignExtensionRequestResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
+        return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
+
+    async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:
+        return pb.GetSigningKeysResponse(keys=[pb.JsonWebKey(**jwk) for jwk in self._ctx.signing.jwks()["keys"]])

@@ -1,0 +1,216 @@
+"""The gateway configuration: rendered from the one template for both targets, and accepted by Envoy itself."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gateway.access import load_descriptor_set, service_methods
+from gateway.envoy import EnvoyError, validate_config
+from gateway.render import DEFAULT_DESCRIPTOR, TEMPLATE, dump_config, main, render_config, write_config
+from services.platform.auth.dev_issuer import DevIssuer
+
+TENANT = "11111111-2222-3333-4444-555555555555"
+CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
+AZURE = {"tenant_id": TENANT, "client_id": CLIENT, "app_id_uri": "api://exthub"}
+
+
+def http_filters(config: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    hcm = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return {f["name"]: f["typed_config"] for f in hcm["http_filters"]}
+
+
+def filter_order(config: dict[str, Any]) -> list[str]:
+    return list(http_filters(config))
+
+
+def hcm(config: dict[str, Any]) -> dict[str, Any]:
+    typed: dict[str, Any] = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    return typed
+
+
+@pytest.fixture
+def data_dir(tmp_path: Path) -> Path:
+    DevIssuer.load_or_create(tmp_path / "data")
+    return tmp_path / "data"
+
+
+def test_local_config_is_valid_for_envoy(tmp_path: Path, data_dir: Path) -> None:
+    path = write_config(tmp_path / "local.yaml", "local", data_dir=data_dir)
+    assert "OK" in validate_config(path)
+    inline = write_config(tmp_path / "inline.yaml", "local", data_dir=data_dir, inline_descriptor=True, listen_port=0)
+    assert "OK" in validate_config(inline)
+
+
+def test_azure_config_is_valid_for_envoy(tmp_path: Path) -> None:
+    path = write_config(tmp_path / "azure.yaml", "azure", **AZURE)
+    assert "OK" in validate_config(path)
+    inline = write_config(tmp_path / "azure-inline.yaml", "azure", inline_descriptor=True, **AZURE)
+    assert "OK" in validate_config(inline)
+
+
+def test_envoy_refuses_a_broken_config(tmp_path: Path, data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir)
+    http_filters(config)["envoy.filters.http.grpc_json_transcoder"]["services"].append("no.such.Service")
+    path = tmp_path / "broken.yaml"
+    path.write_text(dump_config(config))
+    with pytest.raises(EnvoyError, match=r"no\.such\.Service"):
+        validate_config(path)
+
+
+def test_filter_order_and_transcoder_options(data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir)
+    assert filter_order(config) == [
+        "envoy.filters.http.header_mutation",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac",
+        "envoy.filters.http.router",
+    ]
+    transcoder = http_filters(config)["envoy.filters.http.grpc_json_transcoder"]
+    assert transcoder["services"] == ["exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService"]
+    assert transcoder["proto_descriptor"] == str(DEFAULT_DESCRIPTOR)
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["request_validation_options"] == {
+        "reject_unknown_method": True,
+        "reject_unknown_query_parameters": True,
+        "reject_binding_body_field_collisions": True,
+    }
+    assert transcoder["print_options"]["always_print_primitive_fields"] is True
+    assert transcoder["print_options"]["stream_newline_delimited"] is True
+    assert transcoder["case_insensitive_enum_parsing"] is True and transcoder["query_param_unescape_plus"] is True
+    assert transcoder["max_request_body_size"] == transcoder["max_response_body_size"] == 4 * 1024 * 1024
+    stripped = http_filters(config)["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
+    assert {m["remove"] for m in stripped} == {"x-exthub-tenant", "x-exthub-user"}
+
+
+def test_inline_descriptor_is_the_descriptor_set(data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir, inline_descriptor=True)
+    transcoder = http_filters(config)["envoy.filters.http.grpc_json_transcoder"]
+    assert "proto_descriptor" not in transcoder
+    assert base64.b64decode(transcoder["proto_descriptor_bin"]) == DEFAULT_DESCRIPTOR.read_bytes()
+
+
+def test_local_jwt_provider_uses_the_dev_issuer_jwks_file(data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir)
+    jwt = http_filters(config)["envoy.filters.http.jwt_authn"]
+    (provider,) = jwt["providers"].values()
+    assert provider["issuer"] == "https://exthub.local/dev-issuer"
+    assert provider["audiences"] == ["api://exthub"]
+    assert provider["local_jwks"] == {"filename": str((data_dir / "keys" / "dev-issuer.jwks.json").resolve())}
+    assert provider["forward"] is True and provider["require_expiration"] is True
+    assert {h["claim_name"]: h["header_name"] for h in provider["claim_to_headers"]} == {
+        "tid": "x-exthub-tenant",
+        "oid": "x-exthub-user",
+    }
+
+
+def test_azure_accepts_v1_and_v2_tokens_with_both_audience_forms() -> None:
+    config = render_config("azure", **AZURE)
+    jwt = http_filters(config)["envoy.filters.http.jwt_authn"]
+    providers = jwt["providers"]
+    assert providers["aad_v1"]["issuer"] == f"https://sts.windows.net/{TENANT}/"
+    assert providers["aad_v2"]["issuer"] == f"https://login.microsoftonline.com/{TENANT}/v2.0"
+    for provider in providers.values():
+        assert provider["audiences"] == ["api://exthub", CLIENT]
+        remote = provider["remote_jwks"]
+        assert remote["http_uri"]["uri"] == f"https://login.microsoftonline.com/{TENANT}/discovery/v2.0/keys"
+        assert remote["http_uri"]["cluster"] == "aad_jwks"
+        assert remote["async_fetch"]["fast_listener"] is False
+        assert remote["retry_policy"]["num_retries"] > 0
+    required = jwt["requirement_map"]["required"]
+    assert required == {"requires_any": {"requirements": [{"provider_name": "aad_v1"}, {"provider_name": "aad_v2"}]}}
+    optional = jwt["requirement_map"]["optional"]["requires_any"]["requirements"]
+    assert optional[-1] == {"allow_missing": {}}
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    endpoint = clusters["catalog"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+    assert endpoint["address"]["socket_address"] == {
+        "address": "exthub-catalog.exthub.svc.cluster.local",
+        "port_value": 50051,
+    }
+    assert clusters["catalog"]["type"] == "STRICT_DNS"
+    assert clusters["aad_jwks"]["transport_socket"]["typed_config"]["sni"] == "login.microsoftonline.com"
+
+
+def test_azure_needs_its_parameters() -> None:
+    with pytest.raises(ValueError, match="tenant_id"):
+        render_config("azure", client_id=CLIENT, app_id_uri="api://exthub")
+    with pytest.raises(TypeError, match="unknown local parameters: tenant_id"):
+        render_config("local", tenant_id=TENANT)
+    with pytest.raises(ValueError, match="unknown target"):
+        render_config("gcp")  # type: ignore[arg-type]
+
+
+def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir)
+    jwt = http_filters(config)["envoy.filters.http.jwt_authn"]
+    rules = {(r["match"].get("path") or r["match"].get("prefix")): r.get("requirement_name") for r in jwt["rules"]}
+    assert rules["/healthz"] is None and rules["/grpc.health.v1.Health/"] is None and rules["/objects/v1/"] is None
+    assert rules["/exthub.execution.v1.ExecutionService/GetSigningKeys"] == "optional"
+    assert rules["/exthub.execution.v1.ExecutionService/ReportExecutionStatus"] == "optional"
+    assert list(rules)[-1] == "/" and rules["/"] == "required"
+
+    policies = http_filters(config)["envoy.filters.http.rbac"]["rules"]["policies"]
+    methods = service_methods(
+        load_descriptor_set(DEFAULT_DESCRIPTOR),
+        ("exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService", "exthub.agent.v1.AgentService"),
+    )
+    for method in methods:
+        name = f"{method.service}.{method.method}"
+        if method.internal:
+            assert name not in policies, "internal methods get no ALLOW policy"
+            continue
+        policy = policies[name]
+        assert policy["permissions"] == [{"url_path": {"path": {"exact": method.path}}}]
+        if method.audience == "PUBLIC":
+            assert policy["principals"] == [{"any": True}]
+        elif method.audience == "ROLES":
+            roles = {
+                p["sourced_metadata"]["metadata_matcher"]["value"]["list_match"]["one_of"]["string_match"]["exact"]
+                for p in policy["principals"]
+            }
+            assert roles == {*method.roles, "Hub.Admin"}
+        else:
+            (principal,) = policy["principals"]
+            assert principal["sourced_metadata"]["metadata_matcher"]["path"] == [{"key": "jwt_payload"}, {"key": "iss"}]
+    create = policies["exthub.catalog.v1.CatalogService.CreateExtension"]["principals"]
+    assert create[0]["sourced_metadata"]["metadata_matcher"]["filter"] == "envoy.filters.http.jwt_authn"
+    assert {m.method for m in methods if m.internal} >= {"ClaimExecution", "Execute", "GetAgentInfo"}
+
+
+def test_routes(data_dir: Path) -> None:
+    config = render_config("local", data_dir=data_dir, catalog_address="127.0.0.1:1234")
+    routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
+    assert routes["internal-ClaimExecution"]["direct_response"]["status"] == 404
+    assert routes["stream-WatchExecution"]["route"]["timeout"] == "0s"
+    assert routes["objects"]["route"]["cluster"] == "objects"
+    assert "envoy.filters.http.grpc_json_transcoder" in routes["objects"]["typed_per_filter_config"]
+    assert routes["catalog"]["match"] == {"prefix": "/exthub.catalog.v1.CatalogService/"}
+    assert not any("AgentService" in str(r["match"]) and "route" in r for r in routes.values())
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    assert clusters["catalog"]["type"] == "STATIC"
+    assert "typed_extension_protocol_options" in clusters["catalog"]  # HTTP/2 to gRPC upstreams
+    assert "typed_extension_protocol_options" not in clusters["objects"]
+
+
+def test_template_is_the_single_source(data_dir: Path) -> None:
+    template = yaml.safe_load(TEMPLATE.read_text())
+    local, azure = render_config("local", data_dir=data_dir), render_config("azure", **AZURE)
+    assert set(local) == set(azure) == set(template)
+    assert "${" not in dump_config(local) and "${" not in dump_config(azure)
+
+
+def test_cli(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "cli.yaml"
+    assert main(["--target", "local", "--data-dir", str(data_dir), "--port", "0", "-o", str(out)]) == 0
+    listener = yaml.safe_load(out.read_text())["static_resources"]["listeners"][0]
+    assert listener["address"]["socket_address"]["port_value"] == 0
+    argv = ["--target", "azure", "--tenant-id", TENANT, "--client-id", CLIENT, "--app-id-uri", "api://exthub"]
+    assert main(argv) == 0
+    assert f"https://sts.windows.net/{TENANT}/" in capsys.readouterr().out
+    assert main(["--target", "azure"]) == 2
+    assert "tenant_id" in capsys.readouterr().err
