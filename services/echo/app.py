@@ -4,7 +4,8 @@ Every POST must carry a valid ``Exthub-Signature`` over its exact body (401 othe
 ``requestParameters``:
 
 - nothing special → 200 ``{"responseData": {"echo", "executionId", "attempt"[, "inputs"]}, "providedOutputs"}``;
-- ``delaySeconds: N`` → wait N seconds first; 504 when the request's ``deadline`` passes before that;
+- ``delaySeconds: N`` → wait N seconds first (with ``longRunning``: after the 202 and the 50 % report);
+  504 (or a FAILED report) when the request's ``deadline`` passes before that;
 - ``failTimes: N`` → 503 to attempts 1..N;
 - ``failWith: CODE`` → that status (400 with ``validationErrors`` when CODE is 400 and ``invalid`` is set);
 - ``longRunning: true`` → 202, then RUNNING 50 % and SUCCEEDED 100 % reports to ``statusUrl``;
@@ -250,9 +251,10 @@ async def _execute(request: web.Request) -> web.Response:
     params = req.params
 
     delay = params.get("delaySeconds")
-    if delay is not None:
-        if not _is_number(delay) or not 0 <= delay <= MAX_DELAY_SECONDS:
-            raise _validation_error("delaySeconds", f"delaySeconds must be a number from 0 to {MAX_DELAY_SECONDS:g}")
+    if delay is not None and (not _is_number(delay) or not 0 <= delay <= MAX_DELAY_SECONDS):
+        raise _validation_error("delaySeconds", f"delaySeconds must be a number from 0 to {MAX_DELAY_SECONDS:g}")
+    long_running = params.get("longRunning") is True
+    if delay is not None and not long_running:
         await _delay(float(delay), req)
 
     fail_times = params.get("failTimes")
@@ -270,12 +272,13 @@ async def _execute(request: web.Request) -> web.Response:
             raise _validation_error("invalid", "the request asked to be invalid")
         raise EchoError(fail_with, "FAIL_WITH", f"failing with {fail_with} on purpose")
 
-    if params.get("longRunning") is True:
+    if long_running:
         if req.status_url is None or req.status_update_key is None:
             raise _validation_error("statusUrl", "longRunning needs statusUrl and statusUpdateKey")
         if state.closing:
             raise EchoError(503, "SHUTTING_DOWN", "the extension is shutting down")
-        task = asyncio.create_task(_long_running(state, req), name=f"echo-long-running-{req.execution_id}")
+        work = _long_running(state, req, delay=float(delay or 0))
+        task = asyncio.create_task(work, name=f"echo-long-running-{req.execution_id}")
         state.tasks.add(task)
         task.add_done_callback(state.tasks.discard)
         return web.json_response({"statusMessage": "accepted"}, status=202)
@@ -400,11 +403,15 @@ async def _write_output(
 # ---- long-running: 202 now, reports later --------------------------------------------------------------------
 
 
-async def _long_running(state: _State, req: _Request) -> None:
-    """RUNNING 50 %, do the work, then SUCCEEDED 100 % (or FAILED). Never raises (except cancellation)."""
+async def _long_running(state: _State, req: _Request, *, delay: float) -> None:
+    """RUNNING 50 %, wait ``delay`` seconds (the window in which a client can cancel), do the work, then
+    SUCCEEDED 100 % (or FAILED, also when the deadline passes during the delay). Never raises (except
+    cancellation)."""
     try:
         await _report(state, req, {"state": "RUNNING", "percentComplete": 50, "statusMessage": "echo is working"})
         try:
+            if delay:
+                await _delay(delay, req)
             response_data, provided = await _run(state, req)
         except EchoError as exc:
             await _report(state, req, {"state": "FAILED", "statusMessage": exc.message})
