@@ -22,6 +22,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 from pathlib import Path
 
 import grpc
@@ -55,10 +56,12 @@ class _GrpcSigner:
 
 async def _serve_agent() -> None:
     from services.agent.app import start_agent
+    from services.platform.logging import configure_logging
     from services.platform.server import serve_until_signalled
     from services.platform.settings import Settings
 
     settings = Settings()
+    configure_logging(settings)
     signer = _GrpcSigner(os.environ["EXTHUB_BENCH_EXECUTION_ADDRESS"], DevIssuer.load_or_create(settings.data_dir))
     app = await start_agent(settings, signer=signer)
     print(f"agent serving on {app.address}", flush=True)
@@ -66,6 +69,17 @@ async def _serve_agent() -> None:
         await serve_until_signalled(app.server, 0)
     finally:
         await app.stop(0)
+
+
+def _drain(process: subprocess.Popen[str]) -> None:
+    """Keep reading a child's stdout so a chatty child never blocks on a full pipe."""
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for _ in process.stdout:
+            pass
+
+    threading.Thread(target=pump, daemon=True).start()
 
 
 def _free_port() -> int:
@@ -129,6 +143,8 @@ async def run(requests: int, concurrency: int) -> None:
             echo_url = echo.stdout.readline().strip()
             if not URL.match(echo_url):
                 raise RuntimeError("echo did not start")
+            for process in processes:
+                _drain(process)
             publisher = (
                 ("authorization", f"Bearer {issuer.issue(tenant='t', user='p', roles=['Extensions.Publish'])}"),
             )
