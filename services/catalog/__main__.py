@@ -2,33 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
-import sys
-
-from services.catalog.app import BackendNotAvailable, start_catalog
-from services.platform.logging import configure_logging
-from services.platform.server import serve_until_signalled
-from services.platform.settings import Settings
-
-
-async def _main() -> None:
-    settings = Settings()
-    configure_logging(settings)
-    app = await start_catalog(settings)
-    print(f"catalog serving on {app.address}", flush=True)
-    try:
-        await serve_until_signalled(app.server, settings.shutdown_grace_seconds)
-    finally:
-        await app.stop(0)
+from services.catalog.app import start_catalog
+from services.platform.entrypoint import run_service
 
 
 def main() -> None:
-    """Entry point: exits with a one-line message instead of a traceback on a configuration problem."""
-    try:
-        asyncio.run(_main())
-    except (BackendNotAvailable, OSError) as error:
-        print(f"catalog: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+    """Entry point."""
+    run_service("catalog", start_catalog)
 
 
 if __name__ == "__main__":

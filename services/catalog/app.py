@@ -17,16 +17,13 @@ from services.catalog.servicer import CatalogServicer
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.entrypoint import BackendNotAvailable
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
 
 SERVICE = catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"]
 DATABASE_FILE = "catalog.sqlite3"
-
-
-class BackendNotAvailable(RuntimeError):
-    """The configured backend has no adapter in this build."""
 
 
 @dataclass

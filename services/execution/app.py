@@ -24,6 +24,7 @@ from services.objects.local import LocalObjectProvider
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.entrypoint import BackendNotAvailable
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
@@ -32,10 +33,6 @@ SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 DATABASE_FILE = "execution.sqlite3"
 SIGNING_DIR = "signing"
 LOCAL_HUB_ID = "exthub-local"
-
-
-class BackendNotAvailable(RuntimeError):
-    """The configured backend has no adapter in this build."""
 
 
 @dataclass
