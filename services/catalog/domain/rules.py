@@ -17,6 +17,7 @@ from services.catalog.domain.model import (
 )
 from services.catalog.domain.versions import parse_version_id
 from services.platform.errors import (
+    Aborted,
     FailedPrecondition,
     FieldViolation,
     InvalidArgument,
@@ -149,6 +150,16 @@ def validate_version(version: ExtensionVersion, *, prefix: str = "version") -> N
             )
     if violations:
         raise InvalidArgument("the version has invalid fields", field_violations=violations)
+
+
+def ensure_etag_matches(resource: Extension | ExtensionVersion, sent_etag: str) -> None:
+    """AIP-154: an etag that was sent must match the stored one; none sent means an unconditional change."""
+    if sent_etag and sent_etag != resource.etag:
+        raise Aborted(
+            f"{resource.name} has changed since it was read (etag mismatch)",
+            reason="ETAG_MISMATCH",
+            metadata={"resource": resource.name},
+        )
 
 
 def ensure_extension_active(extension: Extension) -> None:

@@ -15,26 +15,17 @@ from services.catalog.domain.model import (
 from services.catalog.domain.rules import (
     Caller,
     ensure_can_modify,
+    ensure_etag_matches,
     owner_of,
     validate_extension,
     validate_extension_id,
 )
 from services.catalog.handlers.context import CatalogContext
-from services.platform.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
+from services.platform.errors import AlreadyExists, FailedPrecondition, InvalidArgument
 
 
 def _new_extension_id() -> str:
     return f"ext-{secrets.token_hex(8)}"
-
-
-def check_etag(current: Extension, etag: str) -> None:
-    """AIP-154: an etag that was sent must match; none sent means an unconditional change."""
-    if etag and etag != current.etag:
-        raise Aborted(
-            f"{current.name} has changed since it was read (etag mismatch)",
-            reason="ETAG_MISMATCH",
-            metadata={"resource": current.name},
-        )
 
 
 async def create_extension(ctx: CatalogContext, caller: Caller, extension_id: str, draft: Extension) -> Extension:
@@ -78,7 +69,7 @@ async def update_extension(
     fields = resolve_update_mask(mask_paths)
     current = await ctx.repository.get_extension(patch.extension_id)
     ensure_can_modify(current, caller)
-    check_etag(current, patch.etag)
+    ensure_etag_matches(current, patch.etag)
     if current.state is not ExtensionState.ACTIVE:
         raise FailedPrecondition(
             f"{current.name} is deleted; undelete it before updating",
@@ -97,7 +88,7 @@ async def delete_extension(ctx: CatalogContext, caller: Caller, extension_id: st
     """Soft delete (AIP-164): the extension is hidden from lists and can be undeleted."""
     current = await ctx.repository.get_extension(extension_id)
     ensure_can_modify(current, caller)
-    check_etag(current, etag)
+    ensure_etag_matches(current, etag)
     if current.state is ExtensionState.DELETED:
         raise FailedPrecondition(
             f"{current.name} is already deleted", reason="EXTENSION_NOT_ACTIVE", metadata={"resource": current.name}
@@ -111,7 +102,7 @@ async def undelete_extension(ctx: CatalogContext, caller: Caller, extension_id: 
     """Restores a soft-deleted extension; ALREADY_EXISTS when it is not deleted (AIP-164)."""
     current = await ctx.repository.get_extension(extension_id)
     ensure_can_modify(current, caller)
-    check_etag(current, etag)
+    ensure_etag_matches(current, etag)
     if current.state is ExtensionState.ACTIVE:
         raise AlreadyExists(
             f"{current.name} is not deleted", reason="EXTENSION_EXISTS", metadata={"resource": current.name}

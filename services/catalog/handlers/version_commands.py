@@ -9,21 +9,12 @@ from services.catalog.domain.rules import (
     Caller,
     deprecate,
     ensure_can_modify,
+    ensure_etag_matches,
     ensure_extension_active,
     validate_version,
 )
 from services.catalog.domain.versions import parse_version_id
 from services.catalog.handlers.context import CatalogContext
-from services.platform.errors import Aborted
-
-
-def _check_etag(version: ExtensionVersion, etag: str) -> None:
-    if etag and etag != version.etag:
-        raise Aborted(
-            f"{version.name} has changed since it was read (etag mismatch)",
-            reason="ETAG_MISMATCH",
-            metadata={"resource": version.name},
-        )
 
 
 async def create_version(
@@ -56,7 +47,7 @@ async def deprecate_version(
     extension = await ctx.repository.get_extension(extension_id)
     ensure_can_modify(extension, caller)
     version = await ctx.repository.get_version(extension_id, version_id)
-    _check_etag(version, etag)
+    ensure_etag_matches(version, etag)
     state = deprecate(version)
     if state is version.state:
         return version
@@ -70,7 +61,7 @@ async def delete_version(
     extension = await ctx.repository.get_extension(extension_id)
     ensure_can_modify(extension, caller)
     version = await ctx.repository.get_version(extension_id, version_id)
-    _check_etag(version, etag)
+    ensure_etag_matches(version, etag)
     if version.state is VersionState.DELETED:
         return version
     return await ctx.repository.replace_version_state(
