@@ -14,8 +14,8 @@ from google.protobuf import json_format
 
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.execution.signing import verify_direct_token
-from tests.component.execution.conftest import Hub
 from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
+from tests.support.hub import Hub
 
 E = execution_pb2.Execution
 pb = execution_service_pb2

@@ -10,7 +10,7 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import error_details_pb2
 
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
-from tests.component.execution.conftest import Hub
+from tests.support.hub import Hub
 
 E = execution_pb2.Execution
 VERSION = "extensions/echo-plain/versions/1.0.0"

@@ -1,0 +1,1 @@
+"""Shared test support: helpers used by more than one test package."""
