@@ -196,6 +196,8 @@ async def start_envoy(
             stdin=asyncio.subprocess.DEVNULL,
             stdout=log_fd,
             stderr=log_fd,
+            # its own session: a terminal's Ctrl-C reaches only `exthub up`, which stops Envoy last-in-first-out
+            start_new_session=True,
         )
     finally:
         os.close(log_fd)

@@ -24,8 +24,8 @@ DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the hub keeps i
 def up(
     data_dir: DataDir = Path(".exthub-data"),
     port: Annotated[
-        int, typer.Option("--port", help="The public port (0 lets the OS choose).", min=0, max=65535)
-    ] = 50051,
+        int, typer.Option("--port", help="The gateway's public port (0 lets the OS choose).", min=0, max=65535)
+    ] = 8080,
 ) -> None:
     """Start the whole hub, wait until every part is healthy, print its URL; Ctrl-C stops it cleanly."""
     try:

@@ -1,8 +1,12 @@
-"""Runs the hub's parts as child processes: start in order, wait for health, stop them all on a signal.
+"""Runs the whole hub as child processes: start in order, wait for health, stop them all on a signal.
 
-Each child binds port 0 (or the port it is given), prints ``<name> serving on <address>`` when ready, and is
-then checked with ``grpc.health.v1``. Output goes to ``<data-dir>/logs/<name>.log``. A child that exits on its
-own stops the whole hub with a message: nothing is restarted silently.
+Parts: catalog, agent (with its queue worker) and the sample extension ``echo`` side by side, then
+execution (gRPC + its object/JWKS HTTP endpoint; the agent and echo reach it on ports reserved for it before
+they start), then ``echo`` is registered in the catalog (first start only), then Envoy on the one public
+port. Each Python part prints ``<name> serving on <address>`` when it is ready and is then checked with
+``grpc.health.v1``; Envoy is ready when its admin ``/ready`` says so. Output goes to
+``<data-dir>/logs/<name>.log``. A part that exits on its own stops the whole hub with a message: nothing is
+restarted silently. Every child runs in its own session and is stopped by its own pid, last started first.
 """
 
 from __future__ import annotations
@@ -12,7 +16,9 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -21,10 +27,15 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
+from exthub.catalog.v1 import catalog_service_pb2_grpc
+from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
+from gateway.render import render_config
+from services.echo.registration import register_echo
 from services.platform.auth.dev_issuer import DevIssuer
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
+HEALTH_CALL_TIMEOUT_SECONDS = 2.0
 _console = Console(stderr=True)
 
 
@@ -34,24 +45,43 @@ class HubStartError(Exception):
 
 @dataclass
 class ChildSpec:
-    """How to start one part of the hub and recognise that it is ready."""
+    """How to start one Python part of the hub and recognise that it is ready."""
 
     name: str
     module: str
     env: dict[str, str]
-    ready: re.Pattern[str]
+    ready: tuple[re.Pattern[str], ...]
+    args: tuple[str, ...] = ()
     grpc_health: bool = True
 
 
 @dataclass
 class Child:
-    """A started part of the hub."""
+    """A started part of the hub and what it announced (one value per ``ready`` pattern)."""
 
-    spec: ChildSpec
+    name: str
     process: asyncio.subprocess.Process
-    address: str = ""
+    announced: list[str] = field(default_factory=list)
     log: IO[str] | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
+    envoy: RunningEnvoy | None = None
+
+    @property
+    def address(self) -> str:
+        """The first address it announced."""
+        return self.announced[0]
+
+
+@dataclass(frozen=True)
+class HubAddresses:
+    """Where the parts listen once the hub is up."""
+
+    public_url: str
+    catalog: str
+    agent: str
+    execution: str
+    objects_url: str
+    echo_url: str
 
 
 def _prepare_data_dir(data_dir: Path) -> Path:
@@ -66,21 +96,68 @@ def _prepare_data_dir(data_dir: Path) -> Path:
     return data_dir.resolve()
 
 
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
+
+
+def _free_port() -> int:
+    """A port the OS has just handed out (for a part whose address another part needs before it starts)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _public_port(port: int) -> int:
+    if port == 0:
+        return _free_port()
+    if not _port_free(port):
+        raise HubStartError(f"port {port} is already in use; stop what uses it or choose another with --port")
+    return port
+
+
+def _echo_port(data_dir: Path) -> int:
+    """echo's port, kept in the data directory: the registered version's URLs must stay valid across restarts."""
+    saved = data_dir / "echo.port"
+    text = saved.read_text(encoding="utf-8").strip() if saved.exists() else ""
+    if text.isdigit():
+        port = int(text)
+        if not _port_free(port):
+            raise HubStartError(
+                f"port {port} of the sample extension is in use (kept in {saved} because the registered "
+                "extension points at it)"
+            )
+        return port
+    port = _free_port()
+    saved.write_text(f"{port}\n", encoding="utf-8")
+    return port
+
+
+def _host_port(url: str) -> str:
+    return url.split("://", 1)[-1].rstrip("/")
+
+
 async def _start(spec: ChildSpec, data_dir: Path) -> Child:
     log = (data_dir / "logs" / f"{spec.name}.log").open("a", encoding="utf-8")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
         spec.module,
+        *spec.args,
         env={**os.environ, **spec.env},
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.STDOUT,
         start_new_session=True,
     )
-    child = Child(spec, process, log=log)
+    child = Child(spec.name, process, log=log)
     try:
         async with asyncio.timeout(READY_TIMEOUT_SECONDS):
-            child.address = await _read_ready_line(child, data_dir)
+            for pattern in spec.ready:
+                child.announced.append(await _read_ready_line(child, pattern, data_dir))
             if spec.grpc_health:
                 await _wait_serving(child.address)
     except TimeoutError:
@@ -94,18 +171,24 @@ async def _start(spec: ChildSpec, data_dir: Path) -> Child:
     return child
 
 
-async def _read_ready_line(child: Child, data_dir: Path) -> str:
-    """Copies the child's output to its log until the ready line; the address it announces."""
+async def _read_ready_line(child: Child, pattern: re.Pattern[str], data_dir: Path) -> str:
+    """Copies the child's output to its log until a line matches ``pattern``; the value it announces."""
     assert child.process.stdout is not None
     assert child.log is not None
     while line := (await child.process.stdout.readline()).decode("utf-8", "replace"):
         child.log.write(line)
         child.log.flush()
-        if match := child.spec.ready.search(line):
+        if match := pattern.search(line):
             return match.group(1)
     code = await child.process.wait()
-    log_path = data_dir / "logs" / f"{child.spec.name}.log"
-    raise HubStartError(f"{child.spec.name} exited during start (code {code}); see {log_path}")
+    log_path = data_dir / "logs" / f"{child.name}.log"
+    last = _last_line(log_path)
+    raise HubStartError(f"{child.name} exited during start (code {code}): {last or 'no output'}; see {log_path}")
+
+
+def _last_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(encoding="utf-8", errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else ""
 
 
 async def _pump(stream: asyncio.StreamReader, log: IO[str]) -> None:
@@ -119,15 +202,20 @@ async def _wait_serving(address: str) -> None:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             try:
-                response = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2, wait_for_ready=True)
+                response = await stub.Check(
+                    health_pb2.HealthCheckRequest(), timeout=HEALTH_CALL_TIMEOUT_SECONDS, wait_for_ready=True
+                )
                 if response.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.aio.AioRpcError:
                 pass
-            await asyncio.sleep(0.05)
+            await asyncio.sleep(0.05)  # poll interval of the readiness loop (bounded by the caller's timeout)
 
 
 async def _stop(child: Child) -> None:
+    if child.envoy is not None:
+        await child.envoy.stop(STOP_GRACE_SECONDS)
+        return
     process = child.process
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -145,24 +233,117 @@ async def _stop(child: Child) -> None:
         child.log.close()
 
 
-def hub_children(data_dir: Path, port: int) -> list[ChildSpec]:
-    """The parts of the hub, in start order."""
-    base = {"EXTHUB_DATA_DIR": str(data_dir), "EXTHUB_BACKEND": "local", "EXTHUB_LOG_FORMAT": "json"}
-    return [
+def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpec:
+    return ChildSpec(name, f"services.{name}", env, (re.compile(rf"{name} serving on (\S+)"), *more))
+
+
+async def _register_echo(data_dir: Path, catalog_address: str, echo_url: str) -> None:
+    """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist."""
+    issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)
+    token = issuer.issue(tenant="exthub", user="exthub-up", roles=["Extensions.Publish"], ttl_seconds=300)
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with grpc.aio.insecure_channel(catalog_address) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        await register_echo(stub, echo_url=echo_url, metadata=metadata)
+        await register_echo(stub, echo_url=echo_url, metadata=metadata, extension_id="echo-plain", with_objects=False)
+
+
+async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -> Child:
+    config = render_config(
+        "local",
+        data_dir=data_dir,
+        listen_port=port,
+        admin_port=0,
+        catalog_address=addresses["catalog"],
+        execution_address=addresses["execution"],
+        objects_address=addresses["objects"],
+    )
+    try:
+        envoy = await start_envoy(config, data_dir / "gateway", ready_timeout=READY_TIMEOUT_SECONDS)
+    except EnvoyError as error:
+        tail = str(error).strip().splitlines()
+        raise HubStartError(
+            f"the gateway (Envoy) did not start: {tail[-1] if tail else error}; see {data_dir / 'gateway'}"
+        ) from None
+    return Child("gateway", envoy.process, announced=[envoy.url], envoy=envoy)
+
+
+async def start_hub(data_dir: Path, port: int, children: list[Child]) -> HubAddresses:
+    """Starts every part in order into ``children`` (so the caller can stop what started if one fails)."""
+    public_port = _public_port(port)
+    public_url = f"http://127.0.0.1:{public_port}"
+    echo_port = _echo_port(data_dir)
+    execution_port, objects_port = _free_port(), _free_port()
+    base = {
+        "EXTHUB_DATA_DIR": str(data_dir),
+        "EXTHUB_BACKEND": "local",
+        "EXTHUB_LOG_FORMAT": "json",
+        "EXTHUB_PUBLIC_URL": public_url,
+        "EXTHUB_GATEWAY_PORT": str(public_port),
+    }
+
+    async def steps(*specs: ChildSpec) -> list[Child]:
+        """Starts independent parts side by side; each one that started is in ``children`` (to be stopped)."""
+
+        async def one(spec: ChildSpec) -> Child:
+            child = await _start(spec, data_dir)
+            children.append(child)
+            _console.print(f"[green]✓[/green] {spec.name} ready on {', '.join(child.announced)}")
+            return child
+
+        with _console.status(f"starting {', '.join(spec.name for spec in specs)}…"):
+            results = await asyncio.gather(*(one(spec) for spec in specs), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
+        return [r for r in results if isinstance(r, Child)]
+
+    execution_address = f"127.0.0.1:{execution_port}"
+    objects_url = f"http://127.0.0.1:{objects_port}"
+    catalog, agent, echo = await steps(
+        _service("catalog", {**base, "EXTHUB_CATALOG_PORT": "0"}),
+        _service("agent", {**base, "EXTHUB_AGENT_PORT": "0", "EXTHUB_EXECUTION_ADDRESS": execution_address}),
         ChildSpec(
-            name="catalog",
-            module="services.catalog",
-            env={**base, "EXTHUB_CATALOG_PORT": str(port)},
-            ready=re.compile(r"catalog serving on (\S+)"),
+            "echo",
+            "services.echo",
+            base,
+            (re.compile(r"^(http://\S+)\s*$"),),
+            args=("--port", str(echo_port), "--jwks-url", f"{objects_url}/v1/signingKeys"),
+            grpc_health=False,
         ),
-    ]
+    )
+    (execution,) = await steps(
+        _service(
+            "execution",
+            {
+                **base,
+                "EXTHUB_EXECUTION_PORT": str(execution_port),
+                "EXTHUB_OBJECTS_PORT": str(objects_port),
+                "EXTHUB_CATALOG_ADDRESS": catalog.address,
+                "EXTHUB_AGENT_ADDRESS": agent.address,
+            },
+            re.compile(r"objects serving on (\S+)"),
+        )
+    )
+    with _console.status("registering extensions/echo…"):
+        await _register_echo(data_dir, catalog.address, echo.address)
+    with _console.status("starting gateway…"):
+        gateway = await _start_gateway(
+            data_dir,
+            public_port,
+            {"catalog": catalog.address, "execution": execution.address, "objects": _host_port(objects_url)},
+        )
+    children.append(gateway)
+    _console.print(f"[green]✓[/green] gateway ready on {gateway.address}")
+    return HubAddresses(public_url, catalog.address, agent.address, execution.address, objects_url, echo.address)
 
 
 async def run_hub(*, data_dir: Path, port: int) -> int:
-    """Starts every part, prints the public address, and stops everything on SIGINT/SIGTERM.
+    """Starts every part, prints the gateway URL, and stops everything on SIGINT/SIGTERM.
 
     Returns 0 after a requested stop, 1 when a part exited on its own.
     """
+    started = time.monotonic()
     data_dir = _prepare_data_dir(data_dir)
     await asyncio.to_thread(DevIssuer.load_or_create, data_dir)
     loop = asyncio.get_running_loop()
@@ -170,27 +351,32 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     children: list[Child] = []
+    stopper = asyncio.create_task(stop.wait())
     try:
-        for spec in hub_children(data_dir, port):
-            with _console.status(f"starting {spec.name}…"):
-                child = await _start(spec, data_dir)
-            children.append(child)
-            _console.print(f"[green]✓[/green] {spec.name} ready on {child.address}")
-        public = children[0].address
-        print(f"grpc://{public}" if not public.startswith("http") else public, flush=True)
-        _console.print(f"data: {data_dir}  logs: {data_dir / 'logs'}  (Ctrl-C stops the hub)")
+        starting = asyncio.create_task(start_hub(data_dir, port, children))
+        await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not starting.done():
+            starting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await starting
+            return 0
+        addresses = starting.result()
+        print(addresses.public_url, flush=True)
+        _console.print(
+            f"hub ready in {time.monotonic() - started:.1f}s · data: {data_dir} · logs: {data_dir / 'logs'} "
+            "· Ctrl-C stops it"
+        )
         waits = [asyncio.create_task(c.process.wait()) for c in children]
-        stopper = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
         for task in waits:
             task.cancel()
         if stopper in done:
             return 0
-        crashed = [c.spec.name for c in children if c.process.returncode is not None]
+        crashed = [c.name for c in children if c.process.returncode is not None]
         _console.print(f"[red]{', '.join(crashed)} exited unexpectedly; stopping the hub (see the logs)[/red]")
         return 1
     finally:
+        stopper.cancel()
         for child in reversed(children):
             await _stop(child)
         for sig in (signal.SIGINT, signal.SIGTERM):

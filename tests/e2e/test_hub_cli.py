@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -22,6 +27,10 @@ START_TIMEOUT = 40.0
 def _children(pid: int) -> list[int]:
     path = Path(f"/proc/{pid}/task/{pid}/children")
     return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def _command_lines(pids: list[int]) -> set[str]:
+    return {Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in pids}
 
 
 def _alive(pid: int) -> bool:
@@ -50,10 +59,11 @@ class Hub:
             first = self.process.stdout.readline().strip()
             if not first and self.process.poll() is not None:
                 break
-        assert first.startswith("grpc://"), (
-            f"no address printed; stderr: {self.process.stderr.read() if self.process.stderr else ''}"
+        assert first.startswith("http://127.0.0.1:"), (
+            f"no gateway URL printed; stderr: {self.process.stderr.read() if self.process.stderr else ''}"
         )
-        self.address = first.removeprefix("grpc://")
+        self.url = first
+        self.address = first.removeprefix("http://")
 
     def stop(self) -> int:
         self.process.send_signal(signal.SIGTERM)
@@ -98,12 +108,36 @@ async def _get(address: str, token: str, extension_id: str) -> resources_pb2.Ext
         )
 
 
+def _rest(url: str, token: str, method: str = "GET", body: dict[str, Any] | None = None) -> dict[str, Any]:
+    request = urllib.request.Request(  # noqa: S310 - the hub's loopback URL
+        url,
+        method=method,
+        data=json.dumps(body).encode() if body is not None else None,
+        headers={"authorization": f"Bearer {token}", "content-type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310
+        document: dict[str, Any] = json.loads(response.read())
+    return document
+
+
 async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
     hub = Hub(data_dir)
     try:
         children = _children(hub.process.pid)
-        assert children, "exthub up runs the services as child processes"
+        names = _command_lines(children)
+        for part in ("services.catalog", "services.agent", "services.execution", "services.echo", "envoy"):
+            assert any(part in name for name in names), f"{part} is not running under exthub up: {names}"
         await _create(hub.address, _token(data_dir, "Extensions.Publish"), "kept")
+        run = _token(data_dir, "Executions.Run")
+        execution = await asyncio.to_thread(
+            _rest,
+            f"{hub.url}/v1/executions",
+            run,
+            "POST",
+            {"extensionVersion": "extensions/echo-plain/versions/latest", "request": {"message": "kept"}},
+        )
+        assert execution["state"] == "SUCCEEDED"
+        assert execution["result"]["echo"] == {"message": "kept"}
     finally:
         code = hub.stop()
     assert code == 0
@@ -113,8 +147,37 @@ async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
     try:
         kept = await _get(again.address, _token(data_dir), "kept")
         assert kept.display_name == "Kept"
+        seen = await asyncio.to_thread(_rest, f"{again.url}/v1/{execution['name']}", run)
+        assert seen["state"] == "SUCCEEDED"
+        assert seen["etag"] == execution["etag"]
+        # echo keeps its port across restarts, so the registered version still reaches it
+        fresh = await asyncio.to_thread(
+            _rest,
+            f"{again.url}/v1/executions",
+            run,
+            "POST",
+            {"extensionVersion": "extensions/echo-plain/versions/1.0.0", "request": {"n": 2}},
+        )
+        assert fresh["state"] == "SUCCEEDED"
     finally:
         assert again.stop() == 0
+
+
+def test_port_in_use_gives_a_clear_message(tmp_path: Path) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = subprocess.run(
+            [*EXTHUB, "up", "--data-dir", str(tmp_path / "d"), "--port", str(port)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"port {port} is already in use" in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_broken_data_dir_gives_a_clear_message(tmp_path: Path) -> None:
