@@ -1,14 +1,26 @@
-"""``python -m services.agent``: run the agent until SIGTERM/SIGINT (then drain gracefully)."""
+"""``python -m services.agent``: run the agent until SIGTERM/SIGINT (then drain gracefully).
+
+On the local backend the agent also runs the queue worker (asynchronous executions) by default; the env
+settings it reads are listed in ``.coordination/async.md`` (``EXTHUB_DATA_DIR``, ``EXTHUB_BACKEND``,
+``EXTHUB_AGENT_PORT``, ``EXTHUB_EXECUTION_ADDRESS``, ``EXTHUB_AGENT_WORKER_SLOTS``, …).
+"""
 
 from __future__ import annotations
 
-from services.agent.app import start_agent
+from collections.abc import Iterable
+
+from services.agent.app import AgentApp, start_agent
 from services.platform.entrypoint import run_service
+
+
+def _worker_line(app: AgentApp) -> Iterable[str]:
+    if app.worker is not None:
+        yield f"agent {app.agent_id} consuming the work queue"
 
 
 def main() -> None:
     """Entry point."""
-    run_service("agent", start_agent)
+    run_service("agent", start_agent, announce_more=_worker_line)
 
 
 if __name__ == "__main__":

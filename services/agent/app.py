@@ -1,4 +1,5 @@
-"""Wires the agent: its identity, one shared HTTP client session, adapters, extension services, gRPC server."""
+"""Wires the agent: its identity, one shared HTTP client session, adapters, extension services, gRPC server,
+and (local backend, ``agent_worker``) the queue worker that runs asynchronous executions."""
 
 from __future__ import annotations
 
@@ -12,16 +13,18 @@ import grpc
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import AdapterRegistry, BodySigner, default_adapters
-from services.agent.execution_client import DevAgentTokens, ExecutionServiceSigner
+from services.agent.execution_client import DevAgentTokens, ExecutionServiceClient
 from services.agent.extension_services import ExtensionServiceRegistry, default_extension_services
 from services.agent.identity import agent_id, agent_version
 from services.agent.servicer import AgentServicer
+from services.agent.worker import QueueWorker, WorkerConfig
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.logging import get_logger
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
+from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 __all__ = ["SERVICE", "AdapterFactory", "AgentApp", "start_agent"]
 
@@ -43,6 +46,8 @@ class AgentApp:
     adapters: AdapterRegistry
     services: ExtensionServiceRegistry
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    worker: QueueWorker | None = None
+    shutdown_grace: float = 10.0
     _closed: bool = False
 
     @property
@@ -56,6 +61,8 @@ class AgentApp:
             return
         self._closed = True
         try:
+            if self.worker is not None:
+                await self.worker.stop(self.shutdown_grace if grace is None else grace)
             await self.server.stop(grace)
         finally:
             for close in self.closers:
@@ -71,6 +78,7 @@ async def start_agent(
     sign: bool = True,
     services: ExtensionServiceRegistry | None = None,
     adapters: AdapterFactory | None = None,
+    worker: bool | None = None,
 ) -> AgentApp:
     """Start serving ``AgentService`` on ``port`` (default: ``settings.agent_port``; 0 → the OS chooses).
 
@@ -80,20 +88,26 @@ async def start_agent(
     requests (tests only).
     ``services`` defaults to ``config/v1`` and ``greeting/v1``; ``adapters`` builds the adapter registry from
     the shared session (default: the http-json adapter for both http-json models).
+    ``worker`` runs the queue worker (asynchronous executions, :mod:`services.agent.worker`) on the work queue
+    ``settings.queue_path``; default ``settings.agent_worker`` on the local backend.
     """
     await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
     the_id = await asyncio.to_thread(agent_id, settings)
     version = agent_version()
     service_registry = services if services is not None else default_extension_services()
     closers: list[Callable[[], Awaitable[None]]] = []
-    if signer is None and sign and adapters is None and settings.backend == "local":
+    run_worker = (settings.agent_worker if worker is None else worker) and settings.backend == "local"
+    client: ExecutionServiceClient | None = None
+    if settings.backend == "local" and (run_worker or (signer is None and sign and adapters is None)):
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, settings.data_dir)
-        remote = ExecutionServiceSigner(
+        client = ExecutionServiceClient(
             settings.execution_address or settings.grpc_address(settings.execution_port),
             DevAgentTokens(issuer, agent_id=the_id),
         )
-        signer = remote
-        closers.append(remote.close)
+        closers.append(client.close)
+        if signer is None and sign and adapters is None:
+            signer = client
+    queue: SqliteWorkQueue | None = None
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.agent_max_in_flight, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None),  # each call is bounded by the adapter (asyncio.timeout)
@@ -127,6 +141,29 @@ async def start_agent(
             verifier=TokenVerifier(settings.auth),
             access_rules=access_rules_from_descriptors([SERVICE]),
         )
+        queue_worker: QueueWorker | None = None
+        if run_worker and client is not None:
+            queue = await SqliteWorkQueue.open(
+                settings.queue_path,
+                ageing_seconds=settings.queue_ageing_seconds,
+                poll_interval_seconds=settings.queue_poll_seconds,
+            )
+            closers.append(queue.close)
+            queue_worker = QueueWorker(
+                queue,
+                client,
+                registry,
+                WorkerConfig(
+                    agent_id=the_id,
+                    slots=settings.agent_worker_slots,
+                    lease_seconds=settings.agent_lease_seconds,
+                    heartbeat_seconds=settings.agent_heartbeat_seconds,
+                    receive_wait_seconds=settings.agent_receive_wait_seconds,
+                    poll_seconds=settings.queue_poll_seconds,
+                    priorities=settings.agent_priorities,
+                ),
+            )
+            queue_worker.start()
     except BaseException:
         for close in closers:
             await close()
@@ -134,7 +171,14 @@ async def start_agent(
         raise
     if signer is None and sign and adapters is None:
         _log.warning("no request signer for this backend: every attempt will fail with REQUEST_NOT_SIGNED")
-    _log.info("agent started", agent_id=the_id, version=version, models=list(registry.models))
+    _log.info(
+        "agent started",
+        agent_id=the_id,
+        version=version,
+        models=list(registry.models),
+        worker=queue_worker is not None,
+        queue=str(settings.queue_path) if queue_worker is not None else None,
+    )
     return AgentApp(
         server=server,
         session=session,
@@ -143,4 +187,6 @@ async def start_agent(
         adapters=registry,
         services=service_registry,
         closers=closers,
+        worker=queue_worker,
+        shutdown_grace=settings.shutdown_grace_seconds,
     )

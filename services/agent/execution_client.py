@@ -1,14 +1,17 @@
-"""The execution service, as the agent sees it: ``SignExtensionRequest`` with an Agent-role bearer token."""
+"""The execution service, as the agent sees it, with an Agent-role bearer token: ``SignExtensionRequest`` (the
+signer) and, for the queue worker, ``ClaimExecution``, ``HeartbeatExecution`` and ``ReportExecutionStatus``."""
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from services.agent.adapters.signing import SigningRefused
 from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.principal import AGENT
@@ -16,13 +19,22 @@ from services.platform.auth.principal import AGENT
 if TYPE_CHECKING:
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["DevAgentTokens", "ExecutionServiceSigner", "TokenSource"]
+__all__ = ["CallRefused", "DevAgentTokens", "ExecutionServiceClient", "ExecutionServiceSigner", "TokenSource"]
 
 SERVICE_TENANT = "exthub"
 TOKEN_TTL_SECONDS = 3600
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 SIGN_TIMEOUT_SECONDS = 10.0
 _STATUS_DETAILS_KEY = "grpc-status-details-bin"
+_REFUSAL_CODES = frozenset(
+    {
+        grpc.StatusCode.FAILED_PRECONDITION,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.PERMISSION_DENIED,
+        grpc.StatusCode.UNAUTHENTICATED,
+    }
+)
 _PERMANENT_CODES = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -103,15 +115,81 @@ class ExecutionServiceSigner:
 
 def _error_reason(error: grpc.aio.AioRpcError) -> str:
     """The ``ErrorInfo.reason`` in the call's rich status, if any."""
+    return _error_info(error)[0]
+
+
+def _error_info(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
+    """``(reason, metadata)`` of the ``ErrorInfo`` in the call's rich status (empty when there is none)."""
     for key, value in error.trailing_metadata() or ():
         if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
             continue
         try:
             status = status_pb2.Status.FromString(value)
         except Exception:
-            return ""
+            return "", {}
         for detail in status.details:
             info = error_details_pb2.ErrorInfo()
             if detail.Unpack(info):
-                return str(info.reason)
-    return ""
+                return str(info.reason), dict(info.metadata)
+    return "", {}
+
+
+class CallRefused(Exception):
+    """The execution service refused a worker call for good (stale attempt, invalid transition, not found…).
+
+    ``reason`` and ``metadata`` are the answer's ``ErrorInfo``; ``code`` its gRPC code. Any other failure
+    (UNAVAILABLE, DEADLINE_EXCEEDED, …) propagates as ``grpc.aio.AioRpcError``: it may be tried again.
+    """
+
+    def __init__(self, code: grpc.StatusCode, message: str, reason: str, metadata: dict[str, str]) -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+        self.metadata = metadata
+
+    @classmethod
+    def from_rpc(cls, error: grpc.aio.AioRpcError) -> CallRefused:
+        """The refusal carried by ``error``."""
+        reason, metadata = _error_info(error)
+        return cls(error.code(), error.details() or error.code().name, reason or error.code().name, metadata)
+
+
+class ExecutionServiceClient(ExecutionServiceSigner):
+    """The worker's side of the execution service: claim, heartbeat, report (and sign, as the signer).
+
+    One channel, Agent-role bearer tokens, a timeout on every call. Permanent refusals raise
+    :class:`CallRefused`; transient failures raise ``grpc.aio.AioRpcError``.
+    """
+
+    async def claim(self, execution: str, attempt: int, agent_id: str) -> execution_service_pb2.ClaimExecutionResponse:
+        """``ClaimExecution``: QUEUED → RUNNING for ``attempt``, with the task to run."""
+        request = execution_service_pb2.ClaimExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        with _refusals():
+            return await self._stub.ClaimExecution(request, timeout=self._timeout, metadata=self._metadata())
+
+    async def heartbeat(
+        self, execution: str, attempt: int, agent_id: str
+    ) -> execution_service_pb2.HeartbeatExecutionResponse:
+        """``HeartbeatExecution``: go on, abort, or cancel."""
+        request = execution_service_pb2.HeartbeatExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        with _refusals():
+            return await self._stub.HeartbeatExecution(request, timeout=self._timeout, metadata=self._metadata())
+
+    async def report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
+        """``ReportExecutionStatus`` as an agent (no status-update key)."""
+        with _refusals():
+            return await self._stub.ReportExecutionStatus(request, timeout=self._timeout, metadata=self._metadata())
+
+    def _metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("authorization", f"Bearer {self._tokens.token()}"),)
+
+
+@contextlib.contextmanager
+def _refusals() -> Iterator[None]:
+    """Turn a permanent refusal into :class:`CallRefused`; let transient failures through."""
+    try:
+        yield
+    except grpc.aio.AioRpcError as error:
+        if error.code() in _REFUSAL_CODES:
+            raise CallRefused.from_rpc(error) from None
+        raise

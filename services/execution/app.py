@@ -7,6 +7,7 @@ import contextlib
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from datetime import timedelta
 
 import grpc
 from aiohttp import web
@@ -14,12 +15,14 @@ from aiohttp import web
 from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
 from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
 from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.http import create_http_app
 from services.execution.model import COLLECTION
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer
 from services.execution.signing import SigningKeyRing
+from services.execution.sweeper import Sweeper
 from services.objects.local import LocalObjectProvider
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
@@ -28,6 +31,7 @@ from services.platform.entrypoint import BackendNotAvailable
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
+from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 DATABASE_FILE = "execution.sqlite3"
@@ -45,6 +49,10 @@ class ExecutionApp:
     http_url: str
     context: ExecutionContext
     closers: list[GrpcCatalogClient | GrpcAgentClient] = field(default_factory=list)
+    queue: SqliteWorkQueue | None = None
+    dispatcher: Dispatcher | None = None
+    sweeper: Sweeper | None = None
+    sweeper_task: asyncio.Task[None] | None = None
     _closed: bool = False
 
     @property
@@ -62,6 +70,10 @@ class ExecutionApp:
         if self._closed:
             return
         self._closed = True
+        if self.sweeper is not None and self.sweeper_task is not None:
+            self.sweeper.stop()
+            self.sweeper_task.cancel()
+            await asyncio.gather(self.sweeper_task, return_exceptions=True)
         await self.server.stop(grace)
         await self.http_runner.cleanup()
         pending = list(self.context.background)
@@ -71,6 +83,10 @@ class ExecutionApp:
             await asyncio.gather(*pending, return_exceptions=True)
         for client in self.closers:
             await client.close()
+        if self.dispatcher is not None:
+            await self.dispatcher.close()
+        if self.queue is not None:
+            await self.queue.close()
         await self.store.close()
 
 
@@ -95,7 +111,12 @@ async def start_execution(
     catalog: CatalogPort | None = None,
     agent: AgentPort | None = None,
 ) -> ExecutionApp:
-    """Open the backend and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``."""
+    """Open the backend and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``.
+
+    Asynchronous executions: the work queue is ``settings.queue_path`` (shared with the agent processes);
+    the dispatcher publishes QUEUED attempts through the outbox and the sweeper runs every
+    ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, pending dispatches).
+    """
     if settings.backend != "local":
         raise BackendNotAvailable(
             "the execution service's azure backend is not part of this build yet; use EXTHUB_BACKEND=local"
@@ -110,7 +131,13 @@ async def start_execution(
     closers: list[GrpcCatalogClient | GrpcAgentClient] = []
     store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
     runner: web.AppRunner | None = None
+    queue: SqliteWorkQueue | None = None
     try:
+        queue = await SqliteWorkQueue.open(
+            settings.queue_path,
+            ageing_seconds=settings.queue_ageing_seconds,
+            poll_interval_seconds=settings.queue_poll_seconds,
+        )
         provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
         if catalog is None:
             catalog_client = GrpcCatalogClient(settings.catalog_address or settings.grpc_address(settings.catalog_port))
@@ -129,7 +156,13 @@ async def start_execution(
             signing=signing,
             page_tokens=PageTokenCodec(page_key),
             callback_base_url=settings.public_url or http_url,
+            queue=queue,
+            input_timeout=timedelta(seconds=settings.execution_input_timeout_seconds),
+            cancel_grace=timedelta(seconds=settings.execution_cancel_grace_seconds),
         )
+        dispatcher = Dispatcher(ctx.repository, queue)
+        ctx.repository.add_listener(dispatcher.notice)
+        sweeper = Sweeper(ctx, dispatcher, interval_seconds=settings.execution_sweep_seconds)
         runner = web.AppRunner(create_http_app(ctx, provider), access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
@@ -153,6 +186,20 @@ async def start_execution(
             sock.close()
         for client in closers:
             await client.close()
+        if queue is not None:
+            await queue.close()
         await store.close()
         raise
-    return ExecutionApp(server=server, store=store, http_runner=runner, http_url=http_url, context=ctx, closers=closers)
+    sweeper_task = asyncio.get_running_loop().create_task(sweeper.run())
+    return ExecutionApp(
+        server=server,
+        store=store,
+        http_runner=runner,
+        http_url=http_url,
+        context=ctx,
+        closers=closers,
+        queue=queue,
+        dispatcher=dispatcher,
+        sweeper=sweeper,
+        sweeper_task=sweeper_task,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -96,6 +96,17 @@ class ExecutionRepository:
     def __init__(self, collection: DocumentCollection, notifier: ExecutionNotifier | None = None) -> None:
         self._collection = collection
         self.notifier = notifier or ExecutionNotifier()
+        self._listeners: list[Callable[[StoredExecution], None]] = []
+
+    def add_listener(self, listener: Callable[[StoredExecution], None]) -> None:
+        """Call ``listener`` (synchronously, it must not block) with every execution this process writes."""
+        self._listeners.append(listener)
+
+    def _written(self, stored: StoredExecution) -> StoredExecution:
+        self.notifier.notify(stored.id)
+        for listener in self._listeners:
+            listener(stored)
+        return stored
 
     async def create(self, execution_id: str, body: dict[str, Any], event: ExecutionEvent) -> StoredExecution:
         """Store a new execution and its CREATED event together."""
@@ -106,8 +117,7 @@ class ExecutionRepository:
         )
         document = documents[0]
         assert document is not None
-        self.notifier.notify(execution_id)
-        return _stored(document)
+        return self._written(_stored(document))
 
     async def find(self, execution_id: str) -> StoredExecution | None:
         """The execution, or None."""
@@ -138,8 +148,7 @@ class ExecutionRepository:
                 continue  # someone else wrote first: re-read and decide again
             document = documents[0]
             assert document is not None
-            self.notifier.notify(execution_id)
-            return _stored(document)
+            return self._written(_stored(document))
         raise Aborted(
             f"executions/{execution_id} is changing too often; try again",
             reason="ETAG_MISMATCH",
@@ -176,6 +185,32 @@ class ExecutionRepository:
             )
         )
         return [_stored(d) for d in page.documents], page.continuation
+
+    async def query_executions(
+        self, where: Predicate, *, order_by: tuple[SortKey, ...] = (), limit: int = 100
+    ) -> AsyncIterator[StoredExecution]:
+        """Every execution matching ``where`` (all pages), for the background tasks (sweeper, dispatcher)."""
+        continuation: str | None = None
+        while True:
+            items, continuation = await self.list_executions(
+                where=where, order_by=order_by, limit=limit, continuation=continuation
+            )
+            for item in items:
+                yield item
+            if continuation is None:
+                return
+
+    async def all_events(self, execution_id: str) -> list[ExecutionEvent]:
+        """Every event of one execution in sequence order."""
+        events: list[ExecutionEvent] = []
+        continuation: str | None = None
+        while True:
+            page, continuation = await self.list_events(
+                execution_id, from_sequence=1, limit=1000, continuation=continuation
+            )
+            events.extend(page)
+            if continuation is None:
+                return events
 
     async def claim_request_id(self, tenant: str, request_id: str, execution_id: str, *, now: str) -> str | None:
         """Reserve ``request_id`` for ``execution_id``; return the execution that holds it already (24 h), or None."""

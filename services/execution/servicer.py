@@ -9,7 +9,7 @@ import grpc
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.execution import mapping
-from services.execution.handlers import commands, create, queries, report
+from services.execution.handlers import commands, create, dead_letters, queries, report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import render
 from services.platform.auth.access import current_principal, require_principal
@@ -146,6 +146,26 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         execution_id = mapping.parse_execution_name(request.name)
         signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
         return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
+
+    async def HeartbeatExecution(
+        self, request: pb.HeartbeatExecutionRequest, context: Context
+    ) -> pb.HeartbeatExecutionResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        beat = await report.heartbeat(self._ctx, execution_id, request.attempt, request.agent_id)
+        response = pb.HeartbeatExecutionResponse(
+            abort=beat.abort,
+            cancel_requested=beat.cancel_requested,
+            state=execution_pb2.Execution.State.Value(beat.state.value),
+            attempt=beat.attempt,
+        )
+        if beat.deadline is not None:
+            response.deadline.CopyFrom(mapping.datetime_timestamp(beat.deadline))
+        return response
+
+    async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:
+        return await dead_letters.list_dead_letters(
+            self._ctx, page_size=request.page_size, page_token=request.page_token
+        )
 
     async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:
         return pb.GetSigningKeysResponse(keys=[pb.JsonWebKey(**jwk) for jwk in self._ctx.signing.jwks()["keys"]])

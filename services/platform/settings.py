@@ -177,6 +177,62 @@ class Settings(BaseSettings):
 
     # -- end agent ------------------------------------------------------------------------------------
 
+    # -- asynchronous execution (issue 4): work queue, agent worker, dispatcher and sweeper -----------
+    queue_file: Path = Field(
+        default=Path("queue.sqlite3"),
+        description="The local work queue's SQLite file (relative: inside data_dir), shared by the execution "
+        "service (publisher) and every agent process (consumers).",
+    )
+    queue_ageing_seconds: float = Field(
+        default=60.0, gt=0, description="Waiting this long raises a queued message by one priority level."
+    )
+    queue_poll_seconds: float = Field(
+        default=0.1,
+        gt=0,
+        le=10,
+        description="How often a waiting receiver looks for work published by another process.",
+    )
+    agent_worker: bool = Field(
+        default=True, description="Run the queue worker in the agent process (local backend): async executions."
+    )
+    agent_worker_slots: int = Field(default=16, ge=1, le=1_000, description="Attempts the worker runs at once.")
+    agent_receive_wait_seconds: float = Field(
+        default=5.0, gt=0, le=60, description="Long-poll wait of one receive when the queue is empty."
+    )
+    agent_lease_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        le=300,
+        description="Queue lease per message; a crashed agent's attempt is redelivered after it.",
+    )
+    agent_heartbeat_seconds: float = Field(
+        default=10.0, gt=0, description="Heartbeat period: renews the lease and learns cancellation (< lease)."
+    )
+    execution_sweep_seconds: float = Field(
+        default=5.0, gt=0, le=3600, description="Period of the execution service's timeout sweeper and outbox sweep."
+    )
+    execution_cancel_grace_seconds: float = Field(
+        default=60.0,
+        ge=0,
+        description="A RUNNING execution whose cancel no agent acknowledged in time is CANCELLED by the sweeper.",
+    )
+    execution_input_timeout_seconds: float = Field(
+        default=86_400.0, gt=0, description="How long an execution may wait in PENDING_INPUTS before TIMED_OUT."
+    )
+
+    @model_validator(mode="after")
+    def _heartbeat_within_lease(self) -> Settings:
+        if self.agent_heartbeat_seconds >= self.agent_lease_seconds:
+            raise ValueError("agent_heartbeat_seconds must be shorter than agent_lease_seconds")
+        return self
+
+    @property
+    def queue_path(self) -> Path:
+        """The work queue file (``queue_file``, inside ``data_dir`` unless absolute)."""
+        return self.queue_file if self.queue_file.is_absolute() else self.data_dir / self.queue_file
+
+    # -- end asynchronous execution -------------------------------------------------------------------
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:

@@ -49,6 +49,7 @@ EXPECTED_HTTP: dict[str, tuple[str, str, str]] = {
     "ExecutionService.WatchExecution": ("get", "/v1/{name=executions/*}:watch", ""),
     "ExecutionService.ReportExecutionStatus": ("post", "/v1/{name=executions/*}:reportStatus", "*"),
     "ExecutionService.GetSigningKeys": ("get", "/v1/signingKeys", ""),
+    "ExecutionService.ListDeadLetters": ("get", "/v1/deadLetters", ""),
 }
 #: The access rules of spec §4: RPC → (audience, roles, internal).
 EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
@@ -86,6 +87,8 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
     "ExecutionService.ClaimExecution": ("ROLES", ["Agent"], True),
     "ExecutionService.SignExtensionRequest": ("ROLES", ["Agent"], True),
     "ExecutionService.GetSigningKeys": ("PUBLIC", [], False),
+    "ExecutionService.HeartbeatExecution": ("ROLES", ["Agent"], True),
+    "ExecutionService.ListDeadLetters": ("ROLES", ["Hub.Admin"], False),
     "AgentService.Execute": ("ROLES", ["Agent"], True),
     "AgentService.GetAgentInfo": ("ROLES", ["Agent"], True),
 }

@@ -3,26 +3,42 @@
 Real SQLite files under ``data_dir``; the agent signs extension request bodies through the execution service's
 ``SignExtensionRequest`` (:class:`GrpcBodySigner`, with an Agent token), so the whole path is the production one.
 Used by the execution, gateway and CLI component tests: ``async with running_hub(data_dir, issuer) as hub``.
+
+Asynchronous executions: the execution service always dispatches QUEUED attempts to the work queue in
+``data_dir`` (``hub.settings.queue_path``); nothing consumes it unless ``agent_worker=True`` (the in-process
+agent runs its queue worker) or the test starts real agent processes with :func:`start_agent_process`
+(``python -m services.agent``, stopped by pid). ``hub.echo_calls`` records every call echo received and
+whether it completed or was aborted by the caller (echo runs with handler cancellation on).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+import json
+import os
+import re
+import signal
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import grpc
 from aiohttp import web
+from google.protobuf import struct_pb2
 
+from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.type.v1 import types_pb2
 from services.agent.app import AgentApp, start_agent
 from services.catalog.app import CatalogApp, start_catalog
 from services.echo.app import create_echo_app
 from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
+from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
 from services.execution.app import ExecutionApp, start_execution
 from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
@@ -62,6 +78,17 @@ class GrpcBodySigner:
 
 
 @dataclass
+class EchoCall:
+    """One request echo received: which attempt, and how it ended (``running``, ``completed``, ``aborted``)."""
+
+    path: str
+    execution_id: str
+    attempt: int
+    outcome: str = "running"
+    status: int = 0
+
+
+@dataclass
 class Hub:
     catalog: CatalogApp
     agent: AgentApp
@@ -69,6 +96,76 @@ class Hub:
     echo_url: str
     stub: ExecutionServiceAsyncStub
     token: TokenFactory
+    settings: Settings | None = None
+    echo: EchoRecorder = field(default_factory=lambda: EchoRecorder())
+
+    @property
+    def echo_calls(self) -> list[EchoCall]:
+        """Every call echo received, in arrival order."""
+        return self.echo.calls
+
+    def calls_of(self, execution_name: str) -> list[EchoCall]:
+        """The calls echo received for one execution, in arrival order."""
+        return self.echo.calls_of(execution_name)
+
+
+class EchoRecorder:
+    """The calls echo received (``calls``), with a wake-up on every change for :meth:`wait_until`."""
+
+    def __init__(self) -> None:
+        self.calls: list[EchoCall] = []
+        self._changed = asyncio.Event()
+
+    def calls_of(self, execution_name: str) -> list[EchoCall]:
+        """The calls of one execution, in arrival order."""
+        execution_id = execution_name.removeprefix("executions/")
+        return [call for call in self.calls if call.execution_id == execution_id]
+
+    def changed(self) -> None:
+        """Wake every :meth:`wait_until`."""
+        event, self._changed = self._changed, asyncio.Event()
+        event.set()
+
+    async def wait_until(self, condition: Callable[[], bool], *, within: float = 10.0) -> None:
+        """Return once ``condition()`` holds; TimeoutError after ``within`` seconds."""
+        async with asyncio.timeout(within):
+            while not condition():
+                await self._changed.wait()
+
+
+def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamResponse]]:
+    """An aiohttp middleware that records each POST to echo and how it ended."""
+
+    @web.middleware
+    async def record(
+        request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        if request.method != "POST":
+            return await handler(request)
+        try:
+            document: Any = json.loads(await request.read())
+        except ValueError:
+            document = {}
+        if not isinstance(document, dict):
+            document = {}
+        call = EchoCall(request.path, str(document.get("executionId", "")), int(document.get("attempt") or 0))
+        recorder.calls.append(call)
+        recorder.changed()
+        try:
+            response = await handler(request)
+        except asyncio.CancelledError:
+            call.outcome = "aborted"  # the caller went away (handler cancellation)
+            raise
+        except web.HTTPException as exc:
+            call.outcome, call.status = "completed", exc.status
+            raise
+        finally:
+            recorder.changed()
+        call.outcome, call.status = "completed", response.status
+        recorder.changed()
+        return response
+
+    return record
 
 
 def token_factory(issuer: DevIssuer) -> TokenFactory:
@@ -93,19 +190,56 @@ def base_settings(data_dir: Path, **overrides: object) -> Settings:
     )
 
 
+class LateAgentClient:
+    """The execution service's agent port, connected once the agent (which needs the execution service's
+    address for its worker) has started."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self._tokens = DevServiceTokens(data_dir)
+        self._client: GrpcAgentClient | None = None
+
+    def connect(self, address: str) -> None:
+        self._client = GrpcAgentClient(address, self._tokens)
+
+    async def execute(
+        self, task: execution_pb2.ExecutionTask, *, deadline_seconds: float
+    ) -> agent_service_pb2.ExecuteResponse:
+        assert self._client is not None, "the agent has not started"
+        return await self._client.execute(task, deadline_seconds=deadline_seconds)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.close()
+
+
 @contextlib.asynccontextmanager
-async def running_hub(data_dir: Path, issuer: DevIssuer, **overrides: object) -> AsyncIterator[Hub]:
-    """Starts the hub's services and echo (registered as ``echo`` and ``echo-plain``); stops them on exit."""
+async def running_hub(
+    data_dir: Path, issuer: DevIssuer, *, agent_worker: bool = False, **overrides: object
+) -> AsyncIterator[Hub]:
+    """Starts the hub's services and echo (registered as ``echo`` and ``echo-plain``); stops them on exit.
+
+    ``overrides`` are settings (e.g. ``execution_sweep_seconds=0.1``); ``agent_worker`` runs the in-process
+    agent's queue worker (off by default: tests that drive the queue by hand, or start agent processes).
+    """
     token = token_factory(issuer)
     settings = base_settings(data_dir, **overrides)
     catalog = await start_catalog(settings, port=0)
     signer = GrpcBodySigner(issuer)
-    agent = await start_agent(settings, port=0, signer=signer)
-    execution = await start_execution(
-        base_settings(data_dir, catalog_address=catalog.address, agent_address=agent.address, **overrides), port=0
-    )
+    agent_port = LateAgentClient(data_dir)
+    execution_settings = base_settings(data_dir, catalog_address=catalog.address, **overrides)
+    execution = await start_execution(execution_settings, port=0, agent=agent_port)
     signer.address = execution.address
-    runner = web.AppRunner(create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys")), access_log=None)
+    agent = await start_agent(
+        base_settings(data_dir, execution_address=execution.address, **overrides),
+        port=0,
+        signer=signer,
+        worker=agent_worker,
+    )
+    agent_port.connect(agent.address)
+    recorder = EchoRecorder()
+    echo_app = create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys"))
+    echo_app.middlewares.insert(0, _recorder(recorder))
+    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
@@ -123,10 +257,221 @@ async def running_hub(data_dir: Path, issuer: DevIssuer, **overrides: object) ->
                 catalog_stub, echo_url=echo_url, metadata=publisher, extension_id="echo-plain", with_objects=False
             )
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
-            yield Hub(catalog, agent, execution, echo_url, stub, token)
+            yield Hub(catalog, agent, execution, echo_url, stub, token, execution_settings, recorder)
     finally:
         await runner.cleanup()
-        await execution.stop(0)
         await agent.stop(0)
+        await execution.stop(0)
+        await agent_port.close()
         await signer.close()
         await catalog.stop(0)
+
+
+#: Small worker knobs so the asynchronous tests run in seconds (lease 1 s, heartbeat 0.2 s).
+FAST_AGENT_ENV: Mapping[str, str] = {
+    "EXTHUB_AGENT_LEASE_SECONDS": "1.0",
+    "EXTHUB_AGENT_HEARTBEAT_SECONDS": "0.2",
+    "EXTHUB_AGENT_RECEIVE_WAIT_SECONDS": "0.5",
+    "EXTHUB_QUEUE_POLL_SECONDS": "0.02",
+    "EXTHUB_SHUTDOWN_GRACE_SECONDS": "1",
+}
+#: Terminal states of ``Execution.State``.
+TERMINAL_STATES = frozenset(
+    {
+        execution_pb2.Execution.SUCCEEDED,
+        execution_pb2.Execution.FAILED,
+        execution_pb2.Execution.CANCELLED,
+        execution_pb2.Execution.TIMED_OUT,
+        execution_pb2.Execution.VALIDATION_SUCCEEDED,
+        execution_pb2.Execution.VALIDATION_FAILED,
+        execution_pb2.Execution.DIRECT_TOKEN_ISSUED,
+    }
+)
+ASYNC_CALL_TIMEOUT_SECONDS = 10.0
+_READY = re.compile(r"agent serving on (\S+)")
+READY_TIMEOUT_SECONDS = 30.0
+STOP_TIMEOUT_SECONDS = 10.0
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass
+class AgentProcess:
+    """A real agent process (``python -m services.agent``) with its queue worker; logs go to ``log_path``."""
+
+    agent_id: str
+    process: asyncio.subprocess.Process
+    address: str
+    log_path: Path
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def log(self) -> str:
+        """What the process has logged so far (stderr, structured)."""
+        return self.log_path.read_text("utf-8", errors="replace") if self.log_path.exists() else ""
+
+    async def kill(self) -> None:
+        """SIGKILL (a crash: no drain, no report) and reap."""
+        if self.process.returncode is None:
+            os.kill(self.pid, signal.SIGKILL)
+        async with asyncio.timeout(10):
+            await self.process.wait()
+
+    async def stop(self) -> None:
+        """SIGTERM by pid and wait; SIGKILL if it does not exit in ``STOP_TIMEOUT_SECONDS``."""
+        if self.process.returncode is not None:
+            return
+        os.kill(self.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await self.process.wait()
+        except TimeoutError:
+            await self.kill()
+
+
+async def start_agent_process(
+    data_dir: Path,
+    execution_address: str,
+    agent_id: str,
+    *,
+    log_dir: Path,
+    env: Mapping[str, str] = FAST_AGENT_ENV,
+    slots: int = 1,
+) -> AgentProcess:
+    """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
+
+    The environment is exactly what an operator sets (see ``.coordination/async.md``): data dir, local
+    backend, an OS-chosen port, the execution service's address, the agent id and the worker knobs.
+    """
+    child_env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
+    child_env.update(
+        {
+            "EXTHUB_DATA_DIR": str(data_dir),
+            "EXTHUB_BACKEND": "local",
+            "EXTHUB_HOST": "127.0.0.1",
+            "EXTHUB_AGENT_PORT": "0",
+            "EXTHUB_EXECUTION_ADDRESS": execution_address,
+            "EXTHUB_AGENT_ID": agent_id,
+            "EXTHUB_AGENT_WORKER_SLOTS": str(slots),
+            "EXTHUB_LOG_FORMAT": "json",
+            **env,
+        }
+    )
+    await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
+    log_path = log_dir / f"{agent_id}.log"
+    with log_path.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "services.agent",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+            env=child_env,
+            cwd=_REPO_ROOT,
+        )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(READY_TIMEOUT_SECONDS):
+            address = await _ready_address(process.stdout, log_path)
+        return AgentProcess(agent_id, process, address, log_path)
+    except BaseException:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
+
+
+async def _ready_address(stdout: asyncio.StreamReader, log_path: Path) -> str:
+    """The address of the ``agent serving on ADDRESS`` line; RuntimeError when the output ends first."""
+    while line := (await stdout.readline()).decode("utf-8", errors="replace"):
+        match = _READY.search(line)
+        if match:
+            return match.group(1)
+    raise RuntimeError(f"the agent exited before serving; see {log_path}")
+
+
+@dataclass
+class AgentCluster:
+    """A running hub, real agent processes (``agent_ids``) consuming its queue, and the executions created
+    through :meth:`create` (for the invariant checker). ``version``/``short_version`` are the extension
+    versions the tests run."""
+
+    hub: Hub
+    data_dir: Path
+    log_dir: Path
+    agent_ids: tuple[str, ...]
+    version: str
+    short_version: str = ""
+    agents: dict[str, AgentProcess] = field(default_factory=dict)
+    created: list[str] = field(default_factory=list)
+
+    @property
+    def execution_address(self) -> str:
+        return self.hub.execution.address
+
+    async def ensure_agents(self) -> None:
+        """Restart any agent process that is gone (a test may have killed one)."""
+        for agent_id in self.agent_ids:
+            current = self.agents.get(agent_id)
+            if current is None or current.process.returncode is not None:
+                self.agents[agent_id] = await start_agent_process(
+                    self.data_dir, self.execution_address, agent_id, log_dir=self.log_dir
+                )
+
+    async def create(
+        self,
+        *,
+        request: struct_pb2.Struct | None = None,
+        priority: types_pb2.Priority.ValueType = types_pb2.NORMAL,
+        profile: str = "async",
+        version: str = "",
+    ) -> execution_pb2.Execution:
+        execution = await self.hub.stub.CreateExecution(
+            execution_service_pb2.CreateExecutionRequest(
+                execution=execution_pb2.Execution(
+                    extension_version=version or self.version, profile=profile, priority=priority, request=request
+                )
+            ),
+            metadata=self.hub.token(),
+            timeout=ASYNC_CALL_TIMEOUT_SECONDS,
+        )
+        self.created.append(execution.name)
+        return execution
+
+    async def get(self, name: str) -> execution_pb2.Execution:
+        return await self.hub.stub.GetExecution(
+            execution_service_pb2.GetExecutionRequest(name=name),
+            metadata=self.hub.token(),
+            timeout=ASYNC_CALL_TIMEOUT_SECONDS,
+        )
+
+    async def wait_for(
+        self, name: str, done: Callable[[execution_pb2.Execution], bool], *, within: float = 15.0
+    ) -> execution_pb2.Execution:
+        """Poll GetExecution until ``done`` holds (waits on the hub's watch notifier between polls)."""
+        execution_id = name.removeprefix("executions/")
+        notifier = self.hub.execution.context.repository.notifier
+        async with asyncio.timeout(within):
+            while True:
+                armed = notifier.arm(execution_id)
+                execution = await self.get(name)
+                if done(execution):
+                    return execution
+                await notifier.wait(execution_id, 0.05, armed)
+
+    async def wait_terminal(self, name: str, *, within: float = 15.0) -> execution_pb2.Execution:
+        return await self.wait_for(name, lambda e: e.state in TERMINAL_STATES, within=within)
+
+    async def events(self, name: str) -> list[execution_pb2.ExecutionEvent]:
+        response = await self.hub.stub.ListExecutionEvents(
+            execution_service_pb2.ListExecutionEventsRequest(parent=name, page_size=1000),
+            metadata=self.hub.token(),
+            timeout=ASYNC_CALL_TIMEOUT_SECONDS,
+        )
+        return list(response.events)
+
+    async def stored(self, name: str) -> dict[str, Any]:
+        """The stored execution document (for what the API does not show, e.g. the claiming agent)."""
+        found = await self.hub.execution.context.repository.get(name.removeprefix("executions/"))
+        return dict(found.body)

@@ -462,7 +462,7 @@ def _stale_attempt(attempt: int, current: int) -> FailedPrecondition:
     return FailedPrecondition(
         f"attempt {attempt} is over; the current attempt is {current}",
         reason=STALE_ATTEMPT,
-        metadata={"attempt": str(attempt), "current_attempt": str(current)},
+        metadata={"attempt": str(attempt), "currentAttempt": str(current)},
     )
 
 

@@ -14,6 +14,7 @@ from services.execution.signing import SigningKeyRing
 from services.objects.port import ObjectProvider
 from services.platform.paging import PageTokenCodec
 from services.platform.timefmt import to_storage, utcnow
+from services.platform.workqueue.port import WorkQueue
 
 ACCESSOR_TTL = timedelta(hours=1)
 
@@ -29,6 +30,9 @@ class ExecutionContext:
     ``callback_base_url`` is where ``…/v1/executions/{id}:reportStatus`` is reachable (the public URL, or the
     execution service's own HTTP server); ``inflight`` maps execution ids to their running synchronous agent
     call (so a cancel can abort it); ``background`` keeps runs alive when the client goes away.
+    ``queue`` is the work queue asynchronous attempts are published to (None: this process does not
+    dispatch, e.g. unit tests); ``input_timeout`` bounds PENDING_INPUTS and ``cancel_grace`` is how long a
+    RUNNING execution's cancel may go unacknowledged by its agent before the sweeper ends it.
     """
 
     repository: ExecutionRepository
@@ -40,6 +44,9 @@ class ExecutionContext:
     callback_base_url: str
     clock: Callable[[], str] = _now
     watch_poll_seconds: float = 2.0
+    queue: WorkQueue | None = None
+    input_timeout: timedelta = timedelta(hours=24)
+    cancel_grace: timedelta = timedelta(seconds=60)
     inflight: dict[str, asyncio.Future[object]] = field(default_factory=dict)
     background: set[asyncio.Task[object]] = field(default_factory=set)
 

@@ -11,9 +11,10 @@ from exthub.catalog.v1 import resources_pb2
 from exthub.type.v1 import types_pb2
 from services.execution import mapping
 from services.execution.domain import ExecutionState, create, is_terminal, new_status_key
+from services.execution.domain.scheduling import due_time
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import run_sync
-from services.execution.handlers.support import expire_time, load_visible
+from services.execution.handlers.support import dispatch_marker, expire_time, load_visible, timeouts_of
 from services.execution.model import MODE_ASYNC, MODE_DIRECT, MODE_SYNC, StoredExecution
 from services.platform.auth.principal import Principal
 from services.platform.errors import FailedPrecondition, InvalidArgument
@@ -67,7 +68,7 @@ def _mode_of(profile: resources_pb2.ExecutionProfile) -> str:
     raise FailedPrecondition(
         f"the execution model {profile.execution_model!r} is not supported",
         reason="EXECUTION_MODEL_NOT_SUPPORTED",
-        metadata={"execution_model": profile.execution_model},
+        metadata={"executionModel": profile.execution_model},
     )
 
 
@@ -199,9 +200,15 @@ async def _store_and_start(
         "error": None,
         "status_key_hash": "",
         "cancel_requested": False,
+        "cancel_deadline": None,
         "direct_token": "",
         "end_time": None,
+        "input_timeout_seconds": ctx.input_timeout.total_seconds(),
+        "dispatch": None,
+        "dispatch_pending": False,
     }
+    if initial is ExecutionState.QUEUED:
+        body.update(dispatch_marker(record.attempt))
     if initial is ExecutionState.RUNNING:
         status_key, body["status_key_hash"] = new_status_key()
     if initial is ExecutionState.DIRECT_TOKEN_ISSUED:
@@ -219,6 +226,7 @@ async def _store_and_start(
         )
         body["end_time"] = now
     body["expire_time"] = None if is_terminal(initial) else expire_time(record, body)
+    body["due_time"] = due_time(record, timeouts_of(body), cancel_deadline_at=None)
     stored = await ctx.repository.create(execution_id, body, event)
     if initial is ExecutionState.RUNNING:
         return await run_sync(ctx, stored, status_key=status_key, caller_remaining=caller_remaining)

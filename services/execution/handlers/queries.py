@@ -10,6 +10,7 @@ from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import load_visible
 from services.execution.model import StoredExecution
 from services.platform.auth.principal import Principal
+from services.platform.docstore.port import MAX_QUERY_LIMIT
 from services.platform.errors import InvalidArgument
 from services.platform.paging import resolve_page_size
 from services.platform.query.filter import FieldKind, FieldSpec, FilterSchema, parse_filter, parse_order_by
@@ -85,8 +86,9 @@ async def list_events(
     from_sequence = 1
     if page_token:
         from_sequence = int(ctx.page_tokens.decode(page_token, query=query_args).get("from", 1))
-    events, _ = await ctx.repository.list_events(execution_id, from_sequence=from_sequence, limit=limit + 1)
-    more = len(events) > limit
+    fetch = min(limit + 1, MAX_QUERY_LIMIT)  # one more than asked shows whether a next page exists
+    events, continuation = await ctx.repository.list_events(execution_id, from_sequence=from_sequence, limit=fetch)
+    more = len(events) > limit or (fetch == limit and continuation is not None)
     events = events[:limit]
     token = ctx.page_tokens.encode({"from": events[-1].sequence + 1}, query=query_args) if more and events else ""
     return events, token

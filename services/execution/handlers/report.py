@@ -17,13 +17,15 @@ from services.execution.domain import (
     claim,
     new_status_key,
     require_status_key,
+    scheduling,
 )
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import build_task, change_from, execution_deadline
+from services.execution.handlers.support import build_task, change_from, execution_deadline, timeouts_of
 from services.execution.model import StoredExecution
 from services.execution.repository import Change
 from services.platform.auth.principal import AGENT, Principal
 from services.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.platform.timefmt import from_storage, to_storage
 
 
 @dataclass(frozen=True)
@@ -61,16 +63,16 @@ async def report_status(
 
     def decide(current: StoredExecution) -> Change | None:
         now = ctx.clock()
+        state, status_message, fields = _resolve_report(current, report, now)
         result = apply_report(
             current.record,
             now=now,
-            state=report.state,
+            state=state,
             attempt=report.attempt,
-            status_message=report.status_message,
+            status_message=status_message,
             percent_complete=report.percent_complete,
         )
-        fields: dict[str, Any] = {}
-        if report.state is ExecutionState.SUCCEEDED:
+        if state is ExecutionState.SUCCEEDED:
             fields["result"] = report.result or {}
         if report.provided_outputs:
             provided = set(report.provided_outputs)
@@ -79,18 +81,64 @@ async def report_status(
             ]
         if report.validation_errors:
             fields["validation_errors"] = report.validation_errors
-        if report.error is not None and report.state in (
-            ExecutionState.FAILED,
-            ExecutionState.TIMED_OUT,
-            ExecutionState.QUEUED,
-        ):
-            fields["error"] = report.error
-        elif report.state is ExecutionState.FAILED:
-            message = report.status_message or "the extension reported a failure"
-            fields["error"] = mapping.error_document(2, message, "EXTENSION_FAILED")
         return change_from(current, result, now=now, **fields)
 
     return await ctx.repository.update(execution_id, decide)
+
+
+def _resolve_report(
+    current: StoredExecution, report: StatusReport, now: str
+) -> tuple[ExecutionState, str | None, dict[str, Any]]:
+    """The state a report leads to, its status message and the error to store.
+
+    A QUEUED report of the running attempt is a *transient failure*; the retry decision is the hub's
+    (:func:`~services.execution.domain.scheduling.decide_transient_failure`): QUEUED for attempt + 1 after the
+    profile's backoff, FAILED with this last error when no attempt is left, or TIMED_OUT when the execution
+    deadline has passed.
+    """
+    fields: dict[str, Any] = {}
+    state, message = report.state, report.status_message
+    error = report.error
+    if state is ExecutionState.QUEUED and current.state is ExecutionState.RUNNING and report.attempt == current.attempt:
+        if error is None:
+            error = mapping.error_document(14, message or "the attempt failed", "ATTEMPT_FAILED")
+        profile = (current.get("version") or {}).get("profile") or {}
+        decision = scheduling.decide_transient_failure(
+            current.record,
+            scheduling.retry_policy_from(profile.get("retry_policy")),
+            now=now,
+            execution_timeout=timeouts_of(current.body).execution,
+        )
+        state = decision.state
+        attempts = {"attempts": str(current.attempt)}
+        if state is ExecutionState.QUEUED:
+            not_before = from_storage(now) + timedelta(seconds=decision.backoff_seconds)
+            fields["dispatch_not_before"] = to_storage(not_before)
+            message = f"attempt {current.attempt} failed ({error['reason']}); retrying"
+        elif state is ExecutionState.FAILED:
+            error = {**error, "metadata": {**error.get("metadata", {}), **attempts}}
+            message = str(error.get("message") or "the attempt failed")
+        else:
+            error = mapping.error_document(
+                4,
+                "the execution did not end before its deadline",
+                decision.reason,
+                {**attempts, "lastReason": str(error.get("reason", ""))},
+            )
+            message = error["message"]
+        fields["error"] = error
+    elif state in (ExecutionState.FAILED, ExecutionState.TIMED_OUT):
+        if error is None:
+            text = message or ("the extension reported a failure" if state is ExecutionState.FAILED else "timed out")
+            error = mapping.error_document(
+                2 if state is ExecutionState.FAILED else 4,
+                text,
+                "EXTENSION_FAILED" if state is ExecutionState.FAILED else scheduling.EXECUTION_TIMEOUT,
+            )
+        fields["error"] = error
+    elif state is ExecutionState.QUEUED and error is not None:
+        fields["error"] = error
+    return state, message, fields
 
 
 async def claim_execution(
@@ -105,7 +153,13 @@ async def claim_execution(
         now = ctx.clock()
         result = claim(current.record, now=now, attempt=attempt)
         return change_from(
-            current, result, now=now, status_key_hash=key_hash, agent_id=agent_id, cancel_requested=False
+            current,
+            result,
+            now=now,
+            status_key_hash=key_hash,
+            agent_id=agent_id,
+            cancel_requested=False,
+            cancel_deadline=None,
         )
 
     stored = await ctx.repository.update(execution_id, decide)
@@ -125,7 +179,7 @@ async def sign_extension_request(
         raise FailedPrecondition(
             f"attempt {attempt} is not the current attempt {stored.attempt}",
             reason=STALE_ATTEMPT,
-            metadata={"attempt": str(attempt), "current_attempt": str(stored.attempt)},
+            metadata={"attempt": str(attempt), "currentAttempt": str(stored.attempt)},
         )
     if stored.state is not ExecutionState.RUNNING:
         raise FailedPrecondition(
@@ -144,6 +198,38 @@ async def sign_extension_request(
     if document.get("attempt") != attempt:
         raise InvalidArgument.field("body", "attempt does not match")
     return ctx.signing.sign_body(body), ctx.signing.current_kid
+
+
+@dataclass(frozen=True)
+class Heartbeat:
+    """The answer to an agent's heartbeat (see ``HeartbeatExecution``)."""
+
+    abort: bool
+    cancel_requested: bool
+    state: ExecutionState
+    attempt: int
+    deadline: datetime | None
+
+
+async def heartbeat(ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str) -> Heartbeat:
+    """Whether the agent's attempt goes on: abort when it is stale or the execution is no longer RUNNING.
+
+    Reads only (a heartbeat writes nothing): the agent's queue lease is its liveness, and a cancel is
+    delivered from the ``cancel_requested`` flag that ``CancelExecution`` set.
+    """
+    if not agent_id:
+        raise InvalidArgument.field("agent_id", "is required")
+    if attempt < 1:
+        raise InvalidArgument.field("attempt", "must be 1 or more")
+    stored = await ctx.repository.get(execution_id)
+    current = stored.state is ExecutionState.RUNNING and stored.attempt == attempt
+    return Heartbeat(
+        abort=not current,
+        cancel_requested=current and bool(stored.get("cancel_requested")),
+        state=stored.state,
+        attempt=stored.attempt,
+        deadline=execution_deadline(stored),
+    )
 
 
 def report_from_proto(request: Any) -> StatusReport:
@@ -165,4 +251,12 @@ def report_from_proto(request: Any) -> StatusReport:
     )
 
 
-__all__ = ["StatusReport", "claim_execution", "report_from_proto", "report_status", "sign_extension_request"]
+__all__ = [
+    "Heartbeat",
+    "StatusReport",
+    "claim_execution",
+    "heartbeat",
+    "report_from_proto",
+    "report_status",
+    "sign_extension_request",
+]

@@ -31,6 +31,9 @@ DEADLINE_MARGIN_SECONDS = 0.25
 MIN_CALL_SECONDS = 0.05
 Outcome = agent_service_pb2.ExecuteResponse.Outcome
 
+#: The agent's reason for "the execution's deadline passed before the extension answered".
+EXECUTION_DEADLINE_EXCEEDED = "EXECUTION_DEADLINE_EXCEEDED"
+EXTENSION_TIMEOUT = "EXTENSION_TIMEOUT"
 _CODE_UNAVAILABLE = 14
 _CODE_DEADLINE = 4
 _CODE_UNKNOWN = 2
@@ -98,7 +101,7 @@ async def _run(
                 _CODE_UNAVAILABLE,
                 "the agent could not run the execution",
                 "AGENT_UNAVAILABLE",
-                {"grpc_code": error.code().name},
+                {"grpcCode": error.code().name},
             ),
         )
     finally:
@@ -135,14 +138,27 @@ async def _record_outcome(
             attempt,
             validation_errors=mapping.validation_errors_to_documents(response.validation_errors),
         )
-    # FAILED, RETRYABLE_FAILURE (a synchronous execution is not retried) or a broken answer.
+    # FAILED, RETRYABLE_FAILURE (a synchronous execution is not retried) or a broken answer; the agent's
+    # EXECUTION_DEADLINE_EXCEEDED (the execution's deadline passed during the call) is a timeout.
     if response.HasField("error"):
         error = mapping.error_document_from_status(response.error, default_reason="EXTENSION_FAILED")
     else:
         error = mapping.error_document(_CODE_UNKNOWN, "the extension failed", "EXTENSION_FAILED")
     if response.http_status:
-        error["metadata"].setdefault("http_status", str(response.http_status))
-    return await _finish(ctx, stored, ExecutionState.FAILED, attempt, error=error)
+        error["metadata"].setdefault("httpStatus", str(response.http_status))
+    return await _finish(ctx, stored, _failed_or_timed_out(error), attempt, error=error)
+
+
+def _failed_or_timed_out(error: dict[str, Any]) -> ExecutionState:
+    """TIMED_OUT when the agent stopped the call at the deadline this service gave it (the execution's deadline,
+    capped by the caller's): ``EXECUTION_DEADLINE_EXCEEDED``, or ``EXTENSION_TIMEOUT`` bound by the task's
+    deadline or the gRPC deadline. A ``call_timeout`` is an ordinary (transient) failure: FAILED."""
+    bound = (error.get("metadata") or {}).get("timeoutBound")
+    if error["reason"] == EXECUTION_DEADLINE_EXCEEDED or (
+        error["reason"] == EXTENSION_TIMEOUT and bound in ("deadline", "caller")
+    ):
+        return ExecutionState.TIMED_OUT
+    return ExecutionState.FAILED
 
 
 async def _finish(

@@ -14,8 +14,10 @@ from services.execution.domain import (
     ExecutionState,
     TransitionResult,
     next_deadline,
+    scheduling,
     transition,
 )
+from services.execution.domain.scheduling import Timeouts
 from services.execution.handlers.context import ACCESSOR_TTL, ExecutionContext
 from services.execution.model import StoredExecution
 from services.execution.repository import Change, execution_not_found
@@ -32,42 +34,66 @@ async def load_visible(ctx: ExecutionContext, principal: Principal, execution_id
     return found
 
 
-def _timeout(body: dict[str, Any], key: str) -> timedelta | None:
-    value = (body.get("version") or {}).get("profile", {}).get(key) if key != "execution" else None
-    if key == "execution":
-        seconds = (body.get("version") or {}).get("execution_timeout_seconds")
-        return None if seconds is None else timedelta(seconds=float(seconds))
-    return None if value is None else timedelta(seconds=float(value))
+def timeouts_of(body: dict[str, Any]) -> Timeouts:
+    """The bounds of an execution from its stored snapshot (version, profile) and the hub's input timeout."""
+    version = body.get("version") or {}
+    profile = version.get("profile") or {}
+
+    def seconds(value: Any) -> timedelta | None:
+        return None if value is None else timedelta(seconds=float(value))
+
+    return Timeouts(
+        queue=seconds(profile.get("queue_timeout_seconds")),
+        execution=seconds(version.get("execution_timeout_seconds")),
+        inputs=seconds(body.get("input_timeout_seconds")),
+    )
 
 
 def expire_time(record: ExecutionRecord, body: dict[str, Any]) -> str | None:
-    """The deadline of the current state (queue or execution timeout), for ``expire_time``."""
+    """The deadline of the current state (input, queue or execution timeout), for ``expire_time``."""
+    timeouts = timeouts_of(body)
     return next_deadline(
-        record,
-        queue_timeout=_timeout(body, "queue_timeout_seconds"),
-        execution_timeout=_timeout(body, "execution"),
-        input_timeout=None,
+        record, queue_timeout=timeouts.queue, execution_timeout=timeouts.execution, input_timeout=timeouts.inputs
     )
 
 
 def execution_deadline(stored: StoredExecution) -> datetime | None:
     """When the whole run times out (execution timeout from the first RUNNING), if it has started."""
-    first = stored.get("first_running_time")
-    timeout = _timeout(stored.body, "execution")
-    if first is None or timeout is None:
-        return None
-    return from_storage(str(first)) + timeout
+    deadline = scheduling.execution_deadline(stored.record, timeouts_of(stored.body).execution)
+    return None if deadline is None else from_storage(deadline)
+
+
+def dispatch_marker(attempt: int, not_before: str | None = None) -> dict[str, Any]:
+    """The outbox fields of a QUEUED write: the attempt to publish (see :mod:`services.execution.dispatch`)."""
+    return {"dispatch": {"attempt": attempt, "not_before": not_before}, "dispatch_pending": True}
 
 
 def change_from(current: StoredExecution, result: TransitionResult, /, *, now: str, **fields: Any) -> Change | None:
-    """The write for an accepted state-machine result (None for a recognised repeat)."""
+    """The write for an accepted state-machine result (None for a recognised repeat).
+
+    Besides ``fields`` it keeps the derived fields in step: ``end_time`` (terminal), ``expire_time`` and the
+    sweeper's ``due_time``, and the outbox marker: entering QUEUED (a new attempt) records the dispatch of
+    that attempt (``dispatch_not_before`` in ``fields`` delays it: retry backoff); a terminal state drops a
+    pending dispatch and the cancel bookkeeping, and a terminal state other than FAILED/TIMED_OUT drops the
+    ``error`` a failed earlier attempt left.
+    """
     if result.event is None:
         return None
     extra = dict(fields)
-    if result.record.is_terminal:
+    not_before = extra.pop("dispatch_not_before", None)
+    record = result.record
+    if record.is_terminal:
         extra["end_time"] = now
-    body = current.evolve(result.record, **extra)
-    body["expire_time"] = None if result.record.is_terminal else expire_time(result.record, body)
+        extra.update(dispatch=None, dispatch_pending=False, cancel_deadline=None)
+        if record.state not in (ExecutionState.FAILED, ExecutionState.TIMED_OUT):
+            extra.setdefault("error", None)  # an earlier attempt's error does not outlive a success
+    elif record.state is ExecutionState.QUEUED and (
+        current.state is not ExecutionState.QUEUED or current.attempt != record.attempt
+    ):
+        extra.update(dispatch_marker(record.attempt, not_before))
+    body = current.evolve(record, **extra)
+    body["expire_time"] = None if record.is_terminal else expire_time(record, body)
+    body["due_time"] = scheduling.due_time(record, timeouts_of(body), cancel_deadline_at=body.get("cancel_deadline"))
     return Change(body, result.event)
 
 

@@ -165,7 +165,7 @@ class LeaseLost(FailedPrecondition):
     @classmethod
     def for_message(cls, message_id: str) -> LeaseLost:
         """The error for ``message_id``."""
-        return cls(f"the lease on message {message_id!r} was lost", metadata={"message_id": message_id})
+        return cls(f"the lease on message {message_id!r} was lost", metadata={"messageId": message_id})
 
 
 def dead_letter_not_found(message_id: str) -> NotFound:
@@ -173,7 +173,7 @@ def dead_letter_not_found(message_id: str) -> NotFound:
     return NotFound(
         f"no dead-lettered message {message_id!r}",
         reason="DEAD_LETTER_NOT_FOUND",
-        metadata={"message_id": message_id},
+        metadata={"messageId": message_id},
     )
 
 

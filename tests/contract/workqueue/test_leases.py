@@ -36,7 +36,7 @@ async def test_expired_lease_is_redelivered_and_the_old_token_is_dead(queue: Wor
             await settle(first)
         assert isinstance(caught.value, FailedPrecondition)
         assert caught.value.reason == "LEASE_LOST"
-        assert caught.value.metadata == {"message_id": "m"}
+        assert caught.value.metadata == {"messageId": "m"}
     with pytest.raises(LeaseLost):
         await queue.dead_letter(first, reason="r", description="d")
     await queue.complete(second)

@@ -173,7 +173,7 @@ def test_claim_is_fenced_by_attempt_and_never_twice() -> None:
     with pytest.raises(FailedPrecondition) as info:  # the redelivered message of attempt 1
         claim(retried, now=t(4), attempt=1)
     assert info.value.reason == STALE_ATTEMPT
-    assert info.value.metadata == {"attempt": "1", "current_attempt": "2"}
+    assert info.value.metadata == {"attempt": "1", "currentAttempt": "2"}
     with pytest.raises(InvalidArgument):  # an attempt that has not started
         claim(retried, now=t(4), attempt=3)
     assert claim(retried, now=t(4), attempt=2).record.attempt == 2

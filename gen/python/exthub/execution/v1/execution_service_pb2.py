@@ -24,16 +24,18 @@ _sym_db = _symbol_database.Default()
 
 from exthub.execution.v1 import execution_pb2 as exthub_dot_execution_dot_v1_dot_execution__pb2
 from exthub.type.v1 import access_pb2 as exthub_dot_type_dot_v1_dot_access__pb2
+from exthub.type.v1 import types_pb2 as exthub_dot_type_dot_v1_dot_types__pb2
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import field_info_pb2 as google_dot_api_dot_field__info__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+exthub/execution/v1/execution_service.proto\x12\x13\x65xthub.execution.v1\x1a#exthub/execution/v1/execution.proto\x1a\x1b\x65xthub/type/v1/access.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x17google/rpc/status.proto\"\x89\x01\n\x16\x43reateExecutionRequest\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x02R\texecution\x12+\n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\trequestId\"G\n\x13GetExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\"\x9e\x01\n\x15ListExecutionsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\x12\x1c\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\x06\x66ilter\x12\x1f\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x07orderBy\"\x8c\x01\n\x16ListExecutionsResponse\x12\x44\n\nexecutions\x18\x01 \x03(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\nexecutions\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken\"{\n\x18\x43ontinueExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12-\n\x0fprovided_inputs\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01R\x0eprovidedInputs\"J\n\x16\x43\x61ncelExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\"v\n\x15RetryExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12+\n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\trequestId\"\x9f\x01\n\x1aListExecutionEventsRequest\x12\x39\n\x06parent\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\x12\x18\x65xthub.io/ExecutionEventR\x06parent\x12!\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"\x8e\x01\n\x1bListExecutionEventsResponse\x12\x41\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.exthub.execution.v1.ExecutionEventB\x04\xe2\x41\x01\x03R\x06\x65vents\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken\"t\n\x15WatchExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12)\n\rfrom_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01R\x0c\x66romSequence\"\xb4\x04\n\x1cReportExecutionStatusRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x31\n\x11status_update_key\x18\x02 \x01(\tB\x05\xe2\x41\x02\x01\x04R\x0fstatusUpdateKey\x12\x1e\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12@\n\x05state\x18\x04 \x01(\x0e\x32$.exthub.execution.v1.Execution.StateB\x04\xe2\x41\x01\x02R\x05state\x12+\n\x0estatus_message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\rstatusMessage\x12/\n\x10percent_complete\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x0fpercentComplete\x12\x35\n\x06result\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x06result\x12/\n\x10provided_outputs\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01R\x0fprovidedOutputs\x12W\n\x11validation_errors\x18\t \x03(\x0b\x32$.exthub.execution.v1.ValidationErrorB\x04\xe2\x41\x01\x01R\x10validationErrors\x12.\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x01R\x05\x65rror\"\x8a\x01\n\x15\x43laimExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"\x9a\x01\n\x16\x43laimExecutionResponse\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\texecution\x12<\n\x04task\x18\x02 \x01(\x0b\x32\".exthub.execution.v1.ExecutionTaskB\x04\xe2\x41\x01\x03R\x04task\"\x17\n\x15GetSigningKeysRequest\"S\n\x16GetSigningKeysResponse\x12\x39\n\x04keys\x18\x01 \x03(\x0b\x32\x1f.exthub.execution.v1.JsonWebKeyB\x04\xe2\x41\x01\x03R\x04keys\"\xd4\x01\n\nJsonWebKey\x12\x16\n\x03kty\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x03kty\x12\x16\n\x03kid\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x03kid\x12\x16\n\x03use\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x03use\x12\x16\n\x03\x61lg\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x61lg\x12\x16\n\x03\x63rv\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x63rv\x12\x12\n\x01x\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x01x\x12\x12\n\x01y\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x01y\x12\x12\n\x01n\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03R\x01n\x12\x12\n\x01\x65\x18\t \x01(\tB\x04\xe2\x41\x01\x03R\x01\x65\"\x89\x01\n\x1bSignExtensionRequestRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x18\n\x04\x62ody\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x02R\x04\x62ody\"_\n\x1cSignExtensionRequestResponse\x12\"\n\tsignature\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tsignature\x12\x1b\n\x06key_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05keyId2\xed\x0e\n\x10\x45xecutionService\x12\xa3\x01\n\x0f\x43reateExecution\x12+.exthub.execution.v1.CreateExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"C\xda\x41\texecution\xca\xf3\x18\x12\x08\x03\x12\x0e\x45xecutions.Run\x82\xd3\xe4\x93\x02\x1b\"\x0e/v1/executions:\texecution\x12\x86\x01\n\x0cGetExecution\x12(.exthub.execution.v1.GetExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\",\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=executions/*}\x12\x87\x01\n\x0eListExecutions\x12*.exthub.execution.v1.ListExecutionsRequest\x1a+.exthub.execution.v1.ListExecutionsResponse\"\x1c\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/executions\x12\xac\x01\n\x11\x43ontinueExecution\x12-.exthub.execution.v1.ContinueExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"H\xda\x41\x14name,provided_inputs\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02%\" /v1/{name=executions/*}:continue:\x01*\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12+.exthub.execution.v1.CancelExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"6\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=executions/*}:cancel:\x01*\x12\x93\x01\n\x0eRetryExecution\x12*.exthub.execution.v1.RetryExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"5\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=executions/*}:retry:\x01*\x12\xb1\x01\n\x13ListExecutionEvents\x12/.exthub.execution.v1.ListExecutionEventsRequest\x1a\x30.exthub.execution.v1.ListExecutionEventsResponse\"7\xda\x41\x06parent\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=executions/*}/events\x12\x97\x01\n\x0eWatchExecution\x12*.exthub.execution.v1.WatchExecutionRequest\x1a#.exthub.execution.v1.ExecutionEvent\"2\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=executions/*}:watch0\x01\x12\xb6\x01\n\x15ReportExecutionStatus\x12\x31.exthub.execution.v1.ReportExecutionStatusRequest\x1a\x1e.exthub.execution.v1.Execution\"J\xda\x41\x12name,attempt,state\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02)\"$/v1/{name=executions/*}:reportStatus:\x01*\x12\x92\x01\n\x0e\x43laimExecution\x12*.exthub.execution.v1.ClaimExecutionRequest\x1a+.exthub.execution.v1.ClaimExecutionResponse\"\'\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\x0b\x08\x03\x12\x05\x41gent\x18\x01\x12\x8c\x01\n\x14SignExtensionRequest\x12\x30.exthub.execution.v1.SignExtensionRequestRequest\x1a\x31.exthub.execution.v1.SignExtensionRequestResponse\"\x0f\xca\xf3\x18\x0b\x08\x03\x12\x05\x41gent\x18\x01\x12\x88\x01\n\x0eGetSigningKeys\x12*.exthub.execution.v1.GetSigningKeysRequest\x1a+.exthub.execution.v1.GetSigningKeysResponse\"\x1d\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/signingKeys\x1a\x0c\xca\x41\texthub.iob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n+exthub/execution/v1/execution_service.proto\x12\x13\x65xthub.execution.v1\x1a#exthub/execution/v1/execution.proto\x1a\x1b\x65xthub/type/v1/access.proto\x1a\x1a\x65xthub/type/v1/types.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/api/field_info.proto\x1a\x19google/api/resource.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x89\x01\n\x16\x43reateExecutionRequest\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x02R\texecution\x12+\n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\trequestId\"G\n\x13GetExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\"\x9e\x01\n\x15ListExecutionsRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\x12\x1c\n\x06\x66ilter\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\x06\x66ilter\x12\x1f\n\x08order_by\x18\x04 \x01(\tB\x04\xe2\x41\x01\x01R\x07orderBy\"\x8c\x01\n\x16ListExecutionsResponse\x12\x44\n\nexecutions\x18\x01 \x03(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\nexecutions\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken\"{\n\x18\x43ontinueExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12-\n\x0fprovided_inputs\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01R\x0eprovidedInputs\"J\n\x16\x43\x61ncelExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\"v\n\x15RetryExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12+\n\nrequest_id\x18\x02 \x01(\tB\x0c\xe2\x41\x01\x01\xe2\x8c\xcf\xd7\x08\x02\x08\x01R\trequestId\"\x9f\x01\n\x1aListExecutionEventsRequest\x12\x39\n\x06parent\x18\x01 \x01(\tB!\xe2\x41\x01\x02\xfa\x41\x1a\x12\x18\x65xthub.io/ExecutionEventR\x06parent\x12!\n\tpage_size\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x03 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"\x8e\x01\n\x1bListExecutionEventsResponse\x12\x41\n\x06\x65vents\x18\x01 \x03(\x0b\x32#.exthub.execution.v1.ExecutionEventB\x04\xe2\x41\x01\x03R\x06\x65vents\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken\"t\n\x15WatchExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12)\n\rfrom_sequence\x18\x02 \x01(\x03\x42\x04\xe2\x41\x01\x01R\x0c\x66romSequence\"\xb4\x04\n\x1cReportExecutionStatusRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x31\n\x11status_update_key\x18\x02 \x01(\tB\x05\xe2\x41\x02\x01\x04R\x0fstatusUpdateKey\x12\x1e\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12@\n\x05state\x18\x04 \x01(\x0e\x32$.exthub.execution.v1.Execution.StateB\x04\xe2\x41\x01\x02R\x05state\x12+\n\x0estatus_message\x18\x05 \x01(\tB\x04\xe2\x41\x01\x01R\rstatusMessage\x12/\n\x10percent_complete\x18\x06 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x0fpercentComplete\x12\x35\n\x06result\x18\x07 \x01(\x0b\x32\x17.google.protobuf.StructB\x04\xe2\x41\x01\x01R\x06result\x12/\n\x10provided_outputs\x18\x08 \x03(\tB\x04\xe2\x41\x01\x01R\x0fprovidedOutputs\x12W\n\x11validation_errors\x18\t \x03(\x0b\x32$.exthub.execution.v1.ValidationErrorB\x04\xe2\x41\x01\x01R\x10validationErrors\x12.\n\x05\x65rror\x18\n \x01(\x0b\x32\x12.google.rpc.StatusB\x04\xe2\x41\x01\x01R\x05\x65rror\"\x8a\x01\n\x15\x43laimExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"\x9a\x01\n\x16\x43laimExecutionResponse\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\texecution\x12<\n\x04task\x18\x02 \x01(\x0b\x32\".exthub.execution.v1.ExecutionTaskB\x04\xe2\x41\x01\x03R\x04task\"\x17\n\x15GetSigningKeysRequest\"S\n\x16GetSigningKeysResponse\x12\x39\n\x04keys\x18\x01 \x03(\x0b\x32\x1f.exthub.execution.v1.JsonWebKeyB\x04\xe2\x41\x01\x03R\x04keys\"\xd4\x01\n\nJsonWebKey\x12\x16\n\x03kty\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x03kty\x12\x16\n\x03kid\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x03kid\x12\x16\n\x03use\x18\x03 \x01(\tB\x04\xe2\x41\x01\x03R\x03use\x12\x16\n\x03\x61lg\x18\x04 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x61lg\x12\x16\n\x03\x63rv\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x03\x63rv\x12\x12\n\x01x\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x01x\x12\x12\n\x01y\x18\x07 \x01(\tB\x04\xe2\x41\x01\x03R\x01y\x12\x12\n\x01n\x18\x08 \x01(\tB\x04\xe2\x41\x01\x03R\x01n\x12\x12\n\x01\x65\x18\t \x01(\tB\x04\xe2\x41\x01\x03R\x01\x65\"\x89\x01\n\x1bSignExtensionRequestRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x18\n\x04\x62ody\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x02R\x04\x62ody\"_\n\x1cSignExtensionRequestResponse\x12\"\n\tsignature\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tsignature\x12\x1b\n\x06key_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05keyId\"\x8e\x01\n\x19HeartbeatExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"\x89\x02\n\x1aHeartbeatExecutionResponse\x12\x1a\n\x05\x61\x62ort\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x05\x61\x62ort\x12/\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x0f\x63\x61ncelRequested\x12@\n\x05state\x18\x03 \x01(\x0e\x32$.exthub.execution.v1.Execution.StateB\x04\xe2\x41\x01\x03R\x05state\x12\x1e\n\x07\x61ttempt\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07\x61ttempt\x12<\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08\x64\x65\x61\x64line\"`\n\x16ListDeadLettersRequest\x12!\n\tpage_size\x18\x01 \x01(\x05\x42\x04\xe2\x41\x01\x01R\x08pageSize\x12#\n\npage_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x01R\tpageToken\"\x91\x01\n\x17ListDeadLettersResponse\x12H\n\x0c\x64\x65\x61\x64_letters\x18\x01 \x03(\x0b\x32\x1f.exthub.execution.v1.DeadLetterB\x04\xe2\x41\x01\x03R\x0b\x64\x65\x61\x64Letters\x12,\n\x0fnext_page_token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\rnextPageToken\"\xe3\x04\n\nDeadLetter\x12#\n\nmessage_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tmessageId\x12:\n\texecution\x18\x02 \x01(\tB\x1c\xe2\x41\x01\x03\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\texecution\x12\x1e\n\x07\x61ttempt\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07\x61ttempt\x12:\n\x08priority\x18\x04 \x01(\x0e\x32\x18.exthub.type.v1.PriorityB\x04\xe2\x41\x01\x03R\x08priority\x12\x1c\n\x06reason\x18\x05 \x01(\tB\x04\xe2\x41\x01\x03R\x06reason\x12&\n\x0b\x64\x65scription\x18\x06 \x01(\tB\x04\xe2\x41\x01\x03R\x0b\x64\x65scription\x12+\n\x0e\x64\x65livery_count\x18\x07 \x01(\x05\x42\x04\xe2\x41\x01\x03R\rdeliveryCount\x12U\n\nproperties\x18\x08 \x03(\x0b\x32/.exthub.execution.v1.DeadLetter.PropertiesEntryB\x04\xe2\x41\x01\x03R\nproperties\x12\x43\n\x0c\x65nqueue_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0b\x65nqueueTime\x12J\n\x10\x64\x65\x61\x64_letter_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x0e\x64\x65\x61\x64LetterTime\x1a=\n\x0fPropertiesEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x32\xa7\x11\n\x10\x45xecutionService\x12\xa3\x01\n\x0f\x43reateExecution\x12+.exthub.execution.v1.CreateExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"C\xda\x41\texecution\xca\xf3\x18\x12\x08\x03\x12\x0e\x45xecutions.Run\x82\xd3\xe4\x93\x02\x1b\"\x0e/v1/executions:\texecution\x12\x86\x01\n\x0cGetExecution\x12(.exthub.execution.v1.GetExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\",\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x19\x12\x17/v1/{name=executions/*}\x12\x87\x01\n\x0eListExecutions\x12*.exthub.execution.v1.ListExecutionsRequest\x1a+.exthub.execution.v1.ListExecutionsResponse\"\x1c\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x10\x12\x0e/v1/executions\x12\xac\x01\n\x11\x43ontinueExecution\x12-.exthub.execution.v1.ContinueExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"H\xda\x41\x14name,provided_inputs\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02%\" /v1/{name=executions/*}:continue:\x01*\x12\x96\x01\n\x0f\x43\x61ncelExecution\x12+.exthub.execution.v1.CancelExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"6\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02#\"\x1e/v1/{name=executions/*}:cancel:\x01*\x12\x93\x01\n\x0eRetryExecution\x12*.exthub.execution.v1.RetryExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"5\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\"\"\x1d/v1/{name=executions/*}:retry:\x01*\x12\xb1\x01\n\x13ListExecutionEvents\x12/.exthub.execution.v1.ListExecutionEventsRequest\x1a\x30.exthub.execution.v1.ListExecutionEventsResponse\"7\xda\x41\x06parent\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\"\x12 /v1/{parent=executions/*}/events\x12\x97\x01\n\x0eWatchExecution\x12*.exthub.execution.v1.WatchExecutionRequest\x1a#.exthub.execution.v1.ExecutionEvent\"2\xda\x41\x04name\xca\xf3\x18\x02\x08\x02\x82\xd3\xe4\x93\x02\x1f\x12\x1d/v1/{name=executions/*}:watch0\x01\x12\xb6\x01\n\x15ReportExecutionStatus\x12\x31.exthub.execution.v1.ReportExecutionStatusRequest\x1a\x1e.exthub.execution.v1.Execution\"J\xda\x41\x12name,attempt,state\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02)\"$/v1/{name=executions/*}:reportStatus:\x01*\x12\x92\x01\n\x0e\x43laimExecution\x12*.exthub.execution.v1.ClaimExecutionRequest\x1a+.exthub.execution.v1.ClaimExecutionResponse\"\'\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\x0b\x08\x03\x12\x05\x41gent\x18\x01\x12\x8c\x01\n\x14SignExtensionRequest\x12\x30.exthub.execution.v1.SignExtensionRequestRequest\x1a\x31.exthub.execution.v1.SignExtensionRequestResponse\"\x0f\xca\xf3\x18\x0b\x08\x03\x12\x05\x41gent\x18\x01\x12\x9e\x01\n\x12HeartbeatExecution\x12..exthub.execution.v1.HeartbeatExecutionRequest\x1a/.exthub.execution.v1.HeartbeatExecutionResponse\"\'\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\x0b\x08\x03\x12\x05\x41gent\x18\x01\x12\x96\x01\n\x0fListDeadLetters\x12+.exthub.execution.v1.ListDeadLettersRequest\x1a,.exthub.execution.v1.ListDeadLettersResponse\"(\xca\xf3\x18\r\x08\x03\x12\tHub.Admin\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/deadLetters\x12\x88\x01\n\x0eGetSigningKeys\x12*.exthub.execution.v1.GetSigningKeysRequest\x1a+.exthub.execution.v1.GetSigningKeysResponse\"\x1d\xca\xf3\x18\x02\x08\x01\x82\xd3\xe4\x93\x02\x11\x12\x0f/v1/signingKeys\x1a\x0c\xca\x41\texthub.iob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -142,6 +144,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_SIGNEXTENSIONREQUESTRESPONSE'].fields_by_name['signature']._serialized_options = b'\342A\001\003'
   _globals['_SIGNEXTENSIONREQUESTRESPONSE'].fields_by_name['key_id']._loaded_options = None
   _globals['_SIGNEXTENSIONREQUESTRESPONSE'].fields_by_name['key_id']._serialized_options = b'\342A\001\003'
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['name']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['name']._serialized_options = b'\342A\001\002\372A\025\n\023exthub.io/Execution'
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['attempt']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['attempt']._serialized_options = b'\342A\001\002'
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['agent_id']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONREQUEST'].fields_by_name['agent_id']._serialized_options = b'\342A\001\002'
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['abort']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['abort']._serialized_options = b'\342A\001\003'
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['cancel_requested']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['cancel_requested']._serialized_options = b'\342A\001\003'
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['state']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['state']._serialized_options = b'\342A\001\003'
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['attempt']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['deadline']._loaded_options = None
+  _globals['_HEARTBEATEXECUTIONRESPONSE'].fields_by_name['deadline']._serialized_options = b'\342A\001\003'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_size']._serialized_options = b'\342A\001\001'
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_LISTDEADLETTERSREQUEST'].fields_by_name['page_token']._serialized_options = b'\342A\001\001'
+  _globals['_LISTDEADLETTERSRESPONSE'].fields_by_name['dead_letters']._loaded_options = None
+  _globals['_LISTDEADLETTERSRESPONSE'].fields_by_name['dead_letters']._serialized_options = b'\342A\001\003'
+  _globals['_LISTDEADLETTERSRESPONSE'].fields_by_name['next_page_token']._loaded_options = None
+  _globals['_LISTDEADLETTERSRESPONSE'].fields_by_name['next_page_token']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER_PROPERTIESENTRY']._loaded_options = None
+  _globals['_DEADLETTER_PROPERTIESENTRY']._serialized_options = b'8\001'
+  _globals['_DEADLETTER'].fields_by_name['message_id']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['message_id']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['execution']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['execution']._serialized_options = b'\342A\001\003\372A\025\n\023exthub.io/Execution'
+  _globals['_DEADLETTER'].fields_by_name['attempt']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['attempt']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['priority']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['priority']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['reason']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['reason']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['description']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['description']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['delivery_count']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['delivery_count']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['properties']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['properties']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['enqueue_time']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['enqueue_time']._serialized_options = b'\342A\001\003'
+  _globals['_DEADLETTER'].fields_by_name['dead_letter_time']._loaded_options = None
+  _globals['_DEADLETTER'].fields_by_name['dead_letter_time']._serialized_options = b'\342A\001\003'
   _globals['_EXECUTIONSERVICE']._loaded_options = None
   _globals['_EXECUTIONSERVICE']._serialized_options = b'\312A\texthub.io'
   _globals['_EXECUTIONSERVICE'].methods_by_name['CreateExecution']._loaded_options = None
@@ -166,44 +214,60 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXECUTIONSERVICE'].methods_by_name['ClaimExecution']._serialized_options = b'\332A\025name,attempt,agent_id\312\363\030\013\010\003\022\005Agent\030\001'
   _globals['_EXECUTIONSERVICE'].methods_by_name['SignExtensionRequest']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['SignExtensionRequest']._serialized_options = b'\312\363\030\013\010\003\022\005Agent\030\001'
+  _globals['_EXECUTIONSERVICE'].methods_by_name['HeartbeatExecution']._loaded_options = None
+  _globals['_EXECUTIONSERVICE'].methods_by_name['HeartbeatExecution']._serialized_options = b'\332A\025name,attempt,agent_id\312\363\030\013\010\003\022\005Agent\030\001'
+  _globals['_EXECUTIONSERVICE'].methods_by_name['ListDeadLetters']._loaded_options = None
+  _globals['_EXECUTIONSERVICE'].methods_by_name['ListDeadLetters']._serialized_options = b'\312\363\030\r\010\003\022\tHub.Admin\202\323\344\223\002\021\022\017/v1/deadLetters'
   _globals['_EXECUTIONSERVICE'].methods_by_name['GetSigningKeys']._loaded_options = None
   _globals['_EXECUTIONSERVICE'].methods_by_name['GetSigningKeys']._serialized_options = b'\312\363\030\002\010\001\202\323\344\223\002\021\022\017/v1/signingKeys'
-  _globals['_CREATEEXECUTIONREQUEST']._serialized_start=334
-  _globals['_CREATEEXECUTIONREQUEST']._serialized_end=471
-  _globals['_GETEXECUTIONREQUEST']._serialized_start=473
-  _globals['_GETEXECUTIONREQUEST']._serialized_end=544
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=547
-  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=705
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=708
-  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=848
-  _globals['_CONTINUEEXECUTIONREQUEST']._serialized_start=850
-  _globals['_CONTINUEEXECUTIONREQUEST']._serialized_end=973
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=975
-  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1049
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=1051
-  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=1169
-  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_start=1172
-  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_end=1331
-  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_start=1334
-  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_end=1476
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1478
-  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1594
-  _globals['_REPORTEXECUTIONSTATUSREQUEST']._serialized_start=1597
-  _globals['_REPORTEXECUTIONSTATUSREQUEST']._serialized_end=2161
-  _globals['_CLAIMEXECUTIONREQUEST']._serialized_start=2164
-  _globals['_CLAIMEXECUTIONREQUEST']._serialized_end=2302
-  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_start=2305
-  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_end=2459
-  _globals['_GETSIGNINGKEYSREQUEST']._serialized_start=2461
-  _globals['_GETSIGNINGKEYSREQUEST']._serialized_end=2484
-  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_start=2486
-  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_end=2569
-  _globals['_JSONWEBKEY']._serialized_start=2572
-  _globals['_JSONWEBKEY']._serialized_end=2784
-  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_start=2787
-  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_end=2924
-  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_start=2926
-  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_end=3021
-  _globals['_EXECUTIONSERVICE']._serialized_start=3024
-  _globals['_EXECUTIONSERVICE']._serialized_end=4925
+  _globals['_CREATEEXECUTIONREQUEST']._serialized_start=395
+  _globals['_CREATEEXECUTIONREQUEST']._serialized_end=532
+  _globals['_GETEXECUTIONREQUEST']._serialized_start=534
+  _globals['_GETEXECUTIONREQUEST']._serialized_end=605
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_start=608
+  _globals['_LISTEXECUTIONSREQUEST']._serialized_end=766
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_start=769
+  _globals['_LISTEXECUTIONSRESPONSE']._serialized_end=909
+  _globals['_CONTINUEEXECUTIONREQUEST']._serialized_start=911
+  _globals['_CONTINUEEXECUTIONREQUEST']._serialized_end=1034
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_start=1036
+  _globals['_CANCELEXECUTIONREQUEST']._serialized_end=1110
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_start=1112
+  _globals['_RETRYEXECUTIONREQUEST']._serialized_end=1230
+  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_start=1233
+  _globals['_LISTEXECUTIONEVENTSREQUEST']._serialized_end=1392
+  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_start=1395
+  _globals['_LISTEXECUTIONEVENTSRESPONSE']._serialized_end=1537
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_start=1539
+  _globals['_WATCHEXECUTIONREQUEST']._serialized_end=1655
+  _globals['_REPORTEXECUTIONSTATUSREQUEST']._serialized_start=1658
+  _globals['_REPORTEXECUTIONSTATUSREQUEST']._serialized_end=2222
+  _globals['_CLAIMEXECUTIONREQUEST']._serialized_start=2225
+  _globals['_CLAIMEXECUTIONREQUEST']._serialized_end=2363
+  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_start=2366
+  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_end=2520
+  _globals['_GETSIGNINGKEYSREQUEST']._serialized_start=2522
+  _globals['_GETSIGNINGKEYSREQUEST']._serialized_end=2545
+  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_start=2547
+  _globals['_GETSIGNINGKEYSRESPONSE']._serialized_end=2630
+  _globals['_JSONWEBKEY']._serialized_start=2633
+  _globals['_JSONWEBKEY']._serialized_end=2845
+  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_start=2848
+  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_end=2985
+  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_start=2987
+  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_end=3082
+  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_start=3085
+  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_end=3227
+  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_start=3230
+  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_end=3495
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_start=3497
+  _globals['_LISTDEADLETTERSREQUEST']._serialized_end=3593
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_start=3596
+  _globals['_LISTDEADLETTERSRESPONSE']._serialized_end=3741
+  _globals['_DEADLETTER']._serialized_start=3744
+  _globals['_DEADLETTER']._serialized_end=4355
+  _globals['_DEADLETTER_PROPERTIESENTRY']._serialized_start=4294
+  _globals['_DEADLETTER_PROPERTIESENTRY']._serialized_end=4355
+  _globals['_EXECUTIONSERVICE']._serialized_start=4358
+  _globals['_EXECUTIONSERVICE']._serialized_end=6573
 # @@protoc_insertion_point(module_scope)

@@ -5,9 +5,11 @@ isort:skip_file
 
 from collections import abc as _abc
 from exthub.execution.v1 import execution_pb2 as _execution_pb2
+from exthub.type.v1 import types_pb2 as _types_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
@@ -591,3 +593,221 @@ class SignExtensionRequestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignExtensionRequestResponse: _TypeAlias = SignExtensionRequestResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatExecutionRequest(_message.Message):
+    """The request of `HeartbeatExecution`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The execution, `executions/{execution}`."""
+    attempt: _builtins.int
+    """The attempt the agent is running."""
+    agent_id: _builtins.str
+    """The agent's id."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatExecutionRequest: _TypeAlias = HeartbeatExecutionRequest  # noqa: Y015
+
+@_typing.final
+class HeartbeatExecutionResponse(_message.Message):
+    """The response of `HeartbeatExecution`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ABORT_FIELD_NUMBER: _builtins.int
+    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    DEADLINE_FIELD_NUMBER: _builtins.int
+    abort: _builtins.bool
+    """Stop the attempt now and report nothing: it is stale, or the execution
+    has ended (see `state`).
+    """
+    cancel_requested: _builtins.bool
+    """The client asked to cancel: abort the call and report CANCELLED for the
+    attempt.
+    """
+    state: _execution_pb2.Execution.State.ValueType
+    """The execution's current state."""
+    attempt: _builtins.int
+    """The execution's current attempt."""
+    @_builtins.property
+    def deadline(self) -> _timestamp_pb2.Timestamp:
+        """When the whole execution times out (execution timeout from its first
+        RUNNING); unset when unbounded.
+        """
+
+    def __init__(
+        self,
+        *,
+        abort: _builtins.bool = ...,
+        cancel_requested: _builtins.bool = ...,
+        state: _execution_pb2.Execution.State.ValueType = ...,
+        attempt: _builtins.int = ...,
+        deadline: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "deadline", b"deadline", "state", b"state"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___HeartbeatExecutionResponse: _TypeAlias = HeartbeatExecutionResponse  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """The request of `ListDeadLetters`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The maximum number of dead letters to return (default 50, at most 1000)."""
+    page_token: _builtins.str
+    """A page token from a previous `ListDeadLetters` call."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """The response of `ListDeadLetters`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """The token of the next page; empty on the last page."""
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]:
+        """The dead letters of this page, oldest first."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """A dead-lettered work-queue message: one attempt of an asynchronous
+    execution that was set aside, and why.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class PropertiesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MESSAGE_ID_FIELD_NUMBER: _builtins.int
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    PRIORITY_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    DESCRIPTION_FIELD_NUMBER: _builtins.int
+    DELIVERY_COUNT_FIELD_NUMBER: _builtins.int
+    PROPERTIES_FIELD_NUMBER: _builtins.int
+    ENQUEUE_TIME_FIELD_NUMBER: _builtins.int
+    DEAD_LETTER_TIME_FIELD_NUMBER: _builtins.int
+    message_id: _builtins.str
+    """The queue message id, `{execution id}:{attempt}`."""
+    execution: _builtins.str
+    """The execution, `executions/{execution}`."""
+    attempt: _builtins.int
+    """The attempt the message was for."""
+    priority: _types_pb2.Priority.ValueType
+    """The execution's priority."""
+    reason: _builtins.str
+    """Why it was dead-lettered, e.g. `RetriesExhausted` or
+    `MaxDeliveryCountExceeded`.
+    """
+    description: _builtins.str
+    """A human-readable description (the last error)."""
+    delivery_count: _builtins.int
+    """How many times the message was delivered."""
+    @_builtins.property
+    def properties(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The routing properties (model, profile, priority, tenant)."""
+
+    @_builtins.property
+    def enqueue_time(self) -> _timestamp_pb2.Timestamp:
+        """When the message was enqueued."""
+
+    @_builtins.property
+    def dead_letter_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was dead-lettered."""
+
+    def __init__(
+        self,
+        *,
+        message_id: _builtins.str = ...,
+        execution: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        priority: _types_pb2.Priority.ValueType = ...,
+        reason: _builtins.str = ...,
+        description: _builtins.str = ...,
+        delivery_count: _builtins.int = ...,
+        properties: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        enqueue_time: _timestamp_pb2.Timestamp | None = ...,
+        dead_letter_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["dead_letter_time", b"dead_letter_time", "enqueue_time", b"enqueue_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "dead_letter_time", b"dead_letter_time", "delivery_count", b"delivery_count", "description", b"description", "enqueue_time", b"enqueue_time", "execution", b"execution", "message_id", b"message_id", "priority", b"priority", "properties", b"properties", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015

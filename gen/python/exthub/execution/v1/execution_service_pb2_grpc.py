@@ -93,6 +93,16 @@ class ExecutionServiceStub:
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
                 _registered_method=True)
+        self.HeartbeatExecution = channel.unary_unary(
+                '/exthub.execution.v1.ExecutionService/HeartbeatExecution',
+                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.FromString,
+                _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/exthub.execution.v1.ExecutionService/ListDeadLetters',
+                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
         self.GetSigningKeys = channel.unary_unary(
                 '/exthub.execution.v1.ExecutionService/GetSigningKeys',
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.GetSigningKeysRequest.SerializeToString,
@@ -200,6 +210,26 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HeartbeatExecution(self, request, context):
+        """An agent's heartbeat for a running attempt: says whether the attempt
+        should go on, whether the client asked to cancel it, and the deadline of
+        the whole execution. A stale attempt, or an execution that has ended
+        (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
+        only.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListDeadLetters(self, request, context):
+        """Lists the dead-lettered work-queue messages (asynchronous attempts whose
+        retries ran out), oldest first, for operators. Redrive one with
+        `RetryExecution` on its (FAILED) execution.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def GetSigningKeys(self, request, context):
         """Returns the public JWKS of the hub's signatures (extension requests and
         direct tokens): the current and previous keys.
@@ -265,6 +295,16 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.SignExtensionRequest,
                     request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.SerializeToString,
+            ),
+            'HeartbeatExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.HeartbeatExecution,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersResponse.SerializeToString,
             ),
             'GetSigningKeys': grpc.unary_unary_rpc_method_handler(
                     servicer.GetSigningKeys,
@@ -572,6 +612,60 @@ class ExecutionService:
             '/exthub.execution.v1.ExecutionService/SignExtensionRequest',
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HeartbeatExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.ExecutionService/HeartbeatExecution',
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.ExecutionService/ListDeadLetters',
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -85,6 +85,18 @@ class ExecutionServiceStub:
     execution service). The body must be a JSON object whose `executionId`
     and `attempt` match the running attempt. Internal: agents only.
     """
+    HeartbeatExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.HeartbeatExecutionRequest, _execution_service_pb2.HeartbeatExecutionResponse]
+    """An agent's heartbeat for a running attempt: says whether the attempt
+    should go on, whether the client asked to cancel it, and the deadline of
+    the whole execution. A stale attempt, or an execution that has ended
+    (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
+    only.
+    """
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]
+    """Lists the dead-lettered work-queue messages (asynchronous attempts whose
+    retries ran out), oldest first, for operators. Redrive one with
+    `RetryExecution` on its (FAILED) execution.
+    """
     GetSigningKeys: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.GetSigningKeysRequest, _execution_service_pb2.GetSigningKeysResponse]
     """Returns the public JWKS of the hub's signatures (extension requests and
     direct tokens): the current and previous keys.
@@ -145,6 +157,18 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     running attempt, with the hub's signing key (which never leaves the
     execution service). The body must be a JSON object whose `executionId`
     and `attempt` match the running attempt. Internal: agents only.
+    """
+    HeartbeatExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.HeartbeatExecutionRequest, _execution_service_pb2.HeartbeatExecutionResponse]  # type: ignore[assignment]
+    """An agent's heartbeat for a running attempt: says whether the attempt
+    should go on, whether the client asked to cancel it, and the deadline of
+    the whole execution. A stale attempt, or an execution that has ended
+    (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
+    only.
+    """
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead-lettered work-queue messages (asynchronous attempts whose
+    retries ran out), oldest first, for operators. Redrive one with
+    `RetryExecution` on its (FAILED) execution.
     """
     GetSigningKeys: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.GetSigningKeysRequest, _execution_service_pb2.GetSigningKeysResponse]  # type: ignore[assignment]
     """Returns the public JWKS of the hub's signatures (extension requests and
@@ -269,6 +293,30 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         running attempt, with the hub's signing key (which never leaves the
         execution service). The body must be a JSON object whose `executionId`
         and `attempt` match the running attempt. Internal: agents only.
+        """
+
+    @_abc_1.abstractmethod
+    def HeartbeatExecution(
+        self,
+        request: _execution_service_pb2.HeartbeatExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_service_pb2.HeartbeatExecutionResponse, _abc.Awaitable[_execution_service_pb2.HeartbeatExecutionResponse]]:
+        """An agent's heartbeat for a running attempt: says whether the attempt
+        should go on, whether the client asked to cancel it, and the deadline of
+        the whole execution. A stale attempt, or an execution that has ended
+        (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
+        only.
+        """
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _execution_service_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_service_pb2.ListDeadLettersResponse, _abc.Awaitable[_execution_service_pb2.ListDeadLettersResponse]]:
+        """Lists the dead-lettered work-queue messages (asynchronous attempts whose
+        retries ran out), oldest first, for operators. Redrive one with
+        `RetryExecution` on its (FAILED) execution.
         """
 
     @_abc_1.abstractmethod

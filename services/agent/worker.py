@@ -1,0 +1,485 @@
+"""The agent's queue worker: runs asynchronous attempts from the work queue (spec §5.1 async, §5.2).
+
+Per message (``{"execution", "attempt"}``, see :mod:`services.execution.dispatch`), in one of ``slots``
+concurrent slots:
+
+1. **Claim** — ``ClaimExecution(name, attempt, agent_id)``: QUEUED → RUNNING, fenced by the attempt; the answer
+   carries the task (and the status-update key: secrets never ride the queue). A refused claim (cancelled,
+   timed out, stale, already running) completes the message — except a *redelivered* message
+   (``delivery_count > 1``) whose attempt is still RUNNING: its previous holder lost the lease (crashed, was
+   killed, hung), so this agent reports that attempt's transient failure (``AGENT_LOST``); the execution
+   service then queues attempt + 1 (or FAILED when none is left), which any agent finishes. The lost
+   agent's late reports are refused as stale.
+2. **Run** — the adapter of the task's model, bounded by the remaining execution time and the call timeout
+   (the adapter's budget). Meanwhile a **heartbeat** every ``heartbeat_seconds`` renews the queue lease and
+   asks ``HeartbeatExecution``: ``abort`` (stale attempt, or the execution ended — cancelled while QUEUED,
+   timed out by the sweeper) stops the call without a report; ``cancel_requested`` stops it and reports
+   CANCELLED. A lost lease stops the call too (another agent may take over).
+3. **Report** — ``ReportExecutionStatus`` with the attempt: SUCCEEDED / VALIDATION_* / FAILED (permanent) /
+   TIMED_OUT (the execution deadline passed) / QUEUED (a transient failure: the *execution service* decides
+   retry, FAILED or TIMED_OUT from the profile's retry policy). 202 (long-running) reports nothing: the
+   extension reports through ``statusUrl``.
+4. **Settle** — complete the message; dead-letter it (``RetriesExhausted``, the last error) when a transient
+   failure ended the execution FAILED. A report that cannot be delivered abandons the message (it comes
+   back, and the takeover above resolves it). A malformed message is dead-lettered (``MalformedMessage``).
+
+Why a separate ``HeartbeatExecution`` RPC rather than ``ReportExecutionStatus``: a heartbeat must write nothing
+(the queue lease already proves the agent is alive, and a write per heartbeat would contend with real state
+changes), and the ``Execution`` resource has no field that says "cancel requested" or "your attempt is over".
+
+Stopping: no new message is received; attempts under way get ``grace`` seconds, then they are aborted and
+reported as a transient failure (``AGENT_STOPPED``) so another agent retries them at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from services.agent.adapters.registry import AdapterRegistry
+from services.agent.execution_client import CallRefused
+from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_model
+from services.execution.dispatch import parse_message
+from services.platform.errors import ERROR_DOMAIN, HubError
+from services.platform.logging import get_logger
+from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
+
+__all__ = [
+    "AGENT_LOST",
+    "AGENT_STOPPED",
+    "MALFORMED_MESSAGE",
+    "RETRIES_EXHAUSTED",
+    "AbortReason",
+    "QueueWorker",
+    "WorkerClient",
+    "WorkerConfig",
+    "report_for_outcome",
+    "settlement_for",
+]
+
+_log = get_logger("exthub.agent.worker")
+
+Outcome = agent_pb.ExecuteResponse.Outcome
+State = execution_pb2.Execution.State
+pb = execution_service_pb2
+
+AGENT_LOST = "AGENT_LOST"
+AGENT_STOPPED = "AGENT_STOPPED"
+RETRIES_EXHAUSTED = "RetriesExhausted"
+MALFORMED_MESSAGE = "MalformedMessage"
+REPORT_TRIES = 4
+REPORT_BACKOFF_SECONDS = 0.2
+RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
+ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
+_CODE_UNAVAILABLE = 14
+_TERMINAL = frozenset(
+    {
+        State.SUCCEEDED,
+        State.FAILED,
+        State.CANCELLED,
+        State.TIMED_OUT,
+        State.VALIDATION_SUCCEEDED,
+        State.VALIDATION_FAILED,
+        State.DIRECT_TOKEN_ISSUED,
+    }
+)
+
+
+class WorkerClient(Protocol):
+    """The execution service calls of the worker (``ExecutionServiceClient`` in production).
+
+    Permanent refusals raise :class:`~services.agent.execution_client.CallRefused`; transient failures raise
+    ``grpc.aio.AioRpcError``.
+    """
+
+    async def claim(self, execution: str, attempt: int, agent_id: str) -> pb.ClaimExecutionResponse:
+        """QUEUED → RUNNING for ``attempt``; the task."""
+        ...
+
+    async def heartbeat(self, execution: str, attempt: int, agent_id: str) -> pb.HeartbeatExecutionResponse:
+        """Go on, abort or cancel."""
+        ...
+
+    async def report(self, request: pb.ReportExecutionStatusRequest) -> execution_pb2.Execution:
+        """Report the attempt's outcome; the execution as it now is."""
+        ...
+
+
+@dataclass(frozen=True)
+class WorkerConfig:
+    """The worker's knobs (from the settings ``agent_worker_*``, ``agent_lease_seconds`` …)."""
+
+    agent_id: str
+    slots: int = 16
+    lease_seconds: float = 30.0
+    heartbeat_seconds: float = 10.0
+    receive_wait_seconds: float = 5.0
+    poll_seconds: float = 0.1
+    priorities: Sequence[str] = ALL_PRIORITIES
+
+    def __post_init__(self) -> None:
+        if self.slots < 1:
+            raise ValueError("slots must be 1 or more")
+        if not 0 < self.heartbeat_seconds < self.lease_seconds:
+            raise ValueError("the heartbeat must be shorter than the lease")
+
+
+class AbortReason(enum.Enum):
+    """Why a running attempt was stopped before the adapter answered."""
+
+    CANCELLED = "cancelled"  # the client cancelled: report CANCELLED
+    ENDED = "ended"  # stale attempt or the execution ended elsewhere: report nothing
+    LEASE_LOST = "lease_lost"  # another agent may take over: report nothing
+    STOPPING = "stopping"  # this agent stops: report a transient failure
+
+
+@dataclass
+class _Attempt:
+    lease: LeasedMessage
+    abort: asyncio.Future[AbortReason]
+
+
+def _status(code: int, message: str, reason: str, metadata: dict[str, str]) -> status_pb2.Status:
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
+    return status_pb2.Status(code=code, message=message, details=[packed])
+
+
+def _error_reason(status: status_pb2.Status) -> str:
+    for detail in status.details:
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            return str(info.reason)
+    return ""
+
+
+def report_for_outcome(
+    task: execution_pb2.ExecutionTask, response: agent_pb.ExecuteResponse
+) -> pb.ReportExecutionStatusRequest | None:
+    """The report of an attempt's outcome (``None`` for ACCEPTED: the extension reports itself).
+
+    A permanent failure whose reason is ``EXECUTION_DEADLINE_EXCEEDED`` is TIMED_OUT; a transient failure is
+    reported as QUEUED (the execution service decides about the retry).
+    """
+    request = pb.ReportExecutionStatusRequest(name=task.execution, attempt=task.attempt)
+    outcome = response.outcome
+    if outcome == Outcome.ACCEPTED:
+        return None
+    if outcome == Outcome.SUCCEEDED:
+        request.state = State.SUCCEEDED
+        request.status_message = "succeeded"
+        request.percent_complete = 100
+        request.result.CopyFrom(response.result)
+        request.provided_outputs.extend(response.provided_outputs)
+        return request
+    if outcome == Outcome.VALIDATION_SUCCEEDED:
+        request.state = State.VALIDATION_SUCCEEDED
+        request.status_message = "the request is valid"
+        return request
+    if outcome == Outcome.VALIDATION_FAILED:
+        request.state = State.VALIDATION_FAILED
+        request.status_message = "the request is invalid"
+        request.validation_errors.extend(response.validation_errors)
+        return request
+    error = response.error if response.HasField("error") else _status(2, "the attempt failed", "EXTENSION_FAILED", {})
+    request.error.CopyFrom(error)
+    request.status_message = error.message
+    if outcome == Outcome.RETRYABLE_FAILURE:
+        request.state = State.QUEUED
+    elif _error_reason(error) == EXECUTION_DEADLINE_EXCEEDED:
+        request.state = State.TIMED_OUT
+    else:
+        request.state = State.FAILED
+    return request
+
+
+def settlement_for(reported: State.ValueType, resulting: State.ValueType) -> str:
+    """``"dead_letter"`` when a transient failure ended the execution FAILED (retries exhausted), else
+    ``"complete"``."""
+    if reported == State.QUEUED and resulting == State.FAILED:
+        return "dead_letter"
+    return "complete"
+
+
+class QueueWorker:
+    """Consumes the work queue with ``config.slots`` concurrent attempts (see the module docstring)."""
+
+    def __init__(self, queue: WorkQueue, client: WorkerClient, adapters: AdapterRegistry, config: WorkerConfig) -> None:
+        self._queue = queue
+        self._client = client
+        self._adapters = adapters
+        self._config = config
+        self._slots = asyncio.Semaphore(config.slots)
+        self._attempts: dict[str, _Attempt] = {}
+        self._handlers: set[asyncio.Task[None]] = set()
+        self._stopping = asyncio.Event()
+        self._runner: asyncio.Task[None] | None = None
+        wanted = [p for p in ALL_PRIORITIES if p in set(config.priorities)]
+        self._filters: list[dict[str, str] | None] = (
+            [None] if len(wanted) == len(ALL_PRIORITIES) else [{"priority": p} for p in wanted]
+        )
+
+    @property
+    def in_flight(self) -> int:
+        """Attempts running now."""
+        return len(self._attempts)
+
+    # -- receiving ----------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Run :meth:`run` in the background (stopped by :meth:`stop`)."""
+        if self._runner is None:
+            self._runner = asyncio.get_running_loop().create_task(self.run())
+
+    async def run(self) -> None:
+        """Receive and run messages until :meth:`stop`."""
+        while not self._stopping.is_set():
+            await self._slots.acquire()
+            try:
+                leases = await self._receive()
+            except HubError as error:  # the queue is briefly busy
+                self._slots.release()
+                _log.warning("receive failed", reason=error.reason)
+                await self._pause(RECEIVE_ERROR_BACKOFF_SECONDS)
+                continue
+            except BaseException:
+                self._slots.release()
+                raise
+            if not leases:
+                self._slots.release()
+                continue
+            handler = asyncio.get_running_loop().create_task(self._handle(leases[0]))
+            self._handlers.add(handler)
+            handler.add_done_callback(self._handler_done)
+
+    def _handler_done(self, task: asyncio.Task[None]) -> None:
+        self._handlers.discard(task)
+        self._slots.release()
+        if not task.cancelled() and task.exception() is not None:
+            _log.error("attempt handler failed", error=repr(task.exception()))
+
+    async def _receive(self) -> list[LeasedMessage]:
+        lease = self._config.lease_seconds
+        if self._filters == [None]:
+            return await self._queue.receive(
+                max_messages=1, lease_seconds=lease, wait_seconds=self._config.receive_wait_seconds
+            )
+        for wanted in self._filters:  # a subset of the priorities: highest first
+            found = await self._queue.receive(max_messages=1, lease_seconds=lease, wait_seconds=0, filter=wanted)
+            if found:
+                return found
+        await self._pause(self._config.poll_seconds)
+        return []
+
+    async def _pause(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._stopping.wait()
+
+    # -- one message --------------------------------------------------------------------------------
+
+    async def _handle(self, lease: LeasedMessage) -> None:
+        message = lease.message
+        try:
+            execution, attempt = parse_message(message.body)
+        except ValueError as exc:
+            _log.warning("malformed message", message_id=message.message_id, error=str(exc))
+            await self._settle(lease, "dead_letter", reason=MALFORMED_MESSAGE, description=str(exc))
+            return
+        try:
+            claimed = await self._client.claim(execution, attempt, self._config.agent_id)
+        except CallRefused as refused:
+            await self._claim_refused(lease, execution, attempt, refused)
+            return
+        except grpc.aio.AioRpcError as error:
+            _log.warning("claim failed", execution=execution, attempt=attempt, code=error.code().name)
+            await self._abandon(lease, RECEIVE_ERROR_BACKOFF_SECONDS)
+            return
+        _log.info("attempt claimed", execution=execution, attempt=attempt, delivery=message.delivery_count)
+        await self._run(lease, claimed.task)
+
+    async def _claim_refused(self, lease: LeasedMessage, execution: str, attempt: int, refused: CallRefused) -> None:
+        still_running = refused.reason == "INVALID_TRANSITION" and refused.metadata.get("from") == "RUNNING"
+        if still_running and lease.message.delivery_count > 1:
+            # The previous holder of this message stopped renewing its lease while running the attempt.
+            _log.warning("taking over a lost attempt", execution=execution, attempt=attempt)
+            request = pb.ReportExecutionStatusRequest(
+                name=execution,
+                attempt=attempt,
+                state=State.QUEUED,
+                status_message="the agent running this attempt stopped renewing its lease",
+                error=_status(
+                    _CODE_UNAVAILABLE,
+                    "the agent running this attempt stopped renewing its lease",
+                    AGENT_LOST,
+                    {"execution": execution, "attempt": str(attempt)},
+                ),
+            )
+            await self._report_and_settle(lease, request)
+            return
+        _log.info("claim refused", execution=execution, attempt=attempt, reason=refused.reason)
+        await self._settle(lease, "complete")
+
+    async def _run(self, lease: LeasedMessage, task: execution_pb2.ExecutionTask) -> None:
+        loop = asyncio.get_running_loop()
+        attempt = _Attempt(lease, loop.create_future())
+        self._attempts[lease.message.message_id] = attempt
+        try:
+            adapter = self._adapters.get(task.execution_model)
+            if adapter is None:
+                response = unsupported_model(task, self._adapters.models)
+            else:
+                call = loop.create_task(adapter.execute(task))
+                beat = loop.create_task(self._heartbeat(attempt, task))
+                waiters: set[asyncio.Future[Any]] = {call, attempt.abort}
+                try:
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    beat.cancel()
+                    finished = call.done() and not call.cancelled()
+                    if not finished:
+                        call.cancel()
+                    await asyncio.gather(call, beat, return_exceptions=True)
+                if not finished:
+                    await self._aborted(lease, task, attempt.abort.result())
+                    return
+                response = call.result()
+        finally:
+            self._attempts.pop(lease.message.message_id, None)
+        request = report_for_outcome(task, response)
+        if request is None:  # long-running: the extension reports through statusUrl
+            await self._settle(lease, "complete")
+            return
+        await self._report_and_settle(lease, request)
+
+    async def _aborted(self, lease: LeasedMessage, task: execution_pb2.ExecutionTask, reason: AbortReason) -> None:
+        _log.info("attempt aborted", execution=task.execution, attempt=task.attempt, reason=reason.value)
+        if reason is AbortReason.CANCELLED:
+            request = pb.ReportExecutionStatusRequest(
+                name=task.execution,
+                attempt=task.attempt,
+                state=State.CANCELLED,
+                status_message="cancelled by the client",
+            )
+            await self._report_and_settle(lease, request)
+        elif reason is AbortReason.STOPPING:
+            message = "the agent stopped during the attempt"
+            request = pb.ReportExecutionStatusRequest(
+                name=task.execution,
+                attempt=task.attempt,
+                state=State.QUEUED,
+                status_message=message,
+                error=_status(_CODE_UNAVAILABLE, message, AGENT_STOPPED, {"attempt": str(task.attempt)}),
+            )
+            await self._report_and_settle(lease, request)
+        elif reason is AbortReason.ENDED:
+            await self._settle(lease, "complete")
+        # LEASE_LOST: the message is no longer ours to settle.
+
+    async def _heartbeat(self, attempt: _Attempt, task: execution_pb2.ExecutionTask) -> None:
+        """Renew the lease and ask the execution service, every ``heartbeat_seconds``, until aborted."""
+        while not attempt.abort.done():
+            await asyncio.sleep(self._config.heartbeat_seconds)  # the period of the heartbeat itself
+            try:
+                await self._queue.renew(attempt.lease)
+            except LeaseLost:
+                _abort(attempt, AbortReason.LEASE_LOST)
+                return
+            except HubError as error:
+                _log.warning("lease renewal failed", execution=task.execution, reason=error.reason)
+            try:
+                beat = await self._client.heartbeat(task.execution, task.attempt, self._config.agent_id)
+            except CallRefused as refused:
+                _log.info("heartbeat refused", execution=task.execution, reason=refused.reason)
+                _abort(attempt, AbortReason.ENDED)
+                return
+            except grpc.aio.AioRpcError as error:
+                _log.warning("heartbeat failed", execution=task.execution, code=error.code().name)
+                continue
+            if beat.abort:
+                _abort(attempt, AbortReason.ENDED)
+                return
+            if beat.cancel_requested:
+                _abort(attempt, AbortReason.CANCELLED)
+                return
+
+    # -- reporting and settling ---------------------------------------------------------------------
+
+    async def _report_and_settle(self, lease: LeasedMessage, request: pb.ReportExecutionStatusRequest) -> None:
+        for attempt in range(REPORT_TRIES):
+            try:
+                execution = await self._client.report(request)
+            except CallRefused as refused:  # stale attempt, or the execution ended meanwhile
+                _log.info("report refused", execution=request.name, attempt=request.attempt, reason=refused.reason)
+                await self._settle(lease, "complete")
+                return
+            except grpc.aio.AioRpcError as error:
+                _log.warning("report failed", execution=request.name, code=error.code().name, try_=attempt + 1)
+                await asyncio.sleep(REPORT_BACKOFF_SECONDS * 2**attempt)  # backoff between tries
+                continue
+            action = settlement_for(request.state, execution.state)
+            _log.info(
+                "attempt reported",
+                execution=request.name,
+                attempt=request.attempt,
+                reported=State.Name(request.state),
+                state=State.Name(execution.state),
+            )
+            await self._settle(
+                lease,
+                action,
+                reason=RETRIES_EXHAUSTED,
+                description=execution.error.message or request.status_message,
+            )
+            return
+        await self._abandon(lease, 0)
+
+    async def _settle(self, lease: LeasedMessage, action: str, *, reason: str = "", description: str = "") -> None:
+        try:
+            if action == "dead_letter":
+                await self._queue.dead_letter(lease, reason=reason, description=description)
+            else:
+                await self._queue.complete(lease)
+        except LeaseLost:
+            _log.info("lease lost before settling", message_id=lease.message.message_id)
+        except HubError as error:
+            _log.warning("settling failed", message_id=lease.message.message_id, reason=error.reason)
+
+    async def _abandon(self, lease: LeasedMessage, delay_seconds: float) -> None:
+        try:
+            await self._queue.abandon(lease, delay_seconds=delay_seconds)
+        except HubError as error:
+            _log.info("abandon failed", message_id=lease.message.message_id, reason=error.reason)
+
+    # -- stopping -----------------------------------------------------------------------------------
+
+    async def stop(self, grace: float) -> None:
+        """Stop receiving; give attempts under way ``grace`` seconds, then abort them (reported as transient)."""
+        self._stopping.set()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+        if self._handlers:
+            _, pending = await asyncio.wait(set(self._handlers), timeout=grace)
+            for attempt in list(self._attempts.values()):
+                _abort(attempt, AbortReason.STOPPING)
+            if pending:
+                _, still = await asyncio.wait(pending, timeout=max(grace, 1.0))
+                for handler in still:
+                    handler.cancel()
+                await asyncio.gather(*still, return_exceptions=True)
+
+
+def _abort(attempt: _Attempt, reason: AbortReason) -> None:
+    if not attempt.abort.done():
+        attempt.abort.set_result(reason)

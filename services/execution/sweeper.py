@@ -1,0 +1,110 @@
+"""The execution service's sweeper: enforces timeouts and unacknowledged cancels, and re-runs the outbox.
+
+Every ``execution_sweep_seconds`` it
+
+1. queries the executions whose ``due_time`` has passed — one parameterised comparison over a field that
+   every write keeps in step (``support.change_from``; ``None`` once terminal, so finished executions are
+   never selected again) — and moves each through the one state machine with a conditional write, deciding
+   again on the freshly read document (:func:`~services.execution.domain.scheduling.sweep_decision`):
+   PENDING_INPUTS past the input timeout, QUEUED past the queue timeout (or the execution deadline), RUNNING
+   past the execution deadline → TIMED_OUT with an ``error``; RUNNING whose cancel went unacknowledged past
+   ``execution_cancel_grace_seconds`` → CANCELLED. A synchronous call of this process is aborted too; an
+   agent running the attempt learns it at its next heartbeat (``HeartbeatExecution`` answers ``abort``);
+2. sweeps the outbox (:meth:`~services.execution.dispatch.Dispatcher.sweep_pending`).
+
+Several sweepers (processes) may run: the conditional writes make the second one's move a no-op or a refusal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+from services.execution import mapping
+from services.execution.dispatch import Dispatcher
+from services.execution.domain import ExecutionState, scheduling
+from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.run import abort_inflight
+from services.execution.handlers.support import timeouts_of, transition_change
+from services.execution.model import StoredExecution
+from services.execution.repository import Change
+from services.platform.errors import HubError
+from services.platform.logging import get_logger
+from services.platform.query.predicate import And, Compare, Op, SortKey
+
+_log = get_logger("exthub.execution.sweeper")
+
+__all__ = ["Sweeper"]
+
+
+class Sweeper:
+    """Periodic timeouts, unacknowledged cancels and outbox sweep (see the module docstring)."""
+
+    def __init__(self, ctx: ExecutionContext, dispatcher: Dispatcher | None, *, interval_seconds: float) -> None:
+        self._ctx = ctx
+        self._dispatcher = dispatcher
+        self._interval = interval_seconds
+        self._stop = asyncio.Event()
+
+    async def sweep_once(self) -> int:
+        """One pass over the due executions; the number moved."""
+        now = self._ctx.clock()
+        due = And((Compare(("due_time",), Op.LE, now), Compare(("kind",), Op.EQ, "execution")))
+        candidates = [
+            stored.id async for stored in self._ctx.repository.query_executions(due, order_by=(SortKey(("due_time",)),))
+        ]
+        moved = 0
+        for execution_id in candidates:
+            try:
+                moved += await self._sweep(execution_id)
+            except HubError as error:
+                _log.warning("sweep failed", execution=execution_id, reason=error.reason)
+        return moved
+
+    async def _sweep(self, execution_id: str) -> bool:
+        ctx = self._ctx
+
+        def decide(current: StoredExecution) -> Change | None:
+            now = ctx.clock()
+            action = scheduling.sweep_decision(
+                current.record,
+                timeouts_of(current.body),
+                now=now,
+                cancel_deadline_at=current.get("cancel_deadline"),
+            )
+            if action is None:
+                return None
+            fields: dict[str, Any] = {}
+            if action.state is ExecutionState.TIMED_OUT:
+                fields["error"] = mapping.error_document(
+                    action.error_code, action.status_message, action.reason, {"state": current.state.value}
+                )
+            return transition_change(
+                current, action.state, now=now, attempt=None, status_message=action.status_message, **fields
+            )
+
+        before = await ctx.repository.get(execution_id)
+        after = await ctx.repository.update(execution_id, decide)
+        if after.etag == before.etag or after.state is before.state:
+            return False
+        _log.info("swept", execution=after.name, state=after.state.value, attempt=after.attempt)
+        abort_inflight(ctx, execution_id)
+        return True
+
+    async def run(self) -> None:
+        """Sweep every interval until :meth:`stop` (the outbox first: it may hold work from before a restart)."""
+        while not self._stop.is_set():
+            try:
+                if self._dispatcher is not None:
+                    await self._dispatcher.sweep_pending()
+                await self.sweep_once()
+            except HubError as error:
+                _log.warning("sweep pass failed", reason=error.reason)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._interval):
+                    await self._stop.wait()
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return after the current pass."""
+        self._stop.set()
