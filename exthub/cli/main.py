@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from exthub.cli.commands import register as register_client_commands
 from exthub.cli.supervisor import HubStartError, run_hub
 from services.platform.auth.dev_issuer import DevIssuer
 
@@ -53,3 +54,6 @@ def token(
         raise typer.Exit(2) from None
     role_list = [r.strip() for r in roles.split(",") if r.strip()]
     typer.echo(issuer.issue(tenant=tenant, user=user, roles=role_list, ttl_seconds=ttl))
+
+
+register_client_commands(app)
