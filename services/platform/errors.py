@@ -6,6 +6,7 @@ Every layer raises a :class:`HubError` subclass; only the gRPC edge turns it int
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
@@ -14,6 +15,8 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "exthub.io"
+_REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
+_METADATA_KEY = re.compile(r"[a-z][A-Za-z0-9]*")
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,12 @@ class HubError(Exception):
         self.message = message
         self.reason = reason or self.default_reason
         self.metadata: dict[str, str] = dict(metadata or {})
+        # AIP-193: reasons are UPPER_SNAKE_CASE, metadata keys lowerCamelCase; a wrong one is a programming error
+        if not _REASON.fullmatch(self.reason):
+            raise ValueError(f"error reason {self.reason!r} is not UPPER_SNAKE_CASE")
+        for key in self.metadata:
+            if not _METADATA_KEY.fullmatch(key):
+                raise ValueError(f"error metadata key {key!r} is not lowerCamelCase")
         self.field_violations: list[FieldViolation] = list(field_violations)
 
     def to_status(self) -> status_pb2.Status:

@@ -55,6 +55,7 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 ROLE_PUBLISH = "Extensions.Publish"
 ROLE_RUN = "Executions.Run"
+ROLE_ADMIN = "Hub.Admin"
 _PANEL = "Connection"
 
 UrlOption = Annotated[

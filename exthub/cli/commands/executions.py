@@ -11,6 +11,7 @@ from exthub.cli.commands.common import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
     EXIT_FAILED,
+    ROLE_ADMIN,
     ROLE_RUN,
     AzureScopeOption,
     CatalogUrlOption,
@@ -33,7 +34,7 @@ app = typer.Typer(help="Follow and manage executions (your tenant's; Hub.Admin s
 
 ExecutionArgument = Annotated[str, typer.Argument(help="The execution: executions/<id> or <id>.")]
 MAX_PAGE_SIZE = 1000
-EVENTS_PAGE_SIZE = 500  # pages of events (ListExecutionEvents answers INTERNAL at 1000 today)
+EVENTS_PAGE_SIZE = 1000
 
 
 @app.command("list")
@@ -208,3 +209,36 @@ def events(
         return 0
 
     run_command("executions events", options, action)
+
+
+@app.command("dead-letters")
+def dead_letters(
+    limit: Annotated[int, typer.Option("--limit", min=1, max=10_000, help="Show at most this many.")] = 50,
+    as_json: JsonOption = False,
+    url: UrlOption = DEFAULT_URL,
+    catalog_url: CatalogUrlOption = None,
+    token: TokenOption = None,
+    azure_scope: AzureScopeOption = None,
+    data_dir: DataDirOption = DEFAULT_DATA_DIR,
+) -> None:
+    """List the work queue's dead letters (Hub.Admin); `exthub executions retry` redrives one."""
+    options = HubOptions(url, catalog_url, token, azure_scope, data_dir)
+
+    async def action() -> int:
+        found: list[execution_service_pb2.DeadLetter] = []
+        async with options.connect([ROLE_ADMIN]) as hub:
+            request = execution_service_pb2.ListDeadLettersRequest()
+            while True:
+                request.page_size = min(limit - len(found), MAX_PAGE_SIZE)
+                page = await hub.executions.ListDeadLetters(request)
+                found.extend(page.dead_letters)
+                if not page.next_page_token or len(found) >= limit:
+                    break
+                request.page_token = page.next_page_token
+        if as_json:
+            print_json(execution_service_pb2.ListDeadLettersResponse(dead_letters=found))
+        else:
+            stdout_console().print(render.dead_letters_table(found, title=f"Dead letters ({len(found)})"))
+        return 0
+
+    run_command("executions dead-letters", options, action)

@@ -17,7 +17,7 @@ from rich.text import Text
 from exthub.catalog.v1 import catalog_service_pb2, resources_pb2
 from exthub.cli.commands.common import timestamp_text
 from exthub.client import state_name
-from exthub.execution.v1 import execution_pb2
+from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 
 __all__ = [
@@ -187,6 +187,25 @@ def executions_table(executions: Iterable[Execution], *, title: str = "Execution
             state_text(execution.state),
             str(execution.percent_complete),
             timestamp_text(execution.create_time),
+        )
+    return table
+
+
+def dead_letters_table(dead_letters: Iterable[execution_service_pb2.DeadLetter], *, title: str) -> Table:
+    """One row per dead-lettered queue message."""
+    table = Table(title=title, title_justify="left")
+    for column in ("Execution", "Attempt", "Priority", "Reason", "Description", "Deliveries", "Dead-lettered"):
+        table.add_column(column, overflow="fold")
+    for letter in dead_letters:
+        add_row(
+            table,
+            letter.execution,
+            str(letter.attempt),
+            types_pb2.Priority.Name(letter.priority),
+            letter.reason,
+            letter.description,
+            str(letter.delivery_count),
+            timestamp_text(letter.dead_letter_time),
         )
     return table
 

@@ -108,7 +108,7 @@ def check_access(rule: AccessRule, principal: Principal | None) -> None:
     raise PermissionDenied(
         f"one of the roles {required} is required",
         reason="ROLE_REQUIRED",
-        metadata={"required_roles": required},
+        metadata={"requiredRoles": required},
     )
 
 

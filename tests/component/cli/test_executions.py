@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 
+from services.platform.auth.dev_issuer import DevIssuer
 from tests.component.cli.conftest import Cli
 
 
@@ -65,3 +66,21 @@ def test_another_tenant_sees_not_found(cli: Cli) -> None:
     assert result.exit_code == 1 and "NOT_FOUND" in result.stderr and "EXECUTION_NOT_FOUND" in result.stderr
     theirs = cli("executions", "list", "--token", other, "--json")
     assert theirs.exit_code == 0 and mine["name"] not in theirs.stdout
+
+
+def test_dead_letters_lists_an_exhausted_async_execution_for_admins_only(cli: Cli) -> None:
+    failed = cli.json(
+        "run", "echo-plain", "--profile", "async", "--request", '{"failWith": 500}', "--wait", exit_code=1
+    )
+    assert failed["state"] == "FAILED" and int(failed["attempt"]) > 1  # retried before it gave up
+    letters = cli.json("executions", "dead-letters")["deadLetters"]
+    mine = [letter for letter in letters if letter["execution"] == failed["name"]]
+    assert len(mine) == 1 and mine[0]["attempt"] == failed["attempt"] and mine[0]["reason"]
+    table = cli("executions", "dead-letters")
+    assert table.exit_code == 0 and failed["name"].removeprefix("executions/")[:8] in table.stdout
+
+    runner_only = DevIssuer.load_or_create(cli.hub.data_dir).issue(
+        tenant="local", user="developer", roles=["Executions.Run"]
+    )
+    refused = cli("executions", "dead-letters", "--token", runner_only)
+    assert refused.exit_code == 1 and "PERMISSION_DENIED" in refused.stderr and "Traceback" not in refused.stderr

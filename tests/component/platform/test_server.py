@@ -212,7 +212,7 @@ async def test_roles(hub: Hub) -> None:
         await hub.call("Publish", metadata=hub.token(AGENT))
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     info = _error_info(caught.value)
-    assert (info.reason, dict(info.metadata)) == ("ROLE_REQUIRED", {"required_roles": EXTENSIONS_PUBLISH})
+    assert (info.reason, dict(info.metadata)) == ("ROLE_REQUIRED", {"requiredRoles": EXTENSIONS_PUBLISH})
     assert await hub.call("Publish", metadata=hub.token(EXTENSIONS_PUBLISH)) == b"t1/u1:hi"
     assert await hub.call("Publish", metadata=hub.token(HUB_ADMIN)) == b"t1/u1:hi"
 

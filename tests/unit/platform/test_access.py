@@ -53,7 +53,7 @@ def test_roles_rule() -> None:
     with pytest.raises(PermissionDenied) as caught:
         check_access(rule, _principal(AGENT))
     assert caught.value.reason == "ROLE_REQUIRED"
-    assert caught.value.metadata == {"required_roles": "Executions.Run,Extensions.Publish"}
+    assert caught.value.metadata == {"requiredRoles": "Executions.Run,Extensions.Publish"}
     check_access(rule, _principal(EXECUTIONS_RUN))
     check_access(rule, _principal(HUB_ADMIN))
 

@@ -1,0 +1,38 @@
+"""The one error mapping: HubError → google.rpc.Status, and the AIP-193 shape of reasons and metadata keys."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from services.platform.errors import ERROR_DOMAIN, FieldViolation, HubError, InvalidArgument, NotFound
+
+
+def test_status_carries_error_info_and_field_violations() -> None:
+    error = InvalidArgument(
+        "bad", reason="INVALID_FIELD", metadata={"field": "name"}, field_violations=[FieldViolation("name", "empty")]
+    )
+    status = error.to_status()
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    info, bad = error_details_pb2.ErrorInfo(), error_details_pb2.BadRequest()
+    assert status.details[0].Unpack(info) and status.details[1].Unpack(bad)
+    assert (info.reason, info.domain, dict(info.metadata)) == ("INVALID_FIELD", ERROR_DOMAIN, {"field": "name"})
+    assert [(v.field, v.description) for v in bad.field_violations] == [("name", "empty")]
+
+
+@pytest.mark.parametrize("key", ["http_status", "HttpStatus", "1st", "with-dash", ""])
+def test_metadata_keys_must_be_lower_camel_case(key: str) -> None:
+    with pytest.raises(ValueError, match="lowerCamelCase"):
+        NotFound("missing", metadata={key: "x"})
+
+
+@pytest.mark.parametrize("reason", ["notFound", "NOT-FOUND", "_X", "X_"])
+def test_reasons_must_be_upper_snake_case(reason: str) -> None:
+    with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
+        HubError("boom", reason=reason)
+
+
+def test_well_formed_reason_and_keys_are_kept() -> None:
+    error = NotFound("missing", reason="EXECUTION_NOT_FOUND", metadata={"httpStatus": "404", "executionId": "e1"})
+    assert error.reason == "EXECUTION_NOT_FOUND" and error.metadata == {"httpStatus": "404", "executionId": "e1"}
