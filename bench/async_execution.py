@@ -1,0 +1,785 @@
+"""Asynchronous execution benchmark: Exthub with 1 and 2 agents against Celery + Redis, in the same run.
+
+Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
+--poll-seconds P --warmup W``).
+
+What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
+
+* **Exthub** (the rows measured against the baseline): ``CreateExecution`` (profile ``async``, priority
+  NORMAL) of ``echo-plain`` (no inputs, so it goes straight to QUEUED) → the execution service writes QUEUED
+  and its dispatcher publishes to the SQLite work queue → an agent process receives it, ``ClaimExecution``
+  (QUEUED → RUNNING), ``SignExtensionRequest``, the signed POST to echo, ``ReportExecutionStatus`` (SUCCEEDED)
+  → the client's ``WatchExecution`` stream delivers the terminal event. Queue-to-start: the execution's
+  ``create_time`` to its first RUNNING event; run: RUNNING event to the terminal event (all stamped by the
+  execution service).
+* **Celery + Redis** (the baseline): ``apply_async`` of :func:`bench.celery_echo.call_echo` → Redis broker →
+  a Celery worker runs the task: it builds the same request body, signs it with the benchmark's ES256 key and
+  POSTs it to the same echo → the result is stored in the Redis result backend → the client's
+  ``AsyncResult.get`` returns. Queue-to-start: the client's ``time.time()`` just before ``apply_async`` to the
+  task's ``time.time()`` at its start (same machine, same clock); run: the task body (sign + POST).
+
+Besides the latency table, a second table shows the CPU time each process spent per measured execution
+(``/proc/<pid>/stat``, user + system, idle processes included): it tells where the time goes.
+
+Fairness: ONE echo process serves both sides (``--jwks-file`` holding the hub's public keys and the
+benchmark's key), so "the same echo extension" is literally the same process and endpoint. The Celery worker
+uses the threads pool with ``--concurrency`` = the agent's slots (one process running S calls at once, like
+one agent process with S slots; prefork would mean S processes on a 2-core machine), acknowledges late and
+prefetches one message per slot (as an agent completes its queue message after the report and receives only
+for a free slot). The Celery worker is stopped before the Exthub rows run; the idle hub processes and Redis
+stay up throughout. Everything listens on 127.0.0.1; the Redis server (``redis-server`` from the Debian
+packages, installed with apt-get when missing and running as root) is started on a free port with no
+persistence and stopped by pid. Every wait is bounded and every child is stopped by its pid.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import os
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+import grpc
+from google.protobuf import timestamp_pb2
+from rich.console import Console
+from rich.table import Table
+
+from bench import celery_echo
+from bench.harness import console
+from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.type.v1 import types_pb2
+from services.echo.registration import register_echo
+from services.execution.signing import SigningKeyRing
+from services.platform.auth.dev_issuer import DevIssuer
+
+if TYPE_CHECKING:
+    from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+EXTENSION_ID = "echo-plain"
+AGENT_PREFIX = "agent-"
+VERSION = f"extensions/{EXTENSION_ID}/versions/1.0.0"
+READY_TIMEOUT_SECONDS = 60.0
+STOP_TIMEOUT_SECONDS = 10.0
+CALL_TIMEOUT_SECONDS = 30.0
+#: The longest one execution may take, end to end, before it counts as ``CLIENT_TIMEOUT``.
+EXECUTION_TIMEOUT_SECONDS = 120.0
+APT_TIMEOUT_SECONDS = 900.0
+
+_GRPC_ADDRESS = re.compile(r"serving on (\S+)")
+_OBJECTS_URL = re.compile(r"objects serving on (\S+)")
+_ECHO_URL = re.compile(r"^(http://\S+)")
+_REDIS_READY = re.compile(r"Ready to accept connections")
+_AGENT_READY = re.compile(r"consuming the work queue")
+_CELERY_READY = re.compile(re.escape(celery_echo.READY_LINE))
+_TERMINAL = frozenset(
+    {
+        execution_pb2.Execution.SUCCEEDED,
+        execution_pb2.Execution.FAILED,
+        execution_pb2.Execution.CANCELLED,
+        execution_pb2.Execution.TIMED_OUT,
+        execution_pb2.Execution.VALIDATION_SUCCEEDED,
+        execution_pb2.Execution.VALIDATION_FAILED,
+        execution_pb2.Execution.DIRECT_TOKEN_ISSUED,
+    }
+)
+
+
+# ---- measurements --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One execution: end-to-end latency, queue-to-start and start-to-end latencies (None if it never
+    started or ended) and the final outcome."""
+
+    end_to_end_ms: float
+    queue_to_start_ms: float | None
+    run_ms: float | None
+    outcome: str
+
+
+@dataclass
+class Row:
+    """The samples of one system, how long the measured part took and the CPU each process spent on it."""
+
+    name: str
+    samples: list[Sample]
+    seconds: float
+    outcomes: Counter[str] = field(default_factory=Counter)
+    cpu_ms: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def executions_per_second(self) -> float:
+        """Succeeded executions per second of wall time."""
+        return self.outcomes["SUCCEEDED"] / self.seconds if self.seconds > 0 else 0.0
+
+    def end_to_end(self) -> list[float]:
+        """End-to-end latencies (ms) of the succeeded executions."""
+        return [s.end_to_end_ms for s in self.samples if s.outcome == "SUCCEEDED"]
+
+    def queue_to_start(self) -> list[float]:
+        """Queue-to-start latencies (ms) of the executions that started."""
+        return [s.queue_to_start_ms for s in self.samples if s.queue_to_start_ms is not None]
+
+    def run(self) -> list[float]:
+        """Start-to-end latencies (ms) of the succeeded executions."""
+        return [s.run_ms for s in self.samples if s.run_ms is not None and s.outcome == "SUCCEEDED"]
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile (nearest rank), NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (``/proc``; None where unavailable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 (state) is index 0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+CLIENT = "client (this process)"
+
+
+def cpu_snapshot(processes: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """CPU seconds so far per group of processes, plus this process (the load generator)."""
+    snapshot = {CLIENT: time.process_time()}
+    for group, pids in processes.items():
+        seconds = [process_cpu_seconds(pid) for pid in pids]
+        if all(value is not None for value in seconds):
+            snapshot[group] = sum(value for value in seconds if value is not None)
+    return snapshot
+
+
+async def drive(
+    name: str,
+    one: Callable[[int], Awaitable[Sample]],
+    *,
+    executions: int,
+    concurrency: int,
+    warmup: int,
+    processes: Mapping[str, Sequence[int]],
+) -> Row:
+    """Runs ``warmup`` unmeasured executions, then ``executions`` with ``concurrency`` in flight; records the
+    CPU time each group of ``processes`` spent during the measured part."""
+    warm = iter(range(warmup))
+
+    async def warm_worker() -> None:
+        for index in warm:
+            await one(index)
+
+    await asyncio.gather(*(warm_worker() for _ in range(min(concurrency, max(warmup, 1)))))
+    counter = iter(range(executions))
+
+    async def worker() -> list[Sample]:
+        return [await one(index) for index in counter]
+
+    cpu_before = cpu_snapshot(processes)
+    started = time.perf_counter()
+    per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
+    seconds = time.perf_counter() - started
+    cpu_after = cpu_snapshot(processes)
+    samples = [sample for done in per_worker for sample in done]
+    cpu_ms = {
+        group: (cpu_after[group] - cpu_before[group]) * 1000 / max(1, len(samples))
+        for group in cpu_after
+        if group in cpu_before
+    }
+    return Row(name, samples, seconds, Counter(sample.outcome for sample in samples), cpu_ms)
+
+
+def _ratio(value: float, baseline: float) -> str:
+    if math.isnan(value) or math.isnan(baseline) or baseline == 0:
+        return "-"
+    return f"{value / baseline:.2f}"
+
+
+def report(rows: Sequence[Row], baseline: Row, notes: str) -> None:
+    """The table: throughput, end-to-end and queue-to-start median/p99, ratios against the baseline; then the
+    CPU each process spent per measured execution."""
+    out = Console(width=max(console.width, 200))
+    table = Table(title="Asynchronous executions of echo, end to end (create → queued → run → succeeded)")
+    columns = (
+        "system",
+        "execs",
+        "exec/s",
+        "e2e med ms",
+        "e2e p99 ms",
+        "q→start med ms",
+        "q→start p99 ms",
+        "run med ms",
+        "exec/s ÷ base",
+        "e2e med ÷ base",
+        "q→start med ÷ base",
+        "outcomes",
+    )
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("system", "outcomes") else "right")
+    base_e2e = median(baseline.end_to_end())
+    base_q2s = median(baseline.queue_to_start())
+    for row in [baseline, *rows]:
+        e2e, q2s = row.end_to_end(), row.queue_to_start()
+        table.add_row(
+            row.name,
+            str(len(row.samples)),
+            f"{row.executions_per_second:,.1f}",
+            f"{median(e2e):.1f}",
+            f"{p99(e2e):.1f}",
+            f"{median(q2s):.1f}",
+            f"{p99(q2s):.1f}",
+            f"{median(row.run()):.1f}",
+            _ratio(row.executions_per_second, baseline.executions_per_second),
+            _ratio(median(e2e), base_e2e),
+            _ratio(median(q2s), base_q2s),
+            ", ".join(f"{k}={v}" for k, v in sorted(row.outcomes.items())),
+        )
+    out.print(table)
+    groups = list(dict.fromkeys(group for row in [baseline, *rows] for group in row.cpu_ms))
+    cpu = Table(title="CPU ms per measured execution, per process (user + system; idle processes included)")
+    cpu.add_column("system")
+    for group in [*groups, "total"]:
+        cpu.add_column(group, justify="right")
+    for row in [baseline, *rows]:
+        values = [f"{row.cpu_ms[group]:.2f}" if group in row.cpu_ms else "-" for group in groups]
+        cpu.add_row(row.name, *values, f"{sum(row.cpu_ms.values()):.2f}")
+    out.print(cpu)
+    out.print(notes)
+
+
+# ---- child processes -----------------------------------------------------------------------------------------
+
+
+@dataclass
+class Child:
+    """A child process started by this benchmark (stdout drained in the background, stderr in ``log``)."""
+
+    name: str
+    process: asyncio.subprocess.Process
+    log: Path
+    lines: list[str]
+    drain: asyncio.Task[None] | None = None
+
+    def log_tail(self, chars: int = 2000) -> str:
+        """The end of what it wrote on stderr."""
+        try:
+            return self.log.read_text("utf-8", errors="replace")[-chars:]
+        except FileNotFoundError:
+            return ""
+
+
+async def _drain(stream: asyncio.StreamReader) -> None:
+    while await stream.readline():
+        pass
+
+
+async def spawn(
+    name: str,
+    argv: Sequence[str],
+    *,
+    env: Mapping[str, str],
+    ready: re.Pattern[str],
+    log_dir: Path,
+    ready_within: float = READY_TIMEOUT_SECONDS,
+) -> Child:
+    """Starts ``argv`` and waits (bounded) for a stdout line matching ``ready``; the lines read so far are kept."""
+    log = log_dir / f"{name}.log"
+    with log.open("ab") as log_file:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            env=dict(env),
+            cwd=REPO_ROOT,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=log_file,
+        )
+    child = Child(name, process, log, [])
+    assert process.stdout is not None
+    try:
+        async with asyncio.timeout(ready_within):
+            await _wait_ready(child, process.stdout, ready)
+    except BaseException:
+        await stop(child)
+        raise
+    child.drain = asyncio.create_task(_drain(process.stdout))
+    return child
+
+
+async def stop(child: Child) -> None:
+    """SIGTERM by pid, SIGKILL if it has not exited within ``STOP_TIMEOUT_SECONDS``; then reap."""
+    process = child.process
+    if process.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(process.pid, signal.SIGTERM)
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await process.wait()
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGKILL)
+            async with asyncio.timeout(STOP_TIMEOUT_SECONDS):
+                await process.wait()
+    if child.drain is not None:
+        child.drain.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await child.drain
+
+
+async def _wait_ready(child: Child, stdout: asyncio.StreamReader, ready: re.Pattern[str]) -> None:
+    while True:
+        raw = await stdout.readline()
+        if not raw:
+            raise RuntimeError(f"{child.name} exited before it was ready:\n{child.log_tail()}")
+        line = raw.decode("utf-8", errors="replace").rstrip()
+        child.lines.append(line)
+        if ready.search(line):
+            return
+
+
+def _match(child: Child, pattern: re.Pattern[str]) -> str:
+    for line in child.lines:
+        found = pattern.search(line)
+        if found:
+            return found.group(1)
+    raise RuntimeError(f"{child.name} did not announce {pattern.pattern!r}: {child.lines}")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _clean_env(**extra: str) -> dict[str, str]:
+    """This process's environment without any ``EXTHUB_*`` variable, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
+    env.update(extra)
+    return env
+
+
+def redis_server_binary() -> str:
+    """The ``redis-server`` binary; installed with apt-get when missing and running as root, else exits."""
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    if os.geteuid() != 0 or shutil.which("apt-get") is None:
+        raise SystemExit(
+            "redis-server is not installed and this is not root with apt-get: install the Debian package "
+            "first (sudo apt-get install -y redis-server), then run the benchmark again"
+        )
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    install = ["apt-get", "install", "-y", "redis-server"]
+    for commands in ([install], [["apt-get", "update"], install]):
+        for command in commands:
+            console.print(f"redis-server is missing: running {' '.join(command)}")
+            subprocess.run(command, env=env, check=False, timeout=APT_TIMEOUT_SECONDS)
+        found = shutil.which("redis-server")
+        if found:
+            return found
+    raise SystemExit("apt-get could not install redis-server; install it by hand and run the benchmark again")
+
+
+# ---- the hub (catalog + execution + agents), echo, Redis, the Celery worker --------------------------------------
+
+
+@dataclass
+class Stack:
+    """Everything one run starts, stopped in reverse order by :func:`running_stack`."""
+
+    data_dir: Path
+    log_dir: Path
+    children: list[Child] = field(default_factory=list)
+    catalog_address: str = ""
+    execution_address: str = ""
+    echo_url: str = ""
+    redis_url: str = ""
+    hub_jwks_url: str = ""
+    key_dir: Path = Path()
+
+    async def start(self, child: Awaitable[Child]) -> Child:
+        """Awaits ``child`` and remembers it for the final stop."""
+        started = await child
+        self.children.append(started)
+        return started
+
+    async def stop_child(self, child: Child) -> None:
+        """Stops one child now (by pid) and forgets it."""
+        await stop(child)
+        self.children.remove(child)
+
+
+@contextlib.asynccontextmanager
+async def running_stack(redis_server: str, poll_seconds: float) -> AsyncIterator[Stack]:
+    """Redis, catalog, execution service and echo (trusting the hub's keys and the benchmark's key)."""
+    with tempfile.TemporaryDirectory(prefix="exthub-async-bench-") as tmp:
+        stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
+        stack.data_dir.mkdir()
+        stack.log_dir.mkdir()
+        try:
+            await _start_redis(stack, redis_server)
+            await _start_hub(stack, poll_seconds)
+            await _start_echo(stack)
+            yield stack
+        finally:
+            for child in reversed(stack.children):
+                await stop(child)
+
+
+async def _start_redis(stack: Stack, redis_server: str) -> None:
+    port = _free_port()
+    argv = [
+        redis_server,
+        "--port",
+        str(port),
+        "--bind",
+        "127.0.0.1",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--daemonize",
+        "no",
+        "--protected-mode",
+        "yes",
+        "--dir",
+        str(stack.data_dir),
+        "--loglevel",
+        "notice",
+    ]
+    await stack.start(spawn("redis", argv, env=_clean_env(), ready=_REDIS_READY, log_dir=stack.log_dir))
+    stack.redis_url = f"redis://127.0.0.1:{port}/0"
+
+
+def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
+    return _clean_env(
+        EXTHUB_DATA_DIR=str(stack.data_dir),
+        EXTHUB_BACKEND="local",
+        EXTHUB_HOST="127.0.0.1",
+        EXTHUB_LOG_LEVEL="WARNING",
+        EXTHUB_CATALOG_PORT="0",
+        EXTHUB_EXECUTION_PORT="0",
+        EXTHUB_AGENT_PORT="0",
+        EXTHUB_OBJECTS_PORT="0",
+        EXTHUB_QUEUE_POLL_SECONDS=str(poll_seconds),
+        **extra,
+    )
+
+
+async def _start_hub(stack: Stack, poll_seconds: float) -> None:
+    python = sys.executable
+    catalog = await stack.start(
+        spawn(
+            "catalog",
+            [python, "-m", "services.catalog"],
+            env=_hub_env(stack, poll_seconds),
+            ready=_GRPC_ADDRESS,
+            log_dir=stack.log_dir,
+        )
+    )
+    stack.catalog_address = _match(catalog, _GRPC_ADDRESS)
+    execution = await stack.start(
+        spawn(
+            "execution",
+            [python, "-m", "services.execution"],
+            env=_hub_env(stack, poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
+            ready=_OBJECTS_URL,
+            log_dir=stack.log_dir,
+        )
+    )
+    stack.execution_address = _match(execution, _GRPC_ADDRESS)
+    stack.hub_jwks_url = f"{_match(execution, _OBJECTS_URL)}/v1/signingKeys"
+
+
+async def _fetch_json(url: str) -> dict[str, Any]:
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.get(url) as response,
+    ):
+        response.raise_for_status()
+        document = await response.json(content_type=None)
+    if not isinstance(document, dict):
+        raise TypeError(f"{url} did not answer a JSON object")
+    return document
+
+
+async def _start_echo(stack: Stack) -> None:
+    """One echo trusting a JWKS file with the hub's public keys and the benchmark's own key."""
+    hub_jwks = await _fetch_json(stack.hub_jwks_url)
+    ring = await asyncio.to_thread(SigningKeyRing.load_or_create, stack.key_dir, hub_id=celery_echo.KEY_RING_ID)
+    jwks_file = stack.data_dir / "echo-jwks.json"
+    document = {"keys": [*hub_jwks.get("keys", []), *ring.jwks()["keys"]]}
+    await asyncio.to_thread(jwks_file.write_text, json.dumps(document), "utf-8")
+    echo = await stack.start(
+        spawn(
+            "echo",
+            [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-file", str(jwks_file)],
+            env=_clean_env(),
+            ready=_ECHO_URL,
+            log_dir=stack.log_dir,
+        )
+    )
+    stack.echo_url = _match(echo, _ECHO_URL)
+
+
+async def start_agent(stack: Stack, agent_id: str, *, slots: int, poll_seconds: float) -> Child:
+    """``python -m services.agent`` with its queue worker, for the hub of ``stack``."""
+    env = _hub_env(
+        stack,
+        poll_seconds,
+        EXTHUB_EXECUTION_ADDRESS=stack.execution_address,
+        EXTHUB_AGENT_ID=agent_id,
+        EXTHUB_AGENT_WORKER="true",
+        EXTHUB_AGENT_WORKER_SLOTS=str(slots),
+        EXTHUB_AGENT_RECEIVE_WAIT_SECONDS="1",
+    )
+    return await stack.start(
+        spawn(agent_id, [sys.executable, "-m", "services.agent"], env=env, ready=_AGENT_READY, log_dir=stack.log_dir)
+    )
+
+
+async def start_celery_worker(stack: Stack, *, slots: int) -> Child:
+    """``python -m celery -A bench.celery_echo worker`` (threads pool, ``slots`` threads) on the stack's Redis."""
+    argv = [
+        sys.executable,
+        "-m",
+        "celery",
+        "-A",
+        "bench.celery_echo",
+        "worker",
+        "--pool",
+        "threads",
+        "--concurrency",
+        str(slots),
+        "--prefetch-multiplier",
+        "1",
+        "--loglevel",
+        "WARNING",
+        "--without-gossip",
+        "--without-mingle",
+        "--without-heartbeat",
+        "--hostname",
+        f"bench-{os.getpid()}@%h",
+    ]
+    env = _clean_env(**{celery_echo.REDIS_URL_ENV: stack.redis_url, celery_echo.KEY_DIR_ENV: str(stack.key_dir)})
+    return await stack.start(spawn("celery-worker", argv, env=env, ready=_CELERY_READY, log_dir=stack.log_dir))
+
+
+# ---- the two sides -----------------------------------------------------------------------------------------------
+
+
+def _celery_once(echo_url: str) -> Sample:
+    """One Celery execution (blocking: runs in a client thread)."""
+    sent = time.time()
+    started = time.perf_counter()
+    result = celery_echo.call_echo_task.apply_async(args=(echo_url,))
+    try:
+        value = result.get(timeout=EXECUTION_TIMEOUT_SECONDS, propagate=False)
+    except Exception as error:  # celery's TimeoutError and the backend's connection errors
+        return Sample((time.perf_counter() - started) * 1000, None, None, f"CLIENT_{type(error).__name__}")
+    elapsed = (time.perf_counter() - started) * 1000
+    if result.successful() and isinstance(value, dict):
+        task_started, task_finished = float(value["started"]), float(value["finished"])
+        return Sample(elapsed, (task_started - sent) * 1000, (task_finished - task_started) * 1000, "SUCCEEDED")
+    return Sample(elapsed, None, None, str(result.state))
+
+
+def _process_groups(stack: Stack) -> dict[str, list[int]]:
+    """The pids of the running children, the agents in one group."""
+    groups: dict[str, list[int]] = {}
+    for child in stack.children:
+        group = "agents" if child.name.startswith(AGENT_PREFIX) else child.name
+        groups.setdefault(group, []).append(child.process.pid)
+    return groups
+
+
+async def measure_celery(stack: Stack, *, executions: int, concurrency: int, warmup: int, slots: int) -> Row:
+    """The Celery + Redis row: a worker with ``slots`` threads, ``concurrency`` client threads."""
+    celery_echo.configure(stack.redis_url)
+    worker = await start_celery_worker(stack, slots=slots)
+    loop = asyncio.get_running_loop()
+    try:
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="celery-client") as pool:
+
+            async def one(_: int) -> Sample:
+                return await loop.run_in_executor(pool, _celery_once, stack.echo_url)
+
+            return await drive(
+                "Celery+Redis (baseline)",
+                one,
+                executions=executions,
+                concurrency=concurrency,
+                warmup=warmup,
+                processes=_process_groups(stack),
+            )
+    finally:
+        await stack.stop_child(worker)
+
+
+def _nanoseconds(timestamp: timestamp_pb2.Timestamp) -> int:
+    return timestamp.seconds * 1_000_000_000 + timestamp.nanos
+
+
+async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[str, str], ...]) -> Sample:
+    """One Exthub execution: create, then watch until a terminal event."""
+    started = time.perf_counter()
+    request = execution_service_pb2.CreateExecutionRequest(
+        execution=execution_pb2.Execution(extension_version=VERSION, profile="async", priority=types_pb2.NORMAL)
+    )
+    outcome = "WATCH_ENDED"
+    running_ns: int | None = None
+    queue_to_start: float | None = None
+    run_ms: float | None = None
+    try:
+        async with asyncio.timeout(EXECUTION_TIMEOUT_SECONDS):
+            created = await stub.CreateExecution(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+            create_ns = _nanoseconds(created.create_time)
+            watch = stub.WatchExecution(
+                execution_service_pb2.WatchExecutionRequest(name=created.name),
+                metadata=metadata,
+                timeout=EXECUTION_TIMEOUT_SECONDS,
+            )
+            async for event in watch:
+                if event.state == execution_pb2.Execution.RUNNING and running_ns is None:
+                    running_ns = _nanoseconds(event.time)
+                    queue_to_start = (running_ns - create_ns) / 1e6
+                if event.state in _TERMINAL:
+                    outcome = execution_pb2.Execution.State.Name(event.state)
+                    if running_ns is not None:
+                        run_ms = (_nanoseconds(event.time) - running_ns) / 1e6
+                    break
+    except grpc.aio.AioRpcError as error:
+        outcome = f"RPC_{error.code().name}"
+    except TimeoutError:
+        outcome = "CLIENT_TIMEOUT"
+    return Sample((time.perf_counter() - started) * 1000, queue_to_start, run_ms, outcome)
+
+
+async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrency: int, warmup: int, token: str) -> Row:
+    """One Exthub row against the agents running now."""
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with grpc.aio.insecure_channel(stack.execution_address) as channel:
+        stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+
+        async def one(_: int) -> Sample:
+            return await _exthub_once(stub, metadata)
+
+        return await drive(
+            name,
+            one,
+            executions=executions,
+            concurrency=concurrency,
+            warmup=warmup,
+            processes=_process_groups(stack),
+        )
+
+
+async def register(stack: Stack, issuer: DevIssuer) -> None:
+    """Registers ``echo-plain`` (no inputs: async executions go straight to QUEUED) at the stack's echo."""
+    token = issuer.issue(tenant="bench", user="publisher", roles=["Extensions.Publish"])
+    async with grpc.aio.insecure_channel(stack.catalog_address) as channel:
+        await register_echo(
+            catalog_service_pb2_grpc.CatalogServiceStub(channel),
+            echo_url=stack.echo_url,
+            metadata=(("authorization", f"Bearer {token}"),),
+            extension_id=EXTENSION_ID,
+            with_objects=False,
+        )
+
+
+async def run(
+    redis_server: str, *, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int
+) -> None:
+    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents; prints the table."""
+    async with running_stack(redis_server, poll_seconds) as stack:
+        issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
+        await register(stack, issuer)
+        token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
+        options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+        baseline = await measure_celery(stack, slots=slots, **options)
+        rows: list[Row] = []
+        for count in (1, 2):
+            await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
+            name = f"Exthub {count} agent" + ("s" if count > 1 else "")
+            rows.append(await measure_exthub(stack, name, token=token, **options))
+        if any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
+            for child in stack.children:  # the logs go with the temporary directory: show them now
+                console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+    report(
+        rows,
+        baseline,
+        notes=(
+            f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
+            f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
+            "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
+            "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
+            "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
+            "Celery (exec/s above 1 = faster; latency above 1 = slower)."
+        ),
+    )
+
+
+def main() -> None:
+    """Entry point."""
+    parser = argparse.ArgumentParser(prog="python -m bench.async_execution")
+    parser.add_argument("--executions", type=int, default=1000, help="measured executions per row")
+    parser.add_argument("--concurrency", type=int, default=16, help="executions in flight")
+    parser.add_argument("--slots", type=int, default=16, help="agent slots = Celery worker threads")
+    parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
+    parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
+    args = parser.parse_args()
+    for option in ("executions", "concurrency", "slots"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option} must be 1 or more")
+    if args.warmup < 0 or args.poll_seconds <= 0:
+        parser.error("--warmup must be 0 or more and --poll-seconds positive")
+    redis_server = redis_server_binary()
+    console.print(
+        f"running {args.executions} asynchronous executions per row, {args.concurrency} in flight, {args.slots} slots"
+    )
+    asyncio.run(
+        run(
+            redis_server,
+            executions=args.executions,
+            concurrency=args.concurrency,
+            slots=args.slots,
+            poll_seconds=args.poll_seconds,
+            warmup=args.warmup,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
