@@ -18,7 +18,9 @@ app = typer.Typer(
     add_completion=False,
 )
 
-DataDir = Annotated[Path, typer.Option("--data-dir", help="Where the hub keeps its data, keys and logs.")]
+DataDir = Annotated[
+    Path, typer.Option("--data-dir", envvar="EXTHUB_DATA_DIR", help="Where the hub keeps its data, keys and logs.")
+]
 
 
 @app.command()

@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import signal
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -19,55 +15,7 @@ import pytest
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
-
-EXTHUB = [sys.executable, "-m", "exthub.cli"]
-START_TIMEOUT = 40.0
-
-
-def _children(pid: int) -> list[int]:
-    path = Path(f"/proc/{pid}/task/{pid}/children")
-    return [int(p) for p in path.read_text().split()] if path.exists() else []
-
-
-def _command_lines(pids: list[int]) -> set[str]:
-    return {Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in pids}
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    stat = Path(f"/proc/{pid}/stat")
-    return stat.exists() and stat.read_text().split()[2] != "Z"
-
-
-class Hub:
-    """A running `exthub up` and the address it printed."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.process = subprocess.Popen(
-            [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", "0"],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        assert self.process.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
-        first = ""
-        while time.monotonic() < deadline and not first:
-            first = self.process.stdout.readline().strip()
-            if not first and self.process.poll() is not None:
-                break
-        assert first.startswith("http://127.0.0.1:"), (
-            f"no gateway URL printed; stderr: {self.process.stderr.read() if self.process.stderr else ''}"
-        )
-        self.url = first
-        self.address = first.removeprefix("http://")
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(timeout=30)
+from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children, command_lines
 
 
 def _token(data_dir: Path, *roles: str) -> str:
@@ -121,10 +69,10 @@ def _rest(url: str, token: str, method: str = "GET", body: dict[str, Any] | None
 
 
 async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
-    hub = Hub(data_dir)
+    hub = RunningHub(data_dir)
     try:
-        children = _children(hub.process.pid)
-        names = _command_lines(children)
+        parts = children(hub.process.pid)
+        names = command_lines(parts)
         for part in ("services.catalog", "services.agent", "services.execution", "services.echo", "envoy"):
             assert any(part in name for name in names), f"{part} is not running under exthub up: {names}"
         await _create(hub.address, _token(data_dir, "Extensions.Publish"), "kept")
@@ -141,9 +89,9 @@ async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
     finally:
         code = hub.stop()
     assert code == 0
-    assert not [pid for pid in children if _alive(pid)], "no child process outlives `exthub up`"
+    assert not [pid for pid in parts if alive(pid)], "no child process outlives `exthub up`"
 
-    again = Hub(data_dir)
+    again = RunningHub(data_dir)
     try:
         kept = await _get(again.address, _token(data_dir), "kept")
         assert kept.display_name == "Kept"

@@ -97,7 +97,12 @@ AzureScopeOption = Annotated[
 ]
 DataDirOption = Annotated[
     Path,
-    typer.Option("--data-dir", help="The local hub's data directory (its development issuer).", rich_help_panel=_PANEL),
+    typer.Option(
+        "--data-dir",
+        envvar="EXTHUB_DATA_DIR",
+        help="The local hub's data directory (its development issuer).",
+        rich_help_panel=_PANEL,
+    ),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON (REST field names) instead of tables.")]
 

@@ -1,0 +1,74 @@
+"""`exthub up` as a user runs it: a real subprocess on an OS-chosen port, stopped with SIGTERM by its pid."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+EXTHUB = [sys.executable, "-m", "exthub.cli"]
+START_TIMEOUT = 60.0
+STOP_TIMEOUT = 30.0
+
+
+def children(pid: int) -> list[int]:
+    """The direct child processes of ``pid``."""
+    path = Path(f"/proc/{pid}/task/{pid}/children")
+    return [int(p) for p in path.read_text().split()] if path.exists() else []
+
+
+def command_lines(pids: list[int]) -> set[str]:
+    """The command lines of ``pids``, arguments joined by spaces."""
+    return {Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ") for pid in pids}
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` is a running (not zombie) process."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    stat = Path(f"/proc/{pid}/stat")
+    return stat.exists() and stat.read_text().split()[2] != "Z"
+
+
+class RunningHub:
+    """A running ``exthub up --port 0`` and the gateway URL it printed; its progress output goes to a file."""
+
+    def __init__(self, data_dir: Path, *, log: Path | None = None) -> None:
+        self.log = log or data_dir.parent / f"{data_dir.name}-exthub-up.log"
+        self.log.parent.mkdir(parents=True, exist_ok=True)
+        with self.log.open("ab") as err:
+            self.process = subprocess.Popen(
+                [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", "0"],
+                stdout=subprocess.PIPE,
+                stderr=err,
+                text=True,
+            )
+        self.url = self._read_url()
+        self.address = self.url.removeprefix("http://")
+
+    def _read_url(self) -> str:
+        assert self.process.stdout is not None
+        deadline = time.monotonic() + START_TIMEOUT
+        while (remaining := deadline - time.monotonic()) > 0:
+            ready, _, _ = select.select([self.process.stdout], [], [], remaining)
+            if not ready:
+                break
+            line = self.process.stdout.readline().strip()
+            if line.startswith("http://127.0.0.1:"):
+                return line
+            if not line and self.process.poll() is not None:
+                break
+        self.process.kill()
+        self.process.wait(timeout=STOP_TIMEOUT)
+        raise AssertionError(f"exthub up printed no gateway URL; its output:\n{self.log.read_text()[-3000:]}")
+
+    def stop(self) -> int:
+        """SIGTERM, then the exit code (bounded)."""
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=STOP_TIMEOUT)
