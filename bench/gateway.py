@@ -1,9 +1,12 @@
 """Gateway benchmark: GetExtension over gRPC direct vs gRPC through Envoy vs REST (JSON) through Envoy.
 
 Run: ``.venv/bin/python -m bench.gateway`` (options: ``--extensions N --requests N --concurrency N
---envoy-workers N``). The catalog runs in its own process on 127.0.0.1; Envoy is the real binary with the
-rendered ``local`` configuration (JWT verification, RBAC and transcoding all on, access log off). The baseline
-is gRPC direct to the service in the same run; the table's ratios and the "added" lines are against it.
+--envoy-workers N --latency-requests N``). Two passes, each measuring the three paths back to back: one call in
+flight (the latency the gateway adds, without queueing in the single-process Python service), then
+``--concurrency`` calls in flight (throughput). The catalog runs in its own process on 127.0.0.1; Envoy is the
+real binary with the rendered ``local`` configuration (JWT verification, RBAC, transcoding and the header filter
+all on, access log off); the load generator is this process. The baseline is gRPC direct to the service in the
+same pass; the table's ratios and the "added" lines are against it.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from services.platform.auth.dev_issuer import DevIssuer
 READY = re.compile(r"catalog serving on (\S+)")
 
 
-async def run(extensions: int, requests: int, concurrency: int, envoy_workers: int) -> None:
+async def run(extensions: int, requests: int, concurrency: int, envoy_workers: int, latency_requests: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         issuer = DevIssuer.load_or_create(data_dir)
@@ -81,18 +84,6 @@ async def run(extensions: int, requests: int, concurrency: int, envoy_workers: i
                 def name(index: int) -> str:
                     return f"extensions/{ids[(index * 7919) % extensions]}"
 
-                baseline = await measure(
-                    "gRPC direct",
-                    lambda i: direct.GetExtension(pb.GetExtensionRequest(name=name(i)), metadata=metadata, timeout=10),
-                    requests=requests,
-                    concurrency=concurrency,
-                )
-                via_envoy = await measure(
-                    "gRPC via Envoy",
-                    lambda i: through.GetExtension(pb.GetExtensionRequest(name=name(i)), metadata=metadata, timeout=10),
-                    requests=requests,
-                    concurrency=concurrency,
-                )
                 rest_codes: Counter[str] = Counter()
 
                 async def rest(index: int) -> object:
@@ -103,18 +94,39 @@ async def run(extensions: int, requests: int, concurrency: int, envoy_workers: i
 
                 for index in range(200):  # warm-up, as the harness does for the gRPC calls
                     await rest(index)
-                rest_codes.clear()
-                rest_result = await measure(
-                    "REST via Envoy", rest, requests=requests, concurrency=concurrency, warmup=0
-                )
-                rest_result.codes = rest_codes
-                report(
-                    f"GetExtension, {extensions:,} extensions, concurrency {concurrency}, "
-                    f"Envoy {envoy_workers} worker(s), loopback",
-                    [via_envoy, rest_result],
-                    baseline,
-                    notes=_added(baseline, [via_envoy, rest_result]),
-                )
+                for label, count, in_flight in (
+                    ("unloaded (one call in flight): the latency the gateway adds", latency_requests, 1),
+                    (f"loaded ({concurrency} calls in flight): throughput", requests, concurrency),
+                ):
+                    if count <= 0:
+                        continue
+                    baseline = await measure(
+                        "gRPC direct",
+                        lambda i: direct.GetExtension(
+                            pb.GetExtensionRequest(name=name(i)), metadata=metadata, timeout=10
+                        ),
+                        requests=count,
+                        concurrency=in_flight,
+                    )
+                    via_envoy = await measure(
+                        "gRPC via Envoy",
+                        lambda i: through.GetExtension(
+                            pb.GetExtensionRequest(name=name(i)), metadata=metadata, timeout=10
+                        ),
+                        requests=count,
+                        concurrency=in_flight,
+                    )
+                    # open the HTTP/1.1 connections this pass uses (one per call in flight) before measuring
+                    await asyncio.gather(*(rest(index) for index in range(in_flight)))
+                    rest_codes.clear()
+                    rest_result = await measure("REST via Envoy", rest, requests=count, concurrency=in_flight, warmup=0)
+                    rest_result.codes = Counter(rest_codes)
+                    report(
+                        f"GetExtension, {label}; {extensions:,} extensions, Envoy {envoy_workers} worker(s), loopback",
+                        [via_envoy, rest_result],
+                        baseline,
+                        notes=_added(baseline, [via_envoy, rest_result]),
+                    )
         finally:
             await envoy.stop()
             stop_service(process)
@@ -136,8 +148,11 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=5_000)
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--envoy-workers", type=int, default=2)
+    parser.add_argument(
+        "--latency-requests", type=int, default=1_000, help="calls of the unloaded pass (one in flight); 0: skip it"
+    )
     args = parser.parse_args()
-    asyncio.run(run(args.extensions, args.requests, args.concurrency, args.envoy_workers))
+    asyncio.run(run(args.extensions, args.requests, args.concurrency, args.envoy_workers, args.latency_requests))
 
 
 if __name__ == "__main__":

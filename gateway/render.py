@@ -51,6 +51,7 @@ SERVICE_CLUSTERS = {
     "exthub.execution.v1.ExecutionService": "execution",
 }
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
+REFLECTION_PREFIX = "/grpc.reflection.v1alpha.ServerReflection/"
 HEALTHZ_PATH = "/healthz"
 OBJECTS_PREFIX = "/objects/v1/"
 TENANT_HEADER = "x-exthub-tenant"
@@ -58,6 +59,43 @@ USER_HEADER = "x-exthub-user"
 HUB_ADMIN = "Hub.Admin"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
+METADATA_FILTER = "envoy.filters.http.lua"
+BUFFER_FILTER = "envoy.filters.http.buffer"
+#: gRPC carries headers as metadata, whose rules are narrower than HTTP's (grpc PROTOCOL-HTTP2.md): names are
+#: ``[0-9a-z_.-]``, values of non-binary (not ``-bin``) keys printable ASCII. grpc-core refuses a call with an
+#: illegal name outright (INTERNAL, "Illegal header key"), so a REST client sending an odd but valid HTTP header
+#: got a 500 (found by schemathesis); a value outside the rule may be refused by other gRPC servers. Such headers
+#: mean nothing to the services: they are dropped before the router.
+GRPC_METADATA_LUA = """\
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local illegal = {}
+  for name, value in pairs(headers) do
+    if name:sub(1, 1) ~= ":" and (name:find("[^0-9a-z_%.%-]")
+        or (name:sub(-4) ~= "-bin" and value:find("[^\\32-\\126]"))) then
+      illegal[#illegal + 1] = name
+    end
+  end
+  for _, name in ipairs(illegal) do
+    headers:remove(name)
+  end
+end
+"""
+#: Server streams (``:watch``): the transcoder writes newline-delimited JSON but labels it ``application/json``;
+#: a successful stream is relabelled ``application/x-ndjson`` (as the OpenAPI document says). Error replies keep
+#: ``application/json`` (one ``google.rpc.Status``). The Lua filter is first in the chain, so on the way back it
+#: sees the transcoded response.
+NDJSON_STREAM_LUA = (
+    GRPC_METADATA_LUA
+    + """\
+function envoy_on_response(handle)
+  local headers = handle:headers()
+  if headers:get(":status") == "200" and headers:get("content-type") == "application/json" then
+    headers:replace("content-type", "application/x-ndjson")
+  end
+end
+"""
+)
 PAYLOAD_KEY = "jwt_payload"
 DEV_ISSUER = "https://exthub.local/dev-issuer"
 DEV_AUDIENCE = "api://exthub"
@@ -189,7 +227,12 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
-    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1)."""
+    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1).
+
+    The buffer filter (the REST body limit) runs before the transcoder, when a REST request's path matches no
+    route yet, so it applies to REST requests only; it is disabled on the routes a native gRPC request matches
+    (the gRPC server enforces its own message limit with RESOURCE_EXHAUSTED) and on the HTTP-only routes.
+    """
     grpc_route = {"max_stream_duration": {"grpc_timeout_header_max": "0s"}}
     routes: list[dict[str, Any]] = [
         {
@@ -197,18 +240,28 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
             "match": {"path": HEALTHZ_PATH},
             "direct_response": {"status": 200, "body": {"inline_string": '{"status":"SERVING"}\n'}},
             "response_headers_to_add": [{"header": {"key": "content-type", "value": "application/json"}}],
-            "typed_per_filter_config": _disabled(TRANSCODER_FILTER),
+            "typed_per_filter_config": _disabled(TRANSCODER_FILTER, METADATA_FILTER, BUFFER_FILTER),
         },
         {
             "name": "objects",
             "match": {"prefix": OBJECTS_PREFIX},
             "route": {"cluster": "objects", "timeout": _duration(params.object_timeout_seconds)},
-            "typed_per_filter_config": _disabled(TRANSCODER_FILTER),
+            # uploads stream to the object server, which enforces its own size limit
+            "typed_per_filter_config": _disabled(TRANSCODER_FILTER, METADATA_FILTER, BUFFER_FILTER),
         },
         {
             "name": "grpc-health",
             "match": {"prefix": HEALTH_PREFIX, "grpc": {}},
             "route": {"cluster": "catalog", "timeout": "5s"},
+            "typed_per_filter_config": _disabled(BUFFER_FILTER),
+        },
+        {
+            # grpcurl and friends through the one public port (any valid token); the catalog's reflection knows
+            # the catalog's services (ExecutionService callers use the descriptor set or the generated stubs)
+            "name": "grpc-reflection",
+            "match": {"prefix": REFLECTION_PREFIX, "grpc": {}},
+            "route": {"cluster": "catalog", "timeout": "0s", "idle_timeout": "60s"},
+            "typed_per_filter_config": _disabled(BUFFER_FILTER),
         },
     ]
     for method in methods:
@@ -231,6 +284,13 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
                         "idle_timeout": "3600s",
                         **grpc_route,
                     },
+                    "typed_per_filter_config": {
+                        **_disabled(BUFFER_FILTER),
+                        METADATA_FILTER: {
+                            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                            "source_code": {"inline_string": NDJSON_STREAM_LUA},
+                        },
+                    },
                 }
             )
     for service, cluster in SERVICE_CLUSTERS.items():
@@ -239,8 +299,19 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
                 "name": cluster,
                 "match": {"prefix": f"/{service}/"},
                 "route": {"cluster": cluster, "timeout": _duration(params.route_timeout_seconds), **grpc_route},
+                "typed_per_filter_config": _disabled(BUFFER_FILTER),
             }
         )
+    # any other native gRPC path: UNIMPLEMENTED (after the token and RBAC checks), never buffered, so a streaming
+    # call to an unknown method fails at once instead of waiting for a request end that never comes
+    routes.append(
+        {
+            "name": "grpc-unrouted",
+            "match": {"prefix": "/", "grpc": {}},
+            "direct_response": {"status": 404},
+            "typed_per_filter_config": _disabled(BUFFER_FILTER),
+        }
+    )
     return routes
 
 
@@ -274,6 +345,8 @@ def _provider(issuer: str, audiences: Sequence[str], jwks: Mapping[str, Any]) ->
         "issuer": issuer,
         "audiences": list(audiences),
         **jwks,
+        # only the Authorization header: no token in a query string (it would end up in logs)
+        "from_headers": [{"name": "authorization", "value_prefix": "Bearer "}],
         "forward": True,
         "payload_in_metadata": PAYLOAD_KEY,
         "failed_status_in_metadata": "jwt_failure",
@@ -323,6 +396,10 @@ def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
             "principals": [{"any": True}],
         },
         "objects": {"permissions": [{"url_path": {"path": {"prefix": OBJECTS_PREFIX}}}], "principals": [{"any": True}]},
+        "reflection": {
+            "permissions": [{"url_path": {"path": {"prefix": REFLECTION_PREFIX}}}],
+            "principals": [_verified_token()],
+        },
     }
     for method in methods:
         if method.internal:
@@ -398,21 +475,40 @@ def _rest_request_filter() -> dict[str, Any]:
     }
 
 
-def _mapper(filters: Sequence[dict[str, Any]], code: int, name: str, reason: str) -> dict[str, Any]:
-    return {
+def _mapper(
+    filters: Sequence[dict[str, Any]], code: int, name: str, reason: str, *, status_code: int | None = None
+) -> dict[str, Any]:
+    mapper: dict[str, Any] = {
         "filter": {"and_filter": {"filters": [*filters, _rest_request_filter()]}},
         "body_format_override": {"json_format": _error_body(code, name, reason), "content_type": "application/json"},
     }
+    if status_code is not None:
+        mapper["status_code"] = status_code
+    return mapper
+
+
+def _jwt_refused(http_status: int) -> list[dict[str, Any]]:
+    """``jwt_authn`` refused the request with ``http_status`` (its failure is in the dynamic metadata)."""
+    failed = {"metadata_filter": {"matcher": _jwt_failure_matcher(), "match_if_key_not_found": False}}
+    return [_status_filter(http_status), failed]
 
 
 def _local_reply_config() -> dict[str, Any]:
-    """Envoy's own error replies (no route, bad query, JWT, RBAC, upstream down) as JSON google.rpc.Status."""
-    mappers: list[dict[str, Any]] = []
+    """Envoy's own error replies (no route, bad query, JWT, RBAC, upstream down) as JSON google.rpc.Status.
+
+    ``jwt_authn`` answers 403 for a verified token whose audience is not ours. That is an invalid token for this
+    API (RFC 6750 ``invalid_token``; the services answer UNAUTHENTICATED for it too), so it becomes 401
+    UNAUTHENTICATED ``TOKEN_INVALID`` with a ``WWW-Authenticate`` challenge, for REST and native gRPC callers
+    alike (Envoy derives ``grpc-status`` from the rewritten HTTP status).
+    """
+    challenge = [
+        {"header": {"key": "www-authenticate", "value": 'Bearer realm="exthub", error="invalid_token"'}},
+    ]
+    audience = _mapper(_jwt_refused(403), 16, "UNAUTHENTICATED", "TOKEN_INVALID", status_code=401)
+    audience["headers_to_add"] = challenge
+    grpc_audience = {"filter": {"and_filter": {"filters": _jwt_refused(403)}}, "status_code": 401}
+    mappers: list[dict[str, Any]] = [audience, grpc_audience]
     for http_status, code, name, reason in LOCAL_REPLIES:
-        if http_status == 403:
-            # jwt_authn answers 403 for a verified token with a wrong audience: that is a token problem
-            jwt_failed = {"metadata_filter": {"matcher": _jwt_failure_matcher(), "match_if_key_not_found": False}}
-            mappers.append(_mapper([_status_filter(403), jwt_failed], code, name, "TOKEN_INVALID"))
         mappers.append(_mapper([_status_filter(http_status)], code, name, reason))
     mappers.append(_mapper([_status_filter(400, "GE")], 2, "UNKNOWN", "GATEWAY_ERROR"))
     return {"mappers": mappers}
@@ -552,6 +648,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         "jwt_requirement_map": _jwt_requirements(list(providers)),
         "jwt_rules": _jwt_rules(methods),
         "rbac_policies": _rbac_policies(methods),
+        "grpc_metadata_lua": GRPC_METADATA_LUA,
         "clusters": clusters,
     }
     template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))

@@ -1,8 +1,13 @@
-"""The real Envoy (rendered ``local`` config) in front of the real catalog, the real object app and an execution.
+"""The real Envoy (rendered ``local`` config) in front of the real hub: catalog, execution (gRPC and its HTTP
+port for ``/objects/v1/``), agent and the echo extension, all from ``tests.support.hub.running_hub``.
 
-Upstreams are fixtures, so adding a real service is a fixture change: ``execution_address`` is a recording fake
-ExecutionService (it captures what reaches it: metadata such as ``x-exthub-tenant``) until the execution
-service exists; swap that one fixture for ``start_execution(...)`` to put the real service behind the gateway.
+No service is faked. To prove what reached a service (or that nothing did), :class:`ServiceCalls` records every
+RPC that arrives at any of the hub's gRPC servers: the test swaps the servers' edge interceptor for a subclass
+that notes the method and metadata, then hands the call to the real interceptor (token check, access rules) and
+the real servicer.
+
+The execution service builds accessor and ``statusUrl`` URLs from its public URL, which must be the gateway's, so
+the gateway's port is chosen first and held (``SO_REUSEPORT``, never listening) until Envoy has bound it too.
 """
 
 from __future__ import annotations
@@ -10,7 +15,7 @@ from __future__ import annotations
 import base64
 import json
 import socket
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,21 +23,18 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from aiohttp import web
 from multidict import CIMultiDict
+from yarl import URL
 
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from gateway.envoy import RunningEnvoy, start_envoy
 from gateway.render import render_config
-from services.catalog.app import CatalogApp, start_catalog
-from services.objects.http import create_object_app
-from services.objects.local import LocalObjectProvider
+from services.catalog.app import CatalogApp
+from services.platform import server as platform_server
 from services.platform.auth.dev_issuer import DevIssuer
-from services.platform.settings import Settings
+from services.platform.interceptors import HubServerInterceptor
+from tests.support.hub import Hub, running_hub
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
-EXECUTION_SERVICE = "exthub.execution.v1.ExecutionService"
-OBJECTS_PLACEHOLDER_BASE = "http://gateway.invalid"
 Headers = dict[str, str]
 Bearer = Callable[..., Headers]
 
@@ -40,20 +42,6 @@ Bearer = Callable[..., Headers]
 @pytest.fixture
 def data_dir(tmp_path: Path) -> Path:
     return tmp_path / "data"
-
-
-@pytest.fixture
-def settings(data_dir: Path) -> Settings:
-    return Settings.local_defaults(data_dir, catalog_port=0, log_format="console")
-
-
-@pytest.fixture
-async def catalog(settings: Settings) -> AsyncIterator[CatalogApp]:
-    app = await start_catalog(settings, port=0)
-    try:
-        yield app
-    finally:
-        await app.stop(0)
 
 
 @pytest.fixture
@@ -72,130 +60,76 @@ def bearer(issuer: DevIssuer) -> Bearer:
 
 
 @dataclass
-class RecordingExecution:
-    """A stand-in ExecutionService that records every call's method and metadata and answers a few RPCs."""
+class ServiceCalls:
+    """Every RPC that reached one of the hub's gRPC servers: ``(/pkg.Service/Method, metadata)``, in order."""
 
-    address: str = ""
     calls: list[tuple[str, dict[str, str]]] = field(default_factory=list)
 
+    def record(self, method: str, metadata: Any) -> None:
+        self.calls.append((method, {str(k): str(v) for k, v in metadata or ()}))
+
     def metadata(self, method: str) -> list[dict[str, str]]:
-        return [md for name, md in self.calls if name == method]
+        """The metadata of each call to ``method`` (its short name, e.g. ``GetExecution``)."""
+        return [md for path, md in self.calls if path.rsplit("/", 1)[-1] == method]
 
-
-_FAKE_RESPONSES: Mapping[str, tuple[type[Any], Callable[[Any], Any]]] = {
-    "GetSigningKeys": (
-        execution_service_pb2.GetSigningKeysRequest,
-        lambda _: execution_service_pb2.GetSigningKeysResponse(),
-    ),
-    "ReportExecutionStatus": (
-        execution_service_pb2.ReportExecutionStatusRequest,
-        lambda request: execution_pb2.Execution(name=request.name),
-    ),
-    "GetExecution": (execution_service_pb2.GetExecutionRequest, lambda r: execution_pb2.Execution(name=r.name)),
-    "ClaimExecution": (
-        execution_service_pb2.ClaimExecutionRequest,
-        lambda _: execution_service_pb2.ClaimExecutionResponse(),
-    ),
-}
-
-
-Event = execution_pb2.ExecutionEvent
-State = execution_pb2.Execution.State
-WATCH_EVENTS = (
-    Event(sequence=1, type=Event.CREATED, state=State.Value("QUEUED")),
-    Event(sequence=2, type=Event.STATE_CHANGED, state=State.Value("RUNNING")),
-    Event(sequence=3, type=Event.PROGRESS, state=State.Value("RUNNING"), percent_complete=50),
-    Event(sequence=4, type=Event.STATE_CHANGED, state=State.Value("SUCCEEDED"), percent_complete=100),
-)
-
-
-def _fields(event: execution_pb2.ExecutionEvent) -> dict[str, Any]:
-    return {f.name: v for f, v in event.ListFields()}
+    def __len__(self) -> int:
+        return len(self.calls)
 
 
 @pytest.fixture
-async def recording_execution() -> AsyncIterator[RecordingExecution]:
-    recorder = RecordingExecution()
+def service_calls(monkeypatch: pytest.MonkeyPatch) -> ServiceCalls:
+    """Records the RPCs of every gRPC server started after it (attach before the hub starts)."""
+    recorder = ServiceCalls()
 
-    def handler(method: str, request_type: type[Any], answer: Callable[[Any], Any]) -> grpc.RpcMethodHandler[Any, Any]:
-        async def call(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-            recorder.calls.append((method, {k: str(v) for k, v in context.invocation_metadata() or ()}))
-            return answer(request)
+    class RecordingInterceptor(HubServerInterceptor):
+        async def intercept_service(
+            self,
+            continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+            handler_call_details: grpc.HandlerCallDetails,
+        ) -> grpc.RpcMethodHandler[Any, Any] | None:
+            recorder.record(handler_call_details.method, handler_call_details.invocation_metadata)
+            return await super().intercept_service(continuation, handler_call_details)
 
-        return grpc.unary_unary_rpc_method_handler(
-            call, request_deserializer=request_type.FromString, response_serializer=lambda m: m.SerializeToString()
-        )
-
-    async def watch(
-        request: execution_service_pb2.WatchExecutionRequest, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[execution_pb2.ExecutionEvent]:
-        recorder.calls.append(("WatchExecution", {k: str(v) for k, v in context.invocation_metadata() or ()}))
-        for event in WATCH_EVENTS:
-            yield execution_pb2.ExecutionEvent(name=f"{request.name}/events/{event.sequence}", **_fields(event))
-
-    handlers = {name: handler(name, t, a) for name, (t, a) in _FAKE_RESPONSES.items()}
-    handlers["WatchExecution"] = grpc.unary_stream_rpc_method_handler(
-        watch,
-        request_deserializer=execution_service_pb2.WatchExecutionRequest.FromString,
-        response_serializer=lambda m: m.SerializeToString(),
-    )
-    server = grpc.aio.server(options=(("grpc.so_reuseport", 0),))
-    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(EXECUTION_SERVICE, handlers),))
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    recorder.address = f"127.0.0.1:{port}"
-    try:
-        yield recorder
-    finally:
-        await server.stop(0)
+    monkeypatch.setattr(platform_server, "HubServerInterceptor", RecordingInterceptor)
+    return recorder
 
 
 @pytest.fixture
-def execution_address(recording_execution: RecordingExecution) -> str:
-    """The ExecutionService behind the gateway (the one fixture to change for the real execution service)."""
-    return recording_execution.address
+def gateway_port() -> Iterator[int]:
+    """A port for Envoy's listener, held by a bound (not listening) ``SO_REUSEPORT`` socket for the whole test.
 
-
-@dataclass
-class Objects:
-    """The real ``local/v1`` object app; accessor URLs are rebased on the gateway by :meth:`through`."""
-
-    provider: LocalObjectProvider
-    address: str
-
-    @staticmethod
-    def through(gateway: RunningEnvoy, uri: str) -> str:
-        assert uri.startswith(OBJECTS_PLACEHOLDER_BASE)
-        return gateway.url + uri[len(OBJECTS_PLACEHOLDER_BASE) :]
+    No ``bind(0)`` of another server can take it meanwhile, and Envoy (whose listeners use ``SO_REUSEPORT``)
+    can still bind it; only Envoy's sockets listen, so only Envoy gets the connections.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        yield port
 
 
 @pytest.fixture
-async def objects(tmp_path: Path) -> AsyncIterator[Objects]:
-    provider = await LocalObjectProvider.open(tmp_path / "objects-data", OBJECTS_PLACEHOLDER_BASE)
-    runner = web.AppRunner(create_object_app(provider))
-    await runner.setup()
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    site = web.SockSite(runner, sock)
-    await site.start()
-    try:
-        yield Objects(provider, f"127.0.0.1:{sock.getsockname()[1]}")
-    finally:
-        await runner.cleanup()
+async def hub(data_dir: Path, issuer: DevIssuer, gateway_port: int, service_calls: ServiceCalls) -> AsyncIterator[Hub]:
+    """The real hub, with the gateway's URL as its public URL (accessors and ``statusUrl`` point at Envoy)."""
+    async with running_hub(data_dir, issuer, public_url=f"http://127.0.0.1:{gateway_port}") as running:
+        yield running
 
 
 @pytest.fixture
-def gateway_config(
-    data_dir: Path, issuer: DevIssuer, catalog: CatalogApp, execution_address: str, objects: Objects
-) -> dict[str, Any]:
+def catalog(hub: Hub) -> CatalogApp:
+    return hub.catalog
+
+
+@pytest.fixture
+def gateway_config(data_dir: Path, hub: Hub, gateway_port: int) -> dict[str, Any]:
     return render_config(
         "local",
         data_dir=data_dir,
-        listen_port=0,
+        listen_port=gateway_port,
         admin_port=0,
-        catalog_address=catalog.address,
-        execution_address=execution_address,
-        objects_address=objects.address,
+        catalog_address=hub.catalog.address,
+        execution_address=hub.execution.address,
+        objects_address=URL(hub.execution.http_url).raw_authority,
         access_log=False,
     )
 

@@ -1,4 +1,6 @@
-"""JWT validation and RBAC at the edge: bad tokens never reach a service; claims headers cannot be forged."""
+"""JWT validation and RBAC at the edge, in front of the real hub: bad tokens never reach a service (Envoy's
+upstream counters and the services' own record of the calls they received both stay put); claim headers sent by
+a client are stripped; internal RPCs are not routed."""
 
 from __future__ import annotations
 
@@ -7,6 +9,7 @@ import hmac
 import json
 import time
 from collections.abc import Callable, Mapping
+from typing import Any
 
 import aiohttp
 import grpc
@@ -20,9 +23,13 @@ from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
 from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
-from tests.component.gateway.conftest import Bearer, RecordingExecution, b64url, call
+from tests.component.gateway.conftest import Bearer, ServiceCalls, b64url, call
+from tests.support.hub import Hub
 
 UPSTREAM_RQ = "cluster.catalog.upstream_rq_total"
+CLUSTERS = ("catalog", "execution", "objects")
+RUN = ("Executions.Run",)
+ECHO = "extensions/echo-plain/versions/1.0.0"
 JWT_DENIED = "http.exthub_gateway.jwt_authn.denied"
 RBAC_DENIED = "http.exthub_gateway.rbac.denied"
 
@@ -63,79 +70,96 @@ def hs256_with_public_key(issuer: DevIssuer) -> str:
     return f"{signing_input}.{b64url(signature)}"
 
 
-BAD_TOKENS: dict[str, tuple[Callable[[DevIssuer], str], int]] = {
-    "expired": (lambda i: i.sign(claims(exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200)), 401),
-    "not yet valid": (lambda i: i.sign(claims(nbf=int(time.time()) + 3600)), 401),
-    "bad signature": (
-        lambda i: jwt.encode(
-            claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": i.kid}
-        ),
-        401,
+BAD_TOKENS: dict[str, Callable[[DevIssuer], str]] = {
+    "expired": lambda i: i.sign(claims(exp=int(time.time()) - 3600, nbf=int(time.time()) - 7200)),
+    "not yet valid": lambda i: i.sign(claims(nbf=int(time.time()) + 3600)),
+    "bad signature": lambda i: jwt.encode(
+        claims(), ec.generate_private_key(ec.SECP256R1()), algorithm="ES256", headers={"kid": i.kid}
     ),
-    "tampered payload": (
-        lambda i: (lambda t: f"{t[0]}.{unsigned({}, claims(roles=['Hub.Admin', 'x'])).split('.')[1]}.{t[2]}")(
-            i.sign(claims()).split(".")
-        ),
-        401,
-    ),
-    "wrong issuer": (lambda i: i.sign(claims(iss="https://evil.example/")), 401),
-    "wrong audience": (lambda i: i.sign(claims(aud="api://someone-else")), 403),
-    "alg none": (lambda i: unsigned({"alg": "none", "typ": "JWT", "kid": i.kid}, claims()), 401),
-    "HS256 with the public key": (hs256_with_public_key, 401),
-    "unknown kid": (lambda i: i.sign(claims(), headers={"kid": "not-a-known-key"}), 401),
-    "garbage": (lambda i: "not.a.jwt", 401),
-    "no expiry": (lambda i: i.sign({k: v for k, v in claims().items() if k != "exp"}), 401),
+    "tampered payload": lambda i: (
+        lambda t: f"{t[0]}.{unsigned({}, claims(roles=['Hub.Admin', 'x'])).split('.')[1]}.{t[2]}"
+    )(i.sign(claims()).split(".")),
+    "wrong issuer": lambda i: i.sign(claims(iss="https://evil.example/")),
+    "wrong audience": lambda i: i.sign(claims(aud="api://someone-else")),
+    "alg none": lambda i: unsigned({"alg": "none", "typ": "JWT", "kid": i.kid}, claims()),
+    "HS256 with the public key": hs256_with_public_key,
+    "unknown kid": lambda i: i.sign(claims(), headers={"kid": "not-a-known-key"}),
+    "garbage": lambda i: "not.a.jwt",
+    "no expiry": lambda i: i.sign({k: v for k, v in claims().items() if k != "exp"}),
 }
 
 
 @pytest.mark.parametrize("case", sorted(BAD_TOKENS))
 async def test_bad_tokens_are_refused_at_the_edge(
-    http: aiohttp.ClientSession, gateway: RunningEnvoy, issuer: DevIssuer, case: str
+    http: aiohttp.ClientSession,
+    gateway: RunningEnvoy,
+    issuer: DevIssuer,
+    hub: Hub,
+    service_calls: ServiceCalls,
+    case: str,
 ) -> None:
-    make, status = BAD_TOKENS[case]
-    headers = {"authorization": f"Bearer {make(issuer)}"}
-    before_upstream, before_denied = await gateway.stat(UPSTREAM_RQ), await gateway.stat(JWT_DENIED)
-    reply = await call(http, gateway, "GET", "/v1/extensions", headers=headers)
-    assert reply.status == status, reply.body
-    assert reply.body["code"] == (16 if status == 401 else 7)
-    assert reply.reason == "TOKEN_INVALID"
+    headers = {"authorization": f"Bearer {BAD_TOKENS[case](issuer)}"}
+    metadata = tuple(headers.items())
+    reached, denied = len(service_calls), await gateway.stat(JWT_DENIED)
+    upstream = {cluster: await gateway.stat(f"cluster.{cluster}.upstream_rq_total") for cluster in CLUSTERS}
+    for method, path in (("GET", "/v1/extensions"), ("GET", "/v1/executions/x"), ("POST", "/v1/executions")):
+        reply = await call(http, gateway, method, path, headers=headers, json_body={} if method == "POST" else None)
+        assert (reply.status, reply.body["code"], reply.reason) == (401, 16, "TOKEN_INVALID"), (path, reply.body)
+        assert reply.headers["www-authenticate"].startswith("Bearer"), path
     # native gRPC on the same listener gets the same refusal
     async with grpc.aio.insecure_channel(gateway.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await stub.ListExtensions(pb.ListExtensionsRequest(), metadata=tuple(headers.items()), timeout=5)
-    expected = grpc.StatusCode.UNAUTHENTICATED if status == 401 else grpc.StatusCode.PERMISSION_DENIED
-    assert caught.value.code() == expected
-    assert await gateway.stat(UPSTREAM_RQ) == before_upstream, "nothing may reach the service"
-    assert await gateway.stat(JWT_DENIED) == before_denied + 2
+            await stub.ListExtensions(pb.ListExtensionsRequest(), metadata=metadata, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert len(service_calls) == reached, f"nothing may reach a service: {service_calls.calls[reached:]}"
+    for cluster, before in upstream.items():
+        assert await gateway.stat(f"cluster.{cluster}.upstream_rq_total") == before, cluster
+    assert await gateway.stat(JWT_DENIED) == denied + 4
+    # defence in depth: the service, called directly (skipping the gateway), refuses the token as well
+    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.ListExtensions(pb.ListExtensionsRequest(), metadata=metadata, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_missing_token_and_the_token_in_another_place(
-    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
 ) -> None:
-    before = await gateway.stat(UPSTREAM_RQ)
+    before, reached = await gateway.stat(UPSTREAM_RQ), len(service_calls)
     missing = await call(http, gateway, "GET", "/v1/extensions/x")
     assert (missing.status, missing.body["code"], missing.reason) == (401, 16, "TOKEN_INVALID")
+    assert missing.body["message"] == "Jwt is missing"
     basic = await call(http, gateway, "GET", "/v1/extensions/x", headers={"authorization": "Basic dXNlcjpwYXNz"})
     assert basic.status == 401
-    assert await gateway.stat(UPSTREAM_RQ) == before
+    raw_token = bearer()["authorization"].removeprefix("Bearer ")
+    in_query = await call(http, gateway, "GET", "/v1/extensions", params={"access_token": raw_token})
+    assert (in_query.status, in_query.reason) == (400, "INVALID_REQUEST"), "only the Authorization header counts"
+    assert await gateway.stat(UPSTREAM_RQ) == before and len(service_calls) == reached
     ok = await call(http, gateway, "GET", "/v1/extensions", headers=bearer())
     assert ok.status == 200
     assert await gateway.stat(UPSTREAM_RQ) == before + 1
+    assert [path for path, _ in service_calls.calls[reached:]] == ["/exthub.catalog.v1.CatalogService/ListExtensions"]
 
 
 async def test_roles_are_checked_by_rbac_from_the_access_table(
-    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
 ) -> None:
     body = {"displayName": "X", "publisher": "Acme", "category": "media"}
-    before, denied = await gateway.stat(UPSTREAM_RQ), await gateway.stat(RBAC_DENIED)
+    before, denied, reached = await gateway.stat(UPSTREAM_RQ), await gateway.stat(RBAC_DENIED), len(service_calls)
     wrong: tuple[tuple[str, ...], ...] = ((), ("Executions.Run",), ("Agent",), ("extensions.publish",))
     for roles in wrong:
         reply = await call(http, gateway, "POST", "/v1/extensions", json_body=body, headers=bearer(roles=roles))
         assert (reply.status, reply.body["code"], reply.reason) == (403, 7, "ROLE_REQUIRED"), roles
         assert reply.body["message"] == "RBAC: access denied"
+    run = await call(
+        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": ECHO}, headers=bearer(roles=("Agent",))
+    )
+    assert (run.status, run.reason) == (403, "ROLE_REQUIRED")
     assert await gateway.stat(UPSTREAM_RQ) == before
-    assert await gateway.stat(RBAC_DENIED) == denied + 4
+    assert len(service_calls) == reached, "a wrong role never reaches a service"
+    assert await gateway.stat(RBAC_DENIED) == denied + 5
     for n, roles in enumerate((("Extensions.Publish",), ("Hub.Admin",), ("Agent", "Extensions.Publish"))):
         reply = await call(
             http,
@@ -155,18 +179,21 @@ async def test_roles_are_checked_by_rbac_from_the_access_table(
 
 
 async def test_internal_methods_are_not_reachable(
-    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, recording_execution: RecordingExecution
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
 ) -> None:
     admin = bearer(roles=("Hub.Admin", "Agent"))
+    reached = len(service_calls)
     async with grpc.aio.insecure_channel(gateway.address) as channel:
-        claim = channel.unary_unary(
-            "/exthub.execution.v1.ExecutionService/ClaimExecution",
-            request_serializer=execution_service_pb2.ClaimExecutionRequest.SerializeToString,
-            response_deserializer=execution_service_pb2.ClaimExecutionResponse.FromString,
-        )
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await claim(execution_service_pb2.ClaimExecutionRequest(), metadata=tuple(admin.items()), timeout=5)
-        assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED)
+        for method, request in (
+            ("ClaimExecution", execution_service_pb2.ClaimExecutionRequest(name="executions/x", attempt=1)),
+            ("SignExtensionRequest", execution_service_pb2.SignExtensionRequestRequest(name="executions/x")),
+        ):
+            rpc: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
+                f"/exthub.execution.v1.ExecutionService/{method}", request_serializer=type(request).SerializeToString
+            )
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await rpc(request, metadata=tuple(admin.items()), timeout=5)
+            assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED), method
         agent: grpc.aio.UnaryUnaryMultiCallable[bytes, bytes] = channel.unary_unary(
             "/exthub.agent.v1.AgentService/GetAgentInfo"
         )
@@ -181,47 +208,46 @@ async def test_internal_methods_are_not_reachable(
     ):
         reply = await call(http, gateway, method, path, json_body={}, headers=admin)
         assert reply.status in (403, 404), (path, reply.status)
-    assert recording_execution.metadata("ClaimExecution") == []
+    assert len(service_calls) == reached, f"internal RPCs are not routed: {service_calls.calls[reached:]}"
 
 
-async def test_forged_claim_headers_are_stripped_and_claims_forwarded(
-    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, recording_execution: RecordingExecution
+async def test_forged_claim_headers_are_stripped_and_ignored(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
 ) -> None:
-    forged = {"x-exthub-tenant": "tenant-evil", "x-exthub-user": "root"}
+    """``x-exthub-tenant``/``x-exthub-user`` sent by a client never reach a service; the token's claims do."""
+    run_b = bearer(roles=RUN, tenant="tenant-b", user="user-7")
+    created = await call(http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": ECHO}, headers=run_b)
+    assert created.status == 200 and created.body["tenant"] == "tenant-b", created.body
+    name = created.body["name"]
+    forged = {"x-exthub-tenant": "tenant-b", "x-exthub-user": "user-7"}
+    # tenant-a claiming tenant-b in a header still cannot see tenant-b's execution (REST and native gRPC)
+    token_a = bearer(tenant="tenant-a", user="user-1")
+    stolen = await call(http, gateway, "GET", f"/v1/{name}", headers={**forged, **token_a})
+    assert (stolen.status, stolen.reason) == (404, "EXECUTION_NOT_FOUND")
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stub.GetExecution(
+                execution_service_pb2.GetExecutionRequest(name=name),
+                metadata=(*forged.items(), *token_a.items()),
+                timeout=5,
+            )
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
     # PUBLIC method, no token: the forged headers are removed, nothing is added
     keys = await call(http, gateway, "GET", "/v1/signingKeys", headers=forged)
-    assert keys.status == 200 and keys.body == {"keys": []}
-    # PUBLIC method with a token: verified, forwarded, claims set from the token
-    token = bearer(tenant="tenant-b", user="user-7")
-    report = await call(
-        http,
-        gateway,
-        "POST",
-        "/v1/executions/e1:reportStatus",
-        json_body={"statusUpdateKey": "k", "attempt": 1, "state": "SUCCEEDED"},
-        headers={**forged, **token},
-    )
-    assert report.status == 200 and report.body["name"] == "executions/e1"
+    assert keys.status == 200 and keys.body["keys"]
     # an invalid token on a PUBLIC method is still refused
     bad = await call(http, gateway, "GET", "/v1/signingKeys", headers={"authorization": "Bearer not.a.jwt"})
     assert bad.status == 401
-    # AUTHENTICATED method through native gRPC with forged metadata
-    async with grpc.aio.insecure_channel(gateway.address) as channel:
-        stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
-        got = await stub.GetExecution(
-            execution_service_pb2.GetExecutionRequest(name="executions/e2"),
-            metadata=(*forged.items(), *token.items()),
-            timeout=5,
-        )
-        assert got.name == "executions/e2"
 
-    (anonymous,) = recording_execution.metadata("GetSigningKeys")
+    (anonymous,) = service_calls.metadata("GetSigningKeys")
     assert "x-exthub-tenant" not in anonymous and "x-exthub-user" not in anonymous
     assert "authorization" not in anonymous
-    for method in ("ReportExecutionStatus", "GetExecution"):
-        (seen,) = recording_execution.metadata(method)
-        assert seen["x-exthub-tenant"] == "tenant-b" and seen["x-exthub-user"] == "user-7", seen
-        assert seen["authorization"] == token["authorization"], "the token is forwarded for the service to re-check"
+    seen = service_calls.metadata("GetExecution")
+    assert len(seen) == 2
+    for metadata in seen:
+        assert metadata["x-exthub-tenant"] == "tenant-a" and metadata["x-exthub-user"] == "user-1", metadata
+        assert metadata["authorization"] == token_a["authorization"], "the token is forwarded for the service"
 
 
 async def test_native_grpc_callers_get_plain_grpc_errors(gateway: RunningEnvoy, bearer: Bearer) -> None:
@@ -230,6 +256,11 @@ async def test_native_grpc_callers_get_plain_grpc_errors(gateway: RunningEnvoy, 
         for metadata, code, message in (
             ((), grpc.StatusCode.UNAUTHENTICATED, "Jwt is missing"),
             (tuple(bearer().items()), grpc.StatusCode.PERMISSION_DENIED, "RBAC: access denied"),
+            (
+                tuple(bearer(audience="api://someone-else").items()),
+                grpc.StatusCode.UNAUTHENTICATED,
+                "Audiences in Jwt are not allowed",
+            ),
         ):
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.CreateExtension(pb.CreateExtensionRequest(), metadata=metadata, timeout=5)

@@ -79,9 +79,12 @@ async def test_extension_lifecycle(http: aiohttp.ClientSession, gateway: Running
 
     deleted = await call(http, gateway, "DELETE", "/v1/extensions/image-resize", headers=publisher)
     assert deleted.status == 200 and deleted.body["state"] == "DELETED" and deleted.body["deleteTime"]
-    listed = await call(http, gateway, "GET", "/v1/extensions", headers=reader)
+    media = {"filter": 'category = "media"'}  # the hub's own sample extensions are in category "samples"
+    listed = await call(http, gateway, "GET", "/v1/extensions", params=media, headers=reader)
     assert listed.status == 200 and listed.body["extensions"] == [] and listed.body["totalSize"] == 0
-    with_deleted = await call(http, gateway, "GET", "/v1/extensions", params={"showDeleted": "true"}, headers=reader)
+    with_deleted = await call(
+        http, gateway, "GET", "/v1/extensions", params={**media, "showDeleted": "true"}, headers=reader
+    )
     assert [e["name"] for e in with_deleted.body["extensions"]] == ["extensions/image-resize"]
 
     restored = await call(
@@ -160,7 +163,7 @@ async def test_list_filter_order_paging_and_search(
     categories = {
         v["value"]: v["count"] for v in {f["field"]: f["values"] for f in everything.body["facets"]}["category"]
     }
-    assert categories == {"media": 2, "finance": 1}
+    assert categories == {"media": 2, "finance": 1, "samples": 2}  # + echo and echo-plain of the hub
 
     # query parameters use the JSON names; '+' is a space (query_param_unescape_plus)
     plus = await call(http, gateway, "GET", "/v1/extensions?filter=category+%3D+%22finance%22", headers=reader)
@@ -307,3 +310,81 @@ async def test_error_bodies(
     await catalog.stop(0)
     down = await call(http, gateway, "GET", "/v1/extensions", headers=reader)
     assert (down.status, down.body["code"], down.reason) == (503, 14, "BACKEND_UNAVAILABLE")
+
+
+async def test_stale_etag_is_aborted_and_409(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
+) -> None:
+    """A stale etag is ABORTED ``ETAG_MISMATCH`` (spec Errors table, AIP-154), which REST sees as **409**.
+
+    Decision: the gateway keeps the canonical ``google.rpc.Code`` → HTTP mapping (``code.proto``: ABORTED → 409
+    Conflict; Envoy's ``convert_grpc_status`` does the same), rather than rewriting it to 412. 412 Precondition
+    Failed answers an HTTP conditional header (``If-Match``), which this API does not use: the etag travels in
+    the body, as in Google's APIs, which answer a stale etag with 409 ABORTED too. REST and gRPC callers thus
+    get the same ``google.rpc.Status`` and tell the case apart by ``ErrorInfo.reason``; FAILED_PRECONDITION
+    (an invalid transition, a deprecated version) stays 400.
+    """
+    publisher = bearer(roles=PUBLISH)
+    created = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/extensions",
+        params={"extensionId": "etags"},
+        json_body=extension_body(),
+        headers=publisher,
+    )
+    stale_etag = created.body["etag"]
+    updated = await call(
+        http,
+        gateway,
+        "PATCH",
+        "/v1/extensions/etags",
+        params={"updateMask": "description"},
+        json_body={"description": "v2", "etag": stale_etag},
+        headers=publisher,
+    )
+    assert updated.status == 200
+    for method, path, body in (
+        ("PATCH", "/v1/extensions/etags?updateMask=description", {"description": "v3", "etag": stale_etag}),
+        ("DELETE", f"/v1/extensions/etags?etag={stale_etag}", None),
+    ):
+        stale = await call(http, gateway, method, path, json_body=body, headers=publisher)
+        assert (stale.status, stale.body["code"], stale.reason) == (409, 10, "ETAG_MISMATCH"), (method, stale.body)
+    version = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/extensions/etags/versions",
+        params={"versionId": "1.0.0"},
+        json_body=version_body(),
+        headers=publisher,
+    )
+    deprecated = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/extensions/etags/versions/1.0.0:deprecate",
+        json_body={"etag": version.body["etag"]},
+        headers=publisher,
+    )
+    assert deprecated.status == 200
+    stale_version = await call(
+        http,
+        gateway,
+        "DELETE",
+        "/v1/extensions/etags/versions/1.0.0",
+        params={"etag": version.body["etag"]},
+        headers=publisher,
+    )
+    assert (stale_version.status, stale_version.body["code"], stale_version.reason) == (409, 10, "ETAG_MISMATCH")
+    # FAILED_PRECONDITION keeps its canonical 400: running a deprecated version
+    not_active = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/executions",
+        json_body={"extensionVersion": "extensions/etags/versions/1.0.0"},
+        headers=bearer(roles=("Executions.Run",)),
+    )
+    assert (not_active.status, not_active.body["code"], not_active.reason) == (400, 9, "VERSION_NOT_ACTIVE")

@@ -1,206 +1,153 @@
-"""The execution REST routes through Envoy in front of the real hub (catalog, execution, agent, echo).
+"""Every execution REST route of spec §4 through Envoy in front of the real hub (catalog, execution, agent, echo).
 
-The execution service hands out URLs built from the gateway's public URL, so the gateway's listener port is
-reserved first (bind to port 0, close) and the execution service is started with ``public_url`` pointing at it;
-object uploads and downloads then go through Envoy's ``/objects/v1/`` route.
+The execution service's public URL is the gateway's, so the accessors it hands out, and the ``statusUrl`` echo
+reports to, are gateway URLs: uploads, downloads and long-running status reports all go through Envoy.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
-import socket
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
+import uuid
 from typing import Any
 
 import aiohttp
-import grpc
-import pytest
-from aiohttp import web
 from yarl import URL
 
-from exthub.catalog.v1 import catalog_service_pb2_grpc
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
-from gateway.render import render_config
-from services.agent.app import AgentApp, start_agent
-from services.catalog.app import CatalogApp
-from services.echo.app import create_echo_app
-from services.echo.registration import register_echo
-from services.echo.signature import HttpJwksSource
-from services.execution.app import ExecutionApp, start_execution
-from services.platform.auth.dev_issuer import DevIssuer
-from services.platform.settings import Settings
-from tests.component.gateway.conftest import Bearer, call
+from tests.component.gateway.conftest import Bearer, ServiceCalls, call
+from tests.support.hub import Hub
 
 RUN = ("Executions.Run",)
 PLAIN = "extensions/echo-plain/versions/1.0.0"
 WITH_OBJECTS = "extensions/echo/versions/1.0.0"
+TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "VALIDATION_SUCCEEDED", "VALIDATION_FAILED"}
+WATCH_TIMEOUT = aiohttp.ClientTimeout(total=20)
 
 
-class BodySigner:
-    """The agent's request signer: ``SignExtensionRequest`` on the execution service with an Agent token."""
-
-    def __init__(self, issuer: DevIssuer) -> None:
-        self.address = ""
-        self._issuer = issuer
-        self._channel: grpc.aio.Channel | None = None
-
-    async def sign(self, execution: str, attempt: int, body: bytes) -> str:
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-        stub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
-        token = self._issuer.issue(tenant="exthub", user="agent", roles=["Agent"])
-        response = await stub.SignExtensionRequest(
-            execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=10,
-        )
-        return str(response.signature)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
-
-
-@dataclass
-class Hub:
-    agent: AgentApp
-    execution: ExecutionApp
-    gateway_port: int
-
-
-@pytest.fixture
-def gateway_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def hub_settings(data_dir: Path, **overrides: Any) -> Settings:
-    return Settings.local_defaults(
-        data_dir, catalog_port=0, execution_port=0, agent_port=0, objects_port=0, log_format="console", **overrides
-    )
-
-
-@pytest.fixture
-async def hub(
-    data_dir: Path, issuer: DevIssuer, catalog: CatalogApp, gateway_port: int, bearer: Bearer
-) -> AsyncIterator[Hub]:
-    signer = BodySigner(issuer)
-    agent = await start_agent(hub_settings(data_dir), port=0, signer=signer)
-    execution = await start_execution(
-        hub_settings(
-            data_dir,
-            catalog_address=catalog.address,
-            agent_address=agent.address,
-            public_url=f"http://127.0.0.1:{gateway_port}",
-        ),
-        port=0,
-    )
-    signer.address = execution.address
-    echo = web.AppRunner(create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys")), access_log=None)
-    await echo.setup()
-    await web.TCPSite(echo, "127.0.0.1", 0).start()
-    echo_port = next(a[1] for a in echo.addresses if isinstance(a, tuple))
-    try:
-        async with grpc.aio.insecure_channel(catalog.address) as channel:
-            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-            publisher = tuple(bearer(roles=("Extensions.Publish",)).items())
-            await register_echo(stub, echo_url=f"http://127.0.0.1:{echo_port}", metadata=publisher)
-            await register_echo(
-                stub,
-                echo_url=f"http://127.0.0.1:{echo_port}",
-                metadata=publisher,
-                extension_id="echo-plain",
-                with_objects=False,
-            )
-        yield Hub(agent, execution, gateway_port)
-    finally:
-        await echo.cleanup()
-        await execution.stop(0)
-        await agent.stop(0)
-        await signer.close()
-
-
-@pytest.fixture
-def gateway_config(data_dir: Path, issuer: DevIssuer, catalog: CatalogApp, hub: Hub) -> dict[str, Any]:
-    """Overrides the conftest's: the real execution service (gRPC and its object HTTP endpoint) upstream."""
-    return render_config(
-        "local",
-        data_dir=data_dir,
-        listen_port=hub.gateway_port,
-        admin_port=0,
-        catalog_address=catalog.address,
-        execution_address=hub.execution.address,
-        objects_address=URL(hub.execution.http_url).raw_authority,
-        access_log=False,
-    )
-
-
-async def watch(http: aiohttp.ClientSession, gateway: RunningEnvoy, name: str, headers: Bearer) -> list[Any]:
-    async with http.get(f"{gateway.url}/v1/{name}:watch", headers=headers()) as response:
-        assert response.status == 200
+async def watch(http: aiohttp.ClientSession, gateway: RunningEnvoy, name: str, headers: dict[str, str]) -> list[Any]:
+    """``GET …:watch``: newline-delimited JSON events until the server ends the stream."""
+    async with http.get(f"{gateway.url}/v1/{name}:watch", headers=headers, timeout=WATCH_TIMEOUT) as response:
+        assert response.status == 200, await response.text()
+        assert response.headers["content-type"] == "application/x-ndjson"
         return [json.loads(line) async for line in response.content if line.strip()]
+
+
+async def create(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, headers: dict[str, str], **execution: Any
+) -> dict[str, Any]:
+    reply = await call(http, gateway, "POST", "/v1/executions", json_body=execution, headers=headers)
+    assert reply.status == 200, reply.body
+    body: dict[str, Any] = reply.body
+    return body
 
 
 async def test_sync_execution_get_list_events_and_watch(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
 ) -> None:
     runner = bearer(roles=RUN)
+    request_id = str(uuid.uuid4())
     created = await call(
         http,
         gateway,
         "POST",
         "/v1/executions",
+        params={"requestId": request_id},
         json_body={"extensionVersion": PLAIN, "request": {"hello": "world"}, "labels": {"order": "42"}},
         headers=runner,
     )
     assert created.status == 200, created.body
     execution = created.body
-    assert execution["state"] == "SUCCEEDED" and execution["mode"] == "SYNC"
+    assert execution["state"] == "SUCCEEDED" and execution["mode"] == "SYNC" and execution["priority"] == "NORMAL"
     assert execution["tenant"] == "tenant-a" and execution["labels"] == {"order": "42"}
+    assert execution["result"]["echo"] == {"hello": "world"} and execution["attempt"] == 1
     name = execution["name"]
+    again = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/executions",
+        params={"requestId": request_id},
+        json_body={"extensionVersion": PLAIN, "request": {"hello": "world"}, "labels": {"order": "42"}},
+        headers=runner,
+    )
+    assert again.status == 200 and again.body["name"] == name, "requestId makes create idempotent"
+
     got = await call(http, gateway, "GET", f"/v1/{name}", headers=bearer())
     assert got.status == 200 and got.body["result"]["echo"] == {"hello": "world"}
     listed = await call(
         http, gateway, "GET", "/v1/executions", params={"filter": 'state = "SUCCEEDED"'}, headers=bearer()
     )
-    assert [e["name"] for e in listed.body["executions"]] == [name]
+    assert listed.status == 200 and [e["name"] for e in listed.body["executions"]] == [name]
+    assert listed.body["nextPageToken"] == ""
     events = await call(http, gateway, "GET", f"/v1/{name}/events", headers=bearer())
     assert events.status == 200 and events.body["events"][-1]["state"] == "SUCCEEDED"
-    streamed = await watch(http, gateway, name, bearer)
-    assert [e["sequence"] for e in streamed] == [e["sequence"] for e in events.body["events"]]
-    assert streamed[-1]["state"] == "SUCCEEDED"
+    assert [e["sequence"] for e in events.body["events"]] == [str(n) for n in range(1, len(events.body["events"]) + 1)]
+    streamed = await watch(http, gateway, name, bearer())
+    assert streamed == events.body["events"], "a finished execution's watch replays its events, then ends"
     other_tenant = await call(http, gateway, "GET", f"/v1/{name}", headers=bearer(tenant="tenant-b"))
-    assert (other_tenant.status, other_tenant.reason) == (404, "EXECUTION_NOT_FOUND")
-    no_role = await call(
-        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": PLAIN}, headers=bearer()
-    )
-    assert (no_role.status, no_role.reason) == (403, "ROLE_REQUIRED")
+    assert (other_tenant.status, other_tenant.body["code"], other_tenant.reason) == (404, 5, "EXECUTION_NOT_FOUND")
     keys = await call(http, gateway, "GET", "/v1/signingKeys")
-    assert keys.status == 200 and keys.body["keys"] and {"kty", "kid"} <= set(keys.body["keys"][0])
+    assert keys.status == 200 and keys.body["keys"]
+    assert {"kty", "kid", "use", "alg"} <= set(keys.body["keys"][0])
 
 
-async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
+async def test_long_running_watch_streams_until_the_terminal_event(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
+) -> None:
+    """echo answers 202, then reports 50 % and SUCCEEDED to its ``statusUrl`` — the gateway's ``:reportStatus``,
+    which needs no bearer token (the status-update key authenticates it). The watch, opened while the execution
+    is RUNNING, streams NDJSON live and ends after the terminal event."""
+    runner = bearer(roles=RUN)
+    execution = await create(
+        http, gateway, runner, extensionVersion=PLAIN, request={"longRunning": True, "delaySeconds": 0.5}
+    )
+    assert execution["state"] == "RUNNING", execution
+    streamed = await watch(http, gateway, execution["name"], bearer())
+    assert [e["sequence"] for e in streamed] == [str(n) for n in range(1, len(streamed) + 1)], "gap-free"
+    assert streamed[0]["type"] == "CREATED" and streamed[-1]["state"] == "SUCCEEDED"
+    assert [e["state"] for e in streamed].count("SUCCEEDED") == 1
+    assert any(e["type"] == "PROGRESS" and e["percentComplete"] == 50 for e in streamed)
+    reports = service_calls.metadata("ReportExecutionStatus")
+    assert len(reports) == 2, "echo's two reports reached the service through Envoy"
+    for metadata in reports:
+        assert metadata["x-envoy-original-path"] == f"/v1/{execution['name']}:reportStatus"
+        assert "authorization" not in metadata
+    done = await call(http, gateway, "GET", f"/v1/{execution['name']}", headers=bearer())
+    assert done.body["state"] == "SUCCEEDED" and done.body["percentComplete"] == 100
+    assert done.body["result"]["echo"] == {"longRunning": True, "delaySeconds": 0.5}
+
+
+async def test_report_status_is_authenticated_by_the_status_update_key(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
 ) -> None:
     runner = bearer(roles=RUN)
-    created = await call(
-        http,
-        gateway,
-        "POST",
-        "/v1/executions",
-        json_body={"extensionVersion": WITH_OBJECTS, "request": {"kind": "objects"}},
-        headers=runner,
+    execution = await create(
+        http, gateway, runner, extensionVersion=PLAIN, request={"longRunning": True, "delaySeconds": 30}
     )
-    assert created.status == 200 and created.body["state"] == "PENDING_INPUTS", created.body
-    (document,) = created.body["inputs"]
+    name = execution["name"]
+    report = {"statusUpdateKey": "A" * 43, "attempt": 1, "state": "SUCCEEDED"}
+    wrong_key = await call(http, gateway, "POST", f"/v1/{name}:reportStatus", json_body=report)
+    assert (wrong_key.status, wrong_key.body["code"], wrong_key.reason) == (403, 7, "STATUS_KEY_INVALID")
+    unknown = await call(http, gateway, "POST", f"/v1/executions/{uuid.uuid4()}:reportStatus", json_body=report)
+    assert (unknown.status, unknown.body["code"]) == (404, 5)
+    cancelled = await call(http, gateway, "POST", f"/v1/{name}:cancel", json_body={}, headers=runner)
+    assert cancelled.status == 200 and cancelled.body["state"] in ("RUNNING", "CANCELLED"), cancelled.body
+    streamed = await watch(http, gateway, name, bearer())
+    assert streamed[-1]["state"] == "CANCELLED"
+
+
+async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
+) -> None:
+    runner = bearer(roles=RUN)
+    created = await create(http, gateway, runner, extensionVersion=WITH_OBJECTS, request={"kind": "objects"})
+    assert created["state"] == "PENDING_INPUTS", created
+    (document,) = created["inputs"]
     upload = document["upload"]
     assert upload["uri"].startswith(gateway.url + "/objects/v1/"), "accessors are built from the public URL"
+    assert upload["method"] == "PUT" and upload["accessMode"] == "WRITE_ONLY"
     content = b"hello objects through envoy" * 100
     async with http.put(URL(upload["uri"], encoded=True), data=content) as response:
         assert response.status in (200, 201), await response.text()
@@ -208,7 +155,7 @@ async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
         http,
         gateway,
         "POST",
-        f"/v1/{created.body['name']}:continue",
+        f"/v1/{created['name']}:continue",
         json_body={"providedInputs": ["document"]},
         headers=runner,
     )
@@ -218,21 +165,137 @@ async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
         "sha256": hashlib.sha256(content).hexdigest(),
     }
     (report,) = done.body["outputs"]
-    async with http.get(URL(report["download"]["uri"], encoded=True)) as response:
+    download = report["download"]
+    assert download["uri"].startswith(gateway.url + "/objects/v1/") and download["accessMode"] == "READ_ONLY"
+    async with http.get(URL(download["uri"], encoded=True)) as response:
         assert response.status == 200
         assert json.loads(await response.read()) == {"kind": "objects"}
+    # the URL's signature is the only credential: a tampered or misused URL is refused by the object server
+    async with http.get(URL(download["uri"].replace("sig=", "sig=A"), encoded=True)) as response:
+        assert response.status == 403
+    async with http.put(URL(download["uri"], encoded=True), data=b"x") as response:
+        assert response.status == 403
+    async with http.get(URL(upload["uri"], encoded=True)) as response:
+        assert response.status == 403
 
 
-async def test_cancel(http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer) -> None:
+async def test_cancel_continue_and_retry(http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer) -> None:
     runner = bearer(roles=RUN)
-    pending = await call(
-        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": WITH_OBJECTS}, headers=runner
+    pending = await create(http, gateway, runner, extensionVersion=WITH_OBJECTS)
+    assert pending["state"] == "PENDING_INPUTS"
+    name = pending["name"]
+    missing = await call(
+        http, gateway, "POST", f"/v1/{name}:continue", json_body={"providedInputs": ["document"]}, headers=runner
     )
-    assert pending.body["state"] == "PENDING_INPUTS"
-    name = pending.body["name"]
+    assert (missing.status, missing.body["code"]) == (400, 9), missing.body  # FAILED_PRECONDITION → 400
     cancelled = await call(http, gateway, "POST", f"/v1/{name}:cancel", json_body={}, headers=runner)
     assert cancelled.status == 200 and cancelled.body["state"] == "CANCELLED"
     again = await call(http, gateway, "POST", f"/v1/{name}:continue", json_body={}, headers=runner)
-    assert again.status == 400 and again.body["code"] == 9  # FAILED_PRECONDITION → 400
-    streamed = await watch(http, gateway, name, bearer)
+    assert (again.status, again.body["code"]) == (400, 9)
+    assert again.error_info["metadata"], "ErrorInfo carries metadata"
+    streamed = await watch(http, gateway, name, bearer())
     assert streamed[-1]["state"] == "CANCELLED"
+
+    failed = await create(http, gateway, runner, extensionVersion=PLAIN, request={"failWith": 500})
+    assert failed["state"] == "FAILED" and failed["error"]["details"], failed
+    retried = await call(http, gateway, "POST", f"/v1/{failed['name']}:retry", json_body={}, headers=runner)
+    assert retried.status == 200, retried.body
+    assert retried.body["retriedFrom"] == failed["name"] and retried.body["name"] != failed["name"]
+    assert retried.body["request"] == {"failWith": 500}
+    running = await create(
+        http, gateway, runner, extensionVersion=PLAIN, request={"longRunning": True, "delaySeconds": 30}
+    )
+    not_terminal = await call(http, gateway, "POST", f"/v1/{running['name']}:retry", json_body={}, headers=runner)
+    assert (not_terminal.status, not_terminal.reason) == (400, "EXECUTION_NOT_TERMINAL")
+    await call(http, gateway, "POST", f"/v1/{running['name']}:cancel", json_body={}, headers=runner)
+
+
+async def test_validation_and_direct_profiles(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
+) -> None:
+    runner = bearer(roles=RUN)
+    invalid = await create(http, gateway, runner, extensionVersion=PLAIN, validateOnly=True, request={"invalid": True})
+    assert invalid["state"] == "VALIDATION_FAILED"
+    assert [e["field"] for e in invalid["validationErrors"]] == ["invalid"]
+    valid = await create(http, gateway, runner, extensionVersion=PLAIN, validateOnly=True)
+    assert valid["state"] == "VALIDATION_SUCCEEDED"
+    direct = await create(http, gateway, runner, extensionVersion=PLAIN, profile="direct")
+    assert direct["state"] == "DIRECT_TOKEN_ISSUED" and direct["mode"] == "DIRECT"
+    assert direct["directToken"].count(".") == 2
+    high = await create(http, gateway, runner, extensionVersion=PLAIN, priority="high")
+    assert high["priority"] == "HIGH", "enums are parsed case-insensitively and printed as names"
+
+
+async def test_execution_errors(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub, service_calls: ServiceCalls
+) -> None:
+    runner = bearer(roles=RUN)
+    bad_version = await call(
+        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": "nope"}, headers=runner
+    )
+    assert (bad_version.status, bad_version.body["code"], bad_version.reason) == (400, 3, "INVALID_FIELD")
+    violations = [d for d in bad_version.body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
+    assert violations and violations[0]["fieldViolations"][0]["field"]
+    unknown_version = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/executions",
+        json_body={"extensionVersion": "extensions/echo/versions/9.9.9"},
+        headers=runner,
+    )
+    assert (unknown_version.status, unknown_version.reason) == (404, "VERSION_NOT_FOUND")
+    bad_request_id = await call(
+        http,
+        gateway,
+        "POST",
+        "/v1/executions",
+        params={"requestId": "not-a-uuid"},
+        json_body={"extensionVersion": PLAIN},
+        headers=runner,
+    )
+    assert (bad_request_id.status, bad_request_id.reason) == (400, "INVALID_FIELD")
+    bad_filter = await call(http, gateway, "GET", "/v1/executions", params={"filter": "state = "}, headers=runner)
+    assert (bad_filter.status, bad_filter.reason) == (400, "INVALID_FILTER")
+    missing = await call(http, gateway, "GET", f"/v1/executions/{uuid.uuid4()}", headers=runner)
+    assert (missing.status, missing.body["code"], missing.reason) == (404, 5, "EXECUTION_NOT_FOUND")
+    unknown_query = await call(http, gateway, "GET", "/v1/executions", params={"state": "RUNNING"}, headers=runner)
+    assert (unknown_query.status, unknown_query.reason) == (400, "INVALID_REQUEST")
+    reached = len(service_calls)
+    unknown_route = await call(http, gateway, "GET", "/v1/executions/x/attempts", headers=runner)
+    assert (unknown_route.status, unknown_route.reason) == (404, "ROUTE_NOT_FOUND")
+    assert len(service_calls) == reached
+
+    # the execution service goes away: 503 UNAVAILABLE as JSON google.rpc.Status, for REST and the watch stream
+    await hub.execution.stop(0)
+    down = await call(http, gateway, "GET", "/v1/executions", headers=runner)
+    assert (down.status, down.body["code"], down.reason) == (503, 14, "BACKEND_UNAVAILABLE")
+    async with http.get(f"{gateway.url}/v1/executions/x:watch", headers=runner, timeout=WATCH_TIMEOUT) as response:
+        assert response.status == 503
+
+
+async def test_concurrent_watches_each_end(http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer) -> None:
+    runner = bearer(roles=RUN)
+    executions = [
+        await create(http, gateway, runner, extensionVersion=PLAIN, request={"longRunning": True, "n": n})
+        for n in range(3)
+    ]
+    streams = await asyncio.gather(*(watch(http, gateway, e["name"], bearer()) for e in executions))
+    for execution, stream in zip(executions, streams, strict=True):
+        assert [e["state"] for e in stream if e["state"] in TERMINAL] == ["SUCCEEDED"]
+        assert all(e["name"].startswith(f"{execution['name']}/events/") for e in stream)
+
+
+async def test_admin_only_route(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
+) -> None:
+    """``GET /v1/deadLetters`` (Hub.Admin): RBAC refuses other roles at the gateway, an admin gets the page."""
+    reached = len(service_calls)
+    runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=("Executions.Run", "Agent")))
+    assert (runner.status, runner.reason) == (403, "ROLE_REQUIRED")
+    assert len(service_calls) == reached
+    admin = await call(
+        http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=("Hub.Admin",))
+    )
+    assert admin.status == 200, admin.body
+    assert admin.body == {"deadLetters": [], "nextPageToken": ""}

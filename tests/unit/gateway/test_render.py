@@ -11,7 +11,16 @@ import yaml
 
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
-from gateway.render import DEFAULT_DESCRIPTOR, TEMPLATE, dump_config, main, render_config, write_config
+from gateway.render import (
+    DEFAULT_DESCRIPTOR,
+    GRPC_METADATA_LUA,
+    NDJSON_STREAM_LUA,
+    TEMPLATE,
+    dump_config,
+    main,
+    render_config,
+    write_config,
+)
 from services.platform.auth.dev_issuer import DevIssuer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -65,6 +74,8 @@ def test_envoy_refuses_a_broken_config(tmp_path: Path, data_dir: Path) -> None:
 def test_filter_order_and_transcoder_options(data_dir: Path) -> None:
     config = render_config("local", data_dir=data_dir)
     assert filter_order(config) == [
+        "envoy.filters.http.lua",
+        "envoy.filters.http.buffer",
         "envoy.filters.http.header_mutation",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.jwt_authn",
@@ -84,6 +95,7 @@ def test_filter_order_and_transcoder_options(data_dir: Path) -> None:
     assert transcoder["print_options"]["stream_newline_delimited"] is True
     assert transcoder["case_insensitive_enum_parsing"] is True and transcoder["query_param_unescape_plus"] is True
     assert transcoder["max_request_body_size"] == transcoder["max_response_body_size"] == 4 * 1024 * 1024
+    assert http_filters(config)["envoy.filters.http.buffer"]["max_request_bytes"] == 4 * 1024 * 1024
     stripped = http_filters(config)["envoy.filters.http.header_mutation"]["mutations"]["request_mutations"]
     assert {m["remove"] for m in stripped} == {"x-exthub-tenant", "x-exthub-user"}
 
@@ -103,6 +115,7 @@ def test_local_jwt_provider_uses_the_dev_issuer_jwks_file(data_dir: Path) -> Non
     assert provider["audiences"] == ["api://exthub"]
     assert provider["local_jwks"] == {"filename": str((data_dir / "keys" / "dev-issuer.jwks.json").resolve())}
     assert provider["forward"] is True and provider["require_expiration"] is True
+    assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}], "no query tokens"
     assert {h["claim_name"]: h["header_name"] for h in provider["claim_to_headers"]} == {
         "tid": "x-exthub-tenant",
         "oid": "x-exthub-user",
@@ -177,6 +190,8 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
         else:
             (principal,) = policy["principals"]
             assert principal["sourced_metadata"]["metadata_matcher"]["path"] == [{"key": "jwt_payload"}, {"key": "iss"}]
+    reflection = policies["reflection"]
+    assert reflection["principals"][0]["sourced_metadata"]["metadata_matcher"]["path"][1] == {"key": "iss"}
     create = policies["exthub.catalog.v1.CatalogService.CreateExtension"]["principals"]
     assert create[0]["sourced_metadata"]["metadata_matcher"]["filter"] == "envoy.filters.http.jwt_authn"
     assert {m.method for m in methods if m.internal} >= {"ClaimExecution", "Execute", "GetAgentInfo"}
@@ -187,8 +202,33 @@ def test_routes(data_dir: Path) -> None:
     routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
     assert routes["internal-ClaimExecution"]["direct_response"]["status"] == 404
     assert routes["stream-WatchExecution"]["route"]["timeout"] == "0s"
+    stream_lua = routes["stream-WatchExecution"]["typed_per_filter_config"]["envoy.filters.http.lua"]
+    assert stream_lua["source_code"]["inline_string"] == NDJSON_STREAM_LUA
+    assert "application/x-ndjson" in NDJSON_STREAM_LUA and NDJSON_STREAM_LUA.startswith(GRPC_METADATA_LUA)
     assert routes["objects"]["route"]["cluster"] == "objects"
-    assert "envoy.filters.http.grpc_json_transcoder" in routes["objects"]["typed_per_filter_config"]
+    for http_only in ("objects", "healthz"):  # not gRPC upstreams: no transcoding, no metadata rules, no buffer
+        disabled = routes[http_only]["typed_per_filter_config"]
+        assert set(disabled) == {
+            "envoy.filters.http.grpc_json_transcoder",
+            "envoy.filters.http.lua",
+            "envoy.filters.http.buffer",
+        }
+        assert all(config["disabled"] is True for config in disabled.values())
+    assert routes["grpc-reflection"]["route"]["cluster"] == "catalog"
+    assert routes["grpc-unrouted"] == {
+        "name": "grpc-unrouted",
+        "match": {"prefix": "/", "grpc": {}},
+        "direct_response": {"status": 404},
+        "typed_per_filter_config": {
+            "envoy.filters.http.buffer": {
+                "@type": "type.googleapis.com/envoy.config.route.v3.FilterConfig",
+                "disabled": True,
+            }
+        },
+    }
+    assert list(routes)[-1] == "grpc-unrouted", "the catch-all comes last"
+    for grpc_route in ("catalog", "execution", "grpc-health", "grpc-reflection", "stream-WatchExecution"):
+        assert routes[grpc_route]["typed_per_filter_config"]["envoy.filters.http.buffer"]["disabled"] is True
     assert routes["catalog"]["match"] == {"prefix": "/exthub.catalog.v1.CatalogService/"}
     assert not any("AgentService" in str(r["match"]) and "route" in r for r in routes.values())
     clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
@@ -214,3 +254,31 @@ def test_cli(tmp_path: Path, data_dir: Path, capsys: pytest.CaptureFixture[str])
     assert f"https://sts.windows.net/{TENANT}/" in capsys.readouterr().out
     assert main(["--target", "azure"]) == 2
     assert "tenant_id" in capsys.readouterr().err
+
+
+def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_dir: Path) -> None:
+    mappers = hcm(render_config("local", data_dir=data_dir))["local_reply_config"]["mappers"]
+    audience, grpc_audience = mappers[0], mappers[1]
+    assert audience["status_code"] == grpc_audience["status_code"] == 401
+    jwt_failed = audience["filter"]["and_filter"]["filters"][1]["metadata_filter"]["matcher"]
+    assert jwt_failed["filter"] == "envoy.filters.http.jwt_authn" and jwt_failed["path"][0] == {"key": "jwt_failure"}
+    assert "body_format_override" not in grpc_audience, "native gRPC callers keep grpc-status/grpc-message"
+    assert audience["headers_to_add"][0]["header"]["key"] == "www-authenticate"
+    body = audience["body_format_override"]["json_format"]
+    assert body["code"] == 16 and body["details"][0]["reason"] == "TOKEN_INVALID"
+    reasons = {
+        m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"]: m[
+            "body_format_override"
+        ]["json_format"]["details"][0]["reason"]
+        for m in mappers[2:-1]
+    }
+    assert reasons == {
+        400: "INVALID_REQUEST",
+        401: "TOKEN_INVALID",
+        403: "ROLE_REQUIRED",
+        404: "ROUTE_NOT_FOUND",
+        413: "REQUEST_TOO_LARGE",
+        503: "BACKEND_UNAVAILABLE",
+        504: "UPSTREAM_TIMEOUT",
+    }
+    assert mappers[-1]["body_format_override"]["json_format"]["details"][0]["reason"] == "GATEWAY_ERROR"
