@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import grpc
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
+from exthub.execution.v1 import execution_service_pb2
 from services.catalog.adapters.documents import COLLECTION
 from services.catalog.adapters.sqlite_search import SqliteSearchIndex
 from services.catalog.handlers.context import CatalogContext
@@ -23,6 +24,7 @@ from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
 
 SERVICE = catalog_service_pb2.DESCRIPTOR.services_by_name["CatalogService"]
+PUBLIC_NEIGHBOUR = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 DATABASE_FILE = "catalog.sqlite3"
 
 
@@ -78,6 +80,8 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
             register=register,
             verifier=TokenVerifier(settings.auth),
             access_rules=access_rules_from_descriptors([SERVICE]),
+            # the gateway routes server reflection here: describe the whole public API of its port
+            reflect_also=[PUBLIC_NEIGHBOUR.full_name],
         )
     except BaseException:
         await search_index.close()

@@ -80,11 +80,14 @@ async def start_grpc_server(
     register: Callable[[grpc.aio.Server], Sequence[str]],
     verifier: TokenVerifier,
     access_rules: Mapping[str, AccessRule],
+    reflect_also: Sequence[str] = (),
 ) -> RunningServer:
     """Build, bind (``settings.host:port``, 0 → OS chooses) and start a server for one service.
 
     ``register`` adds the service's servicers and returns their full names; health (all SERVING),
-    reflection and the :class:`HubServerInterceptor` are added here.
+    reflection and the :class:`HubServerInterceptor` are added here. ``reflect_also`` names services that
+    reflection describes although another server implements them: the gateway sends reflection to one
+    service, and a client of the gateway's port should discover the whole public API there.
     """
     server = grpc.aio.server(
         interceptors=[HubServerInterceptor(verifier, access_rules)],
@@ -95,7 +98,9 @@ async def start_grpc_server(
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     for service in ("", *service_names):
         await health.set(service, health_pb2.HealthCheckResponse.SERVING)
-    reflection.enable_server_reflection((*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME), server)
+    reflection.enable_server_reflection(
+        (*service_names, *reflect_also, HEALTH_SERVICE, reflection.SERVICE_NAME), server
+    )
 
     address = settings.grpc_address(port)
     bound = server.add_insecure_port(address)

@@ -183,7 +183,8 @@ async def test_server_reflection_and_unknown_grpc_methods(gateway: RunningEnvoy,
             )
         ]
         names = {service.name for service in responses[0].list_services_response.service}
-        assert "exthub.catalog.v1.CatalogService" in names
+        assert {"exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService"} <= names
+        assert "exthub.agent.v1.AgentService" not in names  # the whole public API, nothing internal
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             async for _ in reflection.ServerReflectionInfo(iter([request]), timeout=5):
                 pass
