@@ -244,8 +244,15 @@ async def _register_echo(data_dir: Path, catalog_address: str, echo_url: str) ->
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(catalog_address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        await register_echo(stub, echo_url=echo_url, metadata=metadata)
-        await register_echo(stub, echo_url=echo_url, metadata=metadata, extension_id="echo-plain", with_objects=False)
+        try:
+            await register_echo(stub, echo_url=echo_url, metadata=metadata)
+            await register_echo(
+                stub, echo_url=echo_url, metadata=metadata, extension_id="echo-plain", with_objects=False
+            )
+        except grpc.aio.AioRpcError as error:
+            raise HubStartError(
+                f"registering the sample extension failed: {error.code().name}: {error.details()}"
+            ) from None
 
 
 async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -> Child:
