@@ -65,6 +65,7 @@ from rich.table import Table
 from bench import celery_echo
 from bench.harness import console
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.client import is_terminal_state
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
@@ -91,17 +92,6 @@ _ECHO_URL = re.compile(r"^(http://\S+)")
 _REDIS_READY = re.compile(r"Ready to accept connections")
 _AGENT_READY = re.compile(r"consuming the work queue")
 _CELERY_READY = re.compile(re.escape(celery_echo.READY_LINE))
-_TERMINAL = frozenset(
-    {
-        execution_pb2.Execution.SUCCEEDED,
-        execution_pb2.Execution.FAILED,
-        execution_pb2.Execution.CANCELLED,
-        execution_pb2.Execution.TIMED_OUT,
-        execution_pb2.Execution.VALIDATION_SUCCEEDED,
-        execution_pb2.Execution.VALIDATION_FAILED,
-        execution_pb2.Execution.DIRECT_TOKEN_ISSUED,
-    }
-)
 
 
 # ---- measurements --------------------------------------------------------------------------------------------
@@ -675,7 +665,7 @@ async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[st
                 if event.state == execution_pb2.Execution.RUNNING and running_ns is None:
                     running_ns = _nanoseconds(event.time)
                     queue_to_start = (running_ns - create_ns) / 1e6
-                if event.state in _TERMINAL:
+                if is_terminal_state(event.state):
                     outcome = execution_pb2.Execution.State.Name(event.state)
                     if running_ns is not None:
                         run_ms = (_nanoseconds(event.time) - running_ns) / 1e6

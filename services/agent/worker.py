@@ -82,17 +82,6 @@ REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
 _CODE_UNAVAILABLE = 14
-_TERMINAL = frozenset(
-    {
-        State.SUCCEEDED,
-        State.FAILED,
-        State.CANCELLED,
-        State.TIMED_OUT,
-        State.VALIDATION_SUCCEEDED,
-        State.VALIDATION_FAILED,
-        State.DIRECT_TOKEN_ISSUED,
-    }
-)
 
 
 class WorkerClient(Protocol):

@@ -31,6 +31,7 @@ from google.protobuf import struct_pb2
 
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.client import is_terminal_state
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.agent.app import AgentApp, start_agent
@@ -275,18 +276,6 @@ FAST_AGENT_ENV: Mapping[str, str] = {
     "EXTHUB_QUEUE_POLL_SECONDS": "0.02",
     "EXTHUB_SHUTDOWN_GRACE_SECONDS": "1",
 }
-#: Terminal states of ``Execution.State``.
-TERMINAL_STATES = frozenset(
-    {
-        execution_pb2.Execution.SUCCEEDED,
-        execution_pb2.Execution.FAILED,
-        execution_pb2.Execution.CANCELLED,
-        execution_pb2.Execution.TIMED_OUT,
-        execution_pb2.Execution.VALIDATION_SUCCEEDED,
-        execution_pb2.Execution.VALIDATION_FAILED,
-        execution_pb2.Execution.DIRECT_TOKEN_ISSUED,
-    }
-)
 ASYNC_CALL_TIMEOUT_SECONDS = 10.0
 _READY = re.compile(r"agent serving on (\S+)")
 READY_TIMEOUT_SECONDS = 30.0
@@ -461,7 +450,7 @@ class AgentCluster:
                 await notifier.wait(execution_id, 0.05, armed)
 
     async def wait_terminal(self, name: str, *, within: float = 15.0) -> execution_pb2.Execution:
-        return await self.wait_for(name, lambda e: e.state in TERMINAL_STATES, within=within)
+        return await self.wait_for(name, lambda e: is_terminal_state(e.state), within=within)
 
     async def events(self, name: str) -> list[execution_pb2.ExecutionEvent]:
         response = await self.hub.stub.ListExecutionEvents(
