@@ -44,7 +44,6 @@ import re
 import shutil
 import signal
 import socket
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -63,7 +62,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import celery_echo
-from bench.harness import console
+from bench.harness import console, median, p99
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
@@ -134,19 +133,6 @@ class Row:
     def run(self) -> list[float]:
         """Start-to-end latencies (ms) of the succeeded executions."""
         return [s.run_ms for s in self.samples if s.run_ms is not None and s.outcome == "SUCCEEDED"]
-
-
-def median(values: Sequence[float]) -> float:
-    """The median, NaN for no values."""
-    return statistics.median(values) if values else float("nan")
-
-
-def p99(values: Sequence[float]) -> float:
-    """The 99th percentile (nearest rank), NaN for no values."""
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 _CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100

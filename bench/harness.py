@@ -10,7 +10,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -19,6 +19,19 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+def median(values: Sequence[float]) -> float:
+    """The median, NaN for no values."""
+    return statistics.median(values) if values else float("nan")
+
+
+def p99(values: Sequence[float]) -> float:
+    """The 99th percentile (nearest rank), NaN for no values."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
 
 
 @dataclass
@@ -33,13 +46,12 @@ class Result:
     @property
     def median(self) -> float:
         """Median latency in ms."""
-        return statistics.median(self.latencies_ms)
+        return median(self.latencies_ms)
 
     @property
     def p99(self) -> float:
         """99th percentile latency in ms."""
-        ordered = sorted(self.latencies_ms)
-        return ordered[min(len(ordered) - 1, int(len(ordered) * 0.99))]
+        return p99(self.latencies_ms)
 
     @property
     def throughput(self) -> float:
