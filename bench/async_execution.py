@@ -43,7 +43,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -62,7 +61,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import celery_echo
-from bench.harness import console, median, p99
+from bench.harness import console, free_port, median, p99
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
@@ -353,12 +352,6 @@ def _match(child: Child, pattern: re.Pattern[str]) -> str:
     raise RuntimeError(f"{child.name} did not announce {pattern.pattern!r}: {child.lines}")
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _clean_env(**extra: str) -> dict[str, str]:
     """This process's environment without any ``EXTHUB_*`` variable, plus ``extra``."""
     env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
@@ -435,7 +428,7 @@ async def running_stack(redis_server: str, poll_seconds: float) -> AsyncIterator
 
 
 async def _start_redis(stack: Stack, redis_server: str) -> None:
-    port = _free_port()
+    port = free_port()
     argv = [
         redis_server,
         "--port",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import re
+import socket
 import statistics
 import subprocess
 import sys
@@ -19,6 +20,13 @@ from rich.console import Console
 from rich.table import Table
 
 console = Console()
+
+
+def free_port() -> int:
+    """A loopback port the OS has just handed out (for a process that must be told its port before it starts)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def median(values: Sequence[float]) -> float:

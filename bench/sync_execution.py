@@ -18,7 +18,6 @@ import argparse
 import asyncio
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.harness import console, measure, report, start_service, stop_service
+from bench.harness import console, free_port, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from services.echo.registration import register_echo
@@ -82,12 +81,6 @@ def _drain(process: subprocess.Popen[str]) -> None:
     threading.Thread(target=pump, daemon=True).start()
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _echo(jwks_url: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
         [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-url", jwks_url],
@@ -110,7 +103,7 @@ async def run(requests: int, concurrency: int) -> None:
             "EXTHUB_AGENT_PORT": "0",
             "EXTHUB_OBJECTS_PORT": "0",
         }
-        execution_port = _free_port()
+        execution_port = free_port()
         execution_address = f"127.0.0.1:{execution_port}"
         processes: list[subprocess.Popen[str]] = []
         try:
