@@ -237,9 +237,8 @@ def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpe
     return ChildSpec(name, f"services.{name}", env, (re.compile(rf"{name} serving on (\S+)"), *more))
 
 
-async def _register_echo(data_dir: Path, catalog_address: str, echo_url: str) -> None:
+async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
     """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist."""
-    issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)
     token = issuer.issue(tenant="exthub", user="exthub-up", roles=["Extensions.Publish"], ttl_seconds=300)
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(catalog_address) as channel:
@@ -275,7 +274,7 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
     return Child("gateway", envoy.process, announced=[envoy.url], envoy=envoy)
 
 
-async def start_hub(data_dir: Path, port: int, children: list[Child]) -> HubAddresses:
+async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list[Child]) -> HubAddresses:
     """Starts every part in order into ``children`` (so the caller can stop what started if one fails)."""
     public_port = _public_port(port)
     public_url = f"http://127.0.0.1:{public_port}"
@@ -333,7 +332,7 @@ async def start_hub(data_dir: Path, port: int, children: list[Child]) -> HubAddr
         )
     )
     with _console.status("registering extensions/echo…"):
-        await _register_echo(data_dir, catalog.address, echo.address)
+        await _register_echo(issuer, catalog.address, echo.address)
     with _console.status("starting gateway…"):
         gateway = await _start_gateway(
             data_dir,
@@ -352,7 +351,7 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
     """
     started = time.monotonic()
     data_dir = _prepare_data_dir(data_dir)
-    await asyncio.to_thread(DevIssuer.load_or_create, data_dir)
+    issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)  # before any part reads its keys
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -360,7 +359,7 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
     children: list[Child] = []
     stopper = asyncio.create_task(stop.wait())
     try:
-        starting = asyncio.create_task(start_hub(data_dir, port, children))
+        starting = asyncio.create_task(start_hub(data_dir, port, issuer, children))
         await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()

@@ -18,6 +18,8 @@ async def test_a_refused_registration_is_a_clear_start_error(tmp_path: Path) -> 
     try:
         with pytest.raises(HubStartError, match="registering the sample extension failed: UNAUTHENTICATED"):
             # a data directory with another development issuer: the catalog does not trust its token
-            await _register_echo(tmp_path / "elsewhere", catalog.address, "http://127.0.0.1:9")
+            await _register_echo(
+                DevIssuer.load_or_create(tmp_path / "elsewhere"), catalog.address, "http://127.0.0.1:9"
+            )
     finally:
         await catalog.stop(0)
