@@ -11,7 +11,6 @@ against it, as a user would against ``exthub up``: two processes, real sockets, 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import json
 import os
 import signal
@@ -21,9 +20,6 @@ from pathlib import Path
 from services.platform.auth.dev_issuer import DevIssuer
 from tests.support.hub import running_hub
 
-#: Whether the asynchronous worker has landed (``running_hub(..., agent_worker=True)``).
-WORKER_AVAILABLE = "agent_worker" in inspect.signature(running_hub).parameters
-
 
 async def serve(data_dir: Path, ready_fd: int, *, worker: bool = True) -> None:
     """Serve until signalled; announce the addresses on ``ready_fd``. ``worker=False``: nothing takes queued work."""
@@ -32,9 +28,8 @@ async def serve(data_dir: Path, ready_fd: int, *, worker: bool = True) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)
-    # like `exthub up`: the agent consumes the work queue (when this build's running_hub can do it)
-    options = {"agent_worker": worker} if WORKER_AVAILABLE else {}
-    async with running_hub(data_dir, issuer, **options) as hub:
+    # like `exthub up`: the agent consumes the work queue
+    async with running_hub(data_dir, issuer, agent_worker=worker) as hub:
         ready = {
             "catalog": hub.catalog.address,
             "execution": hub.execution.address,

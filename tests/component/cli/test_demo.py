@@ -9,7 +9,6 @@ import pytest
 from typer.testing import Result
 
 from tests.component.cli.conftest import Cli, HubProcess, start_hub, stop_hub
-from tests.component.cli.hub_process import WORKER_AVAILABLE
 
 STEP_TIMEOUT = "3"  # the async step waits this long for the queue to be worked
 _OUTCOME = re.compile(r"^(✓ passed|✗ failed): (.*)$")
@@ -47,7 +46,6 @@ def test_demo_walks_through_every_step(demo_run: Result) -> None:
     assert "Summary" in demo_run.stdout
 
 
-@pytest.mark.xfail(not WORKER_AVAILABLE, strict=True, reason="async worker not landed")
 def test_demo_async_step_completes_and_the_demo_passes(demo_run: Result) -> None:
     steps = outcomes(demo_run)
     assert steps[2] == (True, "LOW, NORMAL and HIGH all SUCCEEDED"), demo_run.stdout

@@ -6,10 +6,7 @@ import hashlib
 import json
 from pathlib import Path
 
-import pytest
-
 from tests.component.cli.conftest import Cli
-from tests.component.cli.hub_process import WORKER_AVAILABLE
 
 
 def test_sync_run_with_inline_and_file_requests(cli: Cli, tmp_path: Path) -> None:
@@ -116,7 +113,6 @@ def test_unknown_version_is_not_found(cli: Cli) -> None:
     assert result.stderr.startswith("exthub run: NOT_FOUND:") and "VERSION_NOT_FOUND" in result.stderr
 
 
-@pytest.mark.xfail(not WORKER_AVAILABLE, strict=True, reason="async worker not landed")
 def test_async_run_with_wait_follows_the_queue_to_the_end(cli: Cli) -> None:
     result = cli("run", "echo-plain", "--profile", "async", "--priority", "HIGH", "--wait", "--timeout", "30")
     assert result.exit_code == 0, result.stderr
