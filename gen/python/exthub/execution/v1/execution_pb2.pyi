@@ -245,6 +245,7 @@ class Execution(_message.Message):
     RETRIED_FROM_FIELD_NUMBER: _builtins.int
     ETAG_FIELD_NUMBER: _builtins.int
     EXTENSION_FIELD_NUMBER: _builtins.int
+    EXPECTED_INPUTS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `executions/{execution}`; the id is a
     server-generated UUID.
@@ -346,6 +347,13 @@ class Execution(_message.Message):
         current state: input, queue or execution timeout).
         """
 
+    @_builtins.property
+    def expected_inputs(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The optional inputs the client will upload before `ContinueExecution`.
+        Naming one makes the execution wait in PENDING_INPUTS for it; required
+        inputs are always waited for.
+        """
+
     def __init__(
         self,
         *,
@@ -377,10 +385,11 @@ class Execution(_message.Message):
         retried_from: _builtins.str = ...,
         etag: _builtins.str = ...,
         extension: _builtins.str = ...,
+        expected_inputs: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "error", b"error", "expire_time", b"expire_time", "request", b"request", "result", b"result", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "created_by", b"created_by", "direct_token", b"direct_token", "end_time", b"end_time", "error", b"error", "etag", b"etag", "expire_time", b"expire_time", "extension", b"extension", "extension_version", b"extension_version", "inputs", b"inputs", "labels", b"labels", "mode", b"mode", "name", b"name", "outputs", b"outputs", "percent_complete", b"percent_complete", "priority", b"priority", "profile", b"profile", "request", b"request", "result", b"result", "retried_from", b"retried_from", "start_time", b"start_time", "state", b"state", "status_message", b"status_message", "tenant", b"tenant", "update_time", b"update_time", "validate_only", b"validate_only", "validation_errors", b"validation_errors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "create_time", b"create_time", "created_by", b"created_by", "direct_token", b"direct_token", "end_time", b"end_time", "error", b"error", "etag", b"etag", "expected_inputs", b"expected_inputs", "expire_time", b"expire_time", "extension", b"extension", "extension_version", b"extension_version", "inputs", b"inputs", "labels", b"labels", "mode", b"mode", "name", b"name", "outputs", b"outputs", "percent_complete", b"percent_complete", "priority", b"priority", "profile", b"profile", "request", b"request", "result", b"result", "retried_from", b"retried_from", "start_time", b"start_time", "state", b"state", "status_message", b"status_message", "tenant", b"tenant", "update_time", b"update_time", "validate_only", b"validate_only", "validation_errors", b"validation_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
