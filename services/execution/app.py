@@ -12,9 +12,15 @@ from datetime import timedelta
 import grpc
 from aiohttp import web
 
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+)
 from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
 from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.http import create_http_app
@@ -35,6 +41,7 @@ from services.platform.settings import Settings
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
+AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
 DATABASE_FILE = "execution.sqlite3"
 SIGNING_DIR = "signing"
 LOCAL_HUB_ID = "exthub-local"
@@ -170,7 +177,8 @@ async def start_execution(
 
         def register(server: grpc.aio.Server) -> Sequence[str]:
             execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(ctx), server)
-            return [SERVICE.full_name]
+            agent_task_service_pb2_grpc.add_AgentTaskServiceServicer_to_server(AgentTaskServicer(ctx), server)
+            return [SERVICE.full_name, AGENT_TASK_SERVICE.full_name]
 
         server = await start_grpc_server(
             name="execution",
@@ -178,7 +186,7 @@ async def start_execution(
             port=settings.execution_port if port is None else port,
             register=register,
             verifier=TokenVerifier(settings.auth),
-            access_rules=access_rules_from_descriptors([SERVICE]),
+            access_rules=access_rules_from_descriptors([SERVICE, AGENT_TASK_SERVICE]),
         )
     except BaseException:
         if runner is not None:

@@ -18,7 +18,7 @@ from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.domain import ExecutionState
 from services.execution.model import COLLECTION, StoredExecution, dispatch_of, outbox_events, set_dispatch
@@ -30,6 +30,7 @@ from tests.support.hub import Hub, Metadata, running_hub
 
 E = execution_pb2.Execution
 pb = execution_service_pb2
+tasks_pb = agent_task_service_pb2
 OBJECTS_VERSION = "extensions/echo/versions/1.0.0"
 SHORT_SYNC_VERSION = "extensions/echo-short/versions/1.0.0"
 FAST: dict[str, Any] = {
@@ -132,8 +133,8 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
     created = await create(fast_hub, profile="async")
     failure = status_pb2.Status(code=14, message="boom")
     for attempt in (1, 2, 3):
-        claimed = await fast_hub.stub.ClaimExecution(
-            pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)
+        claimed = await fast_hub.tasks.ClaimExecution(
+            tasks_pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)
         )
         assert claimed.execution.state == E.RUNNING and claimed.task.attempt == attempt
         reported = await fast_hub.stub.ReportExecutionStatus(
@@ -152,35 +153,35 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
 
 async def test_heartbeat_delivers_cancel_and_an_unacknowledged_cancel_is_swept(fast_hub: Hub) -> None:
     created = await create(fast_hub, profile="async")
-    await fast_hub.stub.ClaimExecution(
-        pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    await fast_hub.tasks.ClaimExecution(
+        tasks_pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert (beat.abort, beat.cancel_requested, beat.state) == (False, False, E.RUNNING) and beat.HasField("deadline")
-    stale = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=2, agent_id="a"), metadata=agent(fast_hub)
+    stale = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=2, agent_id="a"), metadata=agent(fast_hub)
     )
     assert stale.abort
     requested = await fast_hub.stub.CancelExecution(
         pb.CancelExecutionRequest(name=created.name), metadata=fast_hub.token()
     )
     assert requested.state == E.RUNNING
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert beat.cancel_requested and not beat.abort
     # no agent reports: the sweeper ends it after the grace period
     done = await wait_state(fast_hub, created.name, E.CANCELLED)
     assert done.attempt == 1
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert beat.abort and beat.state == E.CANCELLED
     with pytest.raises(grpc.aio.AioRpcError) as raised:  # the heartbeat is for agents only
-        await fast_hub.stub.HeartbeatExecution(
-            pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=fast_hub.token()
+        await fast_hub.tasks.HeartbeatExecution(
+            tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=fast_hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
