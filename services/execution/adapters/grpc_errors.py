@@ -6,6 +6,7 @@ import grpc
 from google.rpc import error_details_pb2
 from grpc_status import rpc_status
 
+from services.execution.mapping import error_info_of
 from services.platform.errors import (
     Aborted,
     AlreadyExists,
@@ -35,14 +36,7 @@ def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | Non
         status = rpc_status.from_call(error)
     except ValueError:
         return None
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
+    return None if status is None else error_info_of(status)
 
 
 def hub_error_from_rpc(error: grpc.aio.AioRpcError, *, backend: str) -> HubError:

@@ -14,7 +14,7 @@ from google.protobuf import json_format
 
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.execution.signing import verify_direct_token
-from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
+from tests.component.execution.test_sync import VERSION, call_reason, create, events_of, reason_of, struct
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
@@ -103,8 +103,10 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
 
 
 async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
-    execution = await create(hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"))
-    assert execution.state == E.PENDING_INPUTS
+    execution = await create(
+        hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
+    )
+    assert execution.state == E.PENDING_INPUTS and list(execution.expected_inputs) == ["document"]
     (document,) = execution.inputs
     assert document.name == "document" and not document.required and document.upload.method == "PUT"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -112,7 +114,7 @@ async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
             pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "INPUTS_MISSING" in str(raised.value.trailing_metadata())
+    assert call_reason(raised.value) == "INPUTS_MISSING"
     content = b"hello objects" * 100
     async with aiohttp.ClientSession(timeout=HTTP) as session:
         async with session.put(document.upload.uri, data=content) as response:
@@ -144,7 +146,7 @@ async def test_another_tenant_sees_not_found_and_admin_sees_all(hub: Hub) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token(tenant="b"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "EXECUTION_NOT_FOUND" in str(raised.value.trailing_metadata())
+    assert call_reason(raised.value) == "EXECUTION_NOT_FOUND"
     admin = await hub.stub.GetExecution(
         pb.GetExecutionRequest(name=execution.name), metadata=hub.token(roles=("Hub.Admin",), tenant="b")
     )
@@ -181,14 +183,15 @@ async def test_list_filters_and_pages(hub: Hub) -> None:
 
 
 async def test_cancel_and_retry(hub: Hub) -> None:
-    pending = await create(hub, extension_version=OBJECTS_VERSION)
+    pending = await create(hub, extension_version=OBJECTS_VERSION, expected_inputs=["document"])
     cancelled = await hub.stub.CancelExecution(pb.CancelExecutionRequest(name=pending.name), metadata=hub.token())
     assert cancelled.state == E.CANCELLED
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a continue after the execution moved on changes nothing and answers with the execution as it is
+    again = await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
+    assert again.state == E.CANCELLED and again.etag == cancelled.etag
     retried = await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=pending.name), metadata=hub.token())
     assert retried.retried_from == pending.name and retried.state == E.PENDING_INPUTS
+    assert list(retried.expected_inputs) == ["document"]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=retried.name), metadata=hub.token())
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
