@@ -23,6 +23,7 @@ write itself. Readers see event documents and outbox events together
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
@@ -36,7 +37,11 @@ from services.platform.logging import get_logger
 
 _log = get_logger("exthub.execution.outbox")
 
-__all__ = ["EventPublisher", "OutboxRelay"]
+__all__ = ["DEFAULT_BATCH_SECONDS", "EventPublisher", "OutboxRelay"]
+
+#: How long a drain waits for more writes of the same execution (events only: an attempt to publish, or a
+#: finished execution, is drained at once), so that one drain stores several events and trims once.
+DEFAULT_BATCH_SECONDS = 0.2
 
 
 class EventPublisher(Protocol):
@@ -52,6 +57,11 @@ class EventPublisher(Protocol):
         ...
 
 
+def _urgent(execution: Execution) -> bool:
+    """Whether to drain without waiting for more writes: an attempt to publish, or nothing more to come."""
+    return execution.outbox.dispatch is not None or execution.record.is_terminal
+
+
 class OutboxRelay:
     """Drains execution outboxes (see the module docstring).
 
@@ -65,11 +75,15 @@ class OutboxRelay:
         *,
         dispatcher: Dispatcher | None = None,
         publisher: EventPublisher | None = None,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
     ) -> None:
         self._repository = repository
         self._dispatcher = dispatcher
         self._publisher = publisher
+        self._batch_seconds = batch_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._latest: dict[str, Execution] = {}  # the last write this process saw, per execution being drained
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._closed = False
@@ -78,20 +92,35 @@ class OutboxRelay:
         """Repository listener: drain in the background if the write left something in the outbox."""
         if self._closed or execution.outbox.empty:
             return
+        self._latest[execution.id] = execution
         if execution.id in self._busy:
             self._again.add(execution.id)
+            if _urgent(execution):
+                self._wake(execution.id).set()
             return
         self._busy.add(execution.id)
-        task = asyncio.get_running_loop().create_task(self._drain_soon(execution.id))
+        wait = 0.0 if _urgent(execution) else self._batch_seconds
+        task = asyncio.get_running_loop().create_task(self._drain_soon(execution.id, wait))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain_soon(self, execution_id: str) -> None:
+    def _wake(self, execution_id: str) -> asyncio.Event:
+        event = self._wakeups.get(execution_id)
+        if event is None:
+            event = self._wakeups[execution_id] = asyncio.Event()
+        return event
+
+    async def _drain_soon(self, execution_id: str, wait: float) -> None:
         try:
+            if wait > 0 and not self._closed:  # let the writes that follow (e.g. a run's outcome) join this drain
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake(execution_id).wait()
+            self._wakeups.pop(execution_id, None)
             while True:
                 self._again.discard(execution_id)
                 try:
-                    await self.drain(execution_id)
+                    await self.drain(execution_id, self._latest.pop(execution_id, None))
                 except HubError as error:  # e.g. the store is busy: the periodic sweep tries again
                     _log.warning("outbox relay failed", execution=execution_id, reason=error.reason)
                     return
@@ -99,10 +128,16 @@ class OutboxRelay:
                     return
         finally:
             self._busy.discard(execution_id)
+            self._wakeups.pop(execution_id, None)
+            self._latest.pop(execution_id, None)
 
-    async def drain(self, execution_id: str) -> bool:
-        """Relay what the outbox of one execution holds now; True when something was relayed."""
-        execution = await self._repository.find(execution_id)
+    async def drain(self, execution_id: str, written: Execution | None = None) -> bool:
+        """Relay what the outbox of one execution holds; True when something was relayed.
+
+        ``written`` is the execution as this process last wrote it (saves a read); without it, or when it is
+        stale, the store's version decides (the trim is conditional, and re-reads on a conflict).
+        """
+        execution = written if written is not None else await self._repository.find(execution_id)
         if execution is None or execution.outbox.empty:
             return False
         events = execution.outbox.events
@@ -133,7 +168,7 @@ class OutboxRelay:
                 outbox = Outbox(outbox.events, None)
             return Change(dataclasses.replace(current, outbox=outbox))
 
-        await self._repository.update(execution_id, trim, bookkeeping=True)
+        await self._repository.update(execution_id, trim, bookkeeping=True, current=execution)
         return True
 
     async def _publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
@@ -161,11 +196,13 @@ class OutboxRelay:
         return count
 
     async def settle(self) -> None:
-        """Wait until the drains under way (and those they start) have finished."""
+        """Drain now what waits for its batch, and wait until every drain under way has finished."""
         while self._tasks:
+            for event in self._wakeups.values():
+                event.set()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop taking new work and wait for the drains under way."""
+        """Stop taking new work and finish the drains under way."""
         self._closed = True
         await self.settle()

@@ -142,14 +142,19 @@ class ExecutionRepository:
             raise execution_not_found(f"executions/{execution_id}")
         return found
 
-    async def update(self, execution_id: str, decide: Decide, *, bookkeeping: bool = False) -> Execution:
+    async def update(
+        self, execution_id: str, decide: Decide, *, bookkeeping: bool = False, current: Execution | None = None
+    ) -> Execution:
         """Read, decide, write conditionally (state + events in one replace); re-read and re-decide on a race.
 
-        Every write gives the execution a new client-visible etag and wakes its watchers, except a
-        ``bookkeeping`` write (the outbox relay's trims), which changes nothing a client sees.
+        ``current`` is the execution as the caller just read it: the first try decides on it instead of
+        reading again (the write is conditional on its revision all the same). Every write gives the
+        execution a new client-visible etag and wakes its watchers, except a ``bookkeeping`` write (the outbox
+        relay's trims), which changes nothing a client sees.
         """
         for _ in range(MAX_WRITE_TRIES):
-            current = await self.get(execution_id)
+            if current is None or current.id != execution_id:
+                current = await self.get(execution_id)
             change = decide(current)
             if change is None:
                 return current
@@ -163,6 +168,7 @@ class ExecutionRepository:
                     execution_id, EXECUTION_DOC_ID, execution_to_body(new), if_match=current.revision
                 )
             except Aborted:
+                current = None
                 await asyncio.sleep(0)
                 continue  # someone else wrote first: re-read and decide again
             return self._written(execution_from_document(document), wake_watchers=not bookkeeping)

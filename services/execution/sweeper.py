@@ -77,7 +77,7 @@ class Sweeper:
             )
 
         before = await ctx.repository.get(execution_id)
-        after = await ctx.repository.update(execution_id, decide)
+        after = await ctx.repository.update(execution_id, decide, current=before)
         if after.state is before.state:
             return False
         _log.info("swept", execution=after.name, state=after.state.value, attempt=after.attempt)

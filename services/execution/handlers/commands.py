@@ -64,7 +64,7 @@ async def continue_execution(
             status_key_hash=key_hash if target is ExecutionState.RUNNING else current.status_key_hash,
         )
 
-    updated = await ctx.repository.update(execution_id, decide)
+    updated = await ctx.repository.update(execution_id, decide, current=execution)
     ours = updated.state is ExecutionState.RUNNING and updated.status_key_hash == key_hash
     if target is ExecutionState.RUNNING and ours:
         return await run_sync(ctx, updated, status_key=status_key, caller_remaining=caller_remaining)
@@ -77,7 +77,7 @@ async def cancel_execution(ctx: ExecutionContext, principal: Principal, executio
     agent's heartbeat delivers (it then reports CANCELLED); if no agent acknowledges it within
     ``ctx.cancel_grace`` the sweeper ends it CANCELLED. Terminal: the state machine refuses, except a repeated
     cancel of a CANCELLED execution (a no-op)."""
-    await load_visible(ctx, principal, execution_id)
+    visible = await load_visible(ctx, principal, execution_id)
 
     def decide(current: Execution) -> Change | None:
         now = ctx.clock()
@@ -95,7 +95,7 @@ async def cancel_execution(ctx: ExecutionContext, principal: Principal, executio
             cancel=CancelState(requested=True),
         )
 
-    updated = await ctx.repository.update(execution_id, decide)
+    updated = await ctx.repository.update(execution_id, decide, current=visible)
     if updated.state is ExecutionState.CANCELLED:
         abort_inflight(ctx, execution_id)
     return updated

@@ -103,7 +103,7 @@ async def report_status(
             outputs = tuple(OutputState(o.name, o.provided or o.name in provided) for o in current.outputs)
         return change_from(current, result, dispatch_not_before=not_before, outcome=outcome, outputs=outputs)
 
-    return await ctx.repository.update(execution_id, decide)
+    return await ctx.repository.update(execution_id, decide, current=execution)
 
 
 def _resolve_report(

@@ -148,7 +148,7 @@ async def _finish(
         )
 
     try:
-        return await ctx.repository.update(execution.id, decide)
+        return await ctx.repository.update(execution.id, decide, current=execution)
     except HubError as error:
         _log.info("outcome not recorded", execution=execution.name, state=state.value, reason=error.reason)
         return await ctx.repository.get(execution.id)

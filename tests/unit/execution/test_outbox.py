@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from services.execution.adapters.documents import COLLECTION, event_doc_id
-from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, transition
+from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, progress, transition
 from services.execution.domain.model import Execution
 from services.execution.invariants import check_invariants
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change, Decide, ExecutionRepository
-from services.platform.docstore.port import DocumentCollection, Query
+from services.platform.docstore.memory import MemoryDocumentCollection, MemoryDocumentStore
+from services.platform.docstore.port import Document, DocumentCollection, Query
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
@@ -178,3 +180,44 @@ async def test_a_finished_execution_with_events_left_in_its_outbox_is_reported(r
     assert await check_invariants(repository) == [], "the relay may still be on its way"
     found = await check_invariants(repository, outbox_settled=True)
     assert [(v.rule, v.detail) for v in found] == [("OUTBOX_LEFT", "events [1, 2] were never relayed")]
+
+
+class CountingCollection(MemoryDocumentCollection):
+    """The in-memory collection, counting writes of the execution document."""
+
+    def __init__(self) -> None:
+        store = MemoryDocumentStore()
+        super().__init__(COLLECTION, store.database.collections.setdefault(COLLECTION, {}))
+        self.replaces = 0
+
+    async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
+        self.replaces += 1
+        return await super().replace(partition, id, body, if_match=if_match)
+
+
+async def test_a_drain_waits_for_the_writes_that_follow_and_trims_once() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting)
+    relay = OutboxRelay(repository, batch_seconds=60)
+    repository.add_listener(relay.notice)
+    record, created = create(S.RUNNING, now=now())
+    await repository.create(execution(record), created)
+    for step in ("half way", "nearly"):
+
+        def report_progress(current: Execution, message: str = step) -> Change:
+            result = progress(current.record, now=now(), attempt=1, status_message=message)
+            assert result.event is not None
+            return Change(dataclasses.replace(current, record=result.record), (result.event,))
+
+        await repository.update(ID, report_progress)
+        await asyncio.sleep(0)
+    assert await event_documents(counting) == [], "still waiting for more writes"
+    assert [e.sequence for e in await repository.list_events(ID)] == [1, 2, 3]
+    emptied = asyncio.Event()
+    repository.add_listener(lambda written: emptied.set() if written.outbox.empty else None)
+    await repository.update(ID, move(S.SUCCEEDED, 1))  # the last write: drained at once, not in 60 s
+    async with asyncio.timeout(10):
+        await emptied.wait()
+    assert await event_documents(counting) == [event_doc_id(n) for n in (1, 2, 3, 4)]
+    assert counting.replaces == 3 + 1, "three state writes and ONE trim"
+    await relay.close()
