@@ -20,15 +20,15 @@ from exthub.client.channel import DEFAULT_TIMEOUT_SECONDS, Target, open_channel
 from exthub.client.errors import ExecutionWaitTimeout, ObjectTransferError
 from exthub.client.objects import DEFAULT_TRANSFER_TIMEOUT, download_object, upload_object
 from exthub.client.tokens import TokenProvider
+from exthub.contract.states import is_terminal_state, state_name
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
-from services.execution.domain.states import ExecutionState, is_terminal
 
 if TYPE_CHECKING:
     from exthub.catalog.v1.catalog_service_pb2_grpc import CatalogServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect", "is_terminal_state", "state_name"]
+__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect"]
 
 Execution = execution_pb2.Execution
 ExecutionEvent = execution_pb2.ExecutionEvent
@@ -38,16 +38,6 @@ CREATE_ATTEMPTS = 3
 WATCH_RECONNECTS = 5
 _BACKOFF_SECONDS = 0.2
 _ACCESSOR_MARGIN = timedelta(seconds=10)
-
-
-def state_name(state: Execution.State.ValueType) -> str:
-    """``Execution.State`` value → its name (``SUCCEEDED``)."""
-    return Execution.State.Name(state)
-
-
-def is_terminal_state(state: Execution.State.ValueType) -> bool:
-    """Whether an execution in ``state`` never changes again (the execution domain's rule)."""
-    return state != Execution.STATE_UNSPECIFIED and is_terminal(ExecutionState(state_name(state)))
 
 
 def _safe_object_name(name: str) -> str:

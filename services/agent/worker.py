@@ -1,6 +1,6 @@
 """The agent's queue worker: runs asynchronous attempts from the work queue (spec §5.1 async, §5.2).
 
-Per message (``{"execution", "attempt"}``, see :mod:`services.execution.dispatch`), in one of ``slots``
+Per message (``{"execution", "attempt"}``, see :mod:`exthub.contract.queue`), in one of ``slots``
 concurrent slots:
 
 1. **Claim** — ``ClaimExecution(name, attempt, agent_id)``: QUEUED → RUNNING, fenced by the attempt; the answer
@@ -41,16 +41,15 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.errors import error_info, error_status
+from exthub.contract.queue import PRIORITY_PROPERTY, parse_message
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.agent.adapters.registry import AdapterRegistry
 from services.agent.execution_client import CallRefused
 from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_model
-from services.execution.dispatch import parse_message
-from services.platform.errors import ERROR_DOMAIN, HubError
+from services.platform.errors import HubError
 from services.platform.logging import get_logger
 from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
 
@@ -82,7 +81,6 @@ REPORT_TRIES = 4
 REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
-_CODE_UNAVAILABLE = 14
 
 
 class WorkerClient(Protocol):
@@ -139,20 +137,6 @@ class _Attempt:
     abort: asyncio.Future[AbortReason]
 
 
-def _status(code: int, message: str, reason: str, metadata: dict[str, str]) -> status_pb2.Status:
-    packed = any_pb2.Any()
-    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
-    return status_pb2.Status(code=code, message=message, details=[packed])
-
-
-def _error_reason(status: status_pb2.Status) -> str:
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.reason)
-    return ""
-
-
 def report_for_outcome(
     task: execution_pb2.ExecutionTask, response: agent_pb.ExecuteResponse
 ) -> pb.ReportExecutionStatusRequest | None:
@@ -181,12 +165,16 @@ def report_for_outcome(
         request.status_message = "the request is invalid"
         request.validation_errors.extend(response.validation_errors)
         return request
-    error = response.error if response.HasField("error") else _status(2, "the attempt failed", "EXTENSION_FAILED", {})
+    error = (
+        response.error
+        if response.HasField("error")
+        else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", "EXTENSION_FAILED")
+    )
     request.error.CopyFrom(error)
     request.status_message = error.message
     if outcome == Outcome.RETRYABLE_FAILURE:
         request.state = State.QUEUED
-    elif _error_reason(error) == EXECUTION_DEADLINE_EXCEEDED:
+    elif (info := error_info(error)) is not None and info.reason == EXECUTION_DEADLINE_EXCEEDED:
         request.state = State.TIMED_OUT
     else:
         request.state = State.FAILED
@@ -216,7 +204,7 @@ class QueueWorker:
         self._runner: asyncio.Task[None] | None = None
         wanted = [p for p in ALL_PRIORITIES if p in set(config.priorities)]
         self._filters: list[dict[str, str] | None] = (
-            [None] if len(wanted) == len(ALL_PRIORITIES) else [{"priority": p} for p in wanted]
+            [None] if len(wanted) == len(ALL_PRIORITIES) else [{PRIORITY_PROPERTY: p} for p in wanted]
         )
 
     @property
@@ -308,8 +296,8 @@ class QueueWorker:
                 attempt=attempt,
                 state=State.QUEUED,
                 status_message="the agent running this attempt stopped renewing its lease",
-                error=_status(
-                    _CODE_UNAVAILABLE,
+                error=error_status(
+                    grpc.StatusCode.UNAVAILABLE,
                     "the agent running this attempt stopped renewing its lease",
                     AGENT_LOST,
                     {"execution": execution, "attempt": str(attempt)},
@@ -369,7 +357,7 @@ class QueueWorker:
                 attempt=task.attempt,
                 state=State.QUEUED,
                 status_message=message,
-                error=_status(_CODE_UNAVAILABLE, message, AGENT_STOPPED, {"attempt": str(task.attempt)}),
+                error=error_status(grpc.StatusCode.UNAVAILABLE, message, AGENT_STOPPED, {"attempt": str(task.attempt)}),
             )
             await self._report_and_settle(lease, request)
         elif reason is AbortReason.ENDED:

@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurv
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.api_jws import PyJWS
 
+from exthub.contract.signatures import SIGNATURE_HEADER as SIGNATURE_HEADER
+
 logger = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "Exthub-Signature"
 ALLOWED_ALGORITHMS: Mapping[str, str] = {"ES256": "EC", "RS256": "RSA"}
 MIN_RSA_BITS = 2048
 MAX_HEADER_CHARS = 8192

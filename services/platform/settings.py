@@ -14,8 +14,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.platform.auth._files import read_or_create_once
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.keyfiles import read_or_create_once
 
 __all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings"]
 

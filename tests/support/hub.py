@@ -32,6 +32,7 @@ from google.protobuf import struct_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -47,7 +48,6 @@ from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
 from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
 from services.execution.app import ExecutionApp, start_execution
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:

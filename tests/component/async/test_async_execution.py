@@ -10,6 +10,8 @@ import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 
+from exthub.contract.errors import call_error_info
+from exthub.contract.errors import error_info as status_error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 from tests.support.hub import AgentCluster as Cluster
@@ -28,11 +30,9 @@ def struct(**fields: Any) -> struct_pb2.Struct:
 
 
 def error_info(execution: execution_pb2.Execution) -> error_details_pb2.ErrorInfo:
-    info = error_details_pb2.ErrorInfo()
-    for detail in execution.error.details:
-        if detail.Unpack(info):
-            return info
-    raise AssertionError(f"no ErrorInfo in {execution.error}")
+    info = status_error_info(execution.error)
+    assert info is not None, f"no ErrorInfo in {execution.error}"
+    return info
 
 
 async def occupy_agents(cluster: Cluster, seconds: float = BLOCK_SECONDS) -> list[str]:
@@ -133,7 +133,8 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
             pb.ReportExecutionStatusRequest(name=created.name, attempt=1, state=E.SUCCEEDED), metadata=agent
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "STALE_ATTEMPT" in str(raised.value.trailing_metadata())
+    stale = call_error_info(raised.value)
+    assert stale is not None and stale.reason == "STALE_ATTEMPT"
     assert len(await hub_cluster.events(created.name)) == len(events)
 
 

@@ -12,8 +12,9 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from exthub.contract.errors import call_error_info
+from exthub.contract.signatures import verify_direct_token
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
-from services.execution.signing import verify_direct_token
 from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
 from tests.support.hub import Hub
 
@@ -112,7 +113,8 @@ async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
             pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "INPUTS_MISSING" in str(raised.value.trailing_metadata())
+    info = call_error_info(raised.value)
+    assert info is not None and info.reason == "INPUTS_MISSING"
     content = b"hello objects" * 100
     async with aiohttp.ClientSession(timeout=HTTP) as session:
         async with session.put(document.upload.uri, data=content) as response:
@@ -144,7 +146,8 @@ async def test_another_tenant_sees_not_found_and_admin_sees_all(hub: Hub) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token(tenant="b"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "EXECUTION_NOT_FOUND" in str(raised.value.trailing_metadata())
+    info = call_error_info(raised.value)
+    assert info is not None and info.reason == "EXECUTION_NOT_FOUND"
     admin = await hub.stub.GetExecution(
         pb.GetExecutionRequest(name=execution.name), metadata=hub.token(roles=("Hub.Admin",), tenant="b")
     )

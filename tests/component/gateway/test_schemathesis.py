@@ -42,11 +42,11 @@ from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
 from services.catalog.servicer import CatalogServicer
 from services.execution.servicer import ExecutionServicer
-from services.platform.auth.dev_issuer import DevIssuer
 from tests.component.gateway.conftest import call
 
 OPENAPI = Path(__file__).resolve().parents[3] / "gen" / "openapi" / "exthub.openapi.yaml"

@@ -8,10 +8,10 @@ import pytest
 from pydantic import ValidationError
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.queue import message_body, message_id, parse_message
 from exthub.execution.v1 import execution_pb2
 from services.agent.outcomes import AttemptFailure
 from services.agent.worker import WorkerConfig, report_for_outcome, settlement_for
-from services.execution.dispatch import message_body, message_id, parse_message
 from services.platform.settings import Settings
 
 Outcome = agent_pb.ExecuteResponse.Outcome
