@@ -1,5 +1,6 @@
 """The execution service, as the agent sees it, with an Agent-role bearer token: ``AgentTaskService`` (sign the
-extension request; for the queue worker also claim and heartbeat) and ``ExecutionService.ReportExecutionStatus``."""
+extension request; for the queue worker also claim, heartbeat and release) and
+``ExecutionService.ReportExecutionStatus`` (proven by the claimed attempt's status-update key)."""
 
 from __future__ import annotations
 
@@ -128,7 +129,7 @@ class CallRefused(Exception):
 
 
 class ExecutionServiceClient(ExecutionServiceSigner):
-    """The worker's side of the execution service: claim, heartbeat, report (and sign, as the signer).
+    """The worker's side of the execution service: claim, heartbeat, report, release (and sign, as the signer).
 
     One channel, Agent-role bearer tokens, a timeout on every call. Permanent refusals raise
     :class:`CallRefused`; transient failures raise ``grpc.aio.AioRpcError``.
@@ -152,8 +153,14 @@ class ExecutionServiceClient(ExecutionServiceSigner):
         with _refusals():
             return await self._tasks.HeartbeatExecution(request, timeout=self._timeout, metadata=self._metadata())
 
+    async def release(self, execution: str, attempt: int, agent_id: str) -> execution_pb2.Execution:
+        """``ReleaseExecution``: end a RUNNING attempt whose agent was lost (``AGENT_LOST``); the execution now."""
+        request = agent_task_service_pb2.ReleaseExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        with _refusals():
+            return await self._tasks.ReleaseExecution(request, timeout=self._timeout, metadata=self._metadata())
+
     async def report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
-        """``ReportExecutionStatus`` as an agent (no status-update key)."""
+        """``ReportExecutionStatus``; ``request`` carries the claimed attempt's status-update key."""
         with _refusals():
             return await self._executions.ReportExecutionStatus(
                 request, timeout=self._timeout, metadata=self._metadata()

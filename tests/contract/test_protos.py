@@ -89,6 +89,7 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
     "AgentTaskService.ClaimExecution": ("ROLES", ["Agent"]),
     "AgentTaskService.HeartbeatExecution": ("ROLES", ["Agent"]),
     "AgentTaskService.SignExtensionRequest": ("ROLES", ["Agent"]),
+    "AgentTaskService.ReleaseExecution": ("ROLES", ["Agent"]),
     "AgentService.Execute": ("ROLES", ["Agent"]),
     "AgentService.GetAgentInfo": ("ROLES", ["Agent"]),
 }

@@ -87,13 +87,15 @@ class GrpcBodySigner:
 
 @dataclass
 class EchoCall:
-    """One request echo received: which attempt, and how it ended (``running``, ``completed``, ``aborted``)."""
+    """One request echo received: which attempt, its status-update key (the attempt's proof for reports),
+    and how it ended (``running``, ``completed``, ``aborted``)."""
 
     path: str
     execution_id: str
     attempt: int
     outcome: str = "running"
     status: int = 0
+    status_update_key: str = field(default="", repr=False)
 
 
 @dataclass
@@ -157,7 +159,12 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             document = {}
         if not isinstance(document, dict):
             document = {}
-        call = EchoCall(request.path, str(document.get("executionId", "")), int(document.get("attempt") or 0))
+        call = EchoCall(
+            request.path,
+            str(document.get("executionId", "")),
+            int(document.get("attempt") or 0),
+            status_update_key=str(document.get("statusUpdateKey", "")),
+        )
         recorder.calls.append(call)
         recorder.changed()
         try:

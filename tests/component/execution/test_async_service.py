@@ -131,7 +131,13 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
         )
         assert claimed.execution.state == E.RUNNING and claimed.task.attempt == attempt
         reported = await fast_hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=created.name, attempt=attempt, state=E.QUEUED, error=failure),
+            pb.ReportExecutionStatusRequest(
+                name=created.name,
+                attempt=attempt,
+                state=E.QUEUED,
+                error=failure,
+                status_update_key=claimed.task.status_update_key,
+            ),
             metadata=agent(fast_hub),
         )
         if attempt < 3:  # the echo profile's default policy: 3 attempts

@@ -44,15 +44,15 @@ async def test_long_running_202_then_progress_and_completion_through_status_url(
     assert events[1].type == execution_pb2.ExecutionEvent.PROGRESS and events[1].percent_complete == 50
     done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
     assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {"longRunning": True}
-    # the same terminal report again (as an Agent) is a no-op; a conflicting one is refused; a stale attempt too
-    agent = hub.token(roles=("Agent",), tenant="exthub", user="agent")
+    # the same terminal report again (with the attempt's key) is a no-op; a conflicting one is refused
+    key = hub.calls_of(execution.name)[0].status_update_key
     again = await hub.stub.ReportExecutionStatus(
-        pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.SUCCEEDED), metadata=agent
+        pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.SUCCEEDED, status_update_key=key)
     )
     assert again.etag == done.etag
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED), metadata=agent
+            pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED, status_update_key=key)
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert len(await events_of(hub, execution.name)) == 3
@@ -68,7 +68,7 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
             )
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # no key, no Agent role
+    # no key (a token does not replace it)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.ReportExecutionStatus(
             pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED), metadata=hub.token()
@@ -93,11 +93,14 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
         )
     )
     assert retry.state == E.QUEUED and retry.attempt == 2
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # the ended attempt's key proves nothing any more
         await hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=queued.name, attempt=1, state=E.SUCCEEDED), metadata=agent
+            pb.ReportExecutionStatusRequest(
+                name=queued.name, attempt=1, state=E.SUCCEEDED, status_update_key=claimed.task.status_update_key
+            ),
+            metadata=agent,
         )
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert reason_of(json_format.Parse("{}", execution_pb2.Execution()).error) == ""
     events = await events_of(hub, queued.name)
     assert [(e.sequence, e.state) for e in events] == [(1, E.QUEUED), (2, E.RUNNING), (3, E.QUEUED)]
