@@ -92,7 +92,7 @@ def _session() -> requests.Session:
 
 
 def request_body(execution_id: str, attempt: int) -> bytes:
-    """The http-json request body (spec §6) the agent would send for this attempt of ``echo-plain``."""
+    """The http-json request body the agent would send for this attempt of ``echo-plain``."""
     deadline = timestamp_pb2.Timestamp()
     deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=EXECUTION_SECONDS))
     task = execution_pb2.ExecutionTask(

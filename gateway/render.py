@@ -223,7 +223,7 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
-    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1).
+    """Routes match the gRPC path: the transcoder rewrites REST requests before routing.
 
     The buffer filter (the REST body limit) runs before the transcoder, when a REST request's path matches no
     route yet, so it applies to REST requests only; it is disabled on the routes a native gRPC request matches

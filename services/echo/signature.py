@@ -1,4 +1,4 @@
-"""Verification of the hub's ``Exthub-Signature`` header (spec §6, §7.4).
+"""Verification of the hub's ``Exthub-Signature`` header.
 
 The header is a JWS compact serialisation with a detached payload (``<header>..<signature>``, RFC 7515
 Appendix F) over the exact request body. The protected header names ``alg`` (ES256 or RS256 only; ``none``, HS*

@@ -1,6 +1,6 @@
 """The outbox of asynchronous attempts: from a QUEUED write to a work-queue message, losing and doubling nothing.
 
-Design (spec §5.1 async, §5.2 outbox):
+Design:
 
 * Every write that puts an execution into QUEUED for a new attempt (create, continue, a retry decision)
   records, **in the same conditional write**, a dispatch marker on the execution document:

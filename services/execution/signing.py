@@ -1,4 +1,4 @@
-"""The hub's signing keys (spec §6, §7.4): ES256 keys with RFC 7638 ids, rotation, JWKS, body signatures
+"""The hub's signing keys: ES256 keys with RFC 7638 ids, rotation, JWKS, body signatures
 and direct tokens.
 
 On disk (``directory``, mode 0700): one ``<kid>.pem`` per private key (PKCS#8, mode 0600) and
@@ -147,7 +147,7 @@ class SigningKeyRing:
         ttl_seconds: int,
         now: datetime,
     ) -> str:
-        """A signed JWT for a DIRECT execution (spec §5.1, §7.4): ``iss`` = hub id, ``sub`` = execution
+        """A signed JWT for a DIRECT execution: ``iss`` = hub id, ``sub`` = execution
         name, ``aud``, ``iat``/``nbf`` = ``now``, ``exp`` = ``now + ttl_seconds``, a random ``jti``, and the
         claims ``execution``, ``extension``, ``version``, ``profile``, ``tid``, ``oid``."""
         if ttl_seconds <= 0:

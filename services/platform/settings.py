@@ -1,4 +1,4 @@
-"""The one settings model (spec §8): environment variables ``EXTHUB_…``, nested sections with ``__``.
+"""The one settings model: environment variables ``EXTHUB_…``, nested sections with ``__``.
 
 Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.microsoftonline.com/T/v2.0"]'``
 (a JSON array or a comma-separated list), ``EXTHUB_AZURE__COSMOS_ENDPOINT=https://….documents.azure.com``.
@@ -38,7 +38,7 @@ StrList = Annotated[list[str], NoDecode]
 
 
 class AuthSettings(BaseModel):
-    """Bearer-token verification (spec §7.1). Empty on the local backend means the development issuer."""
+    """Bearer-token verification. Empty on the local backend means the development issuer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -1,4 +1,4 @@
-"""The ``http-json/sync/v1`` and ``http-json/async/v1`` adapter (spec §6): one POST of signed JSON per attempt.
+"""The ``http-json/sync/v1`` and ``http-json/async/v1`` adapter: one POST of signed JSON per attempt.
 
 Target: the profile's ``extension_settings["execution_url"]`` (``validation_url`` when ``validate_only``).
 Body: :mod:`services.agent.adapters.request_body`, signed by a ``BodySigner`` (see

@@ -1,4 +1,4 @@
-"""The catalog service through the generated stubs on a real loopback server: success paths and spec §4 errors."""
+"""The catalog service through the generated stubs on a real loopback server: success paths and the API's errors."""
 
 from __future__ import annotations
 

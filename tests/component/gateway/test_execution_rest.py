@@ -1,4 +1,4 @@
-"""Every execution REST route of spec §4 through Envoy in front of the real hub (catalog, execution, agent, echo).
+"""Every execution REST route through Envoy in front of the real hub (catalog, execution, agent, echo).
 
 The execution service's public URL is the gateway's, so the accessors it hands out, and the ``statusUrl`` echo
 reports to, are gateway URLs: uploads, downloads and long-running status reports all go through Envoy.

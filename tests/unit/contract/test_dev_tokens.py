@@ -20,7 +20,7 @@ def _kid_of(data_dir: str) -> str:
 
 
 def test_rfc7638_thumbprint_example() -> None:
-    # RFC 7638 §3.1 example RSA key
+    # RFC 7638 section 3.1: the example RSA key
     jwk = {
         "kty": "RSA",
         "e": "AQAB",

@@ -74,7 +74,7 @@ def test_kid_is_the_rfc7638_thumbprint(ring: SigningKeyRing) -> None:
 
 
 def test_jwk_thumbprint_known_vector() -> None:
-    # RFC 7517 Appendix A.1 example EC key; thumbprint computed per RFC 7638 §3.
+    # RFC 7517 Appendix A.1 example EC key; thumbprint computed per RFC 7638 section 3.
     jwk = {
         "kty": "EC",
         "crv": "P-256",
