@@ -14,6 +14,7 @@ import typer
 
 from exthub.cli.commands import register as register_client_commands
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import ALL_ROLES
 
 app = typer.Typer(
     help="Exthub: a contract-first extension hub. `exthub up` runs it on this machine.",
@@ -47,7 +48,7 @@ def up(
 @app.command()
 def token(
     data_dir: DataDir = Path(".exthub-data"),
-    roles: Annotated[str, typer.Option("--roles", help="Comma-separated app roles.")] = "",
+    roles: Annotated[str, typer.Option("--roles", help=f"Comma-separated app roles ({', '.join(ALL_ROLES)}).")] = "",
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant id (the `tid` claim).")] = "local",
     user: Annotated[str, typer.Option("--user", help="User id (the `oid` claim).")] = "developer",
     ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.", min=1, max=86_400)] = 3600,
