@@ -22,7 +22,7 @@ from exthub.contract.errors import call_status, error_info
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.domain import ExecutionState
-from services.execution.model import COLLECTION
+from services.execution.model import COLLECTION, StoredExecution, dispatch_of, outbox_events, set_dispatch
 from services.execution.repository import Change, ExecutionRepository
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
@@ -88,34 +88,41 @@ async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_ro
         "priority": "HIGH",
         "tenant": "tenant-a",
     }
-    stored = await fast_hub.execution.context.repository.get(execution_id)
-    assert stored.get("dispatch") is None and stored.get("dispatch_pending") is False  # marker cleared
+    app = fast_hub.execution
+    assert app.relay is not None
+    await app.relay.settle()
+    stored = await app.context.repository.get(execution_id)
+    assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []  # outbox emptied
 
 
 async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: SqliteWorkQueue) -> None:
     app = fast_hub.execution
-    assert app.dispatcher is not None
+    assert app.relay is not None
     created = await create(fast_hub, profile="async")
     execution_id = created.name.removeprefix("executions/")
+    await app.relay.settle()
     original = await app.context.repository.get(execution_id)
     # "crash after the state write, before the publish": the same document under a new id, written without
-    # the dispatcher listening — its marker is left behind.
+    # the relay listening — its marker and its CREATED event are left in the outbox.
     plain = ExecutionRepository(app.store.collection(COLLECTION))
     orphan_id = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
-    (created_event,) = (await plain.list_events(execution_id, from_sequence=1, limit=1))[0]
-    await plain.create(
-        orphan_id, {**original.body, "dispatch_pending": True, "dispatch": {"attempt": 1}}, created_event
-    )
+    (created_event,) = await plain.list_events(execution_id, from_sequence=1, limit=1)
+    orphan_body = {key: value for key, value in original.body.items() if key != "outbox"}
+    set_dispatch(orphan_body, 1)
+    await plain.create(orphan_id, orphan_body, created_event)
+
     # "crash after the publish, before clearing the marker": the marker is back on the published one.
-    await plain.update(
-        execution_id,
-        lambda current: Change(
-            current.evolve(dispatch={"attempt": 1, "not_before": None}, dispatch_pending=True), None
-        ),
-    )
-    await app.dispatcher.sweep_pending()  # (the sweeper's own periodic pass may have done it already)
+    def mark_again(current: StoredExecution) -> Change:
+        body = current.evolve()
+        set_dispatch(body, 1)
+        return Change(body, None)
+
+    await plain.update(execution_id, mark_again)
+    await app.relay.sweep_pending()  # (the sweeper's own periodic pass may have done it already)
     for marked in (execution_id, orphan_id):
-        assert (await app.context.repository.get(marked)).get("dispatch_pending") is False
+        stored = await app.context.repository.get(marked)
+        assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []
+    assert [e.sequence for e in await plain.list_events(orphan_id)] == [1]
     ids = sorted(lease.message.message_id for lease in await queue.receive(max_messages=10, lease_seconds=5))
     assert ids == sorted([f"{execution_id}:1", f"{orphan_id}:1"])  # exactly one message per attempt
 
