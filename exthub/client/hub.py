@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from exthub.catalog.v1.catalog_service_pb2_grpc import CatalogServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect"]
+__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect", "with_expected_inputs"]
 
 Execution = execution_pb2.Execution
 ExecutionEvent = execution_pb2.ExecutionEvent
@@ -38,6 +38,14 @@ CREATE_ATTEMPTS = 3
 WATCH_RECONNECTS = 5
 _BACKOFF_SECONDS = 0.2
 _ACCESSOR_MARGIN = timedelta(seconds=10)
+
+
+def with_expected_inputs(execution: Execution, names: Iterable[str]) -> Execution:
+    """A copy of ``execution`` whose ``expected_inputs`` also names ``names`` (the inputs the client will upload)."""
+    copy = Execution()
+    copy.CopyFrom(execution)
+    copy.expected_inputs.extend(name for name in dict.fromkeys(names) if name not in copy.expected_inputs)
+    return copy
 
 
 def _safe_object_name(name: str) -> str:
@@ -183,11 +191,14 @@ class HubClient:
     ) -> Execution:
         """Create, upload ``inputs`` and continue if the version declares inputs, then wait for the end.
 
-        Continues even without inputs (every declared input may be optional; the hub answers
-        FAILED_PRECONDITION ``INPUTS_MISSING`` if a required one is absent). The whole flow is bounded by
-        ``max_wait``; a DIRECT execution returns at once (its token is its outcome).
+        The names of ``inputs`` are added to the execution's ``expected_inputs``, so the hub waits for them
+        even when they are optional. Continues even without inputs (every declared input may be optional; the
+        hub answers FAILED_PRECONDITION ``INPUTS_MISSING`` if a required one is absent). The whole flow is
+        bounded by ``max_wait``; a DIRECT execution returns at once (its token is its outcome).
         """
         deadline = time.monotonic() + max_wait
+        if inputs:
+            execution = with_expected_inputs(execution, inputs)
         created = await self.create_execution(execution, request_id=request_id, call_timeout=max_wait)
         current = created
         if current.state == Execution.PENDING_INPUTS:

@@ -216,7 +216,7 @@ async def step_objects(ctx: DemoContext) -> str:
     await asyncio.to_thread(document.write_bytes, content)
     request = _struct(step="inputs and outputs")
     execution = await ctx.hub.create_execution(
-        Execution(extension_version=LATEST, request=request), call_timeout=ctx.timeout
+        Execution(extension_version=LATEST, request=request, expected_inputs=["document"]), call_timeout=ctx.timeout
     )
     _expect(execution, Execution.PENDING_INPUTS)
     (upload,) = [i.upload for i in execution.inputs if i.name == "document"]

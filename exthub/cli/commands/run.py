@@ -153,6 +153,7 @@ def run(
             labels=parse_assignments(labels or [], what="--label"),
         )
         files = _input_files(inputs or [])
+        execution.expected_inputs.extend(files)  # the hub waits in PENDING_INPUTS for them, optional or not
 
     async def action() -> int:
         notes = stderr_console()
