@@ -8,9 +8,10 @@ Design:
   could be lost between the state write and the enqueue.
 * The outbox relay (:mod:`services.execution.outbox`) calls :meth:`Dispatcher.publish` for a marked attempt
   and then clears the marker with a conditional write (no event: the marker is bookkeeping, not a state
-  change). The message is ``message_id = "{execution id}:{attempt}"``, body ``{"execution": name, "attempt":
-  n}`` and the routing properties ``model``, ``profile``, ``priority``, ``tenant`` — never a secret (the
-  status-update key is minted at claim time and travels only in the ``ClaimExecution`` answer).
+  change). The message (:mod:`exthub.contract.queue`, which agents parse too) is
+  ``message_id = "{execution id}:{attempt}"``, body ``{"execution": name, "attempt": n}`` and the routing
+  properties ``model``, ``profile``, ``priority``, ``tenant`` — never a secret (the status-update key is
+  minted at claim time and travels only in the ``ClaimExecution`` answer).
 * Crash safety: a crash after the write and before the publish leaves the marker: the relay's sweep (at start
   and then periodically) publishes it. A crash after the publish and before the clear publishes again: the
   queue drops the duplicate (duplicate detection on ``message_id``), and even past the detection window a
@@ -22,50 +23,27 @@ Design:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Protocol
 
+from exthub.contract import queue as queue_message
 from services.execution.domain import ExecutionState
 from services.execution.domain.model import DispatchMarker, Execution
 from services.platform.timefmt import from_storage
 from services.platform.workqueue.port import Priority
 
-__all__ = ["AttemptQueue", "Dispatcher", "message_body", "message_id", "parse_message", "routing_properties"]
-
-
-def message_id(execution_id: str, attempt: int) -> str:
-    """The queue message id of one attempt (the queue deduplicates on it)."""
-    return f"{execution_id}:{attempt}"
-
-
-def message_body(execution_name: str, attempt: int) -> bytes:
-    """The message body: the execution's name and the attempt, nothing else."""
-    return json.dumps({"execution": execution_name, "attempt": attempt}, separators=(",", ":")).encode()
-
-
-def parse_message(body: bytes) -> tuple[str, int]:
-    """``(execution name, attempt)`` of a message body; ``ValueError`` when it is not one of ours."""
-    document = json.loads(body)
-    if not isinstance(document, dict):
-        raise ValueError("the message body is not a JSON object")  # noqa: TRY004 - one error type for callers
-    name, attempt = document.get("execution"), document.get("attempt")
-    if not isinstance(name, str) or not name.startswith("executions/"):
-        raise ValueError("the message names no execution")
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise ValueError("the message has no valid attempt")
-    return name, attempt
+__all__ = ["AttemptQueue", "Dispatcher", "routing_properties"]
 
 
 def routing_properties(execution: Execution) -> dict[str, str]:
     """The routing metadata of an execution's messages: model, profile, priority, tenant."""
-    return {
-        "model": execution.profile.execution_model,
-        "profile": execution.request.profile,
-        "priority": execution.request.priority.name,
-        "tenant": execution.tenant,
-    }
+    return queue_message.routing_properties(
+        model=execution.profile.execution_model,
+        profile=execution.request.profile,
+        priority=execution.request.priority.name,
+        tenant=execution.tenant,
+    )
 
 
 class AttemptQueue(Protocol):
@@ -99,8 +77,8 @@ class Dispatcher:
         if execution.state is not ExecutionState.QUEUED or execution.attempt != marker.attempt:
             return False
         await self._queue.publish(
-            message_id(execution.id, marker.attempt),
-            message_body(execution.name, marker.attempt),
+            queue_message.message_id(execution.id, marker.attempt),
+            queue_message.message_body(execution.name, marker.attempt),
             priority=execution.request.priority,
             properties=routing_properties(execution),
             not_before=None if marker.not_before is None else from_storage(marker.not_before),

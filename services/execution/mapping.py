@@ -15,9 +15,9 @@ from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import resources_pb2
+from exthub.contract.queue import parse_message
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
-from services.execution.dispatch import parse_message
 from services.execution.domain import ExecutionEvent, ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.model import (

@@ -12,7 +12,7 @@ from services.execution.domain.model import Execution
 from services.execution.handlers import commands, create, dead_letters, queries, report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.views import render
-from services.platform.auth.access import current_principal, require_principal
+from services.platform.auth.access import require_principal
 
 pb = execution_service_pb2
 Context = grpc.aio.ServicerContext[object, object]
@@ -116,9 +116,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.ReportExecutionStatusRequest, context: Context
     ) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        execution = await report.report_status(
-            self._ctx, current_principal(), execution_id, mapping.report_from_proto(request)
-        )
+        execution = await report.report_status(self._ctx, execution_id, mapping.report_from_proto(request))
         return await self._view(execution)
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:

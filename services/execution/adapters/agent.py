@@ -9,10 +9,10 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from services.execution import mapping
 from services.execution.domain.outcomes import AGENT_UNAVAILABLE
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.principal import AGENT
 from services.platform.errors import DeadlineExceeded, Unavailable
 

@@ -1,5 +1,10 @@
-"""ReportExecutionStatus, ClaimExecution, HeartbeatExecution and SignExtensionRequest: the agent's and the
-extension's side."""
+"""ReportExecutionStatus and the agents' calls (claim, heartbeat, sign, release): the attempt's side.
+
+Who may report: whoever holds the attempt's status-update key — the agent got it from ``ClaimExecution``, the
+extension in its request. A role never replaces the key. A report without the right key (unknown execution,
+another tenant's, a wrong key, the key of an attempt that has ended) is refused with one and the same
+PERMISSION_DENIED ``STATUS_KEY_INVALID`` and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -32,18 +37,22 @@ from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptTask
 from services.execution.handlers.support import build_task, change_from
 from services.execution.repository import Change
-from services.platform.auth.principal import AGENT, Principal
-from services.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.timefmt import from_storage, to_storage
 
 __all__ = [
+    "AGENT_LOST",
     "Heartbeat",
     "StatusReport",
     "claim_execution",
     "heartbeat",
+    "release_lost_attempt",
     "report_status",
     "sign_extension_request",
 ]
+
+#: ``ErrorInfo.reason`` of an attempt whose agent was lost (released by ``ReleaseExecution``).
+AGENT_LOST = "AGENT_LOST"
 
 
 @dataclass(frozen=True)
@@ -61,25 +70,37 @@ class StatusReport:
     error: ExecutionError | None = None
 
 
-def _is_agent(principal: Principal | None) -> bool:
-    return principal is not None and principal.has_any_role(frozenset({AGENT}))
+async def report_status(ctx: ExecutionContext, execution_id: str, report: StatusReport) -> Execution:
+    """Apply a report proven by the attempt's status-update key (see the module docstring)."""
+    execution = await ctx.repository.find(execution_id)
+    require_status_key(report.status_key, execution.status_key_hash if execution is not None else "")
+    assert execution is not None  # a key matched, so the execution exists
+    return await _apply_report(ctx, execution, report)
 
 
-async def report_status(
-    ctx: ExecutionContext, principal: Principal | None, execution_id: str, report: StatusReport
-) -> Execution:
-    """Apply a report from an agent (role Agent) or an extension holding the status-update key."""
-    execution = await ctx.repository.get(execution_id)
-    if report.status_key:
-        require_status_key(report.status_key, execution.status_key_hash)
-    elif not _is_agent(principal):
-        raise PermissionDenied("a status-update key or the Agent role is required", reason="STATUS_KEY_INVALID")
+async def release_lost_attempt(ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str) -> Execution:
+    """An agent that received a RUNNING attempt's message again ends the attempt as lost (``AGENT_LOST``).
+
+    Redelivery means the previous holder stopped renewing the message's lease; the attempt is a transient
+    failure and the retry policy decides what follows. Agents only (``AgentTaskService``).
+    """
+    if not agent_id:
+        raise InvalidArgument.field("agent_id", "is required")
+    message = "the agent running this attempt stopped renewing its lease"
+    lost = ExecutionError(Code.UNAVAILABLE, message, AGENT_LOST, {"attempt": str(attempt), "releasedBy": agent_id})
+    report = StatusReport(attempt=attempt, state=ExecutionState.QUEUED, status_message=message, error=lost)
+    return await _apply_report(ctx, await ctx.repository.get(execution_id), report)
+
+
+async def _apply_report(ctx: ExecutionContext, execution: Execution, report: StatusReport) -> Execution:
     declared = {o.name for o in execution.outputs}
     for index, name in enumerate(report.provided_outputs):
         if name not in declared:
             raise InvalidArgument.field(f"provided_outputs[{index}]", f"{name!r} is not a declared output")
 
     def decide(current: Execution) -> Change | None:
+        if report.status_key:  # the key may have changed since it was checked (a new claim)
+            require_status_key(report.status_key, current.status_key_hash)
         now = ctx.clock()
         state, status_message, error, not_before = _resolve_report(current, report, now)
         result = apply_report(
@@ -101,9 +122,12 @@ async def report_status(
         if report.provided_outputs:
             provided = set(report.provided_outputs)
             outputs = tuple(OutputState(o.name, o.provided or o.name in provided) for o in current.outputs)
-        return change_from(current, result, dispatch_not_before=not_before, outcome=outcome, outputs=outputs)
+        fields: dict[str, Any] = {"outcome": outcome, "outputs": outputs}
+        if state is ExecutionState.QUEUED and result.event is not None and result.record.attempt != current.attempt:
+            fields["status_key_hash"] = ""  # the ended attempt's key proves nothing any more
+        return change_from(current, result, dispatch_not_before=not_before, **fields)
 
-    return await ctx.repository.update(execution_id, decide, current=execution)
+    return await ctx.repository.update(execution.id, decide, current=execution)
 
 
 def _resolve_report(

@@ -8,9 +8,10 @@ import pytest
 from google.protobuf import json_format
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.errors import call_error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
-from tests.component.execution.test_sync import call_reason, create, struct
+from tests.component.execution.test_sync import create, struct
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
@@ -63,7 +64,8 @@ async def test_several_profiles_and_none_named_default_need_a_name(hub: Hub) -> 
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await create(hub, extension_version=duo)
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert call_reason(raised.value) == "INVALID_FIELD"
+    refused = call_error_info(raised.value)
+    assert refused is not None and refused.reason == "INVALID_FIELD"
     named = await create(hub, extension_version=duo, profile="fast")
     assert named.state == E.SUCCEEDED
 

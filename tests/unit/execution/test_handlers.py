@@ -24,8 +24,15 @@ from services.execution.handlers.views import render
 from services.execution.invariants import check_invariants
 from services.execution.sweeper import Sweeper
 from services.objects.port import ObjectRef
-from services.platform.auth.principal import AGENT, Principal
-from services.platform.errors import DeadlineExceeded, FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from services.platform.auth.principal import Principal
+from services.platform.errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    PermissionDenied,
+    Unavailable,
+)
 from services.platform.timefmt import from_storage
 from services.platform.workqueue.port import DeadLetter, WorkMessage
 from tests.unit.execution.builders import HTTP_JSON_ASYNC
@@ -278,7 +285,6 @@ async def test_an_async_execution_is_published_claimed_retried_and_fails_with_th
         "priority": "HIGH",
         "tenant": "tenant-a",
     }
-    agent = Principal(subject="agent", tenant="exthub", user="agent", roles=frozenset({AGENT}))
     failure = ExecutionError(Code.UNAVAILABLE, "boom", "EXTENSION_FAILED", {"httpStatus": "503"})
     for attempt in (1, 2, 3):
         await hub.relay.settle()  # an agent claims an attempt once it was published
@@ -290,9 +296,13 @@ async def test_an_async_execution_is_published_claimed_retried_and_fails_with_th
             and claimed.status_key_hash
             and task.status_update_key not in json.dumps(dataclasses.asdict(claimed.request))
         )
-        reported = await report.report_status(
-            hub.ctx, agent, queued.id, report.StatusReport(attempt=attempt, state=S.QUEUED, error=failure)
+        transient = report.StatusReport(
+            attempt=attempt, state=S.QUEUED, status_key=task.status_update_key, error=failure
         )
+        reported = await report.report_status(hub.ctx, queued.id, transient)
+        if attempt < 3:  # the ended attempt's key proves nothing any more
+            with pytest.raises(PermissionDenied):
+                await report.report_status(hub.ctx, queued.id, transient)
         if attempt < 3:  # the default policy: 3 attempts, 1 s then 2 s backoff
             assert (reported.state, reported.attempt) == (S.QUEUED, attempt + 1)
             assert reported.outbox.dispatch is not None and reported.outbox.dispatch.not_before is not None
@@ -311,13 +321,23 @@ async def test_an_async_execution_is_published_claimed_retried_and_fails_with_th
 
 async def test_a_failure_report_keeps_the_agents_error(hub: Fakes) -> None:
     queued = await run(hub, profile="async")
-    await report.claim_execution(hub.ctx, queued.id, 1, "agent-1")
-    agent = Principal(subject="agent", tenant="exthub", user="agent", roles=frozenset({AGENT}))
+    _, task = await report.claim_execution(hub.ctx, queued.id, 1, "agent-1")
     rejected = ExecutionError(Code.FAILED_PRECONDITION, "404 from echo", "EXTENSION_REJECTED", {"httpStatus": "404"})
-    done = await report.report_status(
-        hub.ctx, agent, queued.id, report.StatusReport(attempt=1, state=S.FAILED, error=rejected)
-    )
+    failed = report.StatusReport(attempt=1, state=S.FAILED, status_key=task.status_update_key, error=rejected)
+    done = await report.report_status(hub.ctx, queued.id, failed)
     assert done.state is S.FAILED and done.error == rejected
+
+
+async def test_a_lost_agents_attempt_is_released_as_a_transient_failure(hub: Fakes) -> None:
+    queued = await run(hub, profile="async")
+    _, task = await report.claim_execution(hub.ctx, queued.id, 1, "agent-1")
+    released = await report.release_lost_attempt(hub.ctx, queued.id, 1, "agent-2")
+    assert (released.state, released.attempt) == (S.QUEUED, 2)
+    assert released.error is not None and released.error.reason == "AGENT_LOST"
+    assert released.error.metadata["releasedBy"] == "agent-2"
+    late = report.StatusReport(attempt=1, state=S.SUCCEEDED, status_key=task.status_update_key)
+    with pytest.raises(PermissionDenied):
+        await report.report_status(hub.ctx, queued.id, late)
 
 
 async def test_an_unacknowledged_cancel_is_ended_by_the_sweeper_on_the_injected_clock(hub: Fakes) -> None:

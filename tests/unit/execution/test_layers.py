@@ -1,43 +1,42 @@
-"""The execution service's layers: dependencies point inward (checked on the source, like the pre-merge hook)."""
+"""The execution service's own layers, checked on the code (the handlers' "no protos" rule is in
+``tests/architecture/test_import_boundaries.py``): the domain depends on nothing else of the service, the use
+cases do not reach for adapters or the gRPC edge, and only the repository sees stored documents."""
 
 from __future__ import annotations
 
-import re
-from pathlib import Path
-
-import pytest
-
-ROOT = Path(__file__).resolve().parents[3] / "services" / "execution"
-PROTOS_OR_GRPC = re.compile(
-    r"^\s*(import grpc|from grpc|from exthub\.[a-z_]+\.v1|import exthub\.[a-z_]+\.v1|from google\.(rpc|protobuf))",
-    re.M,
+from tests.architecture.test_import_boundaries import (
+    PROTO_OR_GRPC,
+    ROOT,
+    is_generated,
+    is_under,
+    python_files,
+    violations,
 )
 
-
-def sources(folder: str) -> list[Path]:
-    found = sorted((ROOT / folder).rglob("*.py"))
-    assert found, f"no sources under {folder}"
-    return found
+SERVICE = ROOT / "services" / "execution"
 
 
-@pytest.mark.parametrize("folder", ["handlers", "domain"])
-def test_use_cases_and_domain_import_no_protos_and_no_grpc(folder: str) -> None:
-    offenders = [str(path.relative_to(ROOT)) for path in sources(folder) if PROTOS_OR_GRPC.search(path.read_text())]
-    assert offenders == []
+def test_the_domain_imports_no_protos_and_nothing_else_of_the_service() -> None:
+    def forbidden(module: str) -> bool:
+        outside = is_under(module, ("services.execution",)) and not is_under(module, ("services.execution.domain",))
+        return outside or is_under(module, PROTO_OR_GRPC) or is_generated(module)
 
-
-def test_the_domain_depends_on_nothing_outside_it() -> None:
-    outward = re.compile(r"^\s*from services\.execution\.(?!domain\b)", re.M)
-    assert [str(p.relative_to(ROOT)) for p in sources("domain") if outward.search(p.read_text())] == []
+    assert violations(python_files(SERVICE / "domain"), forbidden) == []
 
 
 def test_handlers_do_not_import_adapters_or_the_edge() -> None:
-    outward = re.compile(r"^\s*from services\.execution\.(adapters|mapping|servicer|agent_servicer|http|app)\b", re.M)
-    assert [str(p.relative_to(ROOT)) for p in sources("handlers") if outward.search(p.read_text())] == []
+    edge = tuple(
+        f"services.execution.{name}"
+        for name in ("adapters", "mapping", "servicer", "agent_servicer", "http", "app", "outbox", "sweeper")
+    )
+    assert violations(python_files(SERVICE / "handlers"), lambda module: is_under(module, edge)) == []
 
 
 def test_only_the_repository_and_the_document_mapping_see_stored_documents() -> None:
     """(and ``app.py``, which opens the store)"""
-    store = re.compile(r"^\s*from services\.platform\.docstore\b", re.M)
-    readers = {str(p.relative_to(ROOT)) for p in sorted(ROOT.rglob("*.py")) if store.search(p.read_text())}
-    assert readers == {"adapters/documents.py", "repository.py", "app.py"}
+    allowed = {"repository.py", "adapters/documents.py", "app.py"}
+    readers = {
+        line.split(":", 1)[0].removeprefix("services/execution/")
+        for line in violations(python_files(SERVICE), lambda module: is_under(module, ("services.platform.docstore",)))
+    }
+    assert readers == allowed
