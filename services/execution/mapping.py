@@ -10,11 +10,13 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import any_pb2, duration_pb2, json_format, struct_pb2, timestamp_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import resources_pb2
+from exthub.contract.errors import error_info, error_status
 from exthub.contract.queue import parse_message
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
@@ -37,7 +39,7 @@ from services.execution.handlers.ports import AttemptOutcome, AttemptTask, Catal
 from services.execution.handlers.report import StatusReport
 from services.execution.handlers.views import ExecutionView
 from services.objects.port import Accessor
-from services.platform.errors import ERROR_DOMAIN, InvalidArgument
+from services.platform.errors import InvalidArgument
 from services.platform.timefmt import from_storage
 from services.platform.workqueue.port import DeadLetter
 
@@ -51,7 +53,6 @@ __all__ = [
     "dict_to_struct",
     "draft_from_proto",
     "error_from_status",
-    "error_info_of",
     "event_to_proto",
     "execution_to_proto",
     "parse_execution_name",
@@ -101,19 +102,9 @@ def _duration(message: Any, field: str) -> timedelta | None:
     return value.ToTimedelta()
 
 
-def error_info_of(status: status_pb2.Status) -> error_details_pb2.ErrorInfo | None:
-    """The ``ErrorInfo`` detail of a status, if it carries one."""
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
-
-
 def error_from_status(status: status_pb2.Status, *, default_reason: str) -> ExecutionError:
     """The execution error of a ``google.rpc.Status`` reported by an agent or extension."""
-    info = error_info_of(status)
+    info = error_info(status)
     reason = info.reason if info is not None and info.reason else default_reason
     metadata = dict(info.metadata) if info is not None else {}
     code = Code.of(status.code) if status.code != code_pb2.OK else Code.UNKNOWN
@@ -122,10 +113,7 @@ def error_from_status(status: status_pb2.Status, *, default_reason: str) -> Exec
 
 def status_from_error(error: ExecutionError) -> status_pb2.Status:
     """The ``google.rpc.Status`` (with ``ErrorInfo``) of an execution error."""
-    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=dict(error.metadata))
-    packed = any_pb2.Any()
-    packed.Pack(info)
-    return status_pb2.Status(code=int(error.code), message=error.message, details=[packed])
+    return error_status(grpc.StatusCode[error.code.name], error.message, error.reason, error.metadata)
 
 
 def _validation_errors_from_proto(errors: Iterable[execution_pb2.ValidationError]) -> tuple[ValidationError, ...]:
