@@ -104,7 +104,9 @@ def render(pins: Mapping[str, tuple[str, str]], needed: Iterable[str]) -> str:
         written, version = pins[name]
         installed = importlib.metadata.version(name)
         if installed != version:
-            raise LookupError(f"{name}: requirements.lock pins {version}, the venv has {installed}: run scripts/setup.sh")
+            raise LookupError(
+                f"{name}: requirements.lock pins {version}, the venv has {installed}: run scripts/setup.sh"
+            )
         lines.append(f"{written}=={version}")
     return HEADER + "".join(f"{line}\n" for line in sorted(lines, key=str.lower))
 
