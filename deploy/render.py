@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import os
 import subprocess
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -236,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(
         "  helm upgrade --install",
         outputs["release_name"],
-        str(CHART.relative_to(ROOT)),
+        os.path.relpath(CHART),
         "--atomic --wait --timeout 10m",
         *rendered.helm_args,
     )

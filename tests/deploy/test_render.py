@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+import subprocess
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ import yaml
 
 from deploy import render, signing_key, tools
 from services.execution.signing import SigningKeyRing
-from tests.deploy.conftest import run
+from tests.deploy.conftest import ROOT, run
 
 
 def test_render_command_writes_reviewable_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -32,6 +33,22 @@ def test_render_command_writes_reviewable_files(tmp_path: Path, capsys: pytest.C
     assert values["identities"]["scaler"]["clientId"] == "5b0e2a41-2222-4c3d-8e9f-0a1b2c3d4e04"
     kinds = {d["kind"] for d in yaml.safe_load_all((out / "manifests.yaml").read_text()) if d}
     assert {"Deployment", "ConfigMap", "Ingress", "ScaledObject", "NetworkPolicy"} <= kinds
+
+
+def test_readme_example_command_runs(tmp_path: Path) -> None:
+    """The README's "Deploy on AKS" example command, as written, from a directory that looks like a checkout."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = text.split("## Deploy on AKS\n", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```sh\n", 1)[1].split("```", 1)[0]
+    (command,) = [line.split("#")[0].strip() for line in block.splitlines() if "--example" in line]
+    (tmp_path / ".venv").symlink_to(ROOT / ".venv")
+    result = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", command], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert (tmp_path / "out" / "manifests.yaml").stat().st_size > 100_000
+    chart = result.stdout.split("helm upgrade --install exthub ", 1)[1].split()[0]
+    assert (tmp_path / chart).resolve() == (ROOT / "helm" / "exthub").resolve()
 
 
 def test_outputs_map_to_values(example_outputs: dict[str, Any]) -> None:
