@@ -111,11 +111,10 @@ def rendered(
     return out
 
 
-def checkov_json(checkov_bin: Path, *args: str | Path) -> dict[str, Any]:
-    """One checkov run's JSON report (one framework)."""
-    result = run([checkov_bin, *args, "--skip-download", "--compact", "--output", "json"], check=False, timeout=600)
-    assert result.returncode in (0, 1), f"checkov could not run:\n{result.stdout[-2000:]}\n{result.stderr[-2000:]}"
-    report = json.loads(result.stdout)
+def _checkov_report(process: subprocess.Popen[str], what: str) -> dict[str, Any]:
+    stdout, stderr = process.communicate(timeout=900)
+    assert process.returncode in (0, 1), f"checkov ({what}) could not run:\n{stdout[-2000:]}\n{stderr[-2000:]}"
+    report = json.loads(stdout)
     reports = report if isinstance(report, list) else [report]
     assert len(reports) == 1, [r.get("check_type") for r in reports]
     assert reports[0]["summary"]["parsing_errors"] == 0, reports[0]["summary"]
@@ -124,21 +123,48 @@ def checkov_json(checkov_bin: Path, *args: str | Path) -> dict[str, Any]:
 
 
 @pytest.fixture(scope="session")
-def checkov_kubernetes(checkov_bin: Path, rendered: dict[str, Rendered]) -> dict[str, Any]:
-    """checkov's Kubernetes checks over every rendered manifest (one run)."""
-    files: list[str | Path] = []
+def checkov_reports(checkov_bin: Path, rendered: dict[str, Rendered]) -> dict[str, dict[str, Any]]:
+    """checkov over the rendered manifests, terraform/ and the Dockerfile: the three runs at once, once a session
+    (each takes seconds to tens of seconds)."""
+    manifests: list[str | Path] = []
     for item in rendered.values():
-        files += ["--file", item.manifests_file]
-    return checkov_json(checkov_bin, *files, "--framework", "kubernetes", "--skip-check", ",".join(sorted(K8S_SKIPS)))
+        manifests += ["--file", item.manifests_file]
+    targets: dict[str, list[str | Path]] = {
+        "kubernetes": [*manifests, "--framework", "kubernetes", "--skip-check", ",".join(sorted(K8S_SKIPS))],
+        "terraform": ["--directory", ROOT / "terraform", "--framework", "terraform"],
+        "dockerfile": ["--file", ROOT / "Dockerfile", "--framework", "dockerfile"],
+    }
+    processes = {
+        name: subprocess.Popen(
+            [str(a) for a in (checkov_bin, *args, "--skip-download", "--compact", "--output", "json")],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for name, args in targets.items()
+    }
+    try:
+        return {name: _checkov_report(process, name) for name, process in processes.items()}
+    finally:
+        for process in processes.values():
+            if process.poll() is None:
+                process.kill()
+                process.wait(timeout=30)
 
 
 @pytest.fixture(scope="session")
-def checkov_terraform(checkov_bin: Path) -> dict[str, Any]:
-    """checkov's Terraform checks over terraform/ (one run)."""
-    return checkov_json(checkov_bin, "--directory", ROOT / "terraform", "--framework", "terraform")
+def checkov_kubernetes(checkov_reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """checkov's Kubernetes checks over every rendered manifest."""
+    return checkov_reports["kubernetes"]
 
 
 @pytest.fixture(scope="session")
-def checkov_dockerfile(checkov_bin: Path) -> dict[str, Any]:
-    """checkov's Dockerfile checks over the Dockerfile (one run)."""
-    return checkov_json(checkov_bin, "--file", ROOT / "Dockerfile", "--framework", "dockerfile")
+def checkov_terraform(checkov_reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """checkov's Terraform checks over terraform/."""
+    return checkov_reports["terraform"]
+
+
+@pytest.fixture(scope="session")
+def checkov_dockerfile(checkov_reports: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """checkov's Dockerfile checks over the Dockerfile."""
+    return checkov_reports["dockerfile"]

@@ -76,6 +76,10 @@ BAD_VALUES: dict[str, tuple[dict[str, Any], str]] = {
     "resources without limits": ({"catalog": {"resources": {"limits": None}}}, "at '/catalog/resources'"),
     "ingress TLS missing": ({"ingress": {"tls": {"appGatewayCertificate": "", "secretName": ""}}}, "at '/ingress"),
     "KEDA max replicas 0": ({"agent": {"keda": {"maxReplicas": 0}}}, "at '/agent/keda/maxReplicas'"),
+    "agents scaled to zero (synchronous executions need one)": (
+        {"agent": {"keda": {"minReplicas": 0}}},
+        "at '/agent/keda/minReplicas'",
+    ),
     "no Application Gateway source range": (
         {"networkPolicy": {"ingressFromCidrs": []}},
         "at '/networkPolicy/ingressFromCidrs'",
@@ -142,7 +146,11 @@ def test_crd_objects(rendered: dict[str, Rendered]) -> None:
     assert set(spec) == {"scaleTargetRef", "minReplicaCount", "maxReplicaCount", "pollingInterval", "cooldownPeriod",
                          "triggers"}  # fmt: skip
     subscriptions = []
+    cpu = [t for t in spec["triggers"] if t["type"] == "cpu"]
+    assert cpu == [{"type": "cpu", "name": "cpu", "metricType": "Utilization", "metadata": {"value": "65"}}]
     for trigger in spec["triggers"]:
+        if trigger is cpu[0]:
+            continue
         assert trigger["type"] == "azure-servicebus"
         assert trigger["authenticationRef"] == {"name": "exthub-agent-servicebus"}
         metadata = trigger["metadata"]
