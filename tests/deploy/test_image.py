@@ -7,6 +7,7 @@ import ast
 import importlib.metadata
 import re
 import shlex
+import subprocess
 import sys
 from fnmatch import fnmatch
 from pathlib import Path
@@ -229,3 +230,41 @@ def test_chart_runs_each_entry_point(service: str, rendered: dict[str, Any]) -> 
     deployment = rendered["production"].one("Deployment", f"exthub-{service}")
     container = deployment["spec"]["template"]["spec"]["containers"][0]
     assert container["args"] == [f"services.{service}"]
+
+
+IMAGE_IMPORT_CHECK = """
+import importlib, importlib.abc, importlib.metadata, sys
+from packaging.utils import canonicalize_name
+
+runtime = set(sys.argv[1].split(","))
+providers = importlib.metadata.packages_distributions()
+blocked = {m for m, ds in providers.items() if not {canonicalize_name(d) for d in ds} & runtime}
+blocked -= {"services", "exthub", "google"}
+# code that is not copied into the image
+blocked |= {"tools", "tests", "gateway", "bench", "deploy"}
+blocked_prefixes = ("exthub.cli", "exthub.client", "services.echo")
+
+
+class NotInImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in blocked or name.startswith(blocked_prefixes):
+            raise ImportError(f"{name} is not in the image")
+        return None
+
+
+sys.meta_path.insert(0, NotInImage())
+for service in ("catalog", "execution", "agent"):
+    importlib.import_module(f"services.{service}.__main__")
+print("imported")
+"""
+
+
+def test_entry_points_import_with_only_what_the_image_holds() -> None:
+    """Each entry point imports with the runtime pins and the copied code only (a dev package, the CLI, the
+    sample extension or tools/ imported by a service would fail here as it would in the image)."""
+    runtime = ",".join(sorted(runtime_lock.read_lock(runtime_lock.RUNTIME_LOCK)))
+    result = subprocess.run(
+        [sys.executable, "-c", IMAGE_IMPORT_CHECK, runtime], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert result.stdout.strip() == "imported"

@@ -54,7 +54,6 @@ resource "azurerm_storage_account" "this" {
   # account and service SAS need a key, which is disabled; the policy bounds them anyway
   sas_policy {
     expiration_period = "00.01:00:00"
-    expiration_action = "Block"
   }
 
   tags = var.tags
