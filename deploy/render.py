@@ -31,6 +31,7 @@ CHART = ROOT / "helm" / "exthub"
 EXAMPLES = Path(__file__).resolve().parent / "examples"
 EXAMPLE_OUTPUTS = EXAMPLES / "terraform-outputs.json"
 IMAGE_NAME = "exthub"
+ENVOY_IMAGE = "envoyproxy/envoy"
 
 #: The Terraform outputs this command reads (terraform/modules/exthub/outputs.tf; a test keeps them equal).
 OUTPUT_NAMES = (
@@ -69,6 +70,8 @@ def values_from_outputs(outputs: Mapping[str, Any]) -> dict[str, Any]:
     host = outputs["public_host"]
     return {
         "image": {"repository": f"{outputs['acr_login_server']}/{IMAGE_NAME}"},
+        # the official Envoy image, mirrored into the cluster's registry (docs/deploy.md: az acr import)
+        "gateway": {"image": {"repository": f"{outputs['acr_login_server']}/{ENVOY_IMAGE}"}},
         "auth": {
             "tenantId": outputs["tenant_id"],
             "clientId": outputs["api_client_id"],

@@ -29,6 +29,7 @@ def test_render_command_writes_reviewable_files(tmp_path: Path, capsys: pytest.C
     values = yaml.safe_load((out / "values.yaml").read_text(encoding="utf-8"))
     assert values["azure"]["serviceBus"]["namespace"] == "exthub-example-sb.servicebus.windows.net"
     assert values["image"]["repository"] == "platformexampleacr.azurecr.io/exthub"
+    assert values["gateway"]["image"]["repository"] == "platformexampleacr.azurecr.io/envoyproxy/envoy"
     assert values["publicUrl"] == "https://exthub-staging.example.com"  # the override wins
     assert values["identities"]["scaler"]["clientId"] == "5b0e2a41-2222-4c3d-8e9f-0a1b2c3d4e04"
     kinds = {d["kind"] for d in yaml.safe_load_all((out / "manifests.yaml").read_text()) if d}
