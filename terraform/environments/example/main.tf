@@ -7,7 +7,7 @@ terraform {
   required_providers {
     azurerm = {
       source  = "hashicorp/azurerm"
-      version = ">= 4.42.0, < 5.0.0"
+      version = ">= 4.81.0, < 5.0.0"
     }
     azuread = {
       source  = "hashicorp/azuread"
