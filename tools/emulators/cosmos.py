@@ -3,7 +3,8 @@
 Development and test tooling only, never part of the image. The emulator keeps everything in memory: a
 restart starts empty. It is started with ``cosmos_emulator_preload.js`` (``node --require``), which
 
-* makes a read of a missing item answer 404 like Cosmos DB (the emulator answers 500),
+* makes a read of a missing item answer 404, and item operations on a missing container 404 with substatus
+  1003, like Cosmos DB (the emulator answers 500),
 * serves the development CA's ``127.0.0.1`` certificate (:mod:`tools.emulators.certs`) instead of the
   emulator's bundled one (expired in 2021),
 * with ``faults=True`` only, lets tests inject throttling (429 + ``x-ms-retry-after-ms``) or 5xx answers
