@@ -21,10 +21,7 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextvars
-import hashlib
 import json
 import logging
 import re
@@ -48,6 +45,13 @@ from azure.cosmos.exceptions import (
     CosmosResourceNotFoundError,
 )
 
+from services.platform.docstore.codec import (
+    decode_continuation,
+    dump_body,
+    encode_continuation,
+    fingerprint,
+    load_body,
+)
 from services.platform.docstore.cosmos_filter import (
     Parameters,
     SortValue,
@@ -89,7 +93,6 @@ DEFAULT_OPERATION_TIMEOUT = 15.0
 DEFAULT_THROTTLE_RETRIES = 5
 DEFAULT_THROTTLE_MAX_WAIT = 10.0
 _COLLECTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,254}")
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,8192}")
 _UNAVAILABLE_STATUS = frozenset({401, 403, 408, 429, 449, 500, 502, 503, 504})
 _OWNER_NOT_FOUND = 1003  # substatus: the database or container does not exist
 _SELECT = "c.id, c.partition, c.body, c._etag"
@@ -125,24 +128,15 @@ class _Meter:
 _CURRENT_METER: contextvars.ContextVar[_Meter | None] = contextvars.ContextVar("cosmos_request_meter", default=None)
 
 
-def _dump(body: Mapping[str, Any]) -> dict[str, Any]:
-    """A deep, JSON-only copy of ``body`` (the same checks as every adapter)."""
-    if not isinstance(body, Mapping):
-        raise TypeError("a document body must be a JSON object (a mapping)")
-    try:
-        text = json.dumps(dict(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the document body is not valid JSON: {exc}") from None
-    if size > MAX_DOCUMENT_BYTES:
-        raise _too_large(size)
-    copy: dict[str, Any] = json.loads(text)
-    return copy
+def _copy(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A deep, JSON-only copy of ``body``, checked like every adapter checks it."""
+    return load_body(dump_body(body))
 
 
-def _too_large(size: int | None = None) -> InvalidArgument:
-    detail = f" ({size} bytes, at most {MAX_DOCUMENT_BYTES})" if size is not None else ""
-    return InvalidArgument(f"the document is too large{detail}", reason="DOCUMENT_TOO_LARGE")
+def _too_large() -> InvalidArgument:
+    return InvalidArgument(
+        f"the document is too large (at most {MAX_DOCUMENT_BYTES} bytes)", reason="DOCUMENT_TOO_LARGE"
+    )
 
 
 def _document(item: Mapping[str, Any]) -> Document:
@@ -414,7 +408,7 @@ class CosmosDocumentCollection:
         """Insert a new document; AlreadyExists(DOCUMENT_EXISTS) when the id is taken."""
         validate_key("partition", partition)
         validate_key("id", id)
-        item = {"id": id, "partition": partition, "body": _dump(body)}
+        item = {"id": id, "partition": partition, "body": _copy(body)}
 
         async def call(container: ContainerProxy) -> Document:
             try:
@@ -443,7 +437,7 @@ class CosmosDocumentCollection:
         """Overwrite; Aborted(ETAG_MISMATCH) on a stale etag, NotFound(DOCUMENT_NOT_FOUND) if missing."""
         validate_key("partition", partition)
         validate_key("id", id)
-        item = {"id": id, "partition": partition, "body": _dump(body)}
+        item = {"id": id, "partition": partition, "body": _copy(body)}
         condition: dict[str, Any] = {}
         if if_match is not None:
             condition = {"etag": if_match, "match_condition": MatchConditions.IfNotModified}
@@ -489,9 +483,9 @@ class CosmosDocumentCollection:
         params = Parameters()
         top = params.add(query.limit + 1)
         conditions = self._conditions(query.partition, query.where, params)
-        fingerprint = self._fingerprint(query)
+        query_fingerprint = fingerprint(self._name, query)
         if query.continuation is not None:
-            values, last_id, last_partition = _decode_continuation(query.continuation, fingerprint, len(order_by))
+            values, last_id, last_partition = _decode(query.continuation, query_fingerprint, len(order_by))
             conditions.append(keyset_after(order_by, values, last_id, last_partition, params))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
         sql = f"SELECT TOP {top} {_SELECT} FROM c{where} {order_by_clause(order_by)}"
@@ -516,7 +510,7 @@ class CosmosDocumentCollection:
         if len(rows) > query.limit:
             last = documents[-1]
             values = [sort_value_of(last.body, key.path) for key in order_by]
-            continuation = _encode_continuation(fingerprint, values, last.id, last.partition)
+            continuation = _encode(query_fingerprint, values, last.id, last.partition)
         return QueryPage(documents=documents, continuation=continuation)
 
     async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
@@ -555,39 +549,19 @@ class CosmosDocumentCollection:
             conditions.append(compile_predicate(predicate, params))
         return conditions
 
-    def _fingerprint(self, query: Query) -> str:
-        shape = [
-            self._name,
-            query.partition,
-            repr(query.where),
-            [[list(key.path), key.descending] for key in query.order_by],
-        ]
-        digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).digest()[:12]
-        return base64.urlsafe_b64encode(digest).decode("ascii")
+
+def _encode(query_fingerprint: str, values: Sequence[SortValue], id: str, partition: str) -> str:
+    """The shared continuation token; each typed sort value travels as the JSON text of ``[kind, value]``."""
+    texts = [json.dumps(value.to_json(), separators=(",", ":"), ensure_ascii=False) for value in values]
+    return encode_continuation(query_fingerprint, texts, id, partition)
 
 
-def _encode_continuation(fingerprint: str, values: Sequence[SortValue], id: str, partition: str) -> str:
-    payload = {"f": fingerprint, "k": [value.to_json() for value in values], "i": id, "p": partition}
-    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_continuation(token: str, fingerprint: str, n_keys: int) -> tuple[list[SortValue], str, str]:
-    if not _TOKEN_RE.fullmatch(token):
-        raise invalid_page_token("malformed continuation")
+def _decode(token: str, query_fingerprint: str, n_keys: int) -> tuple[list[SortValue], str, str]:
+    texts, last_id, last_partition = decode_continuation(token, query_fingerprint, n_keys)
     try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        raise invalid_page_token("malformed continuation") from None
-    if not isinstance(payload, dict) or payload.get("f") != fingerprint:
-        raise invalid_page_token("the continuation belongs to a different query")
-    raw_values, last_id, last_partition = payload.get("k"), payload.get("i"), payload.get("p")
-    if not isinstance(raw_values, list) or len(raw_values) != n_keys:
-        raise invalid_page_token("malformed continuation")
-    if not isinstance(last_id, str) or not isinstance(last_partition, str):
-        raise invalid_page_token("malformed continuation")
-    try:
-        values = [SortValue.from_json(raw) for raw in raw_values]
+        values = [SortValue.from_json(json.loads(text)) for text in texts if isinstance(text, str)]
     except ValueError:
         raise invalid_page_token("malformed continuation") from None
+    if len(values) != n_keys:
+        raise invalid_page_token("malformed continuation")
     return values, last_id, last_partition
