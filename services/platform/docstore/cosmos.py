@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import functools
 import json
 import logging
 import re
@@ -54,7 +55,9 @@ from services.platform.docstore.codec import (
 )
 from services.platform.docstore.cosmos_filter import (
     Parameters,
+    Position,
     SortValue,
+    compare_positions,
     compile_predicate,
     composite_index,
     indexing_policy,
@@ -92,6 +95,7 @@ PARTITION_KEY_PATH = "/partition"
 DEFAULT_OPERATION_TIMEOUT = 15.0
 DEFAULT_THROTTLE_RETRIES = 5
 DEFAULT_THROTTLE_MAX_WAIT = 10.0
+DEFAULT_UNINDEXED_SCAN_LIMIT = 5000
 _COLLECTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,254}")
 _UNAVAILABLE_STATUS = frozenset({401, 403, 408, 429, 449, 500, 502, 503, 504})
 _OWNER_NOT_FOUND = 1003  # substatus: the database or container does not exist
@@ -167,6 +171,7 @@ class CosmosDocumentStore:
         sort_orders: SortOrders | None = None,
         default_sort_orders: Iterable[Sequence[SortKey]] = (),
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
+        unindexed_scan_limit: int = DEFAULT_UNINDEXED_SCAN_LIMIT,
     ) -> None:
         self._client = client
         self._database_name = database
@@ -175,6 +180,7 @@ class CosmosDocumentStore:
         self._sort_orders = {name: [tuple(order) for order in orders] for name, orders in (sort_orders or {}).items()}
         self._default_sort_orders = [tuple(order) for order in default_sort_orders]
         self._operation_timeout = operation_timeout
+        self._unindexed_scan_limit = unindexed_scan_limit
         self._collections: dict[str, CosmosDocumentCollection] = {}
         self._database_ready = False
         self._database_lock = asyncio.Lock()
@@ -192,10 +198,14 @@ class CosmosDocumentStore:
         operation_timeout: float = DEFAULT_OPERATION_TIMEOUT,
         throttle_retries: int = DEFAULT_THROTTLE_RETRIES,
         throttle_max_wait: float = DEFAULT_THROTTLE_MAX_WAIT,
+        unindexed_scan_limit: int = DEFAULT_UNINDEXED_SCAN_LIMIT,
     ) -> CosmosDocumentStore:
         """Connect to the account at ``endpoint`` with ``credential`` (Microsoft Entra ID; the caller keeps
         ownership of it). ``sort_orders`` names, per collection, every ``order_by`` it is queried with;
         ``default_sort_orders`` are declared for every collection.
+
+        A query with an order that is not declared is sorted by the service itself, reading at most
+        ``unindexed_scan_limit`` matching documents (more is INVALID_ARGUMENT on ``order_by``).
 
         Throttled requests are retried at most ``throttle_retries`` times, waiting what the service asks
         (``x-ms-retry-after-ms``) up to ``throttle_max_wait`` seconds in total. Raises
@@ -218,6 +228,7 @@ class CosmosDocumentStore:
             sort_orders=sort_orders,
             default_sort_orders=default_sort_orders,
             operation_timeout=operation_timeout,
+            unindexed_scan_limit=unindexed_scan_limit,
         )
         try:
             await store._run("connect", "", client.__aenter__)
@@ -345,6 +356,7 @@ class CosmosDocumentCollection:
         self._name = name
         self._container: ContainerProxy | None = None
         self._lock = asyncio.Lock()
+        self._warned: set[tuple[SortKey, ...]] = set()
 
     @property
     def name(self) -> str:
@@ -475,20 +487,30 @@ class CosmosDocumentCollection:
         await self._with_container("delete", call)
 
     async def query(self, query: Query) -> QueryPage:
-        """One page, ordered by ``order_by`` then id then partition; keyset continuation."""
+        """One page, ordered by ``order_by`` then id then partition; keyset continuation.
+
+        A declared order is served by its composite index (``ORDER BY`` with ``TOP``). Any other order works
+        too, but is sorted here after reading every matching document (at most the store's scan limit): a
+        warning names the composite index to declare.
+        """
         if not 1 <= query.limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         order_by = tuple(query.order_by)
-        self._require_index(order_by)
+        indexed = order_by in self._store.sort_orders(self._name)
         params = Parameters()
-        top = params.add(query.limit + 1)
+        top = f"TOP {params.add(query.limit + 1)} " if indexed else ""
         conditions = self._conditions(query.partition, query.where, params)
         query_fingerprint = fingerprint(self._name, query)
         if query.continuation is not None:
             values, last_id, last_partition = _decode(query.continuation, query_fingerprint, len(order_by))
             conditions.append(keyset_after(order_by, values, last_id, last_partition, params))
         where = f" WHERE {' AND '.join(conditions)}" if conditions else ""
-        sql = f"SELECT TOP {top} {_SELECT} FROM c{where} {order_by_clause(order_by)}"
+        sql = f"SELECT {top}{_SELECT} FROM c{where}"
+        if indexed:
+            sql += " " + order_by_clause(order_by)
+        else:
+            self._warn_unindexed(order_by)
+        wanted = query.limit + 1 if indexed else self._store._unindexed_scan_limit + 1
 
         async def call(container: ContainerProxy) -> list[dict[str, Any]]:
             rows: list[dict[str, Any]] = []
@@ -496,22 +518,42 @@ class CosmosDocumentCollection:
                 sql,
                 parameters=params.as_list(),
                 partition_key=query.partition,
-                max_item_count=query.limit + 1,
+                max_item_count=min(wanted, MAX_QUERY_LIMIT + 1),
             )
             async for item in items:
                 rows.append(item)
-                if len(rows) > query.limit:
+                if len(rows) >= wanted:
                     break
             return rows
 
         rows = await self._with_container("query", call)
-        documents = [_document(row) for row in rows[: query.limit]]
+        documents = [_document(row) for row in rows]
+        if not indexed:
+            documents = self._sorted_here(order_by, documents)
         continuation = None
-        if len(rows) > query.limit:
+        if len(documents) > query.limit:
+            documents = documents[: query.limit]
             last = documents[-1]
             values = [sort_value_of(last.body, key.path) for key in order_by]
             continuation = _encode(query_fingerprint, values, last.id, last.partition)
         return QueryPage(documents=documents, continuation=continuation)
+
+    def _sorted_here(self, order_by: tuple[SortKey, ...], documents: list[Document]) -> list[Document]:
+        limit = self._store._unindexed_scan_limit
+        if len(documents) > limit:
+            raise InvalidArgument.field(
+                "order_by",
+                f"this order is not indexed and more than {limit} documents match: filter further or use an "
+                "indexed order",
+            )
+        decorated: list[tuple[Position, Document]] = [
+            (([sort_value_of(d.body, key.path) for key in order_by], d.id, d.partition), d) for d in documents
+        ]
+
+        def compare(a: tuple[Position, Document], b: tuple[Position, Document]) -> int:
+            return compare_positions(order_by, a[0], b[0])
+
+        return [document for _, document in sorted(decorated, key=functools.cmp_to_key(compare))]
 
     async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
         """How many documents match (``SELECT VALUE COUNT(1)``)."""
@@ -529,14 +571,17 @@ class CosmosDocumentCollection:
 
         return await self._with_container("count", call)
 
-    def _require_index(self, order_by: tuple[SortKey, ...]) -> None:
-        if order_by not in self._store.sort_orders(self._name):
-            wanted = json.dumps(composite_index(order_by))
-            raise ValueError(
-                f"collection {self._name!r} is not declared to be ordered by "
-                f"{[(list(k.path), 'desc' if k.descending else 'asc') for k in order_by]}: add it to the store's "
-                f"sort_orders (Cosmos DB serves it from the composite index {wanted})"
-            )
+    def _warn_unindexed(self, order_by: tuple[SortKey, ...]) -> None:
+        if order_by in self._warned:
+            return
+        self._warned.add(order_by)
+        _log.warning(
+            "collection %s is queried in an order without a composite index (%s): sorting matching documents in "
+            "the service; declare the order in sort_orders to be served by the index %s",
+            self._name,
+            ", ".join(f"{'.'.join(k.path)} {'desc' if k.descending else 'asc'}" for k in order_by),
+            json.dumps(composite_index(order_by)),
+        )
 
     def _conditions(self, partition: str | None, predicate: Predicate | None, params: Parameters) -> list[str]:
         conditions: list[str] = []

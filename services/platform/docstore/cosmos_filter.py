@@ -44,7 +44,9 @@ from services.platform.query.predicate import (
 __all__ = [
     "DOCUMENT",
     "Parameters",
+    "Position",
     "SortValue",
+    "compare_positions",
     "compile_predicate",
     "composite_index",
     "indexing_policy",
@@ -304,3 +306,29 @@ def keyset_after(
     tails = [f"c.id > {last_id}", f"c.id = {last_id} AND c.partition > {params.add(partition)}"]
     alternatives.extend(" AND ".join([*equal_prefix, tail]) for tail in tails)
     return "(" + " OR ".join(alternatives) + ")"
+
+
+Position = tuple[Sequence[SortValue], str, str]
+"""A row's place in an order: its sort values, id and partition."""
+
+
+def compare_positions(order_by: Sequence[SortKey], a: Position, b: Position) -> int:
+    """-1, 0 or 1: how :func:`order_by_clause` orders two rows given as ``(sort values, id, partition)``
+    (the same order :func:`keyset_after` continues)."""
+    for key, x, y in zip(order_by, a[0], b[0], strict=True):
+        found = _compare_values(x, y)
+        if found:
+            return -found if key.descending else found
+    return (a[1:] > b[1:]) - (a[1:] < b[1:])
+
+
+def _compare_values(x: SortValue, y: SortValue) -> int:
+    rank_x, rank_y = _TYPE_ORDER.index(x.kind), _TYPE_ORDER.index(y.kind)
+    if rank_x != rank_y:
+        return -1 if rank_x < rank_y else 1
+    a, b = x.value, y.value
+    if isinstance(a, str) and isinstance(b, str):
+        return (a > b) - (a < b)
+    if isinstance(a, int | float) and isinstance(b, int | float):  # numbers, or two booleans
+        return (a > b) - (a < b)
+    return 0  # undefined or null: one value each

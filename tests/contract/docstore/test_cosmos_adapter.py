@@ -21,6 +21,7 @@ from services.platform.docstore.cosmos_filter import composite_index
 from services.platform.docstore.port import MAX_DOCUMENT_BYTES, Document, Query
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.query.predicate import And, Compare, Op, SortKey
+from tests.contract.docstore import test_query as contract
 from tests.support.cosmos import DevTokenCredential
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 
@@ -109,15 +110,44 @@ async def test_request_units_are_counted_and_logged(
     assert lines[0].startswith("cosmos create catalog: 1.00 RU in 1 request(s)")
 
 
-async def test_undeclared_sort_orders_are_refused_before_any_request(store: CosmosDocumentStore) -> None:
-    collection = store.collection("catalog")
-    requests = store.charges.requests
-    with pytest.raises(ValueError, match="composite index") as err:
-        await collection.query(Query(order_by=(SortKey(("name",), descending=True),)))
-    assert '"/body/name"' in str(err.value)
-    assert store.charges.requests == requests
-    await collection.query(Query(order_by=BY_UPDATE))
-    await collection.query(Query())  # the order without keys is always declared
+async def test_undeclared_orders_are_sorted_in_the_service_like_indexed_ones(
+    cosmos_emulator: CosmosEmulator, dev_issuer: DevIssuer, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = await open_store(cosmos_emulator, dev_issuer)  # no sort order declared: no composite index
+    try:
+        collection = store.collection("c")
+        for doc_partition, doc_id, body in contract.DOCS:
+            await collection.create(doc_partition, doc_id, body)
+        with caplog.at_level(logging.WARNING, logger="services.platform.docstore.cosmos"):
+            for order_by in contract.ORDERS:
+                for partition in (None, "p1"):
+                    got = await contract.all_pages(collection, Query(partition=partition, order_by=order_by, limit=3))
+                    assert contract.keys(got) == contract.expected_order(order_by, partition), order_by
+        warnings = [r.getMessage() for r in caplog.records if "without a composite index" in r.getMessage()]
+        assert len(warnings) == len([o for o in contract.ORDERS if o])  # once per order; the empty one is indexed
+        assert '"/body/name", "order": "descending"' in "".join(warnings)
+    finally:
+        await store.close()
+
+
+async def test_an_undeclared_order_reads_at_most_the_scan_limit(
+    cosmos_emulator: CosmosEmulator, dev_issuer: DevIssuer
+) -> None:
+    store = await open_store(cosmos_emulator, dev_issuer, sort_orders={"c": [BY_UPDATE]}, unindexed_scan_limit=5)
+    try:
+        collection = store.collection("c")
+        for i in range(6):
+            await collection.create(f"p{i}", "a", {"update_time": stamp(i), "name": f"n{i}"})
+        by_name = (SortKey(("name",)),)
+        with pytest.raises(InvalidArgument) as err:
+            await collection.query(Query(order_by=by_name))
+        assert [v.field for v in err.value.field_violations] == ["order_by"]
+        page = await collection.query(Query(where=Compare(("name",), Op.LT, "n5"), order_by=by_name))
+        assert [d.partition for d in page.documents] == ["p0", "p1", "p2", "p3", "p4"]
+        indexed = await collection.query(Query(order_by=BY_UPDATE, limit=1000))
+        assert len(indexed.documents) == 6
+    finally:
+        await store.close()
 
 
 async def test_an_existing_container_without_the_indexes_is_reported_and_the_emulator_enforces_them(

@@ -39,7 +39,7 @@ def test_start_on_an_os_chosen_port_serve_the_dev_certificate_and_stop_by_pid(tm
 
 
 def test_a_missing_installation_is_a_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(CosmosEmulatorError, match="scripts/setup.sh"):
+    with pytest.raises(CosmosEmulatorError, match=r"scripts/setup\.sh"):
         emulator_binary(tmp_path)
 
 
