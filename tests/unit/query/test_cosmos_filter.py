@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from services.platform.docstore.cosmos_filter import (
     Parameters,
     SortValue,
+    compare_positions,
     compile_predicate,
     composite_index,
     indexing_policy,
@@ -255,3 +257,24 @@ def test_sort_values_are_typed_and_round_trip() -> None:
 def test_malformed_sort_values_are_refused(raw: object) -> None:
     with pytest.raises(ValueError, match="malformed"):
         SortValue.from_json(raw)
+
+
+def test_rows_compare_in_cosmos_type_order_then_id_then_partition() -> None:
+    ascending, descending = (SortKey(("k",)),), (SortKey(("k",), descending=True),)
+    ladder = [
+        SortValue("u"),
+        SortValue("z"),
+        SortValue("b", False),
+        SortValue("b", True),
+        SortValue("n", -1),
+        SortValue("n", 2.5),
+        SortValue("s", ""),
+        SortValue("s", "a"),
+    ]
+    for low, high in itertools.pairwise(ladder):
+        assert compare_positions(ascending, ([low], "i", "p"), ([high], "i", "p")) == -1
+        assert compare_positions(descending, ([low], "i", "p"), ([high], "i", "p")) == 1
+    same = [SortValue("n", 1)]
+    assert compare_positions(ascending, (same, "a", "p2"), (same, "b", "p1")) == -1
+    assert compare_positions(descending, (same, "a", "p2"), (same, "a", "p1")) == 1
+    assert compare_positions(ascending, (same, "a", "p"), (same, "a", "p")) == 0
