@@ -8,9 +8,9 @@
   there is no key anywhere.
 * Writes are conditional where the port says so (``IfNotModified`` with the etag); 409/412/404 map to the
   port's errors. Filters compile to parameterised SQL (:mod:`services.platform.docstore.cosmos_filter`);
-  paging is keyset on ``order_by`` + id + partition inside an opaque continuation. Every ``order_by`` a
-  collection is queried with needs a composite index: declare the sort orders per collection (``sort_orders``);
-  the container's indexing policy is built from them.
+  paging is keyset on ``order_by`` + id + partition inside an opaque continuation. An ``ORDER BY`` needs a
+  composite index: declare the sort orders per collection (``sort_orders``), the container's indexing policy
+  is built from them; an undeclared order is sorted here, over a bounded number of matching documents.
 * Throttling (429) is retried by the SDK after ``x-ms-retry-after-ms``, a bounded number of times; an
   unreachable service, a 5xx or throttling beyond those retries, or an operation longer than
   ``operation_timeout`` raises ``Unavailable(BACKEND_UNAVAILABLE)``. No exception text reaches a client.
@@ -119,7 +119,7 @@ class RequestCharges:
     by_operation: dict[str, float] = field(default_factory=dict)
 
     def add(self, operation: str, charge: float) -> None:
-        """Count one operation's charge."""
+        """Attribute one finished operation's charge (``total`` counts every response as it arrives)."""
         self.by_operation[operation] = self.by_operation.get(operation, 0.0) + charge
 
 
@@ -201,8 +201,8 @@ class CosmosDocumentStore:
         unindexed_scan_limit: int = DEFAULT_UNINDEXED_SCAN_LIMIT,
     ) -> CosmosDocumentStore:
         """Connect to the account at ``endpoint`` with ``credential`` (Microsoft Entra ID; the caller keeps
-        ownership of it). ``sort_orders`` names, per collection, every ``order_by`` it is queried with;
-        ``default_sort_orders`` are declared for every collection.
+        ownership of it). ``sort_orders`` names, per collection, the ``order_by`` values served by a composite
+        index (the containers' indexing policy); ``default_sort_orders`` are declared for every collection.
 
         A query with an order that is not declared is sorted by the service itself, reading at most
         ``unindexed_scan_limit`` matching documents (more is INVALID_ARGUMENT on ``order_by``).
@@ -248,7 +248,7 @@ class CosmosDocumentStore:
         return self._charges
 
     def sort_orders(self, name: str) -> list[tuple[SortKey, ...]]:
-        """The orders collection ``name`` may be queried with (the empty order is always allowed)."""
+        """The orders served by collection ``name``'s composite indexes (the empty order always is)."""
         orders: list[tuple[SortKey, ...]] = [()]
         for order in [*self._default_sort_orders, *self._sort_orders.get(name, [])]:
             if order not in orders:
