@@ -64,7 +64,7 @@ def faulty_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cosmos
 
 async def test_the_token_credential_is_used_and_no_key(cosmos_emulator: CosmosEmulator, dev_issuer: DevIssuer) -> None:
     credential = DevTokenCredential(dev_issuer)
-    store = await CosmosDocumentStore.open(cosmos_emulator.endpoint, "identity", credential)
+    store = await CosmosDocumentStore.open(cosmos_emulator.endpoint, f"t{uuid.uuid4().hex[:16]}", credential)
     try:
         await store.collection("c").create("p", "a", {"v": 1})
     finally:

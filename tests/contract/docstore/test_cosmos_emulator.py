@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import ssl
+import uuid
 from pathlib import Path
 
 import pytest
@@ -47,7 +48,8 @@ async def test_missing_items_and_containers_answer_404_like_cosmos_db(
     cosmos_emulator: CosmosEmulator, dev_issuer: DevIssuer
 ) -> None:
     async with CosmosClient(cosmos_emulator.endpoint, credential=DevTokenCredential(dev_issuer)) as client:
-        database = await client.create_database_if_not_exists("emulator-fixes")
+        name = f"t{uuid.uuid4().hex[:16]}"
+        database = await client.create_database_if_not_exists(name)
         container = await database.create_container_if_not_exists("c", partition_key=PartitionKey("/partition"))
         await container.create_item({"id": "a", "partition": "p1"})
         for partition, item in [("p1", "missing"), ("p2", "a")]:
@@ -56,7 +58,7 @@ async def test_missing_items_and_containers_answer_404_like_cosmos_db(
             assert err.value.status_code == 404
             assert err.value.sub_status in (None, 0)
         async with CosmosClient(cosmos_emulator.endpoint, credential=DevTokenCredential(dev_issuer)) as other:
-            await other.get_database_client("emulator-fixes").delete_container("c")
+            await other.get_database_client(name).delete_container("c")
         for operation in (
             container.create_item({"id": "b", "partition": "p1"}),
             container.read_item("a", partition_key="p1"),
