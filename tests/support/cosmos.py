@@ -2,7 +2,7 @@
 
 The Cosmos DB emulator checks no credentials, but the adapter is built exactly as in production, from an
 ``AsyncTokenCredential``: this one answers ``get_token(scope)`` with an Entra-ID-v2-shaped JWT whose audience
-is the scope's resource, signed by :class:`~services.platform.auth.dev_issuer.DevIssuer`. It records the
+is the scope's resource, signed by :class:`~exthub.contract.dev_tokens.DevIssuer`. It records the
 scopes asked for, so tests can check that the token path was used. No key exists anywhere.
 """
 
@@ -14,7 +14,7 @@ from typing import Any
 
 from azure.core.credentials import AccessToken
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 
 __all__ = ["DevTokenCredential"]
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from services.platform.docstore.cosmos import CosmosDocumentStore
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore

@@ -15,7 +15,7 @@ import pytest
 from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from services.platform.docstore.cosmos import CosmosDocumentStore, CosmosStoreError
 from services.platform.docstore.cosmos_filter import composite_index
 from services.platform.docstore.port import MAX_DOCUMENT_BYTES, Document, Query

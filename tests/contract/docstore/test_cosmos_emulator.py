@@ -12,7 +12,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 from azure.cosmos.exceptions import CosmosResourceNotFoundError
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from tests.support.cosmos import DevTokenCredential
 from tools.emulators.cosmos import CosmosEmulator, CosmosEmulatorError, emulator_binary, start_cosmos_emulator
 
