@@ -259,7 +259,6 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
         "local",
         data_dir=data_dir,
         listen_port=port,
-        admin_port=0,
         catalog_address=addresses["catalog"],
         execution_address=addresses["execution"],
         objects_address=addresses["objects"],

@@ -278,6 +278,7 @@ def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_di
         403: "ROLE_REQUIRED",
         404: "ROUTE_NOT_FOUND",
         413: "REQUEST_TOO_LARGE",
+        431: "HEADERS_TOO_LARGE",
         503: "BACKEND_UNAVAILABLE",
         504: "UPSTREAM_TIMEOUT",
     }
