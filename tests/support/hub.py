@@ -20,7 +20,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -223,6 +223,19 @@ async def running_hub(
     agent's queue worker (off by default: tests that drive the queue by hand, or start agent processes).
     """
     token = token_factory(issuer)
+    # echo listens first: the hub allow-lists its address (the only internal destination it may call), as
+    # `exthub up` does; its JWKS URL is known once the execution service runs
+    recorder = EchoRecorder()
+    jwks = HttpJwksSource("")
+    echo_app = create_echo_app(jwks)
+    echo_app.middlewares.insert(0, _recorder(recorder))
+    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    echo_url = f"http://127.0.0.1:{port}"
+    overrides.setdefault("egress", {"allow": [f"127.0.0.1:{port}"]})
     settings = base_settings(data_dir, **overrides)
     catalog = await start_catalog(settings, port=0)
     signer = GrpcBodySigner(issuer)
@@ -237,15 +250,7 @@ async def running_hub(
         worker=agent_worker,
     )
     agent_port.connect(agent.address)
-    recorder = EchoRecorder()
-    echo_app = create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys"))
-    echo_app.middlewares.insert(0, _recorder(recorder))
-    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    echo_url = f"http://127.0.0.1:{port}"
+    jwks.url = f"{execution.http_url}/v1/signingKeys"
     try:
         async with (
             grpc.aio.insecure_channel(catalog.address) as catalog_channel,
@@ -327,6 +332,7 @@ async def start_agent_process(
     log_dir: Path,
     env: Mapping[str, str] = FAST_AGENT_ENV,
     slots: int = 1,
+    egress_allow: Sequence[str] = (),
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
@@ -344,6 +350,7 @@ async def start_agent_process(
             "EXTHUB_AGENT_ID": agent_id,
             "EXTHUB_AGENT_WORKER_SLOTS": str(slots),
             "EXTHUB_LOG_FORMAT": "json",
+            "EXTHUB_EGRESS__ALLOW": ",".join(egress_allow),
             **env,
         }
     )
@@ -405,7 +412,11 @@ class AgentCluster:
             current = self.agents.get(agent_id)
             if current is None or current.process.returncode is not None:
                 self.agents[agent_id] = await start_agent_process(
-                    self.data_dir, self.execution_address, agent_id, log_dir=self.log_dir
+                    self.data_dir,
+                    self.execution_address,
+                    agent_id,
+                    log_dir=self.log_dir,
+                    egress_allow=self.hub.settings.egress.allow if self.hub.settings else (),
                 )
 
     async def create(

@@ -15,6 +15,8 @@ from services.catalog.domain.rules import (
 )
 from services.catalog.domain.versions import parse_version_id
 from services.catalog.handlers.context import CatalogContext
+from services.platform.egress import is_called_url_setting
+from services.platform.errors import FieldViolation, InvalidArgument
 
 
 async def create_version(
@@ -37,7 +39,25 @@ async def create_version(
         latest=False,
     )
     validate_version(version)
+    await _check_egress(ctx, version)
     return await ctx.repository.create_version(version)
+
+
+async def _check_egress(ctx: CatalogContext, version: ExtensionVersion) -> None:
+    """Every URL the hub will call (``extension_settings`` keys ending in ``_url``) passes the egress policy."""
+    violations: list[FieldViolation] = []
+    for index, profile in enumerate(version.profiles):
+        for key, value in profile.extension_settings.items():
+            if is_called_url_setting(key):
+                field = f"version.profiles[{index}].extension_settings[{key!r}]"
+                violations.extend(await ctx.egress.registration_violations(field, value))
+    if violations:
+        raise InvalidArgument(
+            "the version names an extension URL the hub does not call",
+            reason="EGRESS_REFUSED",
+            metadata={"field": violations[0].field},
+            field_violations=violations,
+        )
 
 
 async def deprecate_version(
