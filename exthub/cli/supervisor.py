@@ -33,6 +33,8 @@ from gateway.render import render_config
 from services.echo.registration import register_echo
 from services.platform.auth.dev_issuer import DevIssuer
 
+ECHO_EXTENSION = "echo"
+ECHO_PLAIN_EXTENSION = "echo-plain"
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
 HEALTH_CALL_TIMEOUT_SECONDS = 2.0
@@ -246,7 +248,7 @@ async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str)
         try:
             await register_echo(stub, echo_url=echo_url, metadata=metadata)
             await register_echo(
-                stub, echo_url=echo_url, metadata=metadata, extension_id="echo-plain", with_objects=False
+                stub, echo_url=echo_url, metadata=metadata, extension_id=ECHO_PLAIN_EXTENSION, with_objects=False
             )
         except grpc.aio.AioRpcError as error:
             raise HubStartError(
@@ -285,6 +287,9 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
         "EXTHUB_GATEWAY_PORT": str(public_port),
+        # the one internal destination the hub may call: its sample extension (any publisher may register a
+        # version served there; every other loopback or private address stays refused)
+        "EXTHUB_EGRESS__ALLOW": f"127.0.0.1:{echo_port}",
     }
 
     async def steps(*specs: ChildSpec) -> list[Child]:
@@ -313,7 +318,14 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
             "services.echo",
             base,
             (re.compile(r"^(http://\S+)\s*$"),),
-            args=("--port", str(echo_port), "--jwks-url", f"{objects_url}/v1/signingKeys"),
+            args=(
+                "--port",
+                str(echo_port),
+                "--jwks-url",
+                f"{objects_url}/v1/signingKeys",
+                *("--extension", ECHO_EXTENSION),
+                *("--extension", ECHO_PLAIN_EXTENSION),
+            ),
             grpc_health=False,
         ),
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import struct
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from google.protobuf import descriptor as pb_descriptor
@@ -36,7 +37,7 @@ SERVICES = (
 )
 
 
-def nested(depth: int, *, lists: bool = False) -> dict[str, object]:
+def nested(depth: int, *, lists: bool = False) -> dict[str, Any]:
     """A JSON object ``depth`` levels deep (the object itself is level 1)."""
     inner: object = 1
     for _ in range(depth - 1):
