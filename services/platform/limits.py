@@ -39,6 +39,7 @@ __all__ = [
     "MAX_STRUCT_DEPTH",
     "MAX_STRUCT_ENTRIES",
     "MAX_STRUCT_STRING_CHARS",
+    "MAX_TOKEN_BYTES",
     "MAX_VIOLATIONS",
     "check_json_value",
     "check_message",
@@ -51,6 +52,8 @@ __all__ = [
 MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 #: gRPC metadata a service accepts (soft and hard limit alike, so a request is never refused at random).
 MAX_METADATA_BYTES = 64 * 1024
+#: A bearer token the services verify (a larger one is refused as an invalid token).
+MAX_TOKEN_BYTES = 16 * 1024
 #: Envoy's limit on a request's headers (``max_request_headers_kb``): below the services' metadata limit with
 #: room for what Envoy adds (forwarded-for, request id, claim headers, timeouts), so whatever the gateway lets
 #: through is accepted by the service, and a larger request gets the gateway's 431.
