@@ -8,7 +8,8 @@ Asynchronous executions: the execution service always dispatches QUEUED attempts
 ``data_dir`` (``hub.settings.queue_path``); nothing consumes it unless ``agent_worker=True`` (the in-process
 agent runs its queue worker) or the test starts real agent processes with :func:`start_agent_process`
 (``python -m services.agent``, stopped by pid). ``hub.echo_calls`` records every call echo received and
-whether it completed or was aborted by the caller (echo runs with handler cancellation on).
+whether it completed or was aborted by the caller (echo runs with handler cancellation on), with the body and
+``Exthub-Signature`` it got.
 """
 
 from __future__ import annotations
@@ -87,6 +88,8 @@ class EchoCall:
     attempt: int
     outcome: str = "running"
     status: int = 0
+    signature: str = ""
+    body: bytes = b""
 
 
 @dataclass
@@ -149,7 +152,13 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             document = {}
         if not isinstance(document, dict):
             document = {}
-        call = EchoCall(request.path, str(document.get("executionId", "")), int(document.get("attempt") or 0))
+        call = EchoCall(
+            request.path,
+            str(document.get("executionId", "")),
+            int(document.get("attempt") or 0),
+            signature=request.headers.get("Exthub-Signature", ""),
+            body=await request.read(),
+        )
         recorder.calls.append(call)
         recorder.changed()
         try:
