@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from services.catalog.domain.model import ExtensionVersion, VersionState
@@ -45,12 +46,13 @@ async def create_version(
 
 async def _check_egress(ctx: CatalogContext, version: ExtensionVersion) -> None:
     """Every URL the hub will call (``extension_settings`` keys ending in ``_url``) passes the egress policy."""
-    violations: list[FieldViolation] = []
-    for index, profile in enumerate(version.profiles):
-        for key, value in profile.extension_settings.items():
-            if is_called_url_setting(key):
-                field = f"version.profiles[{index}].extension_settings[{key!r}]"
-                violations.extend(await ctx.egress.registration_violations(field, value))
+    checks = [
+        ctx.egress.registration_violations(f"version.profiles[{index}].extension_settings[{key!r}]", value)
+        for index, profile in enumerate(version.profiles)
+        for key, value in profile.extension_settings.items()
+        if is_called_url_setting(key)
+    ]
+    violations: list[FieldViolation] = [v for found in await asyncio.gather(*checks) for v in found]
     if violations:
         raise InvalidArgument(
             "the version names an extension URL the hub does not call",
