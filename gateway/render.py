@@ -24,6 +24,9 @@ from typing import Any, Literal
 
 import yaml
 
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE
+from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_MESSAGE_BYTES
 
@@ -56,7 +59,6 @@ HEALTHZ_PATH = "/healthz"
 OBJECTS_PREFIX = "/objects/v1/"
 TENANT_HEADER = "x-exthub-tenant"
 USER_HEADER = "x-exthub-user"
-HUB_ADMIN = "Hub.Admin"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 METADATA_FILTER = "envoy.filters.http.lua"
@@ -107,9 +109,6 @@ end
 """
 )
 PAYLOAD_KEY = "jwt_payload"
-DEV_ISSUER = "https://exthub.local/dev-issuer"
-DEV_AUDIENCE = "api://exthub"
-DEV_JWKS_FILE = Path("keys", "dev-issuer.jwks.json")
 #: Where the admin interface's Unix socket is by default (``start_envoy`` puts it in its work directory).
 LOCAL_ADMIN_SOCKET = Path("gateway", "envoy-admin.sock")
 AZURE_ADMIN_SOCKET = Path("/tmp/envoy-admin.sock")  # noqa: S108 - the gateway pod's private emptyDir /tmp
@@ -118,7 +117,6 @@ AZURE_ADMIN_SOCKET = Path("/tmp/envoy-admin.sock")  # noqa: S108 - the gateway p
 #: transcoded request for the local reply mapper.
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"
 ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
-ERROR_DOMAIN = "exthub.io"
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 
@@ -244,7 +242,7 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
-    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1).
+    """Routes match the gRPC path: the transcoder rewrites REST requests before routing.
 
     The buffer filter (the REST body limit) runs before the transcoder, when a REST request's path matches no
     route yet, so it applies to REST requests only; it is disabled on the routes a native gRPC request matches
@@ -593,7 +591,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
     methods = service_methods(load_descriptor_set(descriptor_path), TRANSCODED_SERVICES)
     clusters: list[dict[str, Any]]
     if isinstance(p, LocalParams):
-        jwks_file = (p.jwks_file or p.data_dir / DEV_JWKS_FILE).resolve()
+        jwks_file = (p.jwks_file or p.data_dir / JWKS_FILE).resolve()
         providers = {"exthub_dev": _provider(p.issuer, p.audiences, {"local_jwks": {"filename": str(jwks_file)}})}
         addresses = {"catalog": p.catalog_address, "execution": p.execution_address, "objects": p.objects_address}
         clusters = []

@@ -33,6 +33,7 @@ from google.protobuf import struct_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -48,7 +49,6 @@ from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
 from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
 from services.execution.app import ExecutionApp, start_execution
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -88,13 +88,15 @@ class GrpcBodySigner:
 
 @dataclass
 class EchoCall:
-    """One request echo received: which attempt, and how it ended (``running``, ``completed``, ``aborted``)."""
+    """One request echo received: which attempt, its status-update key (the attempt's proof for reports),
+    and how it ended (``running``, ``completed``, ``aborted``)."""
 
     path: str
     execution_id: str
     attempt: int
     outcome: str = "running"
     status: int = 0
+    status_update_key: str = field(default="", repr=False)
     signature: str = ""
     body: bytes = b""
 
@@ -164,6 +166,7 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             request.path,
             str(document.get("executionId", "")),
             int(document.get("attempt") or 0),
+            status_update_key=str(document.get("statusUpdateKey", "")),
             signature=request.headers.get("Exthub-Signature", ""),
             body=await request.read(),
         )

@@ -14,9 +14,10 @@ import aiohttp
 import pytest
 from aiohttp.test_utils import TestServer
 
+from exthub.contract.signatures import verify_body_signature
 from services.echo import EchoConfig, StaticJwksSource, create_echo_app
 from services.echo.signature import SignatureInvalid, SignatureVerifier
-from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS, SigningKeyRing, verify_body_signature
+from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS, SigningKeyRing
 
 EXECUTION = "executions/9d2f4b4a-5e6f-4a1b-8c2d-3e4f5a6b7c8d"
 TIMEOUT = aiohttp.ClientTimeout(total=10)

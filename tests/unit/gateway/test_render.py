@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -22,7 +23,6 @@ from gateway.render import (
     render_config,
     write_config,
 )
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_METADATA_BYTES
 
 TENANT = "11111111-2222-3333-4444-555555555555"
