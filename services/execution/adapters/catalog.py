@@ -1,4 +1,4 @@
-"""The catalog port over gRPC: ``CatalogService.GetExtensionVersion`` with the caller's authorization."""
+"""The catalog port over gRPC: ``CatalogService.GetExtensionVersion``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import grpc
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
 from services.execution import mapping
+from services.execution.adapters.agent import TokenSource
 from services.execution.adapters.grpc_errors import hub_error_from_rpc
 from services.execution.handlers.ports import CatalogVersion
 
@@ -20,14 +21,19 @@ CALL_TIMEOUT_SECONDS = 10.0
 
 
 class GrpcCatalogClient:
-    """A :class:`~services.execution.handlers.ports.CatalogPort` on one catalog address."""
+    """A :class:`~services.execution.handlers.ports.CatalogPort` on one catalog address: with the service's own
+    token when ``tokens`` is given (the catalog shows a profile's extension settings only to the owner,
+    Hub.Admin and the hub's services), else with the caller's ``authorization`` forwarded."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, tokens: TokenSource | None = None) -> None:
         self._channel = grpc.aio.insecure_channel(address)
         self._stub: CatalogServiceAsyncStub = catalog_service_pb2_grpc.CatalogServiceStub(self._channel)
+        self._tokens = tokens
 
     async def get_version(self, name: str, *, authorization: str) -> CatalogVersion:
         """The version (``…/latest`` resolved), or the catalog's error as a HubError."""
+        if self._tokens is not None:
+            authorization = f"Bearer {self._tokens.token()}"
         metadata = (("authorization", authorization),) if authorization else ()
         try:
             version = await self._stub.GetExtensionVersion(

@@ -118,6 +118,10 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
     created = await hub_cluster.create(request=struct(delaySeconds=1.0))
     await hub_cluster.wait_for(created.name, lambda e: e.state == E.RUNNING)
     holder = (await hub_cluster.stored(created.name)).agent_id
+    # the claim (RUNNING) comes before the call: kill only once echo holds attempt 1's request
+    await hub_cluster.hub.echo.wait_until(
+        lambda: any(call.attempt == 1 for call in hub_cluster.hub.calls_of(created.name))
+    )
     await hub_cluster.agents[holder].kill()  # SIGKILL mid-execution: no drain, no report
 
     done = await hub_cluster.wait_terminal(created.name, within=20)
