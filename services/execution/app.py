@@ -18,7 +18,7 @@ from exthub.execution.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
 )
-from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
+from services.execution.adapters.agent import GrpcAgentClient, dev_service_tokens
 from services.execution.adapters.catalog import GrpcCatalogClient
 from services.execution.adapters.documents import COLLECTION
 from services.execution.agent_servicer import AgentTaskServicer
@@ -148,7 +148,7 @@ async def start_execution(
             poll_interval_seconds=settings.queue_poll_seconds,
         )
         provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
-        tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
+        tokens = await asyncio.to_thread(dev_service_tokens, settings.data_dir)
         if catalog is None:
             catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
             catalog_client = GrpcCatalogClient(catalog_address, tokens)
