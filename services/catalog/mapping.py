@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from typing import Any
 
 from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 
 from exthub.catalog.v1 import catalog_service_pb2 as service_pb2
 from exthub.catalog.v1 import resources_pb2
@@ -256,3 +258,31 @@ def facets_to_proto(facets: dict[str, list[FacetValue]]) -> list[service_pb2.Fac
         service_pb2.Facet(field=name, values=[service_pb2.FacetValue(value=v.value, count=v.count) for v in values])
         for name, values in facets.items()
     ]
+
+
+class ExtensionMessages:
+    """Serialized extension messages by ``(extension id, etag)``, least recently used dropped first.
+
+    A stored extension's etag changes on every write, so it names one content: the message built for it
+    once serves every later response that shows that content (search pages repeat the same extensions).
+    Serialized bytes take a fifth of the memory of message objects and are merged into a response as fast.
+    """
+
+    def __init__(self, entries: int = 16_384) -> None:
+        self._entries = entries
+        self._messages: OrderedDict[tuple[str, str], bytes] = OrderedDict()
+
+    def add_to(self, target: RepeatedCompositeFieldContainer[resources_pb2.Extension], extension: Extension) -> None:
+        """Appends the message of ``extension`` (as :func:`extension_to_proto` builds it) to ``target``."""
+        if not extension.etag:
+            target.append(extension_to_proto(extension))
+            return
+        key = (extension.extension_id, extension.etag)
+        message = self._messages.get(key)
+        if message is None:
+            message = self._messages[key] = extension_to_proto(extension).SerializeToString()
+            if len(self._messages) > self._entries:
+                self._messages.popitem(last=False)
+        else:
+            self._messages.move_to_end(key)
+        target.add().MergeFromString(message)
