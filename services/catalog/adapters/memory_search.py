@@ -24,7 +24,6 @@ import math
 import operator
 import re
 import unicodedata
-from array import array
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -107,27 +106,31 @@ def _slots_of(bits: int) -> list[int]:
     return [match.start() for match in _ONE.finditer(bin(bits)[:1:-1])]
 
 
+def _without(posting: tuple[int, ...] | int, slot: int) -> tuple[int, ...] | int:
+    if isinstance(posting, int):
+        return posting & ~(1 << slot)
+    return tuple(s for s in posting if s != slot)
+
+
 class _Postings:
-    """key → the slots that have it: a small array while rare, a bitset once common (neither is an object
-    the garbage collector has to visit)."""
+    """key → the slots that have it: a small tuple while rare, a bitset once common (tuples of ints and
+    ints are objects the cyclic garbage collector does not have to visit)."""
 
     __slots__ = ("items",)
 
     def __init__(self) -> None:
-        self.items: dict[str, array[int] | int] = {}
+        self.items: dict[str, tuple[int, ...] | int] = {}
 
     def add(self, key: str, slot: int) -> bool:
         """Adds ``slot`` under ``key``; True when the key is new."""
         current = self.items.get(key)
         if current is None:
-            self.items[key] = array("I", (slot,))
+            self.items[key] = (slot,)
             return True
         if isinstance(current, int):
             self.items[key] = current | (1 << slot)
         elif slot not in current:
-            current.append(slot)
-            if len(current) > _DENSE_AT:
-                self.items[key] = _bits_of(current)
+            self.items[key] = _bits_of((*current, slot)) if len(current) >= _DENSE_AT else (*current, slot)
         return False
 
     def discard(self, key: str, slot: int) -> bool:
@@ -135,16 +138,10 @@ class _Postings:
         current = self.items.get(key)
         if current is None:
             return False
-        if isinstance(current, int):
-            current &= ~(1 << slot)
-            if current:
-                self.items[key] = current
-                return False
-        else:
-            if slot in current:
-                current.remove(slot)
-            if current:
-                return False
+        remaining = _without(current, slot)
+        if remaining:
+            self.items[key] = remaining
+            return False
         del self.items[key]
         return True
 
@@ -165,7 +162,7 @@ class _Union:
         self.buffer = bytearray()
         self.dense = 0
 
-    def add(self, posting: array[int] | int | None) -> None:
+    def add(self, posting: tuple[int, ...] | int | None) -> None:
         if posting is None:
             return
         if isinstance(posting, int):
