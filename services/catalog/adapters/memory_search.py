@@ -23,6 +23,7 @@ import heapq
 import math
 import operator
 import re
+import sys
 import unicodedata
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
@@ -52,14 +53,14 @@ MAX_FACET_VALUES = 50
 _K1 = 1.2
 _B = 0.75
 _NAME, _TAGS, _OTHER = 0, 1, 2
-# (field, BM25 weight, tier group)
-_FIELDS: tuple[tuple[str, float, int], ...] = (
-    ("extension_id", 10.0, _NAME),
-    ("display_name", 10.0, _NAME),
-    ("tags", 4.0, _TAGS),
-    ("description", 1.0, _OTHER),
-    ("category", 2.0, _OTHER),
-    ("publisher", 2.0, _OTHER),
+# (field, BM25 weight, tier group); integer weights keep per-document frequencies small shared ints
+_FIELDS: tuple[tuple[str, int, int], ...] = (
+    ("extension_id", 10, _NAME),
+    ("display_name", 10, _NAME),
+    ("tags", 4, _TAGS),
+    ("description", 1, _OTHER),
+    ("category", 2, _OTHER),
+    ("publisher", 2, _OTHER),
 )
 _WORD = re.compile(r"[^\W_]+")
 _DENSE_AT = 32  # a posting with more slots than this becomes a bitset
@@ -207,17 +208,18 @@ def _values_of(extension: Extension, name: str) -> Iterable[str]:
     return (value,)
 
 
-def _group_words(extension: Extension) -> tuple[list[str], list[str], list[str], dict[str, float], int]:
+def _group_words(extension: Extension) -> tuple[list[str], list[str], list[str], dict[str, int], int]:
     groups: tuple[list[str], list[str], list[str]] = ([], [], [])
-    weights: dict[str, float] = {}
+    weights: dict[str, int] = {}
     length = 0
     for name, weight, group in _FIELDS:
         value = getattr(extension, name)
-        words = tokenize(" ".join(value) if isinstance(value, tuple) else value)
+        # interned: every document that has a word shares one string for it
+        words = [sys.intern(word) for word in tokenize(" ".join(value) if isinstance(value, tuple) else value)]
         length += len(words)
         groups[group].extend(words)
         for word in words:
-            weights[word] = weights.get(word, 0.0) + weight
+            weights[word] = weights.get(word, 0) + weight
     return groups[0], groups[1], groups[2], weights, length
 
 
@@ -232,7 +234,7 @@ class MemorySearchIndex:
     def __init__(self, *, cache_entries: int = 256) -> None:
         # by slot: the extension, its words' BM25-weighted frequencies over every field, its word count
         self._extensions: list[Extension | None] = []
-        self._weights: list[dict[str, float]] = []
+        self._weights: list[dict[str, int]] = []
         self._lengths: list[int] = []
         self._slot_of: dict[str, int] = {}
         self._free: list[int] = []
@@ -429,9 +431,9 @@ class MemorySearchIndex:
                 if words is None:
                     frequency = sum(w for word, w in weights.items() if word.startswith(prefix))
                 elif len(words) == 1:
-                    frequency = weights.get(words[0], 0.0)
+                    frequency = weights.get(words[0], 0)
                 else:
-                    frequency = sum(weights.get(word, 0.0) for word in words)
+                    frequency = sum(weights.get(word, 0) for word in words)
                 if frequency:
                     score -= idf * frequency / (frequency + norm)
             extension = extensions[slot]
