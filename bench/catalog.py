@@ -4,12 +4,12 @@ Run: ``.venv/bin/python -m bench.catalog`` (options: ``--extensions N --requests
 The catalog runs in its own process on 127.0.0.1; the baseline is ``grpc.health.v1.Health/Check`` on the
 same server in the same run (a no-op unary call through the same interceptors).
 
-SearchExtensions runs twice: with the query mix of one or two words drawn from a small vocabulary (popular
-queries repeat, as they do in real traffic), and with queries that are all different (prefixes of one or
-two words: every request misses the result cache). The summary gives the targets as ratios to GetExtension
-in the same run. Last, a second catalog process is started on the same database file and the time until a
-write through the first is found by SearchExtensions on the second is measured (index freshness across
-replicas), with the first process's memory after loading.
+SearchExtensions runs twice (1,000 requests each by default): with the query mix of one or two words
+drawn from a small vocabulary (popular queries repeat, as they do in real traffic), and with queries that
+are all different (prefixes of one or two words: every request misses the result cache). The summary
+gives the targets as ratios to GetExtension in the same run. Last, a second catalog process is started on
+the same database file and the time until a write through the first is found by SearchExtensions on the
+second is measured (index freshness across replicas), with the first process's memory after loading.
 """
 
 from __future__ import annotations
@@ -164,10 +164,10 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
                         metadata=metadata,
                         timeout=30,
                     ),
-                    requests=max(requests // 10, 100),
+                    requests=max(requests // 5, 100),
                     concurrency=concurrency,
                 )
-                distinct = _distinct_queries(rng, max(requests // 10, 100))
+                distinct = _distinct_queries(rng, max(requests // 5, 100))
                 uncached = await measure(
                     "SearchExtensions, every query new",
                     lambda i: stub.SearchExtensions(
