@@ -20,20 +20,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 
 from services.catalog.adapters.documents import EXTENSION_DOC_ID, KIND_EXTENSION, extension_from_document
 from services.catalog.adapters.memory_search import MemorySearchIndex
-from services.platform.docstore.port import (
-    DeleteOp,
-    Document,
-    DocumentCollection,
-    Query,
-    QueryPage,
-    WriteOp,
-)
+from services.platform.docstore.port import Document, DocumentCollection, Query, QueryPage
 from services.platform.logging import get_logger
 from services.platform.query.predicate import And, Compare, Op, Predicate
 from services.platform.timefmt import to_storage, utcnow
@@ -216,13 +209,3 @@ class IndexedCollection:
     async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
         """See :class:`DocumentCollection`."""
         return await self._inner.count(partition=partition, where=where)
-
-    async def transact(self, partition: str, ops: Sequence[WriteOp]) -> list[Document | None]:
-        """See :class:`DocumentCollection`."""
-        results = await self._inner.transact(partition, ops)
-        for op, result in zip(ops, results, strict=True):
-            if result is not None:
-                self._feed.observe(result)
-            elif isinstance(op, DeleteOp) and op.id == EXTENSION_DOC_ID:
-                self._feed.forget(partition)
-        return results
