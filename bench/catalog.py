@@ -16,18 +16,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import random
 import re
 import statistics
 import subprocess
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from bench.harness import console, measure, report, start_service, stop_service
+from bench.harness import Result, console, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from services.platform.auth.dev_issuer import DevIssuer
@@ -80,6 +82,11 @@ def _rss_mib(process: subprocess.Popen[str]) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def _cpu_seconds(process: subprocess.Popen[str]) -> float:
+    fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _distinct_queries(rng: random.Random, count: int) -> list[str]:
@@ -135,19 +142,29 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
                         timeout=30,
                     )
 
+                cpu_ms: dict[str, float] = {}
+
+                async def timed(name: str, call: Callable[[int], Awaitable[object]], **options: int) -> Result:
+                    """``measure`` plus the catalog process's CPU time per call (warm-up calls included)."""
+                    before = _cpu_seconds(process)
+                    result = await measure(name, call, **options)
+                    calls = options["requests"] + options.get("warmup", 200)
+                    cpu_ms[name] = (_cpu_seconds(process) - before) * 1000 / calls
+                    return result
+
                 started = time.perf_counter()
-                loaded = await measure("CreateExtension (load)", create, requests=extensions, concurrency=32, warmup=0)
+                loaded = await timed("CreateExtension (load)", create, requests=extensions, concurrency=32, warmup=0)
                 load_seconds = time.perf_counter() - started
                 console.print(f"loaded {extensions:,} extensions in {load_seconds:.1f}s ({loaded.codes})")
 
                 queries = [" ".join(rng.sample(WORDS, rng.choice([1, 2]))) for _ in range(requests)]
-                baseline = await measure(
+                baseline = await timed(
                     "Health/Check (baseline)",
                     lambda i: health.Check(health_pb2.HealthCheckRequest(), timeout=10),
                     requests=requests,
                     concurrency=concurrency,
                 )
-                get = await measure(
+                get = await timed(
                     "GetExtension",
                     lambda i: stub.GetExtension(
                         pb.GetExtensionRequest(name=f"extensions/{ids[(i * 7919) % extensions]}"),
@@ -157,7 +174,7 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
                     requests=requests,
                     concurrency=concurrency,
                 )
-                search = await measure(
+                search = await timed(
                     "SearchExtensions (page 50 + facets)",
                     lambda i: stub.SearchExtensions(
                         pb.SearchExtensionsRequest(query=queries[i % len(queries)], page_size=50),
@@ -168,7 +185,7 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
                     concurrency=concurrency,
                 )
                 distinct = _distinct_queries(rng, max(requests // 5, 100))
-                uncached = await measure(
+                uncached = await timed(
                     "SearchExtensions, every query new",
                     lambda i: stub.SearchExtensions(
                         pb.SearchExtensionsRequest(query=distinct[i], page_size=50), metadata=metadata, timeout=30
@@ -192,6 +209,15 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
                         f"{result.name}: req/s / GetExtension req/s = {ratio:.2f} (target >= {SEARCH_RATIO_TARGET}); "
                         f"p99 {result.p99:.1f} ms at {concurrency} in flight (target <= {SEARCH_P99_TARGET_MS:.0f}) "
                         f"-> {verdict} the targets"
+                    )
+                console.print(
+                    "catalog CPU per call, ms (less disturbed by other load on the machine than req/s): "
+                    + ", ".join(f"{name} {ms:.2f}" for name, ms in cpu_ms.items())
+                )
+                for result in (search, uncached):
+                    console.print(
+                        f"{result.name}: GetExtension CPU per call / its CPU per call = "
+                        f"{cpu_ms[get.name] / cpu_ms[result.name]:.2f} (the req/s ratio when the catalog is CPU-bound)"
                     )
                 console.print(f"catalog RSS with {extensions:,} extensions indexed: {rss:.0f} MiB")
                 await _freshness(stub, metadata, data_dir, ids, rng)
