@@ -25,7 +25,9 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     def __init__(self, ctx: CatalogContext) -> None:
         self._ctx = ctx
-        self._search_messages = mapping.ExtensionMessages()
+        self._search_messages = mapping.ExtensionMessages(
+            pb.SearchExtensionsResponse.DESCRIPTOR.fields_by_name["extensions"]
+        )
 
     async def CreateExtension(self, request: pb.CreateExtensionRequest, context: Context) -> resources_pb2.Extension:
         draft = mapping.extension_from_proto(request.extension)
@@ -66,8 +68,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             total_size=page.total_size,
             next_page_token=page.next_page_token,
         )
-        for extension in page.extensions:
-            self._search_messages.add_to(response.extensions, extension)
+        self._search_messages.merge_into(response, page.extensions)
         return response
 
     async def UpdateExtension(self, request: pb.UpdateExtensionRequest, context: Context) -> resources_pb2.Extension:
