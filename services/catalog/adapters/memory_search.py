@@ -64,6 +64,7 @@ _FIELDS: tuple[tuple[str, int, int], ...] = (
 )
 _WORD = re.compile(r"[^\W_]+")
 _DENSE_AT = 32  # a posting with more slots than this becomes a bitset
+_MAX_CACHED_PARTS = 1024  # query words and filters kept between changes (each holds a few bitsets)
 _EXPAND_SCAN_AT = 4  # a prefix with more words than this is scored by scanning each document's words
 _BIT = tuple(1 << i for i in range(8))
 _ONE = re.compile("1")
@@ -407,6 +408,8 @@ class MemorySearchIndex:
         hits = anywhere.bit_count()
         idf = math.log((documents - hits + 0.5) / (hits + 0.5)) if documents else 0.0
         term = _Term(prefix, words, idf if idf > 0 else 1e-6, (name, tags, anywhere))
+        if len(self._terms) >= _MAX_CACHED_PARTS:
+            self._terms.clear()
         self._terms[prefix] = term
         return term
 
@@ -486,6 +489,8 @@ class MemorySearchIndex:
     def _filter(self, predicate: Predicate) -> int:
         cached = self._filters.get(predicate)
         if cached is None:
+            if len(self._filters) >= _MAX_CACHED_PARTS:
+                self._filters.clear()
             cached = self._filters[predicate] = self._filter_bits(predicate)
         return cached
 

@@ -305,3 +305,14 @@ async def test_random_changes_keep_matches_and_facets_exact(seed: int) -> None:
                 again = await index.search(text, where=ACTIVE, limit=1000, offset=0)  # from the cache
                 assert [e.extension_id for e in again.extensions] == [e.extension_id for e in hits.extensions]
     assert len(index) == len(live)
+
+
+async def test_caches_stay_bounded_under_a_stream_of_distinct_queries_and_filters() -> None:
+    index = MemorySearchIndex(cache_entries=16)
+    index.put(ext("a", "Alpha"))
+    for n in range(3000):
+        where = And((ACTIVE, Compare(("create_time",), Op.GT, f"2025-{n:06d}")))
+        hits = await index.search(f"nothing{n}", where=where, limit=10, offset=0)
+        assert hits.total_size == 0
+    # white-box: the per-word and per-filter parts are capped between changes, like the results
+    assert len(index._terms) <= 1024 and len(index._filters) <= 1024 and len(index._results) <= 16
