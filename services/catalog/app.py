@@ -84,6 +84,7 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
         repository=CatalogRepository(IndexedCollection(collection, feed)),
         search_index=feed.index,
         page_tokens=PageTokenCodec(page_key),
+        egress=settings.egress.policy(),
     )
 
     def register(server: grpc.aio.Server) -> Sequence[str]:
