@@ -1,30 +1,36 @@
-"""The search feed: a replica's index kept current from a real SQLite document store by change polling.
+"""The search feed: a replica's index kept current from a real document store by change polling.
 
-Two store instances on one file play two catalog replicas: writes through "the other replica" reach the
-index only through polling; writes through this replica's :class:`IndexedCollection` reach it at once.
+Two store instances on one database (one SQLite file, or one database of the Cosmos DB emulator) play two
+catalog replicas: writes through "the other replica" reach the index only through polling; writes through
+this replica's :class:`IndexedCollection` reach it at once. The same code runs on both backends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
+from exthub.contract.dev_tokens import DevIssuer
 from services.catalog.adapters.documents import COLLECTION, EXTENSION_DOC_ID
 from services.catalog.adapters.memory_search import MemorySearchIndex
 from services.catalog.adapters.search_feed import IndexedCollection, SearchFeed
 from services.catalog.adapters.sqlite_search import SqliteChangeProbe
 from services.catalog.domain.model import Extension, ExtensionState
 from services.catalog.repository import CatalogRepository
-from services.platform.docstore.port import DocumentCollection, Query, QueryPage
+from services.platform.docstore.cosmos import CosmosDocumentStore
+from services.platform.docstore.port import DocumentCollection, DocumentStore, Query, QueryPage
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
 from services.platform.timefmt import to_storage
+from tests.support.cosmos import DevTokenCredential
+from tools.emulators.cosmos import CosmosEmulator
 
 ACTIVE = Compare(("state",), Op.EQ, "ACTIVE")
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
@@ -42,20 +48,48 @@ class Clock:
 
 @dataclasses.dataclass
 class Replicas:
-    here: SqliteDocumentStore
-    there: SqliteDocumentStore
+    here: DocumentStore
+    there: DocumentStore
 
     def other(self) -> CatalogRepository:
         """The catalog repository of another replica (its writes reach us only by polling)."""
         return CatalogRepository(self.there.collection(COLLECTION))
 
 
+@pytest.fixture(params=["sqlite", "cosmos"])
+async def replicas(tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[Replicas]:
+    opened: list[DocumentStore] = []
+    database = f"t{uuid.uuid4().hex[:16]}"
+
+    async def open_store() -> DocumentStore:
+        store: DocumentStore
+        if request.param == "sqlite":
+            store = await SqliteDocumentStore.open(tmp_path / "catalog.sqlite3")
+        else:
+            emulator: CosmosEmulator = request.getfixturevalue("cosmos_emulator")
+            issuer: DevIssuer = request.getfixturevalue("cosmos_token_issuer")
+            store = await CosmosDocumentStore.open(emulator.endpoint, database, DevTokenCredential(issuer))
+        opened.append(store)
+        return store
+
+    try:
+        yield Replicas(await open_store(), await open_store())
+    finally:
+        for store in reversed(opened):
+            await store.close()
+
+
+@dataclasses.dataclass
+class SqliteReplicas(Replicas):
+    here: SqliteDocumentStore
+
+
 @pytest.fixture
-async def replicas(tmp_path: Path) -> AsyncIterator[Replicas]:
+async def sqlite_replicas(tmp_path: Path) -> AsyncIterator[SqliteReplicas]:
     here = await SqliteDocumentStore.open(tmp_path / "catalog.sqlite3")
     there = await SqliteDocumentStore.open(tmp_path / "catalog.sqlite3")
     try:
-        yield Replicas(here, there)
+        yield SqliteReplicas(here, there)
     finally:
         await there.close()
         await here.close()
@@ -231,7 +265,8 @@ async def test_background_polling_survives_store_errors(replicas: Replicas) -> N
         await feed.stop()
 
 
-async def test_the_change_probe_sees_commits_from_any_connection(replicas: Replicas) -> None:
+async def test_the_change_probe_sees_commits_from_any_connection(sqlite_replicas: SqliteReplicas) -> None:
+    replicas = sqlite_replicas
     probe = await SqliteChangeProbe.open(replicas.here.path)
     try:
         assert await probe()  # the first call always says "changed"
@@ -245,7 +280,8 @@ async def test_the_change_probe_sees_commits_from_any_connection(replicas: Repli
         await probe.close()
 
 
-async def test_refresh_skips_polls_while_the_probe_sees_no_commit(replicas: Replicas) -> None:
+async def test_refresh_skips_polls_while_the_probe_sees_no_commit(sqlite_replicas: SqliteReplicas) -> None:
+    replicas = sqlite_replicas
     probe = await SqliteChangeProbe.open(replicas.here.path)
     try:
         feed = SearchFeed(replicas.here.collection(COLLECTION), MemorySearchIndex(), change_probe=probe)
@@ -261,7 +297,8 @@ async def test_refresh_skips_polls_while_the_probe_sees_no_commit(replicas: Repl
         await probe.close()
 
 
-async def test_refresh_reads_everything_when_the_resync_is_due(replicas: Replicas) -> None:
+async def test_refresh_reads_everything_when_the_resync_is_due(sqlite_replicas: SqliteReplicas) -> None:
+    replicas = sqlite_replicas
     probe = await SqliteChangeProbe.open(replicas.here.path)
     try:
         feed = SearchFeed(
