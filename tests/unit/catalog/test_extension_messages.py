@@ -5,10 +5,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from google.protobuf import timestamp_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from services.catalog.domain.model import Extension, ExtensionState
 from services.catalog.mapping import ExtensionMessages, extension_to_proto
+from services.platform.timefmt import from_storage
 
 FIELD = pb.SearchExtensionsResponse.DESCRIPTOR.fields_by_name["extensions"]
 
@@ -53,3 +55,20 @@ def test_a_new_etag_is_a_new_message_and_the_empty_etag_is_never_cached() -> Non
 def test_only_a_repeated_extension_field_is_accepted() -> None:
     with pytest.raises(ValueError, match="not a repeated Extension field"):
         ExtensionMessages(pb.SearchExtensionsResponse.DESCRIPTOR.fields_by_name["facets"])
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        "2026-11-21T06:01:24.123456Z",
+        "1970-01-01T00:00:00.000000Z",
+        "1969-12-31T23:59:59.999999Z",
+        "2000-02-29T12:00:00.000001Z",
+        "9999-12-31T23:59:59.999999Z",
+    ],
+)
+def test_stored_times_become_the_same_timestamps_as_from_datetime(stored: str) -> None:
+    expected = timestamp_pb2.Timestamp()
+    expected.FromDatetime(from_storage(stored))
+    message = extension_to_proto(ext(1, create_time=stored, update_time=stored, delete_time=stored))
+    assert message.create_time == message.update_time == message.delete_time == expected
