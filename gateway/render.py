@@ -28,7 +28,6 @@ from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_desc
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
-    "INTERNAL_SERVICES",
     "TENANT_HEADER",
     "TRANSCODED_SERVICES",
     "USER_HEADER",
@@ -45,7 +44,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "envoy.template.yaml"
 DEFAULT_DESCRIPTOR = ROOT / "gen" / "descriptor" / "exthub.binpb"
 TRANSCODED_SERVICES = ("exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService")
-INTERNAL_SERVICES = ("exthub.agent.v1.AgentService",)
 SERVICE_CLUSTERS = {
     "exthub.catalog.v1.CatalogService": "catalog",
     "exthub.execution.v1.ExecutionService": "execution",
@@ -264,35 +262,28 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
             "typed_per_filter_config": _disabled(BUFFER_FILTER),
         },
     ]
-    for method in methods:
-        if method.internal:  # in-cluster only: never routed, whatever RBAC says
-            routes.append(
-                {
-                    "name": f"internal-{method.method}",
-                    "match": {"path": method.path},
-                    "direct_response": {"status": 404, "body": {"inline_string": "not routed by the gateway"}},
-                }
-            )
-        elif method.server_streaming:  # watch streams end when the execution does, not on a route timeout
-            routes.append(
-                {
-                    "name": f"stream-{method.method}",
-                    "match": {"path": method.path},
-                    "route": {
-                        "cluster": SERVICE_CLUSTERS[method.service],
-                        "timeout": "0s",
-                        "idle_timeout": "3600s",
-                        **grpc_route,
-                    },
-                    "typed_per_filter_config": {
-                        **_disabled(BUFFER_FILTER),
-                        METADATA_FILTER: {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
-                            "source_code": {"inline_string": NDJSON_STREAM_LUA},
-                        },
-                    },
-                }
-            )
+    # watch streams end when the execution does, not on a route timeout
+    routes.extend(
+        {
+            "name": f"stream-{method.method}",
+            "match": {"path": method.path},
+            "route": {
+                "cluster": SERVICE_CLUSTERS[method.service],
+                "timeout": "0s",
+                "idle_timeout": "3600s",
+                **grpc_route,
+            },
+            "typed_per_filter_config": {
+                **_disabled(BUFFER_FILTER),
+                METADATA_FILTER: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                    "source_code": {"inline_string": NDJSON_STREAM_LUA},
+                },
+            },
+        }
+        for method in methods
+        if method.server_streaming
+    )
     for service, cluster in SERVICE_CLUSTERS.items():
         routes.append(
             {
@@ -334,7 +325,7 @@ def _jwt_rules(methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
     rules.extend(
         {"match": {"path": method.path}, "requirement_name": "optional"}
         for method in methods
-        if method.audience == PUBLIC and not method.internal
+        if method.audience == PUBLIC
     )
     rules.append({"match": {"prefix": "/"}, "requirement_name": "required"})
     return rules
@@ -386,7 +377,7 @@ def _verified_token() -> dict[str, Any]:
 
 
 def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
-    """ALLOW policies from the access table; a method with no policy (internal, unknown) is denied (403)."""
+    """ALLOW policies from the access table; any other path (an internal service, unknown) is denied (403)."""
     policies: dict[str, Any] = {
         "health": {
             "permissions": [
@@ -402,8 +393,6 @@ def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
         },
     }
     for method in methods:
-        if method.internal:
-            continue
         if method.audience == PUBLIC:
             principals: list[dict[str, Any]] = [{"any": True}]
         elif method.audience == AUTHENTICATED:
@@ -579,7 +568,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         raise ValueError(f"unknown target {target!r}: expected local or azure")
     p = _params(target, params)
     descriptor_path = p.descriptor.resolve()
-    methods = service_methods(load_descriptor_set(descriptor_path), (*TRANSCODED_SERVICES, *INTERNAL_SERVICES))
+    methods = service_methods(load_descriptor_set(descriptor_path), TRANSCODED_SERVICES)
     clusters: list[dict[str, Any]]
     if isinstance(p, LocalParams):
         jwks_file = (p.jwks_file or p.data_dir / DEV_JWKS_FILE).resolve()

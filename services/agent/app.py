@@ -83,7 +83,7 @@ async def start_agent(
     """Start serving ``AgentService`` on ``port`` (default: ``settings.agent_port``; 0 → the OS chooses).
 
     ``signer`` signs the request bodies (see :mod:`services.agent.adapters.signing`). Default on the local
-    backend: ``ExecutionService.SignExtensionRequest`` at ``settings.execution_address`` (or
+    backend: ``AgentTaskService.SignExtensionRequest`` at ``settings.execution_address`` (or
     ``host:execution_port``) with Agent-role tokens from the development issuer. ``sign=False`` sends unsigned
     requests (tests only).
     ``services`` defaults to ``config/v1`` and ``greeting/v1``; ``adapters`` builds the adapter registry from

@@ -1,5 +1,5 @@
-"""The execution service, as the agent sees it, with an Agent-role bearer token: ``SignExtensionRequest`` (the
-signer) and, for the queue worker, ``ClaimExecution``, ``HeartbeatExecution`` and ``ReportExecutionStatus``."""
+"""The execution service, as the agent sees it, with an Agent-role bearer token: ``AgentTaskService`` (sign the
+extension request; for the queue worker also claim and heartbeat) and ``ExecutionService.ReportExecutionStatus``."""
 
 from __future__ import annotations
 
@@ -11,12 +11,19 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 
-from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_pb2,
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+)
 from services.agent.adapters.signing import SigningRefused
 from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.principal import AGENT
 
 if TYPE_CHECKING:
+    from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
 __all__ = ["CallRefused", "DevAgentTokens", "ExecutionServiceClient", "ExecutionServiceSigner", "TokenSource"]
@@ -77,7 +84,7 @@ class DevAgentTokens:
 
 
 class ExecutionServiceSigner:
-    """A ``BodySigner`` calling ``ExecutionService.SignExtensionRequest`` at ``address``.
+    """A ``BodySigner`` calling ``AgentTaskService.SignExtensionRequest`` at ``address``.
 
     FAILED_PRECONDITION (stale attempt, not RUNNING), INVALID_ARGUMENT, NOT_FOUND and PERMISSION_DENIED become
     :class:`SigningRefused` (the attempt fails); anything else propagates (a transient failure).
@@ -85,14 +92,14 @@ class ExecutionServiceSigner:
 
     def __init__(self, address: str, tokens: TokenSource, *, timeout: float = SIGN_TIMEOUT_SECONDS) -> None:
         self._channel = grpc.aio.insecure_channel(address)
-        self._stub: ExecutionServiceAsyncStub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        self._tasks: AgentTaskServiceAsyncStub = agent_task_service_pb2_grpc.AgentTaskServiceStub(self._channel)
         self._tokens = tokens
         self._timeout = timeout
 
     async def sign(self, execution: str, attempt: int, body: bytes) -> str:
-        request = execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body)
+        request = agent_task_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body)
         try:
-            response = await self._stub.SignExtensionRequest(
+            response = await self._tasks.SignExtensionRequest(
                 request,
                 timeout=self._timeout,
                 metadata=(("authorization", f"Bearer {self._tokens.token()}"),),
@@ -161,24 +168,30 @@ class ExecutionServiceClient(ExecutionServiceSigner):
     :class:`CallRefused`; transient failures raise ``grpc.aio.AioRpcError``.
     """
 
-    async def claim(self, execution: str, attempt: int, agent_id: str) -> execution_service_pb2.ClaimExecutionResponse:
+    def __init__(self, address: str, tokens: TokenSource, *, timeout: float = SIGN_TIMEOUT_SECONDS) -> None:
+        super().__init__(address, tokens, timeout=timeout)
+        self._executions: ExecutionServiceAsyncStub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+
+    async def claim(self, execution: str, attempt: int, agent_id: str) -> agent_task_service_pb2.ClaimExecutionResponse:
         """``ClaimExecution``: QUEUED → RUNNING for ``attempt``, with the task to run."""
-        request = execution_service_pb2.ClaimExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        request = agent_task_service_pb2.ClaimExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
         with _refusals():
-            return await self._stub.ClaimExecution(request, timeout=self._timeout, metadata=self._metadata())
+            return await self._tasks.ClaimExecution(request, timeout=self._timeout, metadata=self._metadata())
 
     async def heartbeat(
         self, execution: str, attempt: int, agent_id: str
-    ) -> execution_service_pb2.HeartbeatExecutionResponse:
+    ) -> agent_task_service_pb2.HeartbeatExecutionResponse:
         """``HeartbeatExecution``: go on, abort, or cancel."""
-        request = execution_service_pb2.HeartbeatExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        request = agent_task_service_pb2.HeartbeatExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
         with _refusals():
-            return await self._stub.HeartbeatExecution(request, timeout=self._timeout, metadata=self._metadata())
+            return await self._tasks.HeartbeatExecution(request, timeout=self._timeout, metadata=self._metadata())
 
     async def report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
         """``ReportExecutionStatus`` as an agent (no status-update key)."""
         with _refusals():
-            return await self._stub.ReportExecutionStatus(request, timeout=self._timeout, metadata=self._metadata())
+            return await self._executions.ReportExecutionStatus(
+                request, timeout=self._timeout, metadata=self._metadata()
+            )
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._tokens.token()}"),)

@@ -45,7 +45,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.agent.adapters.registry import AdapterRegistry
 from services.agent.execution_client import CallRefused
 from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_model
@@ -72,6 +72,7 @@ _log = get_logger("exthub.agent.worker")
 Outcome = agent_pb.ExecuteResponse.Outcome
 State = execution_pb2.Execution.State
 pb = execution_service_pb2
+tasks_pb = agent_task_service_pb2
 
 AGENT_LOST = "AGENT_LOST"
 AGENT_STOPPED = "AGENT_STOPPED"
@@ -91,11 +92,11 @@ class WorkerClient(Protocol):
     ``grpc.aio.AioRpcError``.
     """
 
-    async def claim(self, execution: str, attempt: int, agent_id: str) -> pb.ClaimExecutionResponse:
+    async def claim(self, execution: str, attempt: int, agent_id: str) -> tasks_pb.ClaimExecutionResponse:
         """QUEUED → RUNNING for ``attempt``; the task."""
         ...
 
-    async def heartbeat(self, execution: str, attempt: int, agent_id: str) -> pb.HeartbeatExecutionResponse:
+    async def heartbeat(self, execution: str, attempt: int, agent_id: str) -> tasks_pb.HeartbeatExecutionResponse:
         """Go on, abort or cancel."""
         ...
 

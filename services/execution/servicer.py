@@ -135,33 +135,6 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         )
         return await render(self._ctx, stored)
 
-    async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        stored, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
-        return pb.ClaimExecutionResponse(execution=await render(self._ctx, stored), task=task)
-
-    async def SignExtensionRequest(
-        self, request: pb.SignExtensionRequestRequest, context: Context
-    ) -> pb.SignExtensionRequestResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
-        return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
-
-    async def HeartbeatExecution(
-        self, request: pb.HeartbeatExecutionRequest, context: Context
-    ) -> pb.HeartbeatExecutionResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        beat = await report.heartbeat(self._ctx, execution_id, request.attempt, request.agent_id)
-        response = pb.HeartbeatExecutionResponse(
-            abort=beat.abort,
-            cancel_requested=beat.cancel_requested,
-            state=execution_pb2.Execution.State.Value(beat.state.value),
-            attempt=beat.attempt,
-        )
-        if beat.deadline is not None:
-            response.deadline.CopyFrom(mapping.datetime_timestamp(beat.deadline))
-        return response
-
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:
         return await dead_letters.list_dead_letters(
             self._ctx, page_size=request.page_size, page_token=request.page_token

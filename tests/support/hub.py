@@ -32,7 +32,13 @@ from google.protobuf import struct_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
-from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_pb2,
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+)
 from exthub.type.v1 import types_pb2
 from services.agent.app import AgentApp, start_agent
 from services.catalog.app import CatalogApp, start_catalog
@@ -45,6 +51,7 @@ from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:
+    from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
 Metadata = tuple[tuple[str, str], ...]
@@ -53,7 +60,7 @@ RUN = ("Executions.Run",)
 
 
 class GrpcBodySigner:
-    """The agent's body signer: ``SignExtensionRequest`` of the execution service with an Agent token."""
+    """The agent's body signer: ``AgentTaskService.SignExtensionRequest`` with an Agent token."""
 
     def __init__(self, issuer: DevIssuer) -> None:
         self.address: str | None = None
@@ -64,10 +71,10 @@ class GrpcBodySigner:
         assert self.address is not None
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.address)
-        stub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        stub = agent_task_service_pb2_grpc.AgentTaskServiceStub(self._channel)
         token = self._issuer.issue(tenant="exthub", user="agent", roles=["Agent"])
         response = await stub.SignExtensionRequest(
-            execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
+            agent_task_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=10,
         )
@@ -96,6 +103,7 @@ class Hub:
     execution: ExecutionApp
     echo_url: str
     stub: ExecutionServiceAsyncStub
+    tasks: AgentTaskServiceAsyncStub
     token: TokenFactory
     settings: Settings | None = None
     echo: EchoRecorder = field(default_factory=lambda: EchoRecorder())
@@ -258,7 +266,8 @@ async def running_hub(
                 catalog_stub, echo_url=echo_url, metadata=publisher, extension_id="echo-plain", with_objects=False
             )
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
-            yield Hub(catalog, agent, execution, echo_url, stub, token, execution_settings, recorder)
+            tasks = agent_task_service_pb2_grpc.AgentTaskServiceStub(channel)
+            yield Hub(catalog, agent, execution, echo_url, stub, tasks, token, execution_settings, recorder)
     finally:
         await runner.cleanup()
         await agent.stop(0)

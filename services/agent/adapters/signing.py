@@ -4,7 +4,7 @@ The hub's private signing key never leaves the execution service. The agent buil
 (deterministic JSON, with the extension service contexts) and asks a :class:`BodySigner` to sign those bytes:
 
 - in production, :class:`services.agent.execution_client.ExecutionServiceSigner` calls
-  ``ExecutionService.SignExtensionRequest`` (role Agent), which checks that the attempt is current and RUNNING
+  ``AgentTaskService.SignExtensionRequest`` (role Agent), which checks that the attempt is current and RUNNING
   and that the body names that execution and attempt;
 - :class:`KeyRingBodySigner` signs with a key ring held in this process (tests, an all-in-one embedding).
 

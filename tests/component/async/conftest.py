@@ -118,5 +118,10 @@ async def hub_cluster(cluster: AgentCluster) -> AsyncIterator[AgentCluster]:
     yield cluster
     for name in cluster.created[first:]:
         await cluster.wait_terminal(name, within=20)
-    violations = await check_invariants(cluster.hub.execution.context.repository, accepted=cluster.created)
+    relay = cluster.hub.execution.relay
+    assert relay is not None
+    await relay.settle()
+    violations = await check_invariants(
+        cluster.hub.execution.context.repository, accepted=cluster.created, outbox_settled=True
+    )
     assert violations == [], "\n".join(map(str, violations))

@@ -12,13 +12,14 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.execution.signing import verify_direct_token
 from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
 pb = execution_service_pb2
+tasks_pb = agent_task_service_pb2
 OBJECTS_VERSION = "extensions/echo/versions/1.0.0"
 HTTP = aiohttp.ClientTimeout(total=10)
 
@@ -76,13 +77,13 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
     queued = await create(hub, profile="async")
     assert queued.state == E.QUEUED
     agent = hub.token(roles=("Agent",), tenant="exthub", user="agent")
-    claimed = await hub.stub.ClaimExecution(
-        pb.ClaimExecutionRequest(name=queued.name, attempt=1, agent_id="a1"), metadata=agent
+    claimed = await hub.tasks.ClaimExecution(
+        tasks_pb.ClaimExecutionRequest(name=queued.name, attempt=1, agent_id="a1"), metadata=agent
     )
     assert claimed.execution.state == E.RUNNING and claimed.task.status_update_key
     with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await hub.stub.ClaimExecution(
-            pb.ClaimExecutionRequest(name=queued.name, attempt=1, agent_id="a2"), metadata=agent
+        await hub.tasks.ClaimExecution(
+            tasks_pb.ClaimExecutionRequest(name=queued.name, attempt=1, agent_id="a2"), metadata=agent
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     retry = await hub.stub.ReportExecutionStatus(

@@ -26,9 +26,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Execution(_message.Message):
-    """One execution of an extension version: the client's request, its state
-    (§3.5 of the spec), progress, result, errors and object accessors. Every
-    state change appends an `ExecutionEvent`.
+    """One execution of an extension version: the client's request, its state,
+    progress, result, errors and object accessors. Every state change appends
+    an `ExecutionEvent`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
