@@ -79,7 +79,9 @@ def test_non_loopback_endpoints_need_https(azure_env: pytest.MonkeyPatch, variab
 
 
 def test_plain_http_is_allowed_on_loopback_only() -> None:
-    local = AzureSettings(blob_account_url="http://127.0.0.1:10000/devstoreaccount1", cosmos_endpoint="http://[::1]:8081")
+    local = AzureSettings(
+        blob_account_url="http://127.0.0.1:10000/devstoreaccount1", cosmos_endpoint="http://[::1]:8081"
+    )
     assert local.blob_account_url == "http://127.0.0.1:10000/devstoreaccount1"
     assert AzureSettings(blob_account_url="https://127.0.0.1:10000/devstoreaccount1").blob_account_url
 
