@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -28,7 +29,8 @@ class ExecutionContext:
     ``background`` keeps runs alive when the client goes away. ``queue`` is the work queue whose dead letters
     operators list (None: this process has none); ``input_timeout`` bounds
     PENDING_INPUTS and ``cancel_grace`` is how long a RUNNING execution's cancel may go unacknowledged by its
-    agent before the sweeper ends it.
+    agent before the sweeper ends it. ``instance`` is this process's instance id: it owns the synchronous calls
+    this process waits for (``Execution.sync_call_owner``; see :mod:`services.execution.domain.instances`).
     """
 
     repository: ExecutionRepository
@@ -43,6 +45,7 @@ class ExecutionContext:
     queue: DeadLetterQueue | None = None
     input_timeout: timedelta = timedelta(hours=24)
     cancel_grace: timedelta = timedelta(seconds=60)
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
     inflight: dict[str, asyncio.Future[object]] = field(default_factory=dict)
     background: set[asyncio.Task[object]] = field(default_factory=set)
 

@@ -241,7 +241,7 @@ async def _store_and_start(
         execution = dataclasses.replace(execution, outbox=Outbox(dispatch=DispatchMarker(record.attempt)))
     elif initial is ExecutionState.RUNNING:
         status_key, key_hash = new_status_key()
-        execution = dataclasses.replace(execution, status_key_hash=key_hash)
+        execution = dataclasses.replace(execution, status_key_hash=key_hash, sync_call_owner=ctx.instance)
     elif initial is ExecutionState.DIRECT_TOKEN_ISSUED:
         ttl = profile.direct_token_ttl or DEFAULT_DIRECT_TOKEN_TTL
         token = ctx.signing.issue_direct_token(
