@@ -31,6 +31,7 @@ from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.execution.servicer import ExecutionServicer
 from services.execution.signing import SigningKeyRing
+from services.execution.store import open_execution_store
 from services.execution.sweeper import Sweeper
 from services.objects.local import LocalObjectProvider
 from services.platform.auth.access import access_rules_from_descriptors
@@ -44,7 +45,6 @@ from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
-DATABASE_FILE = "execution.sqlite3"
 SIGNING_DIR = "signing"
 LOCAL_HUB_ID = "exthub-local"
 
@@ -149,7 +149,7 @@ async def start_execution(
     sock = _bind(settings.host, settings.objects_port)
     http_url = _url(settings.host, sock.getsockname()[1])
     closers: list[GrpcCatalogClient | GrpcAgentClient] = []
-    store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
+    store = await open_execution_store(settings)
     runner: web.AppRunner | None = None
     queue: SqliteWorkQueue | None = None
     try:

@@ -45,7 +45,9 @@ _log = get_logger("exthub.execution.instances")
 
 
 class InstanceKeeper:
-    """Registers this process, renews its lease and recovers gone instances' calls (see the module docstring).
+    """Registers this process, renews its lease and recovers gone instances' calls (see the module docstring);
+    the execution context's :class:`~services.execution.handlers.ports.InstanceLiveness` (it sets itself as
+    ``ctx.instances``).
 
     ``host``, ``pid``, ``process_start`` and ``process_running`` describe where this process runs (defaults: the
     real host and process); ``lease`` is how long a renewal keeps the instance alive.
@@ -72,6 +74,7 @@ class InstanceKeeper:
         self._lease: InstanceLease | None = None
         self._stop = asyncio.Event()
         self._recovered_once = False
+        ctx.instances = self
 
     @property
     def lease(self) -> InstanceLease | None:
@@ -95,9 +98,11 @@ class InstanceKeeper:
     def _gone(self, lease: InstanceLease | None, now: str) -> bool:
         return instance_gone(lease, now=now, host=self._host, process_running=self._probe)
 
-    async def _gone_owners(self, owners: set[str]) -> set[str]:
-        now = self._ctx.clock()
-        return {owner for owner in owners if self._gone(await self._registry.find(owner), now)}
+    async def gone(self, instance: str) -> bool:
+        """Whether ``instance`` is gone (its lease, read now; this process's own instance never is)."""
+        if instance == self._ctx.instance:
+            return False
+        return self._gone(await self._registry.find(instance), self._ctx.clock())
 
     async def check_once(self) -> list[Execution]:
         """One pass (renew, look for gone instances, recover their calls); the executions it ended."""
@@ -112,7 +117,7 @@ class InstanceKeeper:
         ]
         ended: list[Execution] = []
         if gone or not self._recovered_once:
-            ended = await fail_interrupted_calls(self._ctx, self._gone_owners)
+            ended = await fail_interrupted_calls(self._ctx)
             self._recovered_once = True
         for lease in gone:
             await self._registry.remove(lease)

@@ -46,12 +46,20 @@ from services.execution.adapters.documents import (
 from services.execution.domain import ExecutionEvent, ExecutionState
 from services.execution.domain.instances import InstanceLease
 from services.execution.domain.model import Execution
-from services.platform.docstore.port import MAX_QUERY_LIMIT, DocumentCollection, Query
+from services.platform.docstore.port import MAX_QUERY_LIMIT, Document, DocumentCollection, Query
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 from services.platform.query.predicate import And, Compare, Op, Or, Predicate, SortKey
 from services.platform.timefmt import from_storage
 
-__all__ = ["Change", "Decide", "ExecutionNotifier", "ExecutionRepository", "InstanceRegistry", "execution_not_found"]
+__all__ = [
+    "Change",
+    "Decide",
+    "ExecutionNotifier",
+    "ExecutionRepository",
+    "InstanceRegistry",
+    "RequestHolder",
+    "execution_not_found",
+]
 
 MAX_WRITE_TRIES = 8
 REQUEST_ID_TTL = timedelta(hours=24)
@@ -290,10 +298,13 @@ class ExecutionRepository:
         events_pending, dispatch_attempt = PENDING_OUTBOX
         return self.query_executions(Or((Compare(events_pending, Op.EQ, True), Compare(dispatch_attempt, Op.GE, 1))))
 
-    async def claim_request_id(self, tenant: str, request_id: str, execution_id: str, *, now: str) -> str | None:
-        """Reserve ``request_id`` for ``execution_id``; return the execution that holds it already (24 h), or None."""
+    async def claim_request_id(
+        self, tenant: str, request_id: str, execution_id: str, *, now: str, instance: str = ""
+    ) -> RequestHolder | None:
+        """Reserve ``request_id`` for ``execution_id`` (a create run by ``instance``); return who holds it already
+        (24 h), or None."""
         partition = request_partition(tenant)
-        body = request_body(execution_id, now)
+        body = request_body(execution_id, now, instance)
         for _ in range(MAX_WRITE_TRIES):
             try:
                 await self._collection.create(partition, request_id, body)
@@ -302,8 +313,8 @@ class ExecutionRepository:
                 existing = await self._collection.read(partition, request_id)
             if existing is None:
                 continue
-            holder, created = request_from_json(existing.body)
-            if from_storage(now) - from_storage(created) < REQUEST_ID_TTL:
+            holder = _holder(existing)
+            if from_storage(now) - from_storage(holder.create_time) < REQUEST_ID_TTL:
                 return holder
             try:  # expired: take it over
                 await self._collection.replace(partition, request_id, body, if_match=existing.etag)
@@ -312,13 +323,41 @@ class ExecutionRepository:
                 continue
         raise Aborted("the request id is contended; try again", reason="ETAG_MISMATCH")
 
+    async def take_over_request_id(
+        self, tenant: str, request_id: str, holder: RequestHolder, execution_id: str, *, now: str, instance: str
+    ) -> bool:
+        """Move ``request_id`` from ``holder`` (whose create can never finish) to ``execution_id``, unless it
+        changed since it was read (conditional on its etag). Whether it moved."""
+        body = request_body(execution_id, now, instance)
+        try:
+            await self._collection.replace(request_partition(tenant), request_id, body, if_match=holder.revision)
+        except (Aborted, NotFound):
+            return False
+        return True
+
     async def release_request_id(self, tenant: str, request_id: str, execution_id: str) -> None:
         """Undo :meth:`claim_request_id` when the create failed before storing the execution."""
         partition = request_partition(tenant)
         existing = await self._collection.read(partition, request_id)
-        if existing is not None and request_from_json(existing.body)[0] == execution_id:
+        if existing is not None and _holder(existing).execution_id == execution_id:
             with contextlib.suppress(Aborted, NotFound):
                 await self._collection.delete(partition, request_id, if_match=existing.etag)
+
+
+@dataclass(frozen=True)
+class RequestHolder:
+    """Who holds a request id: the execution its create makes, when, the instance running that create ("" when
+    not recorded), and the store etag of the idempotency document."""
+
+    execution_id: str
+    create_time: str
+    instance: str
+    revision: str
+
+
+def _holder(document: Document) -> RequestHolder:
+    execution_id, create_time, instance = request_from_json(document.body)
+    return RequestHolder(execution_id, create_time, instance, document.etag)
 
 
 class InstanceRegistry:

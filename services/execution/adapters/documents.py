@@ -107,14 +107,15 @@ def request_partition(tenant: str) -> str:
     return f"requests:{tenant}"
 
 
-def request_body(execution_id: str, create_time: str) -> dict[str, Any]:
-    """The idempotency document of a request id: which execution it created, and when."""
-    return {"kind": KIND_REQUEST, "execution_id": execution_id, "create_time": create_time}
+def request_body(execution_id: str, create_time: str, instance: str = "") -> dict[str, Any]:
+    """The idempotency document of a request id: which execution it created, when, and which execution service
+    instance ran that create."""
+    return {"kind": KIND_REQUEST, "execution_id": execution_id, "create_time": create_time, "instance": instance}
 
 
-def request_from_json(body: Mapping[str, Any]) -> tuple[str, str]:
-    """``(execution id, create time)`` of an idempotency document."""
-    return str(body["execution_id"]), _time(body["create_time"])
+def request_from_json(body: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(execution id, create time, instance)`` of an idempotency document (instance "" when not recorded)."""
+    return str(body["execution_id"]), _time(body["create_time"]), str(body.get("instance") or "")
 
 
 def instance_to_body(lease: InstanceLease) -> dict[str, Any]:

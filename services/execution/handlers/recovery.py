@@ -11,8 +11,6 @@ recover at the same time one writes, the other finds nothing left to do; an exec
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 from services.execution.domain import ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.instances import EXECUTION_INTERRUPTED, INTERRUPTED_MESSAGE
@@ -28,23 +26,19 @@ __all__ = ["fail_interrupted_calls"]
 _log = get_logger("exthub.execution.recovery")
 
 
-async def fail_interrupted_calls(
-    ctx: ExecutionContext, gone_owners: Callable[[set[str]], Awaitable[set[str]]]
-) -> list[Execution]:
+async def fail_interrupted_calls(ctx: ExecutionContext) -> list[Execution]:
     """End FAILED (``EXECUTION_INTERRUPTED``) every RUNNING synchronous execution whose call owner is gone.
 
-    ``gone_owners(owners)`` says which of the owners found are gone; it is asked after the executions were
-    read, so an owner that registered and then started a call is registered when it is asked about (this
-    process's own instance is never asked about). Returns the executions this call ended.
+    Which owners are gone (``ctx.instances``) is asked after the executions were read, so an owner that
+    registered and then started a call is registered when it is asked about. Returns the executions this call
+    ended.
     """
     candidates = [
         (execution.id, execution.sync_call_owner)
         async for execution in ctx.repository.sync_calls_in_flight()
         if execution.sync_call_owner != ctx.instance
     ]
-    if not candidates:
-        return []
-    gone = await gone_owners({owner for _, owner in candidates})
+    gone = {owner for owner in {owner for _, owner in candidates} if await ctx.instances.gone(owner)}
     ended: list[Execution] = []
     for execution_id, owner in candidates:
         if owner not in gone:

@@ -31,6 +31,7 @@ from services.execution.instances import InstanceKeeper
 from services.execution.invariants import check_invariants
 from services.execution.repository import InstanceRegistry
 from services.platform.auth.principal import Principal
+from services.platform.errors import FailedPrecondition
 from tests.unit.execution.fakes import Fakes, build, echo_version
 
 S = ExecutionState
@@ -298,3 +299,57 @@ async def test_leases_beside_the_executions_are_never_listed_as_executions(hub: 
     await mine.register()
     assert [e async for e in hub.repository.query_executions()] == []
     assert [e async for e in hub.repository.sync_calls_in_flight()] == []
+
+
+# -- request ids held by a create that died with its process ------------------------------------------------------
+
+
+async def create_with(hub: Fakes, request_id: str) -> Execution:
+    return await create.create_execution(
+        hub.ctx,
+        ALICE,
+        ExecutionDraft(extension_version=ECHO, profile="async"),
+        request_id=request_id,
+        authorization="Bearer caller",
+        caller_remaining=None,
+    )
+
+
+async def test_a_request_id_held_by_a_create_that_died_is_taken_over(hub: Fakes) -> None:
+    processes = Processes()
+    mine = keeper(hub.ctx, hub, processes, pid=101)
+    await mine.register()
+    request_id = "6d3c1ef0-6d9c-4b44-9a55-1d0f0c0f6a10"
+    # the crashed create had claimed the request id, and died before storing its execution
+    held = await hub.repository.claim_request_id(
+        "tenant-a", request_id, "never-stored", now=hub.clock(), instance="dead"
+    )
+    assert held is None
+
+    created = await create_with(hub, request_id)
+    assert created.state is S.QUEUED
+    again = await create_with(hub, request_id)
+    assert again.id == created.id  # from now on the request id names the new execution
+    assert [e.id async for e in hub.repository.query_executions()] == [created.id]
+
+
+async def test_a_request_id_held_by_a_live_create_is_not_taken_over(
+    hub: Fakes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(create, "DEDUP_WAIT_SECONDS", 0.3)
+    processes = Processes()
+    elsewhere = other_process(hub)
+    remote = keeper(elsewhere, hub, processes, pid=100, host="host-b")
+    await remote.register()
+    mine = keeper(hub.ctx, hub, processes, pid=101)
+    await mine.register()
+    request_id = "0f8d1d8e-4f0e-4e39-9b1c-2b0d5b7f5c21"
+    held = await hub.repository.claim_request_id(
+        "tenant-a", request_id, "being-stored", now=hub.clock(), instance=elsewhere.instance
+    )
+    assert held is None
+
+    with pytest.raises(FailedPrecondition) as refused:
+        await create_with(hub, request_id)
+    assert refused.value.reason == "REQUEST_IN_PROGRESS"
+    assert [e async for e in hub.repository.query_executions()] == []
