@@ -15,11 +15,11 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
-from exthub.contract.errors import call_status, error_info
+from exthub.contract.errors import call_status, error_info, precondition_violations
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.adapters.documents import COLLECTION
@@ -273,8 +273,7 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     status = call_status(raised.value)
     assert status is not None
-    info, failure = error_info(status), error_details_pb2.PreconditionFailure()
-    assert info is not None and any(d.Unpack(failure) for d in status.details)
-    assert info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
-    assert [(v.type, v.subject) for v in failure.violations] == [("INPUT_NOT_UPLOADED", "document")]
+    info = error_info(status)
+    assert info is not None and info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
+    assert [(t, s) for t, s, _ in precondition_violations(status)] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value

@@ -137,6 +137,7 @@ async def test_an_expected_optional_input_waits_until_continue(hub: Fakes) -> No
     with pytest.raises(FailedPrecondition) as raised:  # nothing uploaded yet: the expected input is checked
         await commands.continue_execution(hub.ctx, ALICE, pending.id, [], caller_remaining=None)
     assert (raised.value.reason, raised.value.metadata["missingInputs"]) == ("INPUTS_MISSING", "document")
+    assert [(v.type, v.subject) for v in raised.value.precondition_violations] == [("INPUT_NOT_UPLOADED", "document")]
     hub.objects.upload(ObjectRef(pending.id, "input", "document"))
     done = await commands.continue_execution(hub.ctx, ALICE, pending.id, [], caller_remaining=None)
     assert done.state is S.SUCCEEDED
