@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from exthub.catalog.v1 import catalog_service_pb2 as service_pb2
 from exthub.catalog.v1 import resources_pb2
+from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
 from exthub.type.v1 import types_pb2
 from services.catalog.domain.model import (
     ExecutionProfile,
@@ -220,7 +221,7 @@ def version_from_proto(message: resources_pb2.ExtensionVersion) -> ExtensionVers
         response_schema_uri=message.response_schema_uri,
         long_running=message.long_running,
         supports_validation=message.supports_validation,
-        execution_timeout_seconds=3600.0 if timeout is None else timeout,
+        execution_timeout_seconds=DEFAULT_EXECUTION_TIMEOUT.total_seconds() if timeout is None else timeout,
         profiles=tuple(_profile_from_proto(p, i) for i, p in enumerate(message.profiles)),
         inputs=tuple(_object_from_proto(o) for o in message.inputs),
         outputs=tuple(_object_from_proto(o) for o in message.outputs),

@@ -17,6 +17,7 @@ from google.rpc import code_pb2, status_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import resources_pb2
 from exthub.contract.errors import error_info, error_status
+from exthub.contract.execution import EXTENSION_FAILED
 from exthub.contract.queue import parse_message
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
@@ -32,7 +33,7 @@ from services.execution.domain.model import (
 )
 from services.execution.domain.modes import ProfileMode
 from services.execution.domain.names import parse_execution_name, parse_version_name
-from services.execution.domain.outcomes import EXTENSION_FAILED, AttemptResult
+from services.execution.domain.outcomes import AttemptResult
 from services.execution.domain.retry import RetrySettings
 from services.execution.handlers.create import ExecutionDraft
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask, CatalogVersion, ObjectBinding
