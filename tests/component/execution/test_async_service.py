@@ -19,7 +19,7 @@ from google.rpc import status_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
-from exthub.contract.errors import call_status, error_info, precondition_violations
+from exthub.contract.errors import call_status, code_number, error_info, precondition_violations
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.adapters.documents import COLLECTION
@@ -130,7 +130,7 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
     fast_hub: Hub, queue: SqliteWorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async")
-    failure = status_pb2.Status(code=14, message="boom")
+    failure = status_pb2.Status(code=code_number(grpc.StatusCode.UNAVAILABLE), message="boom")
     for attempt in (1, 2, 3):
         claimed = await fast_hub.tasks.ClaimExecution(
             tasks_pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)

@@ -17,7 +17,7 @@ import grpc
 import pytest
 from google.rpc import status_pb2
 
-from exthub.contract.errors import call_error_info, call_status, error_info
+from exthub.contract.errors import call_error_info, call_status, code_number, error_info
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from tests.component.execution.test_sync import create
 from tests.support.hub import Hub, Metadata
@@ -132,7 +132,7 @@ async def test_only_the_claimed_attempts_key_is_accepted_whatever_token_comes_wi
 async def test_a_stale_attempts_key_is_refused(hub: Hub) -> None:
     created = await create(hub, profile="async")
     first = (await claim(hub, created.name, 1)).task.status_update_key
-    failure = status_pb2.Status(code=14, message="try again")
+    failure = status_pb2.Status(code=code_number(grpc.StatusCode.UNAVAILABLE), message="try again")
     retried = await hub.stub.ReportExecutionStatus(
         pb.ReportExecutionStatusRequest(
             name=created.name, attempt=1, state=E.QUEUED, error=failure, status_update_key=first

@@ -17,7 +17,7 @@ from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, call
-from tests.component.gateway.test_input_limits import metadata_of, rest_violations, violations
+from tests.component.gateway.test_input_limits import metadata_of, violations
 from tests.support.hub import Hub
 
 PUBLISH = ("Extensions.Publish",)
@@ -89,8 +89,8 @@ async def test_registration_refuses_internal_and_odd_urls_over_rest(
         json_body=version_body(url),
         headers=publisher,
     )
-    assert (reply.status, reply.body["code"]) == (400, 3), reply.body
-    assert rest_violations(reply.body) == ["version.profiles[0].extension_settings['execution_url']"], reply.body
+    assert (reply.status, reply.code) == (400, "INVALID_ARGUMENT"), reply.body
+    assert reply.field_violations == ["version.profiles[0].extension_settings['execution_url']"], reply.body
     assert "secret" not in str(reply.body)
 
 
@@ -110,7 +110,7 @@ async def test_every_url_setting_the_hub_calls_is_checked(
         headers=publisher,
     )
     assert reply.status == 400, reply.body
-    assert rest_violations(reply.body) == [f"version.profiles[0].extension_settings['{setting}']"]
+    assert reply.field_violations == [f"version.profiles[0].extension_settings['{setting}']"]
 
 
 async def test_registration_refuses_internal_urls_at_the_catalog_port(hub: Hub, bearer: Bearer) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 import grpc
 import pytest
 
-from exthub.contract.errors import call_error_info
+from exthub.contract.errors import call_error_info, code_number
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     execution_pb2,
@@ -60,7 +60,7 @@ async def report(
 
 def refusal(reply: Reply) -> tuple[int, str, str, tuple[tuple[str, str], ...]]:
     """Everything a refused caller learns: status, reason, message and the ErrorInfo metadata."""
-    metadata = reply.error_info.get("metadata") or {}
+    metadata = reply.error_info.metadata
     return reply.status, reply.reason, reply.body["message"], tuple(sorted(metadata.items()))
 
 
@@ -116,7 +116,7 @@ async def test_a_stale_attempts_key_is_refused_through_the_gateway(
         "attempt": 1,
         "state": "QUEUED",
         "statusUpdateKey": first,
-        "error": {"code": 14, "message": "the extension is busy"},
+        "error": {"code": code_number(grpc.StatusCode.UNAVAILABLE), "message": "the extension is busy"},
     }
     retried = await report(http, gateway, name, transient)
     assert retried.status == 200 and (retried.body["state"], retried.body["attempt"]) == ("QUEUED", 2), retried.body

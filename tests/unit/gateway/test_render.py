@@ -6,10 +6,12 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import code_number
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -266,7 +268,9 @@ def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_di
     assert "body_format_override" not in grpc_audience, "native gRPC callers keep grpc-status/grpc-message"
     assert audience["headers_to_add"][0]["header"]["key"] == "www-authenticate"
     body = audience["body_format_override"]["json_format"]
-    assert body["code"] == 16 and body["details"][0]["reason"] == "TOKEN_INVALID"
+    assert (
+        body["code"] == code_number(grpc.StatusCode.UNAUTHENTICATED) and body["details"][0]["reason"] == "TOKEN_INVALID"
+    )
     reasons = {
         m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"]: m[
             "body_format_override"
