@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
-from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.errors import ERROR_DOMAIN, call_status, field_violations
 from exthub.contract.errors import error_info as status_error_info
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.app import AgentApp
@@ -303,7 +303,9 @@ async def test_invalid_task_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await execute(stub, agent_token, execute_request(task))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "task.deadline" in (caught.value.details() or "")
+    status = call_status(caught.value)
+    assert status is not None
+    assert [field for field, _ in field_violations(status)] == ["task.attempt", "task.deadline"]
 
 
 async def test_execute_needs_the_agent_role(

@@ -15,6 +15,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from exthub.contract.errors import call_error_info, call_status, code_number, error_info
@@ -191,7 +192,8 @@ async def test_the_http_report_route_applies_the_same_rule(hub: Hub) -> None:
                 answers.append((response.status, await response.json()))
         assert len({repr(answer) for answer in answers}) == 1, answers
         status, body = answers[0]
-        assert status == 403 and body["error"]["reason"] == "STATUS_KEY_INVALID", body
+        info = error_info(json_format.ParseDict(body, status_pb2.Status()))
+        assert status == 403 and info is not None and info.reason == "STATUS_KEY_INVALID", body
         async with http.post(url, json={"attempt": 1, "state": "SUCCEEDED", "statusUpdateKey": key}) as response:
             assert response.status == 200 and (await response.json())["state"] == "SUCCEEDED"
 
