@@ -1,11 +1,10 @@
-"""Authentication and authorization: development issuer, token verification, access rules."""
+"""Authentication and authorization: token verification, the caller's principal, access rules.
 
-from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+The development issuer, the role names and the dev-issuer constants are the contract's
+(:mod:`exthub.contract.dev_tokens`, :mod:`exthub.contract.roles`).
+"""
+
 from services.platform.auth.access import (
-    AGENT,
-    EXECUTIONS_RUN,
-    EXTENSIONS_PUBLISH,
-    HUB_ADMIN,
     PUBLIC_METHODS,
     AccessRule,
     Audience,
@@ -22,16 +21,9 @@ from services.platform.auth.principal import Principal
 from services.platform.auth.verifier import TokenVerifier
 
 __all__ = [
-    "AGENT",
-    "DEV_AUDIENCE",
-    "DEV_ISSUER",
-    "EXECUTIONS_RUN",
-    "EXTENSIONS_PUBLISH",
-    "HUB_ADMIN",
     "PUBLIC_METHODS",
     "AccessRule",
     "Audience",
-    "DevIssuer",
     "Principal",
     "TokenVerifier",
     "access_rules_from_descriptors",

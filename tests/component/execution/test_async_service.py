@@ -20,6 +20,7 @@ from google.rpc import status_pb2
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import call_status, code_number, error_info, precondition_violations
+from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.adapters.documents import COLLECTION
@@ -60,7 +61,7 @@ async def queue(fast_hub: Hub) -> AsyncIterator[SqliteWorkQueue]:
 
 
 def agent(hub: Hub) -> Metadata:
-    return hub.token(roles=("Agent",), tenant="exthub", user="agent-t")
+    return hub.token(roles=(AGENT,), tenant="exthub", user="agent-t")
 
 
 async def wait_state(hub: Hub, name: str, state: E.State.ValueType, within: float = 5.0) -> E:
@@ -200,12 +201,12 @@ async def test_an_execution_waiting_for_inputs_times_out(fast_hub: Hub) -> None:
 
 async def test_dead_letters_are_listed_for_admins(fast_hub: Hub) -> None:
     listed = await fast_hub.stub.ListDeadLetters(
-        pb.ListDeadLettersRequest(), metadata=fast_hub.token(roles=("Hub.Admin",))
+        pb.ListDeadLettersRequest(), metadata=fast_hub.token(roles=(HUB_ADMIN,))
     )
     assert list(listed.dead_letters) == [] and listed.next_page_token == ""
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await fast_hub.stub.ListDeadLetters(
-            pb.ListDeadLettersRequest(page_token="not a token"), metadata=fast_hub.token(roles=("Hub.Admin",))
+            pb.ListDeadLettersRequest(page_token="not a token"), metadata=fast_hub.token(roles=(HUB_ADMIN,))
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -216,7 +217,7 @@ async def test_dead_letters_are_listed_for_admins(fast_hub: Hub) -> None:
 async def _register_short_sync(hub: Hub) -> None:
     version = echo_version(hub.echo_url, with_objects=False)
     version.execution_timeout.CopyFrom(duration_pb2.Duration(seconds=1))
-    publisher = hub.token(roles=("Extensions.Publish",))
+    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         await stub.CreateExtension(

@@ -9,6 +9,7 @@ from google.protobuf import json_format
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.errors import call_error_info
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from tests.component.execution.test_sync import create, struct
@@ -24,7 +25,7 @@ async def _register(hub: Hub, extension_id: str, profiles: list[resources_pb2.Ex
     version = echo_version(hub.echo_url, with_objects=False)
     del version.profiles[:]
     version.profiles.extend(profiles)
-    publisher = hub.token(roles=("Extensions.Publish",))
+    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         await stub.CreateExtension(

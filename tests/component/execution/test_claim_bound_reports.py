@@ -19,6 +19,7 @@ from google.protobuf import json_format
 from google.rpc import status_pb2
 
 from exthub.contract.errors import call_error_info, call_status, code_number, error_info
+from exthub.contract.roles import AGENT, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from tests.component.execution.test_sync import create
 from tests.support.hub import Hub, Metadata
@@ -31,7 +32,7 @@ UNKNOWN = "executions/0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
 
 
 def agent_token(hub: Hub, *, tenant: str = "exthub") -> Metadata:
-    return hub.token(roles=("Agent",), tenant=tenant, user=f"agent-of-{tenant}")
+    return hub.token(roles=(AGENT,), tenant=tenant, user=f"agent-of-{tenant}")
 
 
 async def claim(hub: Hub, name: str, attempt: int) -> agent_task_service_pb2.ClaimExecutionResponse:
@@ -103,7 +104,7 @@ async def test_only_the_claimed_attempts_key_is_accepted_whatever_token_comes_wi
         await refused_report(hub, report(status_update_key="not-the-key"), agent_token(hub, tenant="tenant-b")),
         # the hub's own Agent token and Hub.Admin: a role is no proof
         await refused_report(hub, report(), agent_token(hub)),
-        await refused_report(hub, report(), hub.token(roles=("Hub.Admin", "Agent"))),
+        await refused_report(hub, report(), hub.token(roles=(HUB_ADMIN, AGENT))),
         # no token at all, a key of another execution's claim, an unknown execution with the right-looking key
         await refused_report(hub, report(status_update_key=key[:-2] + "xx")),
         await refused_report(

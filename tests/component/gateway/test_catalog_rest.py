@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import aiohttp
 
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from services.catalog.app import CatalogApp
 from tests.component.gateway.conftest import Bearer, call
 
-PUBLISH = ("Extensions.Publish",)
-ADMIN = ("Hub.Admin",)
+PUBLISH = (EXTENSIONS_PUBLISH,)
+ADMIN = (HUB_ADMIN,)
 UPSTREAM_RQ = "cluster.catalog.upstream_rq_total"
 
 
@@ -392,6 +393,6 @@ async def test_stale_etag_is_aborted_and_409(
         "POST",
         "/v1/executions",
         json_body={"extensionVersion": "extensions/etags/versions/1.0.0"},
-        headers=bearer(roles=("Executions.Run",)),
+        headers=bearer(roles=(EXECUTIONS_RUN,)),
     )
     assert (not_active.status, not_active.code, not_active.reason) == (400, "FAILED_PRECONDITION", "VERSION_NOT_ACTIVE")

@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, ServiceCalls, call
 from tests.support.hub import Hub
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/1.0.0"
 WITH_OBJECTS = "extensions/echo/versions/1.0.0"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "VALIDATION_SUCCEEDED", "VALIDATION_FAILED"}
@@ -293,11 +294,11 @@ async def test_admin_only_route(
 ) -> None:
     """``GET /v1/deadLetters`` (Hub.Admin): RBAC refuses other roles at the gateway, an admin gets the page."""
     reached = len(service_calls)
-    runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=("Executions.Run", "Agent")))
+    runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=(EXECUTIONS_RUN, AGENT)))
     assert (runner.status, runner.reason) == (403, "ROLE_REQUIRED")
     assert len(service_calls) == reached
     admin = await call(
-        http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=("Hub.Admin",))
+        http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=(HUB_ADMIN,))
     )
     assert admin.status == 200, admin.body
     assert admin.body == {"deadLetters": [], "nextPageToken": ""}

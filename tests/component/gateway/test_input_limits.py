@@ -13,6 +13,7 @@ from yarl import URL
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
 from exthub.contract.errors import call_status, field_violations
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2
 from gateway.envoy import RunningEnvoy
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_STRUCT_DEPTH, MAX_TOKEN_BYTES
@@ -20,7 +21,7 @@ from tests.component.gateway.conftest import Bearer, Reply, call
 from tests.support.hub import Hub
 from tests.unit.platform.test_limits import _field, nested, struct_bytes
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/latest"
 CREATE = "/exthub.execution.v1.ExecutionService/CreateExecution"
 LEAKS = ("protobuf", "upb", "DecodeError", "Traceback", "Exception", "metadata size")
@@ -177,7 +178,7 @@ async def test_ids_with_a_trailing_newline_are_refused_at_the_catalog_port(hub: 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.CreateExtension(
                 catalog_service_pb2.CreateExtensionRequest(extension_id="abc\n"),
-                metadata=metadata_of(bearer(roles=("Extensions.Publish",))),
+                metadata=metadata_of(bearer(roles=(EXTENSIONS_PUBLISH,))),
                 timeout=10,
             )
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT

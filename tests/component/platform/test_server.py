@@ -18,10 +18,8 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import ERROR_DOMAIN, call_status, error_info, field_violations
+from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
 from services.platform.auth.access import (
-    AGENT,
-    EXTENSIONS_PUBLISH,
-    HUB_ADMIN,
     AccessRule,
     authenticated,
     current_principal,

@@ -12,6 +12,7 @@ import yaml
 
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import code_number
+from exthub.contract.roles import HUB_ADMIN
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -184,7 +185,7 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
                 p["sourced_metadata"]["metadata_matcher"]["value"]["list_match"]["one_of"]["string_match"]["exact"]
                 for p in policy["principals"]
             }
-            assert roles == {*method.roles, "Hub.Admin"}
+            assert roles == {*method.roles, HUB_ADMIN}
         else:
             (principal,) = policy["principals"]
             assert principal["sourced_metadata"]["metadata_matcher"]["path"] == [{"key": "jwt_payload"}, {"key": "iss"}]
