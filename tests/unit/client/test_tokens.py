@@ -17,7 +17,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from exthub.client import AzureCredentialTokenProvider, DevTokenProvider, StaticTokenProvider, TokenProviderError
-from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, KEY_FILE, DevIssuer
 from exthub.contract.roles import EXECUTIONS_RUN
 
 
@@ -87,7 +87,7 @@ async def test_dev_provider_refuses_to_invent_a_key_the_hub_would_not_trust(tmp_
     assert not (tmp_path / "empty").exists()
     created = DevTokenProvider(tmp_path / "fresh", create_key=True)
     assert (await created.token()).count(".") == 2
-    assert (tmp_path / "fresh" / "keys" / "dev-issuer.key.pem").exists()
+    assert (tmp_path / "fresh" / KEY_FILE).exists()
     with pytest.raises(ValueError, match="ttl_seconds"):
         DevTokenProvider(tmp_path, ttl_seconds=30)
 

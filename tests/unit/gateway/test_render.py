@@ -10,7 +10,7 @@ import grpc
 import pytest
 import yaml
 
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, dev_jwks_path
 from exthub.contract.errors import code_number
 from exthub.contract.roles import HUB_ADMIN
 from gateway.access import load_descriptor_set, service_methods
@@ -116,9 +116,9 @@ def test_local_jwt_provider_uses_the_dev_issuer_jwks_file(data_dir: Path) -> Non
     config = render_config("local", data_dir=data_dir)
     jwt = http_filters(config)["envoy.filters.http.jwt_authn"]
     (provider,) = jwt["providers"].values()
-    assert provider["issuer"] == "https://exthub.local/dev-issuer"
-    assert provider["audiences"] == ["api://exthub"]
-    assert provider["local_jwks"] == {"filename": str((data_dir / "keys" / "dev-issuer.jwks.json").resolve())}
+    assert provider["issuer"] == DEV_ISSUER
+    assert provider["audiences"] == [DEV_AUDIENCE]
+    assert provider["local_jwks"] == {"filename": str(dev_jwks_path(data_dir).resolve())}
     assert provider["forward"] is True and provider["require_expiration"] is True
     assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}], "no query tokens"
     assert {h["claim_name"]: h["header_name"] for h in provider["claim_to_headers"]} == {
