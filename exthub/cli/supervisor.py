@@ -320,7 +320,6 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
         "EXTHUB_BACKEND": "local",
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
-        "EXTHUB_GATEWAY_PORT": str(public_port),
         # the one internal destination the hub may call: its sample extension (any publisher may register a
         # version served there; every other loopback or private address stays refused)
         "EXTHUB_EGRESS__ALLOW": f"127.0.0.1:{echo_port}",

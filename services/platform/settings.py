@@ -257,7 +257,6 @@ class Settings(BaseSettings):
     catalog_port: Port = 50051
     execution_port: Port = 50052
     agent_port: Port = 50053
-    gateway_port: Port = 8080
     public_url: str | None = Field(
         default=None, description="The gateway's public base URL; every URL handed out is built from it."
     )

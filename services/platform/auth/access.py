@@ -31,7 +31,6 @@ __all__ = [
 
 _log = get_logger("exthub.access_rules")
 
-ACCESS_OPTION = "exthub.type.v1.access"
 ACCESS_MODULE = "exthub.type.v1.access_pb2"
 
 

@@ -89,7 +89,7 @@ def test_only_one_jwks_source() -> None:
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in [
         ("EXTHUB_BACKEND", "gcp"),
-        ("EXTHUB_GATEWAY_PORT", "70000"),
+        ("EXTHUB_CATALOG_PORT", "70000"),
         ("EXTHUB_LOG_FORMAT", "xml"),
         ("EXTHUB_PUBLIC_URL", "ftp://x"),
         ("EXTHUB_PAGE_TOKEN_SECRET", "short"),
