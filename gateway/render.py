@@ -70,7 +70,7 @@ BUFFER_FILTER = "envoy.filters.http.buffer"
 #: got a 500 (found by schemathesis); a value outside the rule may be refused by other gRPC servers. Such headers
 #: mean nothing to the services: they are dropped before the router.
 #:
-#: The authentication scheme is case-insensitive (RFC 9110 §11.1) but jwt_authn matches the ``Bearer `` prefix
+#: The authentication scheme is case-insensitive in HTTP (RFC 9110) but jwt_authn matches the ``Bearer `` prefix
 #: exactly, so ``authorization: bearer …`` (which the services accept) is rewritten as ``Bearer …`` first.
 GRPC_METADATA_LUA = """\
 function envoy_on_request(handle)

@@ -270,7 +270,7 @@ class Settings(BaseSettings):
     azure: AzureSettings = Field(default_factory=AzureSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
 
-    # -- execution service (issue 3) ------------------------------------------------------------------
+    # -- execution service -----------------------------------------------------------------------------
     objects_port: Port = Field(
         default=50054, description="The execution service's local/v1 object HTTP server (0: the OS chooses)."
     )
@@ -282,7 +282,7 @@ class Settings(BaseSettings):
     )
     # -- end execution service ------------------------------------------------------------------------
 
-    # -- agent (issue 4) ------------------------------------------------------------------------------
+    # -- agent ------------------------------------------------------------------------------------
     agent_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -317,7 +317,7 @@ class Settings(BaseSettings):
 
     # -- end agent ------------------------------------------------------------------------------------
 
-    # -- asynchronous execution (issue 4): work queue, agent worker, dispatcher and sweeper -----------
+    # -- asynchronous execution: work queue, agent worker, dispatcher and sweeper -----------------
     queue_file: Path = Field(
         default=Path("queue.sqlite3"),
         description="The local work queue's SQLite file (relative: inside data_dir), shared by the execution "

@@ -326,8 +326,8 @@ async def start_agent_process(
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
-    The environment is exactly what an operator sets (see ``.coordination/async.md``): data dir, local
-    backend, an OS-chosen port, the execution service's address, the agent id and the worker knobs.
+    The environment is exactly what an operator sets ("More agents on one machine" in ``docs/architecture.md``):
+    data dir, local backend, an OS-chosen port, the execution service's address, the agent id and the worker knobs.
     """
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
     child_env.update(

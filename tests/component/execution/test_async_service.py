@@ -211,7 +211,7 @@ async def test_dead_letters_are_listed_for_admins(fast_hub: Hub) -> None:
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-# -- synchronous path (issue 3 leftovers) --------------------------------------------------------------
+# -- synchronous path -------------------------------------------------------------------------------
 
 
 async def _register_short_sync(hub: Hub) -> None:

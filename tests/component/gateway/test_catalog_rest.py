@@ -323,7 +323,7 @@ async def test_error_bodies(
 async def test_stale_etag_is_aborted_and_409(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
 ) -> None:
-    """A stale etag is ABORTED ``ETAG_MISMATCH`` (spec Errors table, AIP-154), which REST sees as **409**.
+    """A stale etag is ABORTED ``ETAG_MISMATCH`` (docs/architecture.md, AIP-154), which REST sees as **409**.
 
     Decision: the gateway keeps the canonical ``google.rpc.Code`` → HTTP mapping (``code.proto``: ABORTED → 409
     Conflict; Envoy's ``convert_grpc_status`` does the same), rather than rewriting it to 412. 412 Precondition
