@@ -167,12 +167,7 @@ def report_for_outcome(
     deadline ended is TIMED_OUT, another transient failure is reported as QUEUED (the execution service decides
     about the retry).
     """
-    error = (
-        response.error
-        if response.HasField("error")
-        else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", EXTENSION_FAILED)
-    )
-    info = error_info(error)
+    info = error_info(response.error) if response.HasField("error") else None
     state = state_after_outcome(
         Outcome.Name(response.outcome),
         reason=info.reason if info is not None else "",
@@ -193,6 +188,11 @@ def report_for_outcome(
         request.status_message = "the request is invalid"
         request.validation_errors.extend(response.validation_errors)
     else:
+        error = (
+            response.error
+            if response.HasField("error")
+            else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", EXTENSION_FAILED)
+        )
         request.error.CopyFrom(error)
         request.status_message = error.message
     return request
