@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from tests.e2e.exthub_up import (
     PARTS,
     RECOVERY_TIMEOUT,
@@ -31,7 +32,7 @@ CRASHING_STOP_TIMEOUT = 90.0
 
 
 def _token(data_dir: Path) -> str:
-    return dev_token(data_dir, "Executions.Run")
+    return dev_token(data_dir, EXECUTIONS_RUN)
 
 
 def _run_echo(url: str, token: str) -> dict[str, Any]:
