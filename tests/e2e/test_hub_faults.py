@@ -31,6 +31,7 @@ from google.protobuf import struct_pb2
 
 from exthub.client import is_terminal_state
 from exthub.contract.errors import call_error_info
+from exthub.contract.roles import EXECUTIONS_RUN
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from tests.e2e.exthub_up import (
@@ -132,7 +133,7 @@ def test_a_sync_call_cut_by_a_killed_execution_service_fails_at_once_and_a_long_
     data_dir = tmp_path / "hub"
     hub = RunningHub(data_dir)
     try:
-        token = dev_token(data_dir, "Executions.Run")
+        token = dev_token(data_dir, EXECUTIONS_RUN)
         # answered 202 by echo, which reports 50 %, waits, then reports SUCCEEDED through the gateway
         status, long_running = rest(
             hub,
@@ -229,7 +230,7 @@ async def test_async_load_survives_killed_agent_and_execution_service(tmp_path: 
     hub = await asyncio.to_thread(RunningHub, data_dir, env=FAST)
     started = time.monotonic()
     try:
-        token = await asyncio.to_thread(dev_token, data_dir, "Executions.Run")
+        token = await asyncio.to_thread(dev_token, data_dir, EXECUTIONS_RUN)
         metadata = (("authorization", f"Bearer {token}"),)
         async with grpc.aio.insecure_channel(hub.address) as channel:
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)

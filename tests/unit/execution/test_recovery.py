@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from services.execution.domain import EventType, ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.instances import (
@@ -35,7 +36,7 @@ from services.platform.errors import FailedPrecondition
 from tests.unit.execution.fakes import Fakes, build, echo_version
 
 S = ExecutionState
-ALICE = Principal(subject="alice", tenant="tenant-a", user="alice", roles=frozenset({"Executions.Run"}))
+ALICE = Principal(subject="alice", tenant="tenant-a", user="alice", roles=frozenset({EXECUTIONS_RUN}))
 ECHO = "extensions/echo/versions/1.0.0"
 HERE = "host-a"
 T0 = "2030-01-02T03:04:05.000000Z"
