@@ -577,7 +577,9 @@ class ServiceBusWorkQueue:
         sequence_numbers = await self._send(copy, now + timedelta(seconds=delay))
         try:
             await self._settle(lease, received, lambda r: r.complete_message(received.raw))
-        except HubError:
+        except LeaseLost:
+            # The original comes back by itself: withdraw the copy. (When the outcome is unknown, the copy stays:
+            # a duplicate delivery is better than a lost one.)
             with contextlib.suppress(HubError):
                 sender = await self._get_sender()
                 await self._call("cancel", sender.cancel_scheduled_messages(sequence_numbers))
@@ -616,9 +618,10 @@ class ServiceBusWorkQueue:
         try:
             await self._call("settle", operation(receiver))
         except LeaseLost:
-            self._held.pop(lease.lease_token, None)
             raise LeaseLost.for_message(lease.message.message_id) from None
-        self._held.pop(lease.lease_token, None)
+        finally:
+            # Settled, refused, or cut short (its outcome unknown): the lease cannot be settled again.
+            self._held.pop(lease.lease_token, None)
 
     # -- dead letters -------------------------------------------------------------------------------
 
