@@ -51,7 +51,6 @@ import binascii
 import contextlib
 import hashlib
 import json
-import logging
 import re
 import ssl
 from collections import deque
@@ -65,14 +64,21 @@ from azure.servicebus import (
     ServiceBusReceivedMessage,
     ServiceBusReceiveMode,
     ServiceBusSubQueue,
-    TransportType,
 )
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
-from azure.servicebus.exceptions import MessageAlreadySettled, MessageLockLostError, ServiceBusError
+from azure.servicebus.exceptions import MessageAlreadySettled, MessageLockLostError
 
 from services.platform import timefmt
-from services.platform.errors import HubError, InvalidArgument, Unavailable
+from services.platform.errors import HubError, InvalidArgument
+from services.platform.logging import get_logger
 from services.platform.paging import invalid_page_token, resolve_page_size
+from services.platform.servicebus import (
+    DEFAULT_OPERATION_TIMEOUT_SECONDS,
+    bounded,
+    close_handlers,
+    open_client,
+    unavailable,
+)
 from services.platform.workqueue.port import (
     DEFAULT_MAX_DELIVERY_COUNT,
     MAX_DELIVERY_COUNT_EXCEEDED,
@@ -101,16 +107,12 @@ __all__ = [
     "DEFAULT_WEIGHTS",
     "SUBSCRIPTIONS",
     "ServiceBusWorkQueue",
-    "client_options",
-    "close_handlers",
-    "parse_namespace",
     "weighted_cycle",
 ]
 
 DEFAULT_TOPIC = "execution-requests"
 SUBSCRIPTIONS: Mapping[Priority, str] = {Priority.HIGH: "high", Priority.NORMAL: "normal", Priority.LOW: "low"}
 DEFAULT_WEIGHTS: Mapping[Priority, int] = {Priority.HIGH: 6, Priority.NORMAL: 3, Priority.LOW: 1}
-DEFAULT_OPERATION_TIMEOUT_SECONDS = 10.0
 DEFAULT_PROBE_SECONDS = 0.25
 DEFAULT_SOCKET_TIMEOUT_SECONDS = 0.05
 _CLOSE_TIMEOUT_SECONDS = 2.0
@@ -121,39 +123,12 @@ _CARRIED_DELIVERIES = "x-exthub-deliveries"
 _ORIGINAL_ENQUEUED = "x-exthub-enqueued"
 _IMPLICIT_PRIORITY = "x-exthub-implicit-priority"
 _RESERVED = frozenset({_ORIGINAL_ID, _CARRIED_DELIVERIES, _ORIGINAL_ENQUEUED, _IMPLICIT_PRIORITY})
-_NAMESPACE_RE = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?")
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_log = logging.getLogger(__name__)
+_log = get_logger("exthub.platform.workqueue.servicebus")
 
 Clock = Callable[[], datetime]
 T = TypeVar("T")
-
-
-def parse_namespace(namespace: str) -> tuple[str, int | None]:
-    """``<ns>.servicebus.windows.net`` or ``host:port`` → ``(host, port or None)``; anything else is refused."""
-    match = _NAMESPACE_RE.fullmatch(namespace.strip()) if isinstance(namespace, str) else None
-    if match is None:
-        raise ValueError("the Service Bus namespace must be a host name, optionally with :port (no scheme, no path)")
-    port = match.group("port")
-    if port is not None and not 0 < int(port) < 65_536:
-        raise ValueError("the Service Bus namespace port is out of range")
-    return match.group("host"), None if port is None else int(port)
-
-
-def client_options(namespace: str, *, endpoint: str | None = None) -> dict[str, Any]:
-    """Keyword arguments of ``ServiceBusClient`` for ``namespace`` (AMQPS on 5671, or on an explicit port).
-
-    ``endpoint`` (``host:port``) is the SDK's custom endpoint: the TCP/TLS peer when it is not the namespace
-    host itself (a private gateway, or the local test broker serving several namespaces).
-    """
-    host, port = parse_namespace(namespace)
-    options: dict[str, Any] = {"fully_qualified_namespace": host, "transport_type": TransportType.Amqp}
-    target = endpoint if endpoint is not None else (f"{host}:{port}" if port is not None else None)
-    if target is not None:
-        target_host, target_port = parse_namespace(target)
-        options["custom_endpoint_address"] = f"sb://{target_host}:{target_port or 5671}"
-    return options
 
 
 def weighted_cycle(weights: Mapping[Priority, int]) -> tuple[Priority, ...]:
@@ -279,16 +254,7 @@ class ServiceBusWorkQueue:
         for name, value in (("operation_timeout", operation_timeout), ("probe_seconds", probe_seconds)):
             if not value > 0:
                 raise ValueError(f"{name} must be positive")
-        options = client_options(namespace, endpoint=endpoint)
-        context = ssl_context if ssl_context is not None else await asyncio.to_thread(ssl.create_default_context)
-        client = ServiceBusClient(
-            credential=credential,
-            ssl_context=context,
-            retry_total=2,
-            retry_backoff_factor=0.2,
-            retry_backoff_max=2,
-            **options,
-        )
+        client = await open_client(namespace, credential, endpoint=endpoint, ssl_context=ssl_context)
         return cls(
             client,
             topic=topic,
@@ -418,7 +384,7 @@ class ServiceBusWorkQueue:
                 error = failed[0].error
                 for lane in failed:
                     lane.error = None
-                raise _unavailable("receive", error)
+                raise unavailable("receive", error)
             remaining = deadline - loop.time()
             if remaining <= 0:
                 return []
@@ -491,7 +457,7 @@ class ServiceBusWorkQueue:
         except Exception as error:  # every failure of the SDK is the backend's
             lane.error = error
             lane.hit = None
-            _log.warning("service bus receive failed", extra={"subscription": lane.subscription, "error": repr(error)})
+            _log.warning("service bus receive failed", subscription=lane.subscription, error=type(error).__name__)
         finally:
             lane.fetch = None
             self._notify()
@@ -748,46 +714,15 @@ class ServiceBusWorkQueue:
     async def _call(self, what: str, operation: Awaitable[T]) -> T:
         """Await one SDK operation within the operation timeout, mapping its failures onto the port's errors."""
         try:
-            async with asyncio.timeout(self._timeout):
-                return await operation
+            return await bounded(
+                what, operation, self._timeout, passthrough=(MessageLockLostError, MessageAlreadySettled, _Closed)
+            )
         except (MessageLockLostError, MessageAlreadySettled):
             raise LeaseLost("the lease was lost") from None
-        except (HubError, _Closed, asyncio.CancelledError):
-            raise
-        except Exception as error:  # every failure of the SDK is the backend's
-            raise _unavailable(what, error) from None
-
-
-async def close_handlers(handlers: Sequence[Any]) -> None:
-    """Close SDK senders/receivers at once, each bounded in time, ignoring their failures.
-
-    The SDK's keep-alive task sleeps in one-second steps and ``close`` waits for it: it is cancelled first
-    (a private attribute, looked up defensively) so that shutting down takes milliseconds.
-    """
-
-    async def close_one(handler: Any) -> None:
-        client = getattr(handler, "_handler", None)
-        keep_alive = getattr(client, "_keep_alive_thread", None)
-        if isinstance(keep_alive, asyncio.Future):
-            keep_alive.cancel()
-            await asyncio.gather(keep_alive, return_exceptions=True)
-            client._keep_alive_thread = None  # type: ignore[union-attr]
-        with contextlib.suppress(Exception):
-            async with asyncio.timeout(_CLOSE_TIMEOUT_SECONDS):
-                await handler.close()
-
-    await asyncio.gather(*(close_one(handler) for handler in handlers))
 
 
 class _Closed(RuntimeError):
     """The queue was closed while the call was under way."""
-
-
-def _unavailable(what: str, error: BaseException | None) -> Unavailable:
-    kind = "timeout" if isinstance(error, TimeoutError) else type(error).__name__
-    if not isinstance(error, TimeoutError | ServiceBusError | OSError):
-        _log.warning("unexpected service bus failure", extra={"operation": what, "error": repr(error)})
-    return Unavailable(f"the work queue is unavailable ({what}: {kind}); retry")
 
 
 def _properties(raw: ServiceBusReceivedMessage) -> tuple[dict[str, str], dict[str, str]]:

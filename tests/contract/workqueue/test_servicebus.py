@@ -12,16 +12,10 @@ from datetime import timedelta
 import pytest
 
 from services.platform.errors import InvalidArgument
+from services.platform.servicebus import client_options, parse_namespace
 from services.platform.workqueue.port import MAX_DELIVERY_COUNT_EXCEEDED, LeasedMessage, Priority, WorkQueue
-from services.platform.workqueue.servicebus import (
-    DEFAULT_WEIGHTS,
-    ServiceBusWorkQueue,
-    client_options,
-    parse_namespace,
-    weighted_cycle,
-)
+from services.platform.workqueue.servicebus import DEFAULT_WEIGHTS, ServiceBusWorkQueue, weighted_cycle
 from tests.contract.workqueue.conftest import BROKER_LOCK_SECONDS, FakeClock, QueueFactory
-
 
 
 @pytest.fixture
@@ -155,7 +149,7 @@ async def test_dead_letters_are_listed_per_priority(queue: WorkQueue) -> None:
     for _ in range(6):
         lease = await _receive_one(queue)
         await queue.dead_letter(lease, reason="r", description="")
-    seen = []
+    seen: list[str] = []
     token = None
     while True:
         letters, token = await queue.list_dead_letters(page_size=4, page_token=token)
@@ -186,7 +180,7 @@ async def test_a_queue_for_some_priorities_drains_only_those(queue_factory: Queu
     assert agent.priorities == (Priority.HIGH, Priority.LOW)
     for priority in Priority:
         await _publish(publisher, priority, 1)
-    got = []
+    got: list[str] = []
     while leases := await agent.receive(max_messages=10, lease_seconds=30):
         got.extend(lease.message.message_id for lease in leases)
     assert sorted(got) == ["HIGH-000", "LOW-000"]

@@ -78,7 +78,8 @@ async def test_batches_and_lists_are_split_and_routed_per_message(client: Servic
     async with client.get_topic_sender("execution-requests") as sender:
         batch = await sender.create_message_batch()
         for i, priority in enumerate(["HIGH", "LOW", "HIGH"]):
-            batch.add_message(ServiceBusMessage(f"b{i}", message_id=f"b{i}", application_properties={"priority": priority}))
+            properties: dict[str | bytes, Any] = {"priority": priority}
+            batch.add_message(ServiceBusMessage(f"b{i}", message_id=f"b{i}", application_properties=properties))
         await asyncio.wait_for(sender.send_messages(batch), TIMEOUT)
         await asyncio.wait_for(
             sender.send_messages(
@@ -159,4 +160,4 @@ def test_a_plain_message_whose_body_is_not_a_message_is_not_a_batch() -> None:
     message = Message(body=b"\x00Sp plain bytes", id="m")
     message.inferred = True
     [decoded] = split_transfer(bytes(message.encode()))
-    assert bytes(decoded.body) == b"\x00Sp plain bytes"
+    assert decoded.body == b"\x00Sp plain bytes"
