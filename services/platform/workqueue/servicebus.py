@@ -118,6 +118,7 @@ DEFAULT_SOCKET_TIMEOUT_SECONDS = 0.05
 _CLOSE_TIMEOUT_SECONDS = 2.0
 _MAX_FETCH = 100
 _SDK_FURTHER_PULL_SECONDS = 0.2
+_MAX_PATIENCE_SECONDS = 2.0
 _ORIGINAL_ID = "x-exthub-message-id"
 _CARRIED_DELIVERIES = "x-exthub-deliveries"
 _ORIGINAL_ENQUEUED = "x-exthub-enqueued"
@@ -185,6 +186,10 @@ class _Lane:
     ready: deque[ServiceBusReceivedMessage] = field(default_factory=deque)
     fetch: asyncio.Task[None] | None = None
     patience_until: float = 0.0
+    fetch_started: float = 0.0
+    fetch_size: int = 0
+    kicks: int = 0
+    found_empty: int = 0
     hit: bool | None = None
     error: BaseException | None = None
 
@@ -216,6 +221,7 @@ class ServiceBusWorkQueue:
         self._clock = clock
         self._timeout = operation_timeout
         self._probe = probe_seconds
+        self._latency = 0.0  # smoothed time a fetch took to bring a message
         self._sender: ServiceBusSender | None = None
         self._sender_lock = asyncio.Lock()
         self._held: dict[str, _Received] = {}
@@ -338,7 +344,8 @@ class ServiceBusWorkQueue:
         """Lease up to ``max_messages`` by weighted draining of the priority subscriptions, long-polling.
 
         ``lease_seconds`` is advisory (the subscription's lock duration applies); ``filter`` may only name
-        ``priority``. ``wait_seconds=0`` still gives each subscription up to ``probe_seconds`` to answer.
+        ``priority``. An empty answer means that every subscription, asked after the call began, had nothing
+        (a fetch came back empty, or one in flight had ``probe_seconds`` to deliver) and ``wait_seconds`` passed.
         """
         count = validate_max_messages(max_messages)
         validate_lease_seconds(lease_seconds)
@@ -350,33 +357,37 @@ class ServiceBusWorkQueue:
         except _Closed:
             return []
         # The wait counts from here: opening links is not waiting for messages.
-        deadline = asyncio.get_running_loop().time() + max(wait, self._probe)
-        taken: list[LeasedMessage] = []
         self._demand += count
         try:
-            return await self._receive(lanes, order, count, deadline, taken)
+            return await self._receive(lanes, order, count, wait)
         finally:
             self._demand -= count
 
-    async def _receive(
-        self, lanes: list[_Lane], order: list[_Lane], count: int, deadline: float, taken: list[LeasedMessage]
-    ) -> list[LeasedMessage]:
+    async def _receive(self, lanes: list[_Lane], order: list[_Lane], count: int, wait: float) -> list[LeasedMessage]:
         loop = asyncio.get_running_loop()
+        started = loop.time()
+        deadline = started + wait
+        asked_before = {id(lane): lane.kicks for lane in lanes}
+        taken: list[LeasedMessage] = []
         while not self._closed:
             wakeup = self._wakeup  # taken before looking, so a fetch finishing meanwhile is not missed
             for lane in lanes:
                 if not lane.ready and lane.fetch is None and lane.receiver is not None:
-                    # One fetch per subscription serves every caller waiting now.
-                    self._kick(lane, min(self._demand, _MAX_FETCH), max(deadline - loop.time(), self._probe))
+                    self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), self._patience()))
             for lane in order:
-                if len(taken) >= count:
-                    break
-                if not lane.ready and lane.fetch is not None and lane.hit is not False:
-                    # Likely to have work (it just had some, or it was never asked): give it a moment.
-                    patience = lane.patience_until - loop.time()
-                    if patience > 0:
-                        await asyncio.wait({lane.fetch}, timeout=patience)
-                taken.extend(await self._take(lane, count - len(taken)))
+                while len(taken) < count:
+                    if not lane.ready and lane.fetch is None and lane.hit and taken:
+                        # It just had work and the batch is not full: ask it for the rest.
+                        self._kick(lane, count - len(taken), max(deadline - loop.time(), self._patience()))
+                    if not lane.ready and lane.fetch is not None and lane.hit is not False:
+                        # Likely to have work (it just had some, or it was never asked): give it a moment.
+                        patience = lane.patience_until - loop.time()
+                        if patience > 0:
+                            await asyncio.wait({lane.fetch}, timeout=patience)
+                    got = await self._take(lane, count - len(taken))
+                    if not got:
+                        break
+                    taken.extend(got)
             if taken:
                 return taken
             failed = [lane for lane in lanes if lane.error is not None]
@@ -385,11 +396,25 @@ class ServiceBusWorkQueue:
                 for lane in failed:
                     lane.error = None
                 raise unavailable("receive", error)
-            remaining = deadline - loop.time()
-            if remaining <= 0:
+            now = loop.time()
+            # When will every subscription have been asked since this call began?
+            waits = [deadline] if deadline > now else []
+            for lane in lanes:
+                if lane.found_empty > asked_before[id(lane)]:
+                    continue  # asked since this call began, and it had nothing
+                if lane.fetch is None:
+                    waits.append(now)  # it had work (others took it), or was last asked before: ask again
+                else:
+                    # A fetch in flight holds credit: after probe_seconds anything available has reached it.
+                    ready_at = max(started, lane.fetch_started) + self._patience()
+                    if ready_at > now:
+                        waits.append(ready_at)
+            if not waits:
                 return []
+            if min(waits) <= now:
+                continue
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(remaining):
+                async with asyncio.timeout(min(waits) - now):
                     await wakeup.wait()
         return []
 
@@ -437,19 +462,40 @@ class ServiceBusWorkQueue:
                 lane.receiver = receiver
         return lane.receiver
 
+    def _patience(self) -> float:
+        """How long a subscription gets to deliver before it counts as empty: ``probe_seconds``, or four times
+        the smoothed time fetches have needed to bring a message when the broker (or this process) is slow."""
+        return min(max(self._probe, 4 * self._latency), _MAX_PATIENCE_SECONDS)
+
+    def _fetch_size(self, lane: _Lane) -> int:
+        """How many messages to ask ``lane`` for: one fetch serves every caller waiting now, but only a
+        subscription that just had work is asked for more than one (what is fetched stays locked here)."""
+        if not lane.hit:
+            return 1
+        lanes = self._lanes.values()
+        covered = sum(len(other.ready) + (other.fetch_size if other.fetch else 0) for other in lanes)
+        return max(1, min(self._demand - covered, _MAX_FETCH))
+
     def _kick(self, lane: _Lane, count: int, max_wait: float) -> None:
         loop = asyncio.get_running_loop()
         count = max(count, 1)
+        lane.fetch_size = count
+        lane.kicks += 1
+        lane.fetch_started = loop.time()
         # After its first message the SDK waits a little longer for more when it was asked for several.
-        lane.patience_until = loop.time() + self._probe + (_SDK_FURTHER_PULL_SECONDS if count > 1 else 0)
-        lane.fetch = loop.create_task(self._fetch(lane, count, max_wait))
+        lane.patience_until = loop.time() + self._patience() + (_SDK_FURTHER_PULL_SECONDS if count > 1 else 0)
+        lane.fetch = loop.create_task(self._fetch(lane, lane.kicks, count, max_wait))
 
-    async def _fetch(self, lane: _Lane, count: int, max_wait: float) -> None:
+    async def _fetch(self, lane: _Lane, number: int, count: int, max_wait: float) -> None:
         try:
             receiver = lane.receiver
             assert receiver is not None
+            began = asyncio.get_running_loop().time()
             async with asyncio.timeout(max_wait + self._timeout):
                 found = await receiver.receive_messages(max_message_count=count, max_wait_time=max_wait)
+            if found and count == 1:
+                took = asyncio.get_running_loop().time() - began
+                self._latency = took if not self._latency else 0.8 * self._latency + 0.2 * took
             lane.ready.extend(found)
             lane.hit = bool(found)
         except asyncio.CancelledError:
@@ -460,6 +506,8 @@ class ServiceBusWorkQueue:
             _log.warning("service bus receive failed", subscription=lane.subscription, error=type(error).__name__)
         finally:
             lane.fetch = None
+            if lane.hit is False:
+                lane.found_empty = number
             self._notify()
 
     async def _take(self, lane: _Lane, count: int) -> list[LeasedMessage]:

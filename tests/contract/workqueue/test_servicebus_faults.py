@@ -92,7 +92,9 @@ async def test_a_frozen_broker_makes_calls_unavailable_and_loses_nothing(
             assert time.monotonic() - started < OPERATION_TIMEOUT + SLACK
         started = time.monotonic()
         outcome = await _receive_or_error(queue)
-        assert outcome in ([], "BACKEND_UNAVAILABLE")  # an outage looks empty until the fetch times out
+        # An outage looks empty until the fetch times out; a message delivered just before it may still come.
+        early = [] if isinstance(outcome, str) else outcome
+        assert outcome == "BACKEND_UNAVAILABLE" or all(lease.message.message_id == "queued" for lease in early)
         assert time.monotonic() - started < 1 + OPERATION_TIMEOUT + SLACK
         await asyncio.sleep(1)  # frozen a few seconds in all
     finally:
@@ -109,7 +111,7 @@ async def test_a_frozen_broker_makes_calls_unavailable_and_loses_nothing(
             await asyncio.sleep(0.2)
     with pytest.raises(LeaseLost):  # a settlement cut short by the outage leaves the lease's fate unknown
         await queue.complete(held)
-    got = await _receive_until(queue, 2, 20)
+    got = early + await _receive_until(queue, 2 - len(early), 20)
     assert sorted(lease.message.message_id for lease in got) == ["during", "queued"]
     for lease in got:
         await queue.complete(lease)
