@@ -735,6 +735,12 @@ class Broker(Handler):
         if not link.state & Endpoint.LOCAL_CLOSED:
             link.close()
 
+    def on_transport_error(self, event: Event) -> None:
+        transport = event.transport
+        condition = transport.condition if transport is not None else None
+        if condition is not None and condition.name != "amqp:connection:framing-error":
+            _log.warning("transport error: %s %s", condition.name, condition.description)
+
     def on_transport_closed(self, event: Event) -> None:
         if event.connection is not None:
             self._forget(event.connection)
@@ -1174,7 +1180,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the test broker listens on loopback only")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("proton").setLevel(logging.CRITICAL)  # a client dropping its socket is not news
+    logging.getLogger("proton").setLevel(logging.DEBUG if os.environ.get("SB_BROKER_DEBUG") else logging.CRITICAL)  # a client dropping its socket is not news
     topology = load_topology(
         args.topology, lock_duration_seconds=args.lock_duration, max_delivery_count=args.max_delivery_count
     )

@@ -66,7 +66,7 @@ from azure.servicebus import (
     ServiceBusSubQueue,
 )
 from azure.servicebus.aio import ServiceBusClient, ServiceBusReceiver, ServiceBusSender
-from azure.servicebus.exceptions import MessageAlreadySettled, MessageLockLostError
+from azure.servicebus.exceptions import MessageAlreadySettled, MessageLockLostError, MessageSizeExceededError
 
 from services.platform import timefmt
 from services.platform.errors import HubError, InvalidArgument
@@ -183,6 +183,8 @@ class _Lane:
     subscription: str
     receiver: ServiceBusReceiver | None = None
     opening: asyncio.Lock = field(default_factory=asyncio.Lock)
+    transfers: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """One management request (a transfer) at a time on this receiver's session."""
     ready: deque[ServiceBusReceivedMessage] = field(default_factory=deque)
     fetch: asyncio.Task[None] | None = None
     patience_until: float = 0.0
@@ -224,6 +226,11 @@ class ServiceBusWorkQueue:
         self._latency = 0.0  # smoothed time a fetch took to bring a message
         self._sender: ServiceBusSender | None = None
         self._sender_lock = asyncio.Lock()
+        # The SDK numbers transfers per AMQP session: two coroutines sending on one handler at once can put
+        # them out of order, and the broker then closes the connection. One transfer at a time per handler.
+        self._sending = asyncio.Lock()
+        self._outbox: deque[tuple[ServiceBusMessage, asyncio.Future[None]]] = deque()
+        self._flusher: asyncio.Task[None] | None = None
         self._held: dict[str, _Received] = {}
         self._wakeup = asyncio.Event()
         self._demand = 0
@@ -316,10 +323,46 @@ class ServiceBusWorkQueue:
     async def _send(self, message: ServiceBusMessage, not_before: datetime | None) -> list[int]:
         self._check_open()
         sender = await self._get_sender()
-        if not_before is None:
-            await self._call("send", sender.send_messages(message))
-            return []
-        return await self._call("schedule", sender.schedule_messages(message, not_before))
+        if not_before is not None:
+            async with self._sending:
+                return await self._call("schedule", sender.schedule_messages(message, not_before))
+        # Group commit: publishes that arrive while a send is in flight go out together in one batch.
+        done = asyncio.get_running_loop().create_future()
+        self._outbox.append((message, done))
+        if self._flusher is None or self._flusher.done():
+            self._flusher = asyncio.get_running_loop().create_task(self._flush(sender))
+        await done
+        return []
+
+    async def _flush(self, sender: ServiceBusSender) -> None:
+        while self._outbox:
+            async with self._sending:
+                taken: list[asyncio.Future[None]] = []
+                try:
+                    batch = await self._call("create batch", sender.create_message_batch())
+                    while self._outbox:
+                        message, done = self._outbox[0]
+                        try:
+                            batch.add_message(message)
+                        except MessageSizeExceededError:
+                            if taken:
+                                break  # the rest goes in the next batch
+                            self._outbox.popleft()
+                            _settle_future(
+                                done, error=InvalidArgument("the message is too large", reason="MESSAGE_TOO_LARGE")
+                            )
+                            continue
+                        taken.append(self._outbox.popleft()[1])
+                    if taken:
+                        await self._call("send", sender.send_messages(batch))
+                except HubError as error:
+                    for done in taken:
+                        _settle_future(done, error=error)
+                    while self._outbox:  # the same failure would meet the rest: report it to them too
+                        _settle_future(self._outbox.popleft()[1], error=error)
+                    return
+                for done in taken:
+                    _settle_future(done)
 
     async def _get_sender(self) -> ServiceBusSender:
         if self._sender is not None:
@@ -552,7 +595,8 @@ class ServiceBusWorkQueue:
             self._held.pop(lease.lease_token, None)
             raise LeaseLost.for_message(lease.message.message_id)
         try:
-            return await self._call("renew", receiver.renew_message_lock(received.raw))
+            async with received.lane.transfers:
+                return await self._call("renew", receiver.renew_message_lock(received.raw))
         except LeaseLost:
             self._held.pop(lease.lease_token, None)
             raise LeaseLost.for_message(lease.message.message_id) from None
@@ -596,7 +640,8 @@ class ServiceBusWorkQueue:
             # a duplicate delivery is better than a lost one.)
             with contextlib.suppress(HubError):
                 sender = await self._get_sender()
-                await self._call("cancel", sender.cancel_scheduled_messages(sequence_numbers))
+                async with self._sending:
+                    await self._call("cancel", sender.cancel_scheduled_messages(sequence_numbers))
             raise
 
     async def dead_letter(self, lease: LeasedMessage, *, reason: str, description: str) -> None:
@@ -651,9 +696,10 @@ class ServiceBusWorkQueue:
             lane = lanes[lane_index]
             receiver = await self._dead_letter_receiver(lane)
             wanted = size - len(letters) + 1  # one more than the page holds: is there a next page?
-            peeked = await self._call(
-                "peek", receiver.peek_messages(max_message_count=wanted, sequence_number=sequence)
-            )
+            async with lane.transfers:
+                peeked = await self._call(
+                    "peek", receiver.peek_messages(max_message_count=wanted, sequence_number=sequence)
+                )
             for raw in peeked:
                 if len(letters) == size:
                     return letters, _encode_token(lane_index, int(raw.sequence_number or 0))
@@ -666,10 +712,11 @@ class ServiceBusWorkQueue:
         validate_message_id(message_id)
         for lane in self._dead_lanes.values():
             receiver = await self._dead_letter_receiver(lane)
-            target = await self._find_dead_letter(receiver, message_id)
-            if target is None:
-                continue
-            await self._redrive_one(receiver, lane.priority, message_id, target)
+            async with lane.transfers:
+                target = await self._find_dead_letter(receiver, message_id)
+                if target is None:
+                    continue
+                await self._redrive_one(receiver, lane.priority, message_id, target)
             return
         raise dead_letter_not_found(message_id)
 
@@ -767,6 +814,15 @@ class ServiceBusWorkQueue:
             )
         except (MessageLockLostError, MessageAlreadySettled):
             raise LeaseLost("the lease was lost") from None
+
+
+def _settle_future(future: asyncio.Future[None], *, error: BaseException | None = None) -> None:
+    if future.done():
+        return  # its caller gave up waiting
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
 
 
 class _Closed(RuntimeError):

@@ -6,6 +6,7 @@ These are the places where the Service Bus adapter meets the port differently fr
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from datetime import timedelta
 
@@ -210,3 +211,21 @@ def test_client_options(namespace: str, expected: dict[str, str]) -> None:
 def test_namespaces_that_are_not_a_host_are_refused(namespace: str) -> None:
     with pytest.raises(ValueError):
         parse_namespace(namespace)
+
+
+async def test_concurrent_publishes_and_renews_share_one_connection_safely(queue: WorkQueue) -> None:
+    """The SDK numbers transfers per AMQP session; the adapter keeps one in flight per handler (out-of-order
+    transfer ids make the broker close the connection)."""
+    await asyncio.gather(
+        *(queue.publish(f"c-{i:02d}", b"{}", priority=Priority.NORMAL, properties={}) for i in range(40))
+    )
+    leases = await queue.receive(max_messages=20, lease_seconds=30)
+    while len(leases) < 20:
+        leases += await queue.receive(max_messages=20 - len(leases), lease_seconds=30)
+    renewed = await asyncio.gather(*(queue.renew(lease) for lease in leases))
+    assert all(until >= lease.locked_until for until, lease in zip(renewed, leases, strict=True))
+    await asyncio.gather(*(queue.complete(lease) for lease in leases))
+    rest: list[str] = []
+    while more := await queue.receive(max_messages=40, lease_seconds=30):
+        rest.extend(lease.message.message_id for lease in more)
+    assert sorted(rest + [lease.message.message_id for lease in leases]) == [f"c-{i:02d}" for i in range(40)]
