@@ -1180,7 +1180,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.host not in ("127.0.0.1", "::1", "localhost"):
         parser.error("the test broker listens on loopback only")
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("proton").setLevel(logging.DEBUG if os.environ.get("SB_BROKER_DEBUG") else logging.CRITICAL)  # a client dropping its socket is not news
+    # A client dropping its socket is not news (SB_BROKER_DEBUG=1 shows proton's own log).
+    logging.getLogger("proton").setLevel(logging.DEBUG if os.environ.get("SB_BROKER_DEBUG") else logging.CRITICAL)
     topology = load_topology(
         args.topology, lock_duration_seconds=args.lock_duration, max_delivery_count=args.max_delivery_count
     )
