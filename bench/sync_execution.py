@@ -3,20 +3,15 @@
 Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N``).
 Catalog, agent, execution service and echo each run in their own process on 127.0.0.1 over one data
 directory. Every measured call is the whole synchronous path: catalog lookup → state RUNNING (state + event
-in one batch) → ``AgentService.Execute`` → the agent asks ``SignExtensionRequest`` → signed POST to echo →
-outcome written (state + event). The baseline is ``grpc.health.v1.Health/Check`` on the execution service in
-the same run (a no-op unary call through the same interceptors).
-
-The agent process is this module with ``EXTHUB_BENCH_ROLE=agent``: the agent of ``services.agent`` with a body
-signer that calls the execution service's ``SignExtensionRequest`` (the agent's own entry point has no
-production signer yet).
+in one batch) → ``AgentService.Execute`` → the agent asks ``AgentTaskService.SignExtensionRequest`` → signed
+POST to echo → outcome written (state + event). The baseline is ``grpc.health.v1.Health/Check`` on the
+execution service in the same run (a no-op unary call through the same interceptors).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
 import subprocess
 import sys
@@ -29,45 +24,13 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness import console, free_port, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from services.echo.registration import register_echo
-from services.platform.auth.dev_issuer import DevIssuer
 
 ADDRESS = re.compile(r"serving on (\S+)")
 URL = re.compile(r"^(http://\S+)")
 PLAIN = "echo-plain"
-
-
-class _GrpcSigner:
-    def __init__(self, address: str, issuer: DevIssuer) -> None:
-        self._channel = grpc.aio.insecure_channel(address)
-        self._stub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
-        self._metadata = (("authorization", f"Bearer {issuer.issue(tenant='exthub', user='agent', roles=['Agent'])}"),)
-
-    async def sign(self, execution: str, attempt: int, body: bytes) -> str:
-        response = await self._stub.SignExtensionRequest(
-            execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
-            metadata=self._metadata,
-            timeout=10,
-        )
-        return str(response.signature)
-
-
-async def _serve_agent() -> None:
-    from services.agent.app import start_agent
-    from services.platform.logging import configure_logging
-    from services.platform.server import serve_until_signalled
-    from services.platform.settings import Settings
-
-    settings = Settings()
-    configure_logging(settings)
-    signer = _GrpcSigner(os.environ["EXTHUB_BENCH_EXECUTION_ADDRESS"], DevIssuer.load_or_create(settings.data_dir))
-    app = await start_agent(settings, signer=signer)
-    print(f"agent serving on {app.address}", flush=True)
-    try:
-        await serve_until_signalled(app.server, 0)
-    finally:
-        await app.stop(0)
 
 
 def _drain(process: subprocess.Popen[str]) -> None:
@@ -111,9 +74,7 @@ async def run(requests: int, concurrency: int) -> None:
             processes.append(catalog)
             catalog_address = match.group(1)
             agent, match = start_service(
-                "bench.sync_execution",
-                {**common, "EXTHUB_BENCH_ROLE": "agent", "EXTHUB_BENCH_EXECUTION_ADDRESS": execution_address},
-                ADDRESS,
+                "services.agent", {**common, "EXTHUB_EXECUTION_ADDRESS": execution_address}, ADDRESS
             )
             processes.append(agent)
             agent_address = match.group(1)
@@ -184,9 +145,6 @@ async def run(requests: int, concurrency: int) -> None:
 
 
 def main() -> None:
-    if os.environ.get("EXTHUB_BENCH_ROLE") == "agent":
-        asyncio.run(_serve_agent())
-        return
     parser = argparse.ArgumentParser(prog="python -m bench.sync_execution")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)

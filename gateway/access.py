@@ -27,7 +27,6 @@ class MethodAccess:
     method: str
     audience: str
     roles: tuple[str, ...]
-    internal: bool
     has_http_rule: bool
     server_streaming: bool
 
@@ -65,7 +64,6 @@ def service_methods(descriptors: descriptor_pb2.FileDescriptorSet, services: tup
                         method=method.name,
                         audience=str(rule["audience"]),
                         roles=roles,
-                        internal=bool(rule.get("internal", False)),
                         has_http_rule=options.http_rule(method) is not None,
                         server_streaming=method.server_streaming,
                     )

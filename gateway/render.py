@@ -24,16 +24,20 @@ from typing import Any, Literal
 
 import yaml
 
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE
+from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
+from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_MESSAGE_BYTES
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
-    "INTERNAL_SERVICES",
     "TENANT_HEADER",
     "TRANSCODED_SERVICES",
     "USER_HEADER",
     "AzureParams",
     "LocalParams",
+    "admin_address",
     "dump_config",
     "main",
     "render_config",
@@ -45,7 +49,6 @@ ROOT = Path(__file__).resolve().parent.parent
 TEMPLATE = Path(__file__).resolve().parent / "envoy.template.yaml"
 DEFAULT_DESCRIPTOR = ROOT / "gen" / "descriptor" / "exthub.binpb"
 TRANSCODED_SERVICES = ("exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService")
-INTERNAL_SERVICES = ("exthub.agent.v1.AgentService",)
 SERVICE_CLUSTERS = {
     "exthub.catalog.v1.CatalogService": "catalog",
     "exthub.execution.v1.ExecutionService": "execution",
@@ -56,7 +59,6 @@ HEALTHZ_PATH = "/healthz"
 OBJECTS_PREFIX = "/objects/v1/"
 TENANT_HEADER = "x-exthub-tenant"
 USER_HEADER = "x-exthub-user"
-HUB_ADMIN = "Hub.Admin"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 METADATA_FILTER = "envoy.filters.http.lua"
@@ -66,9 +68,19 @@ BUFFER_FILTER = "envoy.filters.http.buffer"
 #: illegal name outright (INTERNAL, "Illegal header key"), so a REST client sending an odd but valid HTTP header
 #: got a 500 (found by schemathesis); a value outside the rule may be refused by other gRPC servers. Such headers
 #: mean nothing to the services: they are dropped before the router.
+#:
+#: The authentication scheme is case-insensitive (RFC 9110 §11.1) but jwt_authn matches the ``Bearer `` prefix
+#: exactly, so ``authorization: bearer …`` (which the services accept) is rewritten as ``Bearer …`` first.
 GRPC_METADATA_LUA = """\
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local authorization = headers:get("authorization")
+  if authorization then
+    local scheme, credentials = authorization:match("^%s*(%a+)%s+(.-)%s*$")
+    if scheme and scheme:lower() == "bearer" and scheme ~= "Bearer" then
+      headers:replace("authorization", "Bearer " .. credentials)
+    end
+  end
   local illegal = {}
   for name, value in pairs(headers) do
     if name:sub(1, 1) ~= ":" and (name:find("[^0-9a-z_%.%-]")
@@ -97,10 +109,14 @@ end
 """
 )
 PAYLOAD_KEY = "jwt_payload"
-DEV_ISSUER = "https://exthub.local/dev-issuer"
-DEV_AUDIENCE = "api://exthub"
-DEV_JWKS_FILE = Path("keys", "dev-issuer.jwks.json")
-ERROR_DOMAIN = "exthub.io"
+#: Where the admin interface's Unix socket is by default (``start_envoy`` puts it in its work directory).
+LOCAL_ADMIN_SOCKET = Path("gateway", "envoy-admin.sock")
+AZURE_ADMIN_SOCKET = Path("/tmp/envoy-admin.sock")  # noqa: S108 - the gateway pod's private emptyDir /tmp
+#: Added by the transcoder (the REST path with its query string); it stays inside Envoy: the services do not
+#: need it, and the URL would count against their metadata limit. ``x-envoy-original-method`` still marks a
+#: transcoded request for the local reply mapper.
+ORIGINAL_PATH_HEADER = "x-envoy-original-path"
+ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 
@@ -111,12 +127,12 @@ class _Common:
 
     listen_address: str = "127.0.0.1"
     listen_port: int = 8080
-    admin_address: str = "127.0.0.1"
-    admin_port: int = 9901
+    admin_socket: Path | None = None  # default: LOCAL_ADMIN_SOCKET in the data dir / AZURE_ADMIN_SOCKET
     descriptor: Path = DEFAULT_DESCRIPTOR
     inline_descriptor: bool = False
-    max_request_body_bytes: int = 4 * MiB
-    max_response_body_bytes: int = 4 * MiB
+    max_request_body_bytes: int = MAX_MESSAGE_BYTES
+    max_response_body_bytes: int = MAX_MESSAGE_BYTES
+    max_request_headers_kib: int = GATEWAY_MAX_REQUEST_HEADERS_KIB
     route_timeout_seconds: float = 60.0
     object_timeout_seconds: float = 300.0
     access_log: bool = True
@@ -149,7 +165,6 @@ class AzureParams(_Common):
     authority_host: str = "login.microsoftonline.com"
     jwks_cache_seconds: int = 300
     listen_address: str = "0.0.0.0"  # noqa: S104 - the gateway pod's listener
-    admin_port: int = 9901
 
 
 def _duration(seconds: float) -> str:
@@ -227,7 +242,7 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
-    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1).
+    """Routes match the gRPC path: the transcoder rewrites REST requests before routing.
 
     The buffer filter (the REST body limit) runs before the transcoder, when a REST request's path matches no
     route yet, so it applies to REST requests only; it is disabled on the routes a native gRPC request matches
@@ -264,41 +279,36 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
             "typed_per_filter_config": _disabled(BUFFER_FILTER),
         },
     ]
-    for method in methods:
-        if method.internal:  # in-cluster only: never routed, whatever RBAC says
-            routes.append(
-                {
-                    "name": f"internal-{method.method}",
-                    "match": {"path": method.path},
-                    "direct_response": {"status": 404, "body": {"inline_string": "not routed by the gateway"}},
-                }
-            )
-        elif method.server_streaming:  # watch streams end when the execution does, not on a route timeout
-            routes.append(
-                {
-                    "name": f"stream-{method.method}",
-                    "match": {"path": method.path},
-                    "route": {
-                        "cluster": SERVICE_CLUSTERS[method.service],
-                        "timeout": "0s",
-                        "idle_timeout": "3600s",
-                        **grpc_route,
-                    },
-                    "typed_per_filter_config": {
-                        **_disabled(BUFFER_FILTER),
-                        METADATA_FILTER: {
-                            "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
-                            "source_code": {"inline_string": NDJSON_STREAM_LUA},
-                        },
-                    },
-                }
-            )
+    # watch streams end when the execution does, not on a route timeout
+    routes.extend(
+        {
+            "name": f"stream-{method.method}",
+            "match": {"path": method.path},
+            "route": {
+                "cluster": SERVICE_CLUSTERS[method.service],
+                "timeout": "0s",
+                "idle_timeout": "3600s",
+                **grpc_route,
+            },
+            "request_headers_to_remove": [ORIGINAL_PATH_HEADER],
+            "typed_per_filter_config": {
+                **_disabled(BUFFER_FILTER),
+                METADATA_FILTER: {
+                    "@type": "type.googleapis.com/envoy.extensions.filters.http.lua.v3.LuaPerRoute",
+                    "source_code": {"inline_string": NDJSON_STREAM_LUA},
+                },
+            },
+        }
+        for method in methods
+        if method.server_streaming
+    )
     for service, cluster in SERVICE_CLUSTERS.items():
         routes.append(
             {
                 "name": cluster,
                 "match": {"prefix": f"/{service}/"},
                 "route": {"cluster": cluster, "timeout": _duration(params.route_timeout_seconds), **grpc_route},
+                "request_headers_to_remove": [ORIGINAL_PATH_HEADER],
                 "typed_per_filter_config": _disabled(BUFFER_FILTER),
             }
         )
@@ -334,7 +344,7 @@ def _jwt_rules(methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
     rules.extend(
         {"match": {"path": method.path}, "requirement_name": "optional"}
         for method in methods
-        if method.audience == PUBLIC and not method.internal
+        if method.audience == PUBLIC
     )
     rules.append({"match": {"prefix": "/"}, "requirement_name": "required"})
     return rules
@@ -386,7 +396,7 @@ def _verified_token() -> dict[str, Any]:
 
 
 def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
-    """ALLOW policies from the access table; a method with no policy (internal, unknown) is denied (403)."""
+    """ALLOW policies from the access table; any other path (an internal service, unknown) is denied (403)."""
     policies: dict[str, Any] = {
         "health": {
             "permissions": [
@@ -402,8 +412,6 @@ def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
         },
     }
     for method in methods:
-        if method.internal:
-            continue
         if method.audience == PUBLIC:
             principals: list[dict[str, Any]] = [{"any": True}]
         elif method.audience == AUTHENTICATED:
@@ -442,6 +450,7 @@ LOCAL_REPLIES: tuple[tuple[int, int, str, str], ...] = (
     (403, 7, "PERMISSION_DENIED", "ROLE_REQUIRED"),
     (404, 5, "NOT_FOUND", "ROUTE_NOT_FOUND"),
     (413, 8, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE"),
+    (431, 3, "INVALID_ARGUMENT", "HEADERS_TOO_LARGE"),
     (503, 14, "UNAVAILABLE", "BACKEND_UNAVAILABLE"),
     (504, 4, "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"),
 )
@@ -452,7 +461,7 @@ def _status_filter(value: int, op: str = "EQ") -> dict[str, Any]:
 
 
 def _rest_request_filter() -> dict[str, Any]:
-    """A REST request: not gRPC, or gRPC made by the transcoder (which adds ``x-envoy-original-path``).
+    """A REST request: not gRPC, or gRPC made by the transcoder (which adds ``x-envoy-original-method``).
 
     Native gRPC callers keep Envoy's own local replies (``grpc-status`` and a plain ``grpc-message``).
     """
@@ -469,7 +478,7 @@ def _rest_request_filter() -> dict[str, Any]:
                         }
                     }
                 },
-                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                {"header_filter": {"header": {"name": ORIGINAL_METHOD_HEADER, "present_match": True}}},
             ]
         }
     }
@@ -565,7 +574,7 @@ def _params(target: Target, given: Mapping[str, Any]) -> LocalParams | AzurePara
     if unknown:
         raise TypeError(f"unknown {target} parameters: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     converted = dict(given)
-    for name in ("descriptor", "data_dir", "jwks_file"):
+    for name in ("descriptor", "data_dir", "jwks_file", "admin_socket"):
         if converted.get(name) is not None:
             converted[name] = Path(converted[name])
     if "audiences" in converted:
@@ -579,10 +588,10 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         raise ValueError(f"unknown target {target!r}: expected local or azure")
     p = _params(target, params)
     descriptor_path = p.descriptor.resolve()
-    methods = service_methods(load_descriptor_set(descriptor_path), (*TRANSCODED_SERVICES, *INTERNAL_SERVICES))
+    methods = service_methods(load_descriptor_set(descriptor_path), TRANSCODED_SERVICES)
     clusters: list[dict[str, Any]]
     if isinstance(p, LocalParams):
-        jwks_file = (p.jwks_file or p.data_dir / DEV_JWKS_FILE).resolve()
+        jwks_file = (p.jwks_file or p.data_dir / JWKS_FILE).resolve()
         providers = {"exthub_dev": _provider(p.issuer, p.audiences, {"local_jwks": {"filename": str(jwks_file)}})}
         addresses = {"catalog": p.catalog_address, "execution": p.execution_address, "objects": p.objects_address}
         clusters = []
@@ -630,9 +639,15 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         )
     else:
         descriptor_field, descriptor_value = "proto_descriptor", str(descriptor_path)
+    if p.admin_socket is not None:
+        admin_socket = p.admin_socket
+    elif isinstance(p, LocalParams):
+        admin_socket = (p.data_dir / LOCAL_ADMIN_SOCKET).resolve()
+    else:
+        admin_socket = AZURE_ADMIN_SOCKET
     values: dict[str, Any] = {
-        "admin_address": p.admin_address,
-        "admin_port": p.admin_port,
+        "admin_address": admin_address(admin_socket),
+        "max_request_headers_kib": p.max_request_headers_kib,
         "listen_address": p.listen_address,
         "listen_port": p.listen_port,
         "access_log": _access_log(p.access_log),
@@ -654,6 +669,11 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
     template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
     config: dict[str, Any] = _substitute(template, values)
     return config
+
+
+def admin_address(socket_path: Path) -> dict[str, Any]:
+    """The admin interface's address: a Unix socket only its owner may use (mode 0600)."""
+    return {"pipe": {"path": str(socket_path), "mode": 0o600}}
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
@@ -680,8 +700,7 @@ def _parse(argv: Sequence[str] | None) -> _Args:
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     parser.add_argument("--listen-address")
     parser.add_argument("--port", dest="listen_port", type=int, help="listener port (0: chosen by the OS)")
-    parser.add_argument("--admin-address")
-    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--admin-socket", help="the admin interface's Unix socket")
     parser.add_argument("--descriptor", help="descriptor set (default: gen/descriptor/exthub.binpb)")
     parser.add_argument("--inline-descriptor", action="store_true", default=None, help="proto_descriptor_bin")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)

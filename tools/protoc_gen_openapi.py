@@ -31,6 +31,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
+from exthub.contract.roles import HUB_ADMIN
 from tools.protodesc import Options, http_verb_and_path, leading_comments
 
 OUTPUT_NAME = "exthub.openapi.yaml"
@@ -64,6 +65,9 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
 }
+#: A path parameter is one path segment without ``:``, which starts a custom method: so a validator tells
+#: ``/v1/executions/{execution}`` from ``/v1/executions/{execution}:watch`` (no resource id contains a colon).
+PATH_SEGMENT_PATTERN = "^[^/:]+$"
 #: Well-known types that travel as a JSON string or number and so can be query parameters.
 QUERY_WELL_KNOWN = {name for name, schema in WELL_KNOWN.items() if schema.get("type") in {"string", "number"}} | {
     "google.protobuf.Int32Value",
@@ -326,7 +330,7 @@ class Builder:
                         "in": "path",
                         "required": True,
                         "description": f"The `{{{name}}}` segment of `{dotted}` ({segment_pattern}). {comment}",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": PATH_SEGMENT_PATTERN},
                     }
                 )
                 out.append(f"{{{name}}}")
@@ -549,7 +553,7 @@ def access_text(access: dict[str, Any]) -> str:
     if audience == "AUTHENTICATED":
         return "Access: any caller with a valid token (ownership and tenancy are checked per resource)."
     if audience == "ROLES":
-        roles = ", ".join(f"`{role}`" for role in [*access.get("roles", []), "Hub.Admin"])
+        roles = ", ".join(f"`{role}`" for role in [*access.get("roles", []), HUB_ADMIN])
         return f"Access: a token with one of the roles {roles}."
     return "Access: refused (no access rule)."
 

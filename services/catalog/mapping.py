@@ -30,7 +30,7 @@ _DEFAULT_RETRY = RetryPolicy()
 
 def parse_extension_name(name: str, *, field: str = "name") -> str:
     """``extensions/{extension}`` → the extension id, or INVALID_ARGUMENT."""
-    match = _EXTENSION_NAME.match(name)
+    match = _EXTENSION_NAME.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be of the form extensions/{extension}")
     return match.group(1)
@@ -38,7 +38,7 @@ def parse_extension_name(name: str, *, field: str = "name") -> str:
 
 def parse_version_name(name: str, *, field: str = "name") -> tuple[str, str]:
     """``extensions/{extension}/versions/{version}`` → (extension id, version id), or INVALID_ARGUMENT."""
-    match = _VERSION_NAME.match(name)
+    match = _VERSION_NAME.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be of the form extensions/{extension}/versions/{version}")
     return match.group(1), match.group(2)
@@ -251,7 +251,7 @@ def version_to_proto(version: ExtensionVersion) -> resources_pb2.ExtensionVersio
 
 
 def facets_to_proto(facets: dict[str, list[FacetValue]]) -> list[service_pb2.Facet]:
-    """Facets in the spec's response shape: ``{field, values: [{value, count}]}``."""
+    """Facets in the API's response shape: ``{field, values: [{value, count}]}``."""
     return [
         service_pb2.Facet(field=name, values=[service_pb2.FacetValue(value=v.value, count=v.count) for v in values])
         for name, values in facets.items()

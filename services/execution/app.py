@@ -12,13 +12,20 @@ from datetime import timedelta
 import grpc
 from aiohttp import web
 
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+)
 from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
 from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.http import create_http_app
 from services.execution.model import COLLECTION
+from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer
 from services.execution.signing import SigningKeyRing
@@ -34,6 +41,7 @@ from services.platform.settings import Settings
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
+AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
 DATABASE_FILE = "execution.sqlite3"
 SIGNING_DIR = "signing"
 LOCAL_HUB_ID = "exthub-local"
@@ -50,7 +58,7 @@ class ExecutionApp:
     context: ExecutionContext
     closers: list[GrpcCatalogClient | GrpcAgentClient] = field(default_factory=list)
     queue: SqliteWorkQueue | None = None
-    dispatcher: Dispatcher | None = None
+    relay: OutboxRelay | None = None
     sweeper: Sweeper | None = None
     sweeper_task: asyncio.Task[None] | None = None
     _closed: bool = False
@@ -83,8 +91,8 @@ class ExecutionApp:
             await asyncio.gather(*pending, return_exceptions=True)
         for client in self.closers:
             await client.close()
-        if self.dispatcher is not None:
-            await self.dispatcher.close()
+        if self.relay is not None:
+            await self.relay.close()
         if self.queue is not None:
             await self.queue.close()
         await self.store.close()
@@ -114,8 +122,8 @@ async def start_execution(
     """Open the backend and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``.
 
     Asynchronous executions: the work queue is ``settings.queue_path`` (shared with the agent processes);
-    the dispatcher publishes QUEUED attempts through the outbox and the sweeper runs every
-    ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, pending dispatches).
+    the outbox relay stores events and publishes QUEUED attempts, and the sweeper runs every
+    ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, what outboxes still hold).
     """
     if settings.backend != "local":
         raise BackendNotAvailable(
@@ -139,12 +147,13 @@ async def start_execution(
             poll_interval_seconds=settings.queue_poll_seconds,
         )
         provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
+        tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
         if catalog is None:
-            catalog_client = GrpcCatalogClient(settings.catalog_address or settings.grpc_address(settings.catalog_port))
+            catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
+            catalog_client = GrpcCatalogClient(catalog_address, tokens)
             closers.append(catalog_client)
             catalog = catalog_client
         if agent is None:
-            tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
             agent_client = GrpcAgentClient(settings.agent_address or settings.grpc_address(settings.agent_port), tokens)
             closers.append(agent_client)
             agent = agent_client
@@ -160,16 +169,17 @@ async def start_execution(
             input_timeout=timedelta(seconds=settings.execution_input_timeout_seconds),
             cancel_grace=timedelta(seconds=settings.execution_cancel_grace_seconds),
         )
-        dispatcher = Dispatcher(ctx.repository, queue)
-        ctx.repository.add_listener(dispatcher.notice)
-        sweeper = Sweeper(ctx, dispatcher, interval_seconds=settings.execution_sweep_seconds)
+        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue))
+        ctx.repository.add_listener(relay.notice)
+        sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
         runner = web.AppRunner(create_http_app(ctx, provider), access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
 
         def register(server: grpc.aio.Server) -> Sequence[str]:
             execution_service_pb2_grpc.add_ExecutionServiceServicer_to_server(ExecutionServicer(ctx), server)
-            return [SERVICE.full_name]
+            agent_task_service_pb2_grpc.add_AgentTaskServiceServicer_to_server(AgentTaskServicer(ctx), server)
+            return [SERVICE.full_name, AGENT_TASK_SERVICE.full_name]
 
         server = await start_grpc_server(
             name="execution",
@@ -177,7 +187,7 @@ async def start_execution(
             port=settings.execution_port if port is None else port,
             register=register,
             verifier=TokenVerifier(settings.auth),
-            access_rules=access_rules_from_descriptors([SERVICE]),
+            access_rules=access_rules_from_descriptors([SERVICE, AGENT_TASK_SERVICE]),
         )
     except BaseException:
         if runner is not None:
@@ -199,7 +209,7 @@ async def start_execution(
         context=ctx,
         closers=closers,
         queue=queue,
-        dispatcher=dispatcher,
+        relay=relay,
         sweeper=sweeper,
         sweeper_task=sweeper_task,
     )

@@ -1,4 +1,4 @@
-"""The execution invariants, checked over the store (spec §3.5, §3.6, §5.2): a tool for tests and operators.
+"""The execution invariants, checked over the store: a tool for tests and operators.
 
 :func:`check_invariants` reads every execution document and all its events and returns the violations:
 
@@ -13,7 +13,11 @@
 * ``TERMINAL`` — more than one terminal event, an event after the terminal one, or (with
   ``require_terminal``) an execution that never ended;
 * ``STATE_MISMATCH`` — the document's state or attempt is not that of its last event;
-* ``DISPATCH_LEFT`` — a terminal execution still carries a pending dispatch (outbox) marker.
+* ``DISPATCH_LEFT`` — a terminal execution still carries a pending dispatch (outbox) marker;
+* ``OUTBOX_LEFT`` — a terminal execution still has events in its outbox (checked with ``outbox_settled``: after
+  the outbox relay has run, e.g. :meth:`~services.execution.outbox.OutboxRelay.settle`).
+
+The events checked are the event documents and the outbox together (what every reader sees).
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from services.execution.domain import (
     ExecutionState,
     can_transition,
 )
-from services.execution.model import StoredExecution
+from services.execution.model import StoredExecution, dispatch_of, outbox_events
 from services.execution.repository import ExecutionRepository
 from services.platform.query.predicate import Compare, Op
 
@@ -50,7 +54,7 @@ class Violation:
 
 
 def check_execution(
-    stored: StoredExecution, events: list[ExecutionEvent], *, require_terminal: bool
+    stored: StoredExecution, events: list[ExecutionEvent], *, require_terminal: bool, outbox_settled: bool = False
 ) -> list[Violation]:
     """The violations of one execution given all its events (in sequence order)."""
     name = stored.name
@@ -101,20 +105,30 @@ def check_execution(
             "STATE_MISMATCH",
             f"document {stored.state.value}/{stored.attempt}, last event {last.state.value}/{last.attempt}",
         )
-    if stored.state in TERMINAL_STATES and stored.get("dispatch_pending"):
+    if stored.state in TERMINAL_STATES and dispatch_of(stored.body) is not None:
         violation("DISPATCH_LEFT", "a terminal execution still has a pending dispatch")
+    left = outbox_events(stored.body)
+    if outbox_settled and stored.state in TERMINAL_STATES and left:
+        violation("OUTBOX_LEFT", f"events {[event.sequence for event in left]} were never relayed")
     return found
 
 
 async def check_invariants(
-    repository: ExecutionRepository, *, accepted: Iterable[str] = (), require_terminal: bool = True
+    repository: ExecutionRepository,
+    *,
+    accepted: Iterable[str] = (),
+    require_terminal: bool = True,
+    outbox_settled: bool = False,
 ) -> list[Violation]:
-    """Every violation over every stored execution; ``accepted`` are execution names clients were given."""
+    """Every violation over every stored execution; ``accepted`` are execution names clients were given.
+
+    ``outbox_settled`` says the outbox relay has run since the last write, so a finished execution's outbox
+    must be empty."""
     found: list[Violation] = []
     seen: set[str] = set()
     async for stored in repository.query_executions(Compare(("kind",), Op.EQ, "execution")):
         seen.add(stored.name)
-        events = await repository.all_events(stored.id)
-        found.extend(check_execution(stored, events, require_terminal=require_terminal))
+        events = await repository.list_events(stored.id)
+        found.extend(check_execution(stored, events, require_terminal=require_terminal, outbox_settled=outbox_settled))
     found.extend(Violation(name, "LOST", "accepted, but not in the store") for name in accepted if name not in seen)
     return found

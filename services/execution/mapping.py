@@ -234,7 +234,7 @@ def execution_to_proto(
         tenant=str(body["tenant"]),
         created_by=str(body["created_by"]),
         retried_from=str(body.get("retried_from") or ""),
-        etag=stored.etag,
+        etag=stored.view_etag,
     )
     if body.get("request"):
         message.request.CopyFrom(dict_to_struct(body["request"]))

@@ -4,13 +4,19 @@ The execution document (id :data:`EXECUTION_DOC_ID`) holds the state machine's
 :class:`~services.execution.domain.ExecutionRecord` flattened at the top level (so ``state`` and
 ``create_time`` are filterable), the immutable request, a snapshot of the resolved version and profile (what
 a later attempt needs without asking the catalog again), and the outcome. The status-update key is stored
-only as its SHA-256 hash. Events are documents ``event:{sequence:010d}`` of the same partition, written in the
-same transactional batch as the state they describe.
+only as its SHA-256 hash.
+
+Events are written with the state they describe, in ONE conditional replace of the execution document: they
+go to its **outbox** (``outbox.events``, with ``outbox.events_pending``), and the outbox relay
+(:mod:`services.execution.outbox`) later copies them to event documents ``event:{sequence:010d}`` of the same
+partition and trims them. The outbox also holds the dispatch marker of a QUEUED attempt (``outbox.dispatch``:
+the attempt to publish to the work queue). Readers see event documents and outbox events together.
 """
 
 from __future__ import annotations
 
 import copy
+import uuid
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,6 +51,58 @@ def event_body(execution_id: str, event: ExecutionEvent) -> dict[str, Any]:
     return {"kind": KIND_EVENT, "execution_id": execution_id, **event.to_document()}
 
 
+def new_view_etag() -> str:
+    """A fresh client-visible etag (the document's own etag also changes on the outbox relay's bookkeeping)."""
+    return uuid.uuid4().hex
+
+
+def empty_outbox() -> dict[str, Any]:
+    """The outbox of a document with nothing to relay."""
+    return {"events": [], "events_pending": False, "dispatch": None}
+
+
+def outbox_of(body: dict[str, Any]) -> dict[str, Any]:
+    """The outbox of a body (created empty in place if the document predates it)."""
+    outbox = body.get("outbox")
+    if not isinstance(outbox, dict):
+        outbox = body["outbox"] = empty_outbox()
+    return outbox
+
+
+def outbox_events(body: dict[str, Any]) -> list[ExecutionEvent]:
+    """The events waiting in the outbox, in sequence order."""
+    outbox = body.get("outbox")
+    if not isinstance(outbox, dict):
+        return []
+    return sorted((ExecutionEvent.from_document(e) for e in outbox.get("events") or []), key=lambda e: e.sequence)
+
+
+def append_events(body: dict[str, Any], events: list[ExecutionEvent]) -> None:
+    """Add ``events`` to the outbox of ``body`` (in place)."""
+    outbox = outbox_of(body)
+    outbox["events"] = [*(outbox.get("events") or []), *(event.to_document() for event in events)]
+    outbox["events_pending"] = bool(outbox["events"])
+
+
+def remove_events(body: dict[str, Any], sequences: set[int]) -> None:
+    """Drop the outbox events with these sequences (in place): they are stored and published."""
+    outbox = outbox_of(body)
+    outbox["events"] = [e for e in outbox.get("events") or [] if int(e["sequence"]) not in sequences]
+    outbox["events_pending"] = bool(outbox["events"])
+
+
+def dispatch_of(body: dict[str, Any]) -> dict[str, Any] | None:
+    """The dispatch marker ``{attempt, not_before}``, if an attempt waits to be published."""
+    outbox = body.get("outbox")
+    marker = outbox.get("dispatch") if isinstance(outbox, dict) else None
+    return marker if isinstance(marker, dict) else None
+
+
+def set_dispatch(body: dict[str, Any], attempt: int | None, not_before: str | None = None) -> None:
+    """Mark ``attempt`` for publishing to the work queue (``None`` clears the marker), in place."""
+    outbox_of(body)["dispatch"] = None if attempt is None else {"attempt": attempt, "not_before": not_before}
+
+
 @dataclass(frozen=True)
 class StoredExecution:
     """An execution document and its etag. ``body`` is private to this object: use :meth:`evolve`."""
@@ -57,6 +115,11 @@ class StoredExecution:
     def name(self) -> str:
         """``executions/{id}``."""
         return f"executions/{self.id}"
+
+    @property
+    def view_etag(self) -> str:
+        """The etag clients see: it changes with every write except the outbox relay's bookkeeping."""
+        return str(self.body.get("etag") or self.etag)
 
     @property
     def record(self) -> ExecutionRecord:

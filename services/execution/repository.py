@@ -2,9 +2,12 @@
 
 Every change of an execution goes through :meth:`ExecutionRepository.update`: read the document, let a pure
 ``decide`` function (which calls the state machine) produce the new body and the event, and write both in ONE
-transactional batch of the execution's partition, conditional on the etag that was read. On
-``ETAG_MISMATCH`` the document is read again and ``decide`` runs again (bounded), so two writers never both
-win and an execution never has a state without its event or an event without its state.
+conditional replace of the execution document (the event goes to the document's outbox), conditional on the
+etag that was read. On ``ETAG_MISMATCH`` the document is read again and ``decide`` runs again (bounded), so
+two writers never both win and an execution never has a state without its event or an event without its
+state. The outbox relay (:mod:`services.execution.outbox`) copies outbox events to event documents
+(:meth:`ExecutionRepository.store_events`) and trims them; readers (:meth:`ExecutionRepository.list_events`)
+see both, so no event is missing between the write and its copy.
 """
 
 from __future__ import annotations
@@ -23,11 +26,14 @@ from services.execution.model import (
     KIND_EXECUTION,
     KIND_REQUEST,
     StoredExecution,
+    append_events,
     event_body,
     event_doc_id,
+    new_view_etag,
+    outbox_events,
     request_partition,
 )
-from services.platform.docstore.port import CreateOp, Document, DocumentCollection, Query, ReplaceOp
+from services.platform.docstore.port import MAX_QUERY_LIMIT, Document, DocumentCollection, Query
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 from services.platform.query.predicate import And, Compare, Op, Predicate, SortKey
 from services.platform.timefmt import from_storage
@@ -102,21 +108,18 @@ class ExecutionRepository:
         """Call ``listener`` (synchronously, it must not block) with every execution this process writes."""
         self._listeners.append(listener)
 
-    def _written(self, stored: StoredExecution) -> StoredExecution:
-        self.notifier.notify(stored.id)
+    def _written(self, stored: StoredExecution, *, wake_watchers: bool = True) -> StoredExecution:
+        if wake_watchers:
+            self.notifier.notify(stored.id)
         for listener in self._listeners:
             listener(stored)
         return stored
 
     async def create(self, execution_id: str, body: dict[str, Any], event: ExecutionEvent) -> StoredExecution:
-        """Store a new execution and its CREATED event together."""
-        body = {**body, "kind": KIND_EXECUTION, "id": execution_id}
-        documents = await self._collection.transact(
-            execution_id,
-            [CreateOp(EXECUTION_DOC_ID, body), CreateOp(event_doc_id(event.sequence), event_body(execution_id, event))],
-        )
-        document = documents[0]
-        assert document is not None
+        """Store a new execution with its CREATED event in its outbox (one write)."""
+        body = {**body, "kind": KIND_EXECUTION, "id": execution_id, "etag": new_view_etag()}
+        append_events(body, [event])
+        document = await self._collection.create(execution_id, EXECUTION_DOC_ID, body)
         return self._written(_stored(document))
 
     async def find(self, execution_id: str) -> StoredExecution | None:
@@ -131,45 +134,86 @@ class ExecutionRepository:
             raise execution_not_found(f"executions/{execution_id}")
         return found
 
-    async def update(self, execution_id: str, decide: Decide) -> StoredExecution:
-        """Read, decide, write conditionally (state + event in one batch); re-read and re-decide on a race."""
+    async def update(self, execution_id: str, decide: Decide, *, bookkeeping: bool = False) -> StoredExecution:
+        """Read, decide, write conditionally (state + event in one replace); re-read and re-decide on a race.
+
+        Every write gives the execution a new client-visible etag (``etag`` in the body) and wakes its
+        watchers, except a ``bookkeeping`` write (the outbox relay's trims), which changes nothing a client
+        sees.
+        """
         for _ in range(MAX_WRITE_TRIES):
             current = await self.get(execution_id)
             change = decide(current)
             if change is None:
                 return current
-            ops: list[CreateOp | ReplaceOp] = [ReplaceOp(EXECUTION_DOC_ID, change.body, if_match=current.etag)]
+            body = change.body
+            if not bookkeeping:
+                body["etag"] = new_view_etag()
             if change.event is not None:
-                ops.append(CreateOp(event_doc_id(change.event.sequence), event_body(execution_id, change.event)))
+                append_events(body, [change.event])
             try:
-                documents = await self._collection.transact(execution_id, ops)
-            except (Aborted, AlreadyExists):
+                document = await self._collection.replace(execution_id, EXECUTION_DOC_ID, body, if_match=current.etag)
+            except Aborted:
                 await asyncio.sleep(0)
                 continue  # someone else wrote first: re-read and decide again
-            document = documents[0]
-            assert document is not None
-            return self._written(_stored(document))
+            return self._written(_stored(document), wake_watchers=not bookkeeping)
         raise Aborted(
             f"executions/{execution_id} is changing too often; try again",
             reason="ETAG_MISMATCH",
             metadata={"resource": f"executions/{execution_id}"},
         )
 
+    async def store_events(self, execution_id: str, events: list[ExecutionEvent]) -> None:
+        """Create the event documents of ``events`` (in sequence order); one that exists already is done."""
+        for event in sorted(events, key=lambda e: e.sequence):
+            with contextlib.suppress(AlreadyExists):
+                await self._collection.create(
+                    execution_id, event_doc_id(event.sequence), event_body(execution_id, event)
+                )
+
     async def list_events(
-        self, execution_id: str, *, from_sequence: int, limit: int, continuation: str | None = None
-    ) -> tuple[list[ExecutionEvent], str | None]:
-        """Events of one execution from ``from_sequence`` on, in sequence order."""
-        where = And((Compare(_KIND, Op.EQ, KIND_EVENT), Compare(("sequence",), Op.GE, from_sequence)))
-        page = await self._collection.query(
-            Query(
-                partition=execution_id,
-                where=where,
-                order_by=(SortKey(("sequence",)),),
-                limit=limit,
-                continuation=continuation,
+        self, execution_id: str, *, from_sequence: int = 1, limit: int | None = None
+    ) -> list[ExecutionEvent]:
+        """Events of one execution from ``from_sequence`` on, in sequence order (at most ``limit``).
+
+        The event documents and the outbox together, deduplicated by sequence, up to the document's
+        ``last_sequence``. The document is read FIRST: an event trimmed from the outbox was stored as an event
+        document before the trim, so the query that follows finds every event the document had counted.
+        """
+        stored = await self.find(execution_id)
+        if stored is None:
+            return []
+        last = stored.record.last_sequence
+        found = {e.sequence: e for e in outbox_events(stored.body) if from_sequence <= e.sequence <= last}
+        where = And(
+            (
+                Compare(_KIND, Op.EQ, KIND_EVENT),
+                Compare(("sequence",), Op.GE, from_sequence),
+                Compare(("sequence",), Op.LE, last),
             )
         )
-        return [ExecutionEvent.from_document(d.body) for d in page.documents], page.continuation
+        wanted = last - from_sequence + 1 if limit is None else min(limit, last - from_sequence + 1)
+        continuation: str | None = None
+        stored_count = 0
+        while stored_count < wanted:
+            page = await self._collection.query(
+                Query(
+                    partition=execution_id,
+                    where=where,
+                    order_by=(SortKey(("sequence",)),),
+                    limit=min(MAX_QUERY_LIMIT, wanted - stored_count),
+                    continuation=continuation,
+                )
+            )
+            for document in page.documents:
+                event = ExecutionEvent.from_document(document.body)
+                found.setdefault(event.sequence, event)
+            stored_count += len(page.documents)
+            continuation = page.continuation
+            if continuation is None:
+                break
+        events = [found[sequence] for sequence in sorted(found)]
+        return events if limit is None else events[:limit]
 
     async def list_executions(
         self, *, where: Predicate | None, order_by: tuple[SortKey, ...], limit: int, continuation: str | None
@@ -199,18 +243,6 @@ class ExecutionRepository:
                 yield item
             if continuation is None:
                 return
-
-    async def all_events(self, execution_id: str) -> list[ExecutionEvent]:
-        """Every event of one execution in sequence order."""
-        events: list[ExecutionEvent] = []
-        continuation: str | None = None
-        while True:
-            page, continuation = await self.list_events(
-                execution_id, from_sequence=1, limit=1000, continuation=continuation
-            )
-            events.extend(page)
-            if continuation is None:
-                return events
 
     async def claim_request_id(self, tenant: str, request_id: str, execution_id: str, *, now: str) -> str | None:
         """Reserve ``request_id`` for ``execution_id``; return the execution that holds it already (24 h), or None."""

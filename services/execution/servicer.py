@@ -12,7 +12,7 @@ from services.execution import mapping
 from services.execution.handlers import commands, create, dead_letters, queries, report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import render
-from services.platform.auth.access import current_principal, require_principal
+from services.platform.auth.access import require_principal
 from services.platform.errors import InvalidArgument
 
 pb = execution_service_pb2
@@ -130,37 +130,8 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.ReportExecutionStatusRequest, context: Context
     ) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await report.report_status(
-            self._ctx, current_principal(), execution_id, report.report_from_proto(request)
-        )
+        stored = await report.report_status(self._ctx, execution_id, report.report_from_proto(request))
         return await render(self._ctx, stored)
-
-    async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        stored, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
-        return pb.ClaimExecutionResponse(execution=await render(self._ctx, stored), task=task)
-
-    async def SignExtensionRequest(
-        self, request: pb.SignExtensionRequestRequest, context: Context
-    ) -> pb.SignExtensionRequestResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
-        return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
-
-    async def HeartbeatExecution(
-        self, request: pb.HeartbeatExecutionRequest, context: Context
-    ) -> pb.HeartbeatExecutionResponse:
-        execution_id = mapping.parse_execution_name(request.name)
-        beat = await report.heartbeat(self._ctx, execution_id, request.attempt, request.agent_id)
-        response = pb.HeartbeatExecutionResponse(
-            abort=beat.abort,
-            cancel_requested=beat.cancel_requested,
-            state=execution_pb2.Execution.State.Value(beat.state.value),
-            attempt=beat.attempt,
-        )
-        if beat.deadline is not None:
-            response.deadline.CopyFrom(mapping.datetime_timestamp(beat.deadline))
-        return response
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:
         return await dead_letters.list_dead_letters(

@@ -10,7 +10,8 @@ Every ``execution_sweep_seconds`` it
    past the execution deadline → TIMED_OUT with an ``error``; RUNNING whose cancel went unacknowledged past
    ``execution_cancel_grace_seconds`` → CANCELLED. A synchronous call of this process is aborted too; an
    agent running the attempt learns it at its next heartbeat (``HeartbeatExecution`` answers ``abort``);
-2. sweeps the outbox (:meth:`~services.execution.dispatch.Dispatcher.sweep_pending`).
+2. relays what outboxes still hold (:meth:`~services.execution.outbox.OutboxRelay.sweep_pending`): events not yet
+   stored as event documents or published, attempts not yet published to the work queue.
 
 Several sweepers (processes) may run: the conditional writes make the second one's move a no-op or a refusal.
 """
@@ -22,12 +23,12 @@ import contextlib
 from typing import Any
 
 from services.execution import mapping
-from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionState, scheduling
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight
 from services.execution.handlers.support import timeouts_of, transition_change
 from services.execution.model import StoredExecution
+from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
@@ -41,9 +42,9 @@ __all__ = ["Sweeper"]
 class Sweeper:
     """Periodic timeouts, unacknowledged cancels and outbox sweep (see the module docstring)."""
 
-    def __init__(self, ctx: ExecutionContext, dispatcher: Dispatcher | None, *, interval_seconds: float) -> None:
+    def __init__(self, ctx: ExecutionContext, relay: OutboxRelay | None, *, interval_seconds: float) -> None:
         self._ctx = ctx
-        self._dispatcher = dispatcher
+        self._relay = relay
         self._interval = interval_seconds
         self._stop = asyncio.Event()
 
@@ -96,8 +97,8 @@ class Sweeper:
         """Sweep every interval until :meth:`stop` (the outbox first: it may hold work from before a restart)."""
         while not self._stop.is_set():
             try:
-                if self._dispatcher is not None:
-                    await self._dispatcher.sweep_pending()
+                if self._relay is not None:
+                    await self._relay.sweep_pending()
                 await self.sweep_once()
             except HubError as error:
                 _log.warning("sweep pass failed", reason=error.reason)

@@ -1,4 +1,4 @@
-"""The one settings model (spec §8): environment variables ``EXTHUB_…``, nested sections with ``__``.
+"""The one settings model: environment variables ``EXTHUB_…``, nested sections with ``__``.
 
 Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.microsoftonline.com/T/v2.0"]'``
 (a JSON array or a comma-separated list), ``EXTHUB_AZURE__COSMOS_ENDPOINT=https://….documents.azure.com``.
@@ -14,11 +14,12 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.platform.auth._files import read_or_create_once
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.keyfiles import read_or_create_once
+from services.platform.egress import EgressPolicy, parse_allow_entry
 from services.platform.events.port import check_webhook_url
 
-__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EventsSettings", "Settings"]
+__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EgressSettings", "EventsSettings", "Settings"]
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
@@ -39,7 +40,7 @@ StrList = Annotated[list[str], NoDecode]
 
 
 class AuthSettings(BaseModel):
-    """Bearer-token verification (spec §7.1). Empty on the local backend means the development issuer."""
+    """Bearer-token verification. Empty on the local backend means the development issuer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -100,6 +101,32 @@ class AzureSettings(BaseModel):
         default=None, description="Service Bus fully qualified namespace (`<ns>.servicebus.windows.net`)."
     )
     blob_account_url: str | None = Field(default=None, description="Blob Storage account URL.")
+
+
+class EgressSettings(BaseModel):
+    """Calls to publisher-supplied URLs (``services.platform.egress``): the allow-list of internal destinations."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow: StrList = Field(
+        default_factory=list,
+        description="Destinations called although not public: CIDRs (`10.1.2.0/24`) or `host:port` "
+        "(`127.0.0.1:8123`, `extensions.internal:443`); a JSON array or a comma-separated list.",
+    )
+    resolve_timeout_seconds: float = Field(default=2.0, gt=0, le=30, description="DNS resolution timeout.")
+
+    def policy(self) -> EgressPolicy:
+        """The :class:`EgressPolicy` these settings describe."""
+        return EgressPolicy(self.allow, resolve_timeout=self.resolve_timeout_seconds)
+
+    _split = field_validator("allow", mode="before")(_split_list)
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
 
 
 class EventsSettings(BaseModel):
@@ -168,6 +195,7 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for page tokens; None → a random key file in data_dir."
     )
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
     # -- execution service (issue 3) ------------------------------------------------------------------
     objects_port: Port = Field(

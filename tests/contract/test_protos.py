@@ -20,12 +20,12 @@ from tools.generate import ROOT, buf_binary, check_breaking
 from tools.protodesc import Options, http_verb_and_path, leading_comments
 
 OPENAPI = ROOT / "gen" / "openapi" / "exthub.openapi.yaml"
-SERVICES = (
-    "exthub.catalog.v1.CatalogService",
-    "exthub.execution.v1.ExecutionService",
-    "exthub.agent.v1.AgentService",
-)
-#: The REST surface of spec §4: RPC → (verb, path template, body). RPCs not listed have no http rule.
+#: Public services: every RPC has a google.api.http rule and the gateway routes them.
+PUBLIC_SERVICES = ("exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService")
+#: Internal services: called inside the cluster only; no RPC has a google.api.http rule.
+INTERNAL_SERVICES = ("exthub.agent.v1.AgentService", "exthub.execution.v1.AgentTaskService")
+SERVICES = (*PUBLIC_SERVICES, *INTERNAL_SERVICES)
+#: The REST surface: RPC → (verb, path template, body). RPCs not listed have no http rule.
 EXPECTED_HTTP: dict[str, tuple[str, str, str]] = {
     "CatalogService.CreateExtension": ("post", "/v1/extensions", "extension"),
     "CatalogService.GetExtension": ("get", "/v1/{name=extensions/*}", ""),
@@ -51,10 +51,10 @@ EXPECTED_HTTP: dict[str, tuple[str, str, str]] = {
     "ExecutionService.GetSigningKeys": ("get", "/v1/signingKeys", ""),
     "ExecutionService.ListDeadLetters": ("get", "/v1/deadLetters", ""),
 }
-#: The access rules of spec §4: RPC → (audience, roles, internal).
-EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
+#: The access rules (the role column of the API table in docs/architecture.md): RPC → (audience, roles).
+EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
     **{
-        f"CatalogService.{m}": ("AUTHENTICATED", [], False)
+        f"CatalogService.{m}": ("AUTHENTICATED", [])
         for m in [
             "GetExtension",
             "ListExtensions",
@@ -69,9 +69,9 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
             "DeleteExtensionVersion",
         ]
     },
-    "CatalogService.CreateExtension": ("ROLES", ["Extensions.Publish"], False),
+    "CatalogService.CreateExtension": ("ROLES", ["Extensions.Publish"]),
     **{
-        f"ExecutionService.{m}": ("AUTHENTICATED", [], False)
+        f"ExecutionService.{m}": ("AUTHENTICATED", [])
         for m in [
             "GetExecution",
             "ListExecutions",
@@ -82,15 +82,16 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str], bool]] = {
             "WatchExecution",
         ]
     },
-    "ExecutionService.CreateExecution": ("ROLES", ["Executions.Run"], False),
-    "ExecutionService.ReportExecutionStatus": ("PUBLIC", [], False),
-    "ExecutionService.ClaimExecution": ("ROLES", ["Agent"], True),
-    "ExecutionService.SignExtensionRequest": ("ROLES", ["Agent"], True),
-    "ExecutionService.GetSigningKeys": ("PUBLIC", [], False),
-    "ExecutionService.HeartbeatExecution": ("ROLES", ["Agent"], True),
-    "ExecutionService.ListDeadLetters": ("ROLES", ["Hub.Admin"], False),
-    "AgentService.Execute": ("ROLES", ["Agent"], True),
-    "AgentService.GetAgentInfo": ("ROLES", ["Agent"], True),
+    "ExecutionService.CreateExecution": ("ROLES", ["Executions.Run"]),
+    "ExecutionService.ReportExecutionStatus": ("PUBLIC", []),
+    "ExecutionService.GetSigningKeys": ("PUBLIC", []),
+    "ExecutionService.ListDeadLetters": ("ROLES", ["Hub.Admin"]),
+    "AgentTaskService.ClaimExecution": ("ROLES", ["Agent"]),
+    "AgentTaskService.HeartbeatExecution": ("ROLES", ["Agent"]),
+    "AgentTaskService.SignExtensionRequest": ("ROLES", ["Agent"]),
+    "AgentTaskService.ReleaseExecution": ("ROLES", ["Agent"]),
+    "AgentService.Execute": ("ROLES", ["Agent"]),
+    "AgentService.GetAgentInfo": ("ROLES", ["Agent"]),
 }
 BEHAVIORS = {"REQUIRED", "OPTIONAL", "OUTPUT_ONLY", "IDENTIFIER"}
 
@@ -123,18 +124,19 @@ def exthub_files(fds: descriptor_pb2.FileDescriptorSet) -> list[descriptor_pb2.F
 
 
 def rpcs(
-    fds: descriptor_pb2.FileDescriptorSet,
+    fds: descriptor_pb2.FileDescriptorSet, services: tuple[str, ...] = SERVICES
 ) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto]]:
-    """(``Service.Method``, method) for every RPC of the three services."""
+    """(``Service.Method``, method) for every RPC of ``services`` (all of them must exist, and no other)."""
     found = set()
     for file in exthub_files(fds):
         for service in file.service:
             full_name = f"{file.package}.{service.name}"
-            if full_name in SERVICES:
+            assert full_name in SERVICES, f"{full_name} is neither a public nor an internal service of the tests"
+            if full_name in services:
                 found.add(full_name)
                 for method in service.method:
                     yield f"{service.name}.{method.name}", method
-    assert found == set(SERVICES)
+    assert found == set(services)
 
 
 def walk_messages(
@@ -211,6 +213,21 @@ def test_generated_modules_import_as_namespace_packages(tmp_path: Path) -> None:
         [sys.executable, "-c", code, *modules], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_reference_to_documents_outside_the_repository() -> None:
+    """Proto comments become the API documentation (the OpenAPI descriptions): no section references ("\u00a7")
+    to a specification that the reader of the API does not have."""
+    section = "\u00a7"
+    sources = [*sorted((ROOT / "protos" / "exthub").rglob("*.proto")), OPENAPI]
+    assert len(sources) >= 8
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sources
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1)
+        if section in line or "spec " in line.lower()
+    ]
+    assert not found, found
 
 
 # ---------------------------------------------------------------------------------------------- OpenAPI
@@ -298,18 +315,17 @@ def test_every_rpc_has_the_expected_access_rule(
     for name, method in rpcs(descriptor_set):
         access = options.access(method)
         assert access is not None, f"{name} has no (exthub.type.v1.access) option"
-        seen[name] = (access.get("audience"), access.get("roles", []), access.get("internal", False))
+        assert set(access) <= {"audience", "roles"}, f"{name}: unknown access fields {sorted(access)}"
+        seen[name] = (access.get("audience"), access.get("roles", []))
     assert seen == EXPECTED_ACCESS
 
 
 def test_http_rules_exactly_on_public_rpcs(descriptor_set: descriptor_pb2.FileDescriptorSet, options: Options) -> None:
+    for name, method in rpcs(descriptor_set, INTERNAL_SERVICES):
+        assert options.http_rule(method) is None, f"internal RPC {name} must not have a google.api.http rule"
     seen = {}
-    for name, method in rpcs(descriptor_set):
-        access = options.access(method) or {}
+    for name, method in rpcs(descriptor_set, PUBLIC_SERVICES):
         rule = options.http_rule(method)
-        if access.get("internal", False):
-            assert rule is None, f"internal RPC {name} must not have a google.api.http rule"
-            continue
         assert rule is not None, f"public RPC {name} has no google.api.http rule"
         verb, template = http_verb_and_path(rule)
         seen[name] = (verb, template, rule.get("body", ""))

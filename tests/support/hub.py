@@ -8,7 +8,8 @@ Asynchronous executions: the execution service always dispatches QUEUED attempts
 ``data_dir`` (``hub.settings.queue_path``); nothing consumes it unless ``agent_worker=True`` (the in-process
 agent runs its queue worker) or the test starts real agent processes with :func:`start_agent_process`
 (``python -m services.agent``, stopped by pid). ``hub.echo_calls`` records every call echo received and
-whether it completed or was aborted by the caller (echo runs with handler cancellation on).
+whether it completed or was aborted by the caller (echo runs with handler cancellation on), with the body and
+``Exthub-Signature`` it got.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -32,7 +33,14 @@ from google.protobuf import struct_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
-from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_pb2,
+    execution_service_pb2,
+    execution_service_pb2_grpc,
+)
 from exthub.type.v1 import types_pb2
 from services.agent.app import AgentApp, start_agent
 from services.catalog.app import CatalogApp, start_catalog
@@ -41,10 +49,10 @@ from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
 from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
 from services.execution.app import ExecutionApp, start_execution
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:
+    from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
 Metadata = tuple[tuple[str, str], ...]
@@ -53,7 +61,7 @@ RUN = ("Executions.Run",)
 
 
 class GrpcBodySigner:
-    """The agent's body signer: ``SignExtensionRequest`` of the execution service with an Agent token."""
+    """The agent's body signer: ``AgentTaskService.SignExtensionRequest`` with an Agent token."""
 
     def __init__(self, issuer: DevIssuer) -> None:
         self.address: str | None = None
@@ -64,10 +72,10 @@ class GrpcBodySigner:
         assert self.address is not None
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self.address)
-        stub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        stub = agent_task_service_pb2_grpc.AgentTaskServiceStub(self._channel)
         token = self._issuer.issue(tenant="exthub", user="agent", roles=["Agent"])
         response = await stub.SignExtensionRequest(
-            execution_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
+            agent_task_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
             metadata=(("authorization", f"Bearer {token}"),),
             timeout=10,
         )
@@ -80,13 +88,17 @@ class GrpcBodySigner:
 
 @dataclass
 class EchoCall:
-    """One request echo received: which attempt, and how it ended (``running``, ``completed``, ``aborted``)."""
+    """One request echo received: which attempt, its status-update key (the attempt's proof for reports),
+    and how it ended (``running``, ``completed``, ``aborted``)."""
 
     path: str
     execution_id: str
     attempt: int
     outcome: str = "running"
     status: int = 0
+    status_update_key: str = field(default="", repr=False)
+    signature: str = ""
+    body: bytes = b""
 
 
 @dataclass
@@ -96,6 +108,7 @@ class Hub:
     execution: ExecutionApp
     echo_url: str
     stub: ExecutionServiceAsyncStub
+    tasks: AgentTaskServiceAsyncStub
     token: TokenFactory
     settings: Settings | None = None
     echo: EchoRecorder = field(default_factory=lambda: EchoRecorder())
@@ -149,7 +162,14 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             document = {}
         if not isinstance(document, dict):
             document = {}
-        call = EchoCall(request.path, str(document.get("executionId", "")), int(document.get("attempt") or 0))
+        call = EchoCall(
+            request.path,
+            str(document.get("executionId", "")),
+            int(document.get("attempt") or 0),
+            status_update_key=str(document.get("statusUpdateKey", "")),
+            signature=request.headers.get("Exthub-Signature", ""),
+            body=await request.read(),
+        )
         recorder.calls.append(call)
         recorder.changed()
         try:
@@ -223,6 +243,19 @@ async def running_hub(
     agent's queue worker (off by default: tests that drive the queue by hand, or start agent processes).
     """
     token = token_factory(issuer)
+    # echo listens first: the hub allow-lists its address (the only internal destination it may call), as
+    # `exthub up` does; its JWKS URL is known once the execution service runs
+    recorder = EchoRecorder()
+    jwks = HttpJwksSource("")
+    echo_app = create_echo_app(jwks)
+    echo_app.middlewares.insert(0, _recorder(recorder))
+    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    echo_url = f"http://127.0.0.1:{port}"
+    overrides.setdefault("egress", {"allow": [f"127.0.0.1:{port}"]})
     settings = base_settings(data_dir, **overrides)
     catalog = await start_catalog(settings, port=0)
     signer = GrpcBodySigner(issuer)
@@ -237,15 +270,7 @@ async def running_hub(
         worker=agent_worker,
     )
     agent_port.connect(agent.address)
-    recorder = EchoRecorder()
-    echo_app = create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys"))
-    echo_app.middlewares.insert(0, _recorder(recorder))
-    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    echo_url = f"http://127.0.0.1:{port}"
+    jwks.url = f"{execution.http_url}/v1/signingKeys"
     try:
         async with (
             grpc.aio.insecure_channel(catalog.address) as catalog_channel,
@@ -258,7 +283,8 @@ async def running_hub(
                 catalog_stub, echo_url=echo_url, metadata=publisher, extension_id="echo-plain", with_objects=False
             )
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
-            yield Hub(catalog, agent, execution, echo_url, stub, token, execution_settings, recorder)
+            tasks = agent_task_service_pb2_grpc.AgentTaskServiceStub(channel)
+            yield Hub(catalog, agent, execution, echo_url, stub, tasks, token, execution_settings, recorder)
     finally:
         await runner.cleanup()
         await agent.stop(0)
@@ -327,6 +353,7 @@ async def start_agent_process(
     log_dir: Path,
     env: Mapping[str, str] = FAST_AGENT_ENV,
     slots: int = 1,
+    egress_allow: Sequence[str] = (),
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
@@ -344,6 +371,7 @@ async def start_agent_process(
             "EXTHUB_AGENT_ID": agent_id,
             "EXTHUB_AGENT_WORKER_SLOTS": str(slots),
             "EXTHUB_LOG_FORMAT": "json",
+            "EXTHUB_EGRESS__ALLOW": ",".join(egress_allow),
             **env,
         }
     )
@@ -405,7 +433,11 @@ class AgentCluster:
             current = self.agents.get(agent_id)
             if current is None or current.process.returncode is not None:
                 self.agents[agent_id] = await start_agent_process(
-                    self.data_dir, self.execution_address, agent_id, log_dir=self.log_dir
+                    self.data_dir,
+                    self.execution_address,
+                    agent_id,
+                    log_dir=self.log_dir,
+                    egress_allow=self.hub.settings.egress.allow if self.hub.settings else (),
                 )
 
     async def create(

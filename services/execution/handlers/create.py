@@ -1,4 +1,4 @@
-"""CreateExecution and RetryExecution (spec §3.4, §5.1, §5.2 idempotent create)."""
+"""CreateExecution (idempotent with a ``request_id``) and RetryExecution."""
 
 from __future__ import annotations
 
@@ -14,8 +14,8 @@ from services.execution.domain import ExecutionState, create, is_terminal, new_s
 from services.execution.domain.scheduling import due_time
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import run_sync
-from services.execution.handlers.support import dispatch_marker, expire_time, load_visible, timeouts_of
-from services.execution.model import MODE_ASYNC, MODE_DIRECT, MODE_SYNC, StoredExecution
+from services.execution.handlers.support import expire_time, load_visible, timeouts_of
+from services.execution.model import MODE_ASYNC, MODE_DIRECT, MODE_SYNC, StoredExecution, set_dispatch
 from services.platform.auth.principal import Principal
 from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.query.filter import MAP_KEY_RE
@@ -43,7 +43,7 @@ class ExecutionDraft:
 
 
 def validate_draft(draft: ExecutionDraft) -> None:
-    """Size and shape limits (spec §7.6): INVALID_ARGUMENT with the offending field."""
+    """Size and shape limits: INVALID_ARGUMENT with the offending field."""
     mapping.parse_version_name(draft.extension_version)
     if not draft.profile or len(draft.profile) > MAX_PROFILE_CHARS:
         raise InvalidArgument.field("execution.profile", f"must have 1 to {MAX_PROFILE_CHARS} characters")
@@ -204,11 +204,9 @@ async def _store_and_start(
         "direct_token": "",
         "end_time": None,
         "input_timeout_seconds": ctx.input_timeout.total_seconds(),
-        "dispatch": None,
-        "dispatch_pending": False,
     }
     if initial is ExecutionState.QUEUED:
-        body.update(dispatch_marker(record.attempt))
+        set_dispatch(body, record.attempt)
     if initial is ExecutionState.RUNNING:
         status_key, body["status_key_hash"] = new_status_key()
     if initial is ExecutionState.DIRECT_TOKEN_ISSUED:

@@ -86,9 +86,9 @@ async def list_events(
     from_sequence = 1
     if page_token:
         from_sequence = int(ctx.page_tokens.decode(page_token, query=query_args).get("from", 1))
-    fetch = min(limit + 1, MAX_QUERY_LIMIT)  # one more than asked shows whether a next page exists
-    events, continuation = await ctx.repository.list_events(execution_id, from_sequence=from_sequence, limit=fetch)
-    more = len(events) > limit or (fetch == limit and continuation is not None)
+    # one more than asked shows whether a next page exists
+    events = await ctx.repository.list_events(execution_id, from_sequence=from_sequence, limit=limit + 1)
+    more = len(events) > limit
     events = events[:limit]
     token = ctx.page_tokens.encode({"from": events[-1].sequence + 1}, query=query_args) if more and events else ""
     return events, token
@@ -108,7 +108,7 @@ async def watch_execution(
     next_sequence = max(from_sequence, 1)
     while True:
         armed = ctx.repository.notifier.arm(execution_id)
-        events, _ = await ctx.repository.list_events(execution_id, from_sequence=next_sequence, limit=1000)
+        events = await ctx.repository.list_events(execution_id, from_sequence=next_sequence, limit=MAX_QUERY_LIMIT)
         for event in events:
             yield event
             next_sequence = event.sequence + 1

@@ -19,7 +19,7 @@ from services.execution.domain import (
 )
 from services.execution.domain.scheduling import Timeouts
 from services.execution.handlers.context import ACCESSOR_TTL, ExecutionContext
-from services.execution.model import StoredExecution
+from services.execution.model import StoredExecution, set_dispatch
 from services.execution.repository import Change, execution_not_found
 from services.objects.port import Accessor, ObjectRef
 from services.platform.auth.principal import Principal
@@ -63,11 +63,6 @@ def execution_deadline(stored: StoredExecution) -> datetime | None:
     return None if deadline is None else from_storage(deadline)
 
 
-def dispatch_marker(attempt: int, not_before: str | None = None) -> dict[str, Any]:
-    """The outbox fields of a QUEUED write: the attempt to publish (see :mod:`services.execution.dispatch`)."""
-    return {"dispatch": {"attempt": attempt, "not_before": not_before}, "dispatch_pending": True}
-
-
 def change_from(current: StoredExecution, result: TransitionResult, /, *, now: str, **fields: Any) -> Change | None:
     """The write for an accepted state-machine result (None for a recognised repeat).
 
@@ -84,14 +79,16 @@ def change_from(current: StoredExecution, result: TransitionResult, /, *, now: s
     record = result.record
     if record.is_terminal:
         extra["end_time"] = now
-        extra.update(dispatch=None, dispatch_pending=False, cancel_deadline=None)
+        extra["cancel_deadline"] = None
         if record.state not in (ExecutionState.FAILED, ExecutionState.TIMED_OUT):
             extra.setdefault("error", None)  # an earlier attempt's error does not outlive a success
+    body = current.evolve(record, **extra)
+    if record.is_terminal:
+        set_dispatch(body, None)
     elif record.state is ExecutionState.QUEUED and (
         current.state is not ExecutionState.QUEUED or current.attempt != record.attempt
     ):
-        extra.update(dispatch_marker(record.attempt, not_before))
-    body = current.evolve(record, **extra)
+        set_dispatch(body, record.attempt, not_before)
     body["expire_time"] = None if record.is_terminal else expire_time(record, body)
     body["due_time"] = scheduling.due_time(record, timeouts_of(body), cancel_deadline_at=body.get("cancel_deadline"))
     return Change(body, result.event)

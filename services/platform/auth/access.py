@@ -1,4 +1,4 @@
-"""Per-method access rules (spec §4 role column, §7.2) and the caller's principal for handlers."""
+"""Per-method access rules (``exthub.type.v1.access``) and the caller's principal for handlers."""
 
 from __future__ import annotations
 
@@ -49,11 +49,10 @@ class Audience(enum.Enum):
 
 @dataclass(frozen=True)
 class AccessRule:
-    """The access rule of one method; ``internal`` marks in-cluster methods the gateway does not route."""
+    """The access rule of one method."""
 
     audience: Audience
     roles: frozenset[str] = field(default_factory=frozenset)
-    internal: bool = False
 
     def __post_init__(self) -> None:
         if self.audience is Audience.ROLES and not self.roles:
@@ -62,19 +61,19 @@ class AccessRule:
             raise ValueError("roles are only meaningful with audience ROLES")
 
 
-def public(*, internal: bool = False) -> AccessRule:
+def public() -> AccessRule:
     """Anybody may call (a bearer token, if sent, must still be valid)."""
-    return AccessRule(Audience.PUBLIC, internal=internal)
+    return AccessRule(Audience.PUBLIC)
 
 
-def authenticated(*, internal: bool = False) -> AccessRule:
+def authenticated() -> AccessRule:
     """Any valid token may call."""
-    return AccessRule(Audience.AUTHENTICATED, internal=internal)
+    return AccessRule(Audience.AUTHENTICATED)
 
 
-def require_roles(*roles: str, internal: bool = False) -> AccessRule:
+def require_roles(*roles: str) -> AccessRule:
     """A valid token holding one of ``roles`` (or Hub.Admin) may call."""
-    return AccessRule(Audience.ROLES, frozenset(roles), internal=internal)
+    return AccessRule(Audience.ROLES, frozenset(roles))
 
 
 PUBLIC_METHODS: Mapping[str, AccessRule] = {
@@ -163,6 +162,6 @@ def access_rules_from_descriptors(service_descriptors: Iterable[Any]) -> dict[st
                 _log.warning("method access option has no audience; calls will be refused", method=full_name)
                 continue
             rules[full_name] = AccessRule(
-                audience, frozenset(option.roles) if audience is Audience.ROLES else frozenset(), option.internal
+                audience, frozenset(option.roles) if audience is Audience.ROLES else frozenset()
             )
     return rules

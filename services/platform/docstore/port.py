@@ -8,14 +8,16 @@ Contract (every adapter passes ``tests/contract/docstore``):
   (AIP-154): a mismatch raises ``Aborted(reason="ETAG_MISMATCH")``.
 * ``query`` pages with opaque continuation tokens (keyset, never OFFSET); results are ordered by
   ``order_by`` and then by id (then partition for cross-partition queries).
-* ``transact`` is all-or-nothing inside ONE partition (Cosmos transactional batch, at most 100 ops).
+* Every write touches ONE document; there is no multi-document transaction (the Cosmos DB emulator has no
+  transactional batch). A caller that must change several things at once keeps them in one document
+  (e.g. the execution's outbox of events, see ``services/execution/outbox.py``).
 * Filters are :mod:`services.platform.query.predicate` trees; see that module for their semantics.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -23,25 +25,19 @@ from services.platform.errors import Aborted, AlreadyExists, NotFound
 from services.platform.query.predicate import Predicate, SortKey
 
 __all__ = [
-    "MAX_BATCH_OPERATIONS",
     "MAX_DOCUMENT_BYTES",
     "MAX_QUERY_LIMIT",
-    "CreateOp",
-    "DeleteOp",
     "Document",
     "DocumentCollection",
     "DocumentStore",
     "Query",
     "QueryPage",
-    "ReplaceOp",
-    "WriteOp",
     "document_exists",
     "document_not_found",
     "etag_mismatch",
     "validate_key",
 ]
 
-MAX_BATCH_OPERATIONS = 100  # Cosmos DB transactional batch limit
 MAX_DOCUMENT_BYTES = 2 * 1024 * 1024  # Cosmos DB item size limit (JSON text)
 MAX_QUERY_LIMIT = 1000
 _ID_RE = re.compile(r"[^/\\?#\x00-\x1f\x7f]{1,255}")
@@ -77,34 +73,6 @@ class QueryPage:
     continuation: str | None
 
 
-@dataclass(frozen=True)
-class CreateOp:
-    """Create a document (fails with AlreadyExists when the id is taken)."""
-
-    id: str
-    body: Mapping[str, Any]
-
-
-@dataclass(frozen=True)
-class ReplaceOp:
-    """Replace a document, optionally only if its etag still matches."""
-
-    id: str
-    body: Mapping[str, Any]
-    if_match: str | None = None
-
-
-@dataclass(frozen=True)
-class DeleteOp:
-    """Delete a document, optionally only if its etag still matches."""
-
-    id: str
-    if_match: str | None = None
-
-
-WriteOp = CreateOp | ReplaceOp | DeleteOp
-
-
 class DocumentCollection(Protocol):
     """One named collection (a Cosmos container)."""
 
@@ -135,11 +103,6 @@ class DocumentCollection(Protocol):
 
     async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
         """How many documents match."""
-        ...
-
-    async def transact(self, partition: str, ops: Sequence[WriteOp]) -> list[Document | None]:
-        """Apply ``ops`` atomically in one partition: all succeed, or nothing is written and the
-        failing op's error is raised. Returns the new document per op (None for deletes)."""
         ...
 
 

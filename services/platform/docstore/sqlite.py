@@ -12,11 +12,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import hashlib
-import json
-import math
 import re
 import sqlite3
 import uuid
@@ -27,30 +22,30 @@ from typing import Any
 
 import aiosqlite
 
+from services.platform.docstore.codec import (
+    SortValue,
+    decode_continuation,
+    dump_body,
+    encode_continuation,
+    fingerprint,
+    load_body,
+)
 from services.platform.docstore.port import (
-    MAX_BATCH_OPERATIONS,
-    MAX_DOCUMENT_BYTES,
     MAX_QUERY_LIMIT,
-    CreateOp,
-    DeleteOp,
     Document,
     Query,
     QueryPage,
-    ReplaceOp,
-    WriteOp,
     document_exists,
     document_not_found,
     etag_mismatch,
     validate_key,
 )
 from services.platform.docstore.sqlite_filter import (
-    SortValue,
     compile_predicate,
     keyset_after,
     order_by_clause,
 )
-from services.platform.errors import InvalidArgument, Unavailable
-from services.platform.paging import invalid_page_token
+from services.platform.errors import Unavailable
 from services.platform.query.predicate import Predicate
 from services.platform.sqlite_connection import connect, require_wal
 
@@ -74,7 +69,6 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 _COLLECTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,254}")
 _DEFAULT_BUSY_TIMEOUT_MS = 10_000
-_TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,8192}")
 
 
 @contextmanager
@@ -87,28 +81,6 @@ def _translate_errors() -> Iterator[None]:
         if "locked" in text or "busy" in text:
             raise Unavailable("the document store is busy; retry") from exc
         raise
-
-
-def _dump(body: Mapping[str, Any]) -> str:
-    if not isinstance(body, Mapping):
-        raise TypeError("a document body must be a JSON object (a mapping)")
-    try:
-        text = json.dumps(dict(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
-        size = len(text.encode("utf-8"))
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"the document body is not valid JSON: {exc}") from None
-    if size > MAX_DOCUMENT_BYTES:
-        raise InvalidArgument(
-            f"the document is too large ({size} bytes, at most {MAX_DOCUMENT_BYTES})",
-            reason="DOCUMENT_TOO_LARGE",
-        )
-    return text
-
-
-def _load(text: str) -> dict[str, Any]:
-    value = json.loads(text)
-    assert isinstance(value, dict)
-    return value
 
 
 def _new_etag() -> str:
@@ -239,10 +211,17 @@ class SqliteDocumentCollection:
 
     async def create(self, partition: str, id: str, body: Mapping[str, Any]) -> Document:
         """Insert a new document; AlreadyExists(DOCUMENT_EXISTS) when the id is taken."""
-        result = await self.transact(partition, [CreateOp(id, body)])
-        doc = result[0]
-        assert doc is not None
-        return doc
+        key, text, etag = self._prepare(partition, id, body)
+        async with self._store.write_transaction() as conn:
+            with _translate_errors():
+                async with conn.execute(
+                    "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
+                    "ON CONFLICT (collection, partition, id) DO NOTHING",
+                    (*key, etag, text),
+                ) as cur:
+                    if cur.rowcount != 1:
+                        raise document_exists(id)
+        return Document(id, partition, load_body(text), etag)
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None."""
@@ -254,76 +233,50 @@ class SqliteDocumentCollection:
         )
         if not rows:
             return None
-        return Document(id=id, partition=partition, body=_load(rows[0][1]), etag=rows[0][0])
+        return Document(id=id, partition=partition, body=load_body(rows[0][1]), etag=rows[0][0])
 
     async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
         """Overwrite; Aborted(ETAG_MISMATCH) or NotFound(DOCUMENT_NOT_FOUND)."""
-        result = await self.transact(partition, [ReplaceOp(id, body, if_match)])
-        doc = result[0]
-        assert doc is not None
-        return doc
+        key, text, etag = self._prepare(partition, id, body)
+        where, condition = self._match(if_match)
+        await self._change(
+            key, f"UPDATE documents SET etag = ?, body = ? WHERE {where}", (etag, text, *key, *condition)
+        )
+        return Document(id, partition, load_body(text), etag)
 
     async def delete(self, partition: str, id: str, *, if_match: str | None = None) -> None:
         """Remove; Aborted(ETAG_MISMATCH) or NotFound(DOCUMENT_NOT_FOUND)."""
-        await self.transact(partition, [DeleteOp(id, if_match)])
-
-    async def transact(self, partition: str, ops: Sequence[WriteOp]) -> list[Document | None]:
-        """All-or-nothing writes in one partition (at most 100 ops, like a Cosmos batch)."""
         validate_key("partition", partition)
-        if not ops:
-            return []
-        if len(ops) > MAX_BATCH_OPERATIONS:
-            raise ValueError(f"at most {MAX_BATCH_OPERATIONS} operations per transaction")
-        prepared: list[tuple[WriteOp, str | None, str]] = []
-        for op in ops:
-            validate_key("id", op.id)
-            text = None if isinstance(op, DeleteOp) else _dump(op.body)
-            prepared.append((op, text, _new_etag()))
-        results: list[Document | None] = []
-        async with self._store.write_transaction() as conn:
-            for op, text, etag in prepared:
-                results.append(await self._apply(conn, partition, op, text, etag))
-        return results
+        validate_key("id", id)
+        key = (self._name, partition, id)
+        where, condition = self._match(if_match)
+        await self._change(key, f"DELETE FROM documents WHERE {where}", (*key, *condition))
 
-    async def _apply(
-        self, conn: aiosqlite.Connection, partition: str, op: WriteOp, text: str | None, etag: str
-    ) -> Document | None:
-        key = (self._name, partition, op.id)
-        with _translate_errors():
-            if isinstance(op, CreateOp):
-                assert text is not None
-                async with conn.execute(
-                    "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (collection, partition, id) DO NOTHING",
-                    (*key, etag, text),
-                ) as cur:
-                    if cur.rowcount != 1:
-                        raise document_exists(op.id)
-                return Document(op.id, partition, _load(text), etag)
-            where = "collection = ? AND partition = ? AND id = ?"
-            condition: tuple[str, ...] = ()
-            if op.if_match is not None:
-                where += " AND etag = ?"
-                condition = (op.if_match,)
-            if isinstance(op, ReplaceOp):
-                assert text is not None
-                sql = f"UPDATE documents SET etag = ?, body = ? WHERE {where}"
-                params: tuple[Any, ...] = (etag, text, *key, *condition)
-            else:
-                sql = f"DELETE FROM documents WHERE {where}"
-                params = (*key, *condition)
-            async with conn.execute(sql, params) as cur:
-                changed = cur.rowcount
-            if changed != 1:
+    def _prepare(self, partition: str, id: str, body: Mapping[str, Any]) -> tuple[tuple[str, str, str], str, str]:
+        validate_key("partition", partition)
+        validate_key("id", id)
+        return (self._name, partition, id), dump_body(body), _new_etag()
+
+    @staticmethod
+    def _match(if_match: str | None) -> tuple[str, tuple[str, ...]]:
+        where = "collection = ? AND partition = ? AND id = ?"
+        if if_match is None:
+            return where, ()
+        return where + " AND etag = ?", (if_match,)
+
+    async def _change(self, key: tuple[str, str, str], sql: str, params: tuple[Any, ...]) -> None:
+        """Run a conditional UPDATE/DELETE of one row; tell a stale etag from a missing document."""
+        async with self._store.write_transaction() as conn:
+            with _translate_errors():
+                async with conn.execute(sql, params) as cur:
+                    changed = cur.rowcount
+                if changed == 1:
+                    return
                 async with conn.execute(
                     "SELECT 1 FROM documents WHERE collection = ? AND partition = ? AND id = ?", key
                 ) as cur:
                     exists = await cur.fetchone() is not None
-                raise etag_mismatch(op.id) if exists else document_not_found(op.id)
-        if isinstance(op, ReplaceOp):
-            assert text is not None
-            return Document(op.id, partition, _load(text), etag)
-        return None
+        raise etag_mismatch(key[2]) if exists else document_not_found(key[2])
 
     async def query(self, query: Query) -> QueryPage:
         """One page, ordered by ``order_by`` then id then partition; keyset continuation."""
@@ -332,9 +285,9 @@ class SqliteDocumentCollection:
         order_by = tuple(query.order_by)
         selects, select_params, order_sql = order_by_clause(order_by)
         where_sql, where_params = self._where(query.partition, query.where)
-        fingerprint = self._fingerprint(query)
+        query_fingerprint = fingerprint(self._name, query)
         if query.continuation is not None:
-            values, last_id, last_partition = _decode_continuation(query.continuation, fingerprint, len(order_by))
+            values, last_id, last_partition = decode_continuation(query.continuation, query_fingerprint, len(order_by))
             keyset_sql, keyset_params = keyset_after(order_by, values, last_id, last_partition)
             where_sql += " AND " + keyset_sql
             where_params += keyset_params
@@ -342,13 +295,13 @@ class SqliteDocumentCollection:
         sql = f"SELECT {columns} FROM documents WHERE {where_sql} {order_sql} LIMIT ?"
         rows = await self._store._read(sql, [*select_params, *where_params, query.limit + 1])
         documents = [
-            Document(id=row[0], partition=row[1], etag=row[2], body=_load(row[3])) for row in rows[: query.limit]
+            Document(id=row[0], partition=row[1], etag=row[2], body=load_body(row[3])) for row in rows[: query.limit]
         ]
         continuation = None
         if len(rows) > query.limit:
             last = rows[query.limit - 1]
             sort_values: list[SortValue] = [last[4 + i] for i in range(len(order_by))]
-            continuation = _encode_continuation(fingerprint, sort_values, last[0], last[1])
+            continuation = encode_continuation(query_fingerprint, sort_values, last[0], last[1])
         return QueryPage(documents=documents, continuation=continuation)
 
     async def count(self, *, partition: str | None = None, where: Predicate | None = None) -> int:
@@ -369,43 +322,3 @@ class SqliteDocumentCollection:
             clauses.append(sql)
             params.extend(predicate_params)
         return " AND ".join(clauses), params
-
-    def _fingerprint(self, query: Query) -> str:
-        shape = [
-            self._name,
-            query.partition,
-            repr(query.where),
-            [[list(key.path), key.descending] for key in query.order_by],
-        ]
-        digest = hashlib.sha256(json.dumps(shape, separators=(",", ":")).encode()).digest()[:12]
-        return base64.urlsafe_b64encode(digest).decode("ascii")
-
-
-def _encode_continuation(fingerprint: str, values: list[SortValue], id: str, partition: str) -> str:
-    payload = {"f": fingerprint, "k": values, "i": id, "p": partition}
-    raw = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()
-    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
-
-
-def _decode_continuation(token: str, fingerprint: str, n_keys: int) -> tuple[list[SortValue], str, str]:
-    if not _TOKEN_RE.fullmatch(token):
-        raise invalid_page_token("malformed continuation")
-    try:
-        payload = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-    except (ValueError, binascii.Error):
-        raise invalid_page_token("malformed continuation") from None
-    if not isinstance(payload, dict) or payload.get("f") != fingerprint:
-        raise invalid_page_token("the continuation belongs to a different query")
-    values, last_id, last_partition = payload.get("k"), payload.get("i"), payload.get("p")
-    if not isinstance(values, list) or len(values) != n_keys:
-        raise invalid_page_token("malformed continuation")
-    if not isinstance(last_id, str) or not isinstance(last_partition, str):
-        raise invalid_page_token("malformed continuation")
-    for value in values:
-        if isinstance(value, bool) or not (value is None or isinstance(value, str | int | float)):
-            raise invalid_page_token("malformed continuation")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise invalid_page_token("malformed continuation")
-        if isinstance(value, int) and not -(2**63) <= value < 2**63:
-            raise invalid_page_token("malformed continuation")
-    return values, last_id, last_partition

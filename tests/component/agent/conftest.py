@@ -2,7 +2,7 @@
 
 The hub's signing keys come from a test ``SigningKeyRing``; its JWKS is written to a file that echo reads
 (``FileJwksSource``, the same source as ``--jwks-file``). Most tests sign through a ``KeyRingBodySigner`` over
-that ring; ``signing_service`` is a stand-in ExecutionService serving only ``SignExtensionRequest`` (with the
+that ring; ``signing_service`` is a stand-in AgentTaskService serving only ``SignExtensionRequest`` (with the
 real auth interceptor) for the agent's production signer.
 """
 
@@ -24,14 +24,15 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.agent.v1 import agent_service_pb2_grpc as agent_grpc
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.execution.v1 import agent_task_service_pb2, execution_pb2
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
+from services.agent.adapters.signing import audience_of
 from services.agent.app import AgentApp, start_agent
 from services.echo import EchoConfig, FileJwksSource, create_echo_app
 from services.execution.signing import SigningKeyRing
 from services.platform.auth.access import access_rules_from_descriptors, require_principal
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.errors import FailedPrecondition
 from services.platform.server import start_grpc_server
@@ -80,7 +81,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    return Settings.local_defaults(data_dir, agent_port=0, log_format="console")
+    # the test extensions (echo, capture servers) listen on loopback: this deployment allow-lists it
+    return Settings.local_defaults(data_dir, agent_port=0, log_format="console", egress={"allow": ["127.0.0.0/8"]})
 
 
 @pytest.fixture
@@ -153,7 +155,7 @@ async def capture() -> AsyncIterator[Capture]:
 
 @dataclass
 class SigningService:
-    """A stand-in ExecutionService: signs with the test ring, records calls, can refuse (STALE_ATTEMPT)."""
+    """A stand-in AgentTaskService: signs with the test ring, records calls, can refuse (STALE_ATTEMPT)."""
 
     address: str
     ring: SigningKeyRing
@@ -162,32 +164,39 @@ class SigningService:
 
 
 async def _sign(
-    state: SigningService, request: execution_service_pb2.SignExtensionRequestRequest
-) -> execution_service_pb2.SignExtensionRequestResponse:
+    state: SigningService, request: agent_task_service_pb2.SignExtensionRequestRequest
+) -> agent_task_service_pb2.SignExtensionRequestResponse:
     principal = require_principal()
     state.calls.append((request.name, request.attempt, request.body, principal.user))
     if state.refuse:
         raise FailedPrecondition("attempt 1 is not the current attempt 2", reason="STALE_ATTEMPT")
-    return execution_service_pb2.SignExtensionRequestResponse(
-        signature=state.ring.sign_body(request.body), key_id=state.ring.current_kid
+    return agent_task_service_pb2.SignExtensionRequestResponse(
+        signature=state.ring.sign_extension_request(
+            request.body,
+            audience=audience_of(request.body),
+            execution=request.name,
+            attempt=request.attempt,
+            now=datetime.now(UTC),
+        ),
+        key_id=state.ring.current_kid,
     )
 
 
 @pytest.fixture
 async def signing_service(settings: Settings, ring: SigningKeyRing) -> AsyncIterator[SigningService]:
     state = SigningService(address="", ring=ring)
-    descriptor = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
+    descriptor = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
 
     async def sign(
-        request: execution_service_pb2.SignExtensionRequestRequest, context: object
-    ) -> execution_service_pb2.SignExtensionRequestResponse:
+        request: agent_task_service_pb2.SignExtensionRequestRequest, context: object
+    ) -> agent_task_service_pb2.SignExtensionRequestResponse:
         return await _sign(state, request)
 
     def register(server: grpc.aio.Server) -> list[str]:
         handler = grpc.unary_unary_rpc_method_handler(
             sign,
-            request_deserializer=execution_service_pb2.SignExtensionRequestRequest.FromString,
-            response_serializer=execution_service_pb2.SignExtensionRequestResponse.SerializeToString,
+            request_deserializer=agent_task_service_pb2.SignExtensionRequestRequest.FromString,
+            response_serializer=agent_task_service_pb2.SignExtensionRequestResponse.SerializeToString,
         )
         server.add_generic_rpc_handlers(
             (grpc.method_handlers_generic_handler(descriptor.full_name, {"SignExtensionRequest": handler}),)

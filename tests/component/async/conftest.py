@@ -19,10 +19,10 @@ import pytest_asyncio
 from google.protobuf import duration_pb2, struct_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.invariants import check_invariants
-from services.platform.auth.dev_issuer import DevIssuer
 from tests.support.hub import AgentCluster, Hub, running_hub
 
 E = execution_pb2.Execution
@@ -118,5 +118,10 @@ async def hub_cluster(cluster: AgentCluster) -> AsyncIterator[AgentCluster]:
     yield cluster
     for name in cluster.created[first:]:
         await cluster.wait_terminal(name, within=20)
-    violations = await check_invariants(cluster.hub.execution.context.repository, accepted=cluster.created)
+    relay = cluster.hub.execution.relay
+    assert relay is not None
+    await relay.settle()
+    violations = await check_invariants(
+        cluster.hub.execution.context.repository, accepted=cluster.created, outbox_settled=True
+    )
     assert violations == [], "\n".join(map(str, violations))

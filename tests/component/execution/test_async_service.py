@@ -15,21 +15,22 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import call_status, error_info
+from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.domain import ExecutionState
-from services.execution.model import COLLECTION
+from services.execution.model import COLLECTION, StoredExecution, dispatch_of, outbox_events, set_dispatch
 from services.execution.repository import Change, ExecutionRepository
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
 from tests.support.hub import Hub, Metadata, running_hub
 
 E = execution_pb2.Execution
 pb = execution_service_pb2
+tasks_pb = agent_task_service_pb2
 OBJECTS_VERSION = "extensions/echo/versions/1.0.0"
 SHORT_SYNC_VERSION = "extensions/echo-short/versions/1.0.0"
 FAST: dict[str, Any] = {
@@ -87,34 +88,41 @@ async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_ro
         "priority": "HIGH",
         "tenant": "tenant-a",
     }
-    stored = await fast_hub.execution.context.repository.get(execution_id)
-    assert stored.get("dispatch") is None and stored.get("dispatch_pending") is False  # marker cleared
+    app = fast_hub.execution
+    assert app.relay is not None
+    await app.relay.settle()
+    stored = await app.context.repository.get(execution_id)
+    assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []  # outbox emptied
 
 
 async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: SqliteWorkQueue) -> None:
     app = fast_hub.execution
-    assert app.dispatcher is not None
+    assert app.relay is not None
     created = await create(fast_hub, profile="async")
     execution_id = created.name.removeprefix("executions/")
+    await app.relay.settle()
     original = await app.context.repository.get(execution_id)
     # "crash after the state write, before the publish": the same document under a new id, written without
-    # the dispatcher listening — its marker is left behind.
+    # the relay listening — its marker and its CREATED event are left in the outbox.
     plain = ExecutionRepository(app.store.collection(COLLECTION))
     orphan_id = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
-    (created_event,) = (await plain.list_events(execution_id, from_sequence=1, limit=1))[0]
-    await plain.create(
-        orphan_id, {**original.body, "dispatch_pending": True, "dispatch": {"attempt": 1}}, created_event
-    )
+    (created_event,) = await plain.list_events(execution_id, from_sequence=1, limit=1)
+    orphan_body = {key: value for key, value in original.body.items() if key != "outbox"}
+    set_dispatch(orphan_body, 1)
+    await plain.create(orphan_id, orphan_body, created_event)
+
     # "crash after the publish, before clearing the marker": the marker is back on the published one.
-    await plain.update(
-        execution_id,
-        lambda current: Change(
-            current.evolve(dispatch={"attempt": 1, "not_before": None}, dispatch_pending=True), None
-        ),
-    )
-    await app.dispatcher.sweep_pending()  # (the sweeper's own periodic pass may have done it already)
+    def mark_again(current: StoredExecution) -> Change:
+        body = current.evolve()
+        set_dispatch(body, 1)
+        return Change(body, None)
+
+    await plain.update(execution_id, mark_again)
+    await app.relay.sweep_pending()  # (the sweeper's own periodic pass may have done it already)
     for marked in (execution_id, orphan_id):
-        assert (await app.context.repository.get(marked)).get("dispatch_pending") is False
+        stored = await app.context.repository.get(marked)
+        assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []
+    assert [e.sequence for e in await plain.list_events(orphan_id)] == [1]
     ids = sorted(lease.message.message_id for lease in await queue.receive(max_messages=10, lease_seconds=5))
     assert ids == sorted([f"{execution_id}:1", f"{orphan_id}:1"])  # exactly one message per attempt
 
@@ -125,12 +133,18 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
     created = await create(fast_hub, profile="async")
     failure = status_pb2.Status(code=14, message="boom")
     for attempt in (1, 2, 3):
-        claimed = await fast_hub.stub.ClaimExecution(
-            pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)
+        claimed = await fast_hub.tasks.ClaimExecution(
+            tasks_pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)
         )
         assert claimed.execution.state == E.RUNNING and claimed.task.attempt == attempt
         reported = await fast_hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=created.name, attempt=attempt, state=E.QUEUED, error=failure),
+            pb.ReportExecutionStatusRequest(
+                name=created.name,
+                attempt=attempt,
+                state=E.QUEUED,
+                error=failure,
+                status_update_key=claimed.task.status_update_key,
+            ),
             metadata=agent(fast_hub),
         )
         if attempt < 3:  # the echo profile's default policy: 3 attempts
@@ -145,35 +159,35 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
 
 async def test_heartbeat_delivers_cancel_and_an_unacknowledged_cancel_is_swept(fast_hub: Hub) -> None:
     created = await create(fast_hub, profile="async")
-    await fast_hub.stub.ClaimExecution(
-        pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    await fast_hub.tasks.ClaimExecution(
+        tasks_pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert (beat.abort, beat.cancel_requested, beat.state) == (False, False, E.RUNNING) and beat.HasField("deadline")
-    stale = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=2, agent_id="a"), metadata=agent(fast_hub)
+    stale = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=2, agent_id="a"), metadata=agent(fast_hub)
     )
     assert stale.abort
     requested = await fast_hub.stub.CancelExecution(
         pb.CancelExecutionRequest(name=created.name), metadata=fast_hub.token()
     )
     assert requested.state == E.RUNNING
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert beat.cancel_requested and not beat.abort
     # no agent reports: the sweeper ends it after the grace period
     done = await wait_state(fast_hub, created.name, E.CANCELLED)
     assert done.attempt == 1
-    beat = await fast_hub.stub.HeartbeatExecution(
-        pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
+    beat = await fast_hub.tasks.HeartbeatExecution(
+        tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=agent(fast_hub)
     )
     assert beat.abort and beat.state == E.CANCELLED
     with pytest.raises(grpc.aio.AioRpcError) as raised:  # the heartbeat is for agents only
-        await fast_hub.stub.HeartbeatExecution(
-            pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=fast_hub.token()
+        await fast_hub.tasks.HeartbeatExecution(
+            tasks_pb.HeartbeatExecutionRequest(name=created.name, attempt=1, agent_id="a"), metadata=fast_hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
@@ -231,9 +245,8 @@ async def test_a_sync_call_past_the_execution_deadline_ends_timed_out(fast_hub: 
 
 async def test_error_metadata_keys_are_lower_camel_case(fast_hub: Hub) -> None:
     done = await create(fast_hub, request=struct(failWith=404))
-    info = error_details_pb2.ErrorInfo()
-    assert done.error.details[0].Unpack(info)
-    assert info.metadata["httpStatus"] == "404"
+    info = error_info(done.error)
+    assert info is not None and info.metadata["httpStatus"] == "404"
     assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", key) for key in info.metadata), dict(info.metadata)
 
 
@@ -256,10 +269,10 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
             pb.ContinueExecutionRequest(name=created.name, provided_inputs=["document"]), metadata=fast_hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    status = rpc_status.from_call(raised.value)
+    status = call_status(raised.value)
     assert status is not None
-    info, failure = error_details_pb2.ErrorInfo(), error_details_pb2.PreconditionFailure()
-    assert any(d.Unpack(info) for d in status.details) and any(d.Unpack(failure) for d in status.details)
+    info, failure = error_info(status), error_details_pb2.PreconditionFailure()
+    assert info is not None and any(d.Unpack(failure) for d in status.details)
     assert info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
     assert [(v.type, v.subject) for v in failure.violations] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value

@@ -26,11 +26,11 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.envoy import RunningEnvoy, start_envoy
 from gateway.render import render_config
 from services.catalog.app import CatalogApp
 from services.platform import server as platform_server
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.interceptors import HubServerInterceptor
 from tests.support.hub import Hub, running_hub
 
@@ -126,7 +126,6 @@ def gateway_config(data_dir: Path, hub: Hub, gateway_port: int) -> dict[str, Any
         "local",
         data_dir=data_dir,
         listen_port=gateway_port,
-        admin_port=0,
         catalog_address=hub.catalog.address,
         execution_address=hub.execution.address,
         objects_address=URL(hub.execution.http_url).raw_authority,

@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc
-from exthub.execution.v1 import execution_service_pb2, execution_service_pb2_grpc
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.execution.v1 import agent_task_service_pb2, execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from tests.component.gateway.conftest import Bearer, ServiceCalls, b64url, call
 from tests.support.hub import Hub
 
@@ -185,11 +185,11 @@ async def test_internal_methods_are_not_reachable(
     reached = len(service_calls)
     async with grpc.aio.insecure_channel(gateway.address) as channel:
         for method, request in (
-            ("ClaimExecution", execution_service_pb2.ClaimExecutionRequest(name="executions/x", attempt=1)),
-            ("SignExtensionRequest", execution_service_pb2.SignExtensionRequestRequest(name="executions/x")),
+            ("ClaimExecution", agent_task_service_pb2.ClaimExecutionRequest(name="executions/x", attempt=1)),
+            ("SignExtensionRequest", agent_task_service_pb2.SignExtensionRequestRequest(name="executions/x")),
         ):
             rpc: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
-                f"/exthub.execution.v1.ExecutionService/{method}", request_serializer=type(request).SerializeToString
+                f"/exthub.execution.v1.AgentTaskService/{method}", request_serializer=type(request).SerializeToString
             )
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await rpc(request, metadata=tuple(admin.items()), timeout=5)
@@ -201,6 +201,7 @@ async def test_internal_methods_are_not_reachable(
             await agent(b"", metadata=tuple(admin.items()), timeout=5)
         assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED)
     for method, path in (
+        ("POST", "/exthub.execution.v1.AgentTaskService/ClaimExecution"),
         ("POST", "/exthub.execution.v1.ExecutionService/ClaimExecution"),
         ("POST", "/exthub.agent.v1.AgentService/Execute"),
         ("POST", "/v1/executions/x:claim"),

@@ -1,10 +1,10 @@
-"""Contract: create/read/replace/delete, etags, transactions, partitions, hostile values."""
+"""Contract: create/read/replace/delete, etags, single-document writes, partitions, hostile values."""
 
 from __future__ import annotations
 
 import pytest
 
-from services.platform.docstore.port import CreateOp, DeleteOp, DocumentCollection, DocumentStore, ReplaceOp
+from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 
 
@@ -102,52 +102,26 @@ async def test_delete_unconditional_then_recreate(collection: DocumentCollection
     assert again.body == {"v": 2}
 
 
-async def test_transact_applies_all_ops(collection: DocumentCollection) -> None:
-    existing = await collection.create("p1", "x", {"v": 0})
-    doomed = await collection.create("p1", "y", {"v": 0})
-    results = await collection.transact(
-        "p1",
-        [
-            CreateOp("a", {"v": 1}),
-            ReplaceOp("x", {"v": 2}, if_match=existing.etag),
-            DeleteOp("y", if_match=doomed.etag),
-        ],
-    )
-    assert results[0] is not None
-    assert results[0].body == {"v": 1}
-    assert results[1] is not None
-    assert results[1].etag != existing.etag
-    assert results[2] is None
-    assert await collection.read("p1", "y") is None
-    assert await collection.read("p1", "a") == results[0]
-
-
-@pytest.mark.parametrize(
-    ("failing", "error"),
-    [
-        (CreateOp("dup", {"v": 9}), AlreadyExists),
-        (ReplaceOp("dup", {"v": 9}, if_match="stale"), Aborted),
-        (ReplaceOp("missing", {"v": 9}), NotFound),
-        (DeleteOp("missing"), NotFound),
-    ],
-)
-async def test_transact_is_all_or_nothing(
-    collection: DocumentCollection, failing: CreateOp | ReplaceOp | DeleteOp, error: type[Exception]
-) -> None:
-    dup = await collection.create("p1", "dup", {"v": 0})
-    with pytest.raises(error):
-        await collection.transact(
-            "p1", [CreateOp("first", {"v": 1}), ReplaceOp("dup", {"v": 5}, if_match=dup.etag), failing]
-        )
-    assert await collection.read("p1", "first") is None
-    assert await collection.read("p1", "dup") == dup
-
-
-async def test_transact_failing_second_op_writes_nothing(collection: DocumentCollection) -> None:
+async def test_a_failed_write_changes_nothing(collection: DocumentCollection) -> None:
+    kept = await collection.create("p1", "kept", {"v": 0})
     with pytest.raises(AlreadyExists):
-        await collection.transact("p1", [CreateOp("a", {"v": 1}), CreateOp("a", {"v": 2})])
-    assert await collection.read("p1", "a") is None
-    assert await collection.count() == 0
+        await collection.create("p1", "kept", {"v": 1})
+    with pytest.raises(Aborted):
+        await collection.replace("p1", "kept", {"v": 2}, if_match="stale")
+    with pytest.raises(Aborted):
+        await collection.delete("p1", "kept", if_match="stale")
+    with pytest.raises(NotFound):
+        await collection.replace("p1", "missing", {"v": 3}, if_match=kept.etag)
+    assert await collection.read("p1", "kept") == kept
+    assert await collection.read("p1", "missing") is None
+    assert await collection.count() == 1
+
+
+def test_no_adapter_offers_a_multi_document_transaction(collection: DocumentCollection) -> None:
+    # Each write touches one document (Cosmos DB's emulator has no transactional batch): a caller that needs
+    # atomicity keeps the parts in one document, so nothing may come to rely on a batch one adapter offers.
+    assert not hasattr(DocumentCollection, "transact")
+    assert not hasattr(collection, "transact")
 
 
 async def test_partition_isolation(collection: DocumentCollection) -> None:

@@ -97,7 +97,7 @@ def test_a_wrong_first_event_is_detected() -> None:
 
 def test_a_pending_dispatch_on_a_terminal_execution_is_detected() -> None:
     record, events = history()
-    assert "DISPATCH_LEFT" in rules(record, events, dispatch_pending=True)
+    assert "DISPATCH_LEFT" in rules(record, events, outbox={"events": [], "dispatch": {"attempt": 2}})
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -16,12 +17,13 @@ from gateway.render import (
     GRPC_METADATA_LUA,
     NDJSON_STREAM_LUA,
     TEMPLATE,
+    TRANSCODED_SERVICES,
     dump_config,
     main,
     render_config,
     write_config,
 )
-from services.platform.auth.dev_issuer import DevIssuer
+from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_METADATA_BYTES
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -168,15 +170,9 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
     assert list(rules)[-1] == "/" and rules["/"] == "required"
 
     policies = http_filters(config)["envoy.filters.http.rbac"]["rules"]["policies"]
-    methods = service_methods(
-        load_descriptor_set(DEFAULT_DESCRIPTOR),
-        ("exthub.catalog.v1.CatalogService", "exthub.execution.v1.ExecutionService", "exthub.agent.v1.AgentService"),
-    )
+    methods = service_methods(load_descriptor_set(DEFAULT_DESCRIPTOR), TRANSCODED_SERVICES)
     for method in methods:
         name = f"{method.service}.{method.method}"
-        if method.internal:
-            assert name not in policies, "internal methods get no ALLOW policy"
-            continue
         policy = policies[name]
         assert policy["permissions"] == [{"url_path": {"path": {"exact": method.path}}}]
         if method.audience == "PUBLIC":
@@ -194,13 +190,18 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
     assert reflection["principals"][0]["sourced_metadata"]["metadata_matcher"]["path"][1] == {"key": "iss"}
     create = policies["exthub.catalog.v1.CatalogService.CreateExtension"]["principals"]
     assert create[0]["sourced_metadata"]["metadata_matcher"]["filter"] == "envoy.filters.http.jwt_authn"
-    assert {m.method for m in methods if m.internal} >= {"ClaimExecution", "Execute", "GetAgentInfo"}
+    internal = ("exthub.agent.v1.AgentService", "exthub.execution.v1.AgentTaskService")
+    internal_methods = service_methods(load_descriptor_set(DEFAULT_DESCRIPTOR), internal)
+    assert {m.method for m in internal_methods} >= {"ClaimExecution", "Execute", "GetAgentInfo"}
+    for method in internal_methods:  # the internal services get no ALLOW policy: RBAC denies them
+        assert not any(method.service in name for name in policies), method.path
 
 
 def test_routes(data_dir: Path) -> None:
     config = render_config("local", data_dir=data_dir, catalog_address="127.0.0.1:1234")
     routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
-    assert routes["internal-ClaimExecution"]["direct_response"]["status"] == 404
+    assert not any("AgentTaskService" in str(r["match"]) or "AgentService" in str(r["match"]) for r in routes.values())
+    assert routes["grpc-unrouted"]["direct_response"]["status"] == 404
     assert routes["stream-WatchExecution"]["route"]["timeout"] == "0s"
     stream_lua = routes["stream-WatchExecution"]["typed_per_filter_config"]["envoy.filters.http.lua"]
     assert stream_lua["source_code"]["inline_string"] == NDJSON_STREAM_LUA
@@ -278,7 +279,31 @@ def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_di
         403: "ROLE_REQUIRED",
         404: "ROUTE_NOT_FOUND",
         413: "REQUEST_TOO_LARGE",
+        431: "HEADERS_TOO_LARGE",
         503: "BACKEND_UNAVAILABLE",
         504: "UPSTREAM_TIMEOUT",
     }
     assert mappers[-1]["body_format_override"]["json_format"]["details"][0]["reason"] == "GATEWAY_ERROR"
+
+
+@pytest.mark.parametrize("target", ["local", "azure"])
+def test_admin_is_a_private_unix_socket_and_headers_are_bounded(target: str, data_dir: Path) -> None:
+    params: dict[str, Any] = (
+        {"data_dir": data_dir}
+        if target == "local"
+        else {"tenant_id": "t", "client_id": "c", "app_id_uri": "api://exthub"}
+    )
+    config = render_config(target, **params)  # type: ignore[arg-type]
+    address = config["admin"]["address"]
+    assert set(address) == {"pipe"} and address["pipe"]["mode"] == 0o600, "no TCP admin"
+    assert hcm(config)["max_request_headers_kb"] == GATEWAY_MAX_REQUEST_HEADERS_KIB
+    assert GATEWAY_MAX_REQUEST_HEADERS_KIB * 1024 <= MAX_METADATA_BYTES // 2, "room for what Envoy adds"
+    routes = hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+    forwarded = [r for r in routes if "route" in r and r["route"]["cluster"] in ("catalog", "execution")]
+    services = [r for r in forwarded if r["name"] in ("catalog", "execution") or r["name"].startswith("stream-")]
+    assert services and all(r["request_headers_to_remove"] == ["x-envoy-original-path"] for r in services)
+
+
+def test_the_lua_filter_normalises_the_bearer_scheme() -> None:
+    assert 'scheme:lower() == "bearer"' in GRPC_METADATA_LUA
+    assert GRPC_METADATA_LUA in NDJSON_STREAM_LUA, "the watch route's Lua does it too"

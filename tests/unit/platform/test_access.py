@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib
-from typing import Any
 
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
+from exthub.catalog.v1 import catalog_service_pb2
+from exthub.type.v1 import access_pb2
 from services.platform.auth.access import (
     AGENT,
     EXECUTIONS_RUN,
@@ -63,7 +64,7 @@ def test_rule_validation() -> None:
         AccessRule(Audience.ROLES)
     with pytest.raises(ValueError, match="only meaningful"):
         AccessRule(Audience.PUBLIC, frozenset({AGENT}))
-    assert require_roles(AGENT, internal=True).internal
+    assert require_roles(AGENT).roles == frozenset({AGENT})
 
 
 def test_resolve_rule_exact_then_wildcard() -> None:
@@ -86,16 +87,7 @@ async def test_principal_contextvar() -> None:
     assert current_principal() is None
 
 
-def _access_pb2() -> Any:
-    try:
-        return importlib.import_module("exthub.type.v1.access_pb2")
-    except ImportError:  # pragma: no cover - depends on generated code being present
-        pytest.skip("exthub.type.v1.access_pb2 is not generated (run the code generator)")
-
-
 def test_rules_from_a_service_descriptor() -> None:
-    access_pb2 = _access_pb2()
-    ext = access_pb2.DESCRIPTOR.extensions_by_name["access"]
     file = descriptor_pb2.FileDescriptorProto(
         name="tests/platform/access_test.proto",
         package="exthub.accesstest.v1",
@@ -103,12 +95,13 @@ def test_rules_from_a_service_descriptor() -> None:
         syntax="proto3",
     )
     service = file.service.add(name="AccessTestService")
-    cases: dict[str, tuple[int, list[str], bool] | None] = {
-        "Publish": (3, [EXTENSIONS_PUBLISH], False),
-        "Read": (2, [], False),
-        "Keys": (1, [], False),
-        "Claim": (3, [AGENT], True),
-        "Unspecified": (0, [], False),
+    rule_pb = access_pb2.AccessRule
+    cases: dict[str, tuple[access_pb2.AccessRule.Audience.ValueType, list[str]] | None] = {
+        "Publish": (rule_pb.ROLES, [EXTENSIONS_PUBLISH]),
+        "Read": (rule_pb.AUTHENTICATED, []),
+        "Keys": (rule_pb.PUBLIC, []),
+        "Claim": (rule_pb.ROLES, [AGENT]),
+        "Unspecified": (rule_pb.AUDIENCE_UNSPECIFIED, ["Ignored"]),
         "NoOption": None,
     }
     for name, option in cases.items():
@@ -116,11 +109,9 @@ def test_rules_from_a_service_descriptor() -> None:
             name=name, input_type=".google.protobuf.Empty", output_type=".google.protobuf.Empty"
         )
         if option is not None:
-            rule = method.options.Extensions[ext]
-            rule.audience, rule.internal = option[0], option[2]
-            rule.roles.extend(option[1])
-            if option[0] == 0:
-                rule.internal = True  # make the option present although the audience is unset
+            rule = method.options.Extensions[access_pb2.access]
+            rule.audience = option[0]
+            rule.roles.extend(option[1])  # the option is present even when the audience is unset
     importlib.import_module("google.protobuf.empty_pb2")
     pool = descriptor_pool.Default()
     pool.Add(file)
@@ -130,16 +121,11 @@ def test_rules_from_a_service_descriptor() -> None:
         prefix + "Publish": require_roles(EXTENSIONS_PUBLISH),
         prefix + "Read": authenticated(),
         prefix + "Keys": public(),
-        prefix + "Claim": require_roles(AGENT, internal=True),
+        prefix + "Claim": require_roles(AGENT),
     }
 
 
 def test_rules_from_the_catalog_contract() -> None:
-    _access_pb2()
-    try:
-        catalog = importlib.import_module("exthub.catalog.v1.catalog_service_pb2")
-    except ImportError:  # pragma: no cover - depends on generated code being present
-        pytest.skip("exthub.catalog.v1 stubs are not generated")
-    rules = access_rules_from_descriptors(catalog.DESCRIPTOR.services_by_name.values())
+    rules = access_rules_from_descriptors(catalog_service_pb2.DESCRIPTOR.services_by_name.values())
     assert rules["/exthub.catalog.v1.CatalogService/CreateExtension"] == require_roles(EXTENSIONS_PUBLISH)
     assert rules["/exthub.catalog.v1.CatalogService/GetExtension"] == authenticated()

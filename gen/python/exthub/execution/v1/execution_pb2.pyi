@@ -26,9 +26,9 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class Execution(_message.Message):
-    """One execution of an extension version: the client's request, its state
-    (§3.5 of the spec), progress, result, errors and object accessors. Every
-    state change appends an `ExecutionEvent`.
+    """One execution of an extension version: the client's request, its state,
+    progress, result, errors and object accessors. Every state change appends
+    an `ExecutionEvent`.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -661,8 +661,10 @@ class ExecutionTask(_message.Message):
     the configured public base URL), for long-running extensions.
     """
     status_update_key: _builtins.str
-    """The execution's status-update key (256-bit random, secret), for
-    long-running extensions to authenticate their reports.
+    """The attempt's status-update key (256-bit random, secret; the hub keeps
+    only its hash): every `ReportExecutionStatus` for the attempt must carry
+    it, from the agent or from a long-running extension. It stops working
+    when the attempt ends or the next attempt is claimed.
     """
     @_builtins.property
     def request(self) -> _struct_pb2.Struct:

@@ -324,8 +324,10 @@ class ReportExecutionStatusRequest(_message.Message):
     name: _builtins.str
     """The name of the execution, `executions/{execution}`."""
     status_update_key: _builtins.str
-    """The execution's status-update key, for an extension reporting without an
-    Agent token. Never returned.
+    """The attempt's status-update key: the proof that the caller runs the
+    attempt (`ExecutionTask.status_update_key`; an extension gets it as
+    `statusUpdateKey`). It stops working when the attempt ends or the next
+    attempt is claimed. Never returned.
     """
     attempt: _builtins.int
     """The attempt being reported; a stale attempt is refused
@@ -336,9 +338,13 @@ class ReportExecutionStatusRequest(_message.Message):
     QUEUED for a transient failure that the retry policy still allows.
     """
     status_message: _builtins.str
-    """A human-readable status message."""
+    """A human-readable status message. Unset keeps the current message; an
+    empty string clears it.
+    """
     percent_complete: _builtins.int
-    """The progress, 0 to 100."""
+    """The progress, 0 to 100. Unset keeps the current progress; 0 is a
+    progress of 0 %.
+    """
     @_builtins.property
     def result(self) -> _struct_pb2.Struct:
         """The result, with SUCCEEDED."""
@@ -364,82 +370,27 @@ class ReportExecutionStatusRequest(_message.Message):
         status_update_key: _builtins.str = ...,
         attempt: _builtins.int = ...,
         state: _execution_pb2.Execution.State.ValueType = ...,
-        status_message: _builtins.str = ...,
-        percent_complete: _builtins.int = ...,
+        status_message: _builtins.str | None = ...,
+        percent_complete: _builtins.int | None = ...,
         result: _struct_pb2.Struct | None = ...,
         provided_outputs: _abc.Iterable[_builtins.str] | None = ...,
         validation_errors: _abc.Iterable[_execution_pb2.ValidationError] | None = ...,
         error: _status_pb2.Status | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "result", b"result"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_percent_complete", b"_percent_complete", "_status_message", b"_status_message", "error", b"error", "percent_complete", b"percent_complete", "result", b"result", "status_message", b"status_message"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "error", b"error", "name", b"name", "percent_complete", b"percent_complete", "provided_outputs", b"provided_outputs", "result", b"result", "state", b"state", "status_message", b"status_message", "status_update_key", b"status_update_key", "validation_errors", b"validation_errors"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_percent_complete", b"_percent_complete", "_status_message", b"_status_message", "attempt", b"attempt", "error", b"error", "name", b"name", "percent_complete", b"percent_complete", "provided_outputs", b"provided_outputs", "result", b"result", "state", b"state", "status_message", b"status_message", "status_update_key", b"status_update_key", "validation_errors", b"validation_errors"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__percent_complete: _TypeAlias = _typing.Literal["percent_complete"]  # noqa: Y015
+    _WhichOneofArgType__percent_complete: _TypeAlias = _typing.Literal["_percent_complete", b"_percent_complete"]  # noqa: Y015
+    _WhichOneofReturnType__status_message: _TypeAlias = _typing.Literal["status_message"]  # noqa: Y015
+    _WhichOneofArgType__status_message: _TypeAlias = _typing.Literal["_status_message", b"_status_message"]  # noqa: Y015
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__percent_complete) -> _WhichOneofReturnType__percent_complete | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__status_message) -> _WhichOneofReturnType__status_message | None: ...
 
 Global___ReportExecutionStatusRequest: _TypeAlias = ReportExecutionStatusRequest  # noqa: Y015
-
-@_typing.final
-class ClaimExecutionRequest(_message.Message):
-    """The request of `ClaimExecution`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    AGENT_ID_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    """The name of the execution, `executions/{execution}`."""
-    attempt: _builtins.int
-    """The attempt the agent received from the work queue; the claim fails if
-    it is not the execution's current attempt.
-    """
-    agent_id: _builtins.str
-    """The claiming agent's id."""
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        attempt: _builtins.int = ...,
-        agent_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ClaimExecutionRequest: _TypeAlias = ClaimExecutionRequest  # noqa: Y015
-
-@_typing.final
-class ClaimExecutionResponse(_message.Message):
-    """The response of `ClaimExecution`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    EXECUTION_FIELD_NUMBER: _builtins.int
-    TASK_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def execution(self) -> _execution_pb2.Execution:
-        """The execution, now RUNNING."""
-
-    @_builtins.property
-    def task(self) -> _execution_pb2.ExecutionTask:
-        """Everything the agent needs to run the attempt."""
-
-    def __init__(
-        self,
-        *,
-        execution: _execution_pb2.Execution | None = ...,
-        task: _execution_pb2.ExecutionTask | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "task", b"task"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "task", b"task"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___ClaimExecutionResponse: _TypeAlias = ClaimExecutionResponse  # noqa: Y015
 
 @_typing.final
 class GetSigningKeysRequest(_message.Message):
@@ -535,140 +486,6 @@ class JsonWebKey(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___JsonWebKey: _TypeAlias = JsonWebKey  # noqa: Y015
-
-@_typing.final
-class SignExtensionRequestRequest(_message.Message):
-    """Request of `SignExtensionRequest`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    BODY_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    """The execution, `executions/{execution}`."""
-    attempt: _builtins.int
-    """The running attempt the body belongs to."""
-    body: _builtins.bytes
-    """The exact request body bytes that will be sent to the extension."""
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        attempt: _builtins.int = ...,
-        body: _builtins.bytes = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "body", b"body", "name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___SignExtensionRequestRequest: _TypeAlias = SignExtensionRequestRequest  # noqa: Y015
-
-@_typing.final
-class SignExtensionRequestResponse(_message.Message):
-    """Response of `SignExtensionRequest`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    SIGNATURE_FIELD_NUMBER: _builtins.int
-    KEY_ID_FIELD_NUMBER: _builtins.int
-    signature: _builtins.str
-    """The `Exthub-Signature` header value: a JWS with a detached payload over
-    the body.
-    """
-    key_id: _builtins.str
-    """The id of the key that signed (listed by `GetSigningKeys`)."""
-    def __init__(
-        self,
-        *,
-        signature: _builtins.str = ...,
-        key_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_id", b"key_id", "signature", b"signature"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___SignExtensionRequestResponse: _TypeAlias = SignExtensionRequestResponse  # noqa: Y015
-
-@_typing.final
-class HeartbeatExecutionRequest(_message.Message):
-    """The request of `HeartbeatExecution`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAME_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    AGENT_ID_FIELD_NUMBER: _builtins.int
-    name: _builtins.str
-    """The execution, `executions/{execution}`."""
-    attempt: _builtins.int
-    """The attempt the agent is running."""
-    agent_id: _builtins.str
-    """The agent's id."""
-    def __init__(
-        self,
-        *,
-        name: _builtins.str = ...,
-        attempt: _builtins.int = ...,
-        agent_id: _builtins.str = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HeartbeatExecutionRequest: _TypeAlias = HeartbeatExecutionRequest  # noqa: Y015
-
-@_typing.final
-class HeartbeatExecutionResponse(_message.Message):
-    """The response of `HeartbeatExecution`."""
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    ABORT_FIELD_NUMBER: _builtins.int
-    CANCEL_REQUESTED_FIELD_NUMBER: _builtins.int
-    STATE_FIELD_NUMBER: _builtins.int
-    ATTEMPT_FIELD_NUMBER: _builtins.int
-    DEADLINE_FIELD_NUMBER: _builtins.int
-    abort: _builtins.bool
-    """Stop the attempt now and report nothing: it is stale, or the execution
-    has ended (see `state`).
-    """
-    cancel_requested: _builtins.bool
-    """The client asked to cancel: abort the call and report CANCELLED for the
-    attempt.
-    """
-    state: _execution_pb2.Execution.State.ValueType
-    """The execution's current state."""
-    attempt: _builtins.int
-    """The execution's current attempt."""
-    @_builtins.property
-    def deadline(self) -> _timestamp_pb2.Timestamp:
-        """When the whole execution times out (execution timeout from its first
-        RUNNING); unset when unbounded.
-        """
-
-    def __init__(
-        self,
-        *,
-        abort: _builtins.bool = ...,
-        cancel_requested: _builtins.bool = ...,
-        state: _execution_pb2.Execution.State.ValueType = ...,
-        attempt: _builtins.int = ...,
-        deadline: _timestamp_pb2.Timestamp | None = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["deadline", b"deadline"]  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["abort", b"abort", "attempt", b"attempt", "cancel_requested", b"cancel_requested", "deadline", b"deadline", "state", b"state"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___HeartbeatExecutionResponse: _TypeAlias = HeartbeatExecutionResponse  # noqa: Y015
 
 @_typing.final
 class ListDeadLettersRequest(_message.Message):

@@ -83,21 +83,6 @@ class ExecutionServiceStub:
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ReportExecutionStatusRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
                 _registered_method=True)
-        self.ClaimExecution = channel.unary_unary(
-                '/exthub.execution.v1.ExecutionService/ClaimExecution',
-                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.SerializeToString,
-                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.FromString,
-                _registered_method=True)
-        self.SignExtensionRequest = channel.unary_unary(
-                '/exthub.execution.v1.ExecutionService/SignExtensionRequest',
-                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
-                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
-                _registered_method=True)
-        self.HeartbeatExecution = channel.unary_unary(
-                '/exthub.execution.v1.ExecutionService/HeartbeatExecution',
-                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.SerializeToString,
-                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.FromString,
-                _registered_method=True)
         self.ListDeadLetters = channel.unary_unary(
                 '/exthub.execution.v1.ExecutionService/ListDeadLetters',
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ListDeadLettersRequest.SerializeToString,
@@ -183,39 +168,15 @@ class ExecutionServiceServicer:
 
     def ReportExecutionStatus(self, request, context):
         """Reports the status of an attempt: progress, a state change or the
-        outcome. Allowed to an agent (role Agent) or to an extension holding the
-        execution's status-update key; the handler checks both. A stale attempt
-        is refused; the same terminal report twice is a no-op.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ClaimExecution(self, request, context):
-        """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
-        fenced by the attempt) and receives everything it needs to run it.
-        In-cluster only.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def SignExtensionRequest(self, request, context):
-        """Signs the exact body an agent is about to send to an extension for a
-        running attempt, with the hub's signing key (which never leaves the
-        execution service). The body must be a JSON object whose `executionId`
-        and `attempt` match the running attempt. Internal: agents only.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def HeartbeatExecution(self, request, context):
-        """An agent's heartbeat for a running attempt: says whether the attempt
-        should go on, whether the client asked to cancel it, and the deadline of
-        the whole execution. A stale attempt, or an execution that has ended
-        (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
-        only.
+        outcome. Allowed to whoever holds the attempt's status-update key: the
+        agent that claimed the attempt (`ClaimExecution` returned the key in the
+        task) or the extension running it (the key is in its request). No token
+        or role replaces the key, whichever route the report takes. A report
+        without the right key — an unknown execution, another tenant's, a wrong
+        key, the key of an attempt that has ended — changes nothing and is
+        refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+        every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+        terminal report twice is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -285,21 +246,6 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.ReportExecutionStatus,
                     request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ReportExecutionStatusRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.SerializeToString,
-            ),
-            'ClaimExecution': grpc.unary_unary_rpc_method_handler(
-                    servicer.ClaimExecution,
-                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.FromString,
-                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.SerializeToString,
-            ),
-            'SignExtensionRequest': grpc.unary_unary_rpc_method_handler(
-                    servicer.SignExtensionRequest,
-                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.FromString,
-                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.SerializeToString,
-            ),
-            'HeartbeatExecution': grpc.unary_unary_rpc_method_handler(
-                    servicer.HeartbeatExecution,
-                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.FromString,
-                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.SerializeToString,
             ),
             'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
                     servicer.ListDeadLetters,
@@ -558,87 +504,6 @@ class ExecutionService:
             '/exthub.execution.v1.ExecutionService/ReportExecutionStatus',
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.ReportExecutionStatusRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ClaimExecution(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/exthub.execution.v1.ExecutionService/ClaimExecution',
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionRequest.SerializeToString,
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.ClaimExecutionResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def SignExtensionRequest(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/exthub.execution.v1.ExecutionService/SignExtensionRequest',
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestRequest.SerializeToString,
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.SignExtensionRequestResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def HeartbeatExecution(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/exthub.execution.v1.ExecutionService/HeartbeatExecution',
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionRequest.SerializeToString,
-            exthub_dot_execution_dot_v1_dot_execution__service__pb2.HeartbeatExecutionResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -70,27 +70,15 @@ class ExecutionServiceStub:
     """
     ReportExecutionStatus: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]
     """Reports the status of an attempt: progress, a state change or the
-    outcome. Allowed to an agent (role Agent) or to an extension holding the
-    execution's status-update key; the handler checks both. A stale attempt
-    is refused; the same terminal report twice is a no-op.
-    """
-    ClaimExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ClaimExecutionRequest, _execution_service_pb2.ClaimExecutionResponse]
-    """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
-    fenced by the attempt) and receives everything it needs to run it.
-    In-cluster only.
-    """
-    SignExtensionRequest: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.SignExtensionRequestRequest, _execution_service_pb2.SignExtensionRequestResponse]
-    """Signs the exact body an agent is about to send to an extension for a
-    running attempt, with the hub's signing key (which never leaves the
-    execution service). The body must be a JSON object whose `executionId`
-    and `attempt` match the running attempt. Internal: agents only.
-    """
-    HeartbeatExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.HeartbeatExecutionRequest, _execution_service_pb2.HeartbeatExecutionResponse]
-    """An agent's heartbeat for a running attempt: says whether the attempt
-    should go on, whether the client asked to cancel it, and the deadline of
-    the whole execution. A stale attempt, or an execution that has ended
-    (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
-    only.
+    outcome. Allowed to whoever holds the attempt's status-update key: the
+    agent that claimed the attempt (`ClaimExecution` returned the key in the
+    task) or the extension running it (the key is in its request). No token
+    or role replaces the key, whichever route the report takes. A report
+    without the right key — an unknown execution, another tenant's, a wrong
+    key, the key of an attempt that has ended — changes nothing and is
+    refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+    every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+    terminal report twice is a no-op.
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]
     """Lists the dead-lettered work-queue messages (asynchronous attempts whose
@@ -143,27 +131,15 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """
     ReportExecutionStatus: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]  # type: ignore[assignment]
     """Reports the status of an attempt: progress, a state change or the
-    outcome. Allowed to an agent (role Agent) or to an extension holding the
-    execution's status-update key; the handler checks both. A stale attempt
-    is refused; the same terminal report twice is a no-op.
-    """
-    ClaimExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ClaimExecutionRequest, _execution_service_pb2.ClaimExecutionResponse]  # type: ignore[assignment]
-    """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
-    fenced by the attempt) and receives everything it needs to run it.
-    In-cluster only.
-    """
-    SignExtensionRequest: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.SignExtensionRequestRequest, _execution_service_pb2.SignExtensionRequestResponse]  # type: ignore[assignment]
-    """Signs the exact body an agent is about to send to an extension for a
-    running attempt, with the hub's signing key (which never leaves the
-    execution service). The body must be a JSON object whose `executionId`
-    and `attempt` match the running attempt. Internal: agents only.
-    """
-    HeartbeatExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.HeartbeatExecutionRequest, _execution_service_pb2.HeartbeatExecutionResponse]  # type: ignore[assignment]
-    """An agent's heartbeat for a running attempt: says whether the attempt
-    should go on, whether the client asked to cancel it, and the deadline of
-    the whole execution. A stale attempt, or an execution that has ended
-    (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
-    only.
+    outcome. Allowed to whoever holds the attempt's status-update key: the
+    agent that claimed the attempt (`ClaimExecution` returned the key in the
+    task) or the extension running it (the key is in its request). No token
+    or role replaces the key, whichever route the report takes. A report
+    without the right key — an unknown execution, another tenant's, a wrong
+    key, the key of an attempt that has ended — changes nothing and is
+    refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+    every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+    terminal report twice is a no-op.
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists the dead-lettered work-queue messages (asynchronous attempts whose
@@ -267,45 +243,15 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_execution_pb2.Execution, _abc.Awaitable[_execution_pb2.Execution]]:
         """Reports the status of an attempt: progress, a state change or the
-        outcome. Allowed to an agent (role Agent) or to an extension holding the
-        execution's status-update key; the handler checks both. A stale attempt
-        is refused; the same terminal report twice is a no-op.
-        """
-
-    @_abc_1.abstractmethod
-    def ClaimExecution(
-        self,
-        request: _execution_service_pb2.ClaimExecutionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_execution_service_pb2.ClaimExecutionResponse, _abc.Awaitable[_execution_service_pb2.ClaimExecutionResponse]]:
-        """An agent claims an attempt of a QUEUED execution (QUEUED → RUNNING,
-        fenced by the attempt) and receives everything it needs to run it.
-        In-cluster only.
-        """
-
-    @_abc_1.abstractmethod
-    def SignExtensionRequest(
-        self,
-        request: _execution_service_pb2.SignExtensionRequestRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_execution_service_pb2.SignExtensionRequestResponse, _abc.Awaitable[_execution_service_pb2.SignExtensionRequestResponse]]:
-        """Signs the exact body an agent is about to send to an extension for a
-        running attempt, with the hub's signing key (which never leaves the
-        execution service). The body must be a JSON object whose `executionId`
-        and `attempt` match the running attempt. Internal: agents only.
-        """
-
-    @_abc_1.abstractmethod
-    def HeartbeatExecution(
-        self,
-        request: _execution_service_pb2.HeartbeatExecutionRequest,
-        context: _ServicerContext,
-    ) -> _typing.Union[_execution_service_pb2.HeartbeatExecutionResponse, _abc.Awaitable[_execution_service_pb2.HeartbeatExecutionResponse]]:
-        """An agent's heartbeat for a running attempt: says whether the attempt
-        should go on, whether the client asked to cancel it, and the deadline of
-        the whole execution. A stale attempt, or an execution that has ended
-        (cancelled, timed out), answers `abort`. Writes nothing. Internal: agents
-        only.
+        outcome. Allowed to whoever holds the attempt's status-update key: the
+        agent that claimed the attempt (`ClaimExecution` returned the key in the
+        task) or the extension running it (the key is in its request). No token
+        or role replaces the key, whichever route the report takes. A report
+        without the right key — an unknown execution, another tenant's, a wrong
+        key, the key of an attempt that has ended — changes nothing and is
+        refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+        every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+        terminal report twice is a no-op.
         """
 
     @_abc_1.abstractmethod

@@ -26,7 +26,7 @@ from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior_
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xthub/type/v1/access.proto\x12\x0e\x65xthub.type.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/descriptor.proto\"\xe1\x01\n\nAccessRule\x12\x45\n\x08\x61udience\x18\x01 \x01(\x0e\x32#.exthub.type.v1.AccessRule.AudienceB\x04\xe2\x41\x01\x02R\x08\x61udience\x12\x1a\n\x05roles\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01R\x05roles\x12 \n\x08internal\x18\x03 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x08internal\"N\n\x08\x41udience\x12\x18\n\x14\x41UDIENCE_UNSPECIFIED\x10\x00\x12\n\n\x06PUBLIC\x10\x01\x12\x11\n\rAUTHENTICATED\x10\x02\x12\t\n\x05ROLES\x10\x03:T\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1a.exthub.type.v1.AccessRuleR\x06\x61\x63\x63\x65ssb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1b\x65xthub/type/v1/access.proto\x12\x0e\x65xthub.type.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/descriptor.proto\"\xcf\x01\n\nAccessRule\x12\x45\n\x08\x61udience\x18\x01 \x01(\x0e\x32#.exthub.type.v1.AccessRule.AudienceB\x04\xe2\x41\x01\x02R\x08\x61udience\x12\x1a\n\x05roles\x18\x02 \x03(\tB\x04\xe2\x41\x01\x01R\x05roles\"N\n\x08\x41udience\x12\x18\n\x14\x41UDIENCE_UNSPECIFIED\x10\x00\x12\n\n\x06PUBLIC\x10\x01\x12\x11\n\rAUTHENTICATED\x10\x02\x12\t\n\x05ROLES\x10\x03J\x04\x08\x03\x10\x04R\x08internal:T\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xb9\x8e\x03 \x01(\x0b\x32\x1a.exthub.type.v1.AccessRuleR\x06\x61\x63\x63\x65ssb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_ACCESSRULE'].fields_by_name['audience']._serialized_options = b'\342A\001\002'
   _globals['_ACCESSRULE'].fields_by_name['roles']._loaded_options = None
   _globals['_ACCESSRULE'].fields_by_name['roles']._serialized_options = b'\342A\001\001'
-  _globals['_ACCESSRULE'].fields_by_name['internal']._loaded_options = None
-  _globals['_ACCESSRULE'].fields_by_name['internal']._serialized_options = b'\342A\001\001'
   _globals['_ACCESSRULE']._serialized_start=115
-  _globals['_ACCESSRULE']._serialized_end=340
-  _globals['_ACCESSRULE_AUDIENCE']._serialized_start=262
-  _globals['_ACCESSRULE_AUDIENCE']._serialized_end=340
+  _globals['_ACCESSRULE']._serialized_end=322
+  _globals['_ACCESSRULE_AUDIENCE']._serialized_start=228
+  _globals['_ACCESSRULE_AUDIENCE']._serialized_end=306
 # @@protoc_insertion_point(module_scope)

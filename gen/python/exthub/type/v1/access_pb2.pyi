@@ -41,7 +41,7 @@ class AccessRule(_message.Message):
         """Not set. The interceptor refuses the call (fail closed)."""
         PUBLIC: AccessRule._Audience.ValueType  # 1
         """Anyone, no token needed (for example the public signing keys, or status
-        reports authenticated by a per-execution status-update key that the
+        reports authenticated by the attempt's status-update key, which the
         handler checks).
         """
         AUTHENTICATED: AccessRule._Audience.ValueType  # 2
@@ -60,7 +60,7 @@ class AccessRule(_message.Message):
     """Not set. The interceptor refuses the call (fail closed)."""
     PUBLIC: AccessRule.Audience.ValueType  # 1
     """Anyone, no token needed (for example the public signing keys, or status
-    reports authenticated by a per-execution status-update key that the
+    reports authenticated by the attempt's status-update key, which the
     handler checks).
     """
     AUTHENTICATED: AccessRule.Audience.ValueType  # 2
@@ -74,13 +74,8 @@ class AccessRule(_message.Message):
 
     AUDIENCE_FIELD_NUMBER: _builtins.int
     ROLES_FIELD_NUMBER: _builtins.int
-    INTERNAL_FIELD_NUMBER: _builtins.int
     audience: Global___AccessRule.Audience.ValueType
     """The kind of caller admitted."""
-    internal: _builtins.bool
-    """True when the RPC is for in-cluster callers only: it is not routed by the
-    public gateway and has no `google.api.http` rule.
-    """
     @_builtins.property
     def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """App roles (the token's `roles` claim) of which the caller needs at least
@@ -93,11 +88,10 @@ class AccessRule(_message.Message):
         *,
         audience: Global___AccessRule.Audience.ValueType = ...,
         roles: _abc.Iterable[_builtins.str] | None = ...,
-        internal: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "internal", b"internal", "roles", b"roles"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audience", b"audience", "roles", b"roles"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

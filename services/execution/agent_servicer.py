@@ -1,0 +1,57 @@
+"""The gRPC edge of ``exthub.execution.v1.AgentTaskService``: the agents' calls (claim, heartbeat, sign, release).
+
+Served by the execution service next to ``ExecutionService``; translates protos to the use cases of
+:mod:`services.execution.handlers.report` and back, nothing else.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from exthub.execution.v1 import agent_task_service_pb2, agent_task_service_pb2_grpc, execution_pb2
+from services.execution import mapping
+from services.execution.handlers import report
+from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.support import render
+
+pb = agent_task_service_pb2
+Context = grpc.aio.ServicerContext[object, object]
+
+
+class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
+    """Implements ``exthub.execution.v1.AgentTaskService``."""
+
+    def __init__(self, ctx: ExecutionContext) -> None:
+        self._ctx = ctx
+
+    async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
+        return pb.ClaimExecutionResponse(execution=await render(self._ctx, stored), task=task)
+
+    async def HeartbeatExecution(
+        self, request: pb.HeartbeatExecutionRequest, context: Context
+    ) -> pb.HeartbeatExecutionResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        beat = await report.heartbeat(self._ctx, execution_id, request.attempt, request.agent_id)
+        response = pb.HeartbeatExecutionResponse(
+            abort=beat.abort,
+            cancel_requested=beat.cancel_requested,
+            state=execution_pb2.Execution.State.Value(beat.state.value),
+            attempt=beat.attempt,
+        )
+        if beat.deadline is not None:
+            response.deadline.CopyFrom(mapping.datetime_timestamp(beat.deadline))
+        return response
+
+    async def SignExtensionRequest(
+        self, request: pb.SignExtensionRequestRequest, context: Context
+    ) -> pb.SignExtensionRequestResponse:
+        execution_id = mapping.parse_execution_name(request.name)
+        signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
+        return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
+
+    async def ReleaseExecution(self, request: pb.ReleaseExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored = await report.release_lost_attempt(self._ctx, execution_id, request.attempt, request.agent_id)
+        return await render(self._ctx, stored)

@@ -1,0 +1,177 @@
+"""The execution outbox: one write per change, events relayed to event documents (and a publisher), readers
+that never miss an event in between, and the relay's crash safety."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, transition
+from services.execution.invariants import check_invariants
+from services.execution.model import COLLECTION, StoredExecution, event_doc_id, outbox_events
+from services.execution.outbox import OutboxRelay
+from services.execution.repository import Change, Decide, ExecutionRepository
+from services.platform.docstore.port import DocumentCollection, Query
+from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.errors import Unavailable
+from services.platform.query.predicate import Compare, Op
+from services.platform.timefmt import to_storage, utcnow
+
+S = ExecutionState
+ID = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
+
+
+def now() -> str:
+    return to_storage(utcnow())
+
+
+@pytest.fixture
+async def collection(tmp_path: Path) -> AsyncIterator[DocumentCollection]:
+    store = await SqliteDocumentStore.open(tmp_path / "executions.sqlite3")
+    try:
+        yield store.collection(COLLECTION)
+    finally:
+        await store.close()
+
+
+@pytest.fixture
+def repository(collection: DocumentCollection) -> ExecutionRepository:
+    return ExecutionRepository(collection)
+
+
+class RecordingPublisher:
+    """Records what it publishes; fails while ``failing`` is set."""
+
+    def __init__(self) -> None:
+        self.published: list[int] = []
+        self.failing = False
+
+    async def publish(self, execution: StoredExecution, events: Sequence[ExecutionEvent]) -> None:
+        if self.failing:
+            raise Unavailable("the event topic is unavailable")
+        self.published.extend(event.sequence for event in events)
+
+
+async def create_queued(repository: ExecutionRepository) -> StoredExecution:
+    record, event = create(S.QUEUED, now=now())
+    return await repository.create(ID, {**record.to_document(), "tenant": "t"}, event)
+
+
+def move(to_state: S, attempt: int | None = None) -> Decide:
+    def decide(current: StoredExecution) -> Change:
+        if to_state is S.RUNNING:
+            result = claim(current.record, now=now(), attempt=attempt or current.attempt)
+        else:
+            result = transition(current.record, to_state, now=now(), attempt=attempt)
+        return Change(current.evolve(result.record), result.event)
+
+    return decide
+
+
+async def event_documents(collection: DocumentCollection) -> list[str]:
+    page = await collection.query(Query(partition=ID, where=Compare(("kind",), Op.EQ, "event"), limit=100))
+    return sorted(document.id for document in page.documents)
+
+
+async def test_a_change_is_one_write_with_its_event_in_the_outbox(
+    repository: ExecutionRepository, collection: DocumentCollection
+) -> None:
+    await create_queued(repository)
+    stored = await repository.update(ID, move(S.RUNNING, 1))
+    assert [e.sequence for e in outbox_events(stored.body)] == [1, 2]
+    assert await collection.count(partition=ID) == 1  # only the execution document so far
+    assert [(e.sequence, e.state) for e in await repository.list_events(ID)] == [(1, S.QUEUED), (2, S.RUNNING)]
+
+
+async def test_the_relay_stores_event_documents_and_empties_the_outbox(
+    repository: ExecutionRepository, collection: DocumentCollection
+) -> None:
+    await create_queued(repository)
+    relay = OutboxRelay(repository)
+    before = await repository.update(ID, move(S.RUNNING, 1))
+    assert await relay.drain(ID)
+    after = await repository.get(ID)
+    assert outbox_events(after.body) == []
+    assert after.view_etag == before.view_etag, "the relay's bookkeeping changes nothing a client sees"
+    assert await event_documents(collection) == [event_doc_id(1), event_doc_id(2)]
+    assert [e.sequence for e in await repository.list_events(ID)] == [1, 2]
+    assert not await relay.drain(ID), "an empty outbox is skipped"
+
+
+async def test_readers_see_stored_and_pending_events_without_gap_or_repeat(
+    repository: ExecutionRepository, collection: DocumentCollection
+) -> None:
+    await create_queued(repository)
+    relay = OutboxRelay(repository)
+    await repository.update(ID, move(S.RUNNING, 1))
+    await relay.drain(ID)
+    await repository.update(ID, move(S.QUEUED, 1))
+    # a relay that stored event 3 but crashed before trimming: 3 is both a document and in the outbox
+    await repository.store_events(ID, outbox_events((await repository.get(ID)).body))
+    await repository.update(ID, move(S.RUNNING, 2))
+    events = await repository.list_events(ID)
+    assert [e.sequence for e in events] == [1, 2, 3, 4]
+    assert [e.sequence for e in await repository.list_events(ID, from_sequence=2, limit=2)] == [2, 3]
+    assert [e.sequence for e in await repository.list_events(ID, from_sequence=4)] == [4]
+    assert await repository.list_events(ID, from_sequence=5) == []
+    assert await relay.drain(ID)  # the stored one is "already exists", i.e. done
+    assert await event_documents(collection) == [event_doc_id(n) for n in (1, 2, 3, 4)]
+    assert outbox_events((await repository.get(ID)).body) == []
+
+
+async def test_an_event_is_trimmed_only_once_it_is_published(repository: ExecutionRepository) -> None:
+    await create_queued(repository)
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(repository, publisher=publisher)
+    publisher.failing = True
+    assert not await relay.drain(ID)
+    assert [e.sequence for e in outbox_events((await repository.get(ID)).body)] == [1], "kept for the next try"
+    publisher.failing = False
+    assert await relay.sweep_pending() == 1
+    assert publisher.published == [1]
+    assert outbox_events((await repository.get(ID)).body) == []
+    assert await relay.sweep_pending() == 0
+
+
+async def test_events_written_while_the_relay_works_stay_in_the_outbox(repository: ExecutionRepository) -> None:
+    await create_queued(repository)
+
+    class WritingPublisher:
+        async def publish(self, execution: StoredExecution, events: Sequence[ExecutionEvent]) -> None:
+            if [e.sequence for e in events] == [1]:  # a client writes between the relay's read and its trim
+                await repository.update(ID, move(S.CANCELLED))
+
+    relay = OutboxRelay(repository, publisher=WritingPublisher())
+    assert await relay.drain(ID)
+    stored = await repository.get(ID)
+    assert stored.state is S.CANCELLED
+    assert [e.sequence for e in outbox_events(stored.body)] == [2]
+    assert await relay.drain(ID)
+    assert outbox_events((await repository.get(ID)).body) == []
+
+
+async def test_the_relay_wakes_on_every_write_and_settles(
+    repository: ExecutionRepository, collection: DocumentCollection
+) -> None:
+    relay = OutboxRelay(repository)
+    repository.add_listener(relay.notice)
+    await create_queued(repository)
+    for target, attempt in ((S.RUNNING, 1), (S.SUCCEEDED, 1)):
+        await repository.update(ID, move(target, attempt))
+        await asyncio.sleep(0)
+    await relay.settle()
+    assert outbox_events((await repository.get(ID)).body) == []
+    assert await event_documents(collection) == [event_doc_id(n) for n in (1, 2, 3)]
+    assert await check_invariants(repository, accepted=[f"executions/{ID}"], outbox_settled=True) == []
+    await relay.close()
+
+
+async def test_a_finished_execution_with_events_left_in_its_outbox_is_reported(repository: ExecutionRepository) -> None:
+    await create_queued(repository)
+    await repository.update(ID, move(S.CANCELLED))
+    assert await check_invariants(repository) == [], "the relay may still be on its way"
+    found = await check_invariants(repository, outbox_settled=True)
+    assert [(v.rule, v.detail) for v in found] == [("OUTBOX_LEFT", "events [1, 2] were never relayed")]
