@@ -310,7 +310,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _events_backend(self) -> Settings:
-        if self.events_publisher == "servicebus" and not self.azure.servicebus_namespace:
+        # An explicit choice is checked here; the azure default is checked with the rest of the azure backend
+        # by the services that publish (the catalog, for one, has no namespace and publishes nothing).
+        if self.events.publisher == "servicebus" and not self.azure.servicebus_namespace:
             raise ValueError("the servicebus event publisher needs EXTHUB_AZURE__SERVICEBUS_NAMESPACE")
         return self
 
