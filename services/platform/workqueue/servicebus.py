@@ -781,10 +781,11 @@ class ServiceBusWorkQueue:
         lanes = [*self._lanes.values(), *self._dead_lanes.values()]
         # Put buffered messages back first (a fetch in flight does not block a settlement), then stop fetching.
         await asyncio.gather(*(self._abandon_buffered(lane) for lane in self._lanes.values()))
-        fetches = [lane.fetch for lane in lanes if lane.fetch is not None]
+        fetches = {lane.fetch for lane in lanes if lane.fetch is not None}
         for fetch in fetches:
             fetch.cancel()
-        await asyncio.gather(*fetches, return_exceptions=True)
+        if fetches:
+            await asyncio.wait(fetches, timeout=_CLOSE_TIMEOUT_SECONDS)
         self._held.clear()
         handlers: list[Any] = [lane.receiver for lane in lanes if lane.receiver is not None]
         if self._sender is not None:
