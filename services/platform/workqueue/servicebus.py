@@ -326,6 +326,10 @@ class ServiceBusWorkQueue:
         if not_before is not None:
             async with self._sending:
                 return await self._call("schedule", sender.schedule_messages(message, not_before))
+        if not self._outbox and not self._sending.locked():
+            async with self._sending:  # nothing in flight: send at once
+                await self._call("send", sender.send_messages(message))
+            return []
         # Group commit: publishes that arrive while a send is in flight go out together in one batch.
         done = asyncio.get_running_loop().create_future()
         self._outbox.append((message, done))
