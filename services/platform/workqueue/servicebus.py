@@ -119,6 +119,7 @@ _CLOSE_TIMEOUT_SECONDS = 2.0
 _MAX_FETCH = 100
 _SDK_FURTHER_PULL_SECONDS = 0.2
 _MAX_PATIENCE_SECONDS = 2.0
+_COLD_FETCH_SECONDS = 1.0
 _ORIGINAL_ID = "x-exthub-message-id"
 _CARRIED_DELIVERIES = "x-exthub-deliveries"
 _ORIGINAL_ENQUEUED = "x-exthub-enqueued"
@@ -420,7 +421,9 @@ class ServiceBusWorkQueue:
             wakeup = self._wakeup  # taken before looking, so a fetch finishing meanwhile is not missed
             for lane in lanes:
                 if not lane.ready and lane.fetch is None and lane.receiver is not None:
-                    self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), self._patience()))
+                    # A subscription never asked yet gets longer to answer: nothing is known of the latency.
+                    floor = self._patience() if lane.hit is not None else max(self._patience(), _COLD_FETCH_SECONDS)
+                    self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), floor))
             for lane in order:
                 while len(taken) < count:
                     if not lane.ready and lane.fetch is None and lane.hit and taken:
