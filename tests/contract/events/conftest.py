@@ -238,9 +238,8 @@ class ServiceBusHarness:
     """The Service Bus adapter and an SDK receiver on ``execution-events/all`` that completes what it gets."""
 
     name = "servicebus"
-    # As deployed (terraform/modules/servicebus), execution-events has no duplicate detection: subscribers
-    # drop repeats by id. With it enabled there, the topic would drop them itself.
-    drops_repeats = False
+    # As deployed (terraform/modules/servicebus), execution-events drops a repeated message id (= event id).
+    drops_repeats = True
     bound_seconds = SERVICEBUS_TIMEOUT + 3.0
 
     def __init__(
