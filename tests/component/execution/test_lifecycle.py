@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import uuid
@@ -143,10 +144,10 @@ async def test_continue_seals_inputs_and_the_old_upload_url_changes_nothing(hub:
         hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
     )
     (document,) = execution.inputs
-    content = b"sealed bytes" * 50
+    content = gzip.compress(b"sealed bytes" * 50)  # stored as sent: never decoded on the way in
     async with aiohttp.ClientSession(timeout=HTTP) as session:
-        async with session.put(document.upload.uri, data=content) as response:
-            assert response.status in (200, 201)
+        async with session.put(document.upload.uri, data=content, headers={"Content-Encoding": "gzip"}) as response:
+            assert response.status in (200, 201), await response.text()
         done = await hub.stub.ContinueExecution(
             pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
         )
