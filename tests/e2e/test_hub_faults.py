@@ -36,6 +36,7 @@ from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_
 from exthub.type.v1 import types_pb2
 from tests.e2e.exthub_up import (
     EXTHUB,
+    PARTS,
     RunningHub,
     dev_token,
     part_pid,
@@ -334,9 +335,11 @@ async def test_async_load_survives_killed_agent_and_execution_service(tmp_path: 
         for part in ("agent", "execution"):
             assert f"{part} exited unexpectedly" in output and f"{part} restarted on" in output, output[-3000:]
         assert hub.process.poll() is None, "the hub stays up"
+        restarts = {part: output.count(f"{part} restarted on") for part in PARTS}
         print(
-            f"async load with kills: {len(accepted)} accepted; all ended {all_ended:.1f}s after the hub was up; "
-            f"checked at {time.monotonic() - started:.1f}s"
+            f"async load with kills: {len(accepted)} accepted, {len(executions)} stored, each with one terminal "
+            f"event; all ended {all_ended:.1f}s after the hub was up; restarts {restarts}; "
+            f"{check.stdout.splitlines()[0]}"
         )
     finally:
         assert await asyncio.to_thread(hub.stop) == 0
