@@ -283,7 +283,7 @@ async def test_async_load_survives_killed_agent_and_execution_service(tmp_path: 
                 await load
             # a create retried with its request id always ends with an OK, also when the execution service died
             # after reserving the request id and before storing the execution
-            assert refused == [] and len(accepted) == LOAD, refused
+            assert refused == [] and len(accepted) == LOAD, f"{refused}\n{hub.log.read_text()[-3000:]}"
             assert len(set(accepted)) == len(accepted)
 
             async def everything() -> list[execution_pb2.Execution]:
@@ -307,7 +307,8 @@ async def test_async_load_survives_killed_agent_and_execution_service(tmp_path: 
                 assert hub.process.poll() is None, hub.log.read_text()[-3000:]
                 assert time.monotonic() < deadline, (
                     f"{len(set(accepted) - ended)} accepted executions did not end within {ALL_END_WITHIN}s; "
-                    f"states: {sorted({State.Name(e.state) for e in executions if e.name not in ended})}"
+                    f"states: {sorted({State.Name(e.state) for e in executions if e.name not in ended})}; "
+                    f"not ended: {sorted(set(accepted) - ended)[:5]}\n{hub.log.read_text()[-3000:]}"
                 )
                 await asyncio.sleep(0.5)  # poll interval while the work finishes (bounded by the deadline)
 
