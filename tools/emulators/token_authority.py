@@ -53,7 +53,7 @@ from aiohttp import web
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from services.platform.auth._files import read_or_create_once, replace_atomically
+from exthub.contract.keyfiles import read_or_create_once, replace_atomically
 from tools.emulators import certs as dev_certs
 from tools.emulators._process import ChildProcess, EmulatorStartError, spawn
 
