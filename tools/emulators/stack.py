@@ -21,6 +21,7 @@ again).
 
 from __future__ import annotations
 
+import asyncio
 import concurrent.futures
 import contextlib
 import json
@@ -34,9 +35,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from azure.identity.aio import WorkloadIdentityCredential
+
 from exthub.contract.keyfiles import replace_atomically
 from tools.emulators import certs as dev_certs
-from tools.emulators.azurite import AzuriteProcess
+from tools.emulators.azurite import AzuriteProcess, create_container
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 from tools.emulators.token_authority import (
     AuthorityConfig,
@@ -191,8 +194,35 @@ class EmulatorStack:
         stack = cls(
             directory, certificates, started_authority.result(), started_cosmos.result(), started_azurite.result()
         )
+        try:
+            stack.provision_storage(BLOB_CONTAINER)
+        except BaseException:
+            stack.stop()
+            raise
         stack.save()
         return stack
+
+    def provision_storage(self, container: str) -> None:
+        """Create the blob container (what Terraform does in Azure), as the execution identity, with a token from
+        the authority (blocking)."""
+        client = SERVICE_CLIENTS["execution"]
+
+        async def create() -> None:
+            async with WorkloadIdentityCredential(
+                tenant_id=TENANT_ID,
+                client_id=client.client_id,
+                token_file_path=str(_token_file(self.directory, "execution")),
+                authority=self.authority.url,
+                connection_verify=str(self.certificates.ca_cert),
+            ) as credential:
+                await create_container(
+                    self.azurite.account_url,
+                    container,
+                    credential,
+                    connection_verify=str(self.certificates.ca_cert),
+                )
+
+        asyncio.run(create())
 
     def names(self) -> tuple[str, ...]:
         """The stand-ins, in start order."""
@@ -257,6 +287,7 @@ class EmulatorStack:
             )
         elif name == "azurite":
             self.azurite.restart()
+            self.provision_storage(BLOB_CONTAINER)
         else:
             raise KeyError(name)
         self.save()
