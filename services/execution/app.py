@@ -18,13 +18,14 @@ from exthub.execution.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
 )
-from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
-from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
+from services.execution.adapters.catalog import GrpcCatalogClient
+from services.execution.adapters.documents import COLLECTION
 from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
-from services.execution.model import COLLECTION
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer

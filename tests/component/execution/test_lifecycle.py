@@ -107,8 +107,10 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
 
 
 async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
-    execution = await create(hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"))
-    assert execution.state == E.PENDING_INPUTS
+    execution = await create(
+        hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
+    )
+    assert execution.state == E.PENDING_INPUTS and list(execution.expected_inputs) == ["document"]
     (document,) = execution.inputs
     assert document.name == "document" and not document.required and document.upload.method == "PUT"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -187,14 +189,15 @@ async def test_list_filters_and_pages(hub: Hub) -> None:
 
 
 async def test_cancel_and_retry(hub: Hub) -> None:
-    pending = await create(hub, extension_version=OBJECTS_VERSION)
+    pending = await create(hub, extension_version=OBJECTS_VERSION, expected_inputs=["document"])
     cancelled = await hub.stub.CancelExecution(pb.CancelExecutionRequest(name=pending.name), metadata=hub.token())
     assert cancelled.state == E.CANCELLED
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a continue after the execution moved on changes nothing and answers with the execution as it is
+    again = await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
+    assert again.state == E.CANCELLED and again.etag == cancelled.etag
     retried = await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=pending.name), metadata=hub.token())
     assert retried.retried_from == pending.name and retried.state == E.PENDING_INPUTS
+    assert list(retried.expected_inputs) == ["document"]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=retried.name), metadata=hub.token())
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
