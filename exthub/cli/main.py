@@ -7,7 +7,6 @@ Importing the CLI loads only the client side (the stubs, :mod:`exthub.client`, :
 from __future__ import annotations
 
 import asyncio
-import json
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -15,6 +14,7 @@ from typing import Annotated
 import typer
 
 from exthub.cli.commands import register as register_client_commands
+from exthub.cli.commands.common import profile_is_azure
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.roles import ALL_ROLES
 
@@ -116,15 +116,6 @@ def token(
         typer.secho(f"exthub token: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(minted)
-
-
-def profile_is_azure(data_dir: Path) -> bool:
-    """Whether ``exthub up`` last ran the Azure profile with ``data_dir`` (``profile.json`` there says so)."""
-    try:
-        document = json.loads((data_dir / "profile.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(document, dict) and document.get("backend") == "azure"
 
 
 register_client_commands(app)

@@ -451,6 +451,13 @@ class HubProfile:
             return self.stack.hub_environment()
         return {"EXTHUB_BACKEND": "azure"}  # everything else comes from the operator's environment
 
+    def extension_environment(self) -> dict[str, str]:
+        """What the sample extension needs besides: on the emulators, trust in the development CA (it reads and
+        writes objects at Azurite's URLs, as any client does)."""
+        if self.stack is None:
+            return {}
+        return {"SSL_CERT_FILE": str(self.stack.certificates.trust_bundle)}
+
     def identity(self, service: ServiceName) -> dict[str, str]:
         """The standard ``AZURE_*`` variables of ``service``'s identity (emulators; elsewhere the environment's)."""
         return self.stack.service_environment(service) if self.stack is not None else {}
@@ -613,7 +620,7 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
         ChildSpec(
             "echo",
             "services.echo",
-            base,
+            {**base, **profile.extension_environment()},
             (re.compile(r"^(http://\S+)\s*$"),),
             args=(
                 "--port",

@@ -3,6 +3,7 @@
 - document store: a SQLite file per service in the data dir, or the Cosmos DB database
   (``EXTHUB_AZURE__COSMOS_*``), its containers indexed for :data:`COSMOS_SORT_ORDERS`;
 - work queue: the SQLite queue file the processes share, or the Service Bus topic ``execution-requests``;
+- event publisher: CloudEvents to the configured webhooks, or to the Service Bus topic ``execution-events``;
 - object provider: ``local/v1`` (files, URLs signed by the execution service), or ``az-blob/v1``
   (Blob Storage, user-delegation SAS);
 - service tokens: the development issuer of the data dir, or Entra ID tokens for
@@ -18,7 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -27,6 +28,7 @@ from services.objects.port import ObjectProvider
 from services.platform.azure.identity import AzureIdentity, open_identity
 from services.platform.azure.tokens import AzureServiceTokens
 from services.platform.docstore.port import DocumentStore
+from services.platform.events.port import EventPublisher
 from services.platform.logging import get_logger
 from services.platform.query.predicate import SortKey
 from services.platform.settings import Settings
@@ -132,10 +134,22 @@ class Backends:
         self._on_close(store.close)
         return store
 
-    async def work_queue(self) -> WorkQueue:
-        """The work queue of asynchronous executions (one per process; the publisher and the consumers share it)."""
+    async def work_queue(self, *, priorities: Sequence[str] = ("HIGH", "NORMAL", "LOW")) -> WorkQueue:
+        """The work queue of asynchronous executions: the SQLite file the processes share, or the Service Bus topic
+        (draining the subscriptions of ``priorities``; the publisher sends to every one)."""
         if self.profile == "azure":
-            raise NotImplementedError("the Service Bus work queue is wired when its adapter lands")
+            from services.platform.workqueue.servicebus import ServiceBusWorkQueue
+
+            azure = self.settings.azure
+            assert azure.servicebus_namespace is not None
+            bus = await ServiceBusWorkQueue.open(
+                azure.servicebus_namespace,
+                self._credential().credential,
+                priorities=list(priorities),
+                endpoint=azure.servicebus_endpoint,
+            )
+            self._on_close(bus.close)
+            return bus
         from services.platform.workqueue.sqlite import SqliteWorkQueue
 
         queue = await SqliteWorkQueue.open(
@@ -145,6 +159,33 @@ class Backends:
         )
         self._on_close(queue.close)
         return queue
+
+    async def event_publisher(self) -> EventPublisher | None:
+        """Where execution events go as CloudEvents: the Service Bus topic (``execution-events``) on Azure, the
+        configured webhooks locally (None when there are none)."""
+        events = self.settings.events
+        if self.settings.events_publisher == "servicebus":
+            from services.platform.events.servicebus import ServiceBusEventPublisher
+
+            azure = self.settings.azure
+            assert azure.servicebus_namespace is not None  # settings validation refuses servicebus without it
+            bus = await ServiceBusEventPublisher.open(
+                azure.servicebus_namespace,
+                self._credential().credential,
+                topic=events.topic,
+                endpoint=azure.servicebus_endpoint,
+            )
+            self._on_close(bus.close)
+            return bus
+        if not events.webhooks:
+            return None
+        from services.platform.events.webhook import WebhookEventPublisher
+
+        hooks = await WebhookEventPublisher.open(
+            events.webhooks, request_timeout=events.webhook_timeout_seconds, max_attempts=events.webhook_max_attempts
+        )
+        self._on_close(hooks.close)
+        return hooks
 
     async def object_provider(self, *, public_base_url: str) -> ObjectProvider:
         """``local/v1`` (URLs under ``public_base_url``) or ``az-blob/v1`` on the configured container."""

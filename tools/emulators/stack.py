@@ -8,7 +8,9 @@
   AKS projects it) and for the hub's users (``exthub token``); its port is kept in the data dir so the issuer, and
   the tokens it signed, survive a restart;
 - the **Cosmos DB emulator** (:mod:`tools.emulators.cosmos`), in memory;
-- **Azurite** (:mod:`tools.emulators.azurite`), Blob Storage with ``--oauth basic``, in memory.
+- **Azurite** (:mod:`tools.emulators.azurite`), Blob Storage with ``--oauth basic``, in memory;
+- the **Service Bus test broker** (:mod:`tools.emulators.servicebus_broker`, a test double of Service Bus over
+  AMQPS), with the topics and subscriptions Terraform creates, in memory.
 
 The services get the standard variables only (``AZURE_AUTHORITY_HOST``, ``AZURE_TENANT_ID``, ``AZURE_CLIENT_ID``,
 ``AZURE_FEDERATED_TOKEN_FILE``, ``SSL_CERT_FILE``) and ``EXTHUB_*`` settings naming the endpoints
@@ -26,9 +28,11 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -39,6 +43,7 @@ from azure.identity.aio import WorkloadIdentityCredential
 
 from exthub.contract.keyfiles import replace_atomically
 from tools.emulators import certs as dev_certs
+from tools.emulators._process import ChildProcess, spawn
 from tools.emulators.azurite import AzuriteProcess, create_container
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 from tools.emulators.token_authority import (
@@ -110,6 +115,28 @@ def authority_config() -> AuthorityConfig:
     )
 
 
+_BROKER_READY = re.compile(r'\{"host": "127\.0\.0\.1", "port": ([0-9]+)\}')
+
+
+def _start_broker(directory: Path, port: int, args: tuple[str, ...], timeout: float = 30.0) -> tuple[ChildProcess, int]:
+    """The Service Bus test broker on ``port`` (0: the OS chooses), its output in ``servicebus/broker.log``."""
+    log_path = directory / "servicebus" / "broker.log"
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    argv = [
+        sys.executable,
+        "-m",
+        "tools.emulators.servicebus_broker",
+        "--port",
+        str(port),
+        "--certs",
+        str(directory / "certs"),
+        *args,
+    ]
+    child = spawn("Service Bus test broker", argv, log_path=log_path)
+    match = child.wait_for_line(_BROKER_READY, timeout, offset=offset)
+    return child, int(match.group(1))
+
+
 def _token_file(directory: Path, service: str) -> Path:
     return directory / "tokens" / f"{service}.token"
 
@@ -139,13 +166,25 @@ class EmulatorStack:
     authority: TokenAuthorityProcess
     cosmos: CosmosEmulator
     azurite: AzuriteProcess
+    broker: ChildProcess
+    broker_port: int
+    broker_args: tuple[str, ...] = ()
     _stopped: bool = field(default=False, repr=False)
 
     # -- starting and stopping -------------------------------------------------------------------------------
 
     @classmethod
-    def start(cls, data_dir: Path, *, progress: Callable[[str], None] = lambda _: None) -> EmulatorStack:
+    def start(
+        cls,
+        data_dir: Path,
+        *,
+        progress: Callable[[str], None] = lambda _: None,
+        broker_lock_seconds: float | None = None,
+    ) -> EmulatorStack:
         """Start every stand-in side by side and wait until each is ready (blocking: from asyncio use a thread).
+
+        ``broker_lock_seconds`` shortens the broker's lock duration (tests: a lost agent's message comes back
+        sooner); by default it is the subscriptions' (60 s, as Terraform sets them).
 
         What a previous, killed run left running is stopped first. If one fails to start, those that started are
         stopped and the error (:class:`tools.emulators._process.EmulatorStartError` or
@@ -180,19 +219,41 @@ class EmulatorStack:
             progress(f"Azurite ready on {started.account_url}")
             return started
 
-        with concurrent.futures.ThreadPoolExecutor(max_workers=3, thread_name_prefix="emulator-start") as pool:
+        broker_args = () if broker_lock_seconds is None else ("--lock-duration", str(broker_lock_seconds))
+
+        def broker() -> tuple[ChildProcess, int]:
+            started = _start_broker(directory, 0, broker_args)
+            progress(f"Service Bus test broker ready on 127.0.0.1:{started[1]}")
+            return started
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="emulator-start") as pool:
             started_authority = pool.submit(authority)
             started_cosmos = pool.submit(cosmos)
             started_azurite = pool.submit(azurite)
-        futures: list[concurrent.futures.Future[Any]] = [started_authority, started_cosmos, started_azurite]
+            started_broker = pool.submit(broker)
+        futures: list[concurrent.futures.Future[Any]] = [
+            started_authority,
+            started_cosmos,
+            started_azurite,
+            started_broker,
+        ]
         failure = next((f.exception() for f in futures if f.exception() is not None), None)
         if failure is not None:
             for future in futures:
                 if future.exception() is None:
-                    future.result().stop()
+                    result = future.result()
+                    (result[0] if isinstance(result, tuple) else result).stop()
             raise failure
+        broker_child, broker_port = started_broker.result()
         stack = cls(
-            directory, certificates, started_authority.result(), started_cosmos.result(), started_azurite.result()
+            directory,
+            certificates,
+            started_authority.result(),
+            started_cosmos.result(),
+            started_azurite.result(),
+            broker_child,
+            broker_port,
+            broker_args,
         )
         try:
             stack.provision_storage(BLOB_CONTAINER)
@@ -226,7 +287,7 @@ class EmulatorStack:
 
     def names(self) -> tuple[str, ...]:
         """The stand-ins, in start order."""
-        return ("token-authority", "cosmos", "azurite")
+        return ("token-authority", "cosmos", "azurite", "servicebus")
 
     def parts(self) -> dict[str, int]:
         """``{name: pid}`` of the running stand-ins."""
@@ -240,6 +301,8 @@ class EmulatorStack:
             return self.cosmos.process
         if name == "azurite":
             return self.azurite.child.popen
+        if name == "servicebus":
+            return self.broker.popen
         raise KeyError(name)
 
     def address(self, name: str) -> str:
@@ -248,6 +311,7 @@ class EmulatorStack:
             "token-authority": self.authority.url,
             "cosmos": self.cosmos.endpoint,
             "azurite": self.azurite.account_url,
+            "servicebus": f"amqps://127.0.0.1:{self.broker_port}",
         }[name]
 
     def log_path(self, name: str) -> Path:
@@ -256,6 +320,7 @@ class EmulatorStack:
             "token-authority": self.authority.child.log_path,
             "cosmos": self.cosmos.log_path,
             "azurite": self.azurite.child.log_path,
+            "servicebus": self.broker.log_path,
         }[name]
 
     def stop_part(self, name: str) -> None:
@@ -266,6 +331,8 @@ class EmulatorStack:
             self.cosmos.stop()
         elif name == "azurite":
             self.azurite.stop()
+        elif name == "servicebus":
+            self.broker.stop()
         else:
             raise KeyError(name)
 
@@ -288,6 +355,8 @@ class EmulatorStack:
         elif name == "azurite":
             self.azurite.restart()
             self.provision_storage(BLOB_CONTAINER)
+        elif name == "servicebus":
+            self.broker, _ = _start_broker(self.directory, self.broker_port, self.broker_args)
         else:
             raise KeyError(name)
         self.save()
@@ -302,9 +371,9 @@ class EmulatorStack:
         if self._stopped:
             return
         self._stopped = True
-        for part in (self.azurite, self.cosmos, self.authority):
+        for name in reversed(self.names()):
             with contextlib.suppress(OSError):
-                part.stop()
+                self.stop_part(name)
         (self.directory / STATE_FILE).unlink(missing_ok=True)
 
     # -- what the hub is given -------------------------------------------------------------------------------
@@ -318,6 +387,19 @@ class EmulatorStack:
     def jwks_uri(self) -> str:
         return self.authority.state.jwks_uri
 
+    @property
+    def servicebus_namespace(self) -> str:
+        """The broker as a namespace (``127.0.0.1:PORT``: the AMQP connection goes straight to it)."""
+        return f"127.0.0.1:{self.broker_port}"
+
+    def servicebus_settings(self, *, namespace: str) -> dict[str, str]:
+        """``EXTHUB_AZURE__`` settings naming a namespace of its own on the one broker (the broker keeps one set of
+        topics per namespace a client names; the connection still goes to the broker)."""
+        return {
+            "servicebus_namespace": f"{namespace}.servicebus.windows.net",
+            "servicebus_endpoint": f"127.0.0.1:{self.broker_port}",
+        }
+
     def endpoints(self) -> dict[str, str]:
         """Each stand-in's address (for ``endpoints.json`` and people)."""
         return {
@@ -326,6 +408,7 @@ class EmulatorStack:
             "jwks_uri": self.jwks_uri,
             "cosmos": self.cosmos.endpoint,
             "blob": self.azurite.account_url,
+            "servicebus": self.servicebus_namespace,
         }
 
     def hub_environment(self) -> dict[str, str]:
@@ -336,6 +419,7 @@ class EmulatorStack:
             "EXTHUB_AZURE__COSMOS_DATABASE": COSMOS_DATABASE,
             "EXTHUB_AZURE__BLOB_ACCOUNT_URL": self.azurite.account_url,
             "EXTHUB_AZURE__BLOB_CONTAINER": BLOB_CONTAINER,
+            "EXTHUB_AZURE__SERVICEBUS_NAMESPACE": self.servicebus_namespace,
             "EXTHUB_AZURE__SERVICE_TOKEN_SCOPE": API_SCOPE,
             "EXTHUB_AUTH__ISSUERS": self.issuer,
             "EXTHUB_AUTH__AUDIENCES": API,
