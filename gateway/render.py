@@ -505,9 +505,19 @@ def _mapper(
 
 
 def _jwt_refused(http_status: int) -> list[dict[str, Any]]:
-    """``jwt_authn`` refused the request with ``http_status`` (its failure is in the dynamic metadata)."""
+    """``jwt_authn`` refused the request with ``http_status``: a failure is in the dynamic metadata and no provider
+    verified the token. With several providers (the azure target's v1 and v2 issuers) the one that does not match
+    records its failure even when the other verified the token: then a 403 is RBAC's, not the token's."""
     failed = {"metadata_filter": {"matcher": _jwt_failure_matcher(), "match_if_key_not_found": False}}
-    return [_status_filter(http_status), failed]
+    # no verified payload: the key is missing (the default: match), or (never) null; a payload is a struct, which
+    # null_match refuses (an access-log metadata filter has no inversion)
+    unverified = {
+        "metadata_filter": {
+            "matcher": {"filter": JWT_FILTER, "path": [{"key": PAYLOAD_KEY}], "value": {"null_match": {}}},
+            "match_if_key_not_found": True,
+        }
+    }
+    return [_status_filter(http_status), failed, unverified]
 
 
 def _local_reply_config() -> dict[str, Any]:

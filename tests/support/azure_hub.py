@@ -18,16 +18,18 @@ import asyncio
 import os
 import ssl
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from services.platform.settings import Settings
 from tools.emulators.stack import API, EmulatorStack
 
 __all__ = ["AzureHubProfile", "acquire", "release"]
 
 Metadata = tuple[tuple[str, str], ...]
+BROKER_LOCK_SECONDS = 2.0
 
 
 def _trust_in_this_process(ca_cert: Path, trust_bundle: Path) -> None:
@@ -73,17 +75,17 @@ class AzureHubProfile:
             "auth": {"issuers": [self.stack.issuer], "audiences": [API], "jwks_uri": self.stack.jwks_uri},
         }
 
-    def process_environment(self, overrides: Mapping[str, Any]) -> dict[str, str]:
-        """``overrides`` of :meth:`isolated` as the variables a service process reads (plus its identity)."""
-        azure = overrides["azure"]
-        auth = overrides["auth"]
+    def process_environment(self, settings: Settings) -> dict[str, str]:
+        """The variables an agent process of the hub of ``settings`` reads: the Azure backend, its endpoints and
+        names, the hub's issuer, and the agent identity's standard variables."""
+        azure = settings.azure.model_dump(exclude_none=True)
         return {
             **self.agent_environ(),
             "EXTHUB_BACKEND": "azure",
             **{f"EXTHUB_AZURE__{key.upper()}": str(value) for key, value in azure.items()},
-            "EXTHUB_AUTH__ISSUERS": ",".join(auth["issuers"]),
-            "EXTHUB_AUTH__AUDIENCES": ",".join(auth["audiences"]),
-            "EXTHUB_AUTH__JWKS_URI": auth["jwks_uri"],
+            "EXTHUB_AUTH__ISSUERS": ",".join(settings.auth.issuers),
+            "EXTHUB_AUTH__AUDIENCES": ",".join(settings.auth.audiences),
+            "EXTHUB_AUTH__JWKS_URI": str(settings.auth.jwks_uri),
         }
 
     def token_factory(self) -> Callable[..., Metadata]:
@@ -110,7 +112,8 @@ def acquire(base: Path) -> AzureHubProfile:
     that asks; a stack that cannot start fails the tests."""
     global _shared, _users
     if _shared is None:
-        stack = EmulatorStack.start(base)
+        # a short lock: a killed agent's message comes back in seconds (the agents renew it every heartbeat)
+        stack = EmulatorStack.start(base, broker_lock_seconds=BROKER_LOCK_SECONDS)
         _trust_in_this_process(stack.certificates.ca_cert, stack.certificates.trust_bundle)
         _shared = AzureHubProfile(stack)
     _users += 1

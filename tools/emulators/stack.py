@@ -283,7 +283,9 @@ class EmulatorStack:
                     connection_verify=str(self.certificates.ca_cert),
                 )
 
-        asyncio.run(create())
+        # its own thread and loop: callable from synchronous code that runs inside an event loop (fixtures)
+        with concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="provision") as pool:
+            pool.submit(asyncio.run, create()).result()
 
     def names(self) -> tuple[str, ...]:
         """The stand-ins, in start order."""

@@ -26,8 +26,10 @@ from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState
 from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.repository import Change, ExecutionRepository
-from services.platform.workqueue.sqlite import SqliteWorkQueue
+from services.platform.backends import Backends
+from services.platform.workqueue.port import WorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
+from tests.support.azure_hub import AzureHubProfile
 from tests.support.hub import Hub, Metadata, running_hub
 
 E = execution_pb2.Execution
@@ -43,20 +45,22 @@ FAST: dict[str, Any] = {
 
 
 @pytest.fixture
-async def fast_hub(data_dir: Path, issuer: DevIssuer) -> AsyncIterator[Hub]:
-    async with running_hub(data_dir, issuer, **FAST) as running:
+async def fast_hub(data_dir: Path, issuer: DevIssuer, hub_profile: AzureHubProfile | None) -> AsyncIterator[Hub]:
+    async with running_hub(data_dir, issuer, azure=hub_profile, **FAST) as running:
         yield running
 
 
 @pytest.fixture
-async def queue(fast_hub: Hub) -> AsyncIterator[SqliteWorkQueue]:
-    """A second handle on the hub's work queue file (what an agent process opens)."""
+async def queue(fast_hub: Hub) -> AsyncIterator[WorkQueue]:
+    """A second handle on the hub's work queue (what an agent process opens: the SQLite file, or the Service Bus
+    subscriptions with the agent's identity)."""
     assert fast_hub.settings is not None
-    opened = await SqliteWorkQueue.open(fast_hub.settings.queue_path)
+    environ = None if fast_hub.azure is None else fast_hub.azure.agent_environ()
+    backends = await Backends.open(fast_hub.settings, environ=environ)
     try:
-        yield opened
+        yield await backends.work_queue()
     finally:
-        await opened.close()
+        await backends.close()
 
 
 def agent(hub: Hub) -> Metadata:
@@ -76,7 +80,7 @@ async def wait_state(hub: Hub, name: str, state: E.State.ValueType, within: floa
 
 
 async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_routing(
-    fast_hub: Hub, queue: SqliteWorkQueue
+    fast_hub: Hub, queue: WorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async", priority=3)
     assert created.state == E.QUEUED
@@ -97,7 +101,7 @@ async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_ro
     assert stored.outbox.empty  # events stored, attempt published
 
 
-async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: SqliteWorkQueue) -> None:
+async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: WorkQueue) -> None:
     app = fast_hub.execution
     assert app.relay is not None
     created = await create(fast_hub, profile="async")
@@ -127,7 +131,7 @@ async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub,
 
 
 async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_failed(
-    fast_hub: Hub, queue: SqliteWorkQueue
+    fast_hub: Hub, queue: WorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async")
     failure = status_pb2.Status(code=14, message="boom")

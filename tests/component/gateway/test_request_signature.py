@@ -12,6 +12,9 @@ from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS
 from tests.component.echo.test_signature_binding import header_of
 from tests.component.gateway.conftest import Bearer, call
 from tests.support.hub import Hub
+from tests.support.profiles import azure_profile, hub_profile
+
+__all__ = ["azure_profile", "hub_profile"]  # both profiles: these tests drive executions
 
 RUN = ("Executions.Run",)
 TIMEOUT = aiohttp.ClientTimeout(total=10)
