@@ -20,7 +20,7 @@ from services.execution import mapping
 from services.execution.handlers import report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.views import render
-from services.objects.http import create_object_app
+from services.objects.http import OBJECT_HANDLER_ARGS, create_object_app
 from services.objects.local import LocalObjectProvider
 from services.platform.errors import HubError, InvalidArgument
 from services.platform.logging import get_logger
@@ -60,7 +60,7 @@ async def _hub_errors(
 def create_http_app(ctx: ExecutionContext, provider: LocalObjectProvider | None) -> web.Application:
     """The status callback and the JWKS, and the ``local/v1`` objects under ``/objects/`` when ``provider`` is the
     local one (``az-blob/v1`` accessors go to Blob Storage itself)."""
-    app = web.Application(middlewares=[_hub_errors], client_max_size=MAX_REPORT_BYTES)
+    app = web.Application(middlewares=[_hub_errors], client_max_size=MAX_REPORT_BYTES, handler_args=OBJECT_HANDLER_ARGS)
     app[CONTEXT_KEY] = ctx
     app.router.add_post("/v1/executions/{action}", _report_status)
     app.router.add_get("/v1/signingKeys", _signing_keys)

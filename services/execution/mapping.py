@@ -282,6 +282,8 @@ def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
         message.error.CopyFrom(status_from_error(outcome.error))
     for item in execution.inputs:
         entry = message.inputs.add(name=item.name, required=item.required, provided=item.provided)
+        if item.sha256 is not None:
+            entry.size_bytes, entry.sha256 = item.size or 0, item.sha256
         upload = view.upload(item.name)
         if upload is not None:
             entry.upload.CopyFrom(accessor_to_proto(upload))

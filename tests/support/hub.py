@@ -51,7 +51,7 @@ from services.catalog.app import CatalogApp, start_catalog
 from services.echo.app import create_echo_app
 from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
-from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient, TokenSource
+from services.execution.adapters.agent import GrpcAgentClient, TokenSource, dev_service_tokens
 from services.execution.app import ExecutionApp, start_execution
 from services.execution.domain.model import Execution
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
@@ -230,7 +230,7 @@ class LateAgentClient:
     address for its worker) has started."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._tokens: TokenSource = DevServiceTokens(data_dir)
+        self._tokens: TokenSource = dev_service_tokens(data_dir)
         self._client: GrpcAgentClient | None = None
 
     def connect(self, address: str, tokens: TokenSource | None = None) -> None:

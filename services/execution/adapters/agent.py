@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer, DevTokens
 from services.execution import mapping
 from services.execution.domain.outcomes import AGENT_UNAVAILABLE
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
@@ -19,12 +18,10 @@ from services.platform.errors import DeadlineExceeded, Unavailable
 if TYPE_CHECKING:
     from exthub.agent.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
 
-__all__ = ["DevServiceTokens", "GrpcAgentClient", "TokenSource"]
+__all__ = ["GrpcAgentClient", "TokenSource", "dev_service_tokens"]
 
 SERVICE_TENANT = "exthub"
 SERVICE_USER = "execution-service"
-TOKEN_TTL_SECONDS = 3600
-TOKEN_REFRESH_MARGIN_SECONDS = 300
 
 
 class TokenSource(Protocol):
@@ -35,22 +32,10 @@ class TokenSource(Protocol):
         ...
 
 
-class DevServiceTokens:
-    """Local backend: Agent-role tokens minted with the development issuer of the data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._issuer = DevIssuer.load_or_create(data_dir)
-        self._token = ""
-        self._expires = 0.0
-
-    def token(self) -> str:
-        now = time.time()
-        if now >= self._expires - TOKEN_REFRESH_MARGIN_SECONDS:
-            self._token = self._issuer.issue(
-                tenant=SERVICE_TENANT, user=SERVICE_USER, roles=[AGENT], ttl_seconds=TOKEN_TTL_SECONDS
-            )
-            self._expires = now + TOKEN_TTL_SECONDS
-        return self._token
+def dev_service_tokens(data_dir: Path) -> DevTokens:
+    """Local backend: the execution service's own Agent-role tokens, minted with the data directory's
+    development issuer (file I/O: call it through ``asyncio.to_thread``)."""
+    return DevTokens(DevIssuer.load_or_create(data_dir), tenant=SERVICE_TENANT, user=SERVICE_USER, roles=[AGENT])
 
 
 class GrpcAgentClient:

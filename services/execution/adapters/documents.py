@@ -195,7 +195,7 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
         "mode": execution.mode.value,
         "execution_model": execution.profile.execution_model,
         "version": _version_to_json(execution.version),
-        "inputs": [{"name": i.name, "required": i.required, "provided": i.provided} for i in execution.inputs],
+        "inputs": [_input_to_json(i) for i in execution.inputs],
         "outputs": [{"name": o.name, "provided": o.provided} for o in execution.outputs],
         "result": None if outcome.result is None else dict(outcome.result),
         "validation_errors": [_validation_error_to_json(e) for e in outcome.validation_errors],
@@ -242,10 +242,7 @@ def execution_from_document(document: Document) -> Execution:
         ),
         mode=Mode(body["mode"]),
         version=version,
-        inputs=tuple(
-            InputState(str(i["name"]), bool(i.get("required")), bool(i.get("provided")))
-            for i in body.get("inputs") or ()
-        ),
+        inputs=tuple(_input_from_json(i) for i in body.get("inputs") or ()),
         outputs=tuple(OutputState(str(o["name"]), bool(o.get("provided"))) for o in body.get("outputs") or ()),
         outcome=Outcome(
             result=None if body.get("result") is None else dict(body["result"]),
@@ -275,6 +272,24 @@ def error_from_json(body: Mapping[str, Any]) -> ExecutionError:
         message=str(body.get("message", "")),
         reason=str(body.get("reason", "")),
         metadata={str(k): str(v) for k, v in (body.get("metadata") or {}).items()},
+    )
+
+
+def _input_to_json(item: InputState) -> dict[str, Any]:
+    body: dict[str, Any] = {"name": item.name, "required": item.required, "provided": item.provided}
+    if item.sha256 is not None:
+        body["sealed"] = {"size": item.size, "sha256": item.sha256}
+    return body
+
+
+def _input_from_json(body: Mapping[str, Any]) -> InputState:
+    sealed = body.get("sealed") or {}
+    return InputState(
+        str(body["name"]),
+        bool(body.get("required")),
+        bool(body.get("provided")),
+        size=_optional_int(sealed.get("size")),
+        sha256=str(sealed["sha256"]) if sealed.get("sha256") else None,
     )
 
 

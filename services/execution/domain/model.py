@@ -123,6 +123,8 @@ class InputState:
     name: str
     required: bool
     provided: bool = False
+    size: int | None = None
+    sha256: str | None = None
 
 
 def inputs_to_wait_for(inputs: tuple[InputState, ...], expected: tuple[str, ...]) -> tuple[InputState, ...]:

@@ -14,7 +14,7 @@ from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight, run_sync
 from services.execution.handlers.support import load_visible, transition_change
 from services.execution.repository import Change
-from services.objects.port import ObjectRef
+from services.objects.port import ObjectRef, SealedObject
 from services.platform.auth.principal import Principal
 from services.platform.errors import InvalidArgument
 
@@ -46,8 +46,9 @@ async def continue_execution(
     missing = [name for name in sorted(checked) if not await ctx.objects.exists(ObjectRef(execution.id, "input", name))]
     if missing:
         raise InputsMissing(execution.name, missing)
+    sealed = await _seal(ctx, execution, sorted(checked))
     provided = set(provided_inputs) | {item.name for item in execution.inputs if item.provided} | checked
-    inputs = tuple(InputState(item.name, item.required, item.name in provided) for item in execution.inputs)
+    inputs = tuple(_provided(item, item.name in provided, sealed.get(item.name)) for item in execution.inputs)
     target = ExecutionState.RUNNING if execution.mode is Mode.SYNC else ExecutionState.QUEUED
     status_key, key_hash = new_status_key()
 
@@ -69,6 +70,24 @@ async def continue_execution(
     if target is ExecutionState.RUNNING and ours:
         return await run_sync(ctx, updated, status_key=status_key, caller_remaining=caller_remaining)
     return updated
+
+
+def _provided(item: InputState, provided: bool, sealed: SealedObject | None) -> InputState:
+    if sealed is None:
+        return dataclasses.replace(item, provided=provided)
+    return dataclasses.replace(item, provided=provided, size=sealed.size, sha256=sealed.sha256)
+
+
+async def _seal(ctx: ExecutionContext, execution: Execution, names: Sequence[str]) -> dict[str, SealedObject]:
+    """Seal each input (checked to exist first, so a refused continue seals nothing): from now on the extension
+    reads exactly these bytes, whatever a later PUT through an old upload accessor sends."""
+    sealed: dict[str, SealedObject] = {}
+    for name in names:
+        result = await ctx.objects.seal_input(ObjectRef(execution.id, "input", name))
+        if result is None:  # removed between the check and the seal
+            raise InputsMissing(execution.name, [name])
+        sealed[name] = result
+    return sealed
 
 
 async def cancel_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:

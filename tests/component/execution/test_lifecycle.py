@@ -137,6 +137,28 @@ async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
             assert json.loads(await response.read()) == {"kind": "objects"}
 
 
+async def test_continue_seals_inputs_and_the_old_upload_url_changes_nothing(hub: Hub) -> None:
+    execution = await create(
+        hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
+    )
+    (document,) = execution.inputs
+    content = b"sealed bytes" * 50
+    async with aiohttp.ClientSession(timeout=HTTP) as session:
+        async with session.put(document.upload.uri, data=content) as response:
+            assert response.status in (200, 201)
+        done = await hub.stub.ContinueExecution(
+            pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
+        )
+        assert done.state == E.SUCCEEDED, done
+        (sealed,) = done.inputs
+        assert (sealed.size_bytes, sealed.sha256) == (len(content), hashlib.sha256(content).hexdigest())
+        assert not sealed.HasField("upload")  # no accessor once the execution moved on
+        async with session.put(document.upload.uri, data=b"replaced later") as response:
+            assert response.status == 403  # the upload accessor of a sealed input no longer writes
+    again = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
+    assert (again.inputs[0].size_bytes, again.inputs[0].sha256) == (sealed.size_bytes, sealed.sha256)
+
+
 async def test_direct_token_verifies_with_get_signing_keys(hub: Hub) -> None:
     execution = await create(hub, extension_version=OBJECTS_VERSION, profile="direct")
     assert execution.state == E.DIRECT_TOKEN_ISSUED and execution.mode == E.DIRECT

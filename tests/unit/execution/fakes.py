@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -30,7 +31,7 @@ from services.execution.handlers.ports import AttemptOutcome, AttemptTask, Catal
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
-from services.objects.port import Accessor, ObjectRef
+from services.objects.port import Accessor, ObjectRef, SealedObject
 from services.platform.docstore.memory import MemoryDocumentStore
 from services.platform.errors import NotFound
 from services.platform.paging import PageTokenCodec
@@ -106,11 +107,12 @@ class FakeObjects:
 
     def __init__(self, clock: FakeClock) -> None:
         self._clock = clock
-        self.uploaded: dict[str, int] = {}
+        self.uploaded: dict[str, bytes] = {}
+        self.sealed: dict[str, bytes] = {}
 
-    def upload(self, ref: ObjectRef, size: int = 1) -> None:
-        """What a client's PUT through an upload accessor does."""
-        self.uploaded[ref.key] = size
+    def upload(self, ref: ObjectRef, content: bytes = b"x") -> None:
+        """What a client's PUT through an upload accessor does (it never changes a sealed input)."""
+        self.uploaded[ref.key] = content
 
     def _accessor(self, ref: ObjectRef, ttl: timedelta, write: bool) -> Accessor:
         return Accessor(
@@ -131,11 +133,21 @@ class FakeObjects:
         return ref.key in self.uploaded
 
     async def size(self, ref: ObjectRef) -> int | None:
-        return self.uploaded.get(ref.key)
+        content = self.sealed.get(ref.key, self.uploaded.get(ref.key))
+        return None if content is None else len(content)
+
+    async def seal_input(self, ref: ObjectRef) -> SealedObject | None:
+        if ref.key not in self.sealed:
+            if ref.key not in self.uploaded:
+                return None
+            self.sealed[ref.key] = self.uploaded[ref.key]  # first seal wins
+        content = self.sealed[ref.key]
+        return SealedObject(size=len(content), sha256=hashlib.sha256(content).hexdigest())
 
     async def delete_execution(self, execution: str) -> None:
-        for key in [k for k in self.uploaded if k.startswith(f"{execution}/")]:
-            del self.uploaded[key]
+        for store in (self.uploaded, self.sealed):
+            for key in [k for k in store if k.startswith(f"{execution}/")]:
+                del store[key]
 
 
 @dataclasses.dataclass(frozen=True)

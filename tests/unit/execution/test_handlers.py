@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -142,6 +143,19 @@ async def test_an_expected_optional_input_waits_until_continue(hub: Fakes) -> No
     ((task, _),) = hub.agent.calls
     (document,) = task.inputs
     assert document.provided and document.accessor is not None and document.accessor.method == "GET"
+
+
+async def test_continue_records_the_sealed_size_and_digest_of_each_input(hub: Fakes) -> None:
+    pending = await run(hub, expected_inputs=("document",))
+    ref = ObjectRef(pending.id, "input", "document")
+    hub.objects.upload(ref, b"first bytes")
+    done = await commands.continue_execution(hub.ctx, ALICE, pending.id, [], caller_remaining=None)
+    (document,) = done.inputs
+    assert (document.size, document.sha256) == (11, hashlib.sha256(b"first bytes").hexdigest())
+    hub.objects.upload(ref, b"a later PUT through the old upload accessor")
+    assert await hub.objects.size(ref) == 11  # the extension reads what was sealed
+    stored = await hub.ctx.repository.get(pending.id)
+    assert stored.inputs == done.inputs
 
 
 async def test_a_required_input_always_waits(hub: Fakes) -> None:
