@@ -693,6 +693,8 @@ async def run_hub(*, data_dir: Path, port: int, backend: Backend = "local", emul
         stopper.cancel()
         for part in reversed(parts):
             await _stop(part.child)
+        if profile.stack is not None:
+            await asyncio.to_thread(profile.stack.stop)  # every emulator stopped already: forgets their pids
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if parts:
