@@ -29,7 +29,7 @@ from tools.emulators.stack import API, EmulatorStack
 __all__ = ["AzureHubProfile", "acquire", "release"]
 
 Metadata = tuple[tuple[str, str], ...]
-BROKER_LOCK_SECONDS = 2.0
+BROKER_LOCK_SECONDS = 5.0
 
 
 def _trust_in_this_process(ca_cert: Path, trust_bundle: Path) -> None:

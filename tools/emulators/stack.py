@@ -325,6 +325,14 @@ class EmulatorStack:
             "servicebus": self.broker.log_path,
         }[name]
 
+    def pause(self, name: str) -> None:
+        """Freeze stand-in ``name`` (SIGSTOP): it keeps its port and its state but answers nothing (fault tests)."""
+        os.kill(self.popen(name).pid, signal.SIGSTOP)
+
+    def resume(self, name: str) -> None:
+        """Let a paused stand-in run again (SIGCONT), its state intact."""
+        os.kill(self.popen(name).pid, signal.SIGCONT)
+
     def stop_part(self, name: str) -> None:
         """Stop stand-in ``name`` by its pid (idempotent)."""
         if name == "token-authority":

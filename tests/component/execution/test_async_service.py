@@ -282,3 +282,40 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
     assert info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
     assert [(v.type, v.subject) for v in failure.violations] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value
+
+
+async def test_a_claim_after_the_queue_timeout_times_the_execution_out(
+    data_dir: Path, issuer: DevIssuer, hub_profile: AzureHubProfile | None
+) -> None:
+    """However late the sweeper is, an attempt whose queue time ran out is never run: the claim times it out."""
+    async with running_hub(data_dir, issuer, azure=hub_profile, execution_sweep_seconds=3600) as hub:
+        version = echo_version(hub.echo_url, with_objects=False)
+        (profile,) = [p for p in version.profiles if p.name == "async"]
+        profile.queue_timeout.CopyFrom(duration_pb2.Duration(nanos=1_000_000))  # over before any agent can claim
+        async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
+            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+            publisher = hub.token(roles=("Extensions.Publish",))
+            await stub.CreateExtension(
+                catalog_service_pb2.CreateExtensionRequest(
+                    extension_id="echo-hurry", extension=resources_pb2.Extension(display_name="Hurry", publisher="T")
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+            await stub.CreateExtensionVersion(
+                catalog_service_pb2.CreateExtensionVersionRequest(
+                    parent="extensions/echo-hurry", version_id="1.0.0", version=version
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+        created = await create(hub, extension_version="extensions/echo-hurry/versions/1.0.0", profile="async")
+        assert created.state == E.QUEUED
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await hub.tasks.ClaimExecution(
+                tasks_pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="late"), metadata=agent(hub)
+            )
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=created.name), metadata=hub.token())
+        assert done.state == E.TIMED_OUT and reason_of(done.error) == "QUEUE_TIMEOUT", done
+        assert hub.calls_of(created.name) == []
