@@ -108,18 +108,16 @@ spec:
               value: {{ (index $root.Values.identities $component).clientId | quote }}
             - name: EXTHUB_AZURE__SERVICE_TOKEN_SCOPE
               value: {{ $azure.serviceTokenScope | quote }}
-            {{- /* every service gets every endpoint (names, not secrets): the settings model refuses an azure
-                   backend missing one; what a service may do there is its identity's role assignments */}}
+            {{- if ne $component "agent" }}
             - name: EXTHUB_AZURE__COSMOS_ENDPOINT
               value: {{ $azure.cosmos.endpoint | quote }}
             - name: EXTHUB_AZURE__COSMOS_DATABASE
               value: {{ $azure.cosmos.database | quote }}
+            {{- end }}
+            {{- if ne $component "catalog" }}
             - name: EXTHUB_AZURE__SERVICEBUS_NAMESPACE
               value: {{ $azure.serviceBus.namespace | quote }}
-            - name: EXTHUB_AZURE__BLOB_ACCOUNT_URL
-              value: {{ $azure.blob.accountUrl | quote }}
-            - name: EXTHUB_AZURE__BLOB_CONTAINER
-              value: {{ $azure.blob.container | quote }}
+            {{- end }}
             {{- if eq $component "catalog" }}
             - name: EXTHUB_CATALOG_PORT
               value: {{ $cfg.ports.grpc | quote }}
@@ -134,6 +132,10 @@ spec:
               value: {{ printf "%s:%v" (include "exthub.serviceHost" (dict "root" $root "component" "catalog")) $root.Values.catalog.ports.grpc | quote }}
             - name: EXTHUB_AGENT_ADDRESS
               value: {{ printf "%s:%v" (include "exthub.serviceHost" (dict "root" $root "component" "agent")) $root.Values.agent.ports.grpc | quote }}
+            - name: EXTHUB_AZURE__BLOB_ACCOUNT_URL
+              value: {{ $azure.blob.accountUrl | quote }}
+            - name: EXTHUB_AZURE__BLOB_CONTAINER
+              value: {{ $azure.blob.container | quote }}
             - name: EXTHUB_SIGNING_DIR
               value: /var/run/secrets/exthub/signing
             {{- else if eq $component "agent" }}
