@@ -512,9 +512,12 @@ def _azure_settings(data_dir: Path) -> Settings:
     """The operator's Azure settings (``EXTHUB_*`` from the environment), validated; a clear error otherwise."""
     try:
         settings = Settings(backend="azure", data_dir=data_dir)
+        settings.require_backend()  # every service runs here: every endpoint
     except ValidationError as error:
         reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
         raise HubStartError(f"the Azure profile's settings are incomplete: {reasons}") from None
+    except ValueError as error:
+        raise HubStartError(f"the Azure profile's settings are incomplete: {error}") from None
     if not settings.auth.issuers:
         raise HubStartError("the Azure profile needs EXTHUB_AUTH__ISSUERS (the Entra ID v2.0 issuer)")
     _issuer_parts(settings.auth.issuers[0])
