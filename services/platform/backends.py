@@ -36,6 +36,7 @@ from services.platform.workqueue.port import WorkQueue
 
 __all__ = [
     "AZURE_OBJECT_PROVIDER",
+    "COSMOS_CHARGES_EVENT",
     "COSMOS_SORT_ORDERS",
     "LOCAL_OBJECT_PROVIDER",
     "Backends",
@@ -67,6 +68,8 @@ COSMOS_SORT_ORDERS: Mapping[str, tuple[SortOrder, ...]] = {
     "executions": (_desc("create_time"), _asc("sequence"), _asc("due_time")),
 }
 
+#: The log event the Cosmos DB store's request units since start are reported with when a service stops.
+COSMOS_CHARGES_EVENT = "cosmos request units since start"
 LOCAL_OBJECT_PROVIDER = "local/v1"
 AZURE_OBJECT_PROVIDER = "az-blob/v1"
 
@@ -121,12 +124,24 @@ class Backends:
 
             azure = self.settings.azure
             assert azure.cosmos_endpoint is not None  # settings validation refuses azure without it
-            store: DocumentStore = await CosmosDocumentStore.open(
+            cosmos = await CosmosDocumentStore.open(
                 azure.cosmos_endpoint,
                 azure.cosmos_database,
                 self._credential().credential,
                 sort_orders={name: list(orders) for name, orders in COSMOS_SORT_ORDERS.items()},
             )
+
+            async def report_charges() -> None:
+                charges = cosmos.charges
+                _log.info(
+                    COSMOS_CHARGES_EVENT,
+                    request_units=round(charges.total, 2),
+                    requests=charges.requests,
+                    by_operation={op: round(ru, 2) for op, ru in sorted(charges.by_operation.items())},
+                )
+
+            self._on_close(report_charges)
+            store: DocumentStore = cosmos
         else:
             from services.platform.docstore.sqlite import SqliteDocumentStore
 
