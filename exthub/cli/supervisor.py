@@ -172,14 +172,28 @@ def _port_free(port: int) -> bool:
 
 def _free_port() -> int:
     """A port the OS has just handed out (for a part whose address another part needs before it starts)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    (port,) = _free_ports(1)
+    return port
 
 
-def _public_port(port: int) -> int:
+def _free_ports(count: int, *, besides: tuple[int, ...] = ()) -> list[int]:
+    """``count`` distinct ports the OS has just handed out, none of ``besides``: the probes are held open together
+    (one after the other, a port just released can be handed out again)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        ports: list[int] = []
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        if set(ports) & set(besides):  # a port chosen before and released meanwhile: choose again
+            return _free_ports(count, besides=besides)
+        return ports
+
+
+def _public_port(port: int, *, besides: tuple[int, ...] = ()) -> int:
     if port == 0:
-        return _free_port()
+        (chosen,) = _free_ports(1, besides=besides)
+        return chosen
     if not _port_free(port):
         raise HubStartError(f"port {port} is already in use; stop what uses it or choose another with --port")
     return port
@@ -570,10 +584,10 @@ def _recorded_profile(data_dir: Path) -> dict[str, Any]:
 
 async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[Part]) -> HubAddresses:
     """Starts every part in order into ``parts`` (so the caller can stop what started if one fails)."""
-    public_port = _public_port(port)
-    public_url = f"http://127.0.0.1:{public_port}"
     echo_port = _echo_port(data_dir)
-    execution_port, objects_port = _free_port(), _free_port()
+    public_port = _public_port(port, besides=(echo_port,))
+    public_url = f"http://127.0.0.1:{public_port}"
+    execution_port, objects_port = _free_ports(2, besides=(echo_port, public_port))
     await profile.start_emulators(data_dir, parts)
     base = {
         **profile.environment(),
