@@ -67,6 +67,7 @@ from bench.harness import console, free_port, median, p99
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
@@ -711,7 +712,7 @@ async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrenc
 
 async def register(stack: Stack) -> None:
     """Registers ``echo-plain`` (no inputs: async executions go straight to QUEUED) at the stack's echo."""
-    token = await asyncio.to_thread(stack.token, ["Extensions.Publish"], "publisher")
+    token = await asyncio.to_thread(stack.token, [EXTENSIONS_PUBLISH], "publisher")
     async with grpc.aio.insecure_channel(stack.catalog_address) as channel:
         await register_echo(
             catalog_service_pb2_grpc.CatalogServiceStub(channel),
@@ -741,7 +742,7 @@ async def measure_agents(
     stack: Stack, *, suffix: str, slots: int, poll_seconds: float, options: Mapping[str, int]
 ) -> list[Row]:
     """The Exthub rows of one stack: 1 agent, then 2 agents."""
-    token = await asyncio.to_thread(stack.token, ["Executions.Run"], "runner")
+    token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
     rows: list[Row] = []
     for count in (1, 2):
         await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)

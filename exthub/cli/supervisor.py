@@ -38,7 +38,7 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import SERVICE_TENANT, DevIssuer
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
 from gateway.render import SYSTEM_CA_FILE, render_config
@@ -344,7 +344,7 @@ async def _register_echo(
     """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist, with a
     development token of ``issuer`` or the given bearer token (Extensions.Publish)."""
     token = (
-        issuer.issue(tenant="exthub", user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
+        issuer.issue(tenant=SERVICE_TENANT, user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
         if isinstance(issuer, DevIssuer)
         else issuer
     )
@@ -594,7 +594,6 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
         "EXTHUB_DATA_DIR": str(data_dir),
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
-        "EXTHUB_GATEWAY_PORT": str(public_port),
         # the one internal destination the hub may call: its sample extension (any publisher may register a
         # version served there; every other loopback or private address stays refused)
         "EXTHUB_EGRESS__ALLOW": f"127.0.0.1:{echo_port}",

@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, resources_pb2
+from exthub.contract.execution import HTTP_JSON_ASYNC, HTTP_JSON_SYNC
 from exthub.type.v1 import types_pb2
 
 if TYPE_CHECKING:
@@ -40,7 +41,7 @@ def echo_version(
             resources_pb2.ExecutionProfile(
                 name="default",
                 description="Synchronous: the outcome comes with the create call.",
-                execution_model="http-json/sync/v1",
+                execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
                 object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,
@@ -49,7 +50,7 @@ def echo_version(
             resources_pb2.ExecutionProfile(
                 name="async",
                 description="Queued and run by an agent.",
-                execution_model="http-json/async/v1",
+                execution_model=HTTP_JSON_ASYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
                 object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,
@@ -58,7 +59,7 @@ def echo_version(
             resources_pb2.ExecutionProfile(
                 name="direct",
                 description="A signed token to call echo directly.",
-                execution_model="http-json/sync/v1",
+                execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.DIRECT,
                 object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,

@@ -23,7 +23,8 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
-from exthub.contract.dev_tokens import DevIssuer, DevTokens
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import service_tokens as dev_service_tokens
 from services.objects.port import ObjectProvider
 from services.platform.azure.identity import AzureIdentity, open_identity
 from services.platform.azure.tokens import AzureServiceTokens
@@ -229,7 +230,7 @@ class Backends:
             self._on_close(tokens.close)
             return tokens
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, self.settings.data_dir)
-        return DevTokens(issuer, tenant="exthub", user=user, roles=["Agent"])
+        return dev_service_tokens(issuer, user=user)
 
     async def close(self) -> None:
         """Close what was opened, last first, then the credential (idempotent; never raises)."""

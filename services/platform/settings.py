@@ -318,7 +318,6 @@ class Settings(BaseSettings):
     catalog_port: Port = 50051
     execution_port: Port = 50052
     agent_port: Port = 50053
-    gateway_port: Port = 8080
     public_url: str | None = Field(
         default=None, description="The gateway's public base URL; every URL handed out is built from it."
     )
@@ -332,7 +331,7 @@ class Settings(BaseSettings):
     azure: AzureSettings = Field(default_factory=AzureSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
 
-    # -- execution service (issue 3) ------------------------------------------------------------------
+    # -- execution service -----------------------------------------------------------------------------
     objects_port: Port = Field(
         default=50054, description="The execution service's local/v1 object HTTP server (0: the OS chooses)."
     )
@@ -344,7 +343,7 @@ class Settings(BaseSettings):
     )
     # -- end execution service ------------------------------------------------------------------------
 
-    # -- agent (issue 4) ------------------------------------------------------------------------------
+    # -- agent ------------------------------------------------------------------------------------
     agent_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -379,7 +378,7 @@ class Settings(BaseSettings):
 
     # -- end agent ------------------------------------------------------------------------------------
 
-    # -- asynchronous execution (issue 4): work queue, agent worker, dispatcher and sweeper -----------
+    # -- asynchronous execution: work queue, agent worker, dispatcher and sweeper -----------------
     queue_file: Path = Field(
         default=Path("queue.sqlite3"),
         description="The local work queue's SQLite file (relative: inside data_dir), shared by the execution "
@@ -464,7 +463,9 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _events_backend(self) -> Settings:
-        if self.events_publisher == "servicebus" and not self.azure.servicebus_namespace:
+        # An explicit choice is checked here; the azure default is checked with the rest of the azure backend
+        # by the services that publish (the catalog, for one, has no namespace and publishes nothing).
+        if self.events.publisher == "servicebus" and not self.azure.servicebus_namespace:
             raise ValueError("the servicebus event publisher needs EXTHUB_AZURE__SERVICEBUS_NAMESPACE")
         return self
 

@@ -2,7 +2,7 @@
 
 Each event becomes one message (the CloudEvents AMQP binding, structured mode): the body is the JSON
 envelope, ``content-type`` is ``application/cloudevents+json``, ``MessageId`` is the event ``id`` (a hash of
-it when longer than Service Bus allows), so the topic's duplicate detection drops a republished event, and
+it when longer than Service Bus allows), so a topic with duplicate detection drops a republished event, and
 the application properties ``type``, ``extension``, ``tenant`` and ``state`` let subscriptions filter.
 A batch goes out in as few Service Bus batches as the size limit allows, in order; publishes are serialised,
 so a subscription with one receiver sees one execution's events in sequence.

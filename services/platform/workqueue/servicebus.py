@@ -119,6 +119,7 @@ _CLOSE_TIMEOUT_SECONDS = 2.0
 _MAX_FETCH = 100
 _SDK_FURTHER_PULL_SECONDS = 0.2
 _MAX_PATIENCE_SECONDS = 2.0
+_COLD_FETCH_SECONDS = 1.0
 _ORIGINAL_ID = "x-exthub-message-id"
 _CARRIED_DELIVERIES = "x-exthub-deliveries"
 _ORIGINAL_ENQUEUED = "x-exthub-enqueued"
@@ -326,6 +327,10 @@ class ServiceBusWorkQueue:
         if not_before is not None:
             async with self._sending:
                 return await self._call("schedule", sender.schedule_messages(message, not_before))
+        if not self._outbox and not self._sending.locked():
+            async with self._sending:  # nothing in flight: send at once
+                await self._call("send", sender.send_messages(message))
+            return []
         # Group commit: publishes that arrive while a send is in flight go out together in one batch.
         done = asyncio.get_running_loop().create_future()
         self._outbox.append((message, done))
@@ -416,7 +421,9 @@ class ServiceBusWorkQueue:
             wakeup = self._wakeup  # taken before looking, so a fetch finishing meanwhile is not missed
             for lane in lanes:
                 if not lane.ready and lane.fetch is None and lane.receiver is not None:
-                    self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), self._patience()))
+                    # A subscription never asked yet gets longer to answer: nothing is known of the latency.
+                    floor = self._patience() if lane.hit is not None else max(self._patience(), _COLD_FETCH_SECONDS)
+                    self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), floor))
             for lane in order:
                 while len(taken) < count:
                     if not lane.ready and lane.fetch is None and lane.hit and taken:
@@ -781,10 +788,11 @@ class ServiceBusWorkQueue:
         lanes = [*self._lanes.values(), *self._dead_lanes.values()]
         # Put buffered messages back first (a fetch in flight does not block a settlement), then stop fetching.
         await asyncio.gather(*(self._abandon_buffered(lane) for lane in self._lanes.values()))
-        fetches = [lane.fetch for lane in lanes if lane.fetch is not None]
+        fetches = {lane.fetch for lane in lanes if lane.fetch is not None}
         for fetch in fetches:
             fetch.cancel()
-        await asyncio.gather(*fetches, return_exceptions=True)
+        if fetches:
+            await asyncio.wait(fetches, timeout=_CLOSE_TIMEOUT_SECONDS)
         self._held.clear()
         handlers: list[Any] = [lane.receiver for lane in lanes if lane.receiver is not None]
         if self._sender is not None:

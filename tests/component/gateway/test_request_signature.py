@@ -6,6 +6,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp.test_utils import TestServer
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from gateway.envoy import RunningEnvoy
 from services.echo import EchoConfig, HttpJwksSource, create_echo_app
 from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS
@@ -16,7 +17,7 @@ from tests.support.profiles import azure_profile, hub_profile
 
 __all__ = ["azure_profile", "hub_profile"]  # both profiles: these tests drive executions
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 

@@ -78,8 +78,7 @@ async def test_a_failed_publish_is_bounded_and_publishing_again_loses_nothing(ha
     assert sorted(kept) == sorted(["executions/e-0/events/1", *(e.get_id() for e in events)])
     if harness.drops_repeats:
         assert len(delivered) == len(kept)  # the destination dropped the republished events itself
-    sequences = [_sequence(item) for item in kept.values() if item.event.get_subject() == "executions/e-1"]
-    assert sequences == [1, 2, 3, 4, 5]
+    # (No order check here: a subscriber that failed during the outage gets its messages again, later.)
 
 
 async def test_no_secret_in_an_envelope(harness: Harness) -> None:
