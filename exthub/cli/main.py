@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from enum import StrEnum
 from pathlib import Path
+from types import ModuleType
 from typing import Annotated
 
 import typer
@@ -61,14 +62,20 @@ def up(
     ] = False,
 ) -> None:
     """Start the whole hub, wait until every part is healthy, print its URL; Ctrl-C stops it cleanly."""
-    from exthub.cli.supervisor import HubStartError, run_hub
-
+    supervisor = _supervisor()
     try:
-        code = asyncio.run(run_hub(data_dir=data_dir, port=port, backend=backend.value, emulators=emulators))
-    except HubStartError as error:
+        code = asyncio.run(supervisor.run_hub(data_dir=data_dir, port=port, backend=backend.value, emulators=emulators))
+    except supervisor.HubStartError as error:
         typer.secho(f"exthub up: {error}", fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from None
     raise typer.Exit(code)
+
+
+def _supervisor() -> ModuleType:
+    """The supervisor (the server side: imported only by the commands that need it)."""
+    import exthub.cli.supervisor as supervisor
+
+    return supervisor
 
 
 @app.command()
@@ -101,10 +108,9 @@ def token(
             raise typer.Exit(2) from None
         typer.echo(issuer.issue(tenant=tenant or "local", user=user, roles=role_list, ttl_seconds=ttl))
         return
-    from exthub.cli.supervisor import HubStartError, profile_user_token
-
+    supervisor = _supervisor()
     try:
-        minted = profile_user_token(
+        minted = supervisor.profile_user_token(
             data_dir,
             backend=None if backend is None else backend.value,
             roles=role_list,
@@ -112,7 +118,7 @@ def token(
             user=user,
             ttl=ttl,
         )
-    except (HubStartError, OSError) as error:
+    except (supervisor.HubStartError, OSError) as error:
         typer.secho(f"exthub token: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(minted)

@@ -198,6 +198,8 @@ class _Lane:
     fetch_started: float = 0.0
     fetch_size: int = 0
     kicks: int = 0
+    releasing: bool = False
+    """The task in ``fetch`` is giving back what nobody asked for (short: a caller waits for it)."""
     found_empty: int = 0
     hit: bool | None = None
     error: BaseException | None = None
@@ -423,6 +425,9 @@ class ServiceBusWorkQueue:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + wait
+        giving_back = {lane.fetch for lane in lanes if lane.releasing and lane.fetch is not None}
+        if giving_back:  # the subscriptions are asked afresh once their links are clear
+            await asyncio.wait(giving_back, timeout=self._timeout)
         asked_before = {id(lane): lane.kicks for lane in lanes}
         taken: list[LeasedMessage] = []
         while not self._closed:
@@ -544,12 +549,14 @@ class ServiceBusWorkQueue:
             if lane.fetch is None and lane.receiver is not None and (lane.ready or _credit(lane.receiver) > 0):
                 lane.fetch_started = loop.time()
                 lane.patience_until = lane.fetch_started
+                lane.releasing = True
                 lane.fetch = loop.create_task(self._give_back(lane))
 
     async def _give_back(self, lane: _Lane) -> None:
         try:
             await self._release(lane, [])
         finally:
+            lane.releasing = False
             lane.fetch = None
             self._notify()
 
@@ -634,6 +641,7 @@ class ServiceBusWorkQueue:
                 self._latency = took if not self._latency else 0.8 * self._latency + 0.2 * took
             lane.hit = bool(found)
             if self._demand == 0 and not self._closed:
+                lane.releasing = True
                 await self._release(lane, found)  # its caller is gone and nobody else waits
             else:
                 lane.ready.extend(found)
@@ -644,6 +652,7 @@ class ServiceBusWorkQueue:
             lane.hit = None
             _log.warning("service bus receive failed", subscription=lane.subscription, error=type(error).__name__)
         finally:
+            lane.releasing = False
             lane.fetch = None
             if lane.hit is False:
                 lane.found_empty = number
