@@ -453,7 +453,7 @@ class Settings(BaseSettings):
     )
     # -- end catalog search ---------------------------------------------------------------------------
 
-    # -- event publishing ---------------------------------------------------------------------------
+    # -- event publishing ------------------------------------------------------------------
     events: EventsSettings = Field(default_factory=EventsSettings)
 
     @property
