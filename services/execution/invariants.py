@@ -47,7 +47,6 @@ from services.execution.domain import (
 )
 from services.execution.domain.model import Execution
 from services.execution.repository import ExecutionRepository
-from services.platform.entrypoint import BackendNotAvailable
 from services.platform.errors import HubError
 
 __all__ = ["CheckReport", "Violation", "check_execution", "check_invariants", "check_store", "main"]
@@ -262,16 +261,13 @@ async def _run(arguments: argparse.Namespace) -> CheckReport:
     from services.platform.settings import Settings
 
     settings = Settings()
-    store = await open_execution_store(settings, must_exist=True)
-    try:
+    async with open_execution_store(settings, must_exist=True) as store:
         return await check_store(
             ExecutionRepository(store.collection(COLLECTION)),
             accepted=_accepted(arguments.accepted),
             require_terminal=arguments.require_terminal,
             outbox_settled=arguments.settled,
         )
-    finally:
-        await store.close()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -279,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     arguments = _parser().parse_args(argv)
     try:
         report = asyncio.run(_run(arguments))
-    except (OSError, ValueError, HubError, BackendNotAvailable) as error:
+    except (OSError, ValueError, HubError) as error:
         message = error.message if isinstance(error, HubError) else str(error)
         print(f"exthub check: cannot read the execution store: {message}", file=sys.stderr)
         return 2

@@ -1,11 +1,14 @@
-"""Opening the execution service's document store for the configured backend (the service and its tools)."""
+"""Opening the execution service's document store for the configured backend, for tools that read it beside the
+service (``exthub check``): the SQLite file in the data directory, or the Cosmos DB database on Azure."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping
 
-from services.platform.docstore.sqlite import SqliteDocumentStore
-from services.platform.entrypoint import BackendNotAvailable
+from services.platform.backends import Backends
+from services.platform.docstore.port import DocumentStore
 from services.platform.settings import Settings
 
 __all__ = ["DATABASE_FILE", "open_execution_store"]
@@ -13,14 +16,18 @@ __all__ = ["DATABASE_FILE", "open_execution_store"]
 DATABASE_FILE = "execution.sqlite3"
 
 
-async def open_execution_store(settings: Settings, *, must_exist: bool = False) -> SqliteDocumentStore:
+@contextlib.asynccontextmanager
+async def open_execution_store(
+    settings: Settings, *, must_exist: bool = False, environ: Mapping[str, str] | None = None
+) -> AsyncIterator[DocumentStore]:
     """The execution service's document store for ``settings.backend`` (``must_exist``: refuse to create an empty
-    one, for tools that only read it)."""
-    if settings.backend != "local":
-        raise BackendNotAvailable(
-            "the execution service's azure backend is not part of this build yet; use EXTHUB_BACKEND=local"
-        )
-    path = settings.data_dir / DATABASE_FILE
-    if must_exist and not await asyncio.to_thread(path.exists):
-        raise FileNotFoundError(f"no execution store at {path} (is --data-dir the hub's data directory?)")
-    return await SqliteDocumentStore.open(path)
+    SQLite file, for tools that only read it), closed with its backends on exit."""
+    if settings.backend == "local":
+        path = settings.data_dir / DATABASE_FILE
+        if must_exist and not await asyncio.to_thread(path.exists):
+            raise FileNotFoundError(f"no execution store at {path} (is --data-dir the hub's data directory?)")
+    backends = await Backends.open(settings, environ=environ)
+    try:
+        yield await backends.document_store(sqlite_file=DATABASE_FILE)
+    finally:
+        await backends.close()

@@ -156,7 +156,7 @@ async def test_a_sync_call_cut_by_a_stopped_service_fails_at_once_when_the_servi
         cut.cancel()
         await asyncio.gather(cut, return_exceptions=True)
 
-    again = await start_execution(hub.settings, port=0)
+    again = await start_execution(hub.settings, port=0, environ=None if hub.azure is None else hub.azure.environ)
     try:
         async with grpc.aio.insecure_channel(again.address) as channel:
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
