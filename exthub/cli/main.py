@@ -1,12 +1,17 @@
-"""Typer application: ``exthub up`` and ``exthub token``, plus the client commands.
+"""Typer application: ``exthub up``, ``exthub token`` and ``exthub check``, plus the client commands.
 
 Importing the CLI loads only the client side (the stubs, :mod:`exthub.client`, :mod:`exthub.contract`):
-``exthub up`` imports its supervisor, which starts the hub's processes, when it runs.
+``exthub up`` imports its supervisor, which starts the hub's processes, when it runs; ``exthub check`` runs the
+execution service's invariant checker as its own process (``python -m services.execution.invariants``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
+import os
+import subprocess
+import sys
 from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
@@ -122,6 +127,41 @@ def token(
         typer.secho(f"exthub token: {error}", fg="red", err=True)
         raise typer.Exit(2) from None
     typer.echo(minted)
+
+
+#: The module ``exthub check`` runs (the hub's side: the CLI never imports it).
+INVARIANT_CHECKER = "services.execution.invariants"
+
+
+@app.command()
+def check(
+    data_dir: DataDir = Path(".exthub-data"),
+    require_terminal: Annotated[
+        bool, typer.Option("--require-terminal", help="Every execution must have ended (no work in flight).")
+    ] = False,
+    settled: Annotated[
+        bool, typer.Option("--settled", help="The outbox relay has caught up: finished executions relay nothing.")
+    ] = False,
+    accepted: Annotated[
+        Path | None,
+        typer.Option("--accepted", help="A file of execution names clients were given (one a line): none lost."),
+    ] = None,
+    json_output: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+) -> None:
+    """Check the execution invariants over the hub's execution store (the backend of EXTHUB_BACKEND and the
+    data directory), also while the hub runs: gap-free events, allowed moves only, one terminal state, the
+    document agreeing with its last event. Prints a summary; exits 1 on a violation, 2 if the store cannot be
+    read."""
+    if importlib.util.find_spec(INVARIANT_CHECKER.split(".", 1)[0]) is None:
+        typer.secho("exthub check: the hub is not installed here (only its client)", fg="red", err=True)
+        raise typer.Exit(2)
+    arguments = [sys.executable, "-m", INVARIANT_CHECKER]
+    arguments += ["--require-terminal"] if require_terminal else []
+    arguments += ["--settled"] if settled else []
+    arguments += ["--accepted", str(accepted)] if accepted is not None else []
+    arguments += ["--json"] if json_output else []
+    environment = {**os.environ, "EXTHUB_DATA_DIR": str(data_dir)}
+    raise typer.Exit(subprocess.run(arguments, env=environment, check=False).returncode)
 
 
 register_client_commands(app)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exthub.contract.dev_tokens import TokenSource
 from exthub.contract.errors import call_error_info
@@ -28,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner"]
 
 SIGN_TIMEOUT_SECONDS = 10.0
+REACHABLE_TIMEOUT_SECONDS = 2.0
 _REFUSAL_CODES = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -147,6 +149,16 @@ class ExecutionServiceClient(ExecutionServiceSigner):
             return await self._executions.ReportExecutionStatus(
                 request, timeout=self._timeout, metadata=self._metadata()
             )
+
+    async def reachable(self) -> bool:
+        """Whether the execution service answers its health check with SERVING (a cheap probe: no token, no work)."""
+        try:
+            response = await health_pb2_grpc.HealthStub(self._channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=REACHABLE_TIMEOUT_SECONDS
+            )
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(response.status == health_pb2.HealthCheckResponse.SERVING)
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._tokens.token()}"),)

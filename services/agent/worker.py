@@ -28,6 +28,12 @@ Why a separate ``HeartbeatExecution`` RPC rather than ``ReportExecutionStatus``:
 (the queue lease already proves the agent is alive, and a write per heartbeat would contend with real state
 changes), and the ``Execution`` resource has no field that says "cancel requested" or "your attempt is over".
 
+Reachability: when a call to the execution service fails for a transient reason (it is restarting, unreachable,
+too slow), the worker stops receiving until the service's health check answers SERVING again (probed with a
+back-off from :data:`UNREACHABLE_BACKOFF_SECONDS` up to :data:`UNREACHABLE_BACKOFF_MAX_SECONDS`). Every receive
+counts a delivery, and a message delivered ``max_delivery_count`` times is dead-lettered: receiving work that
+cannot be claimed during a short outage would dead-letter it.
+
 Stopping: no new message is received; attempts under way get ``grace`` seconds, then they are aborted and
 reported as a transient failure (``AGENT_STOPPED``) so another agent retries them at once.
 """
@@ -80,6 +86,8 @@ MALFORMED_MESSAGE = "MalformedMessage"
 REPORT_TRIES = 4
 REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
+UNREACHABLE_BACKOFF_SECONDS = 0.1
+UNREACHABLE_BACKOFF_MAX_SECONDS = 2.0
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
 
 
@@ -104,6 +112,10 @@ class WorkerClient(Protocol):
 
     async def release(self, execution: str, attempt: int, agent_id: str) -> execution_pb2.Execution:
         """End a RUNNING attempt whose agent was lost; the execution as it now is."""
+        ...
+
+    async def reachable(self) -> bool:
+        """Whether the execution service answers (its health check), bounded by a short timeout."""
         ...
 
 
@@ -219,6 +231,7 @@ class QueueWorker:
         self._handlers: set[asyncio.Task[None]] = set()
         self._stopping = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
+        self._unreachable = False
         wanted = [p for p in ALL_PRIORITIES if p in set(config.priorities)]
         self._filters: list[dict[str, str] | None] = (
             [None] if len(wanted) == len(ALL_PRIORITIES) else [{PRIORITY_PROPERTY: p} for p in wanted]
@@ -241,6 +254,7 @@ class QueueWorker:
         while not self._stopping.is_set():
             await self._slots.acquire()
             try:
+                await self._until_reachable()
                 leases = await self._receive()
             except HubError as error:  # the queue is briefly busy
                 self._slots.release()
@@ -276,6 +290,23 @@ class QueueWorker:
         await self._pause(self._config.poll_seconds)
         return []
 
+    async def _until_reachable(self) -> None:
+        """Wait (probing with back-off) while the execution service is known to be unreachable."""
+        backoff = UNREACHABLE_BACKOFF_SECONDS
+        while self._unreachable and not self._stopping.is_set():
+            if await self._client.reachable():
+                _log.info("the execution service answers again")
+                self._unreachable = False
+                return
+            await self._pause(backoff)
+            backoff = min(backoff * 2, UNREACHABLE_BACKOFF_MAX_SECONDS)
+
+    def _call_failed(self, error: grpc.aio.AioRpcError) -> None:
+        """A transient failure of a call to the execution service: receive nothing until it answers again."""
+        if not self._unreachable:
+            _log.warning("the execution service does not answer; pausing receives", code=error.code().name)
+        self._unreachable = True
+
     async def _pause(self, seconds: float) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(seconds):
@@ -298,6 +329,7 @@ class QueueWorker:
             return
         except grpc.aio.AioRpcError as error:
             _log.warning("claim failed", execution=execution, attempt=attempt, code=error.code().name)
+            self._call_failed(error)
             await self._abandon(lease, RECEIVE_ERROR_BACKOFF_SECONDS)
             return
         _log.info("attempt claimed", execution=execution, attempt=attempt, delivery=message.delivery_count)
@@ -382,6 +414,7 @@ class QueueWorker:
                 return
             except grpc.aio.AioRpcError as error:
                 _log.warning("heartbeat failed", execution=task.execution, code=error.code().name)
+                self._call_failed(error)
                 continue
             if beat.abort:
                 _abort(attempt, AbortReason.ENDED)
@@ -419,6 +452,7 @@ class QueueWorker:
                 return
             except grpc.aio.AioRpcError as error:
                 _log.warning("report failed", execution=what.execution, code=error.code().name, try_=attempt + 1)
+                self._call_failed(error)
                 await asyncio.sleep(REPORT_BACKOFF_SECONDS * 2**attempt)  # backoff between tries
                 continue
             action = settlement_for(what.state, execution.state)

@@ -27,10 +27,12 @@ from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
+from services.execution.instances import InstanceKeeper
 from services.execution.outbox import OutboxRelay
-from services.execution.repository import ExecutionRepository
+from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.execution.servicer import ExecutionServicer
 from services.execution.signing import SigningKeyRing
+from services.execution.store import DATABASE_FILE
 from services.execution.sweeper import Sweeper
 from services.objects.local import LocalObjectProvider
 from services.platform.auth.access import access_rules_from_descriptors
@@ -44,7 +46,6 @@ from services.platform.workqueue.port import WorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
-DATABASE_FILE = "execution.sqlite3"
 SIGNING_DIR = "signing"
 LOCAL_HUB_ID = "exthub-local"
 
@@ -64,6 +65,8 @@ class ExecutionApp:
     relay: OutboxRelay | None = None
     sweeper: Sweeper | None = None
     sweeper_task: asyncio.Task[None] | None = None
+    keeper: InstanceKeeper | None = None
+    keeper_task: asyncio.Task[None] | None = None
     _closed: bool = False
 
     @property
@@ -85,6 +88,10 @@ class ExecutionApp:
             self.sweeper.stop()
             self.sweeper_task.cancel()
             await asyncio.gather(self.sweeper_task, return_exceptions=True)
+        if self.keeper is not None and self.keeper_task is not None:
+            self.keeper.stop()
+            self.keeper_task.cancel()
+            await asyncio.gather(self.keeper_task, return_exceptions=True)
         await self.server.stop(grace)
         await self.http_runner.cleanup()
         pending = list(self.context.background)
@@ -92,6 +99,8 @@ class ExecutionApp:
             task.cancel()
         if pending:
             await asyncio.gather(*pending, return_exceptions=True)
+        if self.keeper is not None:
+            await self.keeper.release()  # the calls cut short above are ended by the next instance's first pass
         for client in self.closers:
             await client.close()
         if self.relay is not None:
@@ -127,6 +136,8 @@ async def start_execution(
     identity's standard variables when not ``os.environ``). Asynchronous executions: the outbox relay stores
     events, publishes them (when a publisher is configured) and publishes QUEUED attempts to the work queue; the
     sweeper runs every ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, what outboxes still hold).
+    The process registers as an instance before it serves and ends the synchronous calls that gone instances
+    (e.g. its own previous process) left RUNNING (:mod:`services.execution.instances`).
     """
     await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
     page_key = await asyncio.to_thread(settings.page_token_key)
@@ -173,6 +184,8 @@ async def start_execution(
         relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), publisher=events)
         ctx.repository.add_listener(relay.notice)
         sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
+        keeper = InstanceKeeper(ctx, InstanceRegistry(ctx.repository.collection))
+        await keeper.register()
         local_objects = provider if isinstance(provider, LocalObjectProvider) else None
         runner = web.AppRunner(create_http_app(ctx, local_objects), access_log=None)
         await runner.setup()
@@ -200,7 +213,9 @@ async def start_execution(
             await client.close()
         await backends.close()
         raise
-    sweeper_task = asyncio.get_running_loop().create_task(sweeper.run())
+    loop = asyncio.get_running_loop()
+    sweeper_task = loop.create_task(sweeper.run())
+    keeper_task = loop.create_task(keeper.run())
     return ExecutionApp(
         server=server,
         store=store,
@@ -213,4 +228,6 @@ async def start_execution(
         relay=relay,
         sweeper=sweeper,
         sweeper_task=sweeper_task,
+        keeper=keeper,
+        keeper_task=keeper_task,
     )

@@ -18,14 +18,25 @@
   the outbox relay has run, e.g. :meth:`~services.execution.outbox.OutboxRelay.settle`).
 
 The events checked are the event documents and the outbox together (what every reader sees).
+
+Operators run it as ``exthub check`` (which runs ``python -m services.execution.invariants``) against the
+configured backend's execution store, also while the hub runs: see :func:`main`.
 """
 
 from __future__ import annotations
 
+import argparse
+import asyncio
+import dataclasses
 import itertools
-from collections.abc import Iterable
+import json
+import sys
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
+from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import (
     INITIAL_STATES,
     TERMINAL_STATES,
@@ -36,8 +47,12 @@ from services.execution.domain import (
 )
 from services.execution.domain.model import Execution
 from services.execution.repository import ExecutionRepository
+from services.platform.errors import HubError
 
-__all__ = ["Violation", "check_execution", "check_invariants"]
+__all__ = ["CheckReport", "Violation", "check_execution", "check_invariants", "check_store", "main"]
+
+#: How often an execution that changes while its events are read is read again before it is skipped.
+READ_TRIES = 5
 
 
 @dataclass(frozen=True)
@@ -112,6 +127,52 @@ def check_execution(
     return found
 
 
+@dataclass(frozen=True)
+class CheckReport:
+    """What a pass over the store found: how much it checked, the violations, and the executions that kept
+    changing while they were read (a live hub; they were not checked)."""
+
+    executions: int
+    events: int
+    violations: list[Violation]
+    changing: list[str]
+
+
+async def check_store(
+    repository: ExecutionRepository,
+    *,
+    accepted: Iterable[str] = (),
+    require_terminal: bool = True,
+    outbox_settled: bool = False,
+) -> CheckReport:
+    """Check every stored execution (see :func:`check_invariants`), also while the hub runs: an execution and
+    its events are checked together only when the execution did not change while its events were read (read
+    again up to :data:`READ_TRIES` times; one that keeps changing is reported in ``changing``)."""
+    found: list[Violation] = []
+    seen: set[str] = set()
+    changing: list[str] = []
+    events_checked = 0
+    async for listed in repository.query_executions():
+        seen.add(listed.name)
+        execution: Execution | None = listed
+        for _ in range(READ_TRIES):
+            assert execution is not None
+            events = await repository.list_events(execution.id)
+            again = await repository.find(execution.id)
+            if again is None or again.revision == execution.revision:
+                break
+            execution = again
+        else:
+            changing.append(listed.name)
+            continue
+        events_checked += len(events)
+        found.extend(
+            check_execution(execution, events, require_terminal=require_terminal, outbox_settled=outbox_settled)
+        )
+    found.extend(Violation(name, "LOST", "accepted, but not in the store") for name in accepted if name not in seen)
+    return CheckReport(len(seen), events_checked, found, changing)
+
+
 async def check_invariants(
     repository: ExecutionRepository,
     *,
@@ -123,13 +184,104 @@ async def check_invariants(
 
     ``outbox_settled`` says the outbox relay has run since the last write, so a finished execution's outbox
     must be empty."""
-    found: list[Violation] = []
-    seen: set[str] = set()
-    async for execution in repository.query_executions():
-        seen.add(execution.name)
-        events = await repository.list_events(execution.id)
-        found.extend(
-            check_execution(execution, events, require_terminal=require_terminal, outbox_settled=outbox_settled)
+    report = await check_store(
+        repository, accepted=accepted, require_terminal=require_terminal, outbox_settled=outbox_settled
+    )
+    return report.violations
+
+
+# -- the operators' command: ``python -m services.execution.invariants`` (``exthub check`` runs it) --------------
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exthub check",
+        description="Check the execution invariants over the execution store of the configured backend "
+        "(EXTHUB_BACKEND, EXTHUB_DATA_DIR, ...). Exit 0: no violation; 1: violations; 2: the store cannot be read.",
+    )
+    parser.add_argument(
+        "--require-terminal",
+        action="store_true",
+        help="every execution must have ended (for a hub with no work in flight)",
+    )
+    parser.add_argument(
+        "--settled",
+        action="store_true",
+        help="the outbox relay has run since the last write: a finished execution's outbox must be empty",
+    )
+    parser.add_argument(
+        "--accepted",
+        type=Path,
+        metavar="FILE",
+        help="execution names clients were given, one per line: each must be in the store",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument("--limit", type=int, default=50, help="violations to print (default 50; 0: all)")
+    return parser
+
+
+def _accepted(path: Path | None) -> list[str]:
+    if path is None:
+        return []
+    return [line.strip() for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def _print_report(report: CheckReport, *, as_json: bool, limit: int) -> None:
+    shown = report.violations if limit <= 0 else report.violations[:limit]
+    if as_json:
+        print(
+            json.dumps(
+                {
+                    "executions": report.executions,
+                    "events": report.events,
+                    "violations": [dataclasses.asdict(v) for v in report.violations],
+                    "changing": report.changing,
+                },
+                indent=2,
+            )
         )
-    found.extend(Violation(name, "LOST", "accepted, but not in the store") for name in accepted if name not in seen)
-    return found
+        return
+    counts = Counter(v.rule for v in report.violations)
+    summary = f"{report.executions} executions, {report.events} events checked"
+    if report.changing:
+        summary += f" ({len(report.changing)} kept changing while read and were skipped)"
+    if not report.violations:
+        print(f"exthub check: {summary}: no violation")
+        return
+    print(f"exthub check: {summary}: {len(report.violations)} violation(s)")
+    for violation in shown:
+        print(f"  {violation}")
+    if len(shown) < len(report.violations):
+        print(f"  … and {len(report.violations) - len(shown)} more")
+    print("by rule: " + ", ".join(f"{rule} {count}" for rule, count in sorted(counts.items())))
+
+
+async def _run(arguments: argparse.Namespace) -> CheckReport:
+    from services.execution.store import open_execution_store
+    from services.platform.settings import Settings
+
+    settings = Settings()
+    async with open_execution_store(settings, must_exist=True) as store:
+        return await check_store(
+            ExecutionRepository(store.collection(COLLECTION)),
+            accepted=_accepted(arguments.accepted),
+            require_terminal=arguments.require_terminal,
+            outbox_settled=arguments.settled,
+        )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """``python -m services.execution.invariants``: check, print a summary, exit 0 / 1 (violations) / 2."""
+    arguments = _parser().parse_args(argv)
+    try:
+        report = asyncio.run(_run(arguments))
+    except (OSError, ValueError, HubError) as error:
+        message = error.message if isinstance(error, HubError) else str(error)
+        print(f"exthub check: cannot read the execution store: {message}", file=sys.stderr)
+        return 2
+    _print_report(report, as_json=arguments.json, limit=arguments.limit)
+    return 1 if report.violations else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -23,29 +23,43 @@ from datetime import timedelta
 
 from services.execution.adapters.documents import (
     EXECUTION_DOC_ID,
+    INSTANCES_PARTITION,
     KIND_EVENT,
     KIND_EXECUTION,
     PATH_DUE_TIME,
     PATH_KIND,
     PATH_SEQUENCE,
+    PATH_STATE,
+    PATH_SYNC_CALL_OWNER,
     PENDING_OUTBOX,
     event_doc_id,
     event_from_json,
     event_to_document,
     execution_from_document,
     execution_to_body,
+    instance_from_document,
+    instance_to_body,
     request_body,
     request_from_json,
     request_partition,
 )
-from services.execution.domain import ExecutionEvent
+from services.execution.domain import ExecutionEvent, ExecutionState
+from services.execution.domain.instances import InstanceLease
 from services.execution.domain.model import Execution
-from services.platform.docstore.port import MAX_QUERY_LIMIT, DocumentCollection, Query
+from services.platform.docstore.port import MAX_QUERY_LIMIT, Document, DocumentCollection, Query
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 from services.platform.query.predicate import And, Compare, Op, Or, Predicate, SortKey
 from services.platform.timefmt import from_storage
 
-__all__ = ["Change", "Decide", "ExecutionNotifier", "ExecutionRepository", "execution_not_found"]
+__all__ = [
+    "Change",
+    "Decide",
+    "ExecutionNotifier",
+    "ExecutionRepository",
+    "InstanceRegistry",
+    "RequestHolder",
+    "execution_not_found",
+]
 
 MAX_WRITE_TRIES = 8
 REQUEST_ID_TTL = timedelta(hours=24)
@@ -112,6 +126,11 @@ class ExecutionRepository:
         self._collection = collection
         self.notifier = notifier or ExecutionNotifier()
         self._listeners: list[Callable[[Execution], None]] = []
+
+    @property
+    def collection(self) -> DocumentCollection:
+        """The collection it reads and writes (the instance leases live there too: :class:`InstanceRegistry`)."""
+        return self._collection
 
     def add_listener(self, listener: Callable[[Execution], None]) -> None:
         """Call ``listener`` (synchronously, it must not block) with every execution this process writes."""
@@ -263,15 +282,29 @@ class ExecutionRepository:
         """The executions whose ``due_time`` has passed (the sweeper's work), earliest first."""
         return self.query_executions(Compare(PATH_DUE_TIME, Op.LE, now), order_by=(SortKey(PATH_DUE_TIME),))
 
+    def sync_calls_in_flight(self) -> AsyncIterator[Execution]:
+        """The RUNNING executions whose synchronous call some instance is waiting for (``sync_call_owner`` set)."""
+        return self.query_executions(
+            And(
+                (
+                    Compare(PATH_STATE, Op.EQ, ExecutionState.RUNNING.value),
+                    Compare(PATH_SYNC_CALL_OWNER, Op.NE, ""),
+                )
+            )
+        )
+
     def with_pending_outbox(self) -> AsyncIterator[Execution]:
         """The executions whose outbox holds events or a dispatch marker (the outbox relay's leftovers)."""
         events_pending, dispatch_attempt = PENDING_OUTBOX
         return self.query_executions(Or((Compare(events_pending, Op.EQ, True), Compare(dispatch_attempt, Op.GE, 1))))
 
-    async def claim_request_id(self, tenant: str, request_id: str, execution_id: str, *, now: str) -> str | None:
-        """Reserve ``request_id`` for ``execution_id``; return the execution that holds it already (24 h), or None."""
+    async def claim_request_id(
+        self, tenant: str, request_id: str, execution_id: str, *, now: str, instance: str = ""
+    ) -> RequestHolder | None:
+        """Reserve ``request_id`` for ``execution_id`` (a create run by ``instance``); return who holds it already
+        (24 h), or None."""
         partition = request_partition(tenant)
-        body = request_body(execution_id, now)
+        body = request_body(execution_id, now, instance)
         for _ in range(MAX_WRITE_TRIES):
             try:
                 await self._collection.create(partition, request_id, body)
@@ -280,8 +313,8 @@ class ExecutionRepository:
                 existing = await self._collection.read(partition, request_id)
             if existing is None:
                 continue
-            holder, created = request_from_json(existing.body)
-            if from_storage(now) - from_storage(created) < REQUEST_ID_TTL:
+            holder = _holder(existing)
+            if from_storage(now) - from_storage(holder.create_time) < REQUEST_ID_TTL:
                 return holder
             try:  # expired: take it over
                 await self._collection.replace(partition, request_id, body, if_match=existing.etag)
@@ -290,10 +323,85 @@ class ExecutionRepository:
                 continue
         raise Aborted("the request id is contended; try again", reason="ETAG_MISMATCH")
 
+    async def take_over_request_id(
+        self, tenant: str, request_id: str, holder: RequestHolder, execution_id: str, *, now: str, instance: str
+    ) -> bool:
+        """Move ``request_id`` from ``holder`` (whose create can never finish) to ``execution_id``, unless it
+        changed since it was read (conditional on its etag). Whether it moved."""
+        body = request_body(execution_id, now, instance)
+        try:
+            await self._collection.replace(request_partition(tenant), request_id, body, if_match=holder.revision)
+        except (Aborted, NotFound):
+            return False
+        return True
+
     async def release_request_id(self, tenant: str, request_id: str, execution_id: str) -> None:
         """Undo :meth:`claim_request_id` when the create failed before storing the execution."""
         partition = request_partition(tenant)
         existing = await self._collection.read(partition, request_id)
-        if existing is not None and request_from_json(existing.body)[0] == execution_id:
+        if existing is not None and _holder(existing).execution_id == execution_id:
             with contextlib.suppress(Aborted, NotFound):
                 await self._collection.delete(partition, request_id, if_match=existing.etag)
+
+
+@dataclass(frozen=True)
+class RequestHolder:
+    """Who holds a request id: the execution its create makes, when, the instance running that create ("" when
+    not recorded), and the store etag of the idempotency document."""
+
+    execution_id: str
+    create_time: str
+    instance: str
+    revision: str
+
+
+def _holder(document: Document) -> RequestHolder:
+    execution_id, create_time, instance = request_from_json(document.body)
+    return RequestHolder(execution_id, create_time, instance, document.etag)
+
+
+class InstanceRegistry:
+    """The leases of the execution service instances (see :mod:`services.execution.domain.instances`): one
+    document per instance in the partition ``instances`` of the executions collection."""
+
+    def __init__(self, collection: DocumentCollection) -> None:
+        self._collection = collection
+
+    async def register(self, lease: InstanceLease) -> InstanceLease:
+        """Store a new instance's lease (instance ids are random: never taken)."""
+        document = await self._collection.create(INSTANCES_PARTITION, lease.instance, instance_to_body(lease))
+        return instance_from_document(document)
+
+    async def renew(self, lease: InstanceLease) -> InstanceLease:
+        """Write ``lease`` (a renewal, or the expiry of a stopping instance) over the one this instance holds;
+        registered again if someone removed it (it had looked gone: its executions were recovered already)."""
+        try:
+            document = await self._collection.replace(
+                INSTANCES_PARTITION, lease.instance, instance_to_body(lease), if_match=None
+            )
+        except NotFound:
+            document = await self._collection.create(INSTANCES_PARTITION, lease.instance, instance_to_body(lease))
+        return instance_from_document(document)
+
+    async def find(self, instance: str) -> InstanceLease | None:
+        """One instance's lease, or None."""
+        document = await self._collection.read(INSTANCES_PARTITION, instance)
+        return None if document is None else instance_from_document(document)
+
+    async def all(self) -> list[InstanceLease]:
+        """Every registered instance."""
+        leases: list[InstanceLease] = []
+        continuation: str | None = None
+        while True:
+            page = await self._collection.query(
+                Query(partition=INSTANCES_PARTITION, limit=MAX_QUERY_LIMIT, continuation=continuation)
+            )
+            leases.extend(instance_from_document(document) for document in page.documents)
+            continuation = page.continuation
+            if continuation is None:
+                return leases
+
+    async def remove(self, lease: InstanceLease) -> None:
+        """Remove a gone instance's lease, unless it changed since it was read (it renewed: not gone)."""
+        with contextlib.suppress(Aborted, NotFound):
+            await self._collection.delete(INSTANCES_PARTITION, lease.instance, if_match=lease.revision or None)

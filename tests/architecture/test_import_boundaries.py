@@ -3,7 +3,8 @@
 * The client (``exthub.client``) and the contract package (``exthub.contract``) import nothing of the hub's
   server side (``services``, ``gateway``, ``tools``) — not even inside a function — and neither does the CLI,
   except ``exthub up``'s supervisor, which is only imported when ``exthub up`` runs.
-* Importing the client or the CLI, and running an everyday command, loads no ``services`` module.
+* Importing the client or the CLI, and running an everyday command, loads no ``services`` module (``exthub check``
+  runs the checker in a process of its own).
 * The agent imports nothing of the execution service (it calls it over gRPC).
 * Use-case handlers (``services/*/handlers``) speak domain types: no gRPC and no generated protos.
 * No test skips or swallows a failed import: a missing ``gen/`` fails the suite.
@@ -148,7 +149,10 @@ def test_the_cli_and_its_everyday_commands_load_no_service_module(tmp_path: Path
     body = """
 import contextlib, io
 from exthub.cli import app
-for argv in (["token", "--roles", "Executions.Run"], ["run", "--help"], ["demo", "--help"], ["executions", "--help"]):
+for argv in (
+    ["token", "--roles", "Executions.Run"], ["run", "--help"], ["demo", "--help"], ["executions", "--help"],
+    ["check", "--data-dir", "no-hub-here"],
+):
     with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
         app(argv)
 """

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 EXTHUB = [sys.executable, "-m", "exthub.cli"]
@@ -39,7 +40,7 @@ def alive(pid: int) -> bool:
 
 class RunningHub:
     """A running ``exthub up --port PORT [args]`` (0: chosen by the OS) and the gateway URL it printed; its progress
-    output goes to a file (``log``)."""
+    output goes to a file (``log``); ``env`` adds variables (e.g. ``EXTHUB_*`` settings every part inherits)."""
 
     def __init__(
         self,
@@ -49,7 +50,9 @@ class RunningHub:
         log: Path | None = None,
         args: Sequence[str] = (),
         start_timeout: float = START_TIMEOUT,
+        env: Mapping[str, str] | None = None,
     ) -> None:
+        self.data_dir = data_dir
         self.log = log or data_dir.parent / f"{data_dir.name}-exthub-up.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         self._start_timeout = start_timeout
@@ -59,6 +62,7 @@ class RunningHub:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
+                env=None if env is None else {**os.environ, **env},
             )
         self.url = self._read_url()
         self.address = self.url.removeprefix("http://")
@@ -83,3 +87,56 @@ class RunningHub:
         """SIGTERM, then the exit code (bounded)."""
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(timeout=STOP_TIMEOUT)
+
+
+#: What each part's command line contains (to find its pid among ``exthub up``'s children).
+PARTS = {
+    "catalog": "services.catalog",
+    "agent": "services.agent",
+    "echo": "services.echo",
+    "execution": "services.execution",
+    "gateway": "envoy",
+}
+RECOVERY_TIMEOUT = 60.0
+
+
+def part_pid(hub: RunningHub, part: str) -> int | None:
+    """The pid of a running part of ``hub`` (None while it is down)."""
+    for pid in children(hub.process.pid):
+        try:
+            command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
+        except FileNotFoundError:
+            continue
+        if PARTS[part] in command and alive(pid):
+            return pid
+    return None
+
+
+def poll_interval(hub: RunningHub) -> None:
+    """Between two looks at a condition: up to 0.2 s, cut short (and failing) if `exthub up` exits."""
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        hub.process.wait(timeout=0.2)
+    assert hub.process.poll() is None, f"exthub up exited:\n{hub.log.read_text()[-3000:]}"
+
+
+def wait_new_pid(hub: RunningHub, part: str, old: int) -> int:
+    """The pid of ``part`` once the supervisor has restarted it (``old`` was killed)."""
+    deadline = time.monotonic() + RECOVERY_TIMEOUT
+    while time.monotonic() < deadline:
+        pid = part_pid(hub, part)
+        if pid is not None and pid != old:
+            return pid
+        poll_interval(hub)
+    raise AssertionError(f"{part} was not restarted:\n{hub.log.read_text()[-3000:]}")
+
+
+def dev_token(data_dir: Path, *roles: str) -> str:
+    """``exthub token --roles …`` for the hub of ``data_dir``."""
+    result = subprocess.run(
+        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", ",".join(roles)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=True,
+    )
+    return result.stdout.strip()

@@ -3,12 +3,10 @@ that keeps dying stops the hub with a message; a stopped hub starts again at onc
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
-import subprocess
 import time
 import urllib.error
 import urllib.request
@@ -18,39 +16,23 @@ from typing import Any
 import pytest
 
 from exthub.contract.roles import EXECUTIONS_RUN
-from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children
+from tests.e2e.exthub_up import (
+    PARTS,
+    RECOVERY_TIMEOUT,
+    RunningHub,
+    alive,
+    children,
+    dev_token,
+    part_pid,
+    poll_interval,
+    wait_new_pid,
+)
 
-RECOVERY_TIMEOUT = 60.0
 CRASHING_STOP_TIMEOUT = 90.0
-PARTS = {
-    "catalog": "services.catalog",
-    "agent": "services.agent",
-    "echo": "services.echo",
-    "execution": "services.execution",
-    "gateway": "envoy",
-}
 
 
 def _token(data_dir: Path) -> str:
-    result = subprocess.run(
-        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", EXECUTIONS_RUN],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return result.stdout.strip()
-
-
-def _part_pid(hub: RunningHub, part: str) -> int | None:
-    for pid in children(hub.process.pid):
-        try:
-            command = Path(f"/proc/{pid}/cmdline").read_text().replace("\0", " ")
-        except FileNotFoundError:
-            continue
-        if PARTS[part] in command and alive(pid):
-            return pid
-    return None
+    return dev_token(data_dir, EXECUTIONS_RUN)
 
 
 def _run_echo(url: str, token: str) -> dict[str, Any]:
@@ -77,25 +59,8 @@ def _serves_again(hub: RunningHub, token: str) -> dict[str, Any]:
             last = execution
         except (urllib.error.URLError, ConnectionError, TimeoutError) as error:
             last = error
-        _poll_interval(hub)
+        poll_interval(hub)
     raise AssertionError(f"the hub did not serve again within {RECOVERY_TIMEOUT}s: {last}")
-
-
-def _poll_interval(hub: RunningHub) -> None:
-    """Between two looks at a condition: up to 0.2 s, cut short (and failing) if `exthub up` exits."""
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        hub.process.wait(timeout=0.2)
-    assert hub.process.poll() is None, f"exthub up exited:\n{hub.log.read_text()[-3000:]}"
-
-
-def _wait_new_pid(hub: RunningHub, part: str, old: int) -> int:
-    deadline = time.monotonic() + RECOVERY_TIMEOUT
-    while time.monotonic() < deadline:
-        pid = _part_pid(hub, part)
-        if pid is not None and pid != old:
-            return pid
-        _poll_interval(hub)
-    raise AssertionError(f"{part} was not restarted:\n{hub.log.read_text()[-3000:]}")
 
 
 def test_every_part_killed_comes_back_and_the_hub_serves(tmp_path: Path) -> None:
@@ -105,10 +70,10 @@ def test_every_part_killed_comes_back_and_the_hub_serves(tmp_path: Path) -> None
         token = _token(data_dir)
         _serves_again(hub, token)
         for part in PARTS:
-            old = _part_pid(hub, part)
+            old = part_pid(hub, part)
             assert old is not None, f"{part} is not running"
             os.kill(old, signal.SIGKILL)
-            new = _wait_new_pid(hub, part, old)
+            new = wait_new_pid(hub, part, old)
             assert not alive(old)
             execution = _serves_again(hub, token)
             assert execution["result"]["echo"] == {"n": 1}, part
@@ -127,7 +92,7 @@ def test_a_part_that_keeps_crashing_stops_the_hub_with_a_message(tmp_path: Path)
     port = int((data_dir / "echo.port").read_text())
     parts = children(hub.process.pid)
     try:
-        echo = _part_pid(hub, "echo")
+        echo = part_pid(hub, "echo")
         assert echo is not None
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as squatter:
             squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -139,7 +104,7 @@ def test_a_part_that_keeps_crashing_stops_the_hub_with_a_message(tmp_path: Path)
                     break
                 except OSError:
                     assert time.monotonic() < deadline, "echo's port never came free"
-                    _poll_interval(hub)
+                    poll_interval(hub)
             squatter.listen()
             code = hub.process.wait(timeout=CRASHING_STOP_TIMEOUT)
     finally:

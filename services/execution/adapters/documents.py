@@ -8,10 +8,12 @@ Layout (collection ``executions``; one partition per execution id, one partition
   sweeper's ``due_time`` are plain top-level paths; ``version`` (the snapshot, with the chosen ``profile``
   nested, durations in seconds), ``inputs``, ``outputs``, the outcome (``result``, ``validation_errors``,
   ``error``), ``status_key_hash``, ``cancel_requested``/``cancel_deadline``, ``direct_token``, ``agent_id``,
-  the derived ``end_time``/``expire_time``/``due_time``, the client-visible ``etag`` and the ``outbox``
-  (``events``, ``events_pending`` — queryable — and ``dispatch``);
+  ``sync_call_owner`` (queryable: the instance waiting for a synchronous call, "" when none), the derived
+  ``end_time``/``expire_time``/``due_time``, the client-visible ``etag`` and the ``outbox`` (``events``,
+  ``events_pending`` — queryable — and ``dispatch``);
 * event documents ``event:{sequence:010d}`` (zero-padded: id order is sequence order);
-* idempotency documents: id = the request id, in partition ``requests:{tenant}``.
+* idempotency documents: id = the request id, in partition ``requests:{tenant}``;
+* instance leases of the execution service processes: id = the instance id, in partition ``instances``.
 
 Documents written before the outbox existed (no ``outbox``, no ``etag``, top-level ``dispatch``) and before
 ``expected_inputs`` read as well.
@@ -25,6 +27,7 @@ from typing import Any
 
 from services.execution.domain import ExecutionEvent, ExecutionRecord, ExecutionState
 from services.execution.domain.codes import Code
+from services.execution.domain.instances import InstanceLease
 from services.execution.domain.model import (
     CancelState,
     DispatchMarker,
@@ -50,12 +53,16 @@ from services.platform.workqueue.port import Priority
 __all__ = [
     "COLLECTION",
     "EXECUTION_DOC_ID",
+    "INSTANCES_PARTITION",
     "KIND_EVENT",
     "KIND_EXECUTION",
+    "KIND_INSTANCE",
     "KIND_REQUEST",
     "PATH_DUE_TIME",
     "PATH_KIND",
     "PATH_SEQUENCE",
+    "PATH_STATE",
+    "PATH_SYNC_CALL_OWNER",
     "PENDING_OUTBOX",
     "error_from_json",
     "error_to_json",
@@ -65,6 +72,8 @@ __all__ = [
     "event_to_json",
     "execution_from_document",
     "execution_to_body",
+    "instance_from_document",
+    "instance_to_body",
     "record_from_json",
     "record_to_json",
     "request_body",
@@ -77,9 +86,13 @@ EXECUTION_DOC_ID = "execution"
 KIND_EXECUTION = "execution"
 KIND_EVENT = "event"
 KIND_REQUEST = "request"
+KIND_INSTANCE = "instance"
+INSTANCES_PARTITION = "instances"
 PATH_KIND = ("kind",)
 PATH_SEQUENCE = ("sequence",)
 PATH_DUE_TIME = ("due_time",)
+PATH_STATE = ("state",)
+PATH_SYNC_CALL_OWNER = ("sync_call_owner",)
 #: Paths of an outbox that holds something: ``events_pending`` is true, or a dispatch marker's attempt is set.
 PENDING_OUTBOX = (("outbox", "events_pending"), ("outbox", "dispatch", "attempt"))
 
@@ -94,14 +107,42 @@ def request_partition(tenant: str) -> str:
     return f"requests:{tenant}"
 
 
-def request_body(execution_id: str, create_time: str) -> dict[str, Any]:
-    """The idempotency document of a request id: which execution it created, and when."""
-    return {"kind": KIND_REQUEST, "execution_id": execution_id, "create_time": create_time}
+def request_body(execution_id: str, create_time: str, instance: str = "") -> dict[str, Any]:
+    """The idempotency document of a request id: which execution it created, when, and which execution service
+    instance ran that create."""
+    return {"kind": KIND_REQUEST, "execution_id": execution_id, "create_time": create_time, "instance": instance}
 
 
-def request_from_json(body: Mapping[str, Any]) -> tuple[str, str]:
-    """``(execution id, create time)`` of an idempotency document."""
-    return str(body["execution_id"]), _time(body["create_time"])
+def request_from_json(body: Mapping[str, Any]) -> tuple[str, str, str]:
+    """``(execution id, create time, instance)`` of an idempotency document (instance "" when not recorded)."""
+    return str(body["execution_id"]), _time(body["create_time"]), str(body.get("instance") or "")
+
+
+def instance_to_body(lease: InstanceLease) -> dict[str, Any]:
+    """The lease document of an execution service instance (its store etag lives on the document)."""
+    return {
+        "kind": KIND_INSTANCE,
+        "instance": lease.instance,
+        "host": lease.host,
+        "pid": lease.pid,
+        "process_start": lease.process_start,
+        "started": lease.started,
+        "lease_until": lease.lease_until,
+    }
+
+
+def instance_from_document(document: Document) -> InstanceLease:
+    """The inverse of :func:`instance_to_body`, with the document's etag as ``revision``."""
+    body = document.body
+    return InstanceLease(
+        instance=str(body["instance"]),
+        host=str(body.get("host") or ""),
+        pid=int(body.get("pid") or 0),
+        process_start=str(body.get("process_start") or ""),
+        started=_time(body["started"]),
+        lease_until=_time(body["lease_until"]),
+        revision=document.etag,
+    )
 
 
 # -- the state machine's record and its events ------------------------------------------------------------
@@ -206,6 +247,7 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
         "direct_token": execution.direct_token,
         "input_timeout_seconds": _seconds(execution.input_timeout),
         "agent_id": execution.agent_id,
+        "sync_call_owner": execution.sync_call_owner,
         "end_time": execution.end_time,
         "expire_time": execution.expire_time,
         "due_time": execution.due_time,
@@ -254,6 +296,7 @@ def execution_from_document(document: Document) -> Execution:
         direct_token=str(body.get("direct_token") or ""),
         input_timeout=_duration(body.get("input_timeout_seconds")),
         agent_id=str(body.get("agent_id") or ""),
+        sync_call_owner=str(body.get("sync_call_owner") or ""),
         outbox=_outbox_from_json(body),
         etag=str(body.get("etag") or document.etag),
         revision=document.etag,

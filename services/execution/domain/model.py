@@ -218,6 +218,8 @@ class Execution:
 
     ``etag`` is the entity tag clients see (a new one on every change they can see); ``revision`` is the
     store's etag of the document it was read from (conditional writes), empty for one not stored yet.
+    ``sync_call_owner`` is the execution service instance waiting for this synchronous execution's agent call
+    (empty when no call is in flight; see :mod:`services.execution.domain.instances`).
     """
 
     id: str
@@ -233,6 +235,7 @@ class Execution:
     direct_token: str = ""
     input_timeout: timedelta | None = None
     agent_id: str = ""
+    sync_call_owner: str = ""
     outbox: Outbox = dataclasses.field(default_factory=Outbox)
     etag: str = ""
     revision: str = ""

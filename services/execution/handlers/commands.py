@@ -63,6 +63,7 @@ async def continue_execution(
             status_message=target.value.lower(),
             inputs=inputs,
             status_key_hash=key_hash if target is ExecutionState.RUNNING else current.status_key_hash,
+            sync_call_owner=ctx.instance if target is ExecutionState.RUNNING else "",
         )
 
     updated = await ctx.repository.update(execution_id, decide, current=execution)

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
-from services.execution.handlers.ports import AgentPort, CatalogPort, Clock, DeadLetterQueue
+from services.execution.handlers.ports import AgentPort, CatalogPort, Clock, DeadLetterQueue, InstanceLiveness
 from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
 from services.objects.port import ObjectProvider
@@ -16,6 +17,14 @@ from services.platform.timefmt import from_storage, to_storage, utcnow
 
 def _now() -> str:
     return to_storage(utcnow())
+
+
+class UnknownLiveness:
+    """No instance is known to be gone (a context without an instance registry: nothing is taken over)."""
+
+    async def gone(self, instance: str) -> bool:
+        """Never."""
+        return False
 
 
 @dataclass
@@ -28,7 +37,9 @@ class ExecutionContext:
     ``background`` keeps runs alive when the client goes away. ``queue`` is the work queue whose dead letters
     operators list (None: this process has none); ``input_timeout`` bounds
     PENDING_INPUTS and ``cancel_grace`` is how long a RUNNING execution's cancel may go unacknowledged by its
-    agent before the sweeper ends it.
+    agent before the sweeper ends it. ``instance`` is this process's instance id: it owns the synchronous calls
+    this process waits for (``Execution.sync_call_owner``) and the request ids of the creates it runs;
+    ``instances`` says which other instances are gone (see :mod:`services.execution.domain.instances`).
     """
 
     repository: ExecutionRepository
@@ -43,6 +54,8 @@ class ExecutionContext:
     queue: DeadLetterQueue | None = None
     input_timeout: timedelta = timedelta(hours=24)
     cancel_grace: timedelta = timedelta(seconds=60)
+    instance: str = field(default_factory=lambda: uuid.uuid4().hex)
+    instances: InstanceLiveness = field(default_factory=UnknownLiveness)
     inflight: dict[str, asyncio.Future[object]] = field(default_factory=dict)
     background: set[asyncio.Task[object]] = field(default_factory=set)
 

@@ -4,7 +4,8 @@ Which profile: the one the request names; else ``default`` when the version has 
 profile; else INVALID_ARGUMENT on ``execution.profile``. Where it starts: DIRECT_TOKEN_ISSUED (a DIRECT
 profile); PENDING_INPUTS when it waits for inputs — every *required* input, and each optional one the request
 names in ``expected_inputs``; otherwise RUNNING (sync, run now) or QUEUED (async), optional inputs absent.
-The same ``request_id`` within 24 h returns the same execution.
+The same ``request_id`` within 24 h returns the same execution (or, when the create that held it died with its
+process before storing anything, makes it: see :func:`_hold_request_id`).
 """
 
 from __future__ import annotations
@@ -37,9 +38,12 @@ from services.execution.handlers.run import run_sync
 from services.execution.handlers.support import load_visible
 from services.platform.auth.principal import Principal
 from services.platform.errors import FailedPrecondition, InvalidArgument
+from services.platform.logging import get_logger
 from services.platform.query.filter import MAP_KEY_RE
 
 __all__ = ["DEFAULT_PROFILE", "ExecutionDraft", "create_execution", "retry_execution", "validate_draft"]
+
+_log = get_logger("exthub.execution.create")
 
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_LABELS = 64
@@ -164,9 +168,9 @@ async def create_execution(
     execution_id = new_execution_id()
     if request_id:
         request_id = validate_request_id(request_id)
-        existing = await ctx.repository.claim_request_id(principal.tenant, request_id, execution_id, now=ctx.clock())
+        existing = await _hold_request_id(ctx, principal, request_id, execution_id)
         if existing is not None:
-            return await _existing(ctx, principal, existing)
+            return existing
     try:
         version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
         profile = _check_version(version, draft, ctx.objects.name)
@@ -180,20 +184,40 @@ async def create_execution(
     )
 
 
-async def _existing(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:
-    """The execution a repeated request id points at (it may still be being stored by the first call)."""
+async def _hold_request_id(
+    ctx: ExecutionContext, principal: Principal, request_id: str, execution_id: str
+) -> Execution | None:
+    """Hold ``request_id`` for ``execution_id`` (None), or the execution an earlier create with it made.
+
+    That execution may still be being stored by the earlier create: wait for it (up to ``DEDUP_WAIT_SECONDS``).
+    If the earlier create can never finish — the execution service instance running it is gone (crashed before it
+    stored the execution) — take the request id over, so the retry creates the execution instead of being told
+    to try again for 24 h.
+    """
+    tenant = principal.tenant
     loop = asyncio.get_running_loop()
     give_up = loop.time() + DEDUP_WAIT_SECONDS
     while True:
-        found = await ctx.repository.find(execution_id)
-        if found is not None:
-            return await load_visible(ctx, principal, execution_id)
+        holder = await ctx.repository.claim_request_id(
+            tenant, request_id, execution_id, now=ctx.clock(), instance=ctx.instance
+        )
+        if holder is None:
+            return None
+        if await ctx.repository.find(holder.execution_id) is not None:
+            return await load_visible(ctx, principal, holder.execution_id)
+        if holder.instance and await ctx.instances.gone(holder.instance):
+            if await ctx.repository.take_over_request_id(
+                tenant, request_id, holder, execution_id, now=ctx.clock(), instance=ctx.instance
+            ):
+                _log.warning("request id taken over from a gone instance", instance=holder.instance)
+                return None
+            continue  # it changed meanwhile: look again
         if loop.time() >= give_up:
             raise FailedPrecondition(
                 "a create with this request_id is still in progress or failed; try again",
                 reason="REQUEST_IN_PROGRESS",
             )
-        await ctx.repository.notifier.wait(execution_id, 0.2)
+        await ctx.repository.notifier.wait(holder.execution_id, 0.2)
 
 
 async def _store_and_start(
@@ -248,7 +272,7 @@ async def _store_and_start(
         execution = dataclasses.replace(execution, outbox=Outbox(dispatch=DispatchMarker(record.attempt)))
     elif initial is ExecutionState.RUNNING:
         status_key, key_hash = new_status_key()
-        execution = dataclasses.replace(execution, status_key_hash=key_hash)
+        execution = dataclasses.replace(execution, status_key_hash=key_hash, sync_call_owner=ctx.instance)
     elif initial is ExecutionState.DIRECT_TOKEN_ISSUED:
         ttl = profile.direct_token_ttl or DEFAULT_DIRECT_TOKEN_TTL
         token = ctx.signing.issue_direct_token(

@@ -5,7 +5,8 @@ Ports speak domain values and raise :class:`~services.platform.errors.HubError`;
 other ports the use cases use live with their platform: the document store (through
 :class:`~services.execution.repository.ExecutionRepository`) and the object provider
 (:mod:`services.objects.port`); of the work queue they read only the dead letters (:class:`DeadLetterQueue`);
-the clock is a function returning storage timestamps.
+the clock is a function returning storage timestamps; which execution service instances are gone is
+:class:`InstanceLiveness` (:class:`~services.execution.instances.InstanceKeeper` in the service).
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ __all__ = [
     "CatalogVersion",
     "Clock",
     "DeadLetterQueue",
+    "InstanceLiveness",
     "ObjectBinding",
 ]
 
@@ -80,6 +82,14 @@ class DeadLetterQueue(Protocol):
         self, *, page_size: int = 0, page_token: str | None = None
     ) -> tuple[list[DeadLetter], str | None]:
         """A page of dead letters (oldest first) and the next page token (None on the last page)."""
+        ...
+
+
+class InstanceLiveness(Protocol):
+    """Which execution service instances are gone (see :mod:`services.execution.domain.instances`)."""
+
+    async def gone(self, instance: str) -> bool:
+        """Whether ``instance`` can no longer finish anything it started (this process's own: never)."""
         ...
 
 

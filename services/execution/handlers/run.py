@@ -5,6 +5,11 @@ recorded; a ``CancelExecution`` of the same process cancels the call itself (see
 agent being unreachable or failing ends the execution FAILED with an ``error`` — never an error to the client.
 What an outcome does to the execution is :func:`~services.execution.domain.outcomes.state_after_attempt`'s
 rule (a synchronous execution is not retried).
+
+While the call is in flight the execution names this process's instance as its ``sync_call_owner`` (written
+with the change to RUNNING); the terminal write clears it, and so does :func:`_release_call` when the extension
+answered 202 (the extension reports by itself from then on). If this process dies first, the execution service
+that finds the owner gone ends the execution (:mod:`services.execution.handlers.recovery`).
 """
 
 from __future__ import annotations
@@ -112,7 +117,7 @@ async def _record_outcome(
         retryable=False,
     )
     if state is None:
-        return await ctx.repository.get(execution.id)  # long-running: the extension reports later
+        return await _release_call(ctx, execution)  # long-running: the extension reports later
     if state is ExecutionState.SUCCEEDED:
         provided = set(outcome.provided_outputs)
         outputs = tuple(OutputState(o.name, o.name in provided) for o in execution.outputs)
@@ -152,6 +157,22 @@ async def _finish(
         return await ctx.repository.update(execution.id, decide, current=execution)
     except HubError as error:
         _log.info("outcome not recorded", execution=execution.name, state=state.value, reason=error.reason)
+        return await ctx.repository.get(execution.id)
+
+
+async def _release_call(ctx: ExecutionContext, execution: Execution) -> Execution:
+    """The extension accepted the work (202): no call of this process is in flight any more, so this process
+    dying must not end the execution. A bookkeeping write (nothing a client sees changes)."""
+
+    def decide(current: Execution) -> Change | None:
+        if current.state is not ExecutionState.RUNNING or current.sync_call_owner != ctx.instance:
+            return None
+        return Change(dataclasses.replace(current, sync_call_owner=""))
+
+    try:
+        return await ctx.repository.update(execution.id, decide, bookkeeping=True)
+    except HubError as error:
+        _log.warning("call owner not released", execution=execution.name, reason=error.reason)
         return await ctx.repository.get(execution.id)
 
 

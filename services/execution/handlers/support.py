@@ -35,8 +35,8 @@ def change_from(
 
     ``fields`` replace fields of the execution. Besides, entering QUEUED for a new attempt marks the attempt
     for dispatch in the outbox (``dispatch_not_before`` delays it: retry backoff); a terminal state drops a
-    pending dispatch and the cancel deadline, and a terminal state other than FAILED/TIMED_OUT drops the
-    ``error`` a failed earlier attempt left.
+    pending dispatch, the cancel deadline and the owner of a synchronous call (nothing waits for it any more),
+    and a terminal state other than FAILED/TIMED_OUT drops the ``error`` a failed earlier attempt left.
     """
     if result.event is None:
         return None
@@ -45,7 +45,7 @@ def change_from(
     if record.is_terminal:
         outbox = Outbox(execution.outbox.events, None)
         execution = dataclasses.replace(
-            execution, outbox=outbox, cancel=CancelState(requested=execution.cancel.requested)
+            execution, outbox=outbox, cancel=CancelState(requested=execution.cancel.requested), sync_call_owner=""
         )
         if record.state not in _FAILURES:  # an earlier attempt's error does not outlive a success
             execution = dataclasses.replace(execution, outcome=dataclasses.replace(execution.outcome, error=None))

@@ -53,7 +53,9 @@ def test_run_echo_without_inputs_runs_at_once(cli: Cli) -> None:
 
 
 def test_wait_shows_progress_fed_by_watch_execution(cli: Cli) -> None:
-    result = cli("run", "echo-plain", "--request", '{"longRunning": true}', "--wait", "--timeout", "30")
+    # echo reports 50 % at once and SUCCEEDED after the delay: the create answers RUNNING whatever the timing
+    request = '{"longRunning": true, "delaySeconds": 1}'
+    result = cli("run", "echo-plain", "--request", request, "--wait", "--timeout", "30")
     assert result.exit_code == 0, result.stderr
     lines = result.stderr.splitlines()
     assert lines[0].startswith("Created executions/") and lines[0].endswith("(RUNNING)")

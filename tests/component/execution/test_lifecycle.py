@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import uuid
@@ -146,9 +147,9 @@ async def test_continue_seals_inputs_and_the_old_upload_url_changes_nothing(hub:
         hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
     )
     (document,) = execution.inputs
-    content = b"sealed bytes" * 50
-    async with aiohttp.ClientSession(timeout=HTTP) as session:
-        assert (await use(session, document.upload, content))[0] in (200, 201)
+    content = gzip.compress(b"sealed bytes" * 50)  # stored as sent: never decoded on the way in
+    async with aiohttp.ClientSession(timeout=HTTP, auto_decompress=False) as session:
+        assert (await use(session, document.upload, content, {"Content-Encoding": "gzip"}))[0] in (200, 201)
         done = await hub.stub.ContinueExecution(
             pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
         )
@@ -166,11 +167,16 @@ async def test_continue_seals_inputs_and_the_old_upload_url_changes_nothing(hub:
     assert (again.inputs[0].size_bytes, again.inputs[0].sha256) == (sealed.size_bytes, sealed.sha256)
 
 
-async def use(session: aiohttp.ClientSession, accessor: Any, data: bytes | None = None) -> tuple[int, bytes]:
+async def use(
+    session: aiohttp.ClientSession, accessor: Any, data: bytes | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, bytes]:
     """An accessor used exactly as a client must: its method, its URI as given (a SAS is already encoded) and its
-    headers; the status and body of the answer."""
+    headers (plus ``headers`` of the body's own, e.g. its Content-Encoding); the status and body of the answer."""
     async with session.request(
-        accessor.method, URL(accessor.uri, encoded=True), data=data, headers=dict(accessor.headers)
+        accessor.method,
+        URL(accessor.uri, encoded=True),
+        data=data,
+        headers={**dict(accessor.headers), **(headers or {})},
     ) as response:
         return response.status, await response.read()
 

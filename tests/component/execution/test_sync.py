@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -10,11 +13,13 @@ from google.protobuf import json_format, struct_pb2
 from google.rpc import status_pb2
 
 from exthub.contract.errors import code_number, error_info
-from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from services.execution.app import start_execution
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
 VERSION = "extensions/echo-plain/versions/1.0.0"
+T = TypeVar("T")
 
 
 def struct(**values: Any) -> struct_pb2.Struct:
@@ -104,3 +109,78 @@ async def test_unsupported_priority_and_profile_and_role(hub: Hub) -> None:
             timeout=10,
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+#: How soon a restarted execution service ends a call its previous process left (the call's timeout is an hour).
+INTERRUPTED_WITHIN = 10.0
+
+
+async def _first(what: str, look: Callable[[], Awaitable[T | None]], *, within: float) -> T:
+    """``look()``'s first non-None answer, asked every 50 ms; AssertionError after ``within`` seconds."""
+    deadline = asyncio.get_running_loop().time() + within
+    while (found := await look()) is None:
+        assert asyncio.get_running_loop().time() < deadline, f"{what} within {within}s"
+        await asyncio.sleep(0.05)
+    return found
+
+
+async def test_a_sync_call_cut_by_a_stopped_service_fails_at_once_when_the_service_starts_again(hub: Hub) -> None:
+    """At the execution service's port: a synchronous call in flight when its process stops is ended FAILED
+    (EXECUTION_INTERRUPTED) by the next process on the same store as soon as it starts — not after the call's
+    timeout — and a create retried with the same request id answers that outcome."""
+    assert hub.settings is not None
+    request_id = str(uuid.uuid4())
+    body = E(extension_version=VERSION, request=struct(delaySeconds=60), labels={"case": "cut"})
+    cut = asyncio.ensure_future(
+        hub.stub.CreateExecution(
+            execution_service_pb2.CreateExecutionRequest(execution=body, request_id=request_id),
+            metadata=hub.token(),
+            timeout=90,
+        )
+    )
+    try:
+
+        async def running() -> execution_pb2.Execution | None:
+            listed = await hub.stub.ListExecutions(
+                execution_service_pb2.ListExecutionsRequest(filter='labels.case = "cut"'),
+                metadata=hub.token(),
+                timeout=10,
+            )
+            return next((e for e in listed.executions if e.state == E.RUNNING), None)
+
+        execution = await _first("echo holds the synchronous call", running, within=15)
+        await hub.execution.stop(0)
+        with pytest.raises(grpc.aio.AioRpcError):
+            await cut  # the cut call never answers with an execution
+    finally:
+        cut.cancel()
+        await asyncio.gather(cut, return_exceptions=True)
+
+    again = await start_execution(hub.settings, port=0, environ=None if hub.azure is None else hub.azure.environ)
+    try:
+        async with grpc.aio.insecure_channel(again.address) as channel:
+            stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
+
+            async def ended() -> execution_pb2.Execution | None:
+                current = await stub.GetExecution(
+                    execution_service_pb2.GetExecutionRequest(name=execution.name), metadata=hub.token(), timeout=10
+                )
+                return None if current.state == E.RUNNING else current
+
+            done = await _first("the cut call ends", ended, within=INTERRUPTED_WITHIN)
+            assert done.state == E.FAILED, done
+            assert reason_of(done.error) == "EXECUTION_INTERRUPTED", done.error
+            events = await stub.ListExecutionEvents(
+                execution_service_pb2.ListExecutionEventsRequest(parent=execution.name),
+                metadata=hub.token(),
+                timeout=10,
+            )
+            assert [(e.sequence, e.state) for e in events.events] == [(1, E.RUNNING), (2, E.FAILED)]
+            retried = await stub.CreateExecution(
+                execution_service_pb2.CreateExecutionRequest(execution=body, request_id=request_id),
+                metadata=hub.token(),
+                timeout=10,
+            )
+            assert (retried.name, retried.state) == (execution.name, E.FAILED)
+    finally:
+        await again.stop(0)

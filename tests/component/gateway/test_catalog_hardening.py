@@ -1,9 +1,11 @@
 """The catalog refuses extension URLs the hub must not call (SSRF), and shows a profile's extension settings only
 to the extension's owner, Hub.Admin and the hub's services — through the gateway (REST) and at the catalog's
-own port (gRPC). The gateway's admin interface is not reachable over TCP at all."""
+own port (gRPC). A URL that got into the catalog anyway is refused again when an execution would call it. The
+gateway's admin interface is not reachable over TCP at all."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -15,8 +17,10 @@ import pytest
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
-from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
+from services.catalog.adapters.documents import COLLECTION, version_doc_id
+from tests.component.agent.test_egress import _trap
 from tests.component.gateway.conftest import Bearer, call
 from tests.component.gateway.test_input_limits import metadata_of, violations
 from tests.support.hub import Hub
@@ -169,6 +173,45 @@ async def test_any_publisher_may_register_a_version_served_by_the_allow_listed_s
         headers=publisher,
     )
     assert refused.status == 400, "the allow-list names echo's port, not the whole loopback"
+
+
+async def test_a_stored_internal_url_is_refused_at_call_time_and_never_called(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
+) -> None:
+    """A version whose URL points inside (stored before the policy existed, or allowed then): an execution
+    created through the gateway fails EGRESS_REFUSED at the agent, nothing reaches the address, and the error
+    names neither the address nor the port."""
+    trap, trap_server = await _trap("127.0.0.1")
+    try:
+        publisher = bearer(roles=PUBLISH)
+        runner = bearer(roles=(EXECUTIONS_RUN,))
+        catalog = hub.catalog.store.collection(COLLECTION)
+        plain = await catalog.read("echo-plain", version_doc_id("1.0.0"))
+        assert plain is not None
+        for index, url in enumerate((f"{trap.url}/execute", f"http://localhost:{trap.port}/execute")):
+            extension = f"legacy-{index}"
+            await _extension(http, gateway, publisher, extension)
+            body = {**plain.body, "extension_id": extension}
+            body["profiles"] = [
+                {**p, "extension_settings": {**p["extension_settings"], "execution_url": url}}
+                for p in plain.body["profiles"]
+            ]
+            await catalog.create(extension, version_doc_id("1.0.0"), body)
+            reply = await call(
+                http,
+                gateway,
+                "POST",
+                "/v1/executions",
+                json_body={"extensionVersion": f"extensions/{extension}/versions/1.0.0", "request": {"a": 1}},
+                headers=runner,
+            )
+            assert reply.status == 200, reply.body
+            assert reply.body["state"] == "FAILED", reply.body
+            assert reply.body["error"]["details"][0]["reason"] == "EGRESS_REFUSED", reply.body
+            assert str(trap.port) not in json.dumps(reply.body) and "127.0.0.1" not in json.dumps(reply.body)
+        assert trap.requests == []
+    finally:
+        await trap_server.close()
 
 
 # -- visibility of extension settings ---------------------------------------------------------------------

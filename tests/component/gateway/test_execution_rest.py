@@ -9,6 +9,7 @@ object accessors are Azurite's user-delegation SAS URLs.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import uuid
@@ -196,6 +197,45 @@ async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
         assert response.status == 403
     async with http.get(URL(upload["uri"], encoded=True)) as response:
         assert response.status == 403
+
+
+async def test_inputs_are_sealed_at_continue_and_stored_as_sent_through_the_gateway(
+    http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
+) -> None:
+    """A gzip upload is kept as sent (its size and SHA-256 are the compressed bytes'); once ``:continue`` sealed
+    it, the upload URL changes nothing more — neither right after nor after SUCCEEDED: ``local/v1`` refuses the
+    write; a user-delegation SAS (``az-blob/v1``) cannot be revoked, so its write lands beside the sealed input."""
+    runner = bearer(roles=RUN)
+    created = await create(
+        http, gateway, runner, extensionVersion=WITH_OBJECTS, request={"kind": "objects"}, expectedInputs=["document"]
+    )
+    (document,) = created["inputs"]
+    upload = URL(document["upload"]["uri"], encoded=True)
+    sent = gzip.compress(b"a,b\n" * 2000)
+    headers = {**document["upload"].get("headers", {}), "Content-Encoding": "gzip", "Content-Type": "text/csv"}
+    async with http.put(upload, data=sent, headers=headers) as response:
+        assert response.status in (200, 201), await response.text()
+    done = await call(
+        http,
+        gateway,
+        "POST",
+        f"/v1/{created['name']}:continue",
+        json_body={"providedInputs": ["document"]},
+        headers=runner,
+    )
+    assert done.status == 200 and done.body["state"] == "SUCCEEDED", done.body
+    sealed = {"size": len(sent), "sha256": hashlib.sha256(sent).hexdigest()}
+    assert done.body["result"]["inputs"]["document"] == sealed, "the extension read the bytes as sent"
+    (stored,) = done.body["inputs"]
+    assert (int(stored["sizeBytes"]), stored["sha256"]) == (sealed["size"], sealed["sha256"])
+    assert "upload" not in stored
+    for replacement in (b"replaced", gzip.compress(b"replaced")):
+        async with http.put(upload, data=replacement, headers=headers) as response:
+            assert response.status == (403 if hub.profile == "embedded" else 201), await response.text()
+    again = await call(http, gateway, "GET", f"/v1/{created['name']}", headers=runner)
+    assert again.status == 200 and again.body["state"] == "SUCCEEDED"
+    (kept,) = again.body["inputs"]
+    assert (int(kept["sizeBytes"]), kept["sha256"]) == (sealed["size"], sealed["sha256"])
 
 
 async def test_cancel_continue_and_retry(http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer) -> None:
