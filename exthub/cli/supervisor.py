@@ -28,10 +28,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.cli.endpoints import remove_endpoints, write_endpoints
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
-from gateway.render import render_config
+from gateway.render import render_config, tracing_params
 from services.echo.registration import register_echo
 from services.platform.auth.dev_issuer import DevIssuer
+from services.platform.telemetry import tracing_destination
 
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
@@ -234,7 +236,8 @@ async def _stop(child: Child) -> None:
 
 
 def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpec:
-    return ChildSpec(name, f"services.{name}", env, (re.compile(rf"{name} serving on (\S+)"), *more))
+    served = (re.compile(rf"{name} serving on (\S+)"), re.compile(rf"{name} http serving on (\S+)"))
+    return ChildSpec(name, f"services.{name}", env, (*served, *more))
 
 
 async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
@@ -263,6 +266,7 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
         catalog_address=addresses["catalog"],
         execution_address=addresses["execution"],
         objects_address=addresses["objects"],
+        **tracing_params(),
     )
     try:
         envoy = await start_envoy(config, data_dir / "gateway", ready_timeout=READY_TIMEOUT_SECONDS)
@@ -307,8 +311,16 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
     execution_address = f"127.0.0.1:{execution_port}"
     objects_url = f"http://127.0.0.1:{objects_port}"
     catalog, agent, echo = await steps(
-        _service("catalog", {**base, "EXTHUB_CATALOG_PORT": "0"}),
-        _service("agent", {**base, "EXTHUB_AGENT_PORT": "0", "EXTHUB_EXECUTION_ADDRESS": execution_address}),
+        _service("catalog", {**base, "EXTHUB_CATALOG_PORT": "0", "EXTHUB_CATALOG_HTTP_PORT": "0"}),
+        _service(
+            "agent",
+            {
+                **base,
+                "EXTHUB_AGENT_PORT": "0",
+                "EXTHUB_AGENT_HTTP_PORT": "0",
+                "EXTHUB_EXECUTION_ADDRESS": execution_address,
+            },
+        ),
         ChildSpec(
             "echo",
             "services.echo",
@@ -367,11 +379,19 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
                 await starting
             return 0
         addresses = starting.result()
+        traces = tracing_destination()
+        endpoints = write_endpoints(
+            data_dir,
+            url=addresses.public_url,
+            tracing=traces,
+            parts=[(c.name, c.process.pid, c.announced) for c in children],
+        )
         print(addresses.public_url, flush=True)
         _console.print(
             f"hub ready in {time.monotonic() - started:.1f}s · data: {data_dir} · logs: {data_dir / 'logs'} "
-            "· Ctrl-C stops it"
+            f"· endpoints: {endpoints} · Ctrl-C stops it"
         )
+        _console.print(f"traces: {traces or 'tracing off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)'}")
         waits = [asyncio.create_task(c.process.wait()) for c in children]
         done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
         for task in waits:
@@ -383,6 +403,7 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
         return 1
     finally:
         stopper.cancel()
+        remove_endpoints(data_dir)
         for child in reversed(children):
             await _stop(child)
         for sig in (signal.SIGINT, signal.SIGTERM):

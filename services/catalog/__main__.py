@@ -8,7 +8,7 @@ from services.platform.entrypoint import run_service
 
 def main() -> None:
     """Entry point."""
-    run_service("catalog", start_catalog)
+    run_service("catalog", start_catalog, http_port=lambda settings: settings.catalog_http_port)
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.entrypoint import BackendNotAvailable
+from services.platform.metrics import ServiceMetrics, add_metrics_route
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
@@ -171,7 +172,10 @@ async def start_execution(
         relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue))
         ctx.repository.add_listener(relay.notice)
         sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
-        runner = web.AppRunner(create_http_app(ctx, provider), access_log=None)
+        metrics = ServiceMetrics("execution")
+        http_app = create_http_app(ctx, provider)
+        add_metrics_route(http_app, metrics)
+        runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
 
@@ -187,6 +191,7 @@ async def start_execution(
             register=register,
             verifier=TokenVerifier(settings.auth),
             access_rules=access_rules_from_descriptors([SERVICE, AGENT_TASK_SERVICE]),
+            metrics=metrics,
         )
     except BaseException:
         if runner is not None:

@@ -2,14 +2,19 @@
 
 Secrets never reach a log line: :func:`redact_secrets` masks values whose key looks like a token,
 secret, key, password or authorization header, at any depth.
+
+Correlation: when tracing is on (:mod:`services.platform.telemetry`), every line logged inside a span carries
+``trace_id`` and ``span_id`` (W3C hex); :func:`execution_context` binds ``execution`` and ``attempt`` for the
+lines logged while one execution's work runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import sys
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Iterator, Mapping, MutableMapping
 from typing import TYPE_CHECKING, Any
 
 import structlog
@@ -17,7 +22,16 @@ import structlog
 if TYPE_CHECKING:
     from services.platform.settings import Settings
 
-__all__ = ["REDACTED", "configure_logging", "get_logger", "redact_secrets"]
+__all__ = [
+    "REDACTED",
+    "add_trace_context",
+    "configure_logging",
+    "disable_trace_context",
+    "enable_trace_context",
+    "execution_context",
+    "get_logger",
+    "redact_secrets",
+]
 
 REDACTED = "[REDACTED]"
 _SENSITIVE = re.compile(r"token|secret|key|password|passwd|authorization|credential|signature", re.IGNORECASE)
@@ -49,11 +63,52 @@ def redact_secrets(_logger: Any, _method: str, event_dict: MutableMapping[str, A
     return event_dict
 
 
+_current_span: Callable[[], Any] | None = None
+
+
+def enable_trace_context() -> None:
+    """Make :func:`add_trace_context` read the current span (called when tracing is turned on)."""
+    global _current_span
+    from opentelemetry.trace import get_current_span
+
+    _current_span = get_current_span
+
+
+def disable_trace_context() -> None:
+    """Undo :func:`enable_trace_context`."""
+    global _current_span
+    _current_span = None
+
+
+def add_trace_context(_logger: Any, _method: str, event_dict: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: ``trace_id`` and ``span_id`` of the current span (nothing when tracing is off)."""
+    if _current_span is not None:
+        context = _current_span().get_span_context()
+        if context.is_valid:
+            event_dict.setdefault("trace_id", format(context.trace_id, "032x"))
+            event_dict.setdefault("span_id", format(context.span_id, "016x"))
+    return event_dict
+
+
+@contextlib.contextmanager
+def execution_context(execution: str | None, attempt: int | None = None) -> Iterator[None]:
+    """Bind ``execution`` (its name) and ``attempt`` to every line logged inside (nothing when None)."""
+    if execution is None:
+        yield
+        return
+    values: dict[str, Any] = {"execution": execution}
+    if attempt is not None:
+        values["attempt"] = attempt
+    with structlog.contextvars.bound_contextvars(**values):
+        yield
+
+
 def configure_logging(settings: Settings) -> None:
     """Configure structlog and the root logger once per process (calling again replaces the setup)."""
     level = logging.getLevelName(settings.log_level)
     shared: list[Any] = [
         structlog.contextvars.merge_contextvars,
+        add_trace_context,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.stdlib.ExtraAdder(),

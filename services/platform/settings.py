@@ -7,6 +7,7 @@ Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.micr
 from __future__ import annotations
 
 import json
+import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -17,11 +18,13 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from services.platform.auth._files import read_or_create_once
 from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 
-__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings"]
+__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings", "TelemetrySettings"]
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
 PAGE_TOKEN_KEY_FILE = Path("secrets", "page-token.key")
+#: The standard variable the Azure Monitor exporter reads (never copied into the settings: it is a secret).
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
 def _split_list(value: Any) -> Any:
@@ -101,6 +104,26 @@ class AzureSettings(BaseModel):
     blob_account_url: str | None = Field(default=None, description="Blob Storage account URL.")
 
 
+class TelemetrySettings(BaseModel):
+    """Where traces go besides OTLP (which the standard ``OTEL_*`` variables configure on their own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    azure_monitor: bool = Field(
+        default=False,
+        description="Export traces to Azure Monitor (Application Insights); the target is the standard "
+        "`APPLICATIONINSIGHTS_CONNECTION_STRING` variable.",
+    )
+
+    @model_validator(mode="after")
+    def _connection_string_present(self) -> TelemetrySettings:
+        if self.azure_monitor and not os.environ.get(APPLICATIONINSIGHTS_CONNECTION_STRING, "").strip():
+            raise ValueError(
+                f"EXTHUB_TELEMETRY__AZURE_MONITOR=true needs {APPLICATIONINSIGHTS_CONNECTION_STRING} to be set"
+            )
+        return self
+
+
 Port = Annotated[int, Field(ge=0, le=65_535)]
 
 
@@ -129,6 +152,7 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for page tokens; None → a random key file in data_dir."
     )
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     # -- execution service (issue 3) ------------------------------------------------------------------
     objects_port: Port = Field(
@@ -232,6 +256,13 @@ class Settings(BaseSettings):
         return self.queue_file if self.queue_file.is_absolute() else self.data_dir / self.queue_file
 
     # -- end asynchronous execution -------------------------------------------------------------------
+
+    # -- observability (issue 14): each service's HTTP port serves /metrics ------------------------------
+    catalog_http_port: Port = Field(
+        default=50055, description="The catalog's HTTP server (`/metrics`; 0: the OS chooses)."
+    )
+    agent_http_port: Port = Field(default=50056, description="The agent's HTTP server (`/metrics`; 0: the OS chooses).")
+    # -- end observability ----------------------------------------------------------------------------
 
     @field_validator("log_level", mode="before")
     @classmethod
