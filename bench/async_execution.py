@@ -64,11 +64,11 @@ from bench import celery_echo
 from bench.harness import console, free_port, median, p99
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
 from services.execution.signing import SigningKeyRing
-from services.platform.auth.dev_issuer import DevIssuer
 
 if TYPE_CHECKING:
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub

@@ -21,7 +21,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from bench.harness import console, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 
 WORDS = [
     "image",

@@ -30,10 +30,11 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import worker_ready  # type: ignore[import-untyped]
 from google.protobuf import timestamp_pb2
 
+from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
 from services.agent.adapters.request_body import build_request_document, encode_body
-from services.execution.signing import SIGNATURE_HEADER, SigningKeyRing
+from services.execution.signing import SigningKeyRing
 
 REDIS_URL_ENV = "EXTHUB_BENCH_REDIS_URL"
 KEY_DIR_ENV = "EXTHUB_BENCH_KEY_DIR"
@@ -91,7 +92,7 @@ def _session() -> requests.Session:
 
 
 def request_body(execution_id: str, attempt: int) -> bytes:
-    """The http-json request body (spec §6) the agent would send for this attempt of ``echo-plain``."""
+    """The http-json request body the agent would send for this attempt of ``echo-plain``."""
     deadline = timestamp_pb2.Timestamp()
     deadline.FromDatetime(datetime.now(UTC) + timedelta(seconds=EXECUTION_SECONDS))
     task = execution_pb2.ExecutionTask(

@@ -24,9 +24,9 @@ import grpc
 from bench.harness import Result, console, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.envoy import start_envoy
 from gateway.render import render_config
-from services.platform.auth.dev_issuer import DevIssuer
 
 READY = re.compile(r"catalog serving on (\S+)")
 

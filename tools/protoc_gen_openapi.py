@@ -31,6 +31,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
+from exthub.contract.roles import HUB_ADMIN
 from tools.protodesc import Options, http_verb_and_path, leading_comments
 
 OUTPUT_NAME = "exthub.openapi.yaml"
@@ -549,7 +550,7 @@ def access_text(access: dict[str, Any]) -> str:
     if audience == "AUTHENTICATED":
         return "Access: any caller with a valid token (ownership and tenancy are checked per resource)."
     if audience == "ROLES":
-        roles = ", ".join(f"`{role}`" for role in [*access.get("roles", []), "Hub.Admin"])
+        roles = ", ".join(f"`{role}`" for role in [*access.get("roles", []), HUB_ADMIN])
         return f"Access: a token with one of the roles {roles}."
     return "Access: refused (no access rule)."
 

@@ -1,4 +1,8 @@
-"""Typer application: ``exthub up`` and ``exthub token`` (spec §8)."""
+"""Typer application: ``exthub up`` and ``exthub token``, plus the client commands.
+
+Importing the CLI loads only the client side (the stubs, :mod:`exthub.client`, :mod:`exthub.contract`):
+``exthub up`` imports its supervisor, which starts the hub's processes, when it runs.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,8 @@ from typing import Annotated
 import typer
 
 from exthub.cli.commands import register as register_client_commands
-from exthub.cli.supervisor import HubStartError, run_hub
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import ALL_ROLES
 
 app = typer.Typer(
     help="Exthub: a contract-first extension hub. `exthub up` runs it on this machine.",
@@ -31,6 +35,8 @@ def up(
     ] = 8080,
 ) -> None:
     """Start the whole hub, wait until every part is healthy, print its URL; Ctrl-C stops it cleanly."""
+    from exthub.cli.supervisor import HubStartError, run_hub
+
     try:
         code = asyncio.run(run_hub(data_dir=data_dir, port=port))
     except HubStartError as error:
@@ -42,7 +48,7 @@ def up(
 @app.command()
 def token(
     data_dir: DataDir = Path(".exthub-data"),
-    roles: Annotated[str, typer.Option("--roles", help="Comma-separated app roles.")] = "",
+    roles: Annotated[str, typer.Option("--roles", help=f"Comma-separated app roles ({', '.join(ALL_ROLES)}).")] = "",
     tenant: Annotated[str, typer.Option("--tenant", help="Tenant id (the `tid` claim).")] = "local",
     user: Annotated[str, typer.Option("--user", help="User id (the `oid` claim).")] = "developer",
     ttl: Annotated[int, typer.Option("--ttl", help="Lifetime in seconds.", min=1, max=86_400)] = 3600,

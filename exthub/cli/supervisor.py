@@ -29,10 +29,11 @@ from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.cli.endpoints import remove_endpoints, write_endpoints
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
 from gateway.render import render_config, tracing_params
 from services.echo.registration import register_echo
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.telemetry import tracing_destination
 
 READY_TIMEOUT_SECONDS = 30.0
@@ -242,7 +243,7 @@ def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpe
 
 async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
     """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist."""
-    token = issuer.issue(tenant="exthub", user="exthub-up", roles=["Extensions.Publish"], ttl_seconds=300)
+    token = issuer.issue(tenant="exthub", user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(catalog_address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)

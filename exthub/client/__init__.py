@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from exthub.client.channel import DEFAULT_TIMEOUT_SECONDS, Target, retryable_methods, service_config
 from exthub.client.errors import ExecutionWaitTimeout, ObjectTransferError, RpcErrorDetails, rpc_error_details
-from exthub.client.hub import DEFAULT_WAIT_SECONDS, HubClient, connect, is_terminal_state, state_name
+from exthub.client.hub import DEFAULT_WAIT_SECONDS, HubClient, connect, with_expected_inputs
 from exthub.client.tokens import (
     AzureCredentialTokenProvider,
     DevTokenProvider,
@@ -28,6 +28,7 @@ from exthub.client.tokens import (
     TokenProvider,
     TokenProviderError,
 )
+from exthub.contract.states import is_terminal_state, state_name
 
 __all__ = [
     "DEFAULT_TIMEOUT_SECONDS",
@@ -48,4 +49,5 @@ __all__ = [
     "rpc_error_details",
     "service_config",
     "state_name",
+    "with_expected_inputs",
 ]

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+
+from exthub.contract.errors import call_status, error_info, field_violations
 
 __all__ = ["ExecutionWaitTimeout", "ObjectTransferError", "RpcErrorDetails", "rpc_error_details"]
 
@@ -33,31 +33,16 @@ class RpcErrorDetails:
 
 def rpc_error_details(error: grpc.aio.AioRpcError) -> RpcErrorDetails:
     """Parse the rich status (``grpc-status-details-bin``) of ``error``; falls back to code and details."""
-    details = RpcErrorDetails(code=error.code(), message=error.details() or "")
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:  # a status that contradicts the call's code: keep the call's own
-        return details
+    status = call_status(error)
     if status is None:
-        return details
-    reason = ""
-    metadata: dict[str, str] = {}
-    violations: list[tuple[str, str]] = []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason, metadata = info.reason, dict(info.metadata)
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            violations.extend((v.field, v.description) for v in bad.field_violations)
+        return RpcErrorDetails(code=error.code(), message=error.details() or "")
+    info = error_info(status)
     return RpcErrorDetails(
         code=error.code(),
-        message=status.message or details.message,
-        reason=reason,
-        metadata=metadata,
-        field_violations=violations,
+        message=status.message or error.details() or "",
+        reason=info.reason if info is not None else "",
+        metadata=dict(info.metadata) if info is not None else {},
+        field_violations=field_violations(status),
     )
 
 

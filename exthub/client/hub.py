@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 import uuid
-from collections.abc import AsyncGenerator, Callable, Mapping
+from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import TracebackType
@@ -20,15 +20,15 @@ from exthub.client.channel import DEFAULT_TIMEOUT_SECONDS, Target, open_channel
 from exthub.client.errors import ExecutionWaitTimeout, ObjectTransferError
 from exthub.client.objects import DEFAULT_TRANSFER_TIMEOUT, download_object, upload_object
 from exthub.client.tokens import TokenProvider
+from exthub.contract.states import is_terminal_state, state_name
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
-from services.execution.domain.states import ExecutionState, is_terminal
 
 if TYPE_CHECKING:
     from exthub.catalog.v1.catalog_service_pb2_grpc import CatalogServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect", "is_terminal_state", "state_name"]
+__all__ = ["DEFAULT_WAIT_SECONDS", "EventCallback", "HubClient", "connect", "with_expected_inputs"]
 
 Execution = execution_pb2.Execution
 ExecutionEvent = execution_pb2.ExecutionEvent
@@ -40,14 +40,12 @@ _BACKOFF_SECONDS = 0.2
 _ACCESSOR_MARGIN = timedelta(seconds=10)
 
 
-def state_name(state: Execution.State.ValueType) -> str:
-    """``Execution.State`` value → its name (``SUCCEEDED``)."""
-    return Execution.State.Name(state)
-
-
-def is_terminal_state(state: Execution.State.ValueType) -> bool:
-    """Whether an execution in ``state`` never changes again (the execution domain's rule)."""
-    return state != Execution.STATE_UNSPECIFIED and is_terminal(ExecutionState(state_name(state)))
+def with_expected_inputs(execution: Execution, names: Iterable[str]) -> Execution:
+    """A copy of ``execution`` whose ``expected_inputs`` also names ``names`` (the inputs the client will upload)."""
+    copy = Execution()
+    copy.CopyFrom(execution)
+    copy.expected_inputs.extend(name for name in dict.fromkeys(names) if name not in copy.expected_inputs)
+    return copy
 
 
 def _safe_object_name(name: str) -> str:
@@ -193,11 +191,14 @@ class HubClient:
     ) -> Execution:
         """Create, upload ``inputs`` and continue if the version declares inputs, then wait for the end.
 
-        Continues even without inputs (every declared input may be optional; the hub answers
-        FAILED_PRECONDITION ``INPUTS_MISSING`` if a required one is absent). The whole flow is bounded by
-        ``max_wait``; a DIRECT execution returns at once (its token is its outcome).
+        The names of ``inputs`` are added to the execution's ``expected_inputs``, so the hub waits for them
+        even when they are optional. Continues even without inputs (every declared input may be optional; the
+        hub answers FAILED_PRECONDITION ``INPUTS_MISSING`` if a required one is absent). The whole flow is
+        bounded by ``max_wait``; a DIRECT execution returns at once (its token is its outcome).
         """
         deadline = time.monotonic() + max_wait
+        if inputs:
+            execution = with_expected_inputs(execution, inputs)
         created = await self.create_execution(execution, request_id=request_id, call_timeout=max_wait)
         current = created
         if current.state == Execution.PENDING_INPUTS:

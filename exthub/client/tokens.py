@@ -14,7 +14,7 @@ from typing import Any, NamedTuple, Protocol
 
 from azure.core.exceptions import AzureError
 
-from services.platform.auth.dev_issuer import KEY_FILE, DevIssuer
+from exthub.contract.dev_tokens import KEY_FILE, DevIssuer, DevTokens
 
 __all__ = [
     "AzureCredential",
@@ -72,7 +72,8 @@ class _Cached(NamedTuple):
 
 
 class DevTokenProvider:
-    """Mints tokens with the local hub's development issuer (the key in ``data_dir/keys``).
+    """Mints tokens with the local hub's development issuer (the key in ``data_dir/keys``), cached by
+    :class:`~exthub.contract.dev_tokens.DevTokens`.
 
     By default the key must exist already (the hub created it, so the hub trusts it): a missing key is a
     :class:`TokenProviderError`, not a fresh key the hub would reject. ``create_key=True`` creates it.
@@ -100,36 +101,37 @@ class DevTokenProvider:
         self._margin = refresh_margin_seconds
         self._create_key = create_key
         self._clock = clock
-        self._issuer: DevIssuer | None = None
-        self._cached: _Cached | None = None
+        self._tokens: DevTokens | None = None
         self._lock = asyncio.Lock()
 
     async def token(self) -> str:
         """A cached development token, minted again when it is within the refresh margin of expiry."""
         async with self._lock:
-            now = self._clock()
-            if self._cached is not None and self._cached.expires_at - self._margin > now:
-                return self._cached.token
-            issuer = await self._load_issuer()
-            token = issuer.issue(tenant=self.tenant, user=self.user, roles=self.roles, ttl_seconds=self._ttl)
-            self._cached = _Cached(token, now + self._ttl)
-            return token
+            if self._tokens is None:
+                self._tokens = DevTokens(
+                    await self._load_issuer(),
+                    tenant=self.tenant,
+                    user=self.user,
+                    roles=self.roles,
+                    ttl_seconds=self._ttl,
+                    refresh_margin_seconds=self._margin,
+                    clock=self._clock,
+                )
+            return self._tokens.token()
 
     async def _load_issuer(self) -> DevIssuer:
-        if self._issuer is None:
-            key_exists = await asyncio.to_thread((self.data_dir / KEY_FILE).exists)
-            if not key_exists and not self._create_key:
-                raise TokenProviderError(
-                    f"no development issuer key in {self.data_dir} (start the hub with "
-                    f"`exthub up --data-dir {self.data_dir}`, or pass a token with --token / EXTHUB_TOKEN)"
-                )
-            try:
-                self._issuer = await asyncio.to_thread(DevIssuer.load_or_create, self.data_dir)
-            except OSError as error:
-                raise TokenProviderError(
-                    f"cannot read the development issuer key in {self.data_dir}: {error.strerror or error}"
-                ) from None
-        return self._issuer
+        key_exists = await asyncio.to_thread((self.data_dir / KEY_FILE).exists)
+        if not key_exists and not self._create_key:
+            raise TokenProviderError(
+                f"no development issuer key in {self.data_dir} (start the hub with "
+                f"`exthub up --data-dir {self.data_dir}`, or pass a token with --token / EXTHUB_TOKEN)"
+            )
+        try:
+            return await asyncio.to_thread(DevIssuer.load_or_create, self.data_dir)
+        except OSError as error:
+            raise TokenProviderError(
+                f"cannot read the development issuer key in {self.data_dir}: {error.strerror or error}"
+            ) from None
 
     async def close(self) -> None:
         """Nothing to release."""

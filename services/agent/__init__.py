@@ -1,1 +1,1 @@
-"""The agent (spec §2): hosts ``AgentService``, runs execution adapters, builds extension service contexts."""
+"""The agent: hosts ``AgentService``, runs execution adapters, builds extension service contexts."""

@@ -1,8 +1,8 @@
 """``python -m services.agent``: run the agent until SIGTERM/SIGINT (then drain gracefully).
 
-On the local backend the agent also runs the queue worker (asynchronous executions) by default; the env
-settings it reads are listed in ``.coordination/async.md`` (``EXTHUB_DATA_DIR``, ``EXTHUB_BACKEND``,
-``EXTHUB_AGENT_PORT``, ``EXTHUB_EXECUTION_ADDRESS``, ``EXTHUB_AGENT_WORKER_SLOTS``, …).
+On the local backend the agent also runs the queue worker (asynchronous executions) by default; the
+settings it reads (``services/platform/settings.py``) include ``EXTHUB_DATA_DIR``, ``EXTHUB_BACKEND``,
+``EXTHUB_AGENT_PORT``, ``EXTHUB_EXECUTION_ADDRESS`` and ``EXTHUB_AGENT_WORKER_SLOTS``.
 """
 
 from __future__ import annotations

@@ -11,15 +11,15 @@ import aiohttp
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import AdapterRegistry, BodySigner, default_adapters
-from services.agent.execution_client import DevAgentTokens, ExecutionServiceClient
+from services.agent.execution_client import ExecutionServiceClient, dev_agent_tokens
 from services.agent.extension_services import ExtensionServiceRegistry, default_extension_services
 from services.agent.identity import agent_id, agent_version
 from services.agent.servicer import AgentServicer
 from services.agent.worker import QueueWorker, WorkerConfig
 from services.platform.auth.access import access_rules_from_descriptors
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.logging import get_logger
 from services.platform.server import RunningServer, start_grpc_server
@@ -102,7 +102,7 @@ async def start_agent(
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, settings.data_dir)
         client = ExecutionServiceClient(
             settings.execution_address or settings.grpc_address(settings.execution_port),
-            DevAgentTokens(issuer, agent_id=the_id),
+            dev_agent_tokens(issuer, agent_id=the_id),
         )
         closers.append(client.close)
         if signer is None and sign and adapters is None:

@@ -1,16 +1,18 @@
 """The execution service, as the agent sees it, with an Agent-role bearer token: ``AgentTaskService`` (sign the
-extension request; for the queue worker also claim and heartbeat) and ``ExecutionService.ReportExecutionStatus``."""
+extension request; for the queue worker also claim, heartbeat and release) and
+``ExecutionService.ReportExecutionStatus`` (proven by the claimed attempt's status-update key)."""
 
 from __future__ import annotations
 
 import contextlib
-import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
-from google.rpc import error_details_pb2, status_pb2
 
+from exthub.contract.dev_tokens import DevIssuer, DevTokens
+from exthub.contract.errors import call_error_info
+from exthub.contract.roles import AGENT
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -19,20 +21,16 @@ from exthub.execution.v1 import (
     execution_service_pb2_grpc,
 )
 from services.agent.adapters.signing import SigningRefused
-from services.platform.auth.dev_issuer import DevIssuer
-from services.platform.auth.principal import AGENT
 
 if TYPE_CHECKING:
     from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["CallRefused", "DevAgentTokens", "ExecutionServiceClient", "ExecutionServiceSigner", "TokenSource"]
+__all__ = ["CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner", "TokenSource", "dev_agent_tokens"]
 
 SERVICE_TENANT = "exthub"
-TOKEN_TTL_SECONDS = 3600
 TOKEN_REFRESH_MARGIN_SECONDS = 300
 SIGN_TIMEOUT_SECONDS = 10.0
-_STATUS_DETAILS_KEY = "grpc-status-details-bin"
 _REFUSAL_CODES = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -60,27 +58,11 @@ class TokenSource(Protocol):
         ...
 
 
-class DevAgentTokens:
-    """Local backend: Agent-role tokens (tenant ``exthub``, user = the agent id) from the development issuer.
-
-    Build it with an issuer already loaded (``DevIssuer.load_or_create`` does file I/O: call it at startup
-    through ``asyncio.to_thread``).
-    """
-
-    def __init__(self, issuer: DevIssuer, *, agent_id: str) -> None:
-        self._issuer = issuer
-        self._agent_id = agent_id
-        self._token = ""
-        self._expires = 0.0
-
-    def token(self) -> str:
-        now = time.time()
-        if now >= self._expires - TOKEN_REFRESH_MARGIN_SECONDS:
-            self._token = self._issuer.issue(
-                tenant=SERVICE_TENANT, user=self._agent_id, roles=[AGENT], ttl_seconds=TOKEN_TTL_SECONDS
-            )
-            self._expires = now + TOKEN_TTL_SECONDS
-        return self._token
+def dev_agent_tokens(issuer: DevIssuer, *, agent_id: str) -> DevTokens:
+    """Local backend: the agent's Agent-role tokens (tenant ``exthub``, user = the agent id), cached."""
+    return DevTokens(
+        issuer, tenant=SERVICE_TENANT, user=agent_id, roles=[AGENT], refresh_margin_seconds=TOKEN_REFRESH_MARGIN_SECONDS
+    )
 
 
 class ExecutionServiceSigner:
@@ -108,7 +90,7 @@ class ExecutionServiceSigner:
             if error.code() in _PERMANENT_CODES:
                 raise SigningRefused(
                     f"the execution service refused to sign: {error.details() or error.code().name}",
-                    reason=_error_reason(error) or error.code().name,
+                    reason=_error_info(error)[0] or error.code().name,
                 ) from None
             raise
         if not response.signature:
@@ -120,25 +102,10 @@ class ExecutionServiceSigner:
         await self._channel.close()
 
 
-def _error_reason(error: grpc.aio.AioRpcError) -> str:
-    """The ``ErrorInfo.reason`` in the call's rich status, if any."""
-    return _error_info(error)[0]
-
-
 def _error_info(error: grpc.aio.AioRpcError) -> tuple[str, dict[str, str]]:
     """``(reason, metadata)`` of the ``ErrorInfo`` in the call's rich status (empty when there is none)."""
-    for key, value in error.trailing_metadata() or ():
-        if key != _STATUS_DETAILS_KEY or not isinstance(value, bytes):
-            continue
-        try:
-            status = status_pb2.Status.FromString(value)
-        except Exception:
-            return "", {}
-        for detail in status.details:
-            info = error_details_pb2.ErrorInfo()
-            if detail.Unpack(info):
-                return str(info.reason), dict(info.metadata)
-    return "", {}
+    info = call_error_info(error)
+    return (info.reason, dict(info.metadata)) if info is not None else ("", {})
 
 
 class CallRefused(Exception):
@@ -162,7 +129,7 @@ class CallRefused(Exception):
 
 
 class ExecutionServiceClient(ExecutionServiceSigner):
-    """The worker's side of the execution service: claim, heartbeat, report (and sign, as the signer).
+    """The worker's side of the execution service: claim, heartbeat, report, release (and sign, as the signer).
 
     One channel, Agent-role bearer tokens, a timeout on every call. Permanent refusals raise
     :class:`CallRefused`; transient failures raise ``grpc.aio.AioRpcError``.
@@ -186,8 +153,14 @@ class ExecutionServiceClient(ExecutionServiceSigner):
         with _refusals():
             return await self._tasks.HeartbeatExecution(request, timeout=self._timeout, metadata=self._metadata())
 
+    async def release(self, execution: str, attempt: int, agent_id: str) -> execution_pb2.Execution:
+        """``ReleaseExecution``: end a RUNNING attempt whose agent was lost (``AGENT_LOST``); the execution now."""
+        request = agent_task_service_pb2.ReleaseExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        with _refusals():
+            return await self._tasks.ReleaseExecution(request, timeout=self._timeout, metadata=self._metadata())
+
     async def report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
-        """``ReportExecutionStatus`` as an agent (no status-update key)."""
+        """``ReportExecutionStatus``; ``request`` carries the claimed attempt's status-update key."""
         with _refusals():
             return await self._executions.ReportExecutionStatus(
                 request, timeout=self._timeout, metadata=self._metadata()

@@ -1,4 +1,4 @@
-"""Extension service providers (spec §2 agent row): what the agent puts under ``services`` in the request.
+"""Extension service providers: what the agent puts under ``services`` in the request.
 
 A version declares the services it uses (``services``: name → configuration Struct); for each one the agent
 asks the provider registered under that name (``name/vN``) for a JSON *context*, and the adapter sends

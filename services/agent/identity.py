@@ -6,7 +6,7 @@ import importlib.metadata
 import uuid
 from pathlib import Path
 
-from services.platform.auth._files import read_or_create_once
+from exthub.contract.keyfiles import read_or_create_once
 from services.platform.settings import Settings
 
 __all__ = ["AGENT_ID_FILE", "agent_id", "agent_version"]

@@ -1,21 +1,22 @@
-"""The agent's queue worker: runs asynchronous attempts from the work queue (spec §5.1 async, §5.2).
+"""The agent's queue worker: runs asynchronous attempts from the work queue.
 
-Per message (``{"execution", "attempt"}``, see :mod:`services.execution.dispatch`), in one of ``slots``
+Per message (``{"execution", "attempt"}``, see :mod:`exthub.contract.queue`), in one of ``slots``
 concurrent slots:
 
 1. **Claim** — ``ClaimExecution(name, attempt, agent_id)``: QUEUED → RUNNING, fenced by the attempt; the answer
-   carries the task (and the status-update key: secrets never ride the queue). A refused claim (cancelled,
-   timed out, stale, already running) completes the message — except a *redelivered* message
-   (``delivery_count > 1``) whose attempt is still RUNNING: its previous holder lost the lease (crashed, was
-   killed, hung), so this agent reports that attempt's transient failure (``AGENT_LOST``); the execution
-   service then queues attempt + 1 (or FAILED when none is left), which any agent finishes. The lost
-   agent's late reports are refused as stale.
+   carries the task and in it the attempt's status-update key, the proof every report of the attempt carries
+   (secrets never ride the queue). A refused claim (cancelled, timed out, stale, already running) completes
+   the message — except a *redelivered* message (``delivery_count > 1``) whose attempt is still RUNNING: its
+   previous holder lost the lease (crashed, was killed, hung), so this agent releases the attempt
+   (``ReleaseExecution``: a transient failure, ``AGENT_LOST``); the execution service then queues attempt + 1
+   (or FAILED when none is left), which any agent finishes. The lost agent's late reports are refused (its
+   key belonged to the released attempt).
 2. **Run** — the adapter of the task's model, bounded by the remaining execution time and the call timeout
    (the adapter's budget). Meanwhile a **heartbeat** every ``heartbeat_seconds`` renews the queue lease and
    asks ``HeartbeatExecution``: ``abort`` (stale attempt, or the execution ended — cancelled while QUEUED,
    timed out by the sweeper) stops the call without a report; ``cancel_requested`` stops it and reports
    CANCELLED. A lost lease stops the call too (another agent may take over).
-3. **Report** — ``ReportExecutionStatus`` with the attempt: SUCCEEDED / VALIDATION_* / FAILED (permanent) /
+3. **Report** — ``ReportExecutionStatus`` with the attempt and its key: SUCCEEDED / VALIDATION_* / FAILED (permanent) /
    TIMED_OUT (the execution deadline passed) / QUEUED (a transient failure: the *execution service* decides
    retry, FAILED or TIMED_OUT from the profile's retry policy). 202 (long-running) reports nothing: the
    extension reports through ``statusUrl``.
@@ -36,26 +37,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import error_details_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.errors import error_info, error_status
+from exthub.contract.queue import PRIORITY_PROPERTY, parse_message
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.agent.adapters.registry import AdapterRegistry
 from services.agent.execution_client import CallRefused
 from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_model
-from services.execution.dispatch import parse_message
-from services.platform.errors import ERROR_DOMAIN, HubError
+from services.platform.errors import HubError
 from services.platform.logging import get_logger
 from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
 
 __all__ = [
-    "AGENT_LOST",
     "AGENT_STOPPED",
     "MALFORMED_MESSAGE",
     "RETRIES_EXHAUSTED",
@@ -74,7 +73,6 @@ State = execution_pb2.Execution.State
 pb = execution_service_pb2
 tasks_pb = agent_task_service_pb2
 
-AGENT_LOST = "AGENT_LOST"
 AGENT_STOPPED = "AGENT_STOPPED"
 RETRIES_EXHAUSTED = "RetriesExhausted"
 MALFORMED_MESSAGE = "MalformedMessage"
@@ -82,7 +80,6 @@ REPORT_TRIES = 4
 REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
-_CODE_UNAVAILABLE = 14
 
 
 class WorkerClient(Protocol):
@@ -101,7 +98,11 @@ class WorkerClient(Protocol):
         ...
 
     async def report(self, request: pb.ReportExecutionStatusRequest) -> execution_pb2.Execution:
-        """Report the attempt's outcome; the execution as it now is."""
+        """Report the attempt's outcome (the request carries its key); the execution as it now is."""
+        ...
+
+    async def release(self, execution: str, attempt: int, agent_id: str) -> execution_pb2.Execution:
+        """End a RUNNING attempt whose agent was lost; the execution as it now is."""
         ...
 
 
@@ -133,24 +134,27 @@ class AbortReason(enum.Enum):
     STOPPING = "stopping"  # this agent stops: report a transient failure
 
 
+@dataclass(frozen=True)
+class _Delivery:
+    """What a report (or a release) says, for settling the message and the logs."""
+
+    execution: str
+    attempt: int
+    state: State.ValueType
+    status_message: str
+
+
 @dataclass
 class _Attempt:
     lease: LeasedMessage
     abort: asyncio.Future[AbortReason]
 
 
-def _status(code: int, message: str, reason: str, metadata: dict[str, str]) -> status_pb2.Status:
-    packed = any_pb2.Any()
-    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=metadata))
-    return status_pb2.Status(code=code, message=message, details=[packed])
-
-
-def _error_reason(status: status_pb2.Status) -> str:
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.reason)
-    return ""
+def _report(task: execution_pb2.ExecutionTask, **fields: Any) -> pb.ReportExecutionStatusRequest:
+    """A report of the claimed attempt, proven by its status-update key."""
+    return pb.ReportExecutionStatusRequest(
+        name=task.execution, attempt=task.attempt, status_update_key=task.status_update_key, **fields
+    )
 
 
 def report_for_outcome(
@@ -161,7 +165,7 @@ def report_for_outcome(
     A permanent failure whose reason is ``EXECUTION_DEADLINE_EXCEEDED`` is TIMED_OUT; a transient failure is
     reported as QUEUED (the execution service decides about the retry).
     """
-    request = pb.ReportExecutionStatusRequest(name=task.execution, attempt=task.attempt)
+    request = _report(task)
     outcome = response.outcome
     if outcome == Outcome.ACCEPTED:
         return None
@@ -181,12 +185,16 @@ def report_for_outcome(
         request.status_message = "the request is invalid"
         request.validation_errors.extend(response.validation_errors)
         return request
-    error = response.error if response.HasField("error") else _status(2, "the attempt failed", "EXTENSION_FAILED", {})
+    error = (
+        response.error
+        if response.HasField("error")
+        else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", "EXTENSION_FAILED")
+    )
     request.error.CopyFrom(error)
     request.status_message = error.message
     if outcome == Outcome.RETRYABLE_FAILURE:
         request.state = State.QUEUED
-    elif _error_reason(error) == EXECUTION_DEADLINE_EXCEEDED:
+    elif (info := error_info(error)) is not None and info.reason == EXECUTION_DEADLINE_EXCEEDED:
         request.state = State.TIMED_OUT
     else:
         request.state = State.FAILED
@@ -216,7 +224,7 @@ class QueueWorker:
         self._runner: asyncio.Task[None] | None = None
         wanted = [p for p in ALL_PRIORITIES if p in set(config.priorities)]
         self._filters: list[dict[str, str] | None] = (
-            [None] if len(wanted) == len(ALL_PRIORITIES) else [{"priority": p} for p in wanted]
+            [None] if len(wanted) == len(ALL_PRIORITIES) else [{PRIORITY_PROPERTY: p} for p in wanted]
         )
 
     @property
@@ -302,20 +310,8 @@ class QueueWorker:
         still_running = refused.reason == "INVALID_TRANSITION" and refused.metadata.get("from") == "RUNNING"
         if still_running and lease.message.delivery_count > 1:
             # The previous holder of this message stopped renewing its lease while running the attempt.
-            _log.warning("taking over a lost attempt", execution=execution, attempt=attempt)
-            request = pb.ReportExecutionStatusRequest(
-                name=execution,
-                attempt=attempt,
-                state=State.QUEUED,
-                status_message="the agent running this attempt stopped renewing its lease",
-                error=_status(
-                    _CODE_UNAVAILABLE,
-                    "the agent running this attempt stopped renewing its lease",
-                    AGENT_LOST,
-                    {"execution": execution, "attempt": str(attempt)},
-                ),
-            )
-            await self._report_and_settle(lease, request)
+            _log.warning("releasing a lost attempt", execution=execution, attempt=attempt)
+            await self._release_and_settle(lease, execution, attempt)
             return
         _log.info("claim refused", execution=execution, attempt=attempt, reason=refused.reason)
         await self._settle(lease, "complete")
@@ -355,21 +351,15 @@ class QueueWorker:
     async def _aborted(self, lease: LeasedMessage, task: execution_pb2.ExecutionTask, reason: AbortReason) -> None:
         _log.info("attempt aborted", execution=task.execution, attempt=task.attempt, reason=reason.value)
         if reason is AbortReason.CANCELLED:
-            request = pb.ReportExecutionStatusRequest(
-                name=task.execution,
-                attempt=task.attempt,
-                state=State.CANCELLED,
-                status_message="cancelled by the client",
-            )
+            request = _report(task, state=State.CANCELLED, status_message="cancelled by the client")
             await self._report_and_settle(lease, request)
         elif reason is AbortReason.STOPPING:
             message = "the agent stopped during the attempt"
-            request = pb.ReportExecutionStatusRequest(
-                name=task.execution,
-                attempt=task.attempt,
+            request = _report(
+                task,
                 state=State.QUEUED,
                 status_message=message,
-                error=_status(_CODE_UNAVAILABLE, message, AGENT_STOPPED, {"attempt": str(task.attempt)}),
+                error=error_status(grpc.StatusCode.UNAVAILABLE, message, AGENT_STOPPED, {"attempt": str(task.attempt)}),
             )
             await self._report_and_settle(lease, request)
         elif reason is AbortReason.ENDED:
@@ -406,30 +396,47 @@ class QueueWorker:
     # -- reporting and settling ---------------------------------------------------------------------
 
     async def _report_and_settle(self, lease: LeasedMessage, request: pb.ReportExecutionStatusRequest) -> None:
+        await self._deliver_and_settle(
+            lease,
+            _Delivery(request.name, request.attempt, request.state, request.status_message),
+            lambda: self._client.report(request),
+        )
+
+    async def _release_and_settle(self, lease: LeasedMessage, execution: str, attempt: int) -> None:
+        await self._deliver_and_settle(
+            lease,
+            _Delivery(execution, attempt, State.QUEUED, "the agent running this attempt stopped renewing its lease"),
+            lambda: self._client.release(execution, attempt, self._config.agent_id),
+        )
+
+    async def _deliver_and_settle(
+        self, lease: LeasedMessage, what: _Delivery, call: Callable[[], Awaitable[execution_pb2.Execution]]
+    ) -> None:
+        """Deliver a report (or a release), trying again after transient failures, then settle the message."""
         for attempt in range(REPORT_TRIES):
             try:
-                execution = await self._client.report(request)
+                execution = await call()
             except CallRefused as refused:  # stale attempt, or the execution ended meanwhile
-                _log.info("report refused", execution=request.name, attempt=request.attempt, reason=refused.reason)
+                _log.info("report refused", execution=what.execution, attempt=what.attempt, reason=refused.reason)
                 await self._settle(lease, "complete")
                 return
             except grpc.aio.AioRpcError as error:
-                _log.warning("report failed", execution=request.name, code=error.code().name, try_=attempt + 1)
+                _log.warning("report failed", execution=what.execution, code=error.code().name, try_=attempt + 1)
                 await asyncio.sleep(REPORT_BACKOFF_SECONDS * 2**attempt)  # backoff between tries
                 continue
-            action = settlement_for(request.state, execution.state)
+            action = settlement_for(what.state, execution.state)
             _log.info(
                 "attempt reported",
-                execution=request.name,
-                attempt=request.attempt,
-                reported=State.Name(request.state),
+                execution=what.execution,
+                attempt=what.attempt,
+                reported=State.Name(what.state),
                 state=State.Name(execution.state),
             )
             await self._settle(
                 lease,
                 action,
                 reason=RETRIES_EXHAUSTED,
-                description=execution.error.message or request.status_message,
+                description=execution.error.message or what.status_message,
             )
             return
         await self._abandon(lease, 0)

@@ -251,7 +251,7 @@ def version_to_proto(version: ExtensionVersion) -> resources_pb2.ExtensionVersio
 
 
 def facets_to_proto(facets: dict[str, list[FacetValue]]) -> list[service_pb2.Facet]:
-    """Facets in the spec's response shape: ``{field, values: [{value, count}]}``."""
+    """Facets in the API's response shape: ``{field, values: [{value, count}]}``."""
     return [
         service_pb2.Facet(field=name, values=[service_pb2.FacetValue(value=v.value, count=v.count) for v in values])
         for name, values in facets.items()

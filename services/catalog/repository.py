@@ -161,7 +161,7 @@ class CatalogRepository:
         return Page([version_from_document(d, latest_version_id=latest) for d in page.documents], page.continuation)
 
     async def latest_version_id(self, extension_id: str) -> str | None:
-        """The highest ACTIVE version that is not a prerelease (spec §3.2), or None."""
+        """The highest ACTIVE version that is not a prerelease, or None."""
         where = And(
             (
                 Compare(_KIND, Op.EQ, KIND_VERSION),

@@ -1,4 +1,4 @@
-"""The search index port: full-text ranking and facets over extensions (spec §4 SearchExtensions)."""
+"""The search index port: full-text ranking and facets over extensions (``SearchExtensions``)."""
 
 from __future__ import annotations
 

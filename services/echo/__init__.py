@@ -1,4 +1,4 @@
-"""The sample extension ``echo`` (spec §6.1): verifies the hub's signature and echoes its request."""
+"""The sample extension ``echo``: verifies the hub's signature and echoes its request."""
 
 from services.echo.app import EchoConfig, create_echo_app
 from services.echo.signature import (

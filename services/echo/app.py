@@ -1,4 +1,4 @@
-"""The sample extension ``echo`` (spec §6.1): ``POST /execute``, ``POST /validate``, ``GET /healthz``.
+"""The sample extension ``echo``: ``POST /execute``, ``POST /validate``, ``GET /healthz``.
 
 Every POST must carry a valid ``Exthub-Signature`` over its exact body (401 otherwise). Behaviour follows
 ``requestParameters``:
@@ -100,7 +100,7 @@ def _validation_error(field_name: str, message: str, code: str = "INVALID") -> E
 
 @dataclass(frozen=True)
 class _Request:
-    """The parts of the extension request (spec §6) echo uses."""
+    """The parts of the extension request echo uses."""
 
     execution_id: str
     attempt: int

@@ -1,4 +1,4 @@
-"""Register the sample extension ``echo`` (spec §6.1) in the catalog: ``extensions/echo`` version ``1.0.0``.
+"""Register the sample extension ``echo`` in the catalog: ``extensions/echo`` version ``1.0.0``.
 
 Profiles: ``default`` (``http-json/sync/v1``, with validation), ``async`` (``http-json/async/v1``, priorities
 LOW, NORMAL, HIGH) and ``direct`` (mode DIRECT, 5-minute tokens); input ``document`` (optional), output

@@ -1,4 +1,4 @@
-"""Verification of the hub's ``Exthub-Signature`` header (spec §6, §7.4).
+"""Verification of the hub's ``Exthub-Signature`` header.
 
 The header is a JWS compact serialisation with a detached payload (``<header>..<signature>``, RFC 7515
 Appendix F) over the exact request body. The protected header names ``alg`` (ES256 or RS256 only; ``none``, HS*
@@ -27,9 +27,10 @@ from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurv
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.api_jws import PyJWS
 
+from exthub.contract.signatures import SIGNATURE_HEADER as SIGNATURE_HEADER
+
 logger = logging.getLogger(__name__)
 
-SIGNATURE_HEADER = "Exthub-Signature"
 ALLOWED_ALGORITHMS: Mapping[str, str] = {"ES256": "EC", "RS256": "RSA"}
 MIN_RSA_BITS = 2048
 MAX_HEADER_CHARS = 8192

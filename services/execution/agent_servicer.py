@@ -1,4 +1,4 @@
-"""The gRPC edge of ``exthub.execution.v1.AgentTaskService``: the agents' calls (claim, heartbeat, sign).
+"""The gRPC edge of ``exthub.execution.v1.AgentTaskService``: the agents' calls (claim, heartbeat, sign, release).
 
 Served by the execution service next to ``ExecutionService``; translates protos to the use cases of
 :mod:`services.execution.handlers.report` and back, nothing else.
@@ -50,3 +50,8 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
         execution_id = mapping.parse_execution_name(request.name)
         signature, kid = await report.sign_extension_request(self._ctx, execution_id, request.attempt, request.body)
         return pb.SignExtensionRequestResponse(signature=signature, key_id=kid)
+
+    async def ReleaseExecution(self, request: pb.ReleaseExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        stored = await report.release_lost_attempt(self._ctx, execution_id, request.attempt, request.agent_id)
+        return await render(self._ctx, stored)

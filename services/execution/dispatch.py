@@ -8,9 +8,10 @@ Design:
   could be lost between the state write and the enqueue.
 * The outbox relay (:mod:`services.execution.outbox`) calls :meth:`Dispatcher.publish` for a marked attempt
   and then clears the marker with a conditional write (no event: the marker is bookkeeping, not a state
-  change). The message is ``message_id = "{execution id}:{attempt}"``, body ``{"execution": name, "attempt":
-  n}`` and the routing properties ``model``, ``profile``, ``priority``, ``tenant`` — never a secret (the
-  status-update key is minted at claim time and travels only in the ``ClaimExecution`` answer).
+  change). The message (:mod:`exthub.contract.queue`, which agents parse too) is
+  ``message_id = "{execution id}:{attempt}"``, body ``{"execution": name, "attempt": n}`` and the routing
+  properties ``model``, ``profile``, ``priority``, ``tenant`` — never a secret (the status-update key is
+  minted at claim time and travels only in the ``ClaimExecution`` answer).
 * Crash safety: a crash after the write and before the publish leaves the marker: the relay's sweep (at start
   and then periodically) publishes it. A crash after the publish and before the clear publishes again: the
   queue drops the duplicate (duplicate detection on ``message_id``), and even past the detection window a
@@ -22,49 +23,26 @@ Design:
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from typing import Any
 
+from exthub.contract import queue as queue_message
 from services.execution.domain import ExecutionState
 from services.execution.model import StoredExecution
 from services.platform.timefmt import from_storage
 from services.platform.workqueue.port import Priority, WorkQueue
 
-__all__ = ["Dispatcher", "message_body", "message_id", "parse_message", "routing_properties"]
-
-
-def message_id(execution_id: str, attempt: int) -> str:
-    """The queue message id of one attempt (the queue deduplicates on it)."""
-    return f"{execution_id}:{attempt}"
-
-
-def message_body(execution_name: str, attempt: int) -> bytes:
-    """The message body: the execution's name and the attempt, nothing else."""
-    return json.dumps({"execution": execution_name, "attempt": attempt}, separators=(",", ":")).encode()
-
-
-def parse_message(body: bytes) -> tuple[str, int]:
-    """``(execution name, attempt)`` of a message body; ``ValueError`` when it is not one of ours."""
-    document = json.loads(body)
-    if not isinstance(document, dict):
-        raise ValueError("the message body is not a JSON object")  # noqa: TRY004 - one error type for callers
-    name, attempt = document.get("execution"), document.get("attempt")
-    if not isinstance(name, str) or not name.startswith("executions/"):
-        raise ValueError("the message names no execution")
-    if isinstance(attempt, bool) or not isinstance(attempt, int) or attempt < 1:
-        raise ValueError("the message has no valid attempt")
-    return name, attempt
+__all__ = ["Dispatcher", "routing_properties"]
 
 
 def routing_properties(stored: StoredExecution) -> dict[str, str]:
     """The routing metadata of an execution's messages: model, profile, priority, tenant."""
-    return {
-        "model": str(stored.get("execution_model") or ""),
-        "profile": str(stored.get("profile") or ""),
-        "priority": str(stored.get("priority") or "NORMAL"),
-        "tenant": stored.tenant,
-    }
+    return queue_message.routing_properties(
+        model=str(stored.get("execution_model") or ""),
+        profile=str(stored.get("profile") or ""),
+        priority=str(stored.get("priority") or "NORMAL"),
+        tenant=stored.tenant,
+    )
 
 
 class Dispatcher:
@@ -84,8 +62,8 @@ class Dispatcher:
             return False
         not_before = marker.get("not_before")
         await self._queue.publish(
-            message_id(stored.id, attempt),
-            message_body(stored.name, attempt),
+            queue_message.message_id(stored.id, attempt),
+            queue_message.message_body(stored.name, attempt),
             priority=Priority[str(stored.get("priority") or "NORMAL")],
             properties=routing_properties(stored),
             not_before=None if not not_before else from_storage(str(not_before)),

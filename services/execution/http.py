@@ -84,7 +84,7 @@ async def _report_status(request: web.Request) -> web.Response:
         json_format.ParseDict({**document, "name": f"executions/{execution_id}"}, message)
     except json_format.ParseError as exc:
         raise InvalidArgument("the body is not a valid status report", metadata={"detail": str(exc)[:200]}) from None
-    stored = await report.report_status(ctx, None, execution_id, report.report_from_proto(message))
+    stored = await report.report_status(ctx, execution_id, report.report_from_proto(message))
     execution_message = await render(ctx, stored)
     return web.json_response(json_format.MessageToDict(execution_message))
 

@@ -1,4 +1,4 @@
-"""The execution invariants, checked over the store (spec §3.5, §3.6, §5.2): a tool for tests and operators.
+"""The execution invariants, checked over the store: a tool for tests and operators.
 
 :func:`check_invariants` reads every execution document and all its events and returns the violations:
 

@@ -12,7 +12,7 @@ from services.execution import mapping
 from services.execution.handlers import commands, create, dead_letters, queries, report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import render
-from services.platform.auth.access import current_principal, require_principal
+from services.platform.auth.access import require_principal
 from services.platform.errors import InvalidArgument
 
 pb = execution_service_pb2
@@ -130,9 +130,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.ReportExecutionStatusRequest, context: Context
     ) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await report.report_status(
-            self._ctx, current_principal(), execution_id, report.report_from_proto(request)
-        )
+        stored = await report.report_status(self._ctx, execution_id, report.report_from_proto(request))
         return await render(self._ctx, stored)
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:

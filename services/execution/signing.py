@@ -1,4 +1,4 @@
-"""The hub's signing keys (spec §6, §7.4): ES256 keys with RFC 7638 ids, rotation, JWKS, body signatures
+"""The hub's signing keys: ES256 keys with RFC 7638 ids, rotation, JWKS, body signatures
 and direct tokens.
 
 On disk (``directory``, mode 0700): one ``<kid>.pem`` per private key (PKCS#8, mode 0600) and
@@ -7,53 +7,38 @@ On disk (``directory``, mode 0700): one ``<kid>.pem`` per private key (PKCS#8, m
 replaces it atomically (``rename``) under an advisory lock. The private keys never leave
 :class:`SigningKeyRing`: no method returns them, ``repr`` shows only kids and the ring cannot be pickled.
 
-Verification (:func:`verify_body_signature`, :func:`verify_direct_token`) needs only the public JWKS
-(``GET /v1/signingKeys``) and is what extensions use. Only ES256 is accepted: ``none``, HS* and every other
-algorithm are refused before any key is looked at.
+Verification needs only the public JWKS (``GET /v1/signingKeys``) and is what extensions use: it lives in
+:mod:`exthub.contract.signatures`.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import contextlib
 import fcntl
-import hashlib
 import json
 import os
 import re
 import secrets
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
 
 import jwt
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature, encode_dss_signature
+from cryptography.hazmat.primitives.asymmetric.utils import decode_dss_signature
 
-from services.platform.errors import Unauthenticated
+from exthub.contract.jwk import P256_COORDINATE_BYTES, b64url_encode, ec_public_jwk, jwk_thumbprint
+from exthub.contract.signatures import ALGORITHM
 
-#: The HTTP header that carries the body signature of an extension request.
-SIGNATURE_HEADER = "Exthub-Signature"
-ALGORITHM = "ES256"
 MAX_KEYS = 3
 
 _MANIFEST = "keyring.json"
 _LOCK = ".keyring.lock"
 _KID_RE = re.compile(r"[A-Za-z0-9_-]{43}")  # base64url of a SHA-256 digest
-_COORDINATE_BYTES = 32
-_MAX_SIGNATURE_CHARS = 4096
-_DIRECT_TOKEN_CLAIMS = ("execution", "extension", "version", "profile", "tid", "oid")
-
-
-class SignatureInvalid(Unauthenticated):
-    """A body signature or direct token that does not verify (any reason: format, algorithm, key, expiry)."""
-
-    default_reason = "TOKEN_INVALID"
+_COORDINATE_BYTES = P256_COORDINATE_BYTES
 
 
 class KeyRingError(RuntimeError):
@@ -140,14 +125,14 @@ class SigningKeyRing:
         """A JWS with detached payload (RFC 7515 Appendix F, ``header..signature``) over exactly ``body``,
         for the ``Exthub-Signature`` header. Header: ``{"alg": "ES256", "kid": …, "typ": "JOSE"}``."""
         kid, key = self._current()
-        header = _b64encode(
+        header = b64url_encode(
             json.dumps({"alg": ALGORITHM, "kid": kid, "typ": "JOSE"}, separators=(",", ":"), sort_keys=True).encode()
         )
-        signing_input = f"{header}.{_b64encode(body)}".encode("ascii")
+        signing_input = f"{header}.{b64url_encode(body)}".encode("ascii")
         der = key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         raw = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
-        return f"{header}..{_b64encode(raw)}"
+        return f"{header}..{b64url_encode(raw)}"
 
     def issue_direct_token(
         self,
@@ -162,7 +147,7 @@ class SigningKeyRing:
         ttl_seconds: int,
         now: datetime,
     ) -> str:
-        """A signed JWT for a DIRECT execution (spec §5.1, §7.4): ``iss`` = hub id, ``sub`` = execution
+        """A signed JWT for a DIRECT execution: ``iss`` = hub id, ``sub`` = execution
         name, ``aud``, ``iat``/``nbf`` = ``now``, ``exp`` = ``now + ttl_seconds``, a random ``jti``, and the
         claims ``execution``, ``extension``, ``version``, ``profile``, ``tid``, ``oid``."""
         if ttl_seconds <= 0:
@@ -211,80 +196,6 @@ class SigningKeyRing:
                     raise
                 # A previous key pruned by a concurrent rotation after we read the manifest.
         self._keys = keys
-
-
-def verify_body_signature(signature: str, body: bytes, jwks: Mapping[str, Any]) -> dict[str, Any]:
-    """Check an ``Exthub-Signature`` value against ``body`` with the public ``jwks``; return its header.
-
-    Raises :class:`SignatureInvalid` unless it is a detached ES256 JWS by a key of ``jwks`` over exactly
-    ``body``.
-    """
-    if not isinstance(signature, str) or len(signature) > _MAX_SIGNATURE_CHARS:
-        raise SignatureInvalid("malformed signature")
-    parts = signature.split(".")
-    if len(parts) != 3 or parts[1] != "":
-        raise SignatureInvalid("the signature must be a JWS with detached payload (header..signature)")
-    encoded_header, _, encoded_signature = parts
-    header = _decode_header(encoded_header)
-    if header.get("alg") != ALGORITHM:
-        raise SignatureInvalid("unsupported signature algorithm")
-    if "crit" in header or "b64" in header:
-        raise SignatureInvalid("unsupported JWS header parameters")
-    public_key = _public_key_for(jwks, header.get("kid"))
-    raw = _b64decode(encoded_signature)
-    if len(raw) != 2 * _COORDINATE_BYTES:
-        raise SignatureInvalid("malformed signature")
-    der = encode_dss_signature(
-        int.from_bytes(raw[:_COORDINATE_BYTES], "big"), int.from_bytes(raw[_COORDINATE_BYTES:], "big")
-    )
-    signing_input = f"{encoded_header}.{_b64encode(body)}".encode("ascii")
-    try:
-        public_key.verify(der, signing_input, ec.ECDSA(hashes.SHA256()))
-    except InvalidSignature:
-        raise SignatureInvalid("the signature does not match the body") from None
-    return header
-
-
-def verify_direct_token(
-    token: str, jwks: Mapping[str, Any], *, issuer: str, audience: str, leeway_seconds: float = 0
-) -> dict[str, Any]:
-    """The claims of a direct token issued by :meth:`SigningKeyRing.issue_direct_token`.
-
-    Checks the ES256 signature with ``jwks``, ``iss``, ``aud``, ``exp``/``nbf`` (with ``leeway_seconds``)
-    and that every direct-token claim is present; raises :class:`SignatureInvalid` otherwise.
-    """
-    try:
-        header = jwt.get_unverified_header(token)
-    except jwt.PyJWTError:
-        raise SignatureInvalid("malformed token") from None
-    if header.get("alg") != ALGORITHM:
-        raise SignatureInvalid("unsupported token algorithm")
-    public_key = _public_key_for(jwks, header.get("kid"))
-    try:
-        claims = jwt.decode(
-            token,
-            public_key,
-            algorithms=[ALGORITHM],
-            audience=audience,
-            issuer=issuer,
-            leeway=leeway_seconds,
-            options={"require": ["iss", "sub", "aud", "iat", "nbf", "exp"]},
-        )
-    except jwt.PyJWTError as exc:
-        raise SignatureInvalid(f"invalid token: {type(exc).__name__}") from None
-    for name in _DIRECT_TOKEN_CLAIMS:
-        if not isinstance(claims.get(name), str) or not claims[name]:
-            raise SignatureInvalid(f"the token lacks the claim {name}")
-    if claims["sub"] != claims["execution"]:
-        raise SignatureInvalid("the token's subject is not its execution")
-    return claims
-
-
-def jwk_thumbprint(jwk: Mapping[str, Any]) -> str:
-    """The RFC 7638 SHA-256 thumbprint (base64url) of an EC public JWK."""
-    required = {name: jwk[name] for name in ("crv", "kty", "x", "y")}
-    canonical = json.dumps(required, separators=(",", ":"), sort_keys=True).encode("utf-8")
-    return _b64encode(hashlib.sha256(canonical).digest())
 
 
 # -- key files ---------------------------------------------------------------------------------------
@@ -402,68 +313,17 @@ def _locked(directory: Path) -> Iterator[None]:
 
 
 def _public_jwk(kid: str, public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    numbers = public_key.public_numbers()
+    jwk = ec_public_jwk(public_key)
     return {
-        "kty": "EC",
+        "kty": jwk["kty"],
         "kid": kid,
         "use": "sig",
         "alg": ALGORITHM,
-        "crv": "P-256",
-        "x": _b64encode(numbers.x.to_bytes(_COORDINATE_BYTES, "big")),
-        "y": _b64encode(numbers.y.to_bytes(_COORDINATE_BYTES, "big")),
+        "crv": jwk["crv"],
+        "x": jwk["x"],
+        "y": jwk["y"],
     }
 
 
 def _thumbprint(public_key: ec.EllipticCurvePublicKey) -> str:
-    return jwk_thumbprint(_public_jwk("", public_key))
-
-
-def _public_key_for(jwks: Mapping[str, Any], kid: object) -> ec.EllipticCurvePublicKey:
-    if not isinstance(kid, str) or not kid:
-        raise SignatureInvalid("the signature names no key")
-    keys = jwks.get("keys") if isinstance(jwks, Mapping) else None
-    if not isinstance(keys, list):
-        raise SignatureInvalid("no usable key set")
-    matches = [k for k in keys if isinstance(k, Mapping) and k.get("kid") == kid]
-    if len(matches) != 1:
-        raise SignatureInvalid("unknown signing key")
-    jwk = matches[0]
-    if (
-        jwk.get("kty") != "EC"
-        or jwk.get("crv") != "P-256"
-        or jwk.get("use", "sig") != "sig"
-        or jwk.get("alg", ALGORITHM) != ALGORITHM
-    ):
-        raise SignatureInvalid("the signing key is not an ES256 signature key")
-    x = _b64decode(jwk.get("x"))
-    y = _b64decode(jwk.get("y"))
-    if len(x) != _COORDINATE_BYTES or len(y) != _COORDINATE_BYTES:
-        raise SignatureInvalid("the signing key is malformed")
-    numbers = ec.EllipticCurvePublicNumbers(int.from_bytes(x, "big"), int.from_bytes(y, "big"), ec.SECP256R1())
-    try:
-        return numbers.public_key()
-    except ValueError:  # not a point on the curve
-        raise SignatureInvalid("the signing key is malformed") from None
-
-
-def _decode_header(encoded: str) -> dict[str, Any]:
-    try:
-        header = json.loads(_b64decode(encoded))
-    except ValueError:
-        raise SignatureInvalid("malformed signature header") from None
-    if not isinstance(header, dict):
-        raise SignatureInvalid("malformed signature header")
-    return header
-
-
-def _b64encode(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def _b64decode(text: object) -> bytes:
-    if not isinstance(text, str) or not re.fullmatch(r"[A-Za-z0-9_-]*", text) or len(text) % 4 == 1:
-        raise SignatureInvalid("malformed base64url")
-    try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-    except (binascii.Error, ValueError):
-        raise SignatureInvalid("malformed base64url") from None
+    return jwk_thumbprint(ec_public_jwk(public_key))

@@ -1,4 +1,4 @@
-"""Object providers: short-lived, scoped, signed accessors for execution inputs and outputs (spec §3.4, §5.1).
+"""Object providers: short-lived, scoped, signed accessors for execution inputs and outputs.
 
 ``port`` holds the provider contract; ``local`` the embedded ``local/v1`` provider (files under the data
 directory, HMAC-signed expiring URLs) and ``http`` the aiohttp app that serves those URLs.

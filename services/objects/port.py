@@ -1,4 +1,4 @@
-"""The object provider port (spec §2 "object provider", §3.4 accessors, §5.1 inputs and outputs).
+"""The object provider port: accessors for the inputs and outputs of executions.
 
 A provider hands out accessors: a URL plus the method and headers to use with it, valid for one object and one
 direction until ``expire_time``. ``local/v1`` signs URLs to its own HTTP endpoint; ``az-blob/v1`` will return

@@ -1,4 +1,4 @@
-"""Domain errors and their one mapping to ``google.rpc.Status`` (spec §4 "Errors").
+"""Domain errors and their one mapping to ``google.rpc.Status``.
 
 Every layer raises a :class:`HubError` subclass; only the gRPC edge turns it into a status with an
 ``ErrorInfo`` (domain ``exthub.io``) and, for bad requests, a ``BadRequest`` with field violations.
@@ -14,7 +14,8 @@ import grpc
 from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 
-ERROR_DOMAIN = "exthub.io"
+from exthub.contract.errors import ERROR_DOMAIN as ERROR_DOMAIN
+
 _REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
 _METADATA_KEY = re.compile(r"[a-z][A-Za-z0-9]*")
 

@@ -1,4 +1,4 @@
-"""gRPC server bootstrap: health, reflection, interceptors, runtime options, graceful drain (anchors §4)."""
+"""gRPC server bootstrap: health, reflection, interceptors, runtime options, graceful drain."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The one settings model (spec §8): environment variables ``EXTHUB_…``, nested sections with ``__``.
+"""The one settings model: environment variables ``EXTHUB_…``, nested sections with ``__``.
 
 Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.microsoftonline.com/T/v2.0"]'``
 (a JSON array or a comma-separated list), ``EXTHUB_AZURE__COSMOS_ENDPOINT=https://….documents.azure.com``.
@@ -15,8 +15,8 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from services.platform.auth._files import read_or_create_once
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
+from exthub.contract.keyfiles import read_or_create_once
 
 __all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings", "TelemetrySettings"]
 
@@ -41,7 +41,7 @@ StrList = Annotated[list[str], NoDecode]
 
 
 class AuthSettings(BaseModel):
-    """Bearer-token verification (spec §7.1). Empty on the local backend means the development issuer."""
+    """Bearer-token verification. Empty on the local backend means the development issuer."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 

@@ -89,6 +89,7 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
     "AgentTaskService.ClaimExecution": ("ROLES", ["Agent"]),
     "AgentTaskService.HeartbeatExecution": ("ROLES", ["Agent"]),
     "AgentTaskService.SignExtensionRequest": ("ROLES", ["Agent"]),
+    "AgentTaskService.ReleaseExecution": ("ROLES", ["Agent"]),
     "AgentService.Execute": ("ROLES", ["Agent"]),
     "AgentService.GetAgentInfo": ("ROLES", ["Agent"]),
 }
@@ -212,6 +213,21 @@ def test_generated_modules_import_as_namespace_packages(tmp_path: Path) -> None:
         [sys.executable, "-c", code, *modules], cwd=tmp_path, env=env, capture_output=True, text=True, check=False
     )
     assert proc.returncode == 0, proc.stderr
+
+
+def test_no_reference_to_documents_outside_the_repository() -> None:
+    """Proto comments become the API documentation (the OpenAPI descriptions): no section references ("\u00a7")
+    to a specification that the reader of the API does not have."""
+    section = "\u00a7"
+    sources = [*sorted((ROOT / "protos" / "exthub").rglob("*.proto")), OPENAPI]
+    assert len(sources) >= 8
+    found = [
+        f"{path.relative_to(ROOT)}:{number}"
+        for path in sources
+        for number, line in enumerate(path.read_text("utf-8").splitlines(), start=1)
+        if section in line or "spec " in line.lower()
+    ]
+    assert not found, found
 
 
 # ---------------------------------------------------------------------------------------------- OpenAPI

@@ -32,6 +32,7 @@ from google.protobuf import struct_pb2
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -47,7 +48,6 @@ from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
 from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
 from services.execution.app import ExecutionApp, start_execution
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -87,13 +87,15 @@ class GrpcBodySigner:
 
 @dataclass
 class EchoCall:
-    """One request echo received: which attempt, and how it ended (``running``, ``completed``, ``aborted``)."""
+    """One request echo received: which attempt, its status-update key (the attempt's proof for reports),
+    and how it ended (``running``, ``completed``, ``aborted``)."""
 
     path: str
     execution_id: str
     attempt: int
     outcome: str = "running"
     status: int = 0
+    status_update_key: str = field(default="", repr=False)
 
 
 @dataclass
@@ -157,7 +159,12 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             document = {}
         if not isinstance(document, dict):
             document = {}
-        call = EchoCall(request.path, str(document.get("executionId", "")), int(document.get("attempt") or 0))
+        call = EchoCall(
+            request.path,
+            str(document.get("executionId", "")),
+            int(document.get("attempt") or 0),
+            status_update_key=str(document.get("statusUpdateKey", "")),
+        )
         recorder.calls.append(call)
         recorder.changed()
         try:

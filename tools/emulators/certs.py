@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from services.platform.auth._files import read_or_create_once
+from exthub.contract.keyfiles import read_or_create_once
 
 VALIDITY = timedelta(days=365)
 SYSTEM_ROOTS = Path("/etc/ssl/certs/ca-certificates.crt")

@@ -53,9 +53,6 @@ DEFAULT_URL = "http://127.0.0.1:8080"
 DEFAULT_DATA_DIR = Path(".exthub-data")
 EXIT_FAILED = 1
 EXIT_USAGE = 2
-ROLE_PUBLISH = "Extensions.Publish"
-ROLE_RUN = "Executions.Run"
-ROLE_ADMIN = "Hub.Admin"
 _PANEL = "Connection"
 
 UrlOption = Annotated[

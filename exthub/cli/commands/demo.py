@@ -33,7 +33,6 @@ from exthub.cli.commands.common import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
     EXIT_FAILED,
-    ROLE_RUN,
     AzureScopeOption,
     CatalogUrlOption,
     DataDirOption,
@@ -52,9 +51,10 @@ from exthub.client import (
     rpc_error_details,
     state_name,
 )
+from exthub.contract.roles import EXECUTIONS_RUN
+from exthub.contract.signatures import SignatureInvalid, verify_direct_token
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
-from services.execution.signing import SignatureInvalid, verify_direct_token
 
 __all__ = ["STEPS", "demo"]
 
@@ -216,7 +216,7 @@ async def step_objects(ctx: DemoContext) -> str:
     await asyncio.to_thread(document.write_bytes, content)
     request = _struct(step="inputs and outputs")
     execution = await ctx.hub.create_execution(
-        Execution(extension_version=LATEST, request=request), call_timeout=ctx.timeout
+        Execution(extension_version=LATEST, request=request, expected_inputs=["document"]), call_timeout=ctx.timeout
     )
     _expect(execution, Execution.PENDING_INPUTS)
     (upload,) = [i.upload for i in execution.inputs if i.name == "document"]
@@ -281,7 +281,7 @@ async def step_direct(ctx: DemoContext) -> str:
             execution.direct_token, jwks, issuer=str(unverified.get("iss", "")), audience=execution.extension
         )
     except SignatureInvalid as error:
-        raise StepFailed(f"the direct token does not verify with GetSigningKeys: {error.message}") from None
+        raise StepFailed(f"the direct token does not verify with GetSigningKeys: {error}") from None
     table = Table(title=f"Verified claims (ES256, key {kid})", title_justify="left")
     table.add_column("Claim", style="bold")
     table.add_column("Value", overflow="fold")
@@ -366,7 +366,7 @@ async def walk(options: HubOptions, *, step_timeout: float, console: Console) ->
     workdir = Path(await asyncio.to_thread(tempfile.mkdtemp, prefix="exthub-demo-"))
     results: list[StepResult] = []
     try:
-        async with options.connect([ROLE_RUN]) as hub:
+        async with options.connect([EXECUTIONS_RUN]) as hub:
             ctx = DemoContext(hub=hub, console=console, timeout=step_timeout, workdir=workdir)
             for index, step in enumerate(STEPS, 1):
                 console.rule(f"Step {index}/{len(STEPS)}: {step.title}", align="left")

@@ -11,8 +11,6 @@ from exthub.cli.commands.common import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
     EXIT_FAILED,
-    ROLE_ADMIN,
-    ROLE_RUN,
     AzureScopeOption,
     CatalogUrlOption,
     DataDirOption,
@@ -28,6 +26,7 @@ from exthub.cli.commands.common import (
 )
 from exthub.cli.commands.progress import follow_execution
 from exthub.client import DEFAULT_WAIT_SECONDS, is_terminal_state
+from exthub.contract.roles import EXECUTIONS_RUN, HUB_ADMIN
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 
 app = typer.Typer(help="Follow and manage executions (your tenant's; Hub.Admin sees all).", no_args_is_help=True)
@@ -117,7 +116,7 @@ def cancel(
         name = execution_name(execution)
 
     async def action() -> int:
-        async with options.connect([ROLE_RUN]) as hub:
+        async with options.connect([EXECUTIONS_RUN]) as hub:
             cancelled = await hub.executions.CancelExecution(execution_service_pb2.CancelExecutionRequest(name=name))
         if as_json:
             print_json(cancelled)
@@ -148,7 +147,7 @@ def retry(
         name = execution_name(execution)
 
     async def action() -> int:
-        async with options.connect([ROLE_RUN]) as hub:
+        async with options.connect([EXECUTIONS_RUN]) as hub:
             again = await hub.executions.RetryExecution(execution_service_pb2.RetryExecutionRequest(name=name))
             if wait and not is_terminal_state(again.state):
                 again = await follow_execution(hub, again, max_wait=timeout)
@@ -226,7 +225,7 @@ def dead_letters(
 
     async def action() -> int:
         found: list[execution_service_pb2.DeadLetter] = []
-        async with options.connect([ROLE_ADMIN]) as hub:
+        async with options.connect([HUB_ADMIN]) as hub:
             request = execution_service_pb2.ListDeadLettersRequest()
             while True:
                 request.page_size = min(limit - len(found), MAX_PAGE_SIZE)

@@ -15,7 +15,6 @@ from exthub.cli.commands import render
 from exthub.cli.commands.common import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
-    ROLE_PUBLISH,
     AzureScopeOption,
     CatalogUrlOption,
     DataDirOption,
@@ -31,6 +30,7 @@ from exthub.cli.commands.common import (
     usage_errors,
 )
 from exthub.client import HubClient
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 
 app = typer.Typer(help="Browse and publish extensions in the catalog.", no_args_is_help=True)
 
@@ -276,7 +276,7 @@ def create(
         definition = read_extension_file(file, extension_id=extension_id)
 
     async def action() -> int:
-        async with options.connect([ROLE_PUBLISH]) as hub:
+        async with options.connect([EXTENSIONS_PUBLISH]) as hub:
             created = await hub.catalog.CreateExtension(
                 catalog_service_pb2.CreateExtensionRequest(
                     extension_id=definition.extension_id, extension=definition.extension

@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from google.protobuf import json_format, struct_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import code_pb2, status_pb2
 from rich.console import Group, RenderableType
 from rich.panel import Panel
 from rich.syntax import Syntax
@@ -17,6 +17,7 @@ from rich.text import Text
 from exthub.catalog.v1 import catalog_service_pb2, resources_pb2
 from exthub.cli.commands.common import timestamp_text
 from exthub.client import state_name
+from exthub.contract.errors import error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 
@@ -250,10 +251,9 @@ def error_text(status: status_pb2.Status) -> str:
     except ValueError:
         code = str(status.code)
     text = f"{code}: {status.message or 'no message'}"
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info) and info.reason:
-            text += f" [{info.reason}]"
+    info = error_info(status)
+    if info is not None and info.reason:
+        text += f" [{info.reason}]"
     return text
 
 

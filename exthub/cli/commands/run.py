@@ -15,7 +15,6 @@ from exthub.cli.commands.common import (
     DEFAULT_DATA_DIR,
     DEFAULT_URL,
     EXIT_FAILED,
-    ROLE_RUN,
     AzureScopeOption,
     CatalogUrlOption,
     DataDirOption,
@@ -33,6 +32,7 @@ from exthub.cli.commands.common import (
 )
 from exthub.cli.commands.progress import follow_execution
 from exthub.client import DEFAULT_WAIT_SECONDS, HubClient, is_terminal_state, state_name
+from exthub.contract.roles import EXECUTIONS_RUN
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
 
@@ -153,11 +153,12 @@ def run(
             labels=parse_assignments(labels or [], what="--label"),
         )
         files = _input_files(inputs or [])
+        execution.expected_inputs.extend(files)  # the hub waits in PENDING_INPUTS for them, optional or not
 
     async def action() -> int:
         notes = stderr_console()
         deadline = time.monotonic() + timeout
-        async with options.connect([ROLE_RUN]) as hub:
+        async with options.connect([EXECUTIONS_RUN]) as hub:
             if files:  # check the names before anything runs
                 await _check_inputs_declared(hub, version, files)
             current = await hub.create_execution(execution, request_id=request_id, call_timeout=timeout)

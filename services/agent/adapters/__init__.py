@@ -1,4 +1,4 @@
-"""Execution adapters (spec §5.1) and their registry by execution model name."""
+"""Execution adapters and their registry by execution model name."""
 
 from __future__ import annotations
 

@@ -1,10 +1,10 @@
-"""The ``http-json/sync/v1`` and ``http-json/async/v1`` adapter (spec §6): one POST of signed JSON per attempt.
+"""The ``http-json/sync/v1`` and ``http-json/async/v1`` adapter: one POST of signed JSON per attempt.
 
 Target: the profile's ``extension_settings["execution_url"]`` (``validation_url`` when ``validate_only``).
 Body: :mod:`services.agent.adapters.request_body`, signed by a ``BodySigner`` (see
 :mod:`services.agent.adapters.signing`). Redirects are not followed.
 
-Reply → outcome (via ``services.execution.domain.retry.classify_http_status``, the one classification):
+Reply → outcome (:func:`classify_http_status` is the one classification of an extension's HTTP status):
 
 | reply | outcome |
 |---|---|
@@ -38,6 +38,7 @@ import aiohttp
 from yarl import URL
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
 from services.agent.adapters.request_body import build_request_document, encode_body
 from services.agent.adapters.signing import BodySigner, PreparedRequest, SigningRefused
@@ -58,7 +59,6 @@ from services.agent.outcomes import (
     AttemptFailure,
     Outcome,
 )
-from services.execution.domain.retry import classify_http_status
 from services.platform.errors import DeadlineExceeded, ResourceExhausted
 from services.platform.logging import get_logger
 
@@ -68,12 +68,13 @@ __all__ = [
     "MAX_RESPONSE_BYTES",
     "SIGNATURE_HEADER",
     "HttpJsonAdapter",
+    "HttpOutcome",
+    "classify_http_status",
 ]
 
 _log = get_logger("exthub.agent.http_json")
 
 HTTP_JSON_MODELS = ("http-json/sync/v1", "http-json/async/v1")
-SIGNATURE_HEADER = "Exthub-Signature"
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 CALLER_MARGIN_SECONDS = 0.05
 DEFAULT_MAX_CALL_SECONDS = 3600.0
@@ -85,6 +86,29 @@ _EXTENSION_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
 Bound = Literal["call_timeout", "deadline", "caller"]
+
+
+HttpOutcome = Literal["success", "accepted", "validation_failed", "permanent", "transient"]
+
+
+def classify_http_status(code: int, *, has_validation_errors: bool = False) -> HttpOutcome:
+    """What an extension's HTTP status means for the attempt.
+
+    202 → accepted (long-running: stays RUNNING); other 2xx → success; 400 with ``validationErrors`` →
+    validation_failed; 408 and 429 → transient; other 4xx → permanent; 5xx → transient. Anything else
+    (1xx, 3xx — redirects are not followed — or out of range) breaks the contract: permanent.
+    """
+    if code == 202:
+        return "accepted"
+    if 200 <= code <= 299:
+        return "success"
+    if code == 400 and has_validation_errors:
+        return "validation_failed"
+    if code in (408, 429):
+        return "transient"
+    if 500 <= code <= 599:
+        return "transient"
+    return "permanent"
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Execution adapters by execution model name (spec §5.1): ``http-json/sync/v1``, ``http-json/async/v1``, …"""
+"""Execution adapters by execution model name: ``http-json/sync/v1``, ``http-json/async/v1``, …"""
 
 from __future__ import annotations
 

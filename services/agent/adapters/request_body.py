@@ -1,4 +1,4 @@
-"""The extension request body of the http-json contract (spec §6), built from an ``ExecutionTask``.
+"""The extension request body of the http-json extension contract, built from an ``ExecutionTask``.
 
 The JSON is deterministic (sorted keys, no whitespace, UTF-8), so the same task and service contexts always
 give the same bytes — and a signature over them stays valid wherever the bytes are rebuilt.

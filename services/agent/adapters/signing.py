@@ -1,4 +1,4 @@
-"""Where the ``Exthub-Signature`` of an extension request comes from (spec §6, §7.4; coordination DECISION 1).
+"""Where the ``Exthub-Signature`` of an extension request comes from.
 
 The hub's private signing key never leaves the execution service. The agent builds the exact request body
 (deterministic JSON, with the extension service contexts) and asks a :class:`BodySigner` to sign those bytes:

@@ -1,4 +1,4 @@
-"""The catalog's aggregates: an extension and its immutable versions (spec §3.1 to §3.3)."""
+"""The catalog's aggregates: an extension and its immutable versions."""
 
 from __future__ import annotations
 
@@ -113,7 +113,7 @@ class ObjectDefinition:
 
 @dataclass(frozen=True)
 class ExecutionProfile:
-    """How a version is executed (spec §3.3)."""
+    """How a version is executed."""
 
     name: str
     execution_model: str

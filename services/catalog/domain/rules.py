@@ -66,7 +66,7 @@ def owner_of(caller: Caller) -> str:
 
 
 def ensure_can_modify(extension: Extension, caller: Caller) -> None:
-    """Only the owner or a Hub.Admin may change an extension or its versions (spec §7.3)."""
+    """Only the owner or a Hub.Admin may change an extension or its versions."""
     if caller.is_admin or extension.owner == owner_of(caller):
         return
     raise PermissionDenied(

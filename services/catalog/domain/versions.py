@@ -1,6 +1,6 @@
 """Semantic versions of extension versions: validation, precedence and a sortable storage key.
 
-The storage key orders byte-wise exactly like semantic-version precedence (semver 2.0.0 §11), so a
+The storage key orders byte-wise exactly like semantic-version precedence (Semantic Versioning 2.0.0, rule 11), so a
 document store can list versions "newest first" with a plain ``ORDER BY key DESC`` and page by keyset.
 """
 

@@ -9,8 +9,8 @@ from typing import TYPE_CHECKING, Protocol
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.principal import AGENT
 
 if TYPE_CHECKING:

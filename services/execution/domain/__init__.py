@@ -1,6 +1,6 @@
 """Pure domain of the execution service: states and transitions, events, status keys, retries."""
 
-from services.execution.domain.retry import HttpOutcome, RetryPolicy, classify_http_status
+from services.execution.domain.retry import RetryPolicy
 from services.execution.domain.state_machine import (
     INVALID_TRANSITION,
     STALE_ATTEMPT,
@@ -46,7 +46,6 @@ __all__ = [
     "ExecutionEvent",
     "ExecutionRecord",
     "ExecutionState",
-    "HttpOutcome",
     "ReportDecision",
     "ReportOutcome",
     "RetryPolicy",
@@ -54,7 +53,6 @@ __all__ = [
     "apply_report",
     "can_transition",
     "claim",
-    "classify_http_status",
     "classify_report",
     "create",
     "hash_status_key",

@@ -1,14 +1,11 @@
-"""Retry policy and the classification of extension HTTP replies (spec §3.3, §5.2, §6)."""
+"""The retry policy of a profile: how many attempts, and the backoff between them."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Literal
 
 from services.platform.errors import InvalidArgument
-
-HttpOutcome = Literal["success", "accepted", "validation_failed", "permanent", "transient"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,23 +51,3 @@ class RetryPolicy:
         except OverflowError:
             return float(self.max_backoff_s)
         return float(min(delay, self.max_backoff_s))
-
-
-def classify_http_status(code: int, *, has_validation_errors: bool = False) -> HttpOutcome:
-    """What an extension's HTTP status means for the execution (spec §6).
-
-    202 → accepted (long-running: stays RUNNING); other 2xx → success; 400 with ``validationErrors`` →
-    validation_failed; 408 and 429 → transient; other 4xx → permanent; 5xx → transient. Anything else
-    (1xx, 3xx — redirects are not followed — or out of range) breaks the contract: permanent.
-    """
-    if code == 202:
-        return "accepted"
-    if 200 <= code <= 299:
-        return "success"
-    if code == 400 and has_validation_errors:
-        return "validation_failed"
-    if code in (408, 429):
-        return "transient"
-    if 500 <= code <= 599:
-        return "transient"
-    return "permanent"

@@ -1,4 +1,4 @@
-"""Pure scheduling rules of asynchronous executions (spec §5.2): retry decisions and the sweeper's selection.
+"""Pure scheduling rules of asynchronous executions: retry decisions and the sweeper's selection.
 
 Retry decision (:func:`decide_transient_failure`) — the execution service decides, never the agent:
 

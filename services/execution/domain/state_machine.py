@@ -1,9 +1,9 @@
-"""Applying changes to an execution: the only code that moves an execution between states (spec §3.5, §3.6, §5.2).
+"""Applying changes to an execution: the only code that moves an execution between states.
 
 Everything here is pure: a function takes an :class:`ExecutionRecord` (the part of the execution document the
 machine needs) and returns the new record and the event to append, or refuses with a
 :class:`~services.platform.errors.HubError`. The caller stores record and event together in one conditional
-write (etag or state predicate) — the outbox rule of §5.2 — so two writers can never both win.
+write (etag or state predicate) — the outbox rule — so two writers can never both win.
 
 Rules:
 
@@ -20,7 +20,7 @@ Rules:
 * Progress (a PROGRESS event) is accepted only while RUNNING; ``percent_complete`` is 0..100.
 * Every event has ``sequence = last_sequence + 1``: sequences are 1, 2, 3 … without gap or repeat.
 * ``first_running_time`` is the first entry into RUNNING over all attempts; ``execution_timeout`` counts
-  from it (§5.2).
+  from it.
 """
 
 from __future__ import annotations
@@ -49,7 +49,7 @@ _NEW = "(new)"
 
 @dataclass(frozen=True, slots=True)
 class ExecutionEvent:
-    """One entry of ``executions/{execution}/events/{sequence}`` (spec §3.6)."""
+    """One entry of ``executions/{execution}/events/{sequence}``."""
 
     sequence: int
     type: EventType

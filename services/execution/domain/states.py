@@ -1,4 +1,4 @@
-"""Execution states and the one transition table (spec §3.5).
+"""Execution states and the one transition table.
 
 Every writer (the API, agent claims and reports, the sweeper) decides through :func:`can_transition` —
 usually indirectly, through :mod:`services.execution.domain.state_machine`. Nothing else in the code base
@@ -28,7 +28,7 @@ class ExecutionState(StrEnum):
 
 
 class EventType(StrEnum):
-    """The kinds of execution event (spec §3.6); values are the proto enum value names."""
+    """The kinds of execution event; values are the proto enum value names."""
 
     CREATED = "CREATED"
     STATE_CHANGED = "STATE_CHANGED"

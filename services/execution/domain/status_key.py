@@ -1,4 +1,4 @@
-"""Status-update keys (spec §7.4): 256-bit random, stored only as a SHA-256 hash, compared in constant time.
+"""Status-update keys: 256-bit random, stored only as a SHA-256 hash, compared in constant time.
 
 The plain key goes once to whoever may report status (the extension, in the request body); the execution
 document keeps only :func:`hash_status_key` of it.

@@ -1,4 +1,4 @@
-"""CreateExecution and RetryExecution (spec §3.4, §5.1, §5.2 idempotent create)."""
+"""CreateExecution (idempotent with a ``request_id``) and RetryExecution."""
 
 from __future__ import annotations
 
@@ -43,7 +43,7 @@ class ExecutionDraft:
 
 
 def validate_draft(draft: ExecutionDraft) -> None:
-    """Size and shape limits (spec §7.6): INVALID_ARGUMENT with the offending field."""
+    """Size and shape limits: INVALID_ARGUMENT with the offending field."""
     mapping.parse_version_name(draft.extension_version)
     if not draft.profile or len(draft.profile) > MAX_PROFILE_CHARS:
         raise InvalidArgument.field("execution.profile", f"must have 1 to {MAX_PROFILE_CHARS} characters")

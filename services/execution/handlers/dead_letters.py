@@ -8,10 +8,10 @@ request and ``retried_from``.
 
 from __future__ import annotations
 
+from exthub.contract.queue import parse_message
 from exthub.execution.v1 import execution_service_pb2 as pb
 from exthub.type.v1 import types_pb2
 from services.execution import mapping
-from services.execution.dispatch import parse_message
 from services.execution.handlers.context import ExecutionContext
 from services.platform.errors import Unavailable
 from services.platform.workqueue.port import DeadLetter

@@ -1,4 +1,10 @@
-"""ReportExecutionStatus, ClaimExecution and SignExtensionRequest: the agent's and the extension's side."""
+"""ReportExecutionStatus and the agents' calls (claim, heartbeat, sign, release): the attempt's side.
+
+Who may report: whoever holds the attempt's status-update key — the agent got it from ``ClaimExecution``, the
+extension in its request. A role never replaces the key. A report without the right key (unknown execution,
+another tenant's, a wrong key, the key of an attempt that has ended) is refused with one and the same
+PERMISSION_DENIED ``STATUS_KEY_INVALID`` and changes nothing.
+"""
 
 from __future__ import annotations
 
@@ -23,9 +29,12 @@ from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import build_task, change_from, execution_deadline, timeouts_of
 from services.execution.model import StoredExecution
 from services.execution.repository import Change
-from services.platform.auth.principal import AGENT, Principal
-from services.platform.errors import FailedPrecondition, InvalidArgument, PermissionDenied
+from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.timefmt import from_storage, to_storage
+
+#: ``ErrorInfo.reason`` of an attempt whose agent was lost (released by ``ReleaseExecution``).
+AGENT_LOST = "AGENT_LOST"
+_UNAVAILABLE = 14  # google.rpc.Code.UNAVAILABLE: a lost agent is a transient failure
 
 
 @dataclass(frozen=True)
@@ -43,25 +52,50 @@ class StatusReport:
     error: dict[str, Any] | None = None
 
 
-def _is_agent(principal: Principal | None) -> bool:
-    return principal is not None and principal.has_any_role(frozenset({AGENT}))
+def _key_hash(stored: StoredExecution | None) -> str:
+    return str(stored.get("status_key_hash") or "") if stored is not None else ""
 
 
-async def report_status(
-    ctx: ExecutionContext, principal: Principal | None, execution_id: str, report: StatusReport
+async def report_status(ctx: ExecutionContext, execution_id: str, report: StatusReport) -> StoredExecution:
+    """Apply a report proven by the attempt's status-update key (see the module docstring)."""
+    stored = await ctx.repository.find(execution_id)
+    require_status_key(report.status_key, _key_hash(stored))
+    assert stored is not None  # a key matched, so the execution exists
+    return await _apply_report(ctx, stored, report)
+
+
+async def release_lost_attempt(
+    ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str
 ) -> StoredExecution:
-    """Apply a report from an agent (role Agent) or an extension holding the status-update key."""
-    stored = await ctx.repository.get(execution_id)
-    if report.status_key:
-        require_status_key(report.status_key, str(stored.get("status_key_hash") or ""))
-    elif not _is_agent(principal):
-        raise PermissionDenied("a status-update key or the Agent role is required", reason="STATUS_KEY_INVALID")
+    """An agent that received a RUNNING attempt's message again ends the attempt as lost (``AGENT_LOST``).
+
+    Redelivery means the previous holder stopped renewing the message's lease; the attempt is a transient
+    failure and the retry policy decides what follows. Agents only (``AgentTaskService``).
+    """
+    if not agent_id:
+        raise InvalidArgument.field("agent_id", "is required")
+    message = "the agent running this attempt stopped renewing its lease"
+    report = StatusReport(
+        attempt=attempt,
+        state=ExecutionState.QUEUED,
+        status_message=message,
+        error=mapping.error_document(
+            _UNAVAILABLE, message, AGENT_LOST, {"attempt": str(attempt), "releasedBy": agent_id}
+        ),
+    )
+    return await _apply_report(ctx, await ctx.repository.get(execution_id), report)
+
+
+async def _apply_report(ctx: ExecutionContext, stored: StoredExecution, report: StatusReport) -> StoredExecution:
+    execution_id = stored.id
     declared = {o["name"] for o in stored.get("outputs") or []}
     for index, name in enumerate(report.provided_outputs):
         if name not in declared:
             raise InvalidArgument.field(f"provided_outputs[{index}]", f"{name!r} is not a declared output")
 
     def decide(current: StoredExecution) -> Change | None:
+        if report.status_key:  # the key may have changed since it was checked (a new claim)
+            require_status_key(report.status_key, _key_hash(current))
         now = ctx.clock()
         state, status_message, fields = _resolve_report(current, report, now)
         result = apply_report(
@@ -112,6 +146,7 @@ def _resolve_report(
         state = decision.state
         attempts = {"attempts": str(current.attempt)}
         if state is ExecutionState.QUEUED:
+            fields["status_key_hash"] = ""  # the ended attempt's key proves nothing any more
             not_before = from_storage(now) + timedelta(seconds=decision.backoff_seconds)
             fields["dispatch_not_before"] = to_storage(not_before)
             message = f"attempt {current.attempt} failed ({error['reason']}); retrying"
@@ -256,6 +291,7 @@ __all__ = [
     "StatusReport",
     "claim_execution",
     "heartbeat",
+    "release_lost_attempt",
     "report_from_proto",
     "report_status",
     "sign_extension_request",

@@ -1,4 +1,4 @@
-"""The synchronous path (spec §5.1): RUNNING → ``AgentService.Execute`` with a deadline → terminal state.
+"""The synchronous path: RUNNING → ``AgentService.Execute`` with a deadline → terminal state.
 
 The agent call runs in a background task shielded from the client's cancellation, so the outcome is always
 recorded; a ``CancelExecution`` of the same process cancels the call itself (see ``commands.cancel``). The

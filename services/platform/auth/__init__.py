@@ -1,5 +1,6 @@
 """Authentication and authorization: development issuer, token verification, access rules."""
 
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from services.platform.auth.access import (
     AGENT,
     EXECUTIONS_RUN,
@@ -17,7 +18,6 @@ from services.platform.auth.access import (
     require_principal,
     require_roles,
 )
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from services.platform.auth.principal import Principal
 from services.platform.auth.verifier import TokenVerifier
 

@@ -1,4 +1,4 @@
-"""Per-method access rules (spec §4 role column, §7.2) and the caller's principal for handlers."""
+"""Per-method access rules (``exthub.type.v1.access``) and the caller's principal for handlers."""
 
 from __future__ import annotations
 

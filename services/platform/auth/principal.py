@@ -4,10 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-HUB_ADMIN = "Hub.Admin"
-EXTENSIONS_PUBLISH = "Extensions.Publish"
-EXECUTIONS_RUN = "Executions.Run"
-AGENT = "Agent"
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
+
+__all__ = ["AGENT", "EXECUTIONS_RUN", "EXTENSIONS_PUBLISH", "HUB_ADMIN", "Principal"]
 
 
 @dataclass(frozen=True)

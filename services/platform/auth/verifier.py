@@ -1,4 +1,4 @@
-"""Bearer-token verification with a cached JWKS (spec §7.1): the service-side half of "checked twice"."""
+"""Bearer-token verification with a cached JWKS: the service-side half of "checked twice"."""
 
 from __future__ import annotations
 

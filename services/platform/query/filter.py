@@ -1,6 +1,6 @@
 """AIP-160 filters and AIP-132 ``order_by`` strings → the typed predicate tree.
 
-Supported filter subset (spec §4): comparisons ``= != < > <= >=``, has ``:``, ``AND``, ``OR``,
+Supported filter subset (AIP-160): comparisons ``= != < > <= >=``, has ``:``, ``AND``, ``OR``,
 ``NOT`` and ``-`` negation, parentheses, implicit ``AND`` by juxtaposition (``a = 1 b = 2``), dotted
 traversal into map fields (``labels.env = "prod"``), quoted strings (``"…"`` or ``'…'`` with ``\\``
 escapes ``\\" \\' \\\\ \\n \\r \\t \\* \\uXXXX``), bare words, numbers, ``true``/``false``, the presence

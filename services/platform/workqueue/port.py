@@ -1,6 +1,6 @@
 """The work queue port: leased, prioritised, at-least-once delivery of small execution requests.
 
-Shaped after Azure Service Bus peek-lock (spec §2, §5.2): the Azure adapter is the topic
+Shaped after Azure Service Bus peek-lock: the Azure adapter is the topic
 ``execution-requests`` with one subscription per priority; the embedded default is a leased SQLite queue.
 Every adapter passes ``tests/contract/workqueue``.
 

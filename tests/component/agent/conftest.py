@@ -24,6 +24,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.agent.v1 import agent_service_pb2_grpc as agent_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
@@ -31,7 +32,6 @@ from services.agent.app import AgentApp, start_agent
 from services.echo import EchoConfig, FileJwksSource, create_echo_app
 from services.execution.signing import SigningKeyRing
 from services.platform.auth.access import access_rules_from_descriptors, require_principal
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.errors import FailedPrecondition
 from services.platform.server import start_grpc_server

@@ -16,6 +16,8 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.errors import error_info as status_error_info
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.app import AgentApp
 from services.execution.signing import SigningKeyRing
@@ -41,10 +43,9 @@ Outcome = agent_pb.ExecuteResponse.Outcome
 
 
 def error_info(response: agent_pb.ExecuteResponse) -> error_details_pb2.ErrorInfo:
-    info = error_details_pb2.ErrorInfo()
-    assert response.error.details, "the error carries no details"
-    assert response.error.details[0].Unpack(info)
-    assert info.domain == "exthub.io"
+    info = status_error_info(response.error)
+    assert info is not None, "the error carries no ErrorInfo"
+    assert info.domain == ERROR_DOMAIN
     return info
 
 

@@ -13,15 +13,16 @@ from typing import TYPE_CHECKING
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.agent.v1 import agent_service_pb2_grpc as agent_grpc
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import error_info
+from exthub.contract.signatures import verify_body_signature
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.identity import agent_version
-from services.execution.signing import SigningKeyRing, verify_body_signature
-from services.platform.auth.dev_issuer import DevIssuer
+from services.execution.signing import SigningKeyRing
 from services.platform.settings import Settings
 from tests.component.agent.conftest import (
     CALL_TIMEOUT,
@@ -42,8 +43,8 @@ REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
 def reason(response: agent_pb.ExecuteResponse) -> str:
-    info = error_details_pb2.ErrorInfo()
-    assert response.error.details[0].Unpack(info)
+    info = error_info(response.error)
+    assert info is not None, "the error carries no ErrorInfo"
     return str(info.reason)
 
 

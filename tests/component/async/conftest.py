@@ -19,10 +19,10 @@ import pytest_asyncio
 from google.protobuf import duration_pb2, struct_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.invariants import check_invariants
-from services.platform.auth.dev_issuer import DevIssuer
 from tests.support.hub import AgentCluster, Hub, running_hub
 
 E = execution_pb2.Execution

@@ -10,6 +10,8 @@ import pytest
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2
 
+from exthub.contract.errors import call_error_info
+from exthub.contract.errors import error_info as status_error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 from tests.support.hub import AgentCluster as Cluster
@@ -28,11 +30,9 @@ def struct(**fields: Any) -> struct_pb2.Struct:
 
 
 def error_info(execution: execution_pb2.Execution) -> error_details_pb2.ErrorInfo:
-    info = error_details_pb2.ErrorInfo()
-    for detail in execution.error.details:
-        if detail.Unpack(info):
-            return info
-    raise AssertionError(f"no ErrorInfo in {execution.error}")
+    info = status_error_info(execution.error)
+    assert info is not None, f"no ErrorInfo in {execution.error}"
+    return info
 
 
 async def occupy_agents(cluster: Cluster, seconds: float = BLOCK_SECONDS) -> list[str]:
@@ -118,6 +118,10 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
     created = await hub_cluster.create(request=struct(delaySeconds=1.0))
     await hub_cluster.wait_for(created.name, lambda e: e.state == E.RUNNING)
     holder = str((await hub_cluster.stored(created.name))["agent_id"])
+    # the claim (RUNNING) comes before the call: kill only once echo holds attempt 1's request
+    await hub_cluster.hub.echo.wait_until(
+        lambda: any(call.attempt == 1 for call in hub_cluster.hub.calls_of(created.name))
+    )
     await hub_cluster.agents[holder].kill()  # SIGKILL mid-execution: no drain, no report
 
     done = await hub_cluster.wait_terminal(created.name, within=20)
@@ -126,14 +130,20 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
     events = await hub_cluster.events(created.name)
     assert [e.state for e in events] == [E.QUEUED, E.RUNNING, E.QUEUED, E.RUNNING, E.SUCCEEDED]
     assert sum(e.state == E.SUCCEEDED for e in events) == 1  # ended exactly once
-    # the killed agent's late report of attempt 1 is refused
+    # the killed agent's late report of attempt 1, with the key its claim returned, is refused
+    (first,) = [call for call in hub_cluster.hub.calls_of(created.name) if call.attempt == 1]
+    assert first.status_update_key
     agent = hub_cluster.hub.token(roles=("Agent",), tenant="exthub", user=holder)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub_cluster.hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=created.name, attempt=1, state=E.SUCCEEDED), metadata=agent
+            pb.ReportExecutionStatusRequest(
+                name=created.name, attempt=1, state=E.SUCCEEDED, status_update_key=first.status_update_key
+            ),
+            metadata=agent,
         )
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "STALE_ATTEMPT" in str(raised.value.trailing_metadata())
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    refused = call_error_info(raised.value)
+    assert refused is not None and refused.reason == "STATUS_KEY_INVALID"
     assert len(await hub_cluster.events(created.name)) == len(events)
 
 

@@ -9,8 +9,8 @@ import grpc
 import pytest
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
 from services.catalog.app import CatalogApp, start_catalog
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 Metadata = tuple[tuple[str, str], ...]

@@ -1,4 +1,4 @@
-"""The catalog service through the generated stubs on a real loopback server: success paths and spec §4 errors."""
+"""The catalog service through the generated stubs on a real loopback server: success paths and the API's errors."""
 
 from __future__ import annotations
 
@@ -9,11 +9,11 @@ from typing import TYPE_CHECKING
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.errors import ERROR_DOMAIN, call_status, field_violations
+from exthub.contract.errors import error_info as contract_error_info
 from exthub.type.v1 import types_pb2
 from tests.component.catalog.conftest import TokenFactory
 
@@ -26,20 +26,11 @@ TIMEOUT = 10
 
 def error_info(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, list[str]]:
     """(code, ErrorInfo.reason, BadRequest field names) decoded from the rich status."""
-    status = rpc_status.from_call(error)
+    status = call_status(error)
     assert status is not None, "every error must carry a google.rpc.Status"
-    reason, fields = "", []
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            assert info.domain == "exthub.io"
-            reason = info.reason
-        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
-            bad = error_details_pb2.BadRequest()
-            detail.Unpack(bad)
-            fields = [v.field for v in bad.field_violations]
-    return error.code(), reason, fields
+    info = contract_error_info(status)
+    assert info is not None and info.domain == ERROR_DOMAIN, "every error must carry an ErrorInfo"
+    return error.code(), info.reason, [name for name, _ in field_violations(status)]
 
 
 async def expect_error(call: object) -> tuple[grpc.StatusCode, str, list[str]]:

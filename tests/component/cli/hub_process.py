@@ -17,7 +17,7 @@ import signal
 import sys
 from pathlib import Path
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from tests.support.hub import running_hub
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from tests.component.cli.conftest import Cli
 
 
@@ -59,7 +59,7 @@ def test_events_list_and_follow(cli: Cli) -> None:
 
 def test_another_tenant_sees_not_found(cli: Cli) -> None:
     mine = cli.json("run", "echo-plain")
-    from services.platform.auth.dev_issuer import DevIssuer
+    from exthub.contract.dev_tokens import DevIssuer
 
     other = DevIssuer.load_or_create(cli.hub.data_dir).issue(tenant="other", user="u", roles=["Executions.Run"])
     result = cli("executions", "get", mine["name"], "--token", other)

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 
 from exthub.cli.supervisor import HubStartError, _register_echo
+from exthub.contract.dev_tokens import DevIssuer
 from services.catalog.app import start_catalog
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""The sample extension echo over real HTTP (spec §6.1), with real signatures, a fake hub and real local/v1 URLs."""
+"""The sample extension echo over real HTTP, with real signatures, a fake hub and real local/v1 URLs."""
 
 from __future__ import annotations
 

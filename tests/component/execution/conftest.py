@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from tests.support.hub import Hub, TokenFactory, running_hub, token_factory
 
 

@@ -15,15 +15,15 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2, status_pb2
-from grpc_status import rpc_status
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import call_status, error_info
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.domain import ExecutionState
 from services.execution.model import COLLECTION, StoredExecution, dispatch_of, outbox_events, set_dispatch
 from services.execution.repository import Change, ExecutionRepository
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
 from tests.support.hub import Hub, Metadata, running_hub
@@ -138,7 +138,13 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
         )
         assert claimed.execution.state == E.RUNNING and claimed.task.attempt == attempt
         reported = await fast_hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=created.name, attempt=attempt, state=E.QUEUED, error=failure),
+            pb.ReportExecutionStatusRequest(
+                name=created.name,
+                attempt=attempt,
+                state=E.QUEUED,
+                error=failure,
+                status_update_key=claimed.task.status_update_key,
+            ),
             metadata=agent(fast_hub),
         )
         if attempt < 3:  # the echo profile's default policy: 3 attempts
@@ -239,9 +245,8 @@ async def test_a_sync_call_past_the_execution_deadline_ends_timed_out(fast_hub: 
 
 async def test_error_metadata_keys_are_lower_camel_case(fast_hub: Hub) -> None:
     done = await create(fast_hub, request=struct(failWith=404))
-    info = error_details_pb2.ErrorInfo()
-    assert done.error.details[0].Unpack(info)
-    assert info.metadata["httpStatus"] == "404"
+    info = error_info(done.error)
+    assert info is not None and info.metadata["httpStatus"] == "404"
     assert all(re.fullmatch(r"[a-z][A-Za-z0-9]*", key) for key in info.metadata), dict(info.metadata)
 
 
@@ -264,10 +269,10 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
             pb.ContinueExecutionRequest(name=created.name, provided_inputs=["document"]), metadata=fast_hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    status = rpc_status.from_call(raised.value)
+    status = call_status(raised.value)
     assert status is not None
-    info, failure = error_details_pb2.ErrorInfo(), error_details_pb2.PreconditionFailure()
-    assert any(d.Unpack(info) for d in status.details) and any(d.Unpack(failure) for d in status.details)
+    info, failure = error_info(status), error_details_pb2.PreconditionFailure()
+    assert info is not None and any(d.Unpack(failure) for d in status.details)
     assert info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
     assert [(v.type, v.subject) for v in failure.violations] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value

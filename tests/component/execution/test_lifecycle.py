@@ -12,8 +12,9 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
+from exthub.contract.errors import call_error_info
+from exthub.contract.signatures import verify_direct_token
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
-from services.execution.signing import verify_direct_token
 from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
 from tests.support.hub import Hub
 
@@ -43,15 +44,15 @@ async def test_long_running_202_then_progress_and_completion_through_status_url(
     assert events[1].type == execution_pb2.ExecutionEvent.PROGRESS and events[1].percent_complete == 50
     done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
     assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {"longRunning": True}
-    # the same terminal report again (as an Agent) is a no-op; a conflicting one is refused; a stale attempt too
-    agent = hub.token(roles=("Agent",), tenant="exthub", user="agent")
+    # the same terminal report again (with the attempt's key) is a no-op; a conflicting one is refused
+    key = hub.calls_of(execution.name)[0].status_update_key
     again = await hub.stub.ReportExecutionStatus(
-        pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.SUCCEEDED), metadata=agent
+        pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.SUCCEEDED, status_update_key=key)
     )
     assert again.etag == done.etag
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED), metadata=agent
+            pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED, status_update_key=key)
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     assert len(await events_of(hub, execution.name)) == 3
@@ -67,7 +68,7 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
             )
         )
     assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # no key, no Agent role
+    # no key (a token does not replace it)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.ReportExecutionStatus(
             pb.ReportExecutionStatusRequest(name=execution.name, attempt=1, state=E.FAILED), metadata=hub.token()
@@ -92,11 +93,14 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
         )
     )
     assert retry.state == E.QUEUED and retry.attempt == 2
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:  # the ended attempt's key proves nothing any more
         await hub.stub.ReportExecutionStatus(
-            pb.ReportExecutionStatusRequest(name=queued.name, attempt=1, state=E.SUCCEEDED), metadata=agent
+            pb.ReportExecutionStatusRequest(
+                name=queued.name, attempt=1, state=E.SUCCEEDED, status_update_key=claimed.task.status_update_key
+            ),
+            metadata=agent,
         )
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert raised.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert reason_of(json_format.Parse("{}", execution_pb2.Execution()).error) == ""
     events = await events_of(hub, queued.name)
     assert [(e.sequence, e.state) for e in events] == [(1, E.QUEUED), (2, E.RUNNING), (3, E.QUEUED)]
@@ -112,7 +116,8 @@ async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
             pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
         )
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
-    assert "INPUTS_MISSING" in str(raised.value.trailing_metadata())
+    info = call_error_info(raised.value)
+    assert info is not None and info.reason == "INPUTS_MISSING"
     content = b"hello objects" * 100
     async with aiohttp.ClientSession(timeout=HTTP) as session:
         async with session.put(document.upload.uri, data=content) as response:
@@ -144,7 +149,8 @@ async def test_another_tenant_sees_not_found_and_admin_sees_all(hub: Hub) -> Non
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token(tenant="b"))
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
-    assert "EXECUTION_NOT_FOUND" in str(raised.value.trailing_metadata())
+    info = call_error_info(raised.value)
+    assert info is not None and info.reason == "EXECUTION_NOT_FOUND"
     admin = await hub.stub.GetExecution(
         pb.GetExecutionRequest(name=execution.name), metadata=hub.token(roles=("Hub.Admin",), tenant="b")
     )

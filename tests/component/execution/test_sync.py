@@ -7,8 +7,9 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import json_format, struct_pb2
-from google.rpc import error_details_pb2
+from google.rpc import status_pb2
 
+from exthub.contract.errors import error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from tests.support.hub import Hub
 
@@ -31,12 +32,9 @@ async def create(hub: Hub, *, request_id: str = "", **fields: Any) -> execution_
     )
 
 
-def reason_of(status: Any) -> str:
-    for detail in status.details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            return str(info.reason)
-    return ""
+def reason_of(status: status_pb2.Status) -> str:
+    info = error_info(status)
+    return str(info.reason) if info is not None else ""
 
 
 async def events_of(hub: Hub, name: str) -> list[execution_pb2.ExecutionEvent]:

@@ -26,11 +26,11 @@ import pytest
 from multidict import CIMultiDict
 from yarl import URL
 
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.envoy import RunningEnvoy, start_envoy
 from gateway.render import render_config
 from services.catalog.app import CatalogApp
 from services.platform import server as platform_server
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.interceptors import HubServerInterceptor
 from tests.support.hub import Hub, running_hub
 

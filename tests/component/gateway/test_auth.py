@@ -20,9 +20,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from exthub.execution.v1 import agent_task_service_pb2, execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from tests.component.gateway.conftest import Bearer, ServiceCalls, b64url, call
 from tests.support.hub import Hub
 

@@ -1,4 +1,4 @@
-"""Every catalog REST route of spec §4 through the real Envoy in front of the real catalog service."""
+"""Every catalog REST route through the real Envoy in front of the real catalog service."""
 
 from __future__ import annotations
 

@@ -42,17 +42,17 @@ from schemathesis.core.result import Err
 from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import ALL_ROLES
 from exthub.execution.v1 import execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
 from services.catalog.servicer import CatalogServicer
 from services.execution.servicer import ExecutionServicer
-from services.platform.auth.dev_issuer import DevIssuer
 from tests.component.gateway.conftest import call
 
 OPENAPI = Path(__file__).resolve().parents[3] / "gen" / "openapi" / "exthub.openapi.yaml"
 EXAMPLES_PER_OPERATION = 6
 REQUEST_TIMEOUT_SECONDS = 10
-ALL_ROLES = ["Hub.Admin", "Extensions.Publish", "Executions.Run", "Agent"]
 CHECKS = [not_a_server_error, response_schema_conformance, content_type_conformance]
 SERVICERS: dict[str, tuple[type[Any], type[Any]]] = {
     "CatalogService": (CatalogServicer, catalog_service_pb2_grpc.CatalogServiceServicer),
@@ -150,7 +150,7 @@ def fuzz(base_url: str, token: str, known: dict[str, str]) -> FuzzReport:
 async def test_schemathesis_finds_no_server_error_and_no_schema_violation(
     gateway: RunningEnvoy, issuer: DevIssuer, http: aiohttp.ClientSession
 ) -> None:
-    token = issuer.issue(tenant="tenant-fuzz", user="fuzzer", roles=ALL_ROLES)
+    token = issuer.issue(tenant="tenant-fuzz", user="fuzzer", roles=list(ALL_ROLES))
     created = await call(
         http,
         gateway,

@@ -15,8 +15,9 @@ import pytest
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import ERROR_DOMAIN, call_status, error_info
 from services.platform.auth.access import (
     AGENT,
     EXTENSIONS_PUBLISH,
@@ -27,9 +28,8 @@ from services.platform.auth.access import (
     require_principal,
     require_roles,
 )
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.auth.verifier import TokenVerifier
-from services.platform.errors import ERROR_DOMAIN, InvalidArgument, NotFound
+from services.platform.errors import InvalidArgument, NotFound
 from services.platform.server import RunningServer, serve_until_signalled, start_grpc_server
 from services.platform.settings import Settings
 
@@ -168,18 +168,16 @@ async def hub(tmp_path: Path) -> AsyncIterator[Hub]:
 
 
 def _status(err: grpc.aio.AioRpcError) -> status_pb2.Status:
-    status = rpc_status.from_call(err)
+    status = call_status(err)
     assert status is not None, "no grpc-status-details-bin"
     return status
 
 
 def _error_info(err: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo:
-    for detail in _status(err).details:
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            assert info.domain == ERROR_DOMAIN
-            return info
-    raise AssertionError("no ErrorInfo")
+    info = error_info(_status(err))
+    assert info is not None, "no ErrorInfo"
+    assert info.domain == ERROR_DOMAIN
+    return info
 
 
 async def test_valid_token_reaches_handler_with_principal(hub: Hub) -> None:

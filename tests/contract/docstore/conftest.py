@@ -1,31 +1,52 @@
 """Fixtures for the document store contract suite.
 
-Every adapter of :class:`services.platform.docstore.port.DocumentStore` runs the same tests. To add one,
-append its name to ``ADAPTERS`` and open it in :func:`_open_store` — that is where the Cosmos DB adapter
-plugs in (e.g. ``"cosmos"``, against the emulator, skipped when ``EXTHUB_TEST_COSMOS_ENDPOINT`` is unset).
+Every adapter of :class:`services.platform.docstore.port.DocumentStore` runs the same tests: ``sqlite`` on a
+fresh file per test, ``cosmos`` on the Cosmos DB emulator (one per session, started from ``node_modules`` by
+:mod:`tools.emulators.cosmos`; if it cannot start, the cosmos tests fail) with a fresh database per test. To add
+an adapter, append its name to ``ADAPTERS`` and open it in :func:`_open_store`.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+from exthub.contract.dev_tokens import DevIssuer
+from services.platform.docstore.cosmos import CosmosDocumentStore
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.query.predicate import SortKey
+from tests.support.cosmos import DevTokenCredential
+from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 
-# The adapters under contract. Cosmos DB plugs in here: add "cosmos" and a branch in _open_store.
-ADAPTERS = ["sqlite"]
+# The adapters under contract.
+ADAPTERS = ["sqlite", "cosmos"]
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
 
-async def _open_store(adapter: str, tmp_path: Path) -> DocumentStore:
-    if adapter == "sqlite":
-        return await SqliteDocumentStore.open(tmp_path / "docs.db")
-    raise AssertionError(f"unknown adapter {adapter}")
+def contract_sort_orders() -> list[tuple[SortKey, ...]]:
+    """Every ``order_by`` the contract suite queries with (Cosmos DB needs a composite index for each)."""
+    from tests.contract.docstore.test_query import ORDERS
+
+    return [tuple(order) for order in ORDERS]
+
+
+@pytest.fixture(scope="session")
+def cosmos_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosEmulator]:
+    """The Cosmos DB emulator for the whole session (in memory; stopped by its pid at the end)."""
+    emulator = start_cosmos_emulator(tmp_path_factory.mktemp("cosmos-emulator"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def dev_issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    """Signs the tokens the Cosmos DB adapter's credential hands out."""
+    return DevIssuer.load_or_create(tmp_path_factory.mktemp("issuer"))
 
 
 @pytest.fixture(params=ADAPTERS)
@@ -35,12 +56,26 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store_factory(adapter: str, tmp_path: Path) -> AsyncIterator[StoreFactory]:
+async def store_factory(adapter: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
     """Opens further store instances on the SAME database (another connection, like another process)."""
     opened: list[DocumentStore] = []
+    database = f"t{uuid.uuid4().hex[:16]}"
 
     async def factory() -> DocumentStore:
-        store = await _open_store(adapter, tmp_path)
+        store: DocumentStore
+        if adapter == "sqlite":
+            store = await SqliteDocumentStore.open(tmp_path / "docs.db")
+        elif adapter == "cosmos":
+            emulator: CosmosEmulator = request.getfixturevalue("cosmos_emulator")
+            issuer: DevIssuer = request.getfixturevalue("dev_issuer")
+            store = await CosmosDocumentStore.open(
+                emulator.endpoint,
+                database,
+                DevTokenCredential(issuer),
+                default_sort_orders=contract_sort_orders(),
+            )
+        else:
+            raise AssertionError(f"unknown adapter {adapter}")
         opened.append(store)
         return store
 

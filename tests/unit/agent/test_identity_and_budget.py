@@ -10,17 +10,17 @@ from typing import Any
 import aiohttp
 import jwt
 import pytest
-from google.rpc import error_details_pb2
 from pydantic import ValidationError
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import error_info
 from exthub.execution.v1 import execution_pb2
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.adapters.http_json import CALLER_MARGIN_SECONDS, HttpJsonAdapter
-from services.agent.execution_client import DevAgentTokens
+from services.agent.execution_client import dev_agent_tokens
 from services.agent.extension_services import default_extension_services
 from services.agent.identity import AGENT_ID_FILE, agent_id
-from services.platform.auth.dev_issuer import DevIssuer
 from services.platform.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -106,14 +106,13 @@ async def test_without_signer_nothing_unsigned_is_sent() -> None:
         adapter = HttpJsonAdapter(session, services=default_extension_services(), clock=lambda: NOW)
         response = await adapter.execute(task)
     assert response.outcome == agent_pb.ExecuteResponse.FAILED
-    info = error_details_pb2.ErrorInfo()
-    assert response.error.details[0].Unpack(info)
-    assert info.reason == "REQUEST_NOT_SIGNED"
+    info = error_info(response.error)
+    assert info is not None and info.reason == "REQUEST_NOT_SIGNED"
 
 
 def test_dev_agent_tokens_are_cached_agent_tokens(tmp_path: Path) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
-    tokens = DevAgentTokens(issuer, agent_id="agent-9")
+    tokens = dev_agent_tokens(issuer, agent_id="agent-9")
     first = tokens.token()
     assert tokens.token() == first
     claims = jwt.decode(first, options={"verify_signature": False})
@@ -132,6 +131,5 @@ async def test_a_slow_signer_is_a_retryable_signing_failure() -> None:
         adapter = HttpJsonAdapter(session, services=default_extension_services(), signer=_Stuck(), clock=lambda: NOW)
         response = await adapter.execute(task)
     assert response.outcome == agent_pb.ExecuteResponse.RETRYABLE_FAILURE
-    info = error_details_pb2.ErrorInfo()
-    assert response.error.details[0].Unpack(info)
-    assert info.reason == "REQUEST_SIGNING_FAILED"
+    info = error_info(response.error)
+    assert info is not None and info.reason == "REQUEST_SIGNING_FAILED"

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.errors import error_info
+from exthub.contract.signatures import verify_body_signature
 from exthub.execution.v1 import execution_pb2
 from services.agent.adapters import AdapterRegistry, KeyRingBodySigner
 from services.agent.extension_services import (
@@ -18,7 +19,7 @@ from services.agent.extension_services import (
     default_extension_services,
 )
 from services.agent.outcomes import AttemptFailure
-from services.execution.signing import SigningKeyRing, verify_body_signature
+from services.execution.signing import SigningKeyRing
 
 
 class _Adapter:
@@ -41,8 +42,8 @@ def _task(**services: dict[str, Any]) -> execution_pb2.ExecutionTask:
 
 
 def _reason(failure: AttemptFailure) -> str:
-    info = error_details_pb2.ErrorInfo()
-    assert failure.response(_task()).error.details[0].Unpack(info)
+    info = error_info(failure.response(_task()).error)
+    assert info is not None
     return str(info.reason)
 
 

@@ -1,4 +1,4 @@
-"""The http-json request body (spec §6): members, determinism, integers, accessors."""
+"""The http-json request body: members, determinism, integers, accessors."""
 
 from __future__ import annotations
 

@@ -8,15 +8,15 @@ import pytest
 from pydantic import ValidationError
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.queue import message_body, message_id, parse_message
 from exthub.execution.v1 import execution_pb2
 from services.agent.outcomes import AttemptFailure
 from services.agent.worker import WorkerConfig, report_for_outcome, settlement_for
-from services.execution.dispatch import message_body, message_id, parse_message
 from services.platform.settings import Settings
 
 Outcome = agent_pb.ExecuteResponse.Outcome
 State = execution_pb2.Execution.State
-TASK = execution_pb2.ExecutionTask(execution="executions/x", attempt=2)
+TASK = execution_pb2.ExecutionTask(execution="executions/x", attempt=2, status_update_key="key-of-attempt-2")
 
 
 def test_success_reports_succeeded_with_the_result() -> None:
@@ -25,6 +25,7 @@ def test_success_reports_succeeded_with_the_result() -> None:
     report = report_for_outcome(TASK, response)
     assert report is not None
     assert (report.name, report.attempt, report.state) == ("executions/x", 2, State.SUCCEEDED)
+    assert report.status_update_key == "key-of-attempt-2"  # the claim's proof, on every report
     assert dict(report.result) == {"echo": 1} and list(report.provided_outputs) == ["report"]
 
 
@@ -45,6 +46,7 @@ def test_failures_report_the_error_and_leave_the_retry_decision_to_the_hub(
 ) -> None:
     report = report_for_outcome(TASK, failure.response(TASK))
     assert report is not None and report.state == state
+    assert report.status_update_key == TASK.status_update_key
     assert report.HasField("error") and report.error.message == failure.error.message
 
 

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import pytest
 
-from exthub.client import HubClient, StaticTokenProvider, connect
+from exthub.client import HubClient, ObjectTransferError, StaticTokenProvider, connect, with_expected_inputs
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -168,3 +169,19 @@ async def test_a_broken_watch_resumes_after_the_last_event(server: Server, clien
         w.request.from_sequence for w in watches if isinstance(w.request, execution_service_pb2.WatchExecutionRequest)
     ] == [1, 2]
     assert done.state == E.SUCCEEDED  # the final GetExecution
+
+
+async def test_create_and_wait_names_the_inputs_it_will_upload(
+    server: Server, client: HubClient, tmp_path: Path
+) -> None:
+    asked = E(extension_version="extensions/e/versions/1.0.0", expected_inputs=["document"])
+    document = tmp_path / "document.txt"
+    document.write_text("x")
+    # the recording server answers RUNNING (no input declared): the client refuses to upload, after the create
+    with pytest.raises(ObjectTransferError, match="declares no inputs"):
+        await client.create_and_wait(asked, inputs={"document": document, "extra": document}, max_wait=5)
+    (seen,) = server.service.calls["CreateExecution"]
+    assert isinstance(seen.request, execution_service_pb2.CreateExecutionRequest)
+    assert list(seen.request.execution.expected_inputs) == ["document", "extra"]
+    assert list(asked.expected_inputs) == ["document"]  # the caller's message is left as it was
+    assert list(with_expected_inputs(asked, ["extra", "extra"]).expected_inputs) == ["document", "extra"]

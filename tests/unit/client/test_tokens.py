@@ -17,7 +17,7 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from exthub.client import AzureCredentialTokenProvider, DevTokenProvider, StaticTokenProvider, TokenProviderError
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 
 
 class FakeClock:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.execution.domain.retry import RetryPolicy, classify_http_status
+from services.execution.domain.retry import RetryPolicy
 from services.platform.errors import InvalidArgument
 
 
@@ -68,40 +68,3 @@ def test_invalid_policy(kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(InvalidArgument) as info:
         RetryPolicy(**kwargs)  # type: ignore[arg-type]
     assert info.value.metadata == {"field": field}
-
-
-@pytest.mark.parametrize(
-    ("code", "has_errors", "expected"),
-    [
-        (200, False, "success"),
-        (201, False, "success"),
-        (204, False, "success"),
-        (202, False, "accepted"),
-        (400, True, "validation_failed"),
-        (400, False, "permanent"),
-        (401, False, "permanent"),
-        (403, False, "permanent"),
-        (404, False, "permanent"),
-        (409, False, "permanent"),
-        (422, True, "permanent"),
-        (408, False, "transient"),
-        (429, False, "transient"),
-        (500, False, "transient"),
-        (502, False, "transient"),
-        (503, False, "transient"),
-        (504, False, "transient"),
-        (599, False, "transient"),
-        (301, False, "permanent"),
-        (100, False, "permanent"),
-        (0, False, "permanent"),
-        (600, False, "permanent"),
-    ],
-)
-def test_classify_http_status(code: int, has_errors: bool, expected: str) -> None:
-    assert classify_http_status(code, has_validation_errors=has_errors) == expected
-
-
-def test_every_4xx_except_408_429_is_permanent() -> None:
-    for code in range(400, 500):
-        outcome = classify_http_status(code)
-        assert outcome == ("transient" if code in (408, 429) else "permanent"), code

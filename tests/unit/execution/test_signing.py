@@ -18,16 +18,10 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from exthub.contract.jwk import jwk_thumbprint
+from exthub.contract.signatures import SIGNATURE_HEADER, SignatureInvalid, verify_body_signature, verify_direct_token
 from services.execution import signing
-from services.execution.signing import (
-    SIGNATURE_HEADER,
-    KeyRingError,
-    SignatureInvalid,
-    SigningKeyRing,
-    jwk_thumbprint,
-    verify_body_signature,
-    verify_direct_token,
-)
+from services.execution.signing import KeyRingError, SigningKeyRing
 
 HUB = "https://hub.example.test"
 AUDIENCE = "https://echo.example.test"
@@ -80,7 +74,7 @@ def test_kid_is_the_rfc7638_thumbprint(ring: SigningKeyRing) -> None:
 
 
 def test_jwk_thumbprint_known_vector() -> None:
-    # RFC 7517 Appendix A.1 example EC key; thumbprint computed per RFC 7638 §3.
+    # RFC 7517 Appendix A.1 example EC key; thumbprint computed per RFC 7638 section 3.
     jwk = {
         "kty": "EC",
         "crv": "P-256",

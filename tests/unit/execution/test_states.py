@@ -1,4 +1,4 @@
-"""The transition table, checked pair by pair against an independent copy of spec §3.5."""
+"""The transition table, checked pair by pair against an independent copy of the documented table."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ SPEC_NAMES = {
     "DIRECT_TOKEN_ISSUED",
 }
 
-# Spec §3.5, written out independently of the module under test.
+# The transition table of docs/architecture.md, written out independently of the module under test.
 SPEC_ALLOWED: frozenset[tuple[ExecutionState, ExecutionState]] = frozenset(
     {
         (S.PENDING_INPUTS, S.QUEUED),

@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exthub.contract.dev_tokens import DevIssuer
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -22,7 +23,6 @@ from gateway.render import (
     render_config,
     write_config,
 )
-from services.platform.auth.dev_issuer import DevIssuer
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"

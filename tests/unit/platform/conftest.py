@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.auth.dev_issuer import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer
 from services.platform.settings import AuthSettings
 
 _GEN = Path(__file__).resolve().parents[3] / "gen" / "python"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER
 from services.platform.settings import DEFAULT_ALGORITHMS, AuthSettings, Settings
 
 

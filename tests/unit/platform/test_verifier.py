@@ -17,7 +17,8 @@ from aiohttp import web
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, ec_public_jwk, jwk_thumbprint
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.contract.jwk import ec_public_jwk, jwk_thumbprint
 from services.platform.auth.principal import Principal
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.errors import Unauthenticated, Unavailable

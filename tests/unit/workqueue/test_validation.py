@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from google.rpc import code_pb2
 
 from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.workqueue.port import (
@@ -96,4 +97,4 @@ def test_lease_lost_is_a_failed_precondition() -> None:
     assert isinstance(error, FailedPrecondition)
     assert error.reason == "LEASE_LOST"
     status = error.to_status()
-    assert status.code == 9  # FAILED_PRECONDITION
+    assert status.code == code_pb2.FAILED_PRECONDITION

@@ -213,3 +213,35 @@ class SignExtensionRequestResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___SignExtensionRequestResponse: _TypeAlias = SignExtensionRequestResponse  # noqa: Y015
+
+@_typing.final
+class ReleaseExecutionRequest(_message.Message):
+    """The request of `ReleaseExecution`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAME_FIELD_NUMBER: _builtins.int
+    ATTEMPT_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
+    name: _builtins.str
+    """The execution, `executions/{execution}`."""
+    attempt: _builtins.int
+    """The attempt whose work-queue message was delivered again while it is
+    RUNNING.
+    """
+    agent_id: _builtins.str
+    """The releasing agent's id (recorded in the error's metadata)."""
+    def __init__(
+        self,
+        *,
+        name: _builtins.str = ...,
+        attempt: _builtins.int = ...,
+        agent_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReleaseExecutionRequest: _TypeAlias = ReleaseExecutionRequest  # noqa: Y015

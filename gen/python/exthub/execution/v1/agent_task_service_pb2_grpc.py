@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from exthub.execution.v1 import agent_task_service_pb2 as exthub_dot_execution_dot_v1_dot_agent__task__service__pb2
+from exthub.execution.v1 import execution_pb2 as exthub_dot_execution_dot_v1_dot_execution__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -27,10 +28,15 @@ if _version_not_supported:
 
 class AgentTaskServiceStub:
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     def __init__(self, channel):
@@ -54,20 +60,31 @@ class AgentTaskServiceStub:
                 request_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestResponse.FromString,
                 _registered_method=True)
+        self.ReleaseExecution = channel.unary_unary(
+                '/exthub.execution.v1.AgentTaskService/ReleaseExecution',
+                request_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ReleaseExecutionRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
+                _registered_method=True)
 
 
 class AgentTaskServiceServicer:
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     def ClaimExecution(self, request, context):
         """Claims an attempt of a QUEUED execution (QUEUED → RUNNING, fenced by the
         attempt: an attempt is never claimed twice) and returns everything the
-        agent needs to run it.
+        agent needs to run it, including the attempt's fresh status-update key:
+        the proof its reports must carry. A claim replaces any earlier key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -93,6 +110,20 @@ class AgentTaskServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseExecution(self, request, context):
+        """Releases a RUNNING attempt whose agent was lost: called by an agent that
+        received the attempt's work-queue message again, which means the agent
+        that claimed it stopped renewing the message's lease (it crashed, was
+        killed or hangs). The attempt ends as a transient failure (`AGENT_LOST`)
+        and the profile's retry policy decides what follows: QUEUED for the next
+        attempt, FAILED when no attempt is left, or TIMED_OUT. The lost agent's
+        late reports are refused (its key belonged to the released attempt).
+        Returns the execution as it now is.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AgentTaskServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -111,6 +142,11 @@ def add_AgentTaskServiceServicer_to_server(servicer, server):
                     request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestResponse.SerializeToString,
             ),
+            'ReleaseExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseExecution,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ReleaseExecutionRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'exthub.execution.v1.AgentTaskService', rpc_method_handlers)
@@ -121,10 +157,15 @@ def add_AgentTaskServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class AgentTaskService:
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     @staticmethod
@@ -198,6 +239,33 @@ class AgentTaskService:
             '/exthub.execution.v1.AgentTaskService/SignExtensionRequest',
             exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.SignExtensionRequestResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.AgentTaskService/ReleaseExecution',
+            exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ReleaseExecutionRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
             options,
             channel_credentials,
             insecure,

@@ -5,6 +5,7 @@ isort:skip_file
 
 from collections import abc as _abc
 from exthub.execution.v1 import agent_task_service_pb2 as _agent_task_service_pb2
+from exthub.execution.v1 import execution_pb2 as _execution_pb2
 from grpc import aio as _aio
 import abc as _abc_1
 import grpc as _grpc
@@ -28,10 +29,15 @@ GRPC_VERSION: str
 
 class AgentTaskServiceStub:
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     @_typing.overload
@@ -41,7 +47,8 @@ class AgentTaskServiceStub:
     ClaimExecution: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.ClaimExecutionRequest, _agent_task_service_pb2.ClaimExecutionResponse]
     """Claims an attempt of a QUEUED execution (QUEUED → RUNNING, fenced by the
     attempt: an attempt is never claimed twice) and returns everything the
-    agent needs to run it.
+    agent needs to run it, including the attempt's fresh status-update key:
+    the proof its reports must carry. A claim replaces any earlier key.
     """
     HeartbeatExecution: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.HeartbeatExecutionRequest, _agent_task_service_pb2.HeartbeatExecutionResponse]
     """The heartbeat of a running attempt: says whether the attempt should go
@@ -55,21 +62,37 @@ class AgentTaskServiceStub:
     execution service). The body must be a JSON object whose `executionId`
     and `attempt` match the running attempt.
     """
+    ReleaseExecution: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.ReleaseExecutionRequest, _execution_pb2.Execution]
+    """Releases a RUNNING attempt whose agent was lost: called by an agent that
+    received the attempt's work-queue message again, which means the agent
+    that claimed it stopped renewing the message's lease (it crashed, was
+    killed or hangs). The attempt ends as a transient failure (`AGENT_LOST`)
+    and the profile's retry policy decides what follows: QUEUED for the next
+    attempt, FAILED when no attempt is left, or TIMED_OUT. The lost agent's
+    late reports are refused (its key belonged to the released attempt).
+    Returns the execution as it now is.
+    """
 
 @_typing.type_check_only
 class AgentTaskServiceAsyncStub(AgentTaskServiceStub):
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     ClaimExecution: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.ClaimExecutionRequest, _agent_task_service_pb2.ClaimExecutionResponse]  # type: ignore[assignment]
     """Claims an attempt of a QUEUED execution (QUEUED → RUNNING, fenced by the
     attempt: an attempt is never claimed twice) and returns everything the
-    agent needs to run it.
+    agent needs to run it, including the attempt's fresh status-update key:
+    the proof its reports must carry. A claim replaces any earlier key.
     """
     HeartbeatExecution: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.HeartbeatExecutionRequest, _agent_task_service_pb2.HeartbeatExecutionResponse]  # type: ignore[assignment]
     """The heartbeat of a running attempt: says whether the attempt should go
@@ -83,13 +106,28 @@ class AgentTaskServiceAsyncStub(AgentTaskServiceStub):
     execution service). The body must be a JSON object whose `executionId`
     and `attempt` match the running attempt.
     """
+    ReleaseExecution: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.ReleaseExecutionRequest, _execution_pb2.Execution]  # type: ignore[assignment]
+    """Releases a RUNNING attempt whose agent was lost: called by an agent that
+    received the attempt's work-queue message again, which means the agent
+    that claimed it stopped renewing the message's lease (it crashed, was
+    killed or hangs). The attempt ends as a transient failure (`AGENT_LOST`)
+    and the profile's retry policy decides what follows: QUEUED for the next
+    attempt, FAILED when no attempt is left, or TIMED_OUT. The lost agent's
+    late reports are refused (its key belonged to the released attempt).
+    Returns the execution as it now is.
+    """
 
 class AgentTaskServiceServicer(metaclass=_abc_1.ABCMeta):
     """The execution service's API for agents: take an attempt of a queued
-    execution, keep it alive and have its extension request signed. Served by
-    the execution service next to `ExecutionService`, called only by agents
-    (role Agent) inside the cluster: it has no REST binding and the public
-    gateway does not route it.
+    execution, keep it alive, have its extension request signed, and release
+    an attempt whose agent was lost. Served by the execution service next to
+    `ExecutionService`, called only by agents (role Agent) inside the cluster:
+    it has no REST binding and the public gateway does not route it.
+
+    Reports are not part of it: an agent reports the outcome of the attempt it
+    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
+    reaches the hub, proving the claim with the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
     """
 
     @_abc_1.abstractmethod
@@ -100,7 +138,8 @@ class AgentTaskServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_agent_task_service_pb2.ClaimExecutionResponse, _abc.Awaitable[_agent_task_service_pb2.ClaimExecutionResponse]]:
         """Claims an attempt of a QUEUED execution (QUEUED → RUNNING, fenced by the
         attempt: an attempt is never claimed twice) and returns everything the
-        agent needs to run it.
+        agent needs to run it, including the attempt's fresh status-update key:
+        the proof its reports must carry. A claim replaces any earlier key.
         """
 
     @_abc_1.abstractmethod
@@ -125,6 +164,22 @@ class AgentTaskServiceServicer(metaclass=_abc_1.ABCMeta):
         running attempt, with the hub's signing key (which never leaves the
         execution service). The body must be a JSON object whose `executionId`
         and `attempt` match the running attempt.
+        """
+
+    @_abc_1.abstractmethod
+    def ReleaseExecution(
+        self,
+        request: _agent_task_service_pb2.ReleaseExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_pb2.Execution, _abc.Awaitable[_execution_pb2.Execution]]:
+        """Releases a RUNNING attempt whose agent was lost: called by an agent that
+        received the attempt's work-queue message again, which means the agent
+        that claimed it stopped renewing the message's lease (it crashed, was
+        killed or hangs). The attempt ends as a transient failure (`AGENT_LOST`)
+        and the profile's retry policy decides what follows: QUEUED for the next
+        attempt, FAILED when no attempt is left, or TIMED_OUT. The lost agent's
+        late reports are refused (its key belonged to the released attempt).
+        Returns the execution as it now is.
         """
 
 def add_AgentTaskServiceServicer_to_server(servicer: AgentTaskServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -661,8 +661,10 @@ class ExecutionTask(_message.Message):
     the configured public base URL), for long-running extensions.
     """
     status_update_key: _builtins.str
-    """The execution's status-update key (256-bit random, secret), for
-    long-running extensions to authenticate their reports.
+    """The attempt's status-update key (256-bit random, secret; the hub keeps
+    only its hash): every `ReportExecutionStatus` for the attempt must carry
+    it, from the agent or from a long-running extension. It stops working
+    when the attempt ends or the next attempt is claimed.
     """
     @_builtins.property
     def request(self) -> _struct_pb2.Struct:

@@ -324,8 +324,10 @@ class ReportExecutionStatusRequest(_message.Message):
     name: _builtins.str
     """The name of the execution, `executions/{execution}`."""
     status_update_key: _builtins.str
-    """The execution's status-update key, for an extension reporting without an
-    Agent token. Never returned.
+    """The attempt's status-update key: the proof that the caller runs the
+    attempt (`ExecutionTask.status_update_key`; an extension gets it as
+    `statusUpdateKey`). It stops working when the attempt ends or the next
+    attempt is claimed. Never returned.
     """
     attempt: _builtins.int
     """The attempt being reported; a stale attempt is refused

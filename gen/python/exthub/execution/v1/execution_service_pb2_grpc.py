@@ -168,9 +168,15 @@ class ExecutionServiceServicer:
 
     def ReportExecutionStatus(self, request, context):
         """Reports the status of an attempt: progress, a state change or the
-        outcome. Allowed to an agent (role Agent) or to an extension holding the
-        execution's status-update key; the handler checks both. A stale attempt
-        is refused; the same terminal report twice is a no-op.
+        outcome. Allowed to whoever holds the attempt's status-update key: the
+        agent that claimed the attempt (`ClaimExecution` returned the key in the
+        task) or the extension running it (the key is in its request). No token
+        or role replaces the key, whichever route the report takes. A report
+        without the right key — an unknown execution, another tenant's, a wrong
+        key, the key of an attempt that has ended — changes nothing and is
+        refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+        every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+        terminal report twice is a no-op.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

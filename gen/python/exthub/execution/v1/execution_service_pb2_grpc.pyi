@@ -70,9 +70,15 @@ class ExecutionServiceStub:
     """
     ReportExecutionStatus: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]
     """Reports the status of an attempt: progress, a state change or the
-    outcome. Allowed to an agent (role Agent) or to an extension holding the
-    execution's status-update key; the handler checks both. A stale attempt
-    is refused; the same terminal report twice is a no-op.
+    outcome. Allowed to whoever holds the attempt's status-update key: the
+    agent that claimed the attempt (`ClaimExecution` returned the key in the
+    task) or the extension running it (the key is in its request). No token
+    or role replaces the key, whichever route the report takes. A report
+    without the right key — an unknown execution, another tenant's, a wrong
+    key, the key of an attempt that has ended — changes nothing and is
+    refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+    every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+    terminal report twice is a no-op.
     """
     ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]
     """Lists the dead-lettered work-queue messages (asynchronous attempts whose
@@ -125,9 +131,15 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """
     ReportExecutionStatus: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]  # type: ignore[assignment]
     """Reports the status of an attempt: progress, a state change or the
-    outcome. Allowed to an agent (role Agent) or to an extension holding the
-    execution's status-update key; the handler checks both. A stale attempt
-    is refused; the same terminal report twice is a no-op.
+    outcome. Allowed to whoever holds the attempt's status-update key: the
+    agent that claimed the attempt (`ClaimExecution` returned the key in the
+    task) or the extension running it (the key is in its request). No token
+    or role replaces the key, whichever route the report takes. A report
+    without the right key — an unknown execution, another tenant's, a wrong
+    key, the key of an attempt that has ended — changes nothing and is
+    refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+    every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+    terminal report twice is a no-op.
     """
     ListDeadLetters: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ListDeadLettersRequest, _execution_service_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
     """Lists the dead-lettered work-queue messages (asynchronous attempts whose
@@ -231,9 +243,15 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_execution_pb2.Execution, _abc.Awaitable[_execution_pb2.Execution]]:
         """Reports the status of an attempt: progress, a state change or the
-        outcome. Allowed to an agent (role Agent) or to an extension holding the
-        execution's status-update key; the handler checks both. A stale attempt
-        is refused; the same terminal report twice is a no-op.
+        outcome. Allowed to whoever holds the attempt's status-update key: the
+        agent that claimed the attempt (`ClaimExecution` returned the key in the
+        task) or the extension running it (the key is in its request). No token
+        or role replaces the key, whichever route the report takes. A report
+        without the right key — an unknown execution, another tenant's, a wrong
+        key, the key of an attempt that has ended — changes nothing and is
+        refused with PERMISSION_DENIED `STATUS_KEY_INVALID`, the same error in
+        every case. A stale attempt is refused (`STALE_ATTEMPT`); the same
+        terminal report twice is a no-op.
         """
 
     @_abc_1.abstractmethod

@@ -41,7 +41,7 @@ class AccessRule(_message.Message):
         """Not set. The interceptor refuses the call (fail closed)."""
         PUBLIC: AccessRule._Audience.ValueType  # 1
         """Anyone, no token needed (for example the public signing keys, or status
-        reports authenticated by a per-execution status-update key that the
+        reports authenticated by the attempt's status-update key, which the
         handler checks).
         """
         AUTHENTICATED: AccessRule._Audience.ValueType  # 2
@@ -60,7 +60,7 @@ class AccessRule(_message.Message):
     """Not set. The interceptor refuses the call (fail closed)."""
     PUBLIC: AccessRule.Audience.ValueType  # 1
     """Anyone, no token needed (for example the public signing keys, or status
-    reports authenticated by a per-execution status-update key that the
+    reports authenticated by the attempt's status-update key, which the
     handler checks).
     """
     AUTHENTICATED: AccessRule.Audience.ValueType  # 2

@@ -1,4 +1,4 @@
-"""DevIssuer: persistent key, RFC 7638 kid, JWKS file, Azure-shaped tokens, race-free first start."""
+"""DevIssuer and DevTokens: persistent key, RFC 7638 kid, JWKS file, Azure-shaped tokens, first start, cache."""
 
 from __future__ import annotations
 
@@ -9,8 +9,10 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import jwt
+import pytest
 
-from services.platform.auth.dev_issuer import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, jwk_thumbprint
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, DevTokens
+from exthub.contract.jwk import jwk_thumbprint
 
 
 def _kid_of(data_dir: str) -> str:
@@ -18,7 +20,7 @@ def _kid_of(data_dir: str) -> str:
 
 
 def test_rfc7638_thumbprint_example() -> None:
-    # RFC 7638 §3.1 example RSA key
+    # RFC 7638 section 3.1: the example RSA key
     jwk = {
         "kty": "RSA",
         "e": "AQAB",
@@ -69,3 +71,30 @@ def test_concurrent_first_start_agrees_on_one_key(tmp_path: Path) -> None:
     assert len(set(kids)) == 1
     assert DevIssuer.load_or_create(tmp_path).kid == kids[0]
     assert sorted(p.name for p in (tmp_path / "keys").iterdir()) == ["dev-issuer.jwks.json", "dev-issuer.key.pem"]
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_dev_tokens_cache_until_the_refresh_margin(tmp_path: Path) -> None:
+    issuer = DevIssuer.load_or_create(tmp_path)
+    clock = _Clock()
+    tokens = DevTokens(issuer, tenant="exthub", user="agent-1", roles=["Agent", "Agent"], clock=clock)
+    first = tokens.token()
+    claims = jwt.decode(
+        first, issuer.private_key.public_key(), algorithms=["ES256"], audience=DEV_AUDIENCE, issuer=DEV_ISSUER
+    )
+    assert (claims["tid"], claims["oid"], claims["roles"]) == ("exthub", "agent-1", ["Agent"])
+    assert claims["exp"] - claims["iat"] == 3600
+    clock.now += 3600 - 301  # more than the 300 s margin left
+    assert tokens.token() == first
+    clock.now += 2
+    assert tokens.token() != first
+    assert "agent-1" in repr(tokens) and first not in repr(tokens)
+    with pytest.raises(ValueError, match="ttl_seconds"):
+        DevTokens(issuer, tenant="t", user="u", roles=(), ttl_seconds=300)

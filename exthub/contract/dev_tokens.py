@@ -1,16 +1,16 @@
-"""Local development token issuer (spec §7.1, §8): an ES256 key pair in the data directory and its JWKS.
+"""The local development issuer (an ES256 key pair in the data directory and its JWKS) and cached tokens.
 
 Tokens look like Azure AD v2.0 access tokens (``iss``, ``aud``, ``sub``, ``tid``, ``oid``, ``roles``,
-``iat``, ``nbf``, ``exp``, ``ver``; header ``kid``), so the same verifier serves local and Azure runs.
+``iat``, ``nbf``, ``exp``, ``ver``; header ``kid``), so the same verifier serves local and Azure runs. The
+local hub trusts the issuer's JWKS (``keys/dev-issuer.jwks.json`` under the data directory); the gateway, the
+services, the CLI and the client all use this one module.
 """
 
 from __future__ import annotations
 
-import base64
-import hashlib
 import json
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +18,19 @@ import jwt
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
-from services.platform.auth._files import read_or_create_once, replace_atomically
+from exthub.contract.jwk import ec_public_jwk, jwk_thumbprint
+from exthub.contract.keyfiles import read_or_create_once, replace_atomically
+
+__all__ = [
+    "DEV_ALGORITHM",
+    "DEV_AUDIENCE",
+    "DEV_ISSUER",
+    "JWKS_FILE",
+    "KEY_FILE",
+    "DevIssuer",
+    "DevTokens",
+    "dev_jwks_path",
+]
 
 DEV_ISSUER = "https://exthub.local/dev-issuer"
 DEV_AUDIENCE = "api://exthub"
@@ -30,30 +42,6 @@ JWKS_FILE = "keys/dev-issuer.jwks.json"
 def dev_jwks_path(data_dir: Path) -> Path:
     """Where the development issuer's public JWKS lives inside ``data_dir``."""
     return data_dir / JWKS_FILE
-
-
-def _b64url(data: bytes) -> str:
-    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
-
-
-def ec_public_jwk(public_key: ec.EllipticCurvePublicKey) -> dict[str, str]:
-    """The RFC 7517 JWK members of a P-256 public key (``kty``, ``crv``, ``x``, ``y``)."""
-    numbers = public_key.public_numbers()
-    size = (public_key.curve.key_size + 7) // 8
-    return {
-        "kty": "EC",
-        "crv": "P-256",
-        "x": _b64url(numbers.x.to_bytes(size, "big")),
-        "y": _b64url(numbers.y.to_bytes(size, "big")),
-    }
-
-
-def jwk_thumbprint(jwk: Mapping[str, str]) -> str:
-    """RFC 7638 JWK thumbprint (SHA-256, base64url) over the required members of an EC or RSA key."""
-    required = {"EC": ("crv", "kty", "x", "y"), "RSA": ("e", "kty", "n"), "OKP": ("crv", "kty", "x")}
-    members = required[jwk["kty"]]
-    canonical = json.dumps({m: jwk[m] for m in members}, separators=(",", ":"), sort_keys=True)
-    return _b64url(hashlib.sha256(canonical.encode("utf-8")).digest())
 
 
 class DevIssuer:
@@ -140,3 +128,46 @@ class DevIssuer:
         }
         claims.update(extra_claims or {})
         return self.sign(claims)
+
+
+class DevTokens:
+    """Development tokens for one identity, minted with ``issuer`` and cached until shortly before they expire.
+
+    The one cache of development tokens: the client's ``DevTokenProvider``, the agent's and the execution
+    service's own Agent-role tokens all use it. Build it with an issuer already loaded
+    (``DevIssuer.load_or_create`` does file I/O: from async code call it through ``asyncio.to_thread``).
+    """
+
+    def __init__(
+        self,
+        issuer: DevIssuer,
+        *,
+        tenant: str,
+        user: str,
+        roles: Iterable[str],
+        ttl_seconds: int = 3600,
+        refresh_margin_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if ttl_seconds <= refresh_margin_seconds:
+            raise ValueError("ttl_seconds must be longer than refresh_margin_seconds")
+        self.issuer = issuer
+        self.tenant = tenant
+        self.user = user
+        self.roles = tuple(sorted(set(roles)))
+        self._ttl = ttl_seconds
+        self._margin = refresh_margin_seconds
+        self._clock = clock
+        self._token = ""
+        self._expires_at = 0.0
+
+    def token(self) -> str:
+        """A token valid now: the cached one, or a fresh one when it is within the refresh margin of expiry."""
+        now = self._clock()
+        if not self._token or now >= self._expires_at - self._margin:
+            self._token = self.issuer.issue(tenant=self.tenant, user=self.user, roles=self.roles, ttl_seconds=self._ttl)
+            self._expires_at = now + self._ttl
+        return self._token
+
+    def __repr__(self) -> str:
+        return f"DevTokens(tenant={self.tenant!r}, user={self.user!r}, roles={self.roles!r})"

@@ -1,0 +1,162 @@
+"""The layering rules of docs/architecture.md, checked on the code: dependencies point inward.
+
+* The client (``exthub.client``) and the contract package (``exthub.contract``) import nothing of the hub's
+  server side (``services``, ``gateway``, ``tools``) — not even inside a function — and neither does the CLI,
+  except ``exthub up``'s supervisor, which is only imported when ``exthub up`` runs.
+* Importing the client or the CLI, and running an everyday command, loads no ``services`` module.
+* The agent imports nothing of the execution service (it calls it over gRPC).
+* Use-case handlers (``services/*/handlers``) speak domain types: no gRPC and no generated protos.
+"""
+
+from __future__ import annotations
+
+import ast
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+SERVER_SIDE = ("services", "gateway", "tools", "bench", "tests")
+#: The CLI module that starts the hub's processes; ``exthub up`` imports it lazily.
+SUPERVISOR = ROOT / "exthub" / "cli" / "supervisor.py"
+#: What a handler must not import: gRPC, protobuf runtime types, ``google.rpc`` and the generated stubs.
+PROTO_OR_GRPC = ("grpc", "grpc_status", "google.protobuf", "google.rpc", "google.api")
+
+
+def imported_modules(path: Path) -> Iterator[tuple[int, str]]:
+    """``(line, module)`` of every import in a file, at any depth (function-level imports included)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                yield node.lineno, alias.name
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            yield node.lineno, node.module
+
+
+def is_under(module: str, prefixes: tuple[str, ...]) -> bool:
+    """Whether ``module`` is one of ``prefixes`` or inside one of them."""
+    return any(module == prefix or module.startswith(f"{prefix}.") for prefix in prefixes)
+
+
+def is_generated(module: str) -> bool:
+    """A generated stub module (``exthub.<package>.v1…``)."""
+    parts = module.split(".")
+    return len(parts) >= 3 and parts[0] == "exthub" and parts[2].startswith("v") and parts[2][1:].isdigit()
+
+
+def python_files(*directories: Path) -> list[Path]:
+    """The Python files under ``directories``."""
+    files = sorted(path for directory in directories for path in directory.rglob("*.py"))
+    assert files, f"no Python files under {directories}"
+    return files
+
+
+def violations(files: list[Path], forbidden: object) -> list[str]:
+    """``file:line module`` for every import that ``forbidden(module)`` refuses."""
+    assert callable(forbidden)
+    return [
+        f"{path.relative_to(ROOT)}:{line} imports {module}"
+        for path in files
+        for line, module in imported_modules(path)
+        if forbidden(module)
+    ]
+
+
+def test_the_client_and_the_contract_import_nothing_of_the_server_side() -> None:
+    files = python_files(ROOT / "exthub" / "client", ROOT / "exthub" / "contract")
+    found = violations(files, lambda module: is_under(module, SERVER_SIDE) or is_under(module, ("exthub.cli",)))
+    assert not found, found
+
+
+def test_the_contract_does_not_depend_on_the_client() -> None:
+    found = violations(python_files(ROOT / "exthub" / "contract"), lambda module: is_under(module, ("exthub.client",)))
+    assert not found, found
+
+
+def test_the_cli_imports_the_server_side_only_in_the_supervisor() -> None:
+    files = [path for path in python_files(ROOT / "exthub" / "cli") if path != SUPERVISOR]
+    found = violations(files, lambda module: is_under(module, SERVER_SIDE))
+    assert not found, found
+    lazily = [module for _, module in imported_modules(ROOT / "exthub" / "cli" / "main.py") if "supervisor" in module]
+    assert lazily == ["exthub.cli.supervisor"], "exthub up imports its supervisor when it runs"
+
+
+def test_the_agent_imports_nothing_of_the_execution_service() -> None:
+    """The agent talks to the execution service over gRPC only (message format: the contract package)."""
+    found = violations(
+        python_files(ROOT / "services" / "agent"), lambda module: is_under(module, ("services.execution",))
+    )
+    assert not found, found
+
+
+@pytest.mark.parametrize(
+    "handlers",
+    [
+        pytest.param(
+            name,
+            marks=pytest.mark.xfail(strict=True, reason="the execution handlers import protos until exec-core lands"),
+        )
+        if name == "services/execution/handlers"
+        else name
+        for name in sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "services").glob("*/handlers"))
+    ],
+)
+def test_handlers_import_no_grpc_and_no_protos(handlers: str) -> None:
+    found = violations(
+        python_files(ROOT / handlers), lambda module: is_under(module, PROTO_OR_GRPC) or is_generated(module)
+    )
+    assert not found, found
+
+
+def test_the_handler_check_sees_every_service_and_catches_a_proto_import(tmp_path: Path) -> None:
+    assert {path.parent.name for path in (ROOT / "services").glob("*/handlers")} >= {"catalog", "execution"}
+    sample = tmp_path / "handler.py"
+    sample.write_text("def f():\n    from exthub.execution.v1 import execution_pb2\n    import grpc.aio\n")
+    assert [m for _, m in imported_modules(sample) if is_under(m, PROTO_OR_GRPC) or is_generated(m)] == [
+        "exthub.execution.v1",
+        "grpc.aio",
+    ]
+    assert not is_generated("exthub.contract.states") and not is_generated("exthub.client")
+
+
+LOADED_SERVICES = """
+import sys
+{body}
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("services", "gateway"))))
+"""
+
+
+def loaded_server_modules(body: str, cwd: Path) -> str:
+    """The ``services``/``gateway`` modules a fresh interpreter has loaded after running ``body``."""
+    env = {**os.environ, "EXTHUB_DATA_DIR": str(cwd / "data")}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED_SERVICES.format(body=body)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    return proc.stdout.strip()
+
+
+def test_importing_the_client_loads_no_service_module(tmp_path: Path) -> None:
+    assert loaded_server_modules("import exthub.client", tmp_path) == ""
+
+
+def test_the_cli_and_its_everyday_commands_load_no_service_module(tmp_path: Path) -> None:
+    body = """
+import contextlib, io
+from exthub.cli import app
+for argv in (["token", "--roles", "Executions.Run"], ["run", "--help"], ["demo", "--help"], ["executions", "--help"]):
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.suppress(SystemExit):
+        app(argv)
+"""
+    assert loaded_server_modules(body, tmp_path) == ""
