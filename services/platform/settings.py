@@ -7,7 +7,6 @@ Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.micr
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -23,8 +22,6 @@ __all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings", "T
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
 PAGE_TOKEN_KEY_FILE = Path("secrets", "page-token.key")
-#: The standard variable the Azure Monitor exporter reads (never copied into the settings: it is a secret).
-APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
 def _split_list(value: Any) -> Any:
@@ -112,16 +109,8 @@ class TelemetrySettings(BaseModel):
     azure_monitor: bool = Field(
         default=False,
         description="Export traces to Azure Monitor (Application Insights); the target is the standard "
-        "`APPLICATIONINSIGHTS_CONNECTION_STRING` variable.",
+        "`APPLICATIONINSIGHTS_CONNECTION_STRING` variable (a secret: never a setting).",
     )
-
-    @model_validator(mode="after")
-    def _connection_string_present(self) -> TelemetrySettings:
-        if self.azure_monitor and not os.environ.get(APPLICATIONINSIGHTS_CONNECTION_STRING, "").strip():
-            raise ValueError(
-                f"EXTHUB_TELEMETRY__AZURE_MONITOR=true needs {APPLICATIONINSIGHTS_CONNECTION_STRING} to be set"
-            )
-        return self
 
 
 Port = Annotated[int, Field(ge=0, le=65_535)]

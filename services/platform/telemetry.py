@@ -25,6 +25,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import uuid
+import warnings
 from collections.abc import Callable, Container, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,8 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
 #: HTTP routes never traced (scrapes and probes); a regular expression list as ``OTEL_PYTHON_*_EXCLUDED_URLS``.
 UNTRACED_HTTP_PATHS = ("/metrics$", "/healthz$")
 _INSTRUMENTATION = "exthub"
+#: The standard variable the Azure Monitor exporter reads (a secret: never copied into settings or logs).
+APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -177,6 +180,10 @@ def _exporters(env: Mapping[str, str], *, azure_monitor: bool, credential: Any) 
 
             exporters.append(HttpExporter(endpoint=endpoint))
     if azure_monitor:
+        if not env.get(APPLICATIONINSIGHTS_CONNECTION_STRING, "").strip():
+            raise ValueError(
+                f"EXTHUB_TELEMETRY__AZURE_MONITOR=true needs {APPLICATIONINSIGHTS_CONNECTION_STRING} to be set"
+            )
         from azure.monitor.opentelemetry.exporter import AzureMonitorTraceExporter
 
         # reads APPLICATIONINSIGHTS_CONNECTION_STRING itself; with a credential it authenticates with Entra ID
@@ -263,7 +270,9 @@ def _instrument(provider: TracerProvider) -> list[Callable[[], None]]:
     http_server = AioHttpServerInstrumentor()
     grpc_client.instrument(tracer_provider=provider)
     http_client.instrument(tracer_provider=provider, url_filter=_strip_query)
-    http_server.instrument(tracer_provider=provider)
+    with warnings.catch_warnings():  # aiohttp frowns on subclassing Application, which the instrumentation does
+        warnings.simplefilter("ignore", DeprecationWarning)
+        http_server.instrument(tracer_provider=provider)
     return [grpc_client.uninstrument, http_client.uninstrument, http_server.uninstrument]
 
 
