@@ -26,7 +26,12 @@ Contract
 * Dead letters keep the message, a reason and a description; ``redrive`` puts one back on the active
   queue as a fresh delivery (``delivery_count`` 0, ageing restarts).
 * Routing properties are small string maps (model, profile, priority, tenant, …) used by ``filter``; they
-  must never carry secrets (keys that look like secrets are refused, see :func:`validate_properties`).
+  must never carry secrets (keys that look like secrets are refused, see :func:`validate_properties`). The
+  W3C trace context of the publisher (``traceparent``, ``tracestate``) travels as properties too.
+* ``stats`` reads, per priority, how many messages are *active* (receivable now or leased: Service Bus'
+  ``ActiveMessageCount``), *scheduled* (waiting for ``not_before`` or an abandon delay), dead-lettered, and the
+  publish time of the oldest active one — what operators watch (queue depth, oldest-message age). A read
+  only: it changes nothing and never takes a lease.
 
 Ageing
 ------
@@ -71,6 +76,8 @@ __all__ = [
     "LeaseLost",
     "LeasedMessage",
     "Priority",
+    "PriorityStats",
+    "QueueStats",
     "WorkMessage",
     "WorkQueue",
     "dead_letter_not_found",
@@ -145,6 +152,29 @@ class LeasedMessage:
     message: WorkMessage
     lease_token: str = field(repr=False)
     locked_until: datetime
+
+
+@dataclass(frozen=True)
+class PriorityStats:
+    """The messages of one priority at one instant (see :meth:`WorkQueue.stats`)."""
+
+    active: int = 0
+    scheduled: int = 0
+    dead_lettered: int = 0
+    oldest_enqueued_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What :meth:`WorkQueue.stats` reads: every priority (zeros when it has no message) and the queue's clock."""
+
+    priorities: Mapping[Priority, PriorityStats]
+    measured_time: datetime
+
+    def oldest_age_seconds(self, priority: Priority) -> float:
+        """How long the oldest active message of ``priority`` has waited since it was published (0 when none)."""
+        oldest = self.priorities[priority].oldest_enqueued_time
+        return 0.0 if oldest is None else max(0.0, (self.measured_time - oldest).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -234,6 +264,10 @@ class WorkQueue(Protocol):
 
     async def redrive(self, message_id: str) -> None:
         """Move a dead letter back to the active queue. NotFound(DEAD_LETTER_NOT_FOUND)."""
+        ...
+
+    async def stats(self) -> QueueStats:
+        """Depth, scheduled and dead-lettered counts and the oldest active message, per priority (a read)."""
         ...
 
     async def close(self) -> None:

@@ -104,7 +104,9 @@ async def test_every_call_is_counted_by_method_and_code_with_bounded_labels(
 
 
 async def test_metrics_route_serves_prometheus_text(settings: Settings) -> None:
-    from services.platform.metrics import CONTENT_TYPE_LATEST, add_metrics_route, start_http_server
+    from prometheus_client import CONTENT_TYPE_LATEST
+
+    from services.platform.metrics import add_metrics_route, start_http_server
 
     catalog = await start_catalog(settings, port=0)
     app = web.Application()
