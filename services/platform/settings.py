@@ -248,9 +248,25 @@ class Settings(BaseSettings):
 
     # -- observability (issue 14): each service's HTTP port serves /metrics ------------------------------
     catalog_http_port: Port = Field(
-        default=50055, description="The catalog's HTTP server (`/metrics`; 0: the OS chooses)."
+        default=50055,
+        description="The catalog's HTTP server (`/metrics`; 0: the OS chooses). Unset while `catalog_port` is 0: 0.",
     )
-    agent_http_port: Port = Field(default=50056, description="The agent's HTTP server (`/metrics`; 0: the OS chooses).")
+    agent_http_port: Port = Field(
+        default=50056,
+        description="The agent's HTTP server (`/metrics`; 0: the OS chooses). Unset while `agent_port` is 0: 0.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _http_ports_follow_grpc_ports(cls, data: Any) -> Any:
+        """A service whose gRPC port the OS chooses gets an OS-chosen HTTP port too, unless one is given (two
+        processes started with port 0 must not collide on a fixed metrics port)."""
+        if isinstance(data, dict):
+            for grpc_port, http_port in (("catalog_port", "catalog_http_port"), ("agent_port", "agent_http_port")):
+                if http_port not in data and str(data.get(grpc_port, "")).strip() == "0":
+                    data = {**data, http_port: 0}
+        return data
+
     # -- end observability ----------------------------------------------------------------------------
 
     @field_validator("log_level", mode="before")

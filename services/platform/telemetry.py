@@ -22,11 +22,12 @@ usual: ``OTEL_SERVICE_NAME``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLE
 
 from __future__ import annotations
 
+import contextlib
 import importlib.metadata
 import os
 import uuid
 import warnings
-from collections.abc import Callable, Container, Mapping
+from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -39,11 +40,16 @@ if TYPE_CHECKING:
     from opentelemetry.trace import Tracer
 
 __all__ = [
+    "TRACE_PROPERTIES",
     "UNTRACED_SERVICES",
     "Telemetry",
+    "annotate",
     "configure_telemetry",
+    "consumer_span",
     "current",
+    "internal_span",
     "otlp_traces_endpoint",
+    "producer_span",
     "server_interceptors",
     "shutdown_telemetry",
     "tracer",
@@ -60,6 +66,9 @@ UNTRACED_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha
 #: HTTP routes never traced (scrapes and probes); a regular expression list as ``OTEL_PYTHON_*_EXCLUDED_URLS``.
 UNTRACED_HTTP_PATHS = ("/metrics$", "/healthz$")
 _INSTRUMENTATION = "exthub"
+#: W3C trace context as message properties (what the propagator writes); a property value is at most 256 chars.
+TRACE_PROPERTIES = ("traceparent", "tracestate")
+_MAX_PROPERTY_VALUE = 256
 #: The standard variable the Azure Monitor exporter reads (a secret: never copied into settings or logs).
 APPLICATIONINSIGHTS_CONNECTION_STRING = "APPLICATIONINSIGHTS_CONNECTION_STRING"
 
@@ -307,3 +316,78 @@ def server_interceptors(
         [aio_server_interceptor(tracer_provider=provider, filter_=unary)],  # type: ignore[no-untyped-call]
         [aio_server_interceptor(tracer_provider=provider, filter_=stream)],  # type: ignore[no-untyped-call]
     )
+
+
+# ---- spans of our own: messages and background work ---------------------------------------------------------
+
+
+def _w3c() -> Any:
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    return TraceContextTextMapPropagator()
+
+
+@contextlib.contextmanager
+def producer_span(destination: str, attributes: Mapping[str, str | int] | None = None) -> Iterator[dict[str, str]]:
+    """A PRODUCER span ``send <destination>`` around publishing one message; yields the message properties that
+    carry its W3C trace context (``{}`` when tracing is off: nothing is recorded)."""
+    if _current.provider is None:
+        yield {}
+        return
+    from opentelemetry.trace import SpanKind
+
+    span_attributes = {
+        "messaging.operation.type": "send",
+        "messaging.destination.name": destination,
+        **(attributes or {}),
+    }
+    with tracer().start_as_current_span(f"send {destination}", kind=SpanKind.PRODUCER, attributes=span_attributes):
+        carrier: dict[str, str] = {}
+        _w3c().inject(carrier)
+        if len(carrier.get("tracestate", "")) > _MAX_PROPERTY_VALUE:
+            del carrier["tracestate"]  # vendor state may be long; the trace itself still travels
+        yield carrier
+
+
+@contextlib.contextmanager
+def consumer_span(
+    destination: str, properties: Mapping[str, str], attributes: Mapping[str, str | int] | None = None
+) -> Iterator[None]:
+    """A CONSUMER span ``process <destination>`` around processing one message, continuing the trace its
+    properties carry (a new trace when they carry none). Nothing when tracing is off."""
+    if _current.provider is None:
+        yield
+        return
+    from opentelemetry.trace import SpanKind
+
+    carrier = {key: properties[key] for key in TRACE_PROPERTIES if key in properties}
+    span_attributes = {
+        "messaging.operation.type": "process",
+        "messaging.destination.name": destination,
+        **(attributes or {}),
+    }
+    with tracer().start_as_current_span(
+        f"process {destination}", context=_w3c().extract(carrier), kind=SpanKind.CONSUMER, attributes=span_attributes
+    ):
+        yield
+
+
+@contextlib.contextmanager
+def internal_span(name: str, attributes: Mapping[str, str | int] | None = None) -> Iterator[None]:
+    """An INTERNAL span (background work: the outbox relay, the sweeper). Nothing when tracing is off."""
+    if _current.provider is None:
+        yield
+        return
+    with tracer().start_as_current_span(name, attributes=dict(attributes or {})):
+        yield
+
+
+def annotate(attributes: Mapping[str, str | int | None]) -> None:
+    """Set attributes (None values skipped) on the current span, if tracing is on and one is recording."""
+    if _current.provider is None:
+        return
+    from opentelemetry import trace
+
+    span = trace.get_current_span()
+    if span.is_recording():
+        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
