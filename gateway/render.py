@@ -29,6 +29,7 @@ from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE
 from exthub.contract.errors import ERROR_DOMAIN
 from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
+from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_MESSAGE_BYTES
 from services.platform.telemetry import otlp_traces_endpoint
 
 __all__ = [
@@ -38,6 +39,7 @@ __all__ = [
     "USER_HEADER",
     "AzureParams",
     "LocalParams",
+    "admin_address",
     "dump_config",
     "main",
     "render_config",
@@ -69,9 +71,19 @@ BUFFER_FILTER = "envoy.filters.http.buffer"
 #: illegal name outright (INTERNAL, "Illegal header key"), so a REST client sending an odd but valid HTTP header
 #: got a 500 (found by schemathesis); a value outside the rule may be refused by other gRPC servers. Such headers
 #: mean nothing to the services: they are dropped before the router.
+#:
+#: The authentication scheme is case-insensitive (RFC 9110 §11.1) but jwt_authn matches the ``Bearer `` prefix
+#: exactly, so ``authorization: bearer …`` (which the services accept) is rewritten as ``Bearer …`` first.
 GRPC_METADATA_LUA = """\
 function envoy_on_request(handle)
   local headers = handle:headers()
+  local authorization = headers:get("authorization")
+  if authorization then
+    local scheme, credentials = authorization:match("^%s*(%a+)%s+(.-)%s*$")
+    if scheme and scheme:lower() == "bearer" and scheme ~= "Bearer" then
+      headers:replace("authorization", "Bearer " .. credentials)
+    end
+  end
   local illegal = {}
   for name, value in pairs(headers) do
     if name:sub(1, 1) ~= ":" and (name:find("[^0-9a-z_%.%-]")
@@ -100,6 +112,14 @@ end
 """
 )
 PAYLOAD_KEY = "jwt_payload"
+#: Where the admin interface's Unix socket is by default (``start_envoy`` puts it in its work directory).
+LOCAL_ADMIN_SOCKET = Path("gateway", "envoy-admin.sock")
+AZURE_ADMIN_SOCKET = Path("/tmp/envoy-admin.sock")  # noqa: S108 - the gateway pod's private emptyDir /tmp
+#: Added by the transcoder (the REST path with its query string); it stays inside Envoy: the services do not
+#: need it, and the URL would count against their metadata limit. ``x-envoy-original-method`` still marks a
+#: transcoded request for the local reply mapper.
+ORIGINAL_PATH_HEADER = "x-envoy-original-path"
+ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
 MiB = 1024 * 1024
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 
@@ -110,12 +130,12 @@ class _Common:
 
     listen_address: str = "127.0.0.1"
     listen_port: int = 8080
-    admin_address: str = "127.0.0.1"
-    admin_port: int = 9901
+    admin_socket: Path | None = None  # default: LOCAL_ADMIN_SOCKET in the data dir / AZURE_ADMIN_SOCKET
     descriptor: Path = DEFAULT_DESCRIPTOR
     inline_descriptor: bool = False
-    max_request_body_bytes: int = 4 * MiB
-    max_response_body_bytes: int = 4 * MiB
+    max_request_body_bytes: int = MAX_MESSAGE_BYTES
+    max_response_body_bytes: int = MAX_MESSAGE_BYTES
+    max_request_headers_kib: int = GATEWAY_MAX_REQUEST_HEADERS_KIB
     route_timeout_seconds: float = 60.0
     object_timeout_seconds: float = 300.0
     access_log: bool = True
@@ -153,7 +173,6 @@ class AzureParams(_Common):
     authority_host: str = "login.microsoftonline.com"
     jwks_cache_seconds: int = 300
     listen_address: str = "0.0.0.0"  # noqa: S104 - the gateway pod's listener
-    admin_port: int = 9901
 
 
 def _duration(seconds: float) -> str:
@@ -345,6 +364,7 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
                 "idle_timeout": "3600s",
                 **grpc_route,
             },
+            "request_headers_to_remove": [ORIGINAL_PATH_HEADER],
             "typed_per_filter_config": {
                 **_disabled(BUFFER_FILTER),
                 METADATA_FILTER: {
@@ -362,6 +382,7 @@ def _routes(params: _Common, methods: Sequence[MethodAccess]) -> list[dict[str, 
                 "name": cluster,
                 "match": {"prefix": f"/{service}/"},
                 "route": {"cluster": cluster, "timeout": _duration(params.route_timeout_seconds), **grpc_route},
+                "request_headers_to_remove": [ORIGINAL_PATH_HEADER],
                 "typed_per_filter_config": _disabled(BUFFER_FILTER),
             }
         )
@@ -503,6 +524,7 @@ LOCAL_REPLIES: tuple[tuple[int, int, str, str], ...] = (
     (403, 7, "PERMISSION_DENIED", "ROLE_REQUIRED"),
     (404, 5, "NOT_FOUND", "ROUTE_NOT_FOUND"),
     (413, 8, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE"),
+    (431, 3, "INVALID_ARGUMENT", "HEADERS_TOO_LARGE"),
     (503, 14, "UNAVAILABLE", "BACKEND_UNAVAILABLE"),
     (504, 4, "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"),
 )
@@ -513,7 +535,7 @@ def _status_filter(value: int, op: str = "EQ") -> dict[str, Any]:
 
 
 def _rest_request_filter() -> dict[str, Any]:
-    """A REST request: not gRPC, or gRPC made by the transcoder (which adds ``x-envoy-original-path``).
+    """A REST request: not gRPC, or gRPC made by the transcoder (which adds ``x-envoy-original-method``).
 
     Native gRPC callers keep Envoy's own local replies (``grpc-status`` and a plain ``grpc-message``).
     """
@@ -530,7 +552,7 @@ def _rest_request_filter() -> dict[str, Any]:
                         }
                     }
                 },
-                {"header_filter": {"header": {"name": "x-envoy-original-path", "present_match": True}}},
+                {"header_filter": {"header": {"name": ORIGINAL_METHOD_HEADER, "present_match": True}}},
             ]
         }
     }
@@ -633,7 +655,7 @@ def _params(target: Target, given: Mapping[str, Any]) -> LocalParams | AzurePara
     if unknown:
         raise TypeError(f"unknown {target} parameters: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     converted = dict(given)
-    for name in ("descriptor", "data_dir", "jwks_file"):
+    for name in ("descriptor", "data_dir", "jwks_file", "admin_socket"):
         if converted.get(name) is not None:
             converted[name] = Path(converted[name])
     if "audiences" in converted:
@@ -700,9 +722,15 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         )
     else:
         descriptor_field, descriptor_value = "proto_descriptor", str(descriptor_path)
+    if p.admin_socket is not None:
+        admin_socket = p.admin_socket
+    elif isinstance(p, LocalParams):
+        admin_socket = (p.data_dir / LOCAL_ADMIN_SOCKET).resolve()
+    else:
+        admin_socket = AZURE_ADMIN_SOCKET
     values: dict[str, Any] = {
-        "admin_address": p.admin_address,
-        "admin_port": p.admin_port,
+        "admin_address": admin_address(admin_socket),
+        "max_request_headers_kib": p.max_request_headers_kib,
         "listen_address": p.listen_address,
         "listen_port": p.listen_port,
         "access_log": _access_log(p.access_log),
@@ -725,6 +753,11 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
     template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
     config: dict[str, Any] = _substitute(template, values)
     return config
+
+
+def admin_address(socket_path: Path) -> dict[str, Any]:
+    """The admin interface's address: a Unix socket only its owner may use (mode 0600)."""
+    return {"pipe": {"path": str(socket_path), "mode": 0o600}}
 
 
 def dump_config(config: Mapping[str, Any]) -> str:
@@ -751,8 +784,7 @@ def _parse(argv: Sequence[str] | None) -> _Args:
     parser.add_argument("-o", "--output", default="-", help="output file (default: stdout)")
     parser.add_argument("--listen-address")
     parser.add_argument("--port", dest="listen_port", type=int, help="listener port (0: chosen by the OS)")
-    parser.add_argument("--admin-address")
-    parser.add_argument("--admin-port", type=int)
+    parser.add_argument("--admin-socket", help="the admin interface's Unix socket")
     parser.add_argument("--descriptor", help="descriptor set (default: gen/descriptor/exthub.binpb)")
     parser.add_argument("--inline-descriptor", action="store_true", default=None, help="proto_descriptor_bin")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)

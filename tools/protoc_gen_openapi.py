@@ -65,6 +65,9 @@ WELL_KNOWN: dict[str, dict[str, Any]] = {
     "google.protobuf.StringValue": {"type": "string"},
     "google.protobuf.BytesValue": {"type": "string", "format": "byte"},
 }
+#: A path parameter is one path segment without ``:``, which starts a custom method: so a validator tells
+#: ``/v1/executions/{execution}`` from ``/v1/executions/{execution}:watch`` (no resource id contains a colon).
+PATH_SEGMENT_PATTERN = "^[^/:]+$"
 #: Well-known types that travel as a JSON string or number and so can be query parameters.
 QUERY_WELL_KNOWN = {name for name, schema in WELL_KNOWN.items() if schema.get("type") in {"string", "number"}} | {
     "google.protobuf.Int32Value",
@@ -327,7 +330,7 @@ class Builder:
                         "in": "path",
                         "required": True,
                         "description": f"The `{{{name}}}` segment of `{dotted}` ({segment_pattern}). {comment}",
-                        "schema": {"type": "string"},
+                        "schema": {"type": "string", "pattern": PATH_SEGMENT_PATTERN},
                     }
                 )
                 out.append(f"{{{name}}}")

@@ -4,9 +4,14 @@ Parts: catalog, agent (with its queue worker) and the sample extension ``echo`` 
 execution (gRPC + its object/JWKS HTTP endpoint; the agent and echo reach it on ports reserved for it before
 they start), then ``echo`` is registered in the catalog (first start only), then Envoy on the one public
 port. Each Python part prints ``<name> serving on <address>`` when it is ready and is then checked with
-``grpc.health.v1``; Envoy is ready when its admin ``/ready`` says so. Output goes to
-``<data-dir>/logs/<name>.log``. A part that exits on its own stops the whole hub with a message: nothing is
-restarted silently. Every child runs in its own session and is stopped by its own pid, last started first.
+``grpc.health.v1``; Envoy is ready when its admin ``/ready`` (on its Unix socket) says so. Output goes to
+``<data-dir>/logs/<name>.log``. Every child runs in its own session and is stopped by its own pid, last
+started first.
+
+Supervision: a part that exits on its own is restarted on the same address (so the others reconnect to it),
+after a back-off that doubles from :data:`RESTART_BACKOFF_SECONDS` up to :data:`RESTART_BACKOFF_MAX_SECONDS`,
+and the console says so. A part that crashes :data:`CRASH_LIMIT` times within :data:`CRASH_WINDOW_SECONDS`
+(or cannot be started again that often) stops the whole hub with a message naming it and its log.
 """
 
 from __future__ import annotations
@@ -19,6 +24,8 @@ import signal
 import socket
 import sys
 import time
+from collections import deque
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -36,9 +43,15 @@ from gateway.render import render_config, tracing_params
 from services.echo.registration import register_echo
 from services.platform.telemetry import tracing_destination
 
+ECHO_EXTENSION = "echo"
+ECHO_PLAIN_EXTENSION = "echo-plain"
 READY_TIMEOUT_SECONDS = 30.0
 STOP_GRACE_SECONDS = 10.0
 HEALTH_CALL_TIMEOUT_SECONDS = 2.0
+RESTART_BACKOFF_SECONDS = 0.25
+RESTART_BACKOFF_MAX_SECONDS = 5.0
+CRASH_LIMIT = 5
+CRASH_WINDOW_SECONDS = 60.0
 _console = Console(stderr=True)
 
 
@@ -56,6 +69,8 @@ class ChildSpec:
     ready: tuple[re.Pattern[str], ...]
     args: tuple[str, ...] = ()
     grpc_health: bool = True
+    #: the variable holding its port (0 on the first start: the announced port is kept for restarts)
+    port_env: str | None = None
 
 
 @dataclass
@@ -100,7 +115,10 @@ def _prepare_data_dir(data_dir: Path) -> Path:
 
 
 def _port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` now. ``SO_REUSEADDR`` as the servers themselves use it: a port
+    whose last connections linger in TIME_WAIT (a hub just stopped) is free; one something listens on is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             probe.bind(("127.0.0.1", port))
         except OSError:
@@ -236,9 +254,26 @@ async def _stop(child: Child) -> None:
         child.log.close()
 
 
-def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpec:
+def _service(name: str, env: dict[str, str], *more: re.Pattern[str], port_env: str | None = None) -> ChildSpec:
     served = (re.compile(rf"{name} serving on (\S+)"), re.compile(rf"{name} http serving on (\S+)"))
-    return ChildSpec(name, f"services.{name}", env, (*served, *more))
+    return ChildSpec(name, f"services.{name}", env, (*served, *more), port_env=port_env)
+
+
+@dataclass
+class Part:
+    """A supervised part: the running child, how to start it again, and when it crashed lately."""
+
+    name: str
+    child: Child
+    restart: Callable[[], Coroutine[None, None, Child]]
+    crashes: deque[float] = field(default_factory=deque)
+
+
+def _python_part(spec: ChildSpec, child: Child, data_dir: Path) -> Part:
+    """A Python part, restarted with the same port it announced on its first start."""
+    if spec.port_env is not None and spec.env.get(spec.port_env) == "0":
+        spec.env[spec.port_env] = child.address.rsplit(":", 1)[1]
+    return Part(spec.name, child, lambda: _start(spec, data_dir))
 
 
 async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
@@ -250,7 +285,7 @@ async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str)
         try:
             await register_echo(stub, echo_url=echo_url, metadata=metadata)
             await register_echo(
-                stub, echo_url=echo_url, metadata=metadata, extension_id="echo-plain", with_objects=False
+                stub, echo_url=echo_url, metadata=metadata, extension_id=ECHO_PLAIN_EXTENSION, with_objects=False
             )
         except grpc.aio.AioRpcError as error:
             raise HubStartError(
@@ -263,7 +298,6 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
         "local",
         data_dir=data_dir,
         listen_port=port,
-        admin_port=0,
         catalog_address=addresses["catalog"],
         execution_address=addresses["execution"],
         objects_address=addresses["objects"],
@@ -279,18 +313,22 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
     return Child("gateway", envoy.process, announced=[envoy.url], envoy=envoy)
 
 
-async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list[Child]) -> HubAddresses:
-    """Starts every part in order into ``children`` (so the caller can stop what started if one fails)."""
+async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Part]) -> HubAddresses:
+    """Starts every part in order into ``parts`` (so the caller can stop what started if one fails)."""
     public_port = _public_port(port)
     public_url = f"http://127.0.0.1:{public_port}"
     echo_port = _echo_port(data_dir)
     execution_port, objects_port = _free_port(), _free_port()
+    catalog_http_port, agent_http_port = _free_port(), _free_port()  # /metrics: kept across restarts
     base = {
         "EXTHUB_DATA_DIR": str(data_dir),
         "EXTHUB_BACKEND": "local",
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
         "EXTHUB_GATEWAY_PORT": str(public_port),
+        # the one internal destination the hub may call: its sample extension (any publisher may register a
+        # version served there; every other loopback or private address stays refused)
+        "EXTHUB_EGRESS__ALLOW": f"127.0.0.1:{echo_port}",
     }
 
     async def steps(*specs: ChildSpec) -> list[Child]:
@@ -298,7 +336,7 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
 
         async def one(spec: ChildSpec) -> Child:
             child = await _start(spec, data_dir)
-            children.append(child)
+            parts.append(_python_part(spec, child, data_dir))
             _console.print(f"[green]✓[/green] {spec.name} ready on {', '.join(child.announced)}")
             return child
 
@@ -312,22 +350,34 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
     execution_address = f"127.0.0.1:{execution_port}"
     objects_url = f"http://127.0.0.1:{objects_port}"
     catalog, agent, echo = await steps(
-        _service("catalog", {**base, "EXTHUB_CATALOG_PORT": "0", "EXTHUB_CATALOG_HTTP_PORT": "0"}),
+        _service(
+            "catalog",
+            {**base, "EXTHUB_CATALOG_PORT": "0", "EXTHUB_CATALOG_HTTP_PORT": str(catalog_http_port)},
+            port_env="EXTHUB_CATALOG_PORT",
+        ),
         _service(
             "agent",
             {
                 **base,
                 "EXTHUB_AGENT_PORT": "0",
-                "EXTHUB_AGENT_HTTP_PORT": "0",
+                "EXTHUB_AGENT_HTTP_PORT": str(agent_http_port),
                 "EXTHUB_EXECUTION_ADDRESS": execution_address,
             },
+            port_env="EXTHUB_AGENT_PORT",
         ),
         ChildSpec(
             "echo",
             "services.echo",
             base,
             (re.compile(r"^(http://\S+)\s*$"),),
-            args=("--port", str(echo_port), "--jwks-url", f"{objects_url}/v1/signingKeys"),
+            args=(
+                "--port",
+                str(echo_port),
+                "--jwks-url",
+                f"{objects_url}/v1/signingKeys",
+                *("--extension", ECHO_EXTENSION),
+                *("--extension", ECHO_PLAIN_EXTENSION),
+            ),
             grpc_health=False,
         ),
     )
@@ -346,21 +396,19 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, children: list
     )
     with _console.status("registering extensions/echo…"):
         await _register_echo(issuer, catalog.address, echo.address)
+    upstreams = {"catalog": catalog.address, "execution": execution.address, "objects": _host_port(objects_url)}
     with _console.status("starting gateway…"):
-        gateway = await _start_gateway(
-            data_dir,
-            public_port,
-            {"catalog": catalog.address, "execution": execution.address, "objects": _host_port(objects_url)},
-        )
-    children.append(gateway)
+        gateway = await _start_gateway(data_dir, public_port, upstreams)
+    parts.append(Part("gateway", gateway, lambda: _start_gateway(data_dir, public_port, upstreams)))
     _console.print(f"[green]✓[/green] gateway ready on {gateway.address}")
     return HubAddresses(public_url, catalog.address, agent.address, execution.address, objects_url, echo.address)
 
 
 async def run_hub(*, data_dir: Path, port: int) -> int:
-    """Starts every part, prints the gateway URL, and stops everything on SIGINT/SIGTERM.
+    """Starts every part, prints the gateway URL, restarts a part that crashes, and stops everything on
+    SIGINT/SIGTERM.
 
-    Returns 0 after a requested stop, 1 when a part exited on its own.
+    Returns 0 after a requested stop, 1 when a part kept crashing.
     """
     started = time.monotonic()
     data_dir = _prepare_data_dir(data_dir)
@@ -369,10 +417,10 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    children: list[Child] = []
+    parts: list[Part] = []
     stopper = asyncio.create_task(stop.wait())
     try:
-        starting = asyncio.create_task(start_hub(data_dir, port, issuer, children))
+        starting = asyncio.create_task(start_hub(data_dir, port, issuer, parts))
         await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()
@@ -381,33 +429,87 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
             return 0
         addresses = starting.result()
         traces = tracing_destination()
-        endpoints = write_endpoints(
-            data_dir,
-            url=addresses.public_url,
-            tracing=traces,
-            parts=[(c.name, c.process.pid, c.announced) for c in children],
-        )
+
+        def publish_endpoints() -> Path:
+            parts_now = [(part.name, part.child.process.pid, part.child.announced) for part in parts]
+            return write_endpoints(data_dir, url=addresses.public_url, tracing=traces, parts=parts_now)
+
+        endpoints = publish_endpoints()
         print(addresses.public_url, flush=True)
         _console.print(
             f"hub ready in {time.monotonic() - started:.1f}s · data: {data_dir} · logs: {data_dir / 'logs'} "
             f"· endpoints: {endpoints} · Ctrl-C stops it"
         )
         _console.print(f"traces: {traces or 'tracing off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)'}")
-        waits = [asyncio.create_task(c.process.wait()) for c in children]
+        return await _supervise(parts, stopper, data_dir, publish_endpoints)
+    finally:
+        stopper.cancel()
+        remove_endpoints(data_dir)
+        for part in reversed(parts):
+            await _stop(part.child)
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(sig)
+        if parts:
+            _console.print("hub stopped")
+
+
+async def _supervise(
+    parts: list[Part], stopper: asyncio.Task[bool], data_dir: Path, on_restart: Callable[[], object] = lambda: None
+) -> int:
+    """Wait for a stop request (0) while restarting crashed parts (then ``on_restart``); 1 when one keeps
+    crashing."""
+    while True:
+        waits = {asyncio.create_task(part.child.process.wait()): part for part in parts}
         done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
         for task in waits:
             task.cancel()
         if stopper in done:
             return 0
-        crashed = [c.name for c in children if c.process.returncode is not None]
-        _console.print(f"[red]{', '.join(crashed)} exited unexpectedly; stopping the hub (see the logs)[/red]")
-        return 1
-    finally:
-        stopper.cancel()
-        remove_endpoints(data_dir)
-        for child in reversed(children):
-            await _stop(child)
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.remove_signal_handler(sig)
-        if children:
-            _console.print("hub stopped")
+        for task in done:
+            part = waits[task]
+            code = part.child.process.returncode
+            await _stop(part.child)  # reap it: its log and output pump
+            outcome = await _recover(part, code, stopper, data_dir)
+            if outcome is not None:
+                return outcome
+            on_restart()
+
+
+async def _recover(part: Part, code: int | None, stopper: asyncio.Task[bool], data_dir: Path) -> int | None:
+    """Restart a crashed part with back-off. None once it runs again; 0 if a stop was requested meanwhile;
+    1 (after saying why) when it crashed or failed to start :data:`CRASH_LIMIT` times in the window."""
+    reason = f"exited unexpectedly (code {code})"
+    while True:
+        now = time.monotonic()
+        part.crashes.append(now)
+        while part.crashes and part.crashes[0] < now - CRASH_WINDOW_SECONDS:
+            part.crashes.popleft()
+        if len(part.crashes) >= CRASH_LIMIT:
+            log = (
+                data_dir / "gateway" / "envoy.log" if part.name == "gateway" else data_dir / "logs" / f"{part.name}.log"
+            )
+            _console.print(
+                f"[red]{part.name} keeps crashing ({len(part.crashes)} times in {CRASH_WINDOW_SECONDS:.0f}s; "
+                f"last: {reason}); stopping the hub. See {log}[/red]"
+            )
+            return 1
+        delay = min(RESTART_BACKOFF_SECONDS * 2 ** (len(part.crashes) - 1), RESTART_BACKOFF_MAX_SECONDS)
+        _console.print(f"[yellow]{part.name} {reason}; restarting it in {delay:.2g}s[/yellow]")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stopper), delay)
+        if stopper.done():
+            return 0
+        restarting: asyncio.Task[Child] = asyncio.create_task(part.restart())
+        await asyncio.wait([restarting, stopper], return_when=asyncio.FIRST_COMPLETED)
+        if not restarting.done():
+            restarting.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HubStartError):
+                await restarting
+            return 0
+        try:
+            part.child = restarting.result()
+        except HubStartError as error:
+            reason = f"could not be restarted: {error}"
+            continue
+        _console.print(f"[green]✓[/green] {part.name} restarted on {', '.join(part.child.announced)}")
+        return None

@@ -119,7 +119,12 @@ async def start_agent(
             registry = adapters(session, service_registry)
         else:
             registry = default_adapters(
-                session, services=service_registry, signer=signer, sign=sign, user_agent=f"exthub-agent/{version}"
+                session,
+                services=service_registry,
+                signer=signer,
+                sign=sign,
+                user_agent=f"exthub-agent/{version}",
+                egress=settings.egress.policy(),
             )
         servicer = AgentServicer(
             registry,

@@ -66,6 +66,7 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
         repository=CatalogRepository(store.collection(COLLECTION)),
         search_index=search_index,
         page_tokens=PageTokenCodec(page_key),
+        egress=settings.egress.policy(),
     )
 
     def register(server: grpc.aio.Server) -> Sequence[str]:

@@ -30,7 +30,7 @@ _DEFAULT_RETRY = RetryPolicy()
 
 def parse_extension_name(name: str, *, field: str = "name") -> str:
     """``extensions/{extension}`` → the extension id, or INVALID_ARGUMENT."""
-    match = _EXTENSION_NAME.match(name)
+    match = _EXTENSION_NAME.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be of the form extensions/{extension}")
     return match.group(1)
@@ -38,7 +38,7 @@ def parse_extension_name(name: str, *, field: str = "name") -> str:
 
 def parse_version_name(name: str, *, field: str = "name") -> tuple[str, str]:
     """``extensions/{extension}/versions/{version}`` → (extension id, version id), or INVALID_ARGUMENT."""
-    match = _VERSION_NAME.match(name)
+    match = _VERSION_NAME.fullmatch(name)
     if not match:
         raise InvalidArgument.field(field, "must be of the form extensions/{extension}/versions/{version}")
     return match.group(1), match.group(2)

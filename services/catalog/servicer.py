@@ -15,7 +15,7 @@ from services.catalog.handlers import (
     version_queries,
 )
 from services.catalog.handlers.context import CatalogContext
-from services.platform.auth.access import require_principal
+from services.platform.auth.access import current_principal, require_principal
 
 Context = grpc.aio.ServicerContext[object, object]
 
@@ -106,7 +106,8 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         self, request: pb.GetExtensionVersionRequest, context: Context
     ) -> resources_pb2.ExtensionVersion:
         extension_id, version_id = mapping.parse_version_name(request.name)
-        return mapping.version_to_proto(await version_queries.get_version(self._ctx, extension_id, version_id))
+        version = await version_queries.get_version(self._ctx, current_principal(), extension_id, version_id)
+        return mapping.version_to_proto(version)
 
     async def ListExtensionVersions(
         self, request: pb.ListExtensionVersionsRequest, context: Context
@@ -114,6 +115,7 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
         extension_id = mapping.parse_extension_name(request.parent, field="parent")
         page = await version_queries.list_versions(
             self._ctx,
+            current_principal(),
             extension_id,
             filter_text=request.filter,
             show_deleted=request.show_deleted,

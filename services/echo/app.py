@@ -1,7 +1,8 @@
 """The sample extension ``echo``: ``POST /execute``, ``POST /validate``, ``GET /healthz``.
 
-Every POST must carry a valid ``Exthub-Signature`` over its exact body (401 otherwise). Behaviour follows
-``requestParameters``:
+Every POST must carry a valid ``Exthub-Signature`` over its exact body, for one of the extensions this server
+serves (``EchoConfig.audiences``), not expired and not seen before, naming the execution and attempt of the
+body (401 otherwise; see ``docs/extension-contract.md``). Behaviour follows ``requestParameters``:
 
 - nothing special → 200 ``{"responseData": {"echo", "executionId", "attempt"[, "inputs"]}, "providedOutputs"}``;
 - ``delaySeconds: N`` → wait N seconds first (with ``longRunning``: after the 202 and the 50 % report);
@@ -50,12 +51,14 @@ READ_CHUNK_BYTES = 256 * 1024
 
 @dataclass(frozen=True)
 class EchoConfig:
-    """Tunables of the echo app (timeouts in seconds)."""
+    """Tunables of the echo app (timeouts in seconds). ``audiences``: the extensions (``extensions/{id}``) this
+    server serves; None serves whichever extension a correctly signed request names."""
 
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     outbound_timeout: float = DEFAULT_OUTBOUND_TIMEOUT
     status_timeout: float = DEFAULT_STATUS_TIMEOUT
     status_retry_backoff: float = 0.5
+    audiences: frozenset[str] | None = None
 
 
 @dataclass
@@ -123,7 +126,11 @@ def create_echo_app(
 ) -> web.Application:
     """The echo extension. ``jwks_source`` provides the hub's public keys (or pass a ready verifier)."""
     config = config or EchoConfig()
-    verifier = jwks_source if isinstance(jwks_source, SignatureVerifier) else SignatureVerifier(jwks_source)
+    verifier = (
+        jwks_source
+        if isinstance(jwks_source, SignatureVerifier)
+        else SignatureVerifier(jwks_source, audiences=config.audiences)
+    )
     app = web.Application(middlewares=[_json_errors], client_max_size=config.max_body_bytes)
     app[STATE_KEY] = _State(verifier=verifier, config=config)
     app.cleanup_ctx.append(_client_session)
@@ -181,7 +188,7 @@ async def _signed_request(request: web.Request) -> _Request:
     state = request.app[STATE_KEY]
     body = await request.read()
     try:
-        await state.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
+        claims = await state.verifier.verify(request.headers.get(SIGNATURE_HEADER), body)
     except SignatureInvalid as exc:
         raise EchoError(401, "SIGNATURE_INVALID", str(exc)) from None
     except KeysUnavailable as exc:
@@ -192,7 +199,19 @@ async def _signed_request(request: web.Request) -> _Request:
         raise EchoError(400, "INVALID_JSON", "the body is not JSON") from None
     if not isinstance(document, dict):
         raise EchoError(400, "INVALID_JSON", "the body is not a JSON object")
-    return _parse_request(document)
+    parsed = _parse_request(document)
+    _check_bound(claims, document, parsed)
+    return parsed
+
+
+def _check_bound(claims: Mapping[str, Any], document: Mapping[str, Any], parsed: _Request) -> None:
+    """The signature's audience, execution and attempt are the body's (401 otherwise)."""
+    extension = document.get("extensionId")
+    if not isinstance(extension, str) or not extension or claims.get("aud") != f"extensions/{extension}":
+        raise EchoError(401, "SIGNATURE_INVALID", "the signature is for another extension than the request")
+    execution = str(claims.get("execution", "")).removeprefix("executions/")
+    if execution != parsed.execution_id.removeprefix("executions/") or claims.get("attempt") != parsed.attempt:
+        raise EchoError(401, "SIGNATURE_INVALID", "the signature is for another execution or attempt")
 
 
 def _parse_request(document: dict[str, Any]) -> _Request:

@@ -7,6 +7,11 @@ and everything else are refused) and ``kid``; the public key comes from the hub'
 
 Both detached forms are accepted: the plain one (signing input ``<header>.<base64url(body)>``) and the RFC 7797
 unencoded one (``"b64": false`` listed in ``crit``; signing input ``<header>.<body>``).
+
+The protected header also binds the request to its audience and time (``docs/extension-contract.md``):
+``aud`` (the extension, ``extensions/{id}``; it must be one this server serves), ``iat`` and ``exp`` (checked
+with a small leeway for clock skew), ``jti`` (a signature is accepted once: a bounded cache remembers the ids
+seen until they expire), ``execution`` and ``attempt`` (the app checks they match the body).
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ import binascii
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeGuard
 
 import aiohttp
 import jwt
@@ -34,6 +40,10 @@ logger = logging.getLogger(__name__)
 ALLOWED_ALGORITHMS: Mapping[str, str] = {"ES256": "EC", "RS256": "RSA"}
 MIN_RSA_BITS = 2048
 MAX_HEADER_CHARS = 8192
+DEFAULT_LEEWAY_SECONDS = 60.0
+MAX_LIFETIME_SECONDS = 3600
+DEFAULT_REPLAY_CACHE_SIZE = 100_000
+MAX_JTI_CHARS = 128
 
 
 class SignatureInvalid(Exception):
@@ -107,27 +117,73 @@ def _b64url_encode(data: bytes) -> str:
 
 
 class SignatureVerifier:
-    """Verifies ``Exthub-Signature`` headers against a cached JWKS."""
+    """Verifies ``Exthub-Signature`` headers against a cached JWKS, and their audience, lifetime and uniqueness.
+
+    ``audiences``: the extensions this server serves (``extensions/{id}``); None accepts any audience (the app
+    still checks that it names the extension of the body). ``replay_cache_size`` bounds the signature ids
+    remembered; when it is full the oldest is forgotten before it expires.
+    """
 
     def __init__(
         self,
         source: JwksSource,
         *,
+        audiences: Iterable[str] | None = None,
+        leeway: float = DEFAULT_LEEWAY_SECONDS,
+        replay_cache_size: int = DEFAULT_REPLAY_CACHE_SIZE,
         max_age: float = 3600.0,
         min_refetch_interval: float = 5.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.source = source
+        self.audiences = frozenset(audiences) if audiences is not None else None
+        self.leeway = leeway
+        self.replay_cache_size = replay_cache_size
         self.max_age = max_age
         self.min_refetch_interval = min_refetch_interval
         self._clock = clock
+        self._wall_clock = wall_clock
         self._jwks: dict[str, Mapping[str, Any]] | None = None
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
         self._jws = PyJWS()
+        self._seen: OrderedDict[str, float] = OrderedDict()  # jti → expiry, in arrival order
 
     async def verify(self, header_value: str | None, body: bytes) -> dict[str, Any]:
-        """Check ``header_value`` against ``body``; return the JWS protected header, or raise SignatureInvalid."""
+        """Check ``header_value`` against ``body`` and its claims; return the JWS protected header (with the
+        claims), or raise SignatureInvalid. A signature that verifies is remembered: a second use is refused."""
+        header = await self._verify_signature(header_value, body)
+        self._check_claims(header)
+        return header
+
+    def _check_claims(self, header: Mapping[str, Any]) -> None:
+        audience, issued, expires, jti = header.get("aud"), header.get("iat"), header.get("exp"), header.get("jti")
+        if not isinstance(audience, str) or not audience:
+            raise SignatureInvalid("the signature names no audience")
+        if self.audiences is not None and audience not in self.audiences:
+            raise SignatureInvalid("the signature is for another extension")
+        if not _integer(issued) or not _integer(expires) or not 0 < expires - issued <= MAX_LIFETIME_SECONDS:
+            raise SignatureInvalid("the signature has no valid lifetime (iat, exp)")
+        now = self._wall_clock()
+        if now > expires + self.leeway:
+            raise SignatureInvalid("the signature has expired")
+        if issued > now + self.leeway:
+            raise SignatureInvalid("the signature is not valid yet")
+        execution, attempt = header.get("execution"), header.get("attempt")
+        if not isinstance(execution, str) or not execution or not _integer(attempt) or attempt < 1:
+            raise SignatureInvalid("the signature names no execution and attempt")
+        if not isinstance(jti, str) or not 0 < len(jti) <= MAX_JTI_CHARS:
+            raise SignatureInvalid("the signature has no id (jti)")
+        while self._seen and next(iter(self._seen.values())) + self.leeway < now:
+            self._seen.popitem(last=False)
+        if jti in self._seen:
+            raise SignatureInvalid("the signature was used before")
+        self._seen[jti] = float(expires)
+        if len(self._seen) > self.replay_cache_size:
+            self._seen.popitem(last=False)
+
+    async def _verify_signature(self, header_value: str | None, body: bytes) -> dict[str, Any]:
         if not header_value:
             raise SignatureInvalid("missing Exthub-Signature header")
         token = header_value.strip()
@@ -190,6 +246,10 @@ class SignatureVerifier:
                 return
             self._jwks = _index_jwks(document)
             self._fetched_at = self._clock()
+
+
+def _integer(value: object) -> TypeGuard[int]:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def _index_jwks(document: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:

@@ -148,12 +148,13 @@ async def start_execution(
             poll_interval_seconds=settings.queue_poll_seconds,
         )
         provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
+        tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
         if catalog is None:
-            catalog_client = GrpcCatalogClient(settings.catalog_address or settings.grpc_address(settings.catalog_port))
+            catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
+            catalog_client = GrpcCatalogClient(catalog_address, tokens)
             closers.append(catalog_client)
             catalog = catalog_client
         if agent is None:
-            tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
             agent_client = GrpcAgentClient(settings.agent_address or settings.grpc_address(settings.agent_port), tokens)
             closers.append(agent_client)
             agent = agent_client

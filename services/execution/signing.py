@@ -20,7 +20,7 @@ import os
 import re
 import secrets
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn
@@ -34,6 +34,8 @@ from exthub.contract.jwk import P256_COORDINATE_BYTES, b64url_encode, ec_public_
 from exthub.contract.signatures import ALGORITHM
 
 MAX_KEYS = 3
+#: How long an extension request's signature is valid (the extension verifies it on receipt).
+REQUEST_SIGNATURE_TTL_SECONDS = 300
 
 _MANIFEST = "keyring.json"
 _LOCK = ".keyring.lock"
@@ -123,16 +125,56 @@ class SigningKeyRing:
 
     def sign_body(self, body: bytes) -> str:
         """A JWS with detached payload (RFC 7515 Appendix F, ``header..signature``) over exactly ``body``,
-        for the ``Exthub-Signature`` header. Header: ``{"alg": "ES256", "kid": …, "typ": "JOSE"}``."""
+        for the ``Exthub-Signature`` header. Header: ``{"alg": "ES256", "kid": …, "typ": "JOSE"}``.
+
+        It binds the body only: use :meth:`sign_extension_request`, which also binds audience and time."""
+        return self._sign_detached(body, {})
+
+    def _sign_detached(self, body: bytes, claims: Mapping[str, Any]) -> str:
         kid, key = self._current()
-        header = b64url_encode(
-            json.dumps({"alg": ALGORITHM, "kid": kid, "typ": "JOSE"}, separators=(",", ":"), sort_keys=True).encode()
-        )
+        protected = {**claims, "alg": ALGORITHM, "kid": kid, "typ": "JOSE"}
+        header = b64url_encode(json.dumps(protected, separators=(",", ":"), sort_keys=True).encode())
         signing_input = f"{header}.{b64url_encode(body)}".encode("ascii")
         der = key.sign(signing_input, ec.ECDSA(hashes.SHA256()))
         r, s = decode_dss_signature(der)
         raw = r.to_bytes(_COORDINATE_BYTES, "big") + s.to_bytes(_COORDINATE_BYTES, "big")
         return f"{header}..{b64url_encode(raw)}"
+
+    def sign_extension_request(
+        self,
+        body: bytes,
+        *,
+        audience: str,
+        execution: str,
+        attempt: int,
+        now: datetime,
+        ttl_seconds: int = REQUEST_SIGNATURE_TTL_SECONDS,
+    ) -> str:
+        """The ``Exthub-Signature`` of one extension request: a JWS with detached payload over exactly
+        ``body`` (as :meth:`sign_body`) whose protected header also binds who may accept it and when (RFC 7519
+        §5.3 claims in the header): ``aud`` (the extension, ``extensions/{id}``), ``iss`` (the hub id),
+        ``iat`` = ``now``, ``exp`` = ``now + ttl_seconds``, a random ``jti`` (for replay detection), and
+        ``execution`` (``executions/{id}``) and ``attempt``. An extension refuses a signature for another
+        audience, after its expiry, or seen before."""
+        if ttl_seconds <= 0:
+            raise ValueError("ttl_seconds must be positive")
+        if now.tzinfo is None:
+            raise ValueError("now must be timezone-aware")
+        if not audience or not execution or attempt < 1:
+            raise ValueError("audience, execution and a positive attempt are required")
+        issued = int(now.timestamp())
+        return self._sign_detached(
+            body,
+            {
+                "aud": audience,
+                "iss": self._hub_id,
+                "iat": issued,
+                "exp": issued + ttl_seconds,
+                "jti": uuid.uuid4().hex,
+                "execution": execution,
+                "attempt": attempt,
+            },
+        )
 
     def issue_direct_token(
         self,

@@ -1,9 +1,14 @@
 """The gRPC edge: authentication, access rules, error mapping and access logs for every RPC.
 
 One :class:`HubServerInterceptor` wraps each method handler's behaviour so that, inside the coroutine
-that runs the handler, it verifies the bearer token, enforces the method's :class:`AccessRule`, makes
-the :class:`Principal` visible through :func:`current_principal`, turns a :class:`HubError` into a
-``google.rpc.Status`` (``grpc-status-details-bin``) and any other exception into a bare INTERNAL.
+that runs the handler, it verifies the bearer token, enforces the method's :class:`AccessRule`, checks the
+request against the input limits (:mod:`services.platform.limits`), makes the :class:`Principal` visible
+through :func:`current_principal`, turns a :class:`HubError` into a ``google.rpc.Status``
+(``grpc-status-details-bin``) and any other exception into a bare INTERNAL (generic message, logged here).
+
+Requests are decoded by a tolerant deserializer: a request the protobuf runtime refuses (nested too deeply,
+bad UTF-8) reaches the wrapper as :class:`_Undecodable` and is answered INVALID_ARGUMENT with a field violation
+after the token check, instead of gRPC's own error, which would carry the runtime's exception text.
 """
 
 from __future__ import annotations
@@ -15,12 +20,20 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 from grpc_status import rpc_status
 
 from services.platform.auth.access import PUBLIC_METHODS, AccessRule, check_access, principal_scope, resolve_rule
 from services.platform.auth.principal import Principal
 from services.platform.auth.verifier import TokenVerifier
-from services.platform.errors import HubError, PermissionDenied, Unauthenticated, internal_status
+from services.platform.errors import (
+    HubError,
+    InvalidArgument,
+    PermissionDenied,
+    Unauthenticated,
+    internal_status,
+)
+from services.platform.limits import ensure_valid_message, undecodable_violation
 from services.platform.logging import get_logger
 
 __all__ = ["HubServerInterceptor", "bearer_token"]
@@ -29,6 +42,48 @@ _access_log = get_logger("exthub.access")
 _error_log = get_logger("exthub.grpc")
 
 Behaviour = Callable[..., Any]
+Deserializer = Callable[[bytes], Any] | None
+
+
+class _Undecodable:
+    """A request the protobuf runtime refused to decode (the exception text is never shown to the caller)."""
+
+    __slots__ = ("data", "descriptor")
+
+    def __init__(self, descriptor: Any, data: bytes) -> None:
+        self.descriptor = descriptor
+        self.data = data
+
+    def error(self) -> InvalidArgument:
+        violation = undecodable_violation(self.descriptor, self.data)
+        return InvalidArgument(
+            f"invalid {violation.field}: {violation.description}",
+            metadata={"field": violation.field},
+            field_violations=[violation],
+        )
+
+
+def _tolerant(deserializer: Deserializer) -> Deserializer:
+    """``deserializer`` that returns :class:`_Undecodable` instead of raising."""
+    if deserializer is None:
+        return None
+    descriptor = getattr(getattr(deserializer, "__self__", None), "DESCRIPTOR", None)
+
+    def deserialize(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except Exception:
+            return _Undecodable(descriptor, data)
+
+    return deserialize
+
+
+def _admissible(request: Any) -> None:
+    """Refuse an undecodable request or one that breaks an input limit (streams of requests are not checked)."""
+    if isinstance(request, _Undecodable):
+        raise request.error()
+    if isinstance(request, Message):
+        ensure_valid_message(request)
 
 
 def bearer_token(metadata: Any) -> str | None:
@@ -76,7 +131,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(method, rule, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_unary is not None:
@@ -88,7 +143,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 self._wrap_stream(method, rule, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
+                request_deserializer=_tolerant(handler.request_deserializer),
                 response_serializer=handler.response_serializer,
             )
         if handler.stream_stream is not None:
@@ -109,6 +164,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             try:
                 principal = await self._admit(method, rule, context, state)
+                _admissible(request)
                 with principal_scope(principal):
                     result = behaviour(request, context)
                     if inspect.isawaitable(result):
@@ -134,6 +190,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
             started = time.perf_counter()
             try:
                 principal = await self._admit(method, rule, context, state)
+                _admissible(request)
                 with principal_scope(principal):
                     result = behaviour(request, context)
                     if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):

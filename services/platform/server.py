@@ -18,6 +18,7 @@ from services.platform import telemetry
 from services.platform.auth.access import AccessRule
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.interceptors import HubServerInterceptor
+from services.platform.limits import MAX_MESSAGE_BYTES, MAX_METADATA_BYTES
 from services.platform.logging import get_logger
 from services.platform.metrics import ServiceMetrics
 from services.platform.settings import Settings
@@ -26,11 +27,14 @@ __all__ = ["MAX_MESSAGE_BYTES", "SERVER_OPTIONS", "RunningServer", "serve_until_
 
 _log = get_logger("exthub.server")
 
-MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 SERVER_OPTIONS: tuple[tuple[str, int], ...] = (
     ("grpc.so_reuseport", 0),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    # one metadata limit, soft = hard: above the soft limit grpc-core refuses calls at random (as
+    # RESOURCE_EXHAUSTED, naming header sizes); the gateway's header limit is below it (services.platform.limits)
+    ("grpc.max_metadata_size", MAX_METADATA_BYTES),
+    ("grpc.absolute_max_metadata_size", MAX_METADATA_BYTES),
     # accept the clients' keepalive cadence (30 s) without GOAWAY "too_many_pings"
     ("grpc.http2.min_ping_interval_without_data_ms", 20_000),
     ("grpc.keepalive_permit_without_calls", 1),

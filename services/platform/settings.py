@@ -16,8 +16,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 from exthub.contract.keyfiles import read_or_create_once
+from services.platform.egress import EgressPolicy, parse_allow_entry
 
-__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "Settings", "TelemetrySettings"]
+__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EgressSettings", "Settings", "TelemetrySettings"]
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
@@ -101,6 +102,32 @@ class AzureSettings(BaseModel):
     blob_account_url: str | None = Field(default=None, description="Blob Storage account URL.")
 
 
+class EgressSettings(BaseModel):
+    """Calls to publisher-supplied URLs (``services.platform.egress``): the allow-list of internal destinations."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    allow: StrList = Field(
+        default_factory=list,
+        description="Destinations called although not public: CIDRs (`10.1.2.0/24`) or `host:port` "
+        "(`127.0.0.1:8123`, `extensions.internal:443`); a JSON array or a comma-separated list.",
+    )
+    resolve_timeout_seconds: float = Field(default=2.0, gt=0, le=30, description="DNS resolution timeout.")
+
+    def policy(self) -> EgressPolicy:
+        """The :class:`EgressPolicy` these settings describe."""
+        return EgressPolicy(self.allow, resolve_timeout=self.resolve_timeout_seconds)
+
+    _split = field_validator("allow", mode="before")(_split_list)
+
+    @field_validator("allow")
+    @classmethod
+    def _entries(cls, value: list[str]) -> list[str]:
+        for entry in value:
+            parse_allow_entry(entry)
+        return value
+
+
 class TelemetrySettings(BaseModel):
     """Where traces go besides OTLP (which the standard ``OTEL_*`` variables configure on their own)."""
 
@@ -141,6 +168,7 @@ class Settings(BaseSettings):
         default=None, description="HMAC key for page tokens; None → a random key file in data_dir."
     )
     azure: AzureSettings = Field(default_factory=AzureSettings)
+    egress: EgressSettings = Field(default_factory=EgressSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     # -- execution service (issue 3) ------------------------------------------------------------------

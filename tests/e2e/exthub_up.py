@@ -37,14 +37,15 @@ def alive(pid: int) -> bool:
 
 
 class RunningHub:
-    """A running ``exthub up --port 0`` and the gateway URL it printed; its progress output goes to a file."""
+    """A running ``exthub up --port PORT`` (0: chosen by the OS) and the gateway URL it printed; its progress
+    output goes to a file (``log``)."""
 
-    def __init__(self, data_dir: Path, *, log: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, *, port: int = 0, log: Path | None = None) -> None:
         self.log = log or data_dir.parent / f"{data_dir.name}-exthub-up.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
-                [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", "0"],
+                [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", str(port)],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,

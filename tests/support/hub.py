@@ -8,7 +8,8 @@ Asynchronous executions: the execution service always dispatches QUEUED attempts
 ``data_dir`` (``hub.settings.queue_path``); nothing consumes it unless ``agent_worker=True`` (the in-process
 agent runs its queue worker) or the test starts real agent processes with :func:`start_agent_process`
 (``python -m services.agent``, stopped by pid). ``hub.echo_calls`` records every call echo received and
-whether it completed or was aborted by the caller (echo runs with handler cancellation on).
+whether it completed or was aborted by the caller (echo runs with handler cancellation on), with the body and
+``Exthub-Signature`` it got.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -96,6 +97,8 @@ class EchoCall:
     outcome: str = "running"
     status: int = 0
     status_update_key: str = field(default="", repr=False)
+    signature: str = ""
+    body: bytes = b""
 
 
 @dataclass
@@ -164,6 +167,8 @@ def _recorder(recorder: EchoRecorder) -> Callable[..., Awaitable[web.StreamRespo
             str(document.get("executionId", "")),
             int(document.get("attempt") or 0),
             status_update_key=str(document.get("statusUpdateKey", "")),
+            signature=request.headers.get("Exthub-Signature", ""),
+            body=await request.read(),
         )
         recorder.calls.append(call)
         recorder.changed()
@@ -238,6 +243,19 @@ async def running_hub(
     agent's queue worker (off by default: tests that drive the queue by hand, or start agent processes).
     """
     token = token_factory(issuer)
+    # echo listens first: the hub allow-lists its address (the only internal destination it may call), as
+    # `exthub up` does; its JWKS URL is known once the execution service runs
+    recorder = EchoRecorder()
+    jwks = HttpJwksSource("")
+    echo_app = create_echo_app(jwks)
+    echo_app.middlewares.insert(0, _recorder(recorder))
+    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+    echo_url = f"http://127.0.0.1:{port}"
+    overrides.setdefault("egress", {"allow": [f"127.0.0.1:{port}"]})
     settings = base_settings(data_dir, **overrides)
     catalog = await start_catalog(settings, port=0)
     signer = GrpcBodySigner(issuer)
@@ -252,15 +270,7 @@ async def running_hub(
         worker=agent_worker,
     )
     agent_port.connect(agent.address)
-    recorder = EchoRecorder()
-    echo_app = create_echo_app(HttpJwksSource(f"{execution.http_url}/v1/signingKeys"))
-    echo_app.middlewares.insert(0, _recorder(recorder))
-    runner = web.AppRunner(echo_app, access_log=None, handler_cancellation=True)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
-    echo_url = f"http://127.0.0.1:{port}"
+    jwks.url = f"{execution.http_url}/v1/signingKeys"
     try:
         async with (
             grpc.aio.insecure_channel(catalog.address) as catalog_channel,
@@ -343,6 +353,7 @@ async def start_agent_process(
     log_dir: Path,
     env: Mapping[str, str] = FAST_AGENT_ENV,
     slots: int = 1,
+    egress_allow: Sequence[str] = (),
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
@@ -360,6 +371,7 @@ async def start_agent_process(
             "EXTHUB_AGENT_ID": agent_id,
             "EXTHUB_AGENT_WORKER_SLOTS": str(slots),
             "EXTHUB_LOG_FORMAT": "json",
+            "EXTHUB_EGRESS__ALLOW": ",".join(egress_allow),
             **env,
         }
     )
@@ -421,7 +433,11 @@ class AgentCluster:
             current = self.agents.get(agent_id)
             if current is None or current.process.returncode is not None:
                 self.agents[agent_id] = await start_agent_process(
-                    self.data_dir, self.execution_address, agent_id, log_dir=self.log_dir
+                    self.data_dir,
+                    self.execution_address,
+                    agent_id,
+                    log_dir=self.log_dir,
+                    egress_allow=self.hub.settings.egress.allow if self.hub.settings else (),
                 )
 
     async def create(

@@ -4,6 +4,11 @@ Target: the profile's ``extension_settings["execution_url"]`` (``validation_url`
 Body: :mod:`services.agent.adapters.request_body`, signed by a ``BodySigner`` (see
 :mod:`services.agent.adapters.signing`). Redirects are not followed.
 
+Egress (:mod:`services.platform.egress`): before anything is built or signed, the URL is checked and its host
+resolved once; the POST goes to that checked address (``Host`` header and TLS server name stay the URL's
+host), so DNS rebinding cannot move it to an internal address. A refused URL fails the attempt for good
+(``EGRESS_REFUSED``); a host that does not resolve is a transient ``EXTENSION_UNREACHABLE``.
+
 Reply → outcome (:func:`classify_http_status` is the one classification of an extension's HTTP status):
 
 | reply | outcome |
@@ -13,7 +18,7 @@ Reply → outcome (:func:`classify_http_status` is the one classification of an 
 | 400 with ``validationErrors`` | VALIDATION_FAILED with the errors |
 | other 4xx | FAILED, ``EXTENSION_REJECTED`` (permanent) |
 | 5xx, 429 | RETRYABLE_FAILURE, ``EXTENSION_FAILED`` (408/504: ``EXTENSION_TIMEOUT``) |
-| 1xx, 3xx, malformed 200 body | FAILED, ``EXTENSION_PROTOCOL_ERROR`` |
+| 1xx, 3xx, malformed 200 body, ``responseData`` beyond the Struct limits | FAILED, ``EXTENSION_PROTOCOL_ERROR`` |
 | body over 4 MiB (200/400) | FAILED, ``EXTENSION_RESPONSE_TOO_LARGE`` |
 | connection error | RETRYABLE_FAILURE, ``EXTENSION_UNREACHABLE`` |
 | past ``call_timeout`` / the caller's deadline | RETRYABLE_FAILURE, ``EXTENSION_TIMEOUT`` |
@@ -59,11 +64,14 @@ from services.agent.outcomes import (
     AttemptFailure,
     Outcome,
 )
+from services.platform.egress import EGRESS_UNRESOLVABLE, Destination, EgressPolicy, EgressRefused
 from services.platform.errors import DeadlineExceeded, ResourceExhausted
+from services.platform.limits import check_json_value
 from services.platform.logging import get_logger
 
 __all__ = [
     "CALLER_MARGIN_SECONDS",
+    "EGRESS_REFUSED",
     "HTTP_JSON_MODELS",
     "MAX_RESPONSE_BYTES",
     "SIGNATURE_HEADER",
@@ -82,6 +90,7 @@ MAX_VALIDATION_ERRORS = 100
 MAX_TEXT_CHARS = 1024
 MAX_MESSAGE_CHARS = 200
 READ_CHUNK_BYTES = 64 * 1024
+EGRESS_REFUSED = "EGRESS_REFUSED"
 _EXTENSION_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -125,7 +134,8 @@ class _Reply:
 
 
 class HttpJsonAdapter:
-    """The http-json adapter. ``session`` is the agent's shared ``aiohttp.ClientSession`` (not owned here)."""
+    """The http-json adapter. ``session`` is the agent's shared ``aiohttp.ClientSession`` (not owned here);
+    ``egress`` decides which URLs are called (default: public addresses only, no allow-list)."""
 
     def __init__(
         self,
@@ -138,6 +148,7 @@ class HttpJsonAdapter:
         max_call_seconds: float = DEFAULT_MAX_CALL_SECONDS,
         user_agent: str = "exthub-agent",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        egress: EgressPolicy | None = None,
     ) -> None:
         if signer is not None and not sign:
             raise ValueError("a signer was given but sign=False: choose one")
@@ -149,6 +160,7 @@ class HttpJsonAdapter:
         self._max_call_seconds = max_call_seconds
         self._user_agent = user_agent
         self._clock = clock
+        self._egress = egress if egress is not None else EgressPolicy()
 
     async def execute(
         self, task: execution_pb2.ExecutionTask, *, time_limit: float | None = None
@@ -164,8 +176,9 @@ class HttpJsonAdapter:
             prepared: PreparedRequest | None = None
             try:
                 async with asyncio.timeout(budget.seconds):
+                    destination = await self._destination(task, url)
                     prepared = await self._prepare(task)
-                    reply = await self._post(url, prepared)
+                    reply = await self._post(destination, prepared)
             except TimeoutError:
                 if prepared is None and budget.bound != "deadline":
                     raise AttemptFailure.retryable(
@@ -210,6 +223,21 @@ class HttpJsonAdapter:
             candidates.append(_Budget(time_limit - CALLER_MARGIN_SECONDS, "caller"))
         return min(candidates, key=lambda budget: budget.seconds)
 
+    async def _destination(self, task: execution_pb2.ExecutionTask, url: URL) -> Destination:
+        """The checked address to call (before anything is built or signed for it)."""
+        try:
+            return await self._egress.resolve(str(url))
+        except EgressRefused as refused:
+            metadata = {"setting": _setting(task), "egressReason": refused.reason}
+            if refused.reason == EGRESS_UNRESOLVABLE:
+                raise AttemptFailure.retryable(
+                    "the extension's host cannot be resolved", EXTENSION_UNREACHABLE, metadata=metadata
+                ) from None
+            _log.warning("extension URL refused by the egress policy", execution=task.execution, **metadata)
+            raise AttemptFailure.permanent(
+                f"the hub does not call the extension's URL: {refused.message}", EGRESS_REFUSED, metadata=metadata
+            ) from None
+
     async def _prepare(self, task: execution_pb2.ExecutionTask) -> PreparedRequest:
         if self._signer is None and self._sign:
             raise AttemptFailure.permanent("the agent has no request signer", REQUEST_NOT_SIGNED)
@@ -232,11 +260,22 @@ class HttpJsonAdapter:
             raise AttemptFailure.retryable("the request could not be signed", REQUEST_SIGNING_FAILED) from None
         return PreparedRequest(body=body, signature=signature)
 
-    async def _post(self, url: URL, prepared: PreparedRequest) -> _Reply:
-        headers = {"Content-Type": "application/json", "Accept": "application/json", "User-Agent": self._user_agent}
+    async def _post(self, destination: Destination, prepared: PreparedRequest) -> _Reply:
+        headers = {
+            "Host": destination.host_header,
+            "Content-Type": "application/json",
+            "Accept": "application/json",
+            "User-Agent": self._user_agent,
+        }
         if prepared.signature is not None:
             headers[SIGNATURE_HEADER] = prepared.signature
-        async with self._session.post(url, data=prepared.body, headers=headers, allow_redirects=False) as response:
+        async with self._session.post(
+            destination.pinned_url,
+            data=prepared.body,
+            headers=headers,
+            allow_redirects=False,
+            server_hostname=destination.server_hostname,
+        ) as response:
             body, truncated = await _read_limited(response, self._max_response_bytes)
             return _Reply(status=response.status, body=body, truncated=truncated)
 
@@ -301,6 +340,12 @@ class HttpJsonAdapter:
         response = agent_pb.ExecuteResponse(
             outcome=Outcome.VALIDATION_SUCCEEDED if task.validate_only else Outcome.SUCCEEDED, http_status=status
         )
+        if response_data is not None and (violations := check_json_value(response_data, "responseData")):
+            raise AttemptFailure.permanent(
+                f"the reply's {violations[0].field} breaks a limit: {violations[0].description}",
+                EXTENSION_PROTOCOL_ERROR,
+                http_status=status,
+            )
         if response_data is not None:
             try:
                 response.result.CopyFrom(struct_from_json(json_integers(response_data)))
@@ -406,7 +451,7 @@ def _validation_errors(document: dict[str, Any] | None) -> list[execution_pb2.Va
         error = execution_pb2.ValidationError(code=_text(item.get("code"), 128), message=message)
         error.field = _text(item.get("field"), 512)
         data = item.get("data")
-        if isinstance(data, dict):
+        if isinstance(data, dict) and not check_json_value(data, "data"):
             try:
                 error.data.CopyFrom(struct_from_json(json_integers(data)))
             except Exception:

@@ -15,10 +15,19 @@ the agent never sends an unsigned request by accident.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
-__all__ = ["BodySigner", "KeyRingBodySigner", "PreparedRequest", "SigningRefused", "SupportsSignBody"]
+__all__ = [
+    "BodySigner",
+    "KeyRingBodySigner",
+    "PreparedRequest",
+    "SigningRefused",
+    "SupportsSignExtensionRequest",
+    "audience_of",
+]
 
 
 class SigningRefused(Exception):
@@ -41,22 +50,36 @@ class BodySigner(Protocol):
         ...
 
 
-class SupportsSignBody(Protocol):
-    """Anything with ``sign_body`` (``services.execution.signing.SigningKeyRing``)."""
+class SupportsSignExtensionRequest(Protocol):
+    """Anything with ``sign_extension_request`` (``services.execution.signing.SigningKeyRing``)."""
 
-    def sign_body(self, body: bytes) -> str:
-        """A detached JWS over exactly ``body``."""
+    def sign_extension_request(self, body: bytes, *, audience: str, execution: str, attempt: int, now: datetime) -> str:
+        """A detached JWS over exactly ``body`` bound to the audience, the attempt and a short lifetime."""
         ...
+
+
+def audience_of(body: bytes) -> str:
+    """The audience of a request body's signature: its extension, ``extensions/{extensionId}``."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = None
+    extension = document.get("extensionId") if isinstance(document, dict) else None
+    if not isinstance(extension, str) or not extension:
+        raise SigningRefused("the request body names no extension", reason="INVALID_BODY")
+    return f"extensions/{extension}"
 
 
 class KeyRingBodySigner:
     """A :class:`BodySigner` over a key ring held in this process (ES256 signing takes microseconds)."""
 
-    def __init__(self, ring: SupportsSignBody) -> None:
+    def __init__(self, ring: SupportsSignExtensionRequest) -> None:
         self._ring = ring
 
     async def sign(self, execution: str, attempt: int, body: bytes) -> str:
-        return self._ring.sign_body(body)
+        return self._ring.sign_extension_request(
+            body, audience=audience_of(body), execution=execution, attempt=attempt, now=datetime.now(UTC)
+        )
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
@@ -59,6 +60,13 @@ class Caller(Protocol):
     @property
     def is_admin(self) -> bool: ...
 
+    @property
+    def roles(self) -> frozenset[str]: ...
+
+
+#: The hub's own services (the execution service resolving a version to run it, agents) hold this role.
+SERVICE_ROLE = "Agent"
+
 
 def owner_of(caller: Caller) -> str:
     """The owner string recorded on an extension created by ``caller``."""
@@ -76,9 +84,26 @@ def ensure_can_modify(extension: Extension, caller: Caller) -> None:
     )
 
 
+def can_see_extension_settings(extension: Extension, caller: Caller | None) -> bool:
+    """A profile's ``extension_settings`` (extension URLs, maybe with credentials) are shown only to the
+    extension's owner, a Hub.Admin and the hub's own services (role Agent), which call the extension.
+    ``client_config`` is public."""
+    if caller is None:
+        return False
+    return caller.is_admin or extension.owner == owner_of(caller) or SERVICE_ROLE in caller.roles
+
+
+def without_extension_settings(version: ExtensionVersion) -> ExtensionVersion:
+    """``version`` as a caller who may not see extension settings reads it: every profile's settings empty."""
+    if not any(profile.extension_settings for profile in version.profiles):
+        return version
+    profiles = tuple(dataclasses.replace(profile, extension_settings={}) for profile in version.profiles)
+    return dataclasses.replace(version, profiles=profiles)
+
+
 def validate_extension_id(extension_id: str, *, field: str = "extension_id") -> str:
     """Checks a client-chosen extension id against ``^[a-z][a-z0-9-]{1,62}$``."""
-    if not EXTENSION_ID.match(extension_id):
+    if not EXTENSION_ID.fullmatch(extension_id):
         raise InvalidArgument.field(field, "must match ^[a-z][a-z0-9-]{1,62}$")
     return extension_id
 
@@ -142,7 +167,7 @@ def validate_version(version: ExtensionVersion, *, prefix: str = "version") -> N
     if len(version.services) > MAX_MAP_ENTRIES:
         violations.append(FieldViolation(f"{prefix}.services", f"at most {MAX_MAP_ENTRIES} entries"))
     for service_name, config in version.services.items():
-        if not SERVICE_NAME.match(service_name):
+        if not SERVICE_NAME.fullmatch(service_name):
             violations.append(FieldViolation(f"{prefix}.services", f"{service_name!r} must look like 'name/v1'"))
         if _json_size(config) > MAX_STRUCT_BYTES:
             violations.append(
@@ -190,7 +215,7 @@ def _profiles(prefix: str, version: ExtensionVersion) -> list[FieldViolation]:
     seen: set[str] = set()
     for index, profile in enumerate(version.profiles):
         path = f"{prefix}.profiles[{index}]"
-        if not PROFILE_NAME.match(profile.name):
+        if not PROFILE_NAME.fullmatch(profile.name):
             violations.append(FieldViolation(f"{path}.name", "must match ^[a-z][a-z0-9-]{0,62}$"))
         if profile.name in seen:
             violations.append(FieldViolation(f"{path}.name", f"duplicate profile name {profile.name!r}"))
@@ -257,7 +282,7 @@ def _objects(path: str, objects: tuple[ObjectDefinition, ...], *, inputs: bool) 
         return [FieldViolation(path, f"at most {MAX_OBJECTS} objects")]
     seen: set[str] = set()
     for index, obj in enumerate(objects):
-        if not OBJECT_NAME.match(obj.name):
+        if not OBJECT_NAME.fullmatch(obj.name):
             violations.append(FieldViolation(f"{path}[{index}].name", "must match ^[a-z][a-z0-9_.-]{0,62}$"))
         if obj.name in seen:
             violations.append(FieldViolation(f"{path}[{index}].name", f"duplicate object name {obj.name!r}"))
@@ -287,7 +312,7 @@ def _tags(path: str, tags: tuple[str, ...]) -> list[FieldViolation]:
     violations = [
         FieldViolation(f"{path}[{index}]", "1-64 characters: letters, digits, space, . + # -")
         for index, tag in enumerate(tags)
-        if not TAG.match(tag)
+        if not TAG.fullmatch(tag)
     ]
     if len(set(tags)) != len(tags):
         violations.append(FieldViolation(path, "tags must be unique"))
@@ -299,7 +324,7 @@ def _string_map(path: str, values: Mapping[str, str], *, key_pattern: re.Pattern
         return [FieldViolation(path, f"at most {MAX_MAP_ENTRIES} entries")]
     violations: list[FieldViolation] = []
     for key, value in values.items():
-        if key_pattern is not None and not key_pattern.match(key):
+        if key_pattern is not None and not key_pattern.fullmatch(key):
             violations.append(FieldViolation(f"{path}[{key!r}]", f"key must match {key_pattern.pattern}"))
         elif key_pattern is None and not 0 < len(key) <= MAX_SHORT_TEXT:
             violations.append(FieldViolation(f"{path}[{key!r}]", f"key must have 1-{MAX_SHORT_TEXT} characters"))

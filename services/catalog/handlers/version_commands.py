@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 
 from services.catalog.domain.model import ExtensionVersion, VersionState
@@ -15,6 +16,8 @@ from services.catalog.domain.rules import (
 )
 from services.catalog.domain.versions import parse_version_id
 from services.catalog.handlers.context import CatalogContext
+from services.platform.egress import is_called_url_setting
+from services.platform.errors import FieldViolation, InvalidArgument
 
 
 async def create_version(
@@ -37,7 +40,26 @@ async def create_version(
         latest=False,
     )
     validate_version(version)
+    await _check_egress(ctx, version)
     return await ctx.repository.create_version(version)
+
+
+async def _check_egress(ctx: CatalogContext, version: ExtensionVersion) -> None:
+    """Every URL the hub will call (``extension_settings`` keys ending in ``_url``) passes the egress policy."""
+    checks = [
+        ctx.egress.registration_violations(f"version.profiles[{index}].extension_settings[{key!r}]", value)
+        for index, profile in enumerate(version.profiles)
+        for key, value in profile.extension_settings.items()
+        if is_called_url_setting(key)
+    ]
+    violations: list[FieldViolation] = [v for found in await asyncio.gather(*checks) for v in found]
+    if violations:
+        raise InvalidArgument(
+            "the version names an extension URL the hub does not call",
+            reason="EGRESS_REFUSED",
+            metadata={"field": violations[0].field},
+            field_violations=violations,
+        )
 
 
 async def deprecate_version(

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from services.catalog.domain.model import ExtensionVersion, VersionState
+from services.catalog.domain.rules import Caller, can_see_extension_settings, without_extension_settings
 from services.catalog.domain.versions import LATEST_ALIAS, parse_version_id
 from services.catalog.handlers.context import CatalogContext
 from services.catalog.handlers.schemas import VERSION_FILTER
@@ -22,9 +23,12 @@ class VersionPage:
     next_page_token: str
 
 
-async def get_version(ctx: CatalogContext, extension_id: str, version_id: str) -> ExtensionVersion:
-    """One version; ``latest`` resolves to the highest ACTIVE non-prerelease version."""
-    await ctx.repository.get_extension(extension_id)
+async def get_version(
+    ctx: CatalogContext, caller: Caller | None, extension_id: str, version_id: str
+) -> ExtensionVersion:
+    """One version; ``latest`` resolves to the highest ACTIVE non-prerelease version. Its profiles'
+    extension settings are shown only to the owner, a Hub.Admin and the hub's services."""
+    extension = await ctx.repository.get_extension(extension_id)
     if version_id == LATEST_ALIAS:
         latest = await ctx.repository.latest_version_id(extension_id)
         if latest is None:
@@ -37,15 +41,24 @@ async def get_version(ctx: CatalogContext, extension_id: str, version_id: str) -
         version_id = latest
     else:
         parse_version_id(version_id, field="name")
-    return await ctx.repository.get_version(extension_id, version_id)
+    version = await ctx.repository.get_version(extension_id, version_id)
+    return version if can_see_extension_settings(extension, caller) else without_extension_settings(version)
 
 
 async def list_versions(
-    ctx: CatalogContext, extension_id: str, *, filter_text: str, show_deleted: bool, page_size: int, page_token: str
+    ctx: CatalogContext,
+    caller: Caller | None,
+    extension_id: str,
+    *,
+    filter_text: str,
+    show_deleted: bool,
+    page_size: int,
+    page_token: str,
 ) -> VersionPage:
-    """An extension's versions, newest first by semantic-version precedence."""
+    """An extension's versions, newest first by semantic-version precedence (extension settings as in
+    :func:`get_version`)."""
     limit = resolve_page_size(page_size)
-    await ctx.repository.get_extension(extension_id)
+    extension = await ctx.repository.get_extension(extension_id)
     where: Predicate | None = parse_filter(filter_text, VERSION_FILTER)
     if not show_deleted:
         not_deleted = Compare(("state",), Op.NE, VersionState.DELETED.value)
@@ -56,4 +69,7 @@ async def list_versions(
     next_token = (
         ctx.page_tokens.encode({"continuation": page.continuation}, query=query_args) if page.continuation else ""
     )
-    return VersionPage(page.items, next_token)
+    versions = page.items
+    if not can_see_extension_settings(extension, caller):
+        versions = [without_extension_settings(version) for version in versions]
+    return VersionPage(versions, next_token)

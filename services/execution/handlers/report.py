@@ -232,7 +232,14 @@ async def sign_extension_request(
         raise InvalidArgument.field("body", "executionId does not name this execution")
     if document.get("attempt") != attempt:
         raise InvalidArgument.field("body", "attempt does not match")
-    return ctx.signing.sign_body(body), ctx.signing.current_kid
+    signature = ctx.signing.sign_extension_request(
+        body,
+        audience=str(stored.get("extension")),
+        execution=stored.name,
+        attempt=attempt,
+        now=from_storage(ctx.clock()),
+    )
+    return signature, ctx.signing.current_kid
 
 
 @dataclass(frozen=True)

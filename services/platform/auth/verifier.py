@@ -19,6 +19,7 @@ import jwt
 
 from services.platform.auth.principal import Principal
 from services.platform.errors import Unauthenticated, Unavailable
+from services.platform.limits import MAX_TOKEN_BYTES
 
 if TYPE_CHECKING:
     from services.platform.settings import AuthSettings
@@ -29,7 +30,6 @@ _log = logging.getLogger(__name__)
 
 KEY_REFETCH_INTERVAL_SECONDS = 30.0
 """An unknown ``kid`` makes the verifier refetch the JWKS at most this often."""
-MAX_TOKEN_BYTES = 16 * 1024
 VERIFIED_CACHE_SECONDS = 60.0
 VERIFIED_CACHE_SIZE = 10_000
 _FILE_CHECK_INTERVAL_SECONDS = 1.0

@@ -28,6 +28,7 @@ from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
+from services.agent.adapters.signing import audience_of
 from services.agent.app import AgentApp, start_agent
 from services.echo import EchoConfig, FileJwksSource, create_echo_app
 from services.execution.signing import SigningKeyRing
@@ -80,7 +81,8 @@ def data_dir(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def settings(data_dir: Path) -> Settings:
-    return Settings.local_defaults(data_dir, agent_port=0, log_format="console")
+    # the test extensions (echo, capture servers) listen on loopback: this deployment allow-lists it
+    return Settings.local_defaults(data_dir, agent_port=0, log_format="console", egress={"allow": ["127.0.0.0/8"]})
 
 
 @pytest.fixture
@@ -169,7 +171,14 @@ async def _sign(
     if state.refuse:
         raise FailedPrecondition("attempt 1 is not the current attempt 2", reason="STALE_ATTEMPT")
     return agent_task_service_pb2.SignExtensionRequestResponse(
-        signature=state.ring.sign_body(request.body), key_id=state.ring.current_kid
+        signature=state.ring.sign_extension_request(
+            request.body,
+            audience=audience_of(request.body),
+            execution=request.name,
+            attempt=request.attempt,
+            now=datetime.now(UTC),
+        ),
+        key_id=state.ring.current_kid,
     )
 
 

@@ -28,7 +28,6 @@ async def gateway(hub: HubProcess, tmp_path: Path) -> AsyncIterator[RunningEnvoy
         "local",
         data_dir=hub.data_dir,
         listen_port=0,
-        admin_port=0,
         catalog_address=hub.catalog,
         execution_address=hub.execution,
         objects_address=hub.objects,

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import time
+import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -36,11 +38,32 @@ class SigningKey:
         jwk = json.loads(ECAlgorithm.to_jwk(self.private.public_key()))
         return {**jwk, "kid": self.kid, "use": "sig", "alg": self.alg}
 
-    def sign(self, body: bytes, *, headers: dict[str, Any] | None = None) -> str:
-        """A detached JWS (RFC 7515 Appendix F): ``<header>..<signature>``."""
-        token = PyJWS().encode(body, self.private, algorithm=self.alg, headers={"kid": self.kid, **(headers or {})})
+    def sign(self, body: bytes, *, headers: dict[str, Any] | None = None, claims: dict[str, Any] | None = None) -> str:
+        """A detached JWS (RFC 7515 Appendix F): ``<header>..<signature>``, with the claims the hub puts in the
+        protected header for ``body`` (:func:`request_claims`) unless ``claims`` are given."""
+        protected = {"kid": self.kid, **(request_claims(body) if claims is None else claims), **(headers or {})}
+        token = PyJWS().encode(body, self.private, algorithm=self.alg, headers=protected)
         header, _, signature = token.split(".")
         return f"{header}..{signature}"
+
+
+def request_claims(body: bytes, *, ttl: int = 300, issued: float | None = None) -> dict[str, Any]:
+    """What the hub binds into an extension request's signature (``SigningKeyRing.sign_extension_request``)."""
+    try:
+        document = json.loads(body)
+    except ValueError:
+        document = {}
+    document = document if isinstance(document, dict) else {}
+    now = int(time.time() if issued is None else issued)
+    return {
+        "aud": f"extensions/{document.get('extensionId', 'echo')}",
+        "iss": "test-hub",
+        "iat": now,
+        "exp": now + ttl,
+        "jti": uuid.uuid4().hex,
+        "execution": f"executions/{document.get('executionId', '')}",
+        "attempt": document.get("attempt", 1),
+    }
 
 
 def new_key(kid: str) -> SigningKey:

@@ -21,7 +21,7 @@ from jwt.api_jws import PyJWS
 from services.echo import EchoConfig, SignatureVerifier, StaticJwksSource, create_echo_app
 from services.echo.app import STATE_KEY
 from services.objects.port import ObjectRef
-from tests.component.echo.conftest import Echo, Objects, new_key, rfc3339
+from tests.component.echo.conftest import Echo, Objects, new_key, request_claims, rfc3339
 
 TTL = timedelta(minutes=5)
 
@@ -130,7 +130,11 @@ async def test_attached_payload_is_not_accepted(echo: Echo) -> None:
 async def test_unencoded_detached_payload_rfc7797_is_accepted(echo: Echo) -> None:
     raw = json.dumps(echo.body()).encode()
     token = PyJWS().encode(
-        raw, echo.key.private, algorithm="ES256", headers={"kid": echo.key.kid}, is_payload_detached=True
+        raw,
+        echo.key.private,
+        algorithm="ES256",
+        headers={"kid": echo.key.kid, **request_claims(raw)},
+        is_payload_detached=True,
     )
     assert token.split(".")[1] == ""
     assert (await echo.post("/execute", raw, signature=token))[0] == 200
@@ -144,8 +148,10 @@ async def test_rs256_keys_work() -> None:
     server = TestServer(app, host="127.0.0.1", port=0)
     await server.start_server()
     try:
-        raw = json.dumps({"executionId": "e1", "attempt": 1, "requestParameters": {"x": 1}}).encode()
-        token = PyJWS().encode(raw, private, algorithm="RS256", headers={"kid": "rsa-1"})
+        raw = json.dumps(
+            {"executionId": "e1", "extensionId": "echo", "attempt": 1, "requestParameters": {"x": 1}}
+        ).encode()
+        token = PyJWS().encode(raw, private, algorithm="RS256", headers={"kid": "rsa-1", **request_claims(raw)})
         header, _, sig = token.split(".")
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             async with session.post(
@@ -154,7 +160,7 @@ async def test_rs256_keys_work() -> None:
                 assert response.status == 200
             # an ES256 header naming the RSA key is refused (alg and key type must agree)
             es = ec.generate_private_key(ec.SECP256R1())
-            token = PyJWS().encode(raw, es, algorithm="ES256", headers={"kid": "rsa-1"})
+            token = PyJWS().encode(raw, es, algorithm="ES256", headers={"kid": "rsa-1", **request_claims(raw)})
             header, _, sig = token.split(".")
             async with session.post(
                 server.make_url("/execute"), data=raw, headers={"Exthub-Signature": f"{header}..{sig}"}
@@ -435,6 +441,7 @@ async def test_shutdown_cancels_background_work() -> None:
         raw = json.dumps(
             {
                 "executionId": "e1",
+                "extensionId": "echo",
                 "attempt": 1,
                 "requestParameters": {"longRunning": True},
                 "statusUrl": str(hub.make_url("/report")),

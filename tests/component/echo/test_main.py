@@ -35,7 +35,9 @@ async def test_entry_point_prints_url_and_verifies(tmp_path: Path) -> None:
         assert process.stdout is not None
         url = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
         assert url.startswith("http://127.0.0.1:")
-        raw = json.dumps({"executionId": "e1", "attempt": 1, "requestParameters": {"x": 1}}).encode()
+        raw = json.dumps(
+            {"executionId": "e1", "extensionId": "echo", "attempt": 1, "requestParameters": {"x": 1}}
+        ).encode()
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
             async with session.get(f"{url}/healthz") as response:
                 assert response.status == 200

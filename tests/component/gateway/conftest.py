@@ -126,7 +126,6 @@ def gateway_config(data_dir: Path, hub: Hub, gateway_port: int) -> dict[str, Any
         "local",
         data_dir=data_dir,
         listen_port=gateway_port,
-        admin_port=0,
         catalog_address=hub.catalog.address,
         execution_address=hub.execution.address,
         objects_address=URL(hub.execution.http_url).raw_authority,

@@ -22,7 +22,7 @@ def version_body(**fields: object) -> dict[str, object]:
         "name": "default",
         "executionModel": "http-json/sync/v1",
         "supportedPriorities": ["NORMAL"],
-        "extensionSettings": {"execution_url": "http://127.0.0.1:9/execute"},
+        "extensionSettings": {"execution_url": "https://extensions.example.com/image-resize"},
     }
     return {"releaseNotes": "first", "profiles": [profile], **fields}
 

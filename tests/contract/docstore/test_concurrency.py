@@ -134,8 +134,9 @@ async def test_cancelled_writes_leave_the_store_usable(collection: DocumentColle
             await task
         current = await collection.read("p", "hot")
         assert current is not None
-        if current.etag != doc.etag:  # the replace landed whole: new body and new etag together
-            assert current.body == {"n": i}
+        if current.etag != doc.etag:  # a replace landed whole: new body and new etag together
+            # a remote store may apply a cancelled request after the cancel returned: any replace issued so far
+            assert current.body in [{"n": j} for j in range(0, i + 1, 2)]
             doc = current
         assert current == doc
         created = await collection.read("p", f"a{i}")

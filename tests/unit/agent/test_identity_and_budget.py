@@ -21,6 +21,7 @@ from services.agent.adapters.http_json import CALLER_MARGIN_SECONDS, HttpJsonAda
 from services.agent.execution_client import dev_agent_tokens
 from services.agent.extension_services import default_extension_services
 from services.agent.identity import AGENT_ID_FILE, agent_id
+from services.platform.egress import EgressPolicy
 from services.platform.settings import Settings
 
 NOW = datetime(2026, 1, 1, tzinfo=UTC)
@@ -88,7 +89,9 @@ async def test_call_budget(
 
 async def test_signer_and_unsigned_are_exclusive() -> None:
     class _Ring:
-        def sign_body(self, body: bytes) -> str:
+        def sign_extension_request(
+            self, body: bytes, *, audience: str, execution: str, attempt: int, now: datetime
+        ) -> str:
             return "x..y"
 
     async with aiohttp.ClientSession() as session:
@@ -103,7 +106,9 @@ async def test_without_signer_nothing_unsigned_is_sent() -> None:
     task.execution_model = "http-json/sync/v1"
     task.extension_settings["execution_url"] = "http://127.0.0.1:9/execute"
     async with aiohttp.ClientSession() as session:
-        adapter = HttpJsonAdapter(session, services=default_extension_services(), clock=lambda: NOW)
+        adapter = HttpJsonAdapter(
+            session, services=default_extension_services(), clock=lambda: NOW, egress=EgressPolicy(["127.0.0.1:9"])
+        )
         response = await adapter.execute(task)
     assert response.outcome == agent_pb.ExecuteResponse.FAILED
     info = error_info(response.error)
@@ -128,7 +133,13 @@ async def test_a_slow_signer_is_a_retryable_signing_failure() -> None:
     task = _task(deadline_in=60, call_timeout=0.05)
     task.extension_settings["execution_url"] = "http://127.0.0.1:9/execute"
     async with aiohttp.ClientSession() as session:
-        adapter = HttpJsonAdapter(session, services=default_extension_services(), signer=_Stuck(), clock=lambda: NOW)
+        adapter = HttpJsonAdapter(
+            session,
+            services=default_extension_services(),
+            signer=_Stuck(),
+            clock=lambda: NOW,
+            egress=EgressPolicy(["127.0.0.1:9"]),
+        )
         response = await adapter.execute(task)
     assert response.outcome == agent_pb.ExecuteResponse.RETRYABLE_FAILURE
     info = error_info(response.error)

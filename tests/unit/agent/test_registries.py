@@ -103,6 +103,8 @@ def test_service_names_are_validated() -> None:
 
 async def test_key_ring_signer_signs_the_exact_bytes(tmp_path: Path) -> None:
     ring = SigningKeyRing.load_or_create(tmp_path, hub_id="hub")
-    body = b'{"a":1}'
+    body = b'{"extensionId":"echo","a":1}'
     signature = await KeyRingBodySigner(ring).sign("executions/e", 1, body)
-    assert verify_body_signature(signature, body, ring.jwks())["kid"] == ring.current_kid
+    header = verify_body_signature(signature, body, ring.jwks())
+    assert header["kid"] == ring.current_kid
+    assert (header["aud"], header["execution"], header["attempt"]) == ("extensions/echo", "executions/e", 1)

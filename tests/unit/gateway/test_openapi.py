@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 import yaml
 from openapi_spec_validator import validate
@@ -31,3 +33,37 @@ def test_every_routed_method_is_documented_and_nothing_internal() -> None:
     for method in methods:
         documented = any(method.method in operation_id for operation_id in operation_ids)
         assert documented == method.has_http_rule, method.path
+
+
+def _matching_templates(document: dict[str, Any], path: str) -> list[str]:
+    """The path templates a validator would match ``path`` against, honouring the parameters' patterns."""
+    found = []
+    for template, item in document["paths"].items():
+        patterns = {
+            parameter["name"]: parameter["schema"].get("pattern", ".*")
+            for operation in item.values()
+            if isinstance(operation, dict)
+            for parameter in operation.get("parameters", [])
+            if parameter["in"] == "path"
+        }
+        regex = re.escape(template)
+        for name in patterns:
+            regex = regex.replace(re.escape(f"{{{name}}}"), f"(?P<{name}>[^/]+)")
+        match = re.fullmatch(regex, path)
+        if match and all(re.search(patterns[name], value) for name, value in match.groupdict().items()):
+            found.append(template)
+    return found
+
+
+def test_path_parameters_tell_a_resource_from_its_custom_methods() -> None:
+    """``/v1/executions/{execution}`` must not also match ``/v1/executions/x:watch`` (nor ``:cancel`` …)."""
+    document = yaml.safe_load(OPENAPI.read_text(encoding="utf-8"))
+    for template, item in document["paths"].items():
+        for operation in item.values():
+            for parameter in operation.get("parameters", []) if isinstance(operation, dict) else []:
+                if parameter["in"] == "path":
+                    assert parameter["schema"].get("pattern"), f"{template}: {parameter['name']} has no pattern"
+        concrete = re.sub(r"\{[^}]+\}", "0b8d5f7e-3c1a-4d2b-9e6f-1a2b3c4d5e6f", template)
+        assert _matching_templates(document, concrete) == [template], concrete
+    watch = "/v1/executions/0b8d5f7e-3c1a-4d2b-9e6f-1a2b3c4d5e6f:watch"
+    assert _matching_templates(document, watch) == ["/v1/executions/{execution}:watch"]

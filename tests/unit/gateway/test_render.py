@@ -23,6 +23,7 @@ from gateway.render import (
     render_config,
     write_config,
 )
+from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_METADATA_BYTES
 
 TENANT = "11111111-2222-3333-4444-555555555555"
 CLIENT = "aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee"
@@ -278,7 +279,31 @@ def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_di
         403: "ROLE_REQUIRED",
         404: "ROUTE_NOT_FOUND",
         413: "REQUEST_TOO_LARGE",
+        431: "HEADERS_TOO_LARGE",
         503: "BACKEND_UNAVAILABLE",
         504: "UPSTREAM_TIMEOUT",
     }
     assert mappers[-1]["body_format_override"]["json_format"]["details"][0]["reason"] == "GATEWAY_ERROR"
+
+
+@pytest.mark.parametrize("target", ["local", "azure"])
+def test_admin_is_a_private_unix_socket_and_headers_are_bounded(target: str, data_dir: Path) -> None:
+    params: dict[str, Any] = (
+        {"data_dir": data_dir}
+        if target == "local"
+        else {"tenant_id": "t", "client_id": "c", "app_id_uri": "api://exthub"}
+    )
+    config = render_config(target, **params)  # type: ignore[arg-type]
+    address = config["admin"]["address"]
+    assert set(address) == {"pipe"} and address["pipe"]["mode"] == 0o600, "no TCP admin"
+    assert hcm(config)["max_request_headers_kb"] == GATEWAY_MAX_REQUEST_HEADERS_KIB
+    assert GATEWAY_MAX_REQUEST_HEADERS_KIB * 1024 <= MAX_METADATA_BYTES // 2, "room for what Envoy adds"
+    routes = hcm(config)["route_config"]["virtual_hosts"][0]["routes"]
+    forwarded = [r for r in routes if "route" in r and r["route"]["cluster"] in ("catalog", "execution")]
+    services = [r for r in forwarded if r["name"] in ("catalog", "execution") or r["name"].startswith("stream-")]
+    assert services and all(r["request_headers_to_remove"] == ["x-envoy-original-path"] for r in services)
+
+
+def test_the_lua_filter_normalises_the_bearer_scheme() -> None:
+    assert 'scheme:lower() == "bearer"' in GRPC_METADATA_LUA
+    assert GRPC_METADATA_LUA in NDJSON_STREAM_LUA, "the watch route's Lua does it too"
