@@ -1,7 +1,10 @@
 """Asynchronous execution benchmark: Exthub with 1 and 2 agents against Celery + Redis, in the same run.
 
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
---poll-seconds P --warmup W``).
+--poll-seconds P --warmup W``). With ``--tracing`` it measures the cost of tracing instead: Exthub with 1 agent
+on two fresh hubs in the same run, one with trace export off (no ``OTEL_*`` variable: nothing is installed)
+and one exporting every span over OTLP/HTTP to a local receiver process (``python -m tools.otlp_receiver
+--count-only``, every service, echo included, with the default batch processor), and prints on ÷ off.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
@@ -90,6 +93,9 @@ _ECHO_URL = re.compile(r"^(http://\S+)")
 _REDIS_READY = re.compile(r"Ready to accept connections")
 _AGENT_READY = re.compile(r"consuming the work queue")
 _CELERY_READY = re.compile(re.escape(celery_echo.READY_LINE))
+_RECEIVER_URL = re.compile(r"OTLP/HTTP receiver on (\S+)")
+_RECEIVED = re.compile(r"received (\d+) spans in (\d+) traces")
+RECEIVER = "otlp-receiver"
 
 
 # ---- measurements --------------------------------------------------------------------------------------------
@@ -276,9 +282,9 @@ class Child:
             return ""
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(child: Child, stream: asyncio.StreamReader) -> None:
+    while raw := await stream.readline():
+        child.lines.append(raw.decode("utf-8", errors="replace").rstrip())
 
 
 async def spawn(
@@ -309,7 +315,7 @@ async def spawn(
     except BaseException:
         await stop(child)
         raise
-    child.drain = asyncio.create_task(_drain(process.stdout))
+    child.drain = asyncio.create_task(_drain(child, process.stdout))
     return child
 
 
@@ -353,8 +359,8 @@ def _match(child: Child, pattern: re.Pattern[str]) -> str:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``EXTHUB_*`` variable, plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
+    """This process's environment without any ``EXTHUB_*`` or ``OTEL_*`` variable, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EXTHUB_", "OTEL_"))}
     env.update(extra)
     return env
 
@@ -397,6 +403,10 @@ class Stack:
     redis_url: str = ""
     hub_jwks_url: str = ""
     key_dir: Path = Path()
+    #: ``OTEL_*`` variables of the hub's processes and echo (empty: tracing off)
+    telemetry_env: dict[str, str] = field(default_factory=dict)
+    #: echo's port, chosen before the hub starts: the hub's egress policy must allow it (a loopback address)
+    echo_port: int = field(default_factory=free_port)
 
     async def start(self, child: Awaitable[Child]) -> Child:
         """Awaits ``child`` and remembers it for the final stop."""
@@ -411,14 +421,18 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_server: str, poll_seconds: float) -> AsyncIterator[Stack]:
-    """Redis, catalog, execution service and echo (trusting the hub's keys and the benchmark's key)."""
+async def running_stack(redis_server: str | None, poll_seconds: float, *, traced: bool = False) -> AsyncIterator[Stack]:
+    """Redis (unless None), catalog, execution service and echo (trusting the hub's keys and the benchmark's
+    key); ``traced``: first an OTLP/HTTP receiver process, and every part exports its spans to it."""
     with tempfile.TemporaryDirectory(prefix="exthub-async-bench-") as tmp:
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
         stack.log_dir.mkdir()
         try:
-            await _start_redis(stack, redis_server)
+            if redis_server is not None:
+                await _start_redis(stack, redis_server)
+            if traced:
+                await _start_receiver(stack)
             await _start_hub(stack, poll_seconds)
             await _start_echo(stack)
             yield stack
@@ -452,8 +466,15 @@ async def _start_redis(stack: Stack, redis_server: str) -> None:
     stack.redis_url = f"redis://127.0.0.1:{port}/0"
 
 
+async def _start_receiver(stack: Stack) -> None:
+    argv = [sys.executable, "-m", "tools.otlp_receiver", "--port", "0", "--count-only"]
+    receiver = await stack.start(spawn(RECEIVER, argv, env=_clean_env(), ready=_RECEIVER_URL, log_dir=stack.log_dir))
+    stack.telemetry_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": _match(receiver, _RECEIVER_URL)}
+
+
 def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
     return _clean_env(
+        **stack.telemetry_env,
         EXTHUB_DATA_DIR=str(stack.data_dir),
         EXTHUB_BACKEND="local",
         EXTHUB_HOST="127.0.0.1",
@@ -463,6 +484,7 @@ def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
         EXTHUB_AGENT_PORT="0",
         EXTHUB_OBJECTS_PORT="0",
         EXTHUB_QUEUE_POLL_SECONDS=str(poll_seconds),
+        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         **extra,
     )
 
@@ -514,8 +536,8 @@ async def _start_echo(stack: Stack) -> None:
     echo = await stack.start(
         spawn(
             "echo",
-            [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-file", str(jwks_file)],
-            env=_clean_env(),
+            [sys.executable, "-m", "services.echo", "--port", str(stack.echo_port), "--jwks-file", str(jwks_file)],
+            env=_clean_env(**stack.telemetry_env),
             ready=_ECHO_URL,
             log_dir=stack.log_dir,
         )
@@ -720,6 +742,53 @@ async def run(
     )
 
 
+async def run_tracing(*, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int) -> None:
+    """Exthub with 1 agent, trace export off and on, each on a fresh hub; prints on ÷ off."""
+    options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+    rows: list[Row] = []
+    received = "-"
+    for traced in (False, True):
+        async with running_stack(None, poll_seconds, traced=traced) as stack:
+            issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
+            await register(stack, issuer)
+            token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
+            await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
+            name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
+            rows.append(await measure_exthub(stack, name, token=token, **options))
+            if set(rows[-1].outcomes) - {"SUCCEEDED"}:
+                for child in stack.children:
+                    console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+            if traced:
+                receiver = next(child for child in stack.children if child.name == RECEIVER)
+                for child in [c for c in reversed(stack.children) if c is not receiver]:
+                    await stack.stop_child(child)  # each part exports what it still holds as it stops
+                await stack.stop_child(receiver)
+                counts = [m for line in receiver.lines if (m := _RECEIVED.search(line))]
+                received = f"{counts[-1].group(1)} spans in {counts[-1].group(2)} traces" if counts else "nothing"
+    off, on = rows
+    report(
+        [on],
+        off,
+        notes=(
+            f"Tracing overhead: {executions} measured executions per row after {warmup} warm-up ones, "
+            f"{concurrency} in flight, 1 agent with {slots} slots, each row on a fresh hub. The exporting hub's "
+            f"receiver got {received} (warm-up included). Ratios: on ÷ off (exec/s below 1 = slower; latency "
+            "above 1 = slower). The receiver process's CPU is in its own column."
+        ),
+    )
+    console.print(
+        f"tracing overhead (on ÷ off): exec/s {_ratio(on.executions_per_second, off.executions_per_second)}, "
+        f"e2e median {_ratio(median(on.end_to_end()), median(off.end_to_end()))}, "
+        f"e2e p99 {_ratio(p99(on.end_to_end()), p99(off.end_to_end()))}, "
+        f"CPU per execution (hub, echo and agent; receiver and client excluded) "
+        f"{_ratio(_hub_cpu(on), _hub_cpu(off))}"
+    )
+
+
+def _hub_cpu(row: Row) -> float:
+    return sum(ms for group, ms in row.cpu_ms.items() if group not in (CLIENT, RECEIVER))
+
+
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.async_execution")
@@ -728,12 +797,27 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16, help="agent slots = Celery worker threads")
     parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
+    parser.add_argument(
+        "--tracing", action="store_true", help="measure trace export on vs off (1 agent) instead of the Celery rows"
+    )
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
             parser.error(f"--{option} must be 1 or more")
     if args.warmup < 0 or args.poll_seconds <= 0:
         parser.error("--warmup must be 0 or more and --poll-seconds positive")
+    if args.tracing:
+        console.print(f"tracing overhead: {args.executions} asynchronous executions per row, export off then on")
+        asyncio.run(
+            run_tracing(
+                executions=args.executions,
+                concurrency=args.concurrency,
+                slots=args.slots,
+                poll_seconds=args.poll_seconds,
+                warmup=args.warmup,
+            )
+        )
+        return
     redis_server = redis_server_binary()
     console.print(
         f"running {args.executions} asynchronous executions per row, {args.concurrency} in flight, {args.slots} slots"

@@ -613,15 +613,26 @@ def _access_log(enabled: bool) -> list[dict[str, Any]]:
                     "json_format": {
                         "time": "%START_TIME%",
                         "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-                        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-                        "grpc_path": "%REQ(:PATH)%",
+                        # without the query: a signed object URL carries its signature there
+                        "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                        "grpc_path": "%REQ_WITHOUT_QUERY(:PATH)%",
+                        "trace_id": "%TRACE_ID%",
                         "status": "%RESPONSE_CODE%",
                         "grpc_status": "%GRPC_STATUS%",
                         "details": "%RESPONSE_CODE_DETAILS%",
                         "duration_ms": "%DURATION%",
                         "upstream": "%UPSTREAM_CLUSTER%",
                         "request_id": "%REQ(X-REQUEST-ID)%",
-                    }
+                    },
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/"
+                                "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                            },
+                        }
+                    ],
                 },
             },
         }

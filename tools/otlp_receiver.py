@@ -21,6 +21,8 @@ import contextlib
 import gzip
 import signal
 import sys
+import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +32,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2
 from opentelemetry.proto.common.v1 import common_pb2
 
-__all__ = ["TRACES_PATH", "OtlpReceiver", "Span", "format_tree"]
+__all__ = ["TRACES_PATH", "BackgroundReceiver", "OtlpReceiver", "Span", "format_tree"]
 
 TRACES_PATH = "/v1/traces"
 MAX_BODY_BYTES = 16 * 1024 * 1024
@@ -104,7 +106,7 @@ class OtlpReceiver:
 
     def __init__(self, *, on_spans: Callable[[list[Span]], None] | None = None) -> None:
         self.spans: list[Span] = []
-        self.bodies: list[bytes] = []
+        self.keep = True  #: keep the decoded spans in :attr:`spans` (off for a long-running receiver)
         self._on_spans = on_spans
         self._changed = asyncio.Condition()
         self._runner: web.AppRunner | None = None
@@ -147,10 +149,10 @@ class OtlpReceiver:
             spans = decode(body)
         except DecodeError:
             return web.Response(status=400, text="not an ExportTraceServiceRequest")
-        async with self._changed:
-            self.bodies.append(body)
-            self.spans.extend(spans)
-            self._changed.notify_all()
+        if self.keep:
+            async with self._changed:
+                self.spans.extend(spans)
+                self._changed.notify_all()
         if self._on_spans is not None:
             self._on_spans(spans)
         response = trace_service_pb2.ExportTraceServiceResponse()
@@ -166,6 +168,66 @@ class OtlpReceiver:
     def trace(self, trace_id: str) -> list[Span]:
         """The spans of one trace received so far."""
         return [span for span in self.spans if span.trace_id == trace_id]
+
+
+class BackgroundReceiver:
+    """An :class:`OtlpReceiver` on a thread of its own (for synchronous callers and other event loops).
+
+    ``with BackgroundReceiver() as receiver:`` → ``receiver.endpoint``; ``receiver.wait_for(predicate,
+    within=…)`` blocks until the spans received so far satisfy ``predicate`` (TimeoutError after ``within``).
+    """
+
+    def __init__(self) -> None:
+        self._spans: list[Span] = []
+        self._changed = threading.Condition()
+        self._loop = asyncio.new_event_loop()
+        self._receiver = OtlpReceiver(on_spans=self._received)
+        self._receiver.keep = False  # kept here, under the thread lock
+        self._thread = threading.Thread(target=self._loop.run_forever, name="otlp-receiver", daemon=True)
+        self.endpoint = ""
+
+    def _received(self, spans: list[Span]) -> None:
+        with self._changed:
+            self._spans.extend(spans)
+            self._changed.notify_all()
+
+    def start(self) -> BackgroundReceiver:
+        """Start the thread and the receiver (bounded)."""
+        self._thread.start()
+        asyncio.run_coroutine_threadsafe(self._receiver.start(), self._loop).result(timeout=10)
+        self.endpoint = self._receiver.endpoint
+        return self
+
+    def stop(self) -> None:
+        """Stop the receiver and its thread (bounded)."""
+        if self._thread.is_alive():
+            asyncio.run_coroutine_threadsafe(self._receiver.stop(), self._loop).result(timeout=10)
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=10)
+        self._loop.close()
+
+    def __enter__(self) -> BackgroundReceiver:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+    @property
+    def spans(self) -> list[Span]:
+        """Every span received so far."""
+        with self._changed:
+            return list(self._spans)
+
+    def wait_for(self, predicate: Callable[[list[Span]], bool], *, within: float) -> list[Span]:
+        """Block until ``predicate(spans so far)`` holds (TimeoutError after ``within`` seconds); the spans."""
+        deadline = time.monotonic() + within
+        with self._changed:
+            while not predicate(list(self._spans)):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise TimeoutError(f"the spans received ({len(self._spans)}) did not satisfy the condition")
+                self._changed.wait(remaining)
+            return list(self._spans)
 
 
 def format_tree(spans: Iterable[Span]) -> str:
@@ -192,9 +254,11 @@ def format_tree(spans: Iterable[Span]) -> str:
     return "\n".join(lines)
 
 
-async def _serve(port: int, quiet_seconds: float) -> None:
+async def _serve(port: int, quiet_seconds: float, *, count_only: bool) -> None:
     pending: dict[str, list[Span]] = {}
     timers: dict[str, asyncio.TimerHandle] = {}
+    traces: set[str] = set()
+    total = 0
     loop = asyncio.get_running_loop()
 
     def flush(trace_id: str) -> None:
@@ -203,13 +267,19 @@ async def _serve(port: int, quiet_seconds: float) -> None:
         print(f"trace {trace_id} ({len(spans)} spans)\n{format_tree(spans)}\n", flush=True)
 
     def received(spans: list[Span]) -> None:
+        nonlocal total
+        total += len(spans)
         for span in spans:
+            traces.add(span.trace_id)
+            if count_only:
+                continue
             pending.setdefault(span.trace_id, []).append(span)
             if (timer := timers.get(span.trace_id)) is not None:
                 timer.cancel()
             timers[span.trace_id] = loop.call_later(quiet_seconds, flush, span.trace_id)
 
     receiver = OtlpReceiver(on_spans=received)
+    receiver.keep = False
     await receiver.start(port)
     print(f"OTLP/HTTP receiver on {receiver.endpoint} (POST {TRACES_PATH}); Ctrl-C stops it", flush=True)
     stop = asyncio.Event()
@@ -221,6 +291,7 @@ async def _serve(port: int, quiet_seconds: float) -> None:
         for trace_id in list(pending):
             flush(trace_id)
         await receiver.stop()
+        print(f"received {total} spans in {len(traces)} traces", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -228,9 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tools.otlp_receiver", description=__doc__.splitlines()[0])
     parser.add_argument("--port", type=int, default=4318, help="port on 127.0.0.1 (default 4318; 0: any)")
     parser.add_argument("--quiet-seconds", type=float, default=1.0, help="print a trace after this much silence")
+    parser.add_argument("--count-only", action="store_true", help="print no trace, only the totals when stopped")
     args = parser.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_serve(args.port, args.quiet_seconds))
+        asyncio.run(_serve(args.port, args.quiet_seconds, count_only=args.count_only))
     return 0
 
 

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 EXTHUB = [sys.executable, "-m", "exthub.cli"]
@@ -38,9 +39,11 @@ def alive(pid: int) -> bool:
 
 class RunningHub:
     """A running ``exthub up --port PORT`` (0: chosen by the OS) and the gateway URL it printed; its progress
-    output goes to a file (``log``)."""
+    output goes to a file (``log``). ``env`` adds variables to this process's environment (e.g. ``OTEL_*``)."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, log: Path | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, *, port: int = 0, log: Path | None = None, env: Mapping[str, str] | None = None
+    ) -> None:
         self.log = log or data_dir.parent / f"{data_dir.name}-exthub-up.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as err:
@@ -49,6 +52,7 @@ class RunningHub:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
+                env={**os.environ, **(env or {})},
             )
         self.url = self._read_url()
         self.address = self.url.removeprefix("http://")

@@ -90,3 +90,18 @@ def test_cli_option(tmp_path: Path, data_dir: Path) -> None:
     argv = ["--target", "local", "--data-dir", str(data_dir), "-o", str(out)]
     assert main([*argv, "--otlp-traces-endpoint", "http://127.0.0.1:4318/v1/traces"]) == 0
     assert OTEL_TRACER in out.read_text()
+
+
+def test_access_log_has_no_query_string_and_the_trace_id(tmp_path: Path, data_dir: Path) -> None:
+    """A signed object URL carries its signature in the query: the access log records the path only."""
+    config = render_config("local", data_dir=data_dir)
+    (logger,) = hcm(config)["access_log"]
+    log_format = logger["typed_config"]["log_format"]
+    fields = log_format["json_format"]
+    assert fields["path"] == "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%"
+    assert fields["grpc_path"] == "%REQ_WITHOUT_QUERY(:PATH)%"
+    assert fields["trace_id"] == "%TRACE_ID%"
+    with_query = ("%REQ(:PATH)%", "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%", "%REQ(PATH)%")
+    assert not [value for value in fields.values() if value in with_query]
+    assert log_format["formatters"][0]["name"] == "envoy.formatter.req_without_query"
+    assert "OK" in validate_config(write_config(tmp_path / "logged.yaml", "local", data_dir=data_dir))
