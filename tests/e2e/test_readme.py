@@ -8,6 +8,7 @@ the test hub listens on an OS-chosen port instead of 8080.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -114,3 +115,15 @@ def test_benchmark_commands_start() -> None:
             [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (module, result.stderr[-1000:])
+
+
+def test_observability_commands(workdir: tuple[Path, RunningHub]) -> None:
+    """The metrics commands run against the hub (the trace walkthrough starts a hub of its own: ``console``)."""
+    (block,) = readme_blocks("Observability", "sh")
+    output = run(workdir, block)
+    work, _ = workdir
+    endpoints = json.loads((work / ".exthub-data" / "endpoints.json").read_text())
+    assert endpoints["parts"]["execution"]["metrics"] in output
+    assert 'exthub_build_info{service="execution"' in output and 'exthub_queue_messages{priority="LOW"' in output
+    walkthrough = re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert any("tools.otlp_receiver" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text for text in walkthrough)
