@@ -31,6 +31,8 @@ from collections.abc import Callable, Container, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from aiohttp import web
+
 from services.platform.logging import disable_trace_context, enable_trace_context, get_logger
 
 if TYPE_CHECKING:
@@ -265,7 +267,7 @@ def _strip_query(url: Any) -> str:
 def _instrument(provider: TracerProvider) -> list[Callable[[], None]]:
     """Instrument grpc.aio clients, aiohttp clients and aiohttp applications of this process."""
     from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
-    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor
+    from opentelemetry.instrumentation.aiohttp_server import AioHttpServerInstrumentor, create_aiohttp_middleware
     from opentelemetry.instrumentation.grpc import GrpcAioInstrumentorClient, filters
 
     if not os.environ.get("OTEL_PYTHON_AIOHTTP_SERVER_EXCLUDED_URLS") and not os.environ.get(
@@ -279,10 +281,36 @@ def _instrument(provider: TracerProvider) -> list[Callable[[], None]]:
     http_server = AioHttpServerInstrumentor()
     grpc_client.instrument(tracer_provider=provider)
     http_client.instrument(tracer_provider=provider, url_filter=_strip_query)
+    original = web.Application
     with warnings.catch_warnings():  # aiohttp frowns on subclassing Application, which the instrumentation does
         warnings.simplefilter("ignore", DeprecationWarning)
-        http_server.instrument(tracer_provider=provider)
+        http_server.instrument(tracer_provider=provider)  # sets the middleware's module state; undone below
+        traced = create_aiohttp_middleware(tracer_provider=provider)
+        web.Application = _once_traced_application(original, traced)  # type: ignore[misc]
     return [grpc_client.uninstrument, http_client.uninstrument, http_server.uninstrument]
+
+
+_TRACED = web.RequestKey("exthub_traced", bool)
+
+
+def _once_traced_application(original: type[web.Application], traced: Any) -> type[web.Application]:
+    """``web.Application`` with the instrumentation's middleware first, run once per request: a sub-application
+    (the object endpoints under ``/objects/``) runs its parent's middlewares too, and would record a second span."""
+
+    @web.middleware
+    async def once(request: web.Request, handler: Any) -> web.StreamResponse:
+        if request.get(_TRACED):
+            response: web.StreamResponse = await handler(request)
+            return response
+        request[_TRACED] = True
+        response = await traced(request, handler)
+        return response
+
+    class TracedApplication(original):  # type: ignore[valid-type,misc]
+        def __init__(self, *args: Any, middlewares: Any = (), **kwargs: Any) -> None:
+            super().__init__(*args, middlewares=[once, *middlewares], **kwargs)
+
+    return TracedApplication
 
 
 def server_interceptors(

@@ -198,3 +198,45 @@ async def test_one_trace_from_the_client_span_to_the_server_span(
     by_method = {line["method"]: line for line in access}
     assert by_method[f"/{CATALOG}/GetExtension"]["trace_id"] == server.trace_id
     assert by_method[f"/{CATALOG}/GetExtension"]["span_id"] == server.span_id
+
+
+async def test_http_server_spans_once_per_request_without_signatures(receiver: OtlpReceiver) -> None:
+    """A sub-application (the object endpoints) runs its parent's middlewares too: still one server span; the
+    query's signature is redacted on the server span and the client span records no query at all."""
+    import aiohttp
+
+    async def ok(_request: web.Request) -> web.Response:
+        return web.Response(text="ok")
+
+    configured = telemetry.configure_telemetry("execution", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+    try:
+        objects = web.Application()
+        objects.router.add_get("/v1/{path:.*}", ok)
+        app = web.Application()
+        app.add_subapp("/objects/", objects)
+        app.router.add_get("/metrics", ok)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        port = next(a[1] for a in runner.addresses if isinstance(a, tuple))
+        signature = "c2lnbmF0dXJlLW9mLXRoZS11cmwtMTIzNDU2"
+        try:
+            async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=TIMEOUT)) as session:
+                for path in (f"/objects/v1/e/inputs/doc?method=GET&exp=9&kid=k1&sig={signature}", "/metrics"):
+                    async with session.get(f"http://127.0.0.1:{port}{path}") as response:
+                        assert response.status == 200
+        finally:
+            await runner.cleanup()
+        assert configured.provider is not None
+        await asyncio.to_thread(configured.provider.force_flush)
+        spans = await receiver.wait_for(lambda spans: len(spans) >= 3, within=TIMEOUT)
+    finally:
+        await asyncio.to_thread(telemetry.shutdown_telemetry)
+    servers = [s for s in spans if s.kind == "server"]
+    assert [s.name for s in servers] == ["GET /objects/v1/{path}"], "one span per request; /metrics is not traced"
+    clients = [s for s in spans if s.kind == "client"]
+    assert len(clients) == 2 and servers[0].parent_span_id == clients[0].span_id
+    recorded = json.dumps([dict(s.attributes) for s in spans])
+    assert signature not in recorded
+    assert all("?" not in str(s.attributes.get("http.url", "")) for s in clients)
