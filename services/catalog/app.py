@@ -11,7 +11,9 @@ import grpc
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
 from exthub.execution.v1 import execution_service_pb2
 from services.catalog.adapters.documents import COLLECTION
-from services.catalog.adapters.sqlite_search import SqliteSearchIndex
+from services.catalog.adapters.memory_search import MemorySearchIndex
+from services.catalog.adapters.search_feed import IndexedCollection, SearchFeed
+from services.catalog.adapters.sqlite_search import SqliteChangeProbe, drop_legacy_fts_index
 from services.catalog.handlers.context import CatalogContext
 from services.catalog.repository import CatalogRepository
 from services.catalog.servicer import CatalogServicer
@@ -34,7 +36,8 @@ class CatalogApp:
 
     server: RunningServer
     store: SqliteDocumentStore
-    search_index: SqliteSearchIndex
+    search_feed: SearchFeed
+    change_probe: SqliteChangeProbe
     _closed: bool = False
 
     @property
@@ -43,12 +46,13 @@ class CatalogApp:
         return self.server.address
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains the server, then closes the index and the store (idempotent)."""
+        """Drains the server, then stops the search feed and closes the store (idempotent)."""
         if self._closed:
             return
         self._closed = True
         await self.server.stop(grace)
-        await self.search_index.close()
+        await self.search_feed.stop()
+        await self.change_probe.close()
         await self.store.close()
 
 
@@ -61,10 +65,24 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
     await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
     page_key = await asyncio.to_thread(settings.page_token_key)
     store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
-    search_index = await SqliteSearchIndex.open(store.path)
+    try:
+        await drop_legacy_fts_index(store)
+        probe = await SqliteChangeProbe.open(store.path)
+    except BaseException:
+        await store.close()
+        raise
+    collection = store.collection(COLLECTION)
+    feed = SearchFeed(
+        collection,
+        MemorySearchIndex(cache_entries=settings.catalog_search_cache_entries),
+        poll_seconds=settings.catalog_search_poll_seconds,
+        overlap_seconds=settings.catalog_search_overlap_seconds,
+        resync_seconds=settings.catalog_search_resync_seconds,
+        change_probe=probe,
+    )
     ctx = CatalogContext(
-        repository=CatalogRepository(store.collection(COLLECTION)),
-        search_index=search_index,
+        repository=CatalogRepository(IndexedCollection(collection, feed)),
+        search_index=feed.index,
         page_tokens=PageTokenCodec(page_key),
         egress=settings.egress.policy(),
     )
@@ -74,6 +92,7 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
         return [SERVICE.full_name]
 
     try:
+        await feed.load()
         server = await start_grpc_server(
             name="catalog",
             settings=settings,
@@ -85,7 +104,8 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
             reflect_also=[PUBLIC_NEIGHBOUR.full_name],
         )
     except BaseException:
-        await search_index.close()
+        await probe.close()
         await store.close()
         raise
-    return CatalogApp(server=server, store=store, search_index=search_index)
+    feed.start()
+    return CatalogApp(server=server, store=store, search_feed=feed, change_probe=probe)

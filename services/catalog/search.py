@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from services.catalog.domain.model import Extension
 from services.platform.query.predicate import Predicate
 
 FACET_FIELDS: tuple[str, ...] = ("category", "publisher", "tags")
@@ -20,16 +21,18 @@ class FacetValue:
 
 @dataclass(frozen=True)
 class SearchHits:
-    """Extension ids in rank order for one page, the total number of matches, and facets."""
+    """One page of extensions in rank order, the total number of matches, and facets over all of them."""
 
-    extension_ids: list[str]
+    extensions: list[Extension]
     total_size: int
     facets: dict[str, list[FacetValue]] = field(default_factory=dict)
 
 
 class ExtensionSearchIndex(Protocol):
-    """Ranks ACTIVE extensions for a free-text query: a match in the id or display name ranks above a match in
-    the tags, which ranks above a match in the description; facets count the whole matching set."""
+    """Ranks extensions for a free-text query: a match in the id or display name ranks above a match in
+    the tags, which ranks above a match in the description; facets count the whole matching set. The
+    index returns its own copies of the extensions (kept current from the store), so a page needs no
+    further reads."""
 
     async def search(self, text: str, *, where: Predicate | None, limit: int, offset: int) -> SearchHits:
         """One page of ranked hits (``offset`` comes from the caller's signed page token)."""

@@ -25,6 +25,9 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
 
     def __init__(self, ctx: CatalogContext) -> None:
         self._ctx = ctx
+        self._search_messages = mapping.ExtensionMessages(
+            pb.SearchExtensionsResponse.DESCRIPTOR.fields_by_name["extensions"]
+        )
 
     async def CreateExtension(self, request: pb.CreateExtensionRequest, context: Context) -> resources_pb2.Extension:
         draft = mapping.extension_from_proto(request.extension)
@@ -60,12 +63,13 @@ class CatalogServicer(pb_grpc.CatalogServiceServicer):
             page_size=request.page_size,
             page_token=request.page_token,
         )
-        return pb.SearchExtensionsResponse(
-            extensions=[mapping.extension_to_proto(e) for e in page.extensions],
+        response = pb.SearchExtensionsResponse(
             facets=mapping.facets_to_proto(page.facets),
             total_size=page.total_size,
             next_page_token=page.next_page_token,
         )
+        self._search_messages.merge_into(response, page.extensions)
+        return response
 
     async def UpdateExtension(self, request: pb.UpdateExtensionRequest, context: Context) -> resources_pb2.Extension:
         extension_id = mapping.parse_extension_name(request.extension.name, field="extension.name")

@@ -297,6 +297,25 @@ class Settings(BaseSettings):
 
     # -- end observability ----------------------------------------------------------------------------
 
+    # -- catalog search: every catalog replica's own index, refreshed from the document store ----------
+    catalog_search_poll_seconds: float = Field(
+        default=0.5, gt=0, le=60, description="How often a catalog replica polls the store for changed extensions."
+    )
+    catalog_search_overlap_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="Each poll re-reads changes this far back: must exceed clock skew between replicas plus the "
+        "slowest commit (later ones are caught by the next full resync).",
+    )
+    catalog_search_resync_seconds: float = Field(
+        default=300.0, gt=0, description="Period of the full re-read that backs up the polling window."
+    )
+    catalog_search_cache_entries: int = Field(
+        default=256, ge=0, le=100_000, description="Search results cached per query and filter (0: none)."
+    )
+    # -- end catalog search ---------------------------------------------------------------------------
+
     @field_validator("log_level", mode="before")
     @classmethod
     def _upper_level(cls, value: Any) -> Any:

@@ -71,13 +71,8 @@ async def search_extensions(
     if page_token:
         offset = int(ctx.page_tokens.decode(page_token, query=query_args)["offset"])
     hits = await ctx.search_index.search(query, where=where, limit=limit, offset=offset)
-    extensions = []
-    for extension_id in hits.extension_ids:
-        found = await ctx.repository.find_extension(extension_id)
-        if found is not None:
-            extensions.append(found)
-    next_offset = offset + len(hits.extension_ids)
+    next_offset = offset + len(hits.extensions)
     next_token = (
         ctx.page_tokens.encode({"offset": next_offset}, query=query_args) if next_offset < hits.total_size else ""
     )
-    return ExtensionPage(extensions, next_token, hits.total_size, hits.facets)
+    return ExtensionPage(hits.extensions, next_token, hits.total_size, hits.facets)

@@ -14,7 +14,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import jwt
 
 from services.platform.auth.principal import Principal
@@ -218,8 +217,8 @@ class TokenVerifier:
                 assert self._settings.jwks_uri is not None
                 keys = await _fetch_jwks(self._settings.jwks_uri)
                 self._install(_KeySet(keys, self._clock()))
-        except (OSError, ValueError, aiohttp.ClientError, TimeoutError) as exc:
-            _log.warning("cannot load the JWKS: %s", type(exc).__name__)
+        except (OSError, ValueError, TimeoutError) as exc:
+            _log.warning("cannot load the JWKS: %s", type(exc.__cause__ or exc).__name__)
             if self._keys is None:
                 raise Unavailable("signing keys are unavailable") from None
             # keep serving from the previous key set; retry after another cache period
@@ -257,13 +256,19 @@ def _read_jwks_file(
 
 
 async def _fetch_jwks(uri: str) -> dict[str, dict[str, Any]]:
+    # imported here: a service that reads its keys from a file never loads an HTTP client (~7 MiB)
+    import aiohttp
+
     timeout = aiohttp.ClientTimeout(total=_HTTP_TIMEOUT_SECONDS)
-    async with (
-        aiohttp.ClientSession(timeout=timeout) as session,
-        session.get(uri, headers={"Accept": "application/json"}) as response,
-    ):
-        response.raise_for_status()
-        body = await response.content.read(_MAX_JWKS_BYTES + 1)
-        if len(body) > _MAX_JWKS_BYTES:
-            raise ValueError("JWKS document too large")
-        return _parse_jwks(body)
+    try:
+        async with (
+            aiohttp.ClientSession(timeout=timeout) as session,
+            session.get(uri, headers={"Accept": "application/json"}) as response,
+        ):
+            response.raise_for_status()
+            body = await response.content.read(_MAX_JWKS_BYTES + 1)
+    except aiohttp.ClientError as exc:
+        raise OSError("the JWKS request failed") from exc
+    if len(body) > _MAX_JWKS_BYTES:
+        raise ValueError("JWKS document too large")
+    return _parse_jwks(body)

@@ -1,8 +1,9 @@
-"""A real catalog service on 127.0.0.1 (OS-chosen port) over a real SQLite file, and token helpers."""
+"""A real catalog service on 127.0.0.1 (OS-chosen port) over a real SQLite file, token helpers, and the Cosmos DB
+emulator for the search feed's backend tests."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import grpc
@@ -12,6 +13,7 @@ from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.contract.dev_tokens import DevIssuer
 from services.catalog.app import CatalogApp, start_catalog
 from services.platform.settings import Settings
+from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 
 Metadata = tuple[tuple[str, str], ...]
 TokenFactory = Callable[..., Metadata]
@@ -58,3 +60,17 @@ def token(issuer: DevIssuer) -> TokenFactory:
         return (("authorization", f"Bearer {jwt}"),)
 
     return make
+
+
+@pytest.fixture(scope="session")
+def cosmos_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CosmosEmulator]:
+    """The Cosmos DB emulator, started on first use for the rest of the session (stopped by its pid)."""
+    emulator = start_cosmos_emulator(tmp_path_factory.mktemp("cosmos-emulator"))
+    yield emulator
+    emulator.stop()
+
+
+@pytest.fixture(scope="session")
+def cosmos_token_issuer(tmp_path_factory: pytest.TempPathFactory) -> DevIssuer:
+    """Signs the tokens the Cosmos DB adapter's credential hands out."""
+    return DevIssuer.load_or_create(tmp_path_factory.mktemp("cosmos-issuer"))
