@@ -3,8 +3,9 @@
 Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N``).
 Catalog, agent, execution service and echo each run in their own process on 127.0.0.1 over one data
 directory. Every measured call is the whole synchronous path: catalog lookup → state RUNNING (state + event
-in one batch) → ``AgentService.Execute`` → the agent asks ``AgentTaskService.SignExtensionRequest`` → signed
-POST to echo → outcome written (state + event). The baseline is ``grpc.health.v1.Health/Check`` on the
+in one conditional write) → ``AgentService.Execute`` → the agent asks
+``AgentTaskService.SignExtensionRequest`` → signed POST to echo → outcome written (state + event); the outbox
+relay copies the events to event documents in the background. The baseline is ``grpc.health.v1.Health/Check`` on the
 execution service in the same run (a no-op unary call through the same interceptors).
 """
 

@@ -79,8 +79,9 @@ async def register_echo(
 ) -> None:
     """Create ``extensions/echo`` and its version ``1.0.0`` unless they exist (caller: Extensions.Publish).
 
-    ``extension_id``/``with_objects=False`` register the same app under another id without objects (a
-    version that declares inputs starts PENDING_INPUTS, so benchmarks and plain sync tests use this).
+    ``extension_id``/``with_objects=False`` register the same app under another id without objects (no
+    accessors to mint per call: benchmarks and plain sync tests use this). ``document`` is optional, so an
+    execution of ``echo`` runs at once unless its request names ``document`` in ``expected_inputs``.
     """
     try:
         await catalog_stub.CreateExtension(

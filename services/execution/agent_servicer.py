@@ -12,7 +12,7 @@ from exthub.execution.v1 import agent_task_service_pb2, agent_task_service_pb2_g
 from services.execution import mapping
 from services.execution.handlers import report
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import render
+from services.execution.handlers.views import render
 
 pb = agent_task_service_pb2
 Context = grpc.aio.ServicerContext[object, object]
@@ -26,8 +26,11 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
 
     async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
         execution_id = mapping.parse_execution_name(request.name)
-        stored, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
-        return pb.ClaimExecutionResponse(execution=await render(self._ctx, stored), task=task)
+        execution, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
+        return pb.ClaimExecutionResponse(
+            execution=mapping.execution_to_proto(await render(self._ctx, execution)),
+            task=mapping.attempt_task_to_proto(task),
+        )
 
     async def HeartbeatExecution(
         self, request: pb.HeartbeatExecutionRequest, context: Context
@@ -53,5 +56,5 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
 
     async def ReleaseExecution(self, request: pb.ReleaseExecutionRequest, context: Context) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await report.release_lost_attempt(self._ctx, execution_id, request.attempt, request.agent_id)
-        return await render(self._ctx, stored)
+        execution = await report.release_lost_attempt(self._ctx, execution_id, request.attempt, request.agent_id)
+        return mapping.execution_to_proto(await render(self._ctx, execution))

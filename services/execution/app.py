@@ -18,13 +18,14 @@ from exthub.execution.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
 )
-from services.execution.adapters.agent import AgentPort, DevServiceTokens, GrpcAgentClient
-from services.execution.adapters.catalog import CatalogPort, GrpcCatalogClient
+from services.execution.adapters.agent import GrpcAgentClient, dev_service_tokens
+from services.execution.adapters.catalog import GrpcCatalogClient
+from services.execution.adapters.documents import COLLECTION
 from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
-from services.execution.model import COLLECTION
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer
@@ -148,7 +149,7 @@ async def start_execution(
             poll_interval_seconds=settings.queue_poll_seconds,
         )
         provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
-        tokens = await asyncio.to_thread(DevServiceTokens, settings.data_dir)
+        tokens = await asyncio.to_thread(dev_service_tokens, settings.data_dir)
         if catalog is None:
             catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
             catalog_client = GrpcCatalogClient(catalog_address, tokens)

@@ -24,48 +24,63 @@ Design:
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from datetime import datetime
+from typing import Protocol
 
 from exthub.contract import queue as queue_message
 from services.execution.domain import ExecutionState
-from services.execution.model import StoredExecution
+from services.execution.domain.model import DispatchMarker, Execution
 from services.platform.timefmt import from_storage
-from services.platform.workqueue.port import Priority, WorkQueue
+from services.platform.workqueue.port import Priority
 
-__all__ = ["Dispatcher", "routing_properties"]
+__all__ = ["AttemptQueue", "Dispatcher", "routing_properties"]
 
 
-def routing_properties(stored: StoredExecution) -> dict[str, str]:
+def routing_properties(execution: Execution) -> dict[str, str]:
     """The routing metadata of an execution's messages: model, profile, priority, tenant."""
     return queue_message.routing_properties(
-        model=str(stored.get("execution_model") or ""),
-        profile=str(stored.get("profile") or ""),
-        priority=str(stored.get("priority") or "NORMAL"),
-        tenant=stored.tenant,
+        model=execution.profile.execution_model,
+        profile=execution.request.profile,
+        priority=execution.request.priority.name,
+        tenant=execution.tenant,
     )
+
+
+class AttemptQueue(Protocol):
+    """What the dispatcher needs of the work queue (:class:`~services.platform.workqueue.port.WorkQueue`)."""
+
+    async def publish(
+        self,
+        message_id: str,
+        body: bytes,
+        *,
+        priority: Priority,
+        properties: Mapping[str, str],
+        not_before: datetime | None = None,
+    ) -> None:
+        """Enqueue (idempotent on ``message_id``)."""
+        ...
 
 
 class Dispatcher:
     """Publishes marked attempts to ``queue`` (the outbox relay clears the markers)."""
 
-    def __init__(self, queue: WorkQueue) -> None:
+    def __init__(self, queue: AttemptQueue) -> None:
         self._queue = queue
 
-    async def publish(self, stored: StoredExecution, marker: Mapping[str, Any]) -> bool:
+    async def publish(self, execution: Execution, marker: DispatchMarker) -> bool:
         """Publish the marked attempt if it is still the QUEUED one; True when published.
 
         Either way the marker is done afterwards (an obsolete one is dropped); a queue error propagates
         and the marker stays for the next sweep.
         """
-        attempt = int(marker["attempt"])
-        if stored.state is not ExecutionState.QUEUED or stored.attempt != attempt:
+        if execution.state is not ExecutionState.QUEUED or execution.attempt != marker.attempt:
             return False
-        not_before = marker.get("not_before")
         await self._queue.publish(
-            queue_message.message_id(stored.id, attempt),
-            queue_message.message_body(stored.name, attempt),
-            priority=Priority[str(stored.get("priority") or "NORMAL")],
-            properties=routing_properties(stored),
-            not_before=None if not not_before else from_storage(str(not_before)),
+            queue_message.message_id(execution.id, marker.attempt),
+            queue_message.message_body(execution.name, marker.attempt),
+            priority=execution.request.priority,
+            properties=routing_properties(execution),
+            not_before=None if marker.not_before is None else from_storage(marker.not_before),
         )
         return True

@@ -19,8 +19,8 @@ from exthub.execution.v1 import execution_service_pb2
 from services.execution import mapping
 from services.execution.handlers import report
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import render
-from services.objects.http import create_object_app
+from services.execution.handlers.views import render
+from services.objects.http import OBJECT_HANDLER_ARGS, create_object_app
 from services.objects.local import LocalObjectProvider
 from services.platform.errors import HubError, InvalidArgument
 from services.platform.logging import get_logger
@@ -59,7 +59,7 @@ async def _hub_errors(
 
 def create_http_app(ctx: ExecutionContext, provider: LocalObjectProvider) -> web.Application:
     """Objects under ``/objects/``, the status callback and the JWKS."""
-    app = web.Application(middlewares=[_hub_errors], client_max_size=MAX_REPORT_BYTES)
+    app = web.Application(middlewares=[_hub_errors], client_max_size=MAX_REPORT_BYTES, handler_args=OBJECT_HANDLER_ARGS)
     app[CONTEXT_KEY] = ctx
     app.router.add_post("/v1/executions/{action}", _report_status)
     app.router.add_get("/v1/signingKeys", _signing_keys)
@@ -84,8 +84,8 @@ async def _report_status(request: web.Request) -> web.Response:
         json_format.ParseDict({**document, "name": f"executions/{execution_id}"}, message)
     except json_format.ParseError as exc:
         raise InvalidArgument("the body is not a valid status report", metadata={"detail": str(exc)[:200]}) from None
-    stored = await report.report_status(ctx, execution_id, report.report_from_proto(message))
-    execution_message = await render(ctx, stored)
+    updated = await report.report_status(ctx, execution_id, mapping.report_from_proto(message))
+    execution_message = mapping.execution_to_proto(await render(ctx, updated))
     return web.json_response(json_format.MessageToDict(execution_message))
 
 

@@ -34,9 +34,8 @@ from services.execution.domain import (
     ExecutionState,
     can_transition,
 )
-from services.execution.model import StoredExecution, dispatch_of, outbox_events
+from services.execution.domain.model import Execution
 from services.execution.repository import ExecutionRepository
-from services.platform.query.predicate import Compare, Op
 
 __all__ = ["Violation", "check_execution", "check_invariants"]
 
@@ -54,17 +53,17 @@ class Violation:
 
 
 def check_execution(
-    stored: StoredExecution, events: list[ExecutionEvent], *, require_terminal: bool, outbox_settled: bool = False
+    execution: Execution, events: list[ExecutionEvent], *, require_terminal: bool, outbox_settled: bool = False
 ) -> list[Violation]:
     """The violations of one execution given all its events (in sequence order)."""
-    name = stored.name
+    name = execution.name
     found: list[Violation] = []
 
     def violation(rule: str, detail: str) -> None:
         found.append(Violation(name, rule, detail))
 
     sequences = [event.sequence for event in events]
-    last_sequence = stored.record.last_sequence
+    last_sequence = execution.record.last_sequence
     if sequences != list(range(1, len(events) + 1)) or len(events) != last_sequence:
         violation("EVENTS_GAP", f"sequences {sequences} for last_sequence {last_sequence}")
     if not events:
@@ -98,17 +97,17 @@ def check_execution(
     if terminal_count > 1:
         violation("TERMINAL", f"{terminal_count} terminal events")
     if require_terminal and terminal_count == 0:
-        violation("TERMINAL", f"never ended (still {stored.state.value})")
+        violation("TERMINAL", f"never ended (still {execution.state.value})")
     last = events[-1]
-    if stored.state is not last.state or stored.attempt != last.attempt:
+    if execution.state is not last.state or execution.attempt != last.attempt:
         violation(
             "STATE_MISMATCH",
-            f"document {stored.state.value}/{stored.attempt}, last event {last.state.value}/{last.attempt}",
+            f"document {execution.state.value}/{execution.attempt}, last event {last.state.value}/{last.attempt}",
         )
-    if stored.state in TERMINAL_STATES and dispatch_of(stored.body) is not None:
+    if execution.state in TERMINAL_STATES and execution.outbox.dispatch is not None:
         violation("DISPATCH_LEFT", "a terminal execution still has a pending dispatch")
-    left = outbox_events(stored.body)
-    if outbox_settled and stored.state in TERMINAL_STATES and left:
+    left = execution.outbox.events
+    if outbox_settled and execution.state in TERMINAL_STATES and left:
         violation("OUTBOX_LEFT", f"events {[event.sequence for event in left]} were never relayed")
     return found
 
@@ -126,9 +125,11 @@ async def check_invariants(
     must be empty."""
     found: list[Violation] = []
     seen: set[str] = set()
-    async for stored in repository.query_executions(Compare(("kind",), Op.EQ, "execution")):
-        seen.add(stored.name)
-        events = await repository.list_events(stored.id)
-        found.extend(check_execution(stored, events, require_terminal=require_terminal, outbox_settled=outbox_settled))
+    async for execution in repository.query_executions():
+        seen.add(execution.name)
+        events = await repository.list_events(execution.id)
+        found.extend(
+            check_execution(execution, events, require_terminal=require_terminal, outbox_settled=outbox_settled)
+        )
     found.extend(Violation(name, "LOST", "accepted, but not in the store") for name in accepted if name not in seen)
     return found

@@ -1,57 +1,66 @@
-"""Translation between protos and the stored execution shape (no logic beyond shapes and names)."""
+"""Translation between protos and the execution domain (the servicers' and the gRPC adapters' edge).
+
+No logic beyond shapes and names: the use cases take and return domain values, this module maps them from and
+to ``exthub.*`` messages and ``google.rpc.Status``.
+"""
 
 from __future__ import annotations
 
-import re
-import uuid
-from collections.abc import Mapping
-from datetime import UTC, datetime
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from google.protobuf import any_pb2, json_format, struct_pb2, timestamp_pb2
-from google.rpc import error_details_pb2, status_pb2
+import grpc
+from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.rpc import code_pb2, status_pb2
 
+from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import resources_pb2
-from exthub.execution.v1 import execution_pb2
+from exthub.contract.errors import error_info, error_status
+from exthub.contract.queue import parse_message
+from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
-from services.execution.domain import ExecutionEvent
-from services.execution.model import StoredExecution
+from services.execution.domain import ExecutionEvent, ExecutionState
+from services.execution.domain.codes import Code
+from services.execution.domain.model import (
+    ExecutionError,
+    ObjectDefinition,
+    Priority,
+    ProfileSnapshot,
+    ValidationError,
+    VersionState,
+)
+from services.execution.domain.modes import ProfileMode
+from services.execution.domain.names import parse_execution_name, parse_version_name
+from services.execution.domain.outcomes import EXTENSION_FAILED, AttemptResult
+from services.execution.domain.retry import RetrySettings
+from services.execution.handlers.create import ExecutionDraft
+from services.execution.handlers.ports import AttemptOutcome, AttemptTask, CatalogVersion, ObjectBinding
+from services.execution.handlers.report import StatusReport
+from services.execution.handlers.views import ExecutionView
 from services.objects.port import Accessor
-from services.platform.errors import ERROR_DOMAIN, InvalidArgument
+from services.platform.errors import InvalidArgument
 from services.platform.timefmt import from_storage
+from services.platform.workqueue.port import DeadLetter
 
-_EXECUTION_NAME = re.compile(r"^executions/([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
-_VERSION_NAME = re.compile(r"^extensions/([a-z][a-z0-9-]{1,62})/versions/([0-9A-Za-z.+-]{1,128})$")
-
-
-def parse_execution_name(name: str, *, field: str = "name") -> str:
-    """The id of ``executions/{uuid}``; INVALID_ARGUMENT otherwise."""
-    match = _EXECUTION_NAME.fullmatch(name or "")
-    if match is None:
-        raise InvalidArgument.field(field, "must be executions/{execution} with a UUID id")
-    return match.group(1)
-
-
-def parse_version_name(name: str, *, field: str = "execution.extension_version") -> tuple[str, str]:
-    """``(extension_id, version_id)`` of ``extensions/{e}/versions/{v}`` (``v`` may be ``latest``)."""
-    match = _VERSION_NAME.fullmatch(name or "")
-    if match is None:
-        raise InvalidArgument.field(field, "must be extensions/{extension}/versions/{version}")
-    return match.group(1), match.group(2)
-
-
-def new_execution_id() -> str:
-    """A server-generated id (lower-case UUID4)."""
-    return str(uuid.uuid4())
-
-
-def validate_request_id(request_id: str, *, field: str = "request_id") -> str:
-    """A canonical lower-case UUID, or INVALID_ARGUMENT."""
-    try:
-        return str(uuid.UUID(request_id))
-    except ValueError:
-        raise InvalidArgument.field(field, "must be a UUID") from None
-
+__all__ = [
+    "accessor_to_proto",
+    "attempt_outcome_from_proto",
+    "attempt_task_to_proto",
+    "catalog_version_from_proto",
+    "datetime_timestamp",
+    "dead_letter_to_proto",
+    "dict_to_struct",
+    "draft_from_proto",
+    "error_from_status",
+    "event_to_proto",
+    "execution_to_proto",
+    "parse_execution_name",
+    "parse_version_name",
+    "report_from_proto",
+    "status_from_error",
+    "struct_to_dict",
+]
 
 # -- struct, time, status --------------------------------------------------------------------------
 
@@ -69,7 +78,7 @@ def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     return struct
 
 
-def timestamp(value: str | None) -> timestamp_pb2.Timestamp | None:
+def _timestamp(value: str | None) -> timestamp_pb2.Timestamp | None:
     """A storage timestamp as a proto Timestamp (None stays None)."""
     if not value:
         return None
@@ -85,114 +94,146 @@ def datetime_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
     return stamp
 
 
-def error_document(code: int, message: str, reason: str, metadata: Mapping[str, str] | None = None) -> dict[str, Any]:
-    """The stored form of an execution's ``error``."""
-    return {"code": code, "message": message, "reason": reason, "metadata": dict(metadata or {})}
-
-
-def error_document_from_status(status: status_pb2.Status, *, default_reason: str) -> dict[str, Any]:
-    """The stored form of a ``google.rpc.Status`` reported by an agent or extension."""
-    reason, metadata = default_reason, {}
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            reason = info.reason or default_reason
-            metadata = dict(info.metadata)
-            break
-    return error_document(status.code or 2, status.message, reason, metadata)
-
-
-def status_from_document(document: Mapping[str, Any]) -> status_pb2.Status:
-    """The ``google.rpc.Status`` (with ``ErrorInfo``) of a stored error."""
-    info = error_details_pb2.ErrorInfo(
-        reason=str(document.get("reason", "")), domain=ERROR_DOMAIN, metadata=dict(document.get("metadata") or {})
-    )
-    packed = any_pb2.Any()
-    packed.Pack(info)
-    return status_pb2.Status(
-        code=int(document.get("code", 2)), message=str(document.get("message", "")), details=[packed]
-    )
-
-
-def validation_errors_to_documents(errors: Any) -> list[dict[str, Any]]:
-    """Stored validation errors."""
-    return [{"code": e.code, "message": e.message, "field": e.field, "data": struct_to_dict(e.data)} for e in errors]
-
-
-def validation_error_to_proto(document: Mapping[str, Any]) -> execution_pb2.ValidationError:
-    """A stored validation error as a proto."""
-    return execution_pb2.ValidationError(
-        code=str(document.get("code", "")),
-        message=str(document.get("message", "")),
-        field=str(document.get("field", "")),
-        data=dict_to_struct(document.get("data")),
-    )
-
-
-# -- catalog snapshot ------------------------------------------------------------------------------
-
-
-def _seconds(message: Any, field: str) -> float | None:
+def _duration(message: Any, field: str) -> timedelta | None:
+    """The Duration ``field`` of ``message``, or None when unset."""
     if not message.HasField(field):
         return None
-    duration = getattr(message, field)
-    return float(duration.seconds) + float(duration.nanos) / 1e9
+    value: duration_pb2.Duration = getattr(message, field)
+    return value.ToTimedelta()
 
 
-def object_definition_document(definition: types_pb2.ObjectDefinition) -> dict[str, Any]:
-    """A stored object definition."""
-    return {
-        "name": definition.name,
-        "description": definition.description,
-        "type_name": definition.type_name,
-        "type_uri": definition.type_uri,
-        "required": definition.required,
-    }
+def error_from_status(status: status_pb2.Status, *, default_reason: str) -> ExecutionError:
+    """The execution error of a ``google.rpc.Status`` reported by an agent or extension."""
+    info = error_info(status)
+    reason = info.reason if info is not None and info.reason else default_reason
+    metadata = dict(info.metadata) if info is not None else {}
+    code = Code.of(status.code) if status.code != code_pb2.OK else Code.UNKNOWN
+    return ExecutionError(code, status.message, reason, metadata)
 
 
-def object_definition_proto(document: Mapping[str, Any]) -> types_pb2.ObjectDefinition:
-    """A stored object definition as a proto."""
-    return types_pb2.ObjectDefinition(
-        name=str(document["name"]),
-        description=str(document.get("description", "")),
-        type_name=str(document.get("type_name", "")),
-        type_uri=str(document.get("type_uri", "")),
-        required=bool(document.get("required", False)),
+def status_from_error(error: ExecutionError) -> status_pb2.Status:
+    """The ``google.rpc.Status`` (with ``ErrorInfo``) of an execution error."""
+    return error_status(grpc.StatusCode[error.code.name], error.message, error.reason, error.metadata)
+
+
+def _validation_errors_from_proto(errors: Iterable[execution_pb2.ValidationError]) -> tuple[ValidationError, ...]:
+    return tuple(
+        ValidationError(code=e.code, message=e.message, field=e.field, data=struct_to_dict(e.data)) for e in errors
     )
 
 
-def version_snapshot(
-    version: resources_pb2.ExtensionVersion, profile: resources_pb2.ExecutionProfile
-) -> dict[str, Any]:
-    """What later attempts need of the resolved version and profile (the catalog is not asked again)."""
+def _validation_error_to_proto(error: ValidationError) -> execution_pb2.ValidationError:
+    return execution_pb2.ValidationError(
+        code=error.code, message=error.message, field=error.field, data=dict_to_struct(error.data)
+    )
+
+
+def _priority(value: int) -> Priority:
+    """A request's priority (unset: NORMAL)."""
+    if not value:
+        return Priority.NORMAL
+    try:
+        return Priority(value)
+    except ValueError:
+        raise InvalidArgument.field("execution.priority", "must be LOW, NORMAL or HIGH") from None
+
+
+def _priority_to_proto(priority: Priority) -> types_pb2.Priority.ValueType:
+    return types_pb2.Priority.Value(priority.name)
+
+
+# -- requests ---------------------------------------------------------------------------------------
+
+
+def draft_from_proto(message: execution_pb2.Execution) -> ExecutionDraft:
+    """The client's part of a ``CreateExecution`` request."""
+    if not message.extension_version:
+        raise InvalidArgument.field("execution.extension_version", "is required")
+    return ExecutionDraft(
+        extension_version=message.extension_version,
+        profile=message.profile,
+        priority=_priority(message.priority),
+        validate_only=message.validate_only,
+        request=struct_to_dict(message.request),
+        labels=dict(message.labels),
+        expected_inputs=tuple(message.expected_inputs),
+        request_bytes=message.request.ByteSize(),
+    )
+
+
+def report_from_proto(request: execution_service_pb2.ReportExecutionStatusRequest) -> StatusReport:
+    """The handler's view of a ``ReportExecutionStatusRequest`` (unset message or percentage: unchanged)."""
+    if request.state == execution_pb2.Execution.STATE_UNSPECIFIED:
+        raise InvalidArgument.field("state", "is required")
+    return StatusReport(
+        attempt=request.attempt,
+        state=ExecutionState(execution_pb2.Execution.State.Name(request.state)),
+        status_key=request.status_update_key,
+        status_message=request.status_message if request.HasField("status_message") else None,
+        percent_complete=request.percent_complete if request.HasField("percent_complete") else None,
+        result=struct_to_dict(request.result) if request.HasField("result") else None,
+        provided_outputs=tuple(request.provided_outputs),
+        validation_errors=_validation_errors_from_proto(request.validation_errors),
+        error=error_from_status(request.error, default_reason=EXTENSION_FAILED) if request.HasField("error") else None,
+    )
+
+
+# -- the catalog's answer ---------------------------------------------------------------------------
+
+
+def _object_definition(definition: types_pb2.ObjectDefinition) -> ObjectDefinition:
+    return ObjectDefinition(
+        name=definition.name,
+        description=definition.description,
+        type_name=definition.type_name,
+        type_uri=definition.type_uri,
+        required=definition.required,
+    )
+
+
+def _profile_from_proto(profile: resources_pb2.ExecutionProfile) -> ProfileSnapshot:
     retry = profile.retry_policy
-    return {
-        "supports_validation": version.supports_validation,
-        "execution_timeout_seconds": _seconds(version, "execution_timeout") or 3600.0,
-        "services": {name: struct_to_dict(config) for name, config in version.services.items()},
-        "inputs": [object_definition_document(d) for d in version.inputs],
-        "outputs": [object_definition_document(d) for d in version.outputs],
-        "profile": {
-            "name": profile.name,
-            "execution_model": profile.execution_model,
-            "mode": resources_pb2.ExecutionProfile.Mode.Name(profile.mode),
-            "object_provider": profile.object_provider or "local/v1",
-            "extension_settings": dict(profile.extension_settings),
-            "direct_token_ttl_seconds": _seconds(profile, "direct_token_ttl"),
-            "call_timeout_seconds": _seconds(profile, "call_timeout"),
-            "queue_timeout_seconds": _seconds(profile, "queue_timeout"),
-            "retry_policy": {
-                "max_attempts": retry.max_attempts,
-                "initial_backoff_seconds": _seconds(retry, "initial_backoff"),
-                "max_backoff_seconds": _seconds(retry, "max_backoff"),
-                "multiplier": retry.multiplier,
-            },
-        },
-    }
+    return ProfileSnapshot(
+        name=profile.name,
+        execution_model=profile.execution_model,
+        mode=ProfileMode.DIRECT if profile.mode == resources_pb2.ExecutionProfile.DIRECT else ProfileMode.GATEWAY,
+        object_provider=profile.object_provider or "local/v1",
+        extension_settings=dict(profile.extension_settings),
+        direct_token_ttl=_duration(profile, "direct_token_ttl"),
+        call_timeout=_duration(profile, "call_timeout"),
+        queue_timeout=_duration(profile, "queue_timeout"),
+        retry=RetrySettings(
+            max_attempts=retry.max_attempts,
+            initial_backoff=_duration(retry, "initial_backoff"),
+            max_backoff=_duration(retry, "max_backoff"),
+            multiplier=retry.multiplier,
+        ),
+        supported_priorities=frozenset(Priority(p) for p in profile.supported_priorities if p),
+        active=profile.active if profile.HasField("active") else True,
+    )
 
 
-# -- execution and events --------------------------------------------------------------------------
+def _version_state(value: int) -> VersionState:
+    """A version's state (an unset or unknown one never runs)."""
+    name = next((n for n, number in resources_pb2.ExtensionVersion.State.items() if number == value), "")
+    return VersionState[name] if name in VersionState.__members__ else VersionState.DELETED
+
+
+def catalog_version_from_proto(version: resources_pb2.ExtensionVersion) -> CatalogVersion:
+    """An ``ExtensionVersion`` as the execution use cases see it."""
+    return CatalogVersion(
+        name=version.name,
+        state=_version_state(version.state),
+        supports_validation=version.supports_validation,
+        execution_timeout=_duration(version, "execution_timeout"),
+        profiles=tuple(_profile_from_proto(p) for p in version.profiles),
+        services={name: struct_to_dict(config) for name, config in version.services.items()},
+        inputs=tuple(_object_definition(d) for d in version.inputs),
+        outputs=tuple(_object_definition(d) for d in version.outputs),
+    )
+
+
+# -- executions and events -------------------------------------------------------------------------
 
 
 def accessor_to_proto(accessor: Accessor) -> types_pb2.ObjectAccessor:
@@ -206,58 +247,59 @@ def accessor_to_proto(accessor: Accessor) -> types_pb2.ObjectAccessor:
     )
 
 
-def execution_to_proto(
-    stored: StoredExecution,
-    *,
-    uploads: Mapping[str, Accessor] | None = None,
-    downloads: Mapping[str, Accessor] | None = None,
-) -> execution_pb2.Execution:
-    """The API view of a stored execution; accessors are passed in fresh by the caller."""
-    body = stored.body
-    uploads = uploads or {}
-    downloads = downloads or {}
+def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
+    """The API view of an execution (its accessors were made fresh by ``render``)."""
+    execution = view.execution
+    request = execution.request
+    outcome = execution.outcome
+    record = execution.record
     message = execution_pb2.Execution(
-        name=stored.name,
-        extension_version=str(body["extension_version"]),
-        extension=str(body["extension"]),
-        profile=str(body["profile"]),
-        priority=types_pb2.Priority.Value(str(body["priority"])),
-        validate_only=bool(body.get("validate_only", False)),
-        labels=dict(body.get("labels") or {}),
-        mode=execution_pb2.Execution.Mode.Value(str(body["mode"])),
-        state=execution_pb2.Execution.State.Value(str(body["state"])),
-        status_message=str(body.get("status_message") or ""),
-        percent_complete=int(body.get("percent_complete") or 0),
-        validation_errors=[validation_error_to_proto(e) for e in body.get("validation_errors") or []],
-        direct_token=str(body.get("direct_token") or ""),
-        attempt=int(body["attempt"]),
-        tenant=str(body["tenant"]),
-        created_by=str(body["created_by"]),
-        retried_from=str(body.get("retried_from") or ""),
-        etag=stored.view_etag,
+        name=execution.name,
+        extension_version=request.extension_version,
+        extension=request.extension,
+        profile=request.profile,
+        priority=_priority_to_proto(request.priority),
+        validate_only=request.validate_only,
+        labels=dict(request.labels),
+        expected_inputs=list(request.expected_inputs),
+        mode=execution_pb2.Execution.Mode.Value(execution.mode.value),
+        state=execution_pb2.Execution.State.Value(record.state.value),
+        status_message=record.status_message,
+        percent_complete=record.percent_complete or 0,
+        validation_errors=[_validation_error_to_proto(e) for e in outcome.validation_errors],
+        direct_token=execution.direct_token,
+        attempt=record.attempt,
+        tenant=request.tenant,
+        created_by=request.created_by,
+        retried_from=request.retried_from,
+        etag=execution.etag,
     )
-    if body.get("request"):
-        message.request.CopyFrom(dict_to_struct(body["request"]))
-    if body.get("result") is not None:
-        message.result.CopyFrom(dict_to_struct(body["result"]))
-    if body.get("error"):
-        message.error.CopyFrom(status_from_document(body["error"]))
-    for item in body.get("inputs") or []:
-        entry = message.inputs.add(name=item["name"], required=bool(item["required"]), provided=bool(item["provided"]))
-        if item["name"] in uploads:
-            entry.upload.CopyFrom(accessor_to_proto(uploads[item["name"]]))
-    for item in body.get("outputs") or []:
-        out = message.outputs.add(name=item["name"], provided=bool(item["provided"]))
-        if item["name"] in downloads:
-            out.download.CopyFrom(accessor_to_proto(downloads[item["name"]]))
-    for field, key in (
-        ("create_time", "create_time"),
-        ("update_time", "update_time"),
-        ("start_time", "first_running_time"),
-        ("end_time", "end_time"),
-        ("expire_time", "expire_time"),
+    if request.request:
+        message.request.CopyFrom(dict_to_struct(request.request))
+    if outcome.result is not None:
+        message.result.CopyFrom(dict_to_struct(outcome.result))
+    if outcome.error is not None:
+        message.error.CopyFrom(status_from_error(outcome.error))
+    for item in execution.inputs:
+        entry = message.inputs.add(name=item.name, required=item.required, provided=item.provided)
+        if item.sha256 is not None:
+            entry.size_bytes, entry.sha256 = item.size or 0, item.sha256
+        upload = view.upload(item.name)
+        if upload is not None:
+            entry.upload.CopyFrom(accessor_to_proto(upload))
+    for output in execution.outputs:
+        out = message.outputs.add(name=output.name, provided=output.provided)
+        download = view.download(output.name)
+        if download is not None:
+            out.download.CopyFrom(accessor_to_proto(download))
+    for field, value in (
+        ("create_time", record.create_time),
+        ("update_time", record.update_time),
+        ("start_time", record.first_running_time),
+        ("end_time", execution.end_time),
+        ("expire_time", execution.expire_time),
     ):
-        stamp = timestamp(body.get(key))
+        stamp = _timestamp(value)
         if stamp is not None:
             getattr(message, field).CopyFrom(stamp)
     return message
@@ -274,7 +316,97 @@ def event_to_proto(execution_id: str, event: ExecutionEvent) -> execution_pb2.Ex
         percent_complete=event.percent_complete or 0,
         attempt=event.attempt,
     )
-    stamp = timestamp(event.time)
+    stamp = _timestamp(event.time)
     assert stamp is not None
     message.time.CopyFrom(stamp)
     return message
+
+
+# -- the agent -------------------------------------------------------------------------------------
+
+
+def _binding_to_proto(binding: ObjectBinding, into: execution_pb2.ExecutionTask.ObjectBinding) -> None:
+    definition = binding.definition
+    into.definition.CopyFrom(
+        types_pb2.ObjectDefinition(
+            name=definition.name,
+            description=definition.description,
+            type_name=definition.type_name,
+            type_uri=definition.type_uri,
+            required=definition.required,
+        )
+    )
+    into.provided = binding.provided
+    if binding.accessor is not None:
+        into.accessor.CopyFrom(accessor_to_proto(binding.accessor))
+
+
+def attempt_task_to_proto(task: AttemptTask) -> execution_pb2.ExecutionTask:
+    """An attempt's task as the agent receives it (``ClaimExecution``, ``AgentService.Execute``)."""
+    message = execution_pb2.ExecutionTask(
+        execution=task.execution,
+        attempt=task.attempt,
+        extension=task.extension,
+        extension_version=task.extension_version,
+        profile=task.profile,
+        execution_model=task.execution_model,
+        priority=_priority_to_proto(task.priority),
+        validate_only=task.validate_only,
+        request=dict_to_struct(task.request),
+        labels=dict(task.labels),
+        tenant=task.tenant,
+        user=task.user,
+        extension_settings=dict(task.extension_settings),
+        deadline=datetime_timestamp(task.deadline),
+        status_url=task.status_url,
+        status_update_key=task.status_update_key,
+    )
+    for name, config in task.services.items():
+        message.services[name].CopyFrom(dict_to_struct(config))
+    if task.call_timeout is not None:
+        message.call_timeout.FromTimedelta(task.call_timeout)
+    for binding in task.inputs:
+        _binding_to_proto(binding, message.inputs.add())
+    for binding in task.outputs:
+        _binding_to_proto(binding, message.outputs.add())
+    return message
+
+
+def attempt_outcome_from_proto(response: agent_service_pb2.ExecuteResponse) -> AttemptOutcome:
+    """The agent's ``ExecuteResponse`` (an unknown outcome is a failure)."""
+    name = agent_service_pb2.ExecuteResponse.Outcome.Name(response.outcome)
+    result = AttemptResult(name) if name in AttemptResult.__members__ else AttemptResult.FAILED
+    return AttemptOutcome(
+        result=result,
+        output=struct_to_dict(response.result) if response.HasField("result") else None,
+        provided_outputs=tuple(response.provided_outputs),
+        validation_errors=_validation_errors_from_proto(response.validation_errors),
+        error=error_from_status(response.error, default_reason=EXTENSION_FAILED)
+        if response.HasField("error")
+        else None,
+        http_status=response.http_status,
+    )
+
+
+# -- dead letters ----------------------------------------------------------------------------------
+
+
+def dead_letter_to_proto(letter: DeadLetter) -> execution_service_pb2.DeadLetter:
+    """One dead letter as the API shows it (the body is parsed; a foreign body leaves execution empty)."""
+    message = letter.message
+    try:
+        execution, attempt = parse_message(message.body)
+    except ValueError:
+        execution, attempt = "", 0
+    return execution_service_pb2.DeadLetter(
+        message_id=message.message_id,
+        execution=execution,
+        attempt=attempt,
+        priority=_priority_to_proto(message.priority),
+        reason=letter.reason,
+        description=letter.description,
+        delivery_count=message.delivery_count,
+        properties=dict(message.properties),
+        enqueue_time=datetime_timestamp(message.enqueued_time),
+        dead_letter_time=datetime_timestamp(letter.dead_lettered_time),
+    )

@@ -23,25 +23,25 @@ write itself. Readers see event documents and outbox events together
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent
-from services.execution.model import StoredExecution, dispatch_of, outbox_events, remove_events, set_dispatch
+from services.execution.domain.model import Execution, Outbox
 from services.execution.repository import Change, ExecutionRepository
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
-from services.platform.query.predicate import Compare, Op, Or
 
 _log = get_logger("exthub.execution.outbox")
 
-__all__ = ["EventPublisher", "OutboxRelay"]
+__all__ = ["DEFAULT_BATCH_SECONDS", "EventPublisher", "OutboxRelay"]
 
-#: Executions whose outbox holds events or a dispatch marker (a marker's attempt is always 1 or more).
-_PENDING = Or(
-    (Compare(("outbox", "events_pending"), Op.EQ, True), Compare(("outbox", "dispatch", "attempt"), Op.GE, 1))
-)
+#: How long a drain waits for more writes of the same execution (events only: an attempt to publish, or a
+#: finished execution, is drained at once), so that one drain stores several events and trims once.
+DEFAULT_BATCH_SECONDS = 0.2
 
 
 class EventPublisher(Protocol):
@@ -52,14 +52,14 @@ class EventPublisher(Protocol):
     the next attempt.
     """
 
-    async def publish(self, execution: StoredExecution, events: Sequence[ExecutionEvent]) -> None:
+    async def publish(self, execution: Execution, events: Sequence[ExecutionEvent]) -> None:
         """Publish ``events`` of ``execution`` (in sequence order)."""
         ...
 
 
-def has_work(stored: StoredExecution) -> bool:
-    """Whether the document's outbox holds anything to relay."""
-    return bool(outbox_events(stored.body)) or dispatch_of(stored.body) is not None
+def _urgent(execution: Execution) -> bool:
+    """Whether to drain without waiting for more writes: an attempt to publish, or nothing more to come."""
+    return execution.outbox.dispatch is not None or execution.record.is_terminal
 
 
 class OutboxRelay:
@@ -75,33 +75,52 @@ class OutboxRelay:
         *,
         dispatcher: Dispatcher | None = None,
         publisher: EventPublisher | None = None,
+        batch_seconds: float = DEFAULT_BATCH_SECONDS,
     ) -> None:
         self._repository = repository
         self._dispatcher = dispatcher
         self._publisher = publisher
+        self._batch_seconds = batch_seconds
         self._tasks: set[asyncio.Task[None]] = set()
+        self._wakeups: dict[str, asyncio.Event] = {}
+        self._latest: dict[str, Execution] = {}  # the last write this process saw, per execution being drained
         self._busy: set[str] = set()
         self._again: set[str] = set()
         self._closed = False
 
-    def notice(self, stored: StoredExecution) -> None:
+    def notice(self, execution: Execution) -> None:
         """Repository listener: drain in the background if the write left something in the outbox."""
-        if self._closed or not has_work(stored):
+        if self._closed or execution.outbox.empty:
             return
-        if stored.id in self._busy:
-            self._again.add(stored.id)
+        self._latest[execution.id] = execution
+        if execution.id in self._busy:
+            self._again.add(execution.id)
+            if _urgent(execution):
+                self._wake(execution.id).set()
             return
-        self._busy.add(stored.id)
-        task = asyncio.get_running_loop().create_task(self._drain_soon(stored.id))
+        self._busy.add(execution.id)
+        wait = 0.0 if _urgent(execution) else self._batch_seconds
+        task = asyncio.get_running_loop().create_task(self._drain_soon(execution.id, wait))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _drain_soon(self, execution_id: str) -> None:
+    def _wake(self, execution_id: str) -> asyncio.Event:
+        event = self._wakeups.get(execution_id)
+        if event is None:
+            event = self._wakeups[execution_id] = asyncio.Event()
+        return event
+
+    async def _drain_soon(self, execution_id: str, wait: float) -> None:
         try:
+            if wait > 0 and not self._closed:  # let the writes that follow (e.g. a run's outcome) join this drain
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(wait):
+                        await self._wake(execution_id).wait()
+            self._wakeups.pop(execution_id, None)
             while True:
                 self._again.discard(execution_id)
                 try:
-                    await self.drain(execution_id)
+                    await self.drain(execution_id, self._latest.pop(execution_id, None))
                 except HubError as error:  # e.g. the store is busy: the periodic sweep tries again
                     _log.warning("outbox relay failed", execution=execution_id, reason=error.reason)
                     return
@@ -109,58 +128,63 @@ class OutboxRelay:
                     return
         finally:
             self._busy.discard(execution_id)
+            self._wakeups.pop(execution_id, None)
+            self._latest.pop(execution_id, None)
 
-    async def drain(self, execution_id: str) -> bool:
-        """Relay what the outbox of one execution holds now; True when something was relayed."""
-        stored = await self._repository.find(execution_id)
-        if stored is None or not has_work(stored):
+    async def drain(self, execution_id: str, written: Execution | None = None) -> bool:
+        """Relay what the outbox of one execution holds; True when something was relayed.
+
+        ``written`` is the execution as this process last wrote it (saves a read); without it, or when it is
+        stale, the store's version decides (the trim is conditional, and re-reads on a conflict).
+        """
+        execution = written if written is not None else await self._repository.find(execution_id)
+        if execution is None or execution.outbox.empty:
             return False
-        events = outbox_events(stored.body)
-        done_events: set[int] = set()
+        events = execution.outbox.events
+        done_events: frozenset[int] = frozenset()
         if events:
             await self._repository.store_events(execution_id, events)
-            if await self._publish(stored, events):
-                done_events = {event.sequence for event in events}
-        marker = dispatch_of(stored.body)
+            if await self._publish(execution, events):
+                done_events = frozenset(event.sequence for event in events)
+        marker = execution.outbox.dispatch
         done_attempt: int | None = None
         if marker is not None and self._dispatcher is not None:
             try:
-                await self._dispatcher.publish(stored, marker)
-                done_attempt = int(marker["attempt"])
+                await self._dispatcher.publish(execution, marker)
+                done_attempt = marker.attempt
             except HubError as error:  # the queue is busy: the marker stays for the next sweep
-                _log.warning("dispatch failed", execution=stored.name, reason=error.reason)
+                _log.warning("dispatch failed", execution=execution.name, reason=error.reason)
         if not done_events and done_attempt is None:
             return False
 
-        def trim(current: StoredExecution) -> Change | None:
-            body = current.evolve()
-            left = {event.sequence for event in outbox_events(body)}
-            current_marker = dispatch_of(body)
-            clear_marker = current_marker is not None and int(current_marker["attempt"]) == done_attempt
+        def trim(current: Execution) -> Change | None:
+            left = {event.sequence for event in current.outbox.events}
+            marker_now = current.outbox.dispatch
+            clear_marker = marker_now is not None and marker_now.attempt == done_attempt
             if not (left & done_events) and not clear_marker:
                 return None  # trimmed already (another relay), or a newer attempt was marked meanwhile
-            remove_events(body, done_events)
+            outbox = current.outbox.without_events(done_events)
             if clear_marker:
-                set_dispatch(body, None)
-            return Change(body, None)
+                outbox = Outbox(outbox.events, None)
+            return Change(dataclasses.replace(current, outbox=outbox))
 
-        await self._repository.update(execution_id, trim, bookkeeping=True)
+        await self._repository.update(execution_id, trim, bookkeeping=True, current=execution)
         return True
 
-    async def _publish(self, stored: StoredExecution, events: list[ExecutionEvent]) -> bool:
+    async def _publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
         """Publish ``events`` if a publisher is configured; False when it failed (they stay in the outbox)."""
         if self._publisher is None:
             return True
         try:
-            await self._publisher.publish(stored, events)
+            await self._publisher.publish(execution, events)
         except Exception as error:  # any publisher failure: the events stay, the next sweep retries
-            _log.warning("event publishing failed", execution=stored.name, error=type(error).__name__)
+            _log.warning("event publishing failed", execution=execution.name, error=type(error).__name__)
             return False
         return True
 
     async def sweep_pending(self) -> int:
         """Drain every execution whose outbox is not empty (after a crash, or a failed fast path)."""
-        pending = [stored.id async for stored in self._repository.query_executions(_PENDING)]
+        pending = [execution.id async for execution in self._repository.with_pending_outbox()]
         count = 0
         for execution_id in pending:
             if execution_id in self._busy:
@@ -172,11 +196,13 @@ class OutboxRelay:
         return count
 
     async def settle(self) -> None:
-        """Wait until the drains under way (and those they start) have finished."""
+        """Drain now what waits for its batch, and wait until every drain under way has finished."""
         while self._tasks:
+            for event in self._wakeups.values():
+                event.set()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
     async def close(self) -> None:
-        """Stop taking new work and wait for the drains under way."""
+        """Stop taking new work and finish the drains under way."""
         self._closed = True
         await self.settle()

@@ -7,40 +7,23 @@ from collections.abc import AsyncIterator
 import grpc
 
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
-from exthub.type.v1 import types_pb2
 from services.execution import mapping
+from services.execution.domain.model import Execution
 from services.execution.handlers import commands, create, dead_letters, queries, report
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import render
+from services.execution.handlers.views import render
 from services.platform.auth.access import require_principal
-from services.platform.errors import InvalidArgument
 
 pb = execution_service_pb2
 Context = grpc.aio.ServicerContext[object, object]
 
 
-def _forwarded(context: Context) -> tuple[tuple[str, str], ...]:
-    """The caller's ``authorization`` metadata, forwarded to the catalog."""
-    return tuple(
-        (key, value if isinstance(value, str) else value.decode("latin-1"))
-        for key, value in (context.invocation_metadata() or ())
-        if key.lower() == "authorization"
-    )
-
-
-def _draft(message: execution_pb2.Execution) -> create.ExecutionDraft:
-    if not message.extension_version:
-        raise InvalidArgument.field("execution.extension_version", "is required")
-    priority = types_pb2.Priority.Name(message.priority) if message.priority else "NORMAL"
-    return create.ExecutionDraft(
-        extension_version=message.extension_version,
-        profile=message.profile or "default",
-        priority=priority,
-        validate_only=message.validate_only,
-        request=mapping.struct_to_dict(message.request),
-        labels=dict(message.labels),
-        request_bytes=message.request.ByteSize(),
-    )
+def _authorization(context: Context) -> str:
+    """The caller's ``authorization`` header, forwarded to the catalog ("" when absent)."""
+    for key, value in context.invocation_metadata() or ():
+        if key.lower() == "authorization":
+            return value if isinstance(value, str) else value.decode("latin-1")
+    return ""
 
 
 class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
@@ -49,20 +32,23 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
     def __init__(self, ctx: ExecutionContext) -> None:
         self._ctx = ctx
 
+    async def _view(self, execution: Execution) -> execution_pb2.Execution:
+        return mapping.execution_to_proto(await render(self._ctx, execution))
+
     async def CreateExecution(self, request: pb.CreateExecutionRequest, context: Context) -> execution_pb2.Execution:
-        stored = await create.create_execution(
+        execution = await create.create_execution(
             self._ctx,
             require_principal(),
-            _draft(request.execution),
+            mapping.draft_from_proto(request.execution),
             request_id=request.request_id,
-            metadata=_forwarded(context),
+            authorization=_authorization(context),
             caller_remaining=context.time_remaining(),
         )
-        return await render(self._ctx, stored)
+        return await self._view(execution)
 
     async def GetExecution(self, request: pb.GetExecutionRequest, context: Context) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        return await render(self._ctx, await queries.get_execution(self._ctx, require_principal(), execution_id))
+        return await self._view(await queries.get_execution(self._ctx, require_principal(), execution_id))
 
     async def ListExecutions(self, request: pb.ListExecutionsRequest, context: Context) -> pb.ListExecutionsResponse:
         page = await queries.list_executions(
@@ -74,37 +60,37 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
             page_token=request.page_token,
         )
         return pb.ListExecutionsResponse(
-            executions=[await render(self._ctx, e) for e in page.executions], next_page_token=page.next_page_token
+            executions=[await self._view(e) for e in page.executions], next_page_token=page.next_page_token
         )
 
     async def ContinueExecution(
         self, request: pb.ContinueExecutionRequest, context: Context
     ) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await commands.continue_execution(
+        execution = await commands.continue_execution(
             self._ctx,
             require_principal(),
             execution_id,
             list(request.provided_inputs),
             caller_remaining=context.time_remaining(),
         )
-        return await render(self._ctx, stored)
+        return await self._view(execution)
 
     async def CancelExecution(self, request: pb.CancelExecutionRequest, context: Context) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        return await render(self._ctx, await commands.cancel_execution(self._ctx, require_principal(), execution_id))
+        return await self._view(await commands.cancel_execution(self._ctx, require_principal(), execution_id))
 
     async def RetryExecution(self, request: pb.RetryExecutionRequest, context: Context) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await create.retry_execution(
+        execution = await create.retry_execution(
             self._ctx,
             require_principal(),
             execution_id,
             request_id=request.request_id,
-            metadata=_forwarded(context),
+            authorization=_authorization(context),
             caller_remaining=context.time_remaining(),
         )
-        return await render(self._ctx, stored)
+        return await self._view(execution)
 
     async def ListExecutionEvents(
         self, request: pb.ListExecutionEventsRequest, context: Context
@@ -130,12 +116,15 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         self, request: pb.ReportExecutionStatusRequest, context: Context
     ) -> execution_pb2.Execution:
         execution_id = mapping.parse_execution_name(request.name)
-        stored = await report.report_status(self._ctx, execution_id, report.report_from_proto(request))
-        return await render(self._ctx, stored)
+        execution = await report.report_status(self._ctx, execution_id, mapping.report_from_proto(request))
+        return await self._view(execution)
 
     async def ListDeadLetters(self, request: pb.ListDeadLettersRequest, context: Context) -> pb.ListDeadLettersResponse:
-        return await dead_letters.list_dead_letters(
+        letters, next_token = await dead_letters.list_dead_letters(
             self._ctx, page_size=request.page_size, page_token=request.page_token
+        )
+        return pb.ListDeadLettersResponse(
+            dead_letters=[mapping.dead_letter_to_proto(letter) for letter in letters], next_page_token=next_token
         )
 
     async def GetSigningKeys(self, request: pb.GetSigningKeysRequest, context: Context) -> pb.GetSigningKeysResponse:

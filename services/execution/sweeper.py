@@ -3,7 +3,7 @@
 Every ``execution_sweep_seconds`` it
 
 1. queries the executions whose ``due_time`` has passed — one parameterised comparison over a field that
-   every write keeps in step (``support.change_from``; ``None`` once terminal, so finished executions are
+   every write stores with the execution (``Execution.due_time``; ``None`` once terminal, so finished executions are
    never selected again) — and moves each through the one state machine with a conditional write, deciding
    again on the freshly read document (:func:`~services.execution.domain.scheduling.sweep_decision`):
    PENDING_INPUTS past the input timeout, QUEUED past the queue timeout (or the execution deadline), RUNNING
@@ -20,19 +20,16 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
 
-from services.execution import mapping
 from services.execution.domain import ExecutionState, scheduling
+from services.execution.domain.model import Execution, ExecutionError, Outcome
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight
-from services.execution.handlers.support import timeouts_of, transition_change
-from services.execution.model import StoredExecution
+from services.execution.handlers.support import transition_change
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
-from services.platform.query.predicate import And, Compare, Op, SortKey
 
 _log = get_logger("exthub.execution.sweeper")
 
@@ -50,11 +47,7 @@ class Sweeper:
 
     async def sweep_once(self) -> int:
         """One pass over the due executions; the number moved."""
-        now = self._ctx.clock()
-        due = And((Compare(("due_time",), Op.LE, now), Compare(("kind",), Op.EQ, "execution")))
-        candidates = [
-            stored.id async for stored in self._ctx.repository.query_executions(due, order_by=(SortKey(("due_time",)),))
-        ]
+        candidates = [execution.id async for execution in self._ctx.repository.due(self._ctx.clock())]
         moved = 0
         for execution_id in candidates:
             try:
@@ -66,28 +59,26 @@ class Sweeper:
     async def _sweep(self, execution_id: str) -> bool:
         ctx = self._ctx
 
-        def decide(current: StoredExecution) -> Change | None:
+        def decide(current: Execution) -> Change | None:
             now = ctx.clock()
             action = scheduling.sweep_decision(
-                current.record,
-                timeouts_of(current.body),
-                now=now,
-                cancel_deadline_at=current.get("cancel_deadline"),
+                current.record, current.timeouts, now=now, cancel_deadline_at=current.cancel.deadline
             )
             if action is None:
                 return None
-            fields: dict[str, Any] = {}
+            outcome = current.outcome
             if action.state is ExecutionState.TIMED_OUT:
-                fields["error"] = mapping.error_document(
+                error = ExecutionError(
                     action.error_code, action.status_message, action.reason, {"state": current.state.value}
                 )
+                outcome = Outcome(outcome.result, outcome.validation_errors, error)
             return transition_change(
-                current, action.state, now=now, attempt=None, status_message=action.status_message, **fields
+                current, action.state, now=now, attempt=None, status_message=action.status_message, outcome=outcome
             )
 
         before = await ctx.repository.get(execution_id)
-        after = await ctx.repository.update(execution_id, decide)
-        if after.etag == before.etag or after.state is before.state:
+        after = await ctx.repository.update(execution_id, decide, current=before)
+        if after.state is before.state:
             return False
         _log.info("swept", execution=after.name, state=after.state.value, attempt=after.attempt)
         abort_inflight(ctx, execution_id)

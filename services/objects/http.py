@@ -1,19 +1,33 @@
 """The HTTP face of ``local/v1``: serves signed object URLs (the gateway routes ``/objects/v1/`` here).
 
-- ``PUT`` with a write-only URL streams the body to a temp file and renames it into place (201; 413 past the limit).
-- ``GET`` with a read-only URL streams the file (200; 404 before it is uploaded).
+- ``PUT`` with a write-only URL streams the body, byte for byte as sent, to a temp file and renames it into place
+  (201; 413 past the limit; 403 ``OBJECT_SEALED`` for an input that is sealed).
+- ``GET`` with a read-only URL streams the file (200; 404 before it is uploaded — for an input: before it is sealed).
 - Wrong method for the URL, expired, tampered or unsigned → 403; other methods → 405; any other path → 404.
 Every error is a small JSON body ``{"error": {"code", "status", "reason", "message"}}``.
+
+Bodies are stored as sent, so the server that runs this app must not decode request bodies: run it as the root
+app (it sets ``handler_args``) or give the root app / runner :data:`OBJECT_HANDLER_ARGS`. If a body arrives
+decoded anyway (its length differs from ``Content-Length``) the upload is refused with 415 and nothing is kept.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from types import MappingProxyType
+from typing import Any
 
 from aiohttp import web
 
-from services.objects.local import CHUNK_BYTES, LocalObjectProvider, ObjectTooLarge, UrlRejected
+from services.objects.local import (
+    CHUNK_BYTES,
+    BodyLengthMismatch,
+    LocalObjectProvider,
+    ObjectSealed,
+    ObjectTooLarge,
+    UrlRejected,
+)
 from services.objects.port import ObjectRef
 
 logger = logging.getLogger(__name__)
@@ -26,9 +40,14 @@ _STATUS_NAMES = {
     404: "NOT_FOUND",
     405: "METHOD_NOT_ALLOWED",
     413: "RESOURCE_EXHAUSTED",
+    415: "INVALID_ARGUMENT",
     500: "INTERNAL",
 }
 _ALLOWED_METHODS = ("GET", "PUT")
+
+OBJECT_HANDLER_ARGS: Mapping[str, Any] = MappingProxyType({"auto_decompress": False})
+"""aiohttp server options the app needs (``web.Application(handler_args=…)`` or ``web.AppRunner(app, **…)``):
+request bodies are never decoded, so a ``Content-Encoding: gzip`` upload is kept as sent."""
 
 
 def error_response(status: int, reason: str, message: str, *, headers: dict[str, str] | None = None) -> web.Response:
@@ -60,7 +79,7 @@ async def _json_errors(
 
 def create_object_app(provider: LocalObjectProvider) -> web.Application:
     """An aiohttp app serving exactly the signed ``/objects/v1/...`` URLs of ``provider``."""
-    app = web.Application(middlewares=[_json_errors])
+    app = web.Application(middlewares=[_json_errors], handler_args=OBJECT_HANDLER_ARGS)
     app[PROVIDER_KEY] = provider
     # One catch-all route: the raw path is parsed (and rejected) by the provider itself, before any file access.
     app.router.add_route("*", "/{tail:.*}", _handle)
@@ -92,9 +111,17 @@ async def _put(request: web.Request, provider: LocalObjectProvider, ref: ObjectR
             yield chunk
 
     try:
-        stored = await provider.write_object(ref, body())
+        stored = await provider.receive_upload(ref, body(), declared_bytes=request.content_length)
     except ObjectTooLarge:
         return error_response(413, "OBJECT_TOO_LARGE", f"objects are limited to {limit} bytes")
+    except ObjectSealed:
+        return error_response(403, "OBJECT_SEALED", "the input is sealed: this URL no longer accepts uploads")
+    except BodyLengthMismatch:
+        if request.headers.get("Content-Encoding", "identity").strip().lower() != "identity":
+            return error_response(
+                415, "CONTENT_ENCODING_NOT_KEPT", "this server would decode the Content-Encoding; nothing was stored"
+            )
+        return error_response(400, "BODY_LENGTH_MISMATCH", "the body does not match its Content-Length")
     logger.info("object stored", extra={"object": ref.key, "size": stored.size})
     return web.json_response(
         {"size": stored.size, "sha256": stored.sha256}, status=201, headers={"Cache-Control": "no-store"}

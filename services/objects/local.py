@@ -1,6 +1,10 @@
 """``local/v1``: objects as files under the data directory, reached through HMAC-signed, expiring URLs.
 
-Layout: ``<data_dir>/objects/<execution>/<kind>/<name>``; signing keys in ``<data_dir>/object-url-keys/k<N>.key``
+Layout under ``<data_dir>/objects/<execution>/``: ``output/<name>`` (outputs), ``upload/<name>`` (an input as
+uploaded: the only file an input's PUT URL writes) and ``input/<name>`` (the sealed input: what an input's GET
+URL reads; created once, by :meth:`LocalObjectProvider.seal_input`, as a hard link of the upload, so a later
+upload — a new file renamed over ``upload/<name>`` — never changes it). Bodies are stored byte for byte as sent.
+Signing keys in ``<data_dir>/object-url-keys/k<N>.key``
 (32 random bytes each, mode 0600, created once; the highest ``N`` signs, every key present verifies, so keys can be
 rotated with :meth:`ObjectUrlKeys.rotate` and retired by deleting the file).
 
@@ -41,6 +45,7 @@ from services.objects.port import (
     Accessor,
     HttpMethod,
     ObjectRef,
+    SealedObject,
     validate_execution_id,
     validate_kind,
     validate_object_name,
@@ -79,6 +84,14 @@ class ObjectTooLarge(Exception):
     def __init__(self, limit: int) -> None:
         super().__init__(f"object larger than {limit} bytes")
         self.limit = limit
+
+
+class ObjectSealed(Exception):
+    """An upload to an input that is already sealed."""
+
+
+class BodyLengthMismatch(Exception):
+    """The bytes received are not as many as the request declared (something decoded or cut the body)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,8 +311,16 @@ class LocalObjectProvider:
     # ---- storage ---------------------------------------------------------------------------------------
 
     def path_of(self, ref: ObjectRef) -> Path:
-        """The file of ``ref``; raises InvalidArgument if it would resolve outside the root (never, by naming)."""
-        path = self.root / ref.execution / ref.kind / ref.name
+        """The file a GET of ``ref`` reads: an output, or the sealed input. InvalidArgument outside the root."""
+        return self._inside(self.root / ref.execution / ref.kind / ref.name)
+
+    def upload_path_of(self, ref: ObjectRef) -> Path:
+        """The file a PUT of ``ref`` writes: an output itself, or the input's upload (staging) file."""
+        if ref.kind == "input":
+            return self._inside(self.root / ref.execution / "upload" / ref.name)
+        return self.path_of(ref)
+
+    def _inside(self, path: Path) -> Path:
         if not path.resolve().is_relative_to(self.root):
             raise InvalidArgument.field("object.name", "resolves outside the object root")
         return path
@@ -309,14 +330,38 @@ class LocalObjectProvider:
 
     async def size(self, ref: ObjectRef) -> int | None:
         def stat() -> int | None:
-            path = self.path_of(ref)
-            try:
-                info = path.stat()
-            except FileNotFoundError:
-                return None
-            return info.st_size if path.is_file() else None
+            for path in (self.path_of(ref), self.upload_path_of(ref)):
+                with contextlib.suppress(FileNotFoundError):
+                    info = path.stat()
+                    if path.is_file():
+                        return info.st_size
+            return None
 
         return await asyncio.to_thread(stat)
+
+    async def seal_input(self, ref: ObjectRef) -> SealedObject | None:
+        if ref.kind != "input":
+            raise InvalidArgument.field("object.kind", "only inputs are sealed")
+
+        def seal() -> SealedObject | None:
+            sealed, uploaded = self.path_of(ref), self.upload_path_of(ref)
+            sealed.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            try:
+                os.link(uploaded, sealed)  # atomic and never replaces: the first seal wins
+            except FileExistsError:
+                pass
+            except FileNotFoundError:
+                if not sealed.is_file():
+                    return None
+            else:
+                uploaded.unlink(missing_ok=True)  # keeps no second copy; a later PUT only recreates garbage
+            return _digest_file(sealed)
+
+        return await asyncio.to_thread(seal)
+
+    async def is_sealed(self, ref: ObjectRef) -> bool:
+        """Whether the input ``ref`` is sealed (uploads to it are refused from then on)."""
+        return ref.kind == "input" and await asyncio.to_thread(self.path_of(ref).is_file)
 
     async def delete_execution(self, execution: str) -> None:
         validate_execution_id(execution)
@@ -328,19 +373,37 @@ class LocalObjectProvider:
 
         await asyncio.to_thread(remove)
 
+    async def receive_upload(
+        self, ref: ObjectRef, chunks: AsyncIterable[bytes], *, declared_bytes: int | None = None
+    ) -> StoredObject:
+        """Store a client's upload of ``ref`` (what a PUT URL does): an output in place, an input in its upload
+        file. Raises :class:`ObjectSealed` for a sealed input, :class:`ObjectTooLarge` past the limit and
+        :class:`BodyLengthMismatch` when the bytes received differ from ``declared_bytes`` (nothing is kept)."""
+        if await self.is_sealed(ref):
+            raise ObjectSealed(ref.key)
+        return await self._store(self.upload_path_of(ref), ref.name, chunks, None, declared_bytes)
+
     async def write_object(
         self, ref: ObjectRef, chunks: AsyncIterable[bytes], *, max_bytes: int | None = None
     ) -> StoredObject:
-        """Stream ``chunks`` to a temp file next to the object, then rename it into place atomically.
+        """Store ``chunks`` as the object a GET of ``ref`` reads (a trusted, server-side write: for an input this
+        is its sealed content). Temp file next to it, then an atomic rename; :class:`ObjectTooLarge` (and
+        nothing kept) past ``max_bytes`` (default: the provider's limit)."""
+        return await self._store(self.path_of(ref), ref.name, chunks, max_bytes, None)
 
-        Raises :class:`ObjectTooLarge` (and keeps nothing) past ``max_bytes`` (default: the provider's limit).
-        """
+    async def _store(
+        self,
+        final: Path,
+        name: str,
+        chunks: AsyncIterable[bytes],
+        max_bytes: int | None,
+        declared_bytes: int | None,
+    ) -> StoredObject:
         limit = self.max_object_bytes if max_bytes is None else max_bytes
-        final = self.path_of(ref)
 
         def open_temp() -> tuple[Path, BinaryIO]:
             final.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-            temp = final.parent / f".{ref.name}.{uuid.uuid4().hex}.tmp"
+            temp = final.parent / f".{name}.{uuid.uuid4().hex}.tmp"
             fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             return temp, os.fdopen(fd, "wb")
 
@@ -363,6 +426,8 @@ class LocalObjectProvider:
                     raise ObjectTooLarge(limit)
                 digest.update(chunk)
                 await asyncio.to_thread(handle.write, chunk)
+            if declared_bytes is not None and size != declared_bytes:
+                raise BodyLengthMismatch(f"received {size} bytes, declared {declared_bytes}")
             return StoredObject(size=size, sha256=digest.hexdigest())
 
         temp, handle = await asyncio.to_thread(open_temp)
@@ -375,7 +440,7 @@ class LocalObjectProvider:
         return stored
 
     async def open_object(self, ref: ObjectRef) -> LocalObjectReader | None:
-        """Open an uploaded object for streaming, or None when it does not exist."""
+        """Open the object a GET of ``ref`` reads (an output, a sealed input) for streaming; None when missing."""
 
         def open_file() -> LocalObjectReader | None:
             try:
@@ -386,6 +451,16 @@ class LocalObjectProvider:
             return LocalObjectReader(handle, size)
 
         return await asyncio.to_thread(open_file)
+
+
+def _digest_file(path: Path) -> SealedObject:
+    digest = hashlib.sha256()
+    size = 0
+    with path.open("rb") as handle:
+        while chunk := handle.read(CHUNK_BYTES):
+            size += len(chunk)
+            digest.update(chunk)
+    return SealedObject(size=size, sha256=digest.hexdigest())
 
 
 class LocalObjectReader:

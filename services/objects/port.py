@@ -1,9 +1,14 @@
-"""The object provider port: accessors for the inputs and outputs of executions.
+"""The object provider port: short-lived accessors for the inputs and outputs of executions.
 
 A provider hands out accessors: a URL plus the method and headers to use with it, valid for one object and one
-direction until ``expire_time``. ``local/v1`` signs URLs to its own HTTP endpoint; ``az-blob/v1`` will return
-Blob Storage SAS URLs (with ``x-ms-blob-type: BlockBlob`` in ``headers`` for uploads). Objects live under
-``<execution>/<kind>/<name>``.
+direction until ``expire_time``. ``local/v1`` signs URLs to its own HTTP endpoint; ``az-blob/v1`` returns
+Blob Storage user-delegation SAS URLs (with ``x-ms-blob-type: BlockBlob`` in ``headers`` for uploads).
+
+Inputs are **sealed**: a client uploads an input through its upload accessor to a staging object; sealing
+(at ``:continue``) moves what was uploaded to the input's final object, which no upload accessor ever names, and
+records its size and SHA-256. From then on a PUT through an old upload accessor cannot change what a download
+accessor of that input returns. Bodies are stored as sent (a ``Content-Encoding`` is never undone).
+Outputs are written by the extension straight to their final object.
 """
 
 from __future__ import annotations
@@ -64,7 +69,7 @@ class ObjectRef:
 
     @property
     def key(self) -> str:
-        """The provider-neutral object key ``<execution>/<kind>/<name>`` (also the blob name in az-blob/v1)."""
+        """The provider-neutral object key ``<execution>/<kind>/<name>`` (for logs; providers lay out storage)."""
         return f"{self.execution}/{self.kind}/{self.name}"
 
 
@@ -94,6 +99,14 @@ def format_rfc3339(moment: datetime) -> str:
     return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+@dataclass(frozen=True, slots=True)
+class SealedObject:
+    """A sealed input: its size in bytes and the lower-case hex SHA-256 of its bytes (as uploaded)."""
+
+    size: int
+    sha256: str
+
+
 @runtime_checkable
 class ObjectProvider(Protocol):
     """A named object provider (``local/v1``, ``az-blob/v1``).
@@ -105,19 +118,28 @@ class ObjectProvider(Protocol):
     name: str
 
     async def upload_accessor(self, ref: ObjectRef, ttl: timedelta) -> Accessor:
-        """A write-only PUT accessor for ``ref``, valid for ``ttl``."""
+        """A write-only PUT accessor for ``ref``, valid for ``ttl`` (for an input: its staging object)."""
         ...
 
     async def download_accessor(self, ref: ObjectRef, ttl: timedelta) -> Accessor:
-        """A read-only GET accessor for ``ref``, valid for ``ttl`` (issued whether or not it exists yet)."""
+        """A read-only GET accessor for ``ref``, valid for ``ttl`` (issued whether or not it exists yet; for an
+        input: its sealed object)."""
         ...
 
     async def exists(self, ref: ObjectRef) -> bool:
-        """Whether the object has been uploaded (completely)."""
+        """Whether the object has been uploaded (completely); an input counts once uploaded or sealed."""
         ...
 
     async def size(self, ref: ObjectRef) -> int | None:
-        """The object's size in bytes, or None when it does not exist."""
+        """The object's size in bytes (an input: sealed if it is, else as uploaded), None when missing."""
+        ...
+
+    async def seal_input(self, ref: ObjectRef) -> SealedObject | None:
+        """Seal the uploaded input ``ref`` and return its size and SHA-256; None when nothing was uploaded.
+
+        Idempotent, and the first seal wins: once sealed, the input never changes again (a later seal returns
+        the same values, whatever is uploaded meanwhile). InvalidArgument for an output.
+        """
         ...
 
     async def delete_execution(self, execution: str) -> None:

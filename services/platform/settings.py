@@ -7,9 +7,12 @@ Examples: ``EXTHUB_BACKEND=azure``, ``EXTHUB_AUTH__ISSUERS='["https://login.micr
 from __future__ import annotations
 
 import json
+import re
 import secrets
+import uuid
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -89,17 +92,122 @@ class AuthSettings(BaseModel):
         return cls(issuers=[DEV_ISSUER], audiences=[DEV_AUDIENCE], jwks_file=dev_jwks_path(data_dir))
 
 
+_LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+_BLOB_CONTAINER = re.compile(r"^(?=.{3,63}$)[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9]))*$")
+_NAMESPACE = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?(?::[0-9]{1,5})?$")
+_DATABASE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,254}$")
+_SCOPE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s?#]+/\.default$")
+
+
+def _azure_endpoint(value: str | None, variable: str) -> str | None:
+    """An Azure data-plane endpoint: absolute https URL (http only on loopback), no credentials, query or
+    fragment (a SAS or key in a URL would be a secret in the settings); a trailing slash is dropped."""
+    if value is None:
+        return None
+    parts = urlsplit(value.strip())
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValueError(f"{variable} must be an absolute https URL")
+    if parts.scheme == "http" and parts.hostname not in _LOOPBACK_HOSTS:
+        raise ValueError(f"{variable} must use https (plain http only on loopback)")
+    if parts.username or parts.password or parts.query or parts.fragment:
+        raise ValueError(f"{variable} must not carry credentials, a query (no SAS) or a fragment")
+    return value.strip().rstrip("/")
+
+
 class AzureSettings(BaseModel):
-    """Azure backend endpoints (used by the azure backend in later issues; access uses managed identity)."""
+    """The Azure backend (``EXTHUB_AZURE__…``): endpoints and names only.
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    Access is always through an azure-identity credential (``services.platform.azure.identity``): there is
+    deliberately no field for an account key, connection string or SAS, and an unknown field is refused.
+    """
 
-    cosmos_endpoint: str | None = Field(default=None, description="Cosmos DB account endpoint.")
-    cosmos_database: str | None = Field(default=None, description="Cosmos DB database name.")
-    servicebus_namespace: str | None = Field(
-        default=None, description="Service Bus fully qualified namespace (`<ns>.servicebus.windows.net`)."
+    # A value given for a field that does not exist (say an account key) must not be echoed in the error.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    cosmos_endpoint: str | None = Field(
+        default=None, description="Cosmos DB account endpoint (`https://<account>.documents.azure.com:443/`)."
     )
-    blob_account_url: str | None = Field(default=None, description="Blob Storage account URL.")
+    cosmos_database: str = Field(default="exthub", description="Cosmos DB database name.")
+    servicebus_namespace: str | None = Field(
+        default=None,
+        description="Service Bus fully qualified namespace (`<ns>.servicebus.windows.net`; `127.0.0.1:PORT` for "
+        "the test broker).",
+    )
+    blob_account_url: str | None = Field(
+        default=None, description="Blob Storage account URL (`https://<account>.blob.core.windows.net`)."
+    )
+    blob_container: str = Field(default="exthub-objects", description="The container holding execution objects.")
+    client_id: str | None = Field(
+        default=None,
+        description="Client id of the user-assigned identity to use; None: the standard AZURE_CLIENT_ID.",
+    )
+    service_token_scope: str | None = Field(
+        default=None, description="Scope the services request to call each other (`api://exthub/.default`)."
+    )
+
+    @field_validator("cosmos_endpoint")
+    @classmethod
+    def _cosmos_endpoint(cls, value: str | None) -> str | None:
+        return _azure_endpoint(value, "EXTHUB_AZURE__COSMOS_ENDPOINT")
+
+    @field_validator("blob_account_url")
+    @classmethod
+    def _blob_account_url(cls, value: str | None) -> str | None:
+        return _azure_endpoint(value, "EXTHUB_AZURE__BLOB_ACCOUNT_URL")
+
+    @field_validator("servicebus_namespace")
+    @classmethod
+    def _namespace(cls, value: str | None) -> str | None:
+        if value is not None and not _NAMESPACE.fullmatch(value):
+            raise ValueError(
+                "EXTHUB_AZURE__SERVICEBUS_NAMESPACE must be a fully qualified namespace such as "
+                "<ns>.servicebus.windows.net (host[:port], no scheme, path or credentials)"
+            )
+        return value
+
+    @field_validator("cosmos_database")
+    @classmethod
+    def _database(cls, value: str) -> str:
+        if not _DATABASE.fullmatch(value):
+            raise ValueError("EXTHUB_AZURE__COSMOS_DATABASE must be 1-255 letters, digits, '_' or '-'")
+        return value
+
+    @field_validator("blob_container")
+    @classmethod
+    def _container(cls, value: str) -> str:
+        if not _BLOB_CONTAINER.fullmatch(value):
+            raise ValueError(
+                "EXTHUB_AZURE__BLOB_CONTAINER must be 3-63 lower-case letters, digits and single hyphens, "
+                "starting and ending with a letter or digit"
+            )
+        return value
+
+    @field_validator("client_id")
+    @classmethod
+    def _client_id(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return str(uuid.UUID(value))
+        except ValueError:
+            raise ValueError("EXTHUB_AZURE__CLIENT_ID must be a client id (a GUID)") from None
+
+    @field_validator("service_token_scope")
+    @classmethod
+    def _scope(cls, value: str | None) -> str | None:
+        if value is not None and not _SCOPE.fullmatch(value):
+            raise ValueError("EXTHUB_AZURE__SERVICE_TOKEN_SCOPE must be an app id URI scope ending in /.default")
+        return value
+
+    def missing_for_backend(self) -> list[str]:
+        """The variables the azure backend needs that are not set (empty when it is complete)."""
+        required = {
+            "EXTHUB_AZURE__COSMOS_ENDPOINT": self.cosmos_endpoint,
+            "EXTHUB_AZURE__SERVICEBUS_NAMESPACE": self.servicebus_namespace,
+            "EXTHUB_AZURE__BLOB_ACCOUNT_URL": self.blob_account_url,
+            "EXTHUB_AZURE__SERVICE_TOKEN_SCOPE": self.service_token_scope,
+        }
+        return [name for name, value in required.items() if not value]
 
 
 class EgressSettings(BaseModel):
@@ -147,7 +255,12 @@ class Settings(BaseSettings):
     """Every setting of the hub; ``0`` for a port lets the OS choose."""
 
     model_config = SettingsConfigDict(
-        env_prefix="EXTHUB_", env_nested_delimiter="__", extra="ignore", frozen=True, validate_default=True
+        env_prefix="EXTHUB_",
+        env_nested_delimiter="__",
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+        hide_input_in_errors=True,  # validation errors are printed at startup: never echo a (secret) value
     )
 
     backend: Literal["local", "azure"] = "local"
@@ -336,6 +449,14 @@ class Settings(BaseSettings):
         if value is not None and len(value.get_secret_value()) < 16:
             raise ValueError("page_token_secret must be at least 16 characters")
         return value
+
+    @model_validator(mode="after")
+    def _azure_backend_complete(self) -> Settings:
+        if self.backend == "azure":
+            missing = self.azure.missing_for_backend()
+            if missing:
+                raise ValueError(f"EXTHUB_BACKEND=azure needs {', '.join(missing)} (not set)")
+        return self
 
     @model_validator(mode="after")
     def _auth_defaults(self) -> Settings:

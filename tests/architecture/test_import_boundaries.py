@@ -96,15 +96,7 @@ def test_the_agent_imports_nothing_of_the_execution_service() -> None:
 
 @pytest.mark.parametrize(
     "handlers",
-    [
-        pytest.param(
-            name,
-            marks=pytest.mark.xfail(strict=True, reason="the execution handlers import protos until exec-core lands"),
-        )
-        if name == "services/execution/handlers"
-        else name
-        for name in sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "services").glob("*/handlers"))
-    ],
+    sorted(path.relative_to(ROOT).as_posix() for path in (ROOT / "services").glob("*/handlers")),
 )
 def test_handlers_import_no_grpc_and_no_protos(handlers: str) -> None:
     found = violations(

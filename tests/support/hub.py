@@ -30,7 +30,6 @@ import grpc
 from aiohttp import web
 from google.protobuf import struct_pb2
 
-from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
@@ -47,8 +46,10 @@ from services.catalog.app import CatalogApp, start_catalog
 from services.echo.app import create_echo_app
 from services.echo.registration import register_echo
 from services.echo.signature import HttpJwksSource
-from services.execution.adapters.agent import DevServiceTokens, GrpcAgentClient
+from services.execution.adapters.agent import GrpcAgentClient, dev_service_tokens
 from services.execution.app import ExecutionApp, start_execution
+from services.execution.domain.model import Execution
+from services.execution.handlers.ports import AttemptOutcome, AttemptTask
 from services.platform.settings import Settings
 
 if TYPE_CHECKING:
@@ -216,17 +217,15 @@ class LateAgentClient:
     address for its worker) has started."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._tokens = DevServiceTokens(data_dir)
+        self._tokens = dev_service_tokens(data_dir)
         self._client: GrpcAgentClient | None = None
 
     def connect(self, address: str) -> None:
         self._client = GrpcAgentClient(address, self._tokens)
 
-    async def execute(
-        self, task: execution_pb2.ExecutionTask, *, deadline_seconds: float
-    ) -> agent_service_pb2.ExecuteResponse:
+    async def execute(self, task: AttemptTask, *, timeout_seconds: float) -> AttemptOutcome:
         assert self._client is not None, "the agent has not started"
-        return await self._client.execute(task, deadline_seconds=deadline_seconds)
+        return await self._client.execute(task, timeout_seconds=timeout_seconds)
 
     async def close(self) -> None:
         if self._client is not None:
@@ -492,7 +491,6 @@ class AgentCluster:
         )
         return list(response.events)
 
-    async def stored(self, name: str) -> dict[str, Any]:
-        """The stored execution document (for what the API does not show, e.g. the claiming agent)."""
-        found = await self.hub.execution.context.repository.get(name.removeprefix("executions/"))
-        return dict(found.body)
+    async def stored(self, name: str) -> Execution:
+        """The stored execution (for what the API does not show, e.g. the claiming agent)."""
+        return await self.hub.execution.context.repository.get(name.removeprefix("executions/"))

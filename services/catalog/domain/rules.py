@@ -271,8 +271,6 @@ def _profiles(prefix: str, version: ExtensionVersion) -> list[FieldViolation]:
                     f"{path}.extension_settings", "'validation_url' is required when the version supports validation"
                 )
             )
-    if "default" not in seen:
-        violations.append(FieldViolation(f"{prefix}.profiles", "a profile named 'default' is required"))
     return violations
 
 

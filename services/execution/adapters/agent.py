@@ -1,35 +1,27 @@
-"""The agent, as the execution service sees it: ``AgentService.Execute`` over gRPC with an Agent token."""
+"""The agent port over gRPC: ``AgentService.Execute`` with an Agent token."""
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer
-from exthub.execution.v1 import execution_pb2
+from exthub.contract.dev_tokens import DevIssuer, DevTokens
+from services.execution import mapping
+from services.execution.domain.outcomes import AGENT_UNAVAILABLE
+from services.execution.handlers.ports import AttemptOutcome, AttemptTask
 from services.platform.auth.principal import AGENT
+from services.platform.errors import DeadlineExceeded, Unavailable
 
 if TYPE_CHECKING:
     from exthub.agent.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
 
+__all__ = ["GrpcAgentClient", "TokenSource", "dev_service_tokens"]
+
 SERVICE_TENANT = "exthub"
 SERVICE_USER = "execution-service"
-TOKEN_TTL_SECONDS = 3600
-TOKEN_REFRESH_MARGIN_SECONDS = 300
-
-
-class AgentPort(Protocol):
-    """Runs one attempt synchronously."""
-
-    async def execute(
-        self, task: execution_pb2.ExecutionTask, *, deadline_seconds: float
-    ) -> agent_service_pb2.ExecuteResponse:
-        """The outcome; raises ``grpc.aio.AioRpcError`` when the agent cannot be reached or fails."""
-        ...
 
 
 class TokenSource(Protocol):
@@ -40,40 +32,37 @@ class TokenSource(Protocol):
         ...
 
 
-class DevServiceTokens:
-    """Local backend: Agent-role tokens minted with the development issuer of the data directory."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self._issuer = DevIssuer.load_or_create(data_dir)
-        self._token = ""
-        self._expires = 0.0
-
-    def token(self) -> str:
-        now = time.time()
-        if now >= self._expires - TOKEN_REFRESH_MARGIN_SECONDS:
-            self._token = self._issuer.issue(
-                tenant=SERVICE_TENANT, user=SERVICE_USER, roles=[AGENT], ttl_seconds=TOKEN_TTL_SECONDS
-            )
-            self._expires = now + TOKEN_TTL_SECONDS
-        return self._token
+def dev_service_tokens(data_dir: Path) -> DevTokens:
+    """Local backend: the execution service's own Agent-role tokens, minted with the data directory's
+    development issuer (file I/O: call it through ``asyncio.to_thread``)."""
+    return DevTokens(DevIssuer.load_or_create(data_dir), tenant=SERVICE_TENANT, user=SERVICE_USER, roles=[AGENT])
 
 
 class GrpcAgentClient:
-    """``AgentService.Execute`` on one agent address."""
+    """An :class:`~services.execution.handlers.ports.AgentPort` on one agent address."""
 
     def __init__(self, address: str, tokens: TokenSource) -> None:
         self._channel = grpc.aio.insecure_channel(address)
         self._stub: AgentServiceAsyncStub = agent_service_pb2_grpc.AgentServiceStub(self._channel)
         self._tokens = tokens
 
-    async def execute(
-        self, task: execution_pb2.ExecutionTask, *, deadline_seconds: float
-    ) -> agent_service_pb2.ExecuteResponse:
-        return await self._stub.Execute(
-            agent_service_pb2.ExecuteRequest(task=task),
-            timeout=deadline_seconds,
-            metadata=(("authorization", f"Bearer {self._tokens.token()}"),),
-        )
+    async def execute(self, task: AttemptTask, *, timeout_seconds: float) -> AttemptOutcome:
+        """The attempt's outcome; DeadlineExceeded past ``timeout_seconds``, Unavailable when the call fails."""
+        try:
+            response = await self._stub.Execute(
+                agent_service_pb2.ExecuteRequest(task=mapping.attempt_task_to_proto(task)),
+                timeout=timeout_seconds,
+                metadata=(("authorization", f"Bearer {self._tokens.token()}"),),
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise DeadlineExceeded("the agent did not answer before the deadline") from None
+            raise Unavailable(
+                "the agent could not run the execution",
+                reason=AGENT_UNAVAILABLE,
+                metadata={"grpcCode": error.code().name},
+            ) from None
+        return mapping.attempt_outcome_from_proto(response)
 
     async def close(self) -> None:
         """Close the channel."""

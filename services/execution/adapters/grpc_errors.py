@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
 
+from exthub.contract.errors import call_error_info
 from services.platform.errors import (
     Aborted,
     AlreadyExists,
@@ -29,28 +28,12 @@ _BY_CODE: dict[grpc.StatusCode, type[HubError]] = {
 }
 
 
-def error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo | None:
-    """The ``ErrorInfo`` detail of a failed call, if it carries one."""
-    try:
-        status = rpc_status.from_call(error)
-    except ValueError:
-        return None
-    if status is None:
-        return None
-    for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
-            return info
-    return None
-
-
 def hub_error_from_rpc(error: grpc.aio.AioRpcError, *, backend: str) -> HubError:
     """The same canonical code and reason for client errors; ``UNAVAILABLE`` (BACKEND_UNAVAILABLE) otherwise."""
     kind = _BY_CODE.get(error.code())
     if kind is None:
         return Unavailable(f"the {backend} is unavailable", metadata={"backend": backend})
-    info = error_info(error)
+    info = call_error_info(error)
     reason = info.reason if info is not None and info.reason else None
     metadata = dict(info.metadata) if info is not None else {}
     return kind(error.details() or f"the {backend} refused the call", reason=reason, metadata=metadata)

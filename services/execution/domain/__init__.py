@@ -14,7 +14,6 @@ from services.execution.domain.state_machine import (
     classify_report,
     create,
     next_deadline,
-    overdue_state,
     progress,
     transition,
 )
@@ -59,7 +58,6 @@ __all__ = [
     "is_terminal",
     "new_status_key",
     "next_deadline",
-    "overdue_state",
     "progress",
     "require_status_key",
     "transition",

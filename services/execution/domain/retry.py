@@ -4,8 +4,20 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.platform.errors import InvalidArgument
+
+
+@dataclass(frozen=True, slots=True)
+class RetrySettings:
+    """A profile's retry policy as configured; unset values (0 / ``None``) take :class:`RetryPolicy`'s
+    defaults (see ``scheduling.retry_policy_from``)."""
+
+    max_attempts: int = 0
+    initial_backoff: timedelta | None = None
+    max_backoff: timedelta | None = None
+    multiplier: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

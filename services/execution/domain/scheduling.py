@@ -18,12 +18,11 @@ comparison (``due_time <= now``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any
+from datetime import datetime, timedelta
 
-from services.execution.domain.retry import RetryPolicy
+from services.execution.domain.codes import Code
+from services.execution.domain.retry import RetryPolicy, RetrySettings
 from services.execution.domain.state_machine import ExecutionRecord, next_deadline
 from services.execution.domain.states import ExecutionState
 from services.platform.errors import InvalidArgument
@@ -36,7 +35,9 @@ INPUT_TIMEOUT = "INPUT_TIMEOUT"
 RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
 CANCEL_NOT_ACKNOWLEDGED = "CANCEL_NOT_ACKNOWLEDGED"
 
-_CODE_DEADLINE_EXCEEDED = 4
+#: The hub's one default time bound: the execution timeout of a version that names none, the life of the
+#: accessors handed to clients, and the bound of an agent call whose execution deadline is not known.
+DEFAULT_TIME_BOUND = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,23 +69,25 @@ class SweepAction:
     state: ExecutionState
     status_message: str
     reason: str
-    error_code: int = _CODE_DEADLINE_EXCEEDED
+    error_code: Code = Code.DEADLINE_EXCEEDED
 
 
-def retry_policy_from(document: Mapping[str, Any] | None) -> RetryPolicy:
+def retry_policy_from(settings: RetrySettings | None) -> RetryPolicy:
     """The retry policy of a profile snapshot (unset fields take :class:`RetryPolicy`'s defaults).
 
     An invalid stored policy (the catalog validates profiles, so only old data) falls back to the defaults
     rather than failing an execution.
     """
-    document = document or {}
     defaults = RetryPolicy()
-    max_attempts = int(document.get("max_attempts") or 0) or defaults.max_attempts
-    initial = document.get("initial_backoff_seconds")
-    maximum = document.get("max_backoff_seconds")
-    multiplier = float(document.get("multiplier") or 0) or defaults.multiplier
-    initial_s = defaults.initial_backoff_s if initial is None else float(initial)
-    max_s = max(defaults.max_backoff_s, initial_s) if maximum is None else float(maximum)
+    if settings is None:
+        return defaults
+    max_attempts = settings.max_attempts or defaults.max_attempts
+    multiplier = settings.multiplier or defaults.multiplier
+    initial_s = (
+        defaults.initial_backoff_s if settings.initial_backoff is None else settings.initial_backoff.total_seconds()
+    )
+    maximum = settings.max_backoff
+    max_s = max(defaults.max_backoff_s, initial_s) if maximum is None else maximum.total_seconds()
     try:
         return RetryPolicy(
             max_attempts=max_attempts, initial_backoff_s=initial_s, max_backoff_s=max_s, multiplier=multiplier
@@ -98,6 +101,13 @@ def execution_deadline(record: ExecutionRecord, execution_timeout: timedelta | N
     if record.first_running_time is None or execution_timeout is None:
         return None
     return to_storage(from_storage(record.first_running_time) + execution_timeout)
+
+
+def attempt_deadline(record: ExecutionRecord, execution_timeout: timedelta | None, *, now: datetime) -> datetime:
+    """The latest an attempt that runs at ``now`` may end: the execution deadline, else ``now`` plus the
+    default time bound."""
+    deadline = execution_deadline(record, execution_timeout)
+    return now + DEFAULT_TIME_BOUND if deadline is None else from_storage(deadline)
 
 
 def decide_transient_failure(
@@ -167,13 +177,14 @@ def sweep_decision(
             ExecutionState.CANCELLED,
             "cancelled by the client (the agent did not acknowledge in time)",
             CANCEL_NOT_ACKNOWLEDGED,
-            error_code=1,
+            error_code=Code.CANCELLED,
         )
     return None
 
 
 __all__ = [
     "CANCEL_NOT_ACKNOWLEDGED",
+    "DEFAULT_TIME_BOUND",
     "EXECUTION_TIMEOUT",
     "INPUT_TIMEOUT",
     "QUEUE_TIMEOUT",
@@ -181,6 +192,7 @@ __all__ = [
     "FailureDecision",
     "SweepAction",
     "Timeouts",
+    "attempt_deadline",
     "cancel_deadline",
     "decide_transient_failure",
     "due_time",

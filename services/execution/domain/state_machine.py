@@ -25,11 +25,9 @@ Rules:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from enum import StrEnum
-from typing import Any
 
 from services.execution.domain.states import (
     INITIAL_STATES,
@@ -59,31 +57,6 @@ class ExecutionEvent:
     attempt: int
     time: str
 
-    def to_document(self) -> dict[str, Any]:
-        """The event as a JSON-ready mapping (enum values by name)."""
-        return {
-            "sequence": self.sequence,
-            "type": self.type.value,
-            "state": self.state.value,
-            "status_message": self.status_message,
-            "percent_complete": self.percent_complete,
-            "attempt": self.attempt,
-            "time": self.time,
-        }
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> ExecutionEvent:
-        """The inverse of :meth:`to_document`."""
-        return cls(
-            sequence=int(document["sequence"]),
-            type=EventType(document["type"]),
-            state=ExecutionState(document["state"]),
-            status_message=str(document["status_message"]),
-            percent_complete=_optional_int(document.get("percent_complete")),
-            attempt=int(document["attempt"]),
-            time=_check_time(document["time"]),
-        )
-
 
 @dataclass(frozen=True, slots=True)
 class ExecutionRecord:
@@ -108,36 +81,6 @@ class ExecutionRecord:
     def is_terminal(self) -> bool:
         """Whether the execution has reached a final state."""
         return self.state in TERMINAL_STATES
-
-    def to_document(self) -> dict[str, Any]:
-        """The record as a JSON-ready mapping (enum values by name)."""
-        return {
-            "state": self.state.value,
-            "attempt": self.attempt,
-            "last_sequence": self.last_sequence,
-            "status_message": self.status_message,
-            "percent_complete": self.percent_complete,
-            "create_time": self.create_time,
-            "update_time": self.update_time,
-            "state_time": self.state_time,
-            "first_running_time": self.first_running_time,
-        }
-
-    @classmethod
-    def from_document(cls, document: Mapping[str, Any]) -> ExecutionRecord:
-        """The inverse of :meth:`to_document`."""
-        first_running = document.get("first_running_time")
-        return cls(
-            state=ExecutionState(document["state"]),
-            attempt=int(document["attempt"]),
-            last_sequence=int(document["last_sequence"]),
-            status_message=str(document["status_message"]),
-            percent_complete=_optional_int(document.get("percent_complete")),
-            create_time=_check_time(document["create_time"]),
-            update_time=_check_time(document["update_time"]),
-            state_time=_check_time(document["state_time"]),
-            first_running_time=None if first_running is None else _check_time(first_running),
-        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,11 +116,6 @@ class ReportDecision:
 
     outcome: ReportOutcome
     error: HubError | None = None
-
-    @property
-    def applies(self) -> bool:
-        """Whether the report leads to a write (a new event)."""
-        return self.outcome in (ReportOutcome.TRANSITION, ReportOutcome.PROGRESS)
 
     def raise_if_refused(self) -> None:
         """Raise :attr:`error` for a STALE or INVALID report; return for the others."""
@@ -374,27 +312,6 @@ def next_deadline(
     return min(candidates, default=None)
 
 
-def overdue_state(
-    record: ExecutionRecord,
-    now: str,
-    *,
-    queue_timeout: timedelta | None,
-    execution_timeout: timedelta | None,
-    input_timeout: timedelta | None,
-) -> ExecutionState | None:
-    """TIMED_OUT when a deadline of the current state has passed at ``now`` (see :func:`next_deadline`)."""
-    _check_time(now)
-    deadline = next_deadline(
-        record,
-        queue_timeout=queue_timeout,
-        execution_timeout=execution_timeout,
-        input_timeout=input_timeout,
-    )
-    if deadline is not None and deadline <= now:
-        return ExecutionState.TIMED_OUT
-    return None
-
-
 def _apply_transition(
     record: ExecutionRecord,
     to_state: ExecutionState,
@@ -464,10 +381,6 @@ def _stale_attempt(attempt: int, current: int) -> FailedPrecondition:
         reason=STALE_ATTEMPT,
         metadata={"attempt": str(attempt), "currentAttempt": str(current)},
     )
-
-
-def _optional_int(value: Any) -> int | None:
-    return None if value is None else int(value)
 
 
 def _check_time(text: str) -> str:

@@ -2,50 +2,23 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
-from typing import Any
-
-from google.rpc import error_details_pb2, status_pb2
 
 from services.execution.domain import ExecutionState, new_status_key
-from services.execution.domain.scheduling import cancel_deadline, due_time
+from services.execution.domain.model import CancelState, Execution, InputState
+from services.execution.domain.modes import Mode
+from services.execution.domain.scheduling import cancel_deadline
+from services.execution.errors import InputsMissing
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight, run_sync
-from services.execution.handlers.support import load_visible, timeouts_of, transition_change
-from services.execution.model import MODE_ASYNC, MODE_SYNC, StoredExecution
+from services.execution.handlers.support import load_visible, transition_change
 from services.execution.repository import Change
-from services.objects.port import ObjectRef
+from services.objects.port import ObjectRef, SealedObject
 from services.platform.auth.principal import Principal
-from services.platform.errors import FailedPrecondition, InvalidArgument
+from services.platform.errors import InvalidArgument
 
-
-class InputsMissing(FailedPrecondition):
-    """FAILED_PRECONDITION ``INPUTS_MISSING``: ``ErrorInfo`` metadata ``missingInputs`` (comma-separated) and a
-    ``PreconditionFailure`` with one violation per input not uploaded (AIP-193: type ``INPUT_NOT_UPLOADED``,
-    subject the input's name)."""
-
-    default_reason = "INPUTS_MISSING"
-
-    def __init__(self, execution: str, names: Sequence[str]) -> None:
-        super().__init__(
-            f"inputs not uploaded: {', '.join(names)}",
-            metadata={"resource": execution, "missingInputs": ",".join(names)},
-        )
-        self.missing = list(names)
-
-    def to_status(self) -> status_pb2.Status:
-        """The usual status plus the ``PreconditionFailure`` detail."""
-        status = super().to_status()
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(
-                    type="INPUT_NOT_UPLOADED", subject=name, description=f"the input {name!r} has not been uploaded"
-                )
-                for name in self.missing
-            ]
-        )
-        status.details.add().Pack(failure)
-        return status
+__all__ = ["cancel_execution", "continue_execution"]
 
 
 async def continue_execution(
@@ -55,70 +28,93 @@ async def continue_execution(
     provided_inputs: Sequence[str],
     *,
     caller_remaining: float | None,
-) -> StoredExecution:
-    """PENDING_INPUTS → RUNNING (sync, run now) or QUEUED (async) once every required input really exists."""
-    stored = await load_visible(ctx, principal, execution_id)
-    declared = {item["name"]: item for item in stored.get("inputs") or []}
+) -> Execution:
+    """PENDING_INPUTS → RUNNING (sync, run now) or QUEUED (async) once the inputs it waits for really exist.
+
+    Checked: every required input, every input the create request named in ``expected_inputs``, and every
+    input named in ``provided_inputs`` now. A continue of an execution that is no longer PENDING_INPUTS (a
+    repeat, or a race with another continue) changes nothing and returns the execution as it is.
+    """
+    execution = await load_visible(ctx, principal, execution_id)
+    declared = {item.name for item in execution.inputs}
     for index, name in enumerate(provided_inputs):
         if name not in declared:
             raise InvalidArgument.field(f"provided_inputs[{index}]", f"{name!r} is not a declared input")
-    if stored.state is not ExecutionState.PENDING_INPUTS:
-        # Let the state machine word the refusal (or accept a repeat as a no-op).
-        target = ExecutionState.RUNNING if stored.mode == MODE_SYNC else ExecutionState.QUEUED
-        transition_change(stored, target, now=ctx.clock(), attempt=None)
-        return stored
-    marked = set(provided_inputs) | {name for name, item in declared.items() if item["provided"]}
-    missing = []
-    for name, item in declared.items():
-        if (item["required"] or name in marked) and not await ctx.objects.exists(ObjectRef(stored.id, "input", name)):
-            missing.append(name)
+    if execution.state is not ExecutionState.PENDING_INPUTS:
+        return execution
+    checked = {item.name for item in execution.waiting_for} | set(provided_inputs)
+    missing = [name for name in sorted(checked) if not await ctx.objects.exists(ObjectRef(execution.id, "input", name))]
     if missing:
-        raise InputsMissing(stored.name, sorted(missing))
-    target = ExecutionState.RUNNING if stored.mode == MODE_SYNC else ExecutionState.QUEUED
+        raise InputsMissing(execution.name, missing)
+    sealed = await _seal(ctx, execution, sorted(checked))
+    provided = set(provided_inputs) | {item.name for item in execution.inputs if item.provided} | checked
+    inputs = tuple(_provided(item, item.name in provided, sealed.get(item.name)) for item in execution.inputs)
+    target = ExecutionState.RUNNING if execution.mode is Mode.SYNC else ExecutionState.QUEUED
     status_key, key_hash = new_status_key()
-    inputs = [{**item, "provided": item["name"] in marked} for item in stored.get("inputs") or []]
 
-    def decide(current: StoredExecution) -> Change | None:
-        fields: dict[str, Any] = {"inputs": inputs}
-        if target is ExecutionState.RUNNING:
-            fields["status_key_hash"] = key_hash
+    def decide(current: Execution) -> Change | None:
+        if current.state is not ExecutionState.PENDING_INPUTS:
+            return None  # another continue (or a cancel, the sweeper) came first
         return transition_change(
-            current, target, now=ctx.clock(), attempt=None, status_message=target.value.lower(), **fields
+            current,
+            target,
+            now=ctx.clock(),
+            attempt=None,
+            status_message=target.value.lower(),
+            inputs=inputs,
+            status_key_hash=key_hash if target is ExecutionState.RUNNING else current.status_key_hash,
         )
 
-    updated = await ctx.repository.update(execution_id, decide)
-    if target is ExecutionState.RUNNING and updated.mode == MODE_SYNC and updated.state is ExecutionState.RUNNING:
+    updated = await ctx.repository.update(execution_id, decide, current=execution)
+    ours = updated.state is ExecutionState.RUNNING and updated.status_key_hash == key_hash
+    if target is ExecutionState.RUNNING and ours:
         return await run_sync(ctx, updated, status_key=status_key, caller_remaining=caller_remaining)
     return updated
 
 
-async def cancel_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> StoredExecution:
-    """PENDING_INPUTS/QUEUED → CANCELLED at once. RUNNING: a synchronous execution (its agent call, if it runs
-    in this process, is aborted) → CANCELLED at once; an asynchronous one gets ``cancel_requested``, which
-    the agent's heartbeat delivers (it then reports CANCELLED); if no agent acknowledges it within
-    ``ctx.cancel_grace`` the sweeper ends it CANCELLED (``cancel_deadline``/``due_time``). Terminal: the
-    state machine refuses, except a repeated cancel of a CANCELLED execution (a no-op)."""
-    await load_visible(ctx, principal, execution_id)
+def _provided(item: InputState, provided: bool, sealed: SealedObject | None) -> InputState:
+    if sealed is None:
+        return dataclasses.replace(item, provided=provided)
+    return dataclasses.replace(item, provided=provided, size=sealed.size, sha256=sealed.sha256)
 
-    def decide(current: StoredExecution) -> Change | None:
+
+async def _seal(ctx: ExecutionContext, execution: Execution, names: Sequence[str]) -> dict[str, SealedObject]:
+    """Seal each input (checked to exist first, so a refused continue seals nothing): from now on the extension
+    reads exactly these bytes, whatever a later PUT through an old upload accessor sends."""
+    sealed: dict[str, SealedObject] = {}
+    for name in names:
+        result = await ctx.objects.seal_input(ObjectRef(execution.id, "input", name))
+        if result is None:  # removed between the check and the seal
+            raise InputsMissing(execution.name, [name])
+        sealed[name] = result
+    return sealed
+
+
+async def cancel_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:
+    """PENDING_INPUTS/QUEUED → CANCELLED at once. RUNNING: a synchronous execution (its agent call, if it runs
+    in this process, is aborted) → CANCELLED at once; an asynchronous one gets a cancel request, which the
+    agent's heartbeat delivers (it then reports CANCELLED); if no agent acknowledges it within
+    ``ctx.cancel_grace`` the sweeper ends it CANCELLED. Terminal: the state machine refuses, except a repeated
+    cancel of a CANCELLED execution (a no-op)."""
+    visible = await load_visible(ctx, principal, execution_id)
+
+    def decide(current: Execution) -> Change | None:
         now = ctx.clock()
-        if current.state is ExecutionState.RUNNING and current.mode == MODE_ASYNC:
-            if current.get("cancel_requested"):
+        if current.state is ExecutionState.RUNNING and current.mode is Mode.ASYNC:
+            if current.cancel.requested:
                 return None
-            deadline = cancel_deadline(now, ctx.cancel_grace)
-            body = current.evolve(cancel_requested=True, cancel_deadline=deadline)
-            body["due_time"] = due_time(current.record, timeouts_of(body), cancel_deadline_at=deadline)
-            return Change(body, None)
+            requested = CancelState(requested=True, deadline=cancel_deadline(now, ctx.cancel_grace))
+            return Change(dataclasses.replace(current, cancel=requested))
         return transition_change(
             current,
             ExecutionState.CANCELLED,
             now=now,
             attempt=None,
             status_message="cancelled by the client",
-            cancel_requested=True,
+            cancel=CancelState(requested=True),
         )
 
-    updated = await ctx.repository.update(execution_id, decide)
+    updated = await ctx.repository.update(execution_id, decide, current=visible)
     if updated.state is ExecutionState.CANCELLED:
         abort_inflight(ctx, execution_id)
     return updated

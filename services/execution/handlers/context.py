@@ -3,20 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from services.execution.adapters.agent import AgentPort
-from services.execution.adapters.catalog import CatalogPort
+from services.execution.handlers.ports import AgentPort, CatalogPort, Clock, DeadLetterQueue
 from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
 from services.objects.port import ObjectProvider
 from services.platform.paging import PageTokenCodec
-from services.platform.timefmt import to_storage, utcnow
-from services.platform.workqueue.port import WorkQueue
-
-ACCESSOR_TTL = timedelta(hours=1)
+from services.platform.timefmt import from_storage, to_storage, utcnow
 
 
 def _now() -> str:
@@ -28,11 +23,12 @@ class ExecutionContext:
     """Dependencies of the execution handlers.
 
     ``callback_base_url`` is where ``…/v1/executions/{id}:reportStatus`` is reachable (the public URL, or the
-    execution service's own HTTP server); ``inflight`` maps execution ids to their running synchronous agent
-    call (so a cancel can abort it); ``background`` keeps runs alive when the client goes away.
-    ``queue`` is the work queue asynchronous attempts are published to (None: this process does not
-    dispatch, e.g. unit tests); ``input_timeout`` bounds PENDING_INPUTS and ``cancel_grace`` is how long a
-    RUNNING execution's cancel may go unacknowledged by its agent before the sweeper ends it.
+    execution service's own HTTP server); ``clock`` is the one source of "now" of every use case;
+    ``inflight`` maps execution ids to their running synchronous agent call (so a cancel can abort it);
+    ``background`` keeps runs alive when the client goes away. ``queue`` is the work queue whose dead letters
+    operators list (None: this process has none); ``input_timeout`` bounds
+    PENDING_INPUTS and ``cancel_grace`` is how long a RUNNING execution's cancel may go unacknowledged by its
+    agent before the sweeper ends it.
     """
 
     repository: ExecutionRepository
@@ -42,13 +38,17 @@ class ExecutionContext:
     signing: SigningKeyRing
     page_tokens: PageTokenCodec
     callback_base_url: str
-    clock: Callable[[], str] = _now
+    clock: Clock = _now
     watch_poll_seconds: float = 2.0
-    queue: WorkQueue | None = None
+    queue: DeadLetterQueue | None = None
     input_timeout: timedelta = timedelta(hours=24)
     cancel_grace: timedelta = timedelta(seconds=60)
     inflight: dict[str, asyncio.Future[object]] = field(default_factory=dict)
     background: set[asyncio.Task[object]] = field(default_factory=set)
+
+    def now(self) -> datetime:
+        """The clock's now as an aware datetime."""
+        return from_storage(self.clock())
 
     def status_url(self, execution_id: str) -> str:
         """The REST ``reportStatus`` URL of an execution."""

@@ -1,52 +1,81 @@
-"""CreateExecution (idempotent with a ``request_id``) and RetryExecution."""
+"""CreateExecution and RetryExecution.
+
+Which profile: the one the request names; else ``default`` when the version has it; else the version's only
+profile; else INVALID_ARGUMENT on ``execution.profile``. Where it starts: DIRECT_TOKEN_ISSUED (a DIRECT
+profile); PENDING_INPUTS when it waits for inputs — every *required* input, and each optional one the request
+names in ``expected_inputs``; otherwise RUNNING (sync, run now) or QUEUED (async), optional inputs absent.
+The same ``request_id`` within 24 h returns the same execution.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
-from exthub.catalog.v1 import resources_pb2
-from exthub.type.v1 import types_pb2
-from services.execution import mapping
 from services.execution.domain import ExecutionState, create, is_terminal, new_status_key
-from services.execution.domain.scheduling import due_time
+from services.execution.domain.model import (
+    DispatchMarker,
+    Execution,
+    ExecutionRequest,
+    InputState,
+    Outbox,
+    OutputState,
+    Priority,
+    ProfileSnapshot,
+    VersionState,
+    inputs_to_wait_for,
+)
+from services.execution.domain.modes import Mode, mode_of
+from services.execution.domain.names import new_execution_id, parse_version_name, validate_request_id
 from services.execution.handlers.context import ExecutionContext
+from services.execution.handlers.ports import CatalogVersion
 from services.execution.handlers.run import run_sync
-from services.execution.handlers.support import expire_time, load_visible, timeouts_of
-from services.execution.model import MODE_ASYNC, MODE_DIRECT, MODE_SYNC, StoredExecution, set_dispatch
+from services.execution.handlers.support import load_visible
 from services.platform.auth.principal import Principal
 from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.query.filter import MAP_KEY_RE
-from services.platform.timefmt import from_storage
+
+__all__ = ["DEFAULT_PROFILE", "ExecutionDraft", "create_execution", "retry_execution", "validate_draft"]
 
 MAX_REQUEST_BYTES = 256 * 1024
 MAX_LABELS = 64
 MAX_LABEL_VALUE_CHARS = 256
 MAX_PROFILE_CHARS = 63
 DEDUP_WAIT_SECONDS = 5.0
-Metadata = Sequence[tuple[str, str]]
+DEFAULT_PROFILE = "default"
+#: A direct token's lifetime when the profile names none (the catalog requires one for DIRECT profiles).
+DEFAULT_DIRECT_TOKEN_TTL = timedelta(minutes=5)
+_INITIAL_MESSAGES = {
+    ExecutionState.PENDING_INPUTS: "waiting for inputs",
+    ExecutionState.QUEUED: "queued",
+    ExecutionState.RUNNING: "running",
+    ExecutionState.DIRECT_TOKEN_ISSUED: "direct token issued",
+}
 
 
 @dataclass(frozen=True)
 class ExecutionDraft:
-    """The client's part of a new execution."""
+    """The client's part of a new execution (``profile`` empty: not named)."""
 
     extension_version: str
-    profile: str = "default"
-    priority: str = "NORMAL"
+    profile: str = ""
+    priority: Priority = Priority.NORMAL
     validate_only: bool = False
-    request: dict[str, Any] = field(default_factory=dict)
-    labels: dict[str, str] = field(default_factory=dict)
+    request: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    labels: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    expected_inputs: tuple[str, ...] = ()
     request_bytes: int = 0
 
 
 def validate_draft(draft: ExecutionDraft) -> None:
     """Size and shape limits: INVALID_ARGUMENT with the offending field."""
-    mapping.parse_version_name(draft.extension_version)
-    if not draft.profile or len(draft.profile) > MAX_PROFILE_CHARS:
-        raise InvalidArgument.field("execution.profile", f"must have 1 to {MAX_PROFILE_CHARS} characters")
+    parse_version_name(draft.extension_version)
+    if draft.profile and len(draft.profile) > MAX_PROFILE_CHARS:
+        raise InvalidArgument.field("execution.profile", f"must have at most {MAX_PROFILE_CHARS} characters")
     if draft.request_bytes > MAX_REQUEST_BYTES:
         raise InvalidArgument.field("execution.request", f"must be at most {MAX_REQUEST_BYTES} bytes")
     if len(draft.labels) > MAX_LABELS:
@@ -58,42 +87,44 @@ def validate_draft(draft: ExecutionDraft) -> None:
             raise InvalidArgument.field(f"execution.labels.{key}", f"at most {MAX_LABEL_VALUE_CHARS} characters")
 
 
-def _mode_of(profile: resources_pb2.ExecutionProfile) -> str:
-    if profile.mode == resources_pb2.ExecutionProfile.DIRECT:
-        return MODE_DIRECT
-    if profile.execution_model.endswith("/sync/v1"):
-        return MODE_SYNC
-    if profile.execution_model.endswith("/async/v1"):
-        return MODE_ASYNC
-    raise FailedPrecondition(
-        f"the execution model {profile.execution_model!r} is not supported",
-        reason="EXECUTION_MODEL_NOT_SUPPORTED",
-        metadata={"executionModel": profile.execution_model},
+def choose_profile(version: CatalogVersion, requested: str) -> ProfileSnapshot:
+    """The profile an execution runs with (see the module docstring)."""
+    if requested:
+        profile = version.profile(requested)
+        if profile is None:
+            raise InvalidArgument.field("execution.profile", f"{version.name} has no profile {requested!r}")
+        return profile
+    default = version.profile(DEFAULT_PROFILE)
+    if default is not None:
+        return default
+    if len(version.profiles) == 1:
+        return version.profiles[0]
+    names = ", ".join(sorted(p.name for p in version.profiles)) or "none"
+    raise InvalidArgument.field(
+        "execution.profile", f"is required: {version.name} has no profile {DEFAULT_PROFILE!r} (profiles: {names})"
     )
 
 
-def _check_version(version: resources_pb2.ExtensionVersion, draft: ExecutionDraft) -> resources_pb2.ExecutionProfile:
-    if version.state != resources_pb2.ExtensionVersion.ACTIVE:
+def _check_version(version: CatalogVersion, draft: ExecutionDraft) -> ProfileSnapshot:
+    if version.state is not VersionState.ACTIVE:
         raise FailedPrecondition(
-            f"{version.name} is {resources_pb2.ExtensionVersion.State.Name(version.state)}",
+            f"{version.name} is {version.state.value}",
             reason="VERSION_NOT_ACTIVE",
             metadata={"resource": version.name},
         )
-    profile = next((p for p in version.profiles if p.name == draft.profile), None)
-    if profile is None:
-        raise InvalidArgument.field("execution.profile", f"{version.name} has no profile {draft.profile!r}")
-    if profile.HasField("active") and not profile.active:
+    profile = choose_profile(version, draft.profile)
+    if not profile.active:
         raise FailedPrecondition(
-            f"the profile {draft.profile!r} is not active",
+            f"the profile {profile.name!r} is not active",
             reason="PROFILE_NOT_ACTIVE",
-            metadata={"profile": draft.profile},
+            metadata={"profile": profile.name},
         )
-    supported = {types_pb2.Priority.Name(p) for p in profile.supported_priorities}
-    if draft.priority not in supported:
+    if draft.priority not in profile.supported_priorities:
+        supported = ",".join(sorted(p.name for p in profile.supported_priorities))
         raise FailedPrecondition(
-            f"the profile {draft.profile!r} does not support priority {draft.priority}",
+            f"the profile {profile.name!r} does not support priority {draft.priority.name}",
             reason="PRIORITY_NOT_SUPPORTED",
-            metadata={"priority": draft.priority, "supported": ",".join(sorted(supported))},
+            metadata={"priority": draft.priority.name, "supported": supported},
         )
     if draft.validate_only and not version.supports_validation:
         raise FailedPrecondition(
@@ -101,6 +132,10 @@ def _check_version(version: resources_pb2.ExtensionVersion, draft: ExecutionDraf
             reason="VALIDATION_NOT_SUPPORTED",
             metadata={"resource": version.name},
         )
+    declared = {definition.name for definition in version.inputs}
+    for index, name in enumerate(draft.expected_inputs):
+        if name not in declared:
+            raise InvalidArgument.field(f"execution.expected_inputs[{index}]", f"{name!r} is not a declared input")
     return profile
 
 
@@ -110,22 +145,25 @@ async def create_execution(
     draft: ExecutionDraft,
     *,
     request_id: str,
-    metadata: Metadata,
+    authorization: str,
     caller_remaining: float | None,
     retried_from: str = "",
-) -> StoredExecution:
-    """Create (and for sync profiles run) an execution; the same ``request_id`` within 24 h → the same one."""
+) -> Execution:
+    """Create (and for sync profiles run) an execution; the same ``request_id`` within 24 h → the same one.
+
+    ``authorization`` is the caller's bearer header, forwarded to the catalog.
+    """
     validate_draft(draft)
-    execution_id = mapping.new_execution_id()
+    execution_id = new_execution_id()
     if request_id:
-        request_id = mapping.validate_request_id(request_id)
+        request_id = validate_request_id(request_id)
         existing = await ctx.repository.claim_request_id(principal.tenant, request_id, execution_id, now=ctx.clock())
         if existing is not None:
             return await _existing(ctx, principal, existing)
     try:
-        version = await ctx.catalog.get_version(draft.extension_version, metadata=metadata)
+        version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
         profile = _check_version(version, draft)
-        mode = _mode_of(profile)
+        mode = mode_of(profile.execution_model, profile.mode)
     except BaseException:
         if request_id:
             await ctx.repository.release_request_id(principal.tenant, request_id, execution_id)
@@ -135,7 +173,7 @@ async def create_execution(
     )
 
 
-async def _existing(ctx: ExecutionContext, principal: Principal, execution_id: str) -> StoredExecution:
+async def _existing(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:
     """The execution a repeated request id points at (it may still be being stored by the first call)."""
     loop = asyncio.get_running_loop()
     give_up = loop.time() + DEDUP_WAIT_SECONDS
@@ -156,99 +194,85 @@ async def _store_and_start(
     principal: Principal,
     draft: ExecutionDraft,
     execution_id: str,
-    version: resources_pb2.ExtensionVersion,
-    profile: resources_pb2.ExecutionProfile,
-    mode: str,
+    version: CatalogVersion,
+    profile: ProfileSnapshot,
+    mode: Mode,
     caller_remaining: float | None,
     retried_from: str,
-) -> StoredExecution:
+) -> Execution:
     now = ctx.clock()
-    snapshot = mapping.version_snapshot(version, profile)
-    extension_id, _ = mapping.parse_version_name(version.name, field="extension_version")
-    has_inputs = bool(snapshot["inputs"]) and mode != MODE_DIRECT
-    if mode == MODE_DIRECT:
+    extension_id, _ = parse_version_name(version.name, field="extension_version")
+    runs = mode is not Mode.DIRECT
+    request = ExecutionRequest(
+        extension_version=version.name,
+        extension=f"extensions/{extension_id}",
+        profile=profile.name,
+        priority=draft.priority,
+        tenant=principal.tenant,
+        created_by=principal.user,
+        validate_only=draft.validate_only,
+        request=dict(draft.request),
+        labels=dict(draft.labels),
+        expected_inputs=tuple(dict.fromkeys(draft.expected_inputs)),
+        retried_from=retried_from,
+    )
+    inputs = tuple(InputState(d.name, d.required) for d in version.inputs) if runs else ()
+    if mode is Mode.DIRECT:
         initial = ExecutionState.DIRECT_TOKEN_ISSUED
-    elif has_inputs:
+    elif inputs_to_wait_for(inputs, request.expected_inputs):
         initial = ExecutionState.PENDING_INPUTS
-    elif mode == MODE_SYNC:
+    elif mode is Mode.SYNC:
         initial = ExecutionState.RUNNING
     else:
         initial = ExecutionState.QUEUED
-    record, event = create(initial, now=now, status_message=_initial_message(initial))
+    record, event = create(initial, now=now, status_message=_INITIAL_MESSAGES[initial])
+    execution = Execution(
+        id=execution_id,
+        record=record,
+        request=request,
+        mode=mode,
+        version=version.snapshot(profile),
+        inputs=inputs,
+        outputs=tuple(OutputState(d.name) for d in version.outputs) if runs else (),
+        input_timeout=ctx.input_timeout,
+    )
     status_key = ""
-    body: dict[str, Any] = {
-        **record.to_document(),
-        "extension_version": version.name,
-        "extension": f"extensions/{extension_id}",
-        "profile": draft.profile,
-        "priority": draft.priority,
-        "validate_only": draft.validate_only,
-        "request": draft.request,
-        "labels": draft.labels,
-        "mode": mode,
-        "execution_model": profile.execution_model,
-        "tenant": principal.tenant,
-        "created_by": principal.user,
-        "retried_from": retried_from,
-        "version": snapshot,
-        "inputs": [{"name": d["name"], "required": d["required"], "provided": False} for d in snapshot["inputs"]]
-        if mode != MODE_DIRECT
-        else [],
-        "outputs": [{"name": d["name"], "provided": False} for d in snapshot["outputs"]] if mode != MODE_DIRECT else [],
-        "result": None,
-        "validation_errors": [],
-        "error": None,
-        "status_key_hash": "",
-        "cancel_requested": False,
-        "cancel_deadline": None,
-        "direct_token": "",
-        "end_time": None,
-        "input_timeout_seconds": ctx.input_timeout.total_seconds(),
-    }
     if initial is ExecutionState.QUEUED:
-        set_dispatch(body, record.attempt)
-    if initial is ExecutionState.RUNNING:
-        status_key, body["status_key_hash"] = new_status_key()
-    if initial is ExecutionState.DIRECT_TOKEN_ISSUED:
-        ttl = snapshot["profile"]["direct_token_ttl_seconds"] or 300.0
-        body["direct_token"] = ctx.signing.issue_direct_token(
-            execution=f"executions/{execution_id}",
-            extension=f"extensions/{extension_id}",
+        execution = dataclasses.replace(execution, outbox=Outbox(dispatch=DispatchMarker(record.attempt)))
+    elif initial is ExecutionState.RUNNING:
+        status_key, key_hash = new_status_key()
+        execution = dataclasses.replace(execution, status_key_hash=key_hash)
+    elif initial is ExecutionState.DIRECT_TOKEN_ISSUED:
+        ttl = profile.direct_token_ttl or DEFAULT_DIRECT_TOKEN_TTL
+        token = ctx.signing.issue_direct_token(
+            execution=execution.name,
+            extension=execution.request.extension,
             version=version.name,
-            profile=draft.profile,
+            profile=profile.name,
             tenant=principal.tenant,
             user=principal.user,
-            audience=f"extensions/{extension_id}",
-            ttl_seconds=max(1, int(ttl)),
-            now=from_storage(now),
+            audience=execution.request.extension,
+            ttl_seconds=max(1, int(ttl.total_seconds())),
+            now=ctx.now(),
         )
-        body["end_time"] = now
-    body["expire_time"] = None if is_terminal(initial) else expire_time(record, body)
-    body["due_time"] = due_time(record, timeouts_of(body), cancel_deadline_at=None)
-    stored = await ctx.repository.create(execution_id, body, event)
+        execution = dataclasses.replace(execution, direct_token=token)
+    stored = await ctx.repository.create(execution, event)
     if initial is ExecutionState.RUNNING:
         return await run_sync(ctx, stored, status_key=status_key, caller_remaining=caller_remaining)
     return stored
 
 
-def _initial_message(state: ExecutionState) -> str:
-    return {
-        ExecutionState.PENDING_INPUTS: "waiting for inputs",
-        ExecutionState.QUEUED: "queued",
-        ExecutionState.RUNNING: "running",
-        ExecutionState.DIRECT_TOKEN_ISSUED: "direct token issued",
-    }[state]
-
-
-def draft_of(stored: StoredExecution) -> ExecutionDraft:
+def draft_of(execution: Execution) -> ExecutionDraft:
     """The client's part of a stored execution (for :func:`retry_execution`)."""
+    request = execution.request
     return ExecutionDraft(
-        extension_version=str(stored.get("extension_version")),
-        profile=str(stored.get("profile")),
-        priority=str(stored.get("priority")),
-        validate_only=bool(stored.get("validate_only")),
-        request=dict(stored.get("request") or {}),
-        labels=dict(stored.get("labels") or {}),
+        extension_version=request.extension_version,
+        profile=request.profile,
+        priority=request.priority,
+        validate_only=request.validate_only,
+        request=dict(request.request),
+        labels=dict(request.labels),
+        expected_inputs=request.expected_inputs,
     )
 
 
@@ -258,9 +282,9 @@ async def retry_execution(
     execution_id: str,
     *,
     request_id: str,
-    metadata: Metadata,
+    authorization: str,
     caller_remaining: float | None,
-) -> StoredExecution:
+) -> Execution:
     """A new execution with the same request and ``retried_from``; only from a terminal state."""
     original = await load_visible(ctx, principal, execution_id)
     if not is_terminal(original.state):
@@ -274,7 +298,7 @@ async def retry_execution(
         principal,
         draft_of(original),
         request_id=request_id,
-        metadata=metadata,
+        authorization=authorization,
         caller_remaining=caller_remaining,
         retried_from=original.name,
     )

@@ -6,11 +6,10 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from services.execution.domain import ExecutionEvent, ExecutionState, is_terminal
+from services.execution.domain.model import Execution
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import load_visible
-from services.execution.model import StoredExecution
 from services.platform.auth.principal import Principal
-from services.platform.docstore.port import MAX_QUERY_LIMIT
 from services.platform.errors import InvalidArgument
 from services.platform.paging import resolve_page_size
 from services.platform.query.filter import FieldKind, FieldSpec, FilterSchema, parse_filter, parse_order_by
@@ -41,11 +40,11 @@ _DEFAULT_ORDER = (SortKey(("create_time",), descending=True),)
 class ExecutionPage:
     """A page of executions and the next page token (empty at the end)."""
 
-    executions: list[StoredExecution]
+    executions: list[Execution]
     next_page_token: str
 
 
-async def get_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> StoredExecution:
+async def get_execution(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:
     """One execution of the caller's tenant (any, for Hub.Admin)."""
     return await load_visible(ctx, principal, execution_id)
 
@@ -108,7 +107,7 @@ async def watch_execution(
     next_sequence = max(from_sequence, 1)
     while True:
         armed = ctx.repository.notifier.arm(execution_id)
-        events = await ctx.repository.list_events(execution_id, from_sequence=next_sequence, limit=MAX_QUERY_LIMIT)
+        events = await ctx.repository.list_events(execution_id, from_sequence=next_sequence)
         for event in events:
             yield event
             next_sequence = event.sequence + 1

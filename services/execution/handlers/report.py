@@ -8,14 +8,13 @@ PERMISSION_DENIED ``STATUS_KEY_INVALID`` and changes nothing.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
-from exthub.execution.v1 import execution_pb2
-from services.execution import mapping
 from services.execution.domain import (
     STALE_ATTEMPT,
     ExecutionState,
@@ -25,48 +24,61 @@ from services.execution.domain import (
     require_status_key,
     scheduling,
 )
+from services.execution.domain.codes import Code
+from services.execution.domain.model import (
+    CancelState,
+    Execution,
+    ExecutionError,
+    OutputState,
+    ValidationError,
+)
+from services.execution.domain.outcomes import ATTEMPT_FAILED, EXTENSION_FAILED
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import build_task, change_from, execution_deadline, timeouts_of
-from services.execution.model import StoredExecution
+from services.execution.handlers.ports import AttemptTask
+from services.execution.handlers.support import build_task, change_from
 from services.execution.repository import Change
 from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.timefmt import from_storage, to_storage
 
+__all__ = [
+    "AGENT_LOST",
+    "Heartbeat",
+    "StatusReport",
+    "claim_execution",
+    "heartbeat",
+    "release_lost_attempt",
+    "report_status",
+    "sign_extension_request",
+]
+
 #: ``ErrorInfo.reason`` of an attempt whose agent was lost (released by ``ReleaseExecution``).
 AGENT_LOST = "AGENT_LOST"
-_UNAVAILABLE = 14  # google.rpc.Code.UNAVAILABLE: a lost agent is a transient failure
 
 
 @dataclass(frozen=True)
 class StatusReport:
-    """One ``ReportExecutionStatus`` call."""
+    """One ``ReportExecutionStatus`` call (``None``: unchanged)."""
 
     attempt: int
     state: ExecutionState
     status_key: str = ""
     status_message: str | None = None
     percent_complete: int | None = None
-    result: dict[str, Any] | None = None
-    provided_outputs: Sequence[str] = ()
-    validation_errors: list[dict[str, Any]] = field(default_factory=list)
-    error: dict[str, Any] | None = None
+    result: Mapping[str, Any] | None = None
+    provided_outputs: tuple[str, ...] = ()
+    validation_errors: tuple[ValidationError, ...] = ()
+    error: ExecutionError | None = None
 
 
-def _key_hash(stored: StoredExecution | None) -> str:
-    return str(stored.get("status_key_hash") or "") if stored is not None else ""
-
-
-async def report_status(ctx: ExecutionContext, execution_id: str, report: StatusReport) -> StoredExecution:
+async def report_status(ctx: ExecutionContext, execution_id: str, report: StatusReport) -> Execution:
     """Apply a report proven by the attempt's status-update key (see the module docstring)."""
-    stored = await ctx.repository.find(execution_id)
-    require_status_key(report.status_key, _key_hash(stored))
-    assert stored is not None  # a key matched, so the execution exists
-    return await _apply_report(ctx, stored, report)
+    execution = await ctx.repository.find(execution_id)
+    require_status_key(report.status_key, execution.status_key_hash if execution is not None else "")
+    assert execution is not None  # a key matched, so the execution exists
+    return await _apply_report(ctx, execution, report)
 
 
-async def release_lost_attempt(
-    ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str
-) -> StoredExecution:
+async def release_lost_attempt(ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str) -> Execution:
     """An agent that received a RUNNING attempt's message again ends the attempt as lost (``AGENT_LOST``).
 
     Redelivery means the previous holder stopped renewing the message's lease; the attempt is a transient
@@ -75,29 +87,22 @@ async def release_lost_attempt(
     if not agent_id:
         raise InvalidArgument.field("agent_id", "is required")
     message = "the agent running this attempt stopped renewing its lease"
-    report = StatusReport(
-        attempt=attempt,
-        state=ExecutionState.QUEUED,
-        status_message=message,
-        error=mapping.error_document(
-            _UNAVAILABLE, message, AGENT_LOST, {"attempt": str(attempt), "releasedBy": agent_id}
-        ),
-    )
+    lost = ExecutionError(Code.UNAVAILABLE, message, AGENT_LOST, {"attempt": str(attempt), "releasedBy": agent_id})
+    report = StatusReport(attempt=attempt, state=ExecutionState.QUEUED, status_message=message, error=lost)
     return await _apply_report(ctx, await ctx.repository.get(execution_id), report)
 
 
-async def _apply_report(ctx: ExecutionContext, stored: StoredExecution, report: StatusReport) -> StoredExecution:
-    execution_id = stored.id
-    declared = {o["name"] for o in stored.get("outputs") or []}
+async def _apply_report(ctx: ExecutionContext, execution: Execution, report: StatusReport) -> Execution:
+    declared = {o.name for o in execution.outputs}
     for index, name in enumerate(report.provided_outputs):
         if name not in declared:
             raise InvalidArgument.field(f"provided_outputs[{index}]", f"{name!r} is not a declared output")
 
-    def decide(current: StoredExecution) -> Change | None:
+    def decide(current: Execution) -> Change | None:
         if report.status_key:  # the key may have changed since it was checked (a new claim)
-            require_status_key(report.status_key, _key_hash(current))
+            require_status_key(report.status_key, current.status_key_hash)
         now = ctx.clock()
-        state, status_message, fields = _resolve_report(current, report, now)
+        state, status_message, error, not_before = _resolve_report(current, report, now)
         result = apply_report(
             current.record,
             now=now,
@@ -106,121 +111,104 @@ async def _apply_report(ctx: ExecutionContext, stored: StoredExecution, report: 
             status_message=status_message,
             percent_complete=report.percent_complete,
         )
+        outcome = current.outcome
         if state is ExecutionState.SUCCEEDED:
-            fields["result"] = report.result or {}
+            outcome = dataclasses.replace(outcome, result=report.result or {})
+        if report.validation_errors:
+            outcome = dataclasses.replace(outcome, validation_errors=report.validation_errors)
+        if error is not None:
+            outcome = dataclasses.replace(outcome, error=error)
+        outputs = current.outputs
         if report.provided_outputs:
             provided = set(report.provided_outputs)
-            fields["outputs"] = [
-                {**o, "provided": o["provided"] or o["name"] in provided} for o in current.get("outputs") or []
-            ]
-        if report.validation_errors:
-            fields["validation_errors"] = report.validation_errors
-        return change_from(current, result, now=now, **fields)
+            outputs = tuple(OutputState(o.name, o.provided or o.name in provided) for o in current.outputs)
+        fields: dict[str, Any] = {"outcome": outcome, "outputs": outputs}
+        if state is ExecutionState.QUEUED and result.event is not None and result.record.attempt != current.attempt:
+            fields["status_key_hash"] = ""  # the ended attempt's key proves nothing any more
+        return change_from(current, result, dispatch_not_before=not_before, **fields)
 
-    return await ctx.repository.update(execution_id, decide)
+    return await ctx.repository.update(execution.id, decide, current=execution)
 
 
 def _resolve_report(
-    current: StoredExecution, report: StatusReport, now: str
-) -> tuple[ExecutionState, str | None, dict[str, Any]]:
-    """The state a report leads to, its status message and the error to store.
+    current: Execution, report: StatusReport, now: str
+) -> tuple[ExecutionState, str | None, ExecutionError | None, str | None]:
+    """The state a report leads to, its status message, the error to store and the next attempt's earliest start.
 
     A QUEUED report of the running attempt is a *transient failure*; the retry decision is the hub's
     (:func:`~services.execution.domain.scheduling.decide_transient_failure`): QUEUED for attempt + 1 after the
     profile's backoff, FAILED with this last error when no attempt is left, or TIMED_OUT when the execution
     deadline has passed.
     """
-    fields: dict[str, Any] = {}
-    state, message = report.state, report.status_message
-    error = report.error
-    if state is ExecutionState.QUEUED and current.state is ExecutionState.RUNNING and report.attempt == current.attempt:
-        if error is None:
-            error = mapping.error_document(14, message or "the attempt failed", "ATTEMPT_FAILED")
-        profile = (current.get("version") or {}).get("profile") or {}
+    state, message, error = report.state, report.status_message, report.error
+    if state is ExecutionState.QUEUED and current.is_running(report.attempt):
+        failure = error or ExecutionError(Code.UNAVAILABLE, message or "the attempt failed", ATTEMPT_FAILED)
         decision = scheduling.decide_transient_failure(
             current.record,
-            scheduling.retry_policy_from(profile.get("retry_policy")),
+            scheduling.retry_policy_from(current.profile.retry),
             now=now,
-            execution_timeout=timeouts_of(current.body).execution,
+            execution_timeout=current.timeouts.execution,
         )
-        state = decision.state
-        attempts = {"attempts": str(current.attempt)}
-        if state is ExecutionState.QUEUED:
-            fields["status_key_hash"] = ""  # the ended attempt's key proves nothing any more
-            not_before = from_storage(now) + timedelta(seconds=decision.backoff_seconds)
-            fields["dispatch_not_before"] = to_storage(not_before)
-            message = f"attempt {current.attempt} failed ({error['reason']}); retrying"
-        elif state is ExecutionState.FAILED:
-            error = {**error, "metadata": {**error.get("metadata", {}), **attempts}}
-            message = str(error.get("message") or "the attempt failed")
-        else:
-            error = mapping.error_document(
-                4,
-                "the execution did not end before its deadline",
-                decision.reason,
-                {**attempts, "lastReason": str(error.get("reason", ""))},
-            )
-            message = error["message"]
-        fields["error"] = error
-    elif state in (ExecutionState.FAILED, ExecutionState.TIMED_OUT):
-        if error is None:
-            text = message or ("the extension reported a failure" if state is ExecutionState.FAILED else "timed out")
-            error = mapping.error_document(
-                2 if state is ExecutionState.FAILED else 4,
-                text,
-                "EXTENSION_FAILED" if state is ExecutionState.FAILED else scheduling.EXECUTION_TIMEOUT,
-            )
-        fields["error"] = error
-    elif state is ExecutionState.QUEUED and error is not None:
-        fields["error"] = error
-    return state, message, fields
+        attempts = str(current.attempt)
+        if decision.state is ExecutionState.QUEUED:
+            not_before = to_storage(from_storage(now) + timedelta(seconds=decision.backoff_seconds))
+            retrying = f"attempt {current.attempt} failed ({failure.reason}); retrying"
+            return decision.state, retrying, failure, not_before
+        if decision.state is ExecutionState.FAILED:
+            failed = failure.with_metadata(attempts=attempts)
+            return decision.state, failed.message or "the attempt failed", failed, None
+        timed_out = ExecutionError(
+            Code.DEADLINE_EXCEEDED,
+            "the execution did not end before its deadline",
+            decision.reason,
+            {"attempts": attempts, "lastReason": failure.reason},
+        )
+        return decision.state, timed_out.message, timed_out, None
+    if state is ExecutionState.FAILED:
+        error = error or ExecutionError(Code.UNKNOWN, message or "the extension reported a failure", EXTENSION_FAILED)
+    elif state is ExecutionState.TIMED_OUT:
+        error = error or ExecutionError(Code.DEADLINE_EXCEEDED, message or "timed out", scheduling.EXECUTION_TIMEOUT)
+    elif state is not ExecutionState.QUEUED:
+        error = None  # only a failure (or a retry report) records an error
+    return state, message, error, None
 
 
 async def claim_execution(
     ctx: ExecutionContext, execution_id: str, attempt: int, agent_id: str
-) -> tuple[StoredExecution, execution_pb2.ExecutionTask]:
+) -> tuple[Execution, AttemptTask]:
     """QUEUED → RUNNING for ``attempt`` (never twice), with a fresh status-update key in the task."""
     if not agent_id:
         raise InvalidArgument.field("agent_id", "is required")
     status_key, key_hash = new_status_key()
 
-    def decide(current: StoredExecution) -> Change | None:
-        now = ctx.clock()
-        result = claim(current.record, now=now, attempt=attempt)
-        return change_from(
-            current,
-            result,
-            now=now,
-            status_key_hash=key_hash,
-            agent_id=agent_id,
-            cancel_requested=False,
-            cancel_deadline=None,
-        )
+    def decide(current: Execution) -> Change | None:
+        result = claim(current.record, now=ctx.clock(), attempt=attempt)
+        return change_from(current, result, status_key_hash=key_hash, agent_id=agent_id, cancel=CancelState())
 
-    stored = await ctx.repository.update(execution_id, decide)
-    if stored.get("status_key_hash") != key_hash:  # pragma: no cover - claim() refuses a second claim
+    execution = await ctx.repository.update(execution_id, decide)
+    if execution.status_key_hash != key_hash:  # pragma: no cover - claim() refuses a second claim
         raise FailedPrecondition("the attempt was claimed already", reason=STALE_ATTEMPT)
-    deadline = execution_deadline(stored) or datetime.now(UTC) + timedelta(hours=1)
-    task = await build_task(ctx, stored, status_key=status_key, deadline=deadline)
-    return stored, task
+    deadline = scheduling.attempt_deadline(execution.record, execution.timeouts.execution, now=ctx.now())
+    task = await build_task(ctx, execution, status_key=status_key, deadline=deadline)
+    return execution, task
 
 
 async def sign_extension_request(
     ctx: ExecutionContext, execution_id: str, attempt: int, body: bytes
 ) -> tuple[str, str]:
     """Sign the exact request body an agent is about to POST (``signature``, ``key_id``)."""
-    stored = await ctx.repository.get(execution_id)
-    if attempt != stored.attempt:
+    execution = await ctx.repository.get(execution_id)
+    if attempt != execution.attempt:
         raise FailedPrecondition(
-            f"attempt {attempt} is not the current attempt {stored.attempt}",
+            f"attempt {attempt} is not the current attempt {execution.attempt}",
             reason=STALE_ATTEMPT,
-            metadata={"attempt": str(attempt), "currentAttempt": str(stored.attempt)},
+            metadata={"attempt": str(attempt), "currentAttempt": str(execution.attempt)},
         )
-    if stored.state is not ExecutionState.RUNNING:
+    if execution.state is not ExecutionState.RUNNING:
         raise FailedPrecondition(
-            f"{stored.name} is {stored.state.value}, not RUNNING",
+            f"{execution.name} is {execution.state.value}, not RUNNING",
             reason="INVALID_TRANSITION",
-            metadata={"state": stored.state.value},
+            metadata={"state": execution.state.value},
         )
     try:
         document = json.loads(body)
@@ -228,16 +216,16 @@ async def sign_extension_request(
         raise InvalidArgument.field("body", "must be a JSON object") from None
     if not isinstance(document, dict):
         raise InvalidArgument.field("body", "must be a JSON object")
-    if document.get("executionId") not in (stored.id, stored.name):
+    if document.get("executionId") not in (execution.id, execution.name):
         raise InvalidArgument.field("body", "executionId does not name this execution")
     if document.get("attempt") != attempt:
         raise InvalidArgument.field("body", "attempt does not match")
     signature = ctx.signing.sign_extension_request(
         body,
-        audience=str(stored.get("extension")),
-        execution=stored.name,
+        audience=execution.request.extension,
+        execution=execution.name,
         attempt=attempt,
-        now=from_storage(ctx.clock()),
+        now=ctx.now(),
     )
     return signature, ctx.signing.current_kid
 
@@ -257,49 +245,18 @@ async def heartbeat(ctx: ExecutionContext, execution_id: str, attempt: int, agen
     """Whether the agent's attempt goes on: abort when it is stale or the execution is no longer RUNNING.
 
     Reads only (a heartbeat writes nothing): the agent's queue lease is its liveness, and a cancel is
-    delivered from the ``cancel_requested`` flag that ``CancelExecution`` set.
+    delivered from the cancel request that ``CancelExecution`` recorded.
     """
     if not agent_id:
         raise InvalidArgument.field("agent_id", "is required")
     if attempt < 1:
         raise InvalidArgument.field("attempt", "must be 1 or more")
-    stored = await ctx.repository.get(execution_id)
-    current = stored.state is ExecutionState.RUNNING and stored.attempt == attempt
+    execution = await ctx.repository.get(execution_id)
+    current = execution.is_running(attempt)
     return Heartbeat(
         abort=not current,
-        cancel_requested=current and bool(stored.get("cancel_requested")),
-        state=stored.state,
-        attempt=stored.attempt,
-        deadline=execution_deadline(stored),
+        cancel_requested=current and execution.cancel.requested,
+        state=execution.state,
+        attempt=execution.attempt,
+        deadline=execution.deadline,
     )
-
-
-def report_from_proto(request: Any) -> StatusReport:
-    """The handler's view of a ``ReportExecutionStatusRequest``."""
-    if request.state == execution_pb2.Execution.STATE_UNSPECIFIED:
-        raise InvalidArgument.field("state", "is required")
-    return StatusReport(
-        attempt=request.attempt,
-        state=ExecutionState(execution_pb2.Execution.State.Name(request.state)),
-        status_key=request.status_update_key,
-        status_message=request.status_message if request.HasField("status_message") else None,
-        percent_complete=request.percent_complete if request.HasField("percent_complete") else None,
-        result=mapping.struct_to_dict(request.result) if request.HasField("result") else None,
-        provided_outputs=list(request.provided_outputs),
-        validation_errors=mapping.validation_errors_to_documents(request.validation_errors),
-        error=mapping.error_document_from_status(request.error, default_reason="EXTENSION_FAILED")
-        if request.HasField("error")
-        else None,
-    )
-
-
-__all__ = [
-    "Heartbeat",
-    "StatusReport",
-    "claim_execution",
-    "heartbeat",
-    "release_lost_attempt",
-    "report_from_proto",
-    "report_status",
-    "sign_extension_request",
-]

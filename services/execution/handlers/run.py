@@ -1,196 +1,169 @@
-"""The synchronous path: RUNNING → ``AgentService.Execute`` with a deadline → terminal state.
+"""The synchronous path: RUNNING → the agent runs the attempt within a deadline → terminal state.
 
 The agent call runs in a background task shielded from the client's cancellation, so the outcome is always
 recorded; a ``CancelExecution`` of the same process cancels the call itself (see ``commands.cancel``). The
 agent being unreachable or failing ends the execution FAILED with an ``error`` — never an error to the client.
+What an outcome does to the execution is :func:`~services.execution.domain.outcomes.state_after_attempt`'s
+rule (a synchronous execution is not retried).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime, timedelta
+import dataclasses
+from datetime import timedelta
 from typing import Any
 
-import grpc
-
-from exthub.agent.v1 import agent_service_pb2
-from services.execution import mapping
 from services.execution.domain import ExecutionState
+from services.execution.domain.codes import Code
+from services.execution.domain.model import Execution, ExecutionError, Outcome, OutputState
+from services.execution.domain.outcomes import AGENT_UNAVAILABLE, EXTENSION_FAILED, state_after_attempt
+from services.execution.domain.scheduling import EXECUTION_TIMEOUT, attempt_deadline
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import build_task, execution_deadline, transition_change
-from services.execution.model import StoredExecution
+from services.execution.handlers.ports import AttemptOutcome
+from services.execution.handlers.support import build_task, transition_change
 from services.execution.repository import Change
-from services.platform.errors import HubError
+from services.platform.errors import DeadlineExceeded, HubError, Unavailable
 from services.platform.logging import get_logger
+
+__all__ = ["abort_inflight", "run_sync"]
 
 _log = get_logger("exthub.execution.run")
 
 #: Time kept back from the caller's deadline to record the outcome before it passes.
 DEADLINE_MARGIN_SECONDS = 0.25
 MIN_CALL_SECONDS = 0.05
-Outcome = agent_service_pb2.ExecuteResponse.Outcome
-
-#: The agent's reason for "the execution's deadline passed before the extension answered".
-EXECUTION_DEADLINE_EXCEEDED = "EXECUTION_DEADLINE_EXCEEDED"
-EXTENSION_TIMEOUT = "EXTENSION_TIMEOUT"
-_CODE_UNAVAILABLE = 14
-_CODE_DEADLINE = 4
-_CODE_UNKNOWN = 2
+_FINISH_MESSAGES = {
+    ExecutionState.SUCCEEDED: "succeeded",
+    ExecutionState.FAILED: "failed",
+    ExecutionState.TIMED_OUT: "timed out",
+    ExecutionState.VALIDATION_SUCCEEDED: "the request is valid",
+    ExecutionState.VALIDATION_FAILED: "the request is invalid",
+}
 
 
 async def run_sync(
-    ctx: ExecutionContext, stored: StoredExecution, *, status_key: str, caller_remaining: float | None
-) -> StoredExecution:
+    ctx: ExecutionContext, execution: Execution, *, status_key: str, caller_remaining: float | None
+) -> Execution:
     """Run the current attempt of a RUNNING synchronous execution and return the recorded result."""
-    task = asyncio.ensure_future(_run(ctx, stored, status_key=status_key, caller_remaining=caller_remaining))
+    task = asyncio.ensure_future(_run(ctx, execution, status_key=status_key, caller_remaining=caller_remaining))
     ctx.background.add(task)
     task.add_done_callback(ctx.background.discard)
     return await asyncio.shield(task)
 
 
 async def _run(
-    ctx: ExecutionContext, stored: StoredExecution, *, status_key: str, caller_remaining: float | None
-) -> StoredExecution:
-    now = datetime.now(UTC)
-    deadline = execution_deadline(stored) or now + timedelta(hours=1)
+    ctx: ExecutionContext, execution: Execution, *, status_key: str, caller_remaining: float | None
+) -> Execution:
+    now = ctx.now()
+    deadline = attempt_deadline(execution.record, execution.timeouts.execution, now=now)
     timeout = (deadline - now).total_seconds()
     if caller_remaining is not None:
         timeout = min(timeout, caller_remaining - DEADLINE_MARGIN_SECONDS)
     timeout = max(timeout, MIN_CALL_SECONDS)
-    attempt = stored.attempt
+    attempt = execution.attempt
     try:
         task = await build_task(
-            ctx, stored, status_key=status_key, deadline=min(deadline, now + timedelta(seconds=timeout))
+            ctx, execution, status_key=status_key, deadline=min(deadline, now + timedelta(seconds=timeout))
         )
     except HubError as error:
-        return await _finish(
-            ctx,
-            stored,
-            ExecutionState.FAILED,
-            attempt,
-            error=mapping.error_document(_CODE_UNKNOWN, error.message, error.reason),
-        )
-    call: asyncio.Future[Any] = asyncio.ensure_future(ctx.agent.execute(task, deadline_seconds=timeout))
-    ctx.inflight[stored.id] = call
+        failure = ExecutionError(Code.UNKNOWN, error.message, error.reason)
+        return await _finish(ctx, execution, ExecutionState.FAILED, attempt, Outcome(error=failure))
+    call: asyncio.Future[Any] = asyncio.ensure_future(ctx.agent.execute(task, timeout_seconds=timeout))
+    ctx.inflight[execution.id] = call
     try:
-        response: agent_service_pb2.ExecuteResponse = await call
+        outcome: AttemptOutcome = await call
     except asyncio.CancelledError:
         current = asyncio.current_task()
         if call.cancelled() and (current is None or current.cancelling() == 0):
-            return await ctx.repository.get(stored.id)  # aborted by CancelExecution, which recorded CANCELLED
+            return await ctx.repository.get(execution.id)  # aborted by CancelExecution, which recorded CANCELLED
         raise
-    except grpc.aio.AioRpcError as error:
-        if error.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-            return await _finish(
-                ctx,
-                stored,
-                ExecutionState.TIMED_OUT,
-                attempt,
-                error=mapping.error_document(
-                    _CODE_DEADLINE, "the execution did not end before its deadline", "EXECUTION_TIMEOUT"
-                ),
-            )
-        _log.warning("agent call failed", execution=stored.name, code=error.code().name)
-        return await _finish(
-            ctx,
-            stored,
-            ExecutionState.FAILED,
-            attempt,
-            error=mapping.error_document(
-                _CODE_UNAVAILABLE,
-                "the agent could not run the execution",
-                "AGENT_UNAVAILABLE",
-                {"grpcCode": error.code().name},
-            ),
+    except DeadlineExceeded:
+        timed_out = ExecutionError(
+            Code.DEADLINE_EXCEEDED, "the execution did not end before its deadline", EXECUTION_TIMEOUT
         )
+        return await _finish(ctx, execution, ExecutionState.TIMED_OUT, attempt, Outcome(error=timed_out))
+    except Unavailable as error:
+        _log.warning("agent call failed", execution=execution.name, reason=error.reason)
+        unavailable = ExecutionError(
+            Code.UNAVAILABLE, "the agent could not run the execution", AGENT_UNAVAILABLE, error.metadata
+        )
+        return await _finish(ctx, execution, ExecutionState.FAILED, attempt, Outcome(error=unavailable))
     finally:
-        if ctx.inflight.get(stored.id) is call:
-            del ctx.inflight[stored.id]
-    return await _record_outcome(ctx, stored, attempt, response)
+        if ctx.inflight.get(execution.id) is call:
+            del ctx.inflight[execution.id]
+    return await _record_outcome(ctx, execution, attempt, outcome)
 
 
 async def _record_outcome(
-    ctx: ExecutionContext, stored: StoredExecution, attempt: int, response: agent_service_pb2.ExecuteResponse
-) -> StoredExecution:
-    outcome = response.outcome
-    if outcome == Outcome.ACCEPTED:
-        return await ctx.repository.get(stored.id)  # long-running: the extension reports later
-    if outcome == Outcome.SUCCEEDED:
-        declared = {o["name"] for o in stored.get("outputs") or []}
-        provided = set(response.provided_outputs) & declared
-        outputs = [{**o, "provided": o["name"] in provided} for o in stored.get("outputs") or []]
-        return await _finish(
-            ctx,
-            stored,
-            ExecutionState.SUCCEEDED,
-            attempt,
-            result=mapping.struct_to_dict(response.result),
-            outputs=outputs,
-        )
-    if outcome == Outcome.VALIDATION_SUCCEEDED:
-        return await _finish(ctx, stored, ExecutionState.VALIDATION_SUCCEEDED, attempt)
-    if outcome == Outcome.VALIDATION_FAILED:
-        return await _finish(
-            ctx,
-            stored,
-            ExecutionState.VALIDATION_FAILED,
-            attempt,
-            validation_errors=mapping.validation_errors_to_documents(response.validation_errors),
-        )
-    # FAILED, RETRYABLE_FAILURE (a synchronous execution is not retried) or a broken answer; the agent's
-    # EXECUTION_DEADLINE_EXCEEDED (the execution's deadline passed during the call) is a timeout.
-    if response.HasField("error"):
-        error = mapping.error_document_from_status(response.error, default_reason="EXTENSION_FAILED")
-    else:
-        error = mapping.error_document(_CODE_UNKNOWN, "the extension failed", "EXTENSION_FAILED")
-    if response.http_status:
-        error["metadata"].setdefault("httpStatus", str(response.http_status))
-    return await _finish(ctx, stored, _failed_or_timed_out(error), attempt, error=error)
-
-
-def _failed_or_timed_out(error: dict[str, Any]) -> ExecutionState:
-    """TIMED_OUT when the agent stopped the call at the deadline this service gave it (the execution's deadline,
-    capped by the caller's): ``EXECUTION_DEADLINE_EXCEEDED``, or ``EXTENSION_TIMEOUT`` bound by the task's
-    deadline or the gRPC deadline. A ``call_timeout`` is an ordinary (transient) failure: FAILED."""
-    bound = (error.get("metadata") or {}).get("timeoutBound")
-    if error["reason"] == EXECUTION_DEADLINE_EXCEEDED or (
-        error["reason"] == EXTENSION_TIMEOUT and bound in ("deadline", "caller")
-    ):
-        return ExecutionState.TIMED_OUT
-    return ExecutionState.FAILED
+    ctx: ExecutionContext, execution: Execution, attempt: int, outcome: AttemptOutcome
+) -> Execution:
+    error = outcome.error
+    if error is None:
+        error = ExecutionError(Code.UNKNOWN, "the extension failed", EXTENSION_FAILED)
+    if outcome.http_status and "httpStatus" not in error.metadata:
+        error = error.with_metadata(httpStatus=str(outcome.http_status))
+    state = state_after_attempt(
+        outcome.result,
+        reason=error.reason,
+        timeout_bound=error.metadata.get("timeoutBound", ""),
+        retryable=False,
+    )
+    if state is None:
+        return await ctx.repository.get(execution.id)  # long-running: the extension reports later
+    if state is ExecutionState.SUCCEEDED:
+        provided = set(outcome.provided_outputs)
+        outputs = tuple(OutputState(o.name, o.name in provided) for o in execution.outputs)
+        done = Outcome(result=outcome.output or {})
+        return await _finish(ctx, execution, state, attempt, done, outputs=outputs)
+    if state is ExecutionState.VALIDATION_SUCCEEDED:
+        return await _finish(ctx, execution, state, attempt, Outcome())
+    if state is ExecutionState.VALIDATION_FAILED:
+        return await _finish(ctx, execution, state, attempt, Outcome(validation_errors=outcome.validation_errors))
+    return await _finish(ctx, execution, state, attempt, Outcome(error=error))
 
 
 async def _finish(
-    ctx: ExecutionContext, stored: StoredExecution, state: ExecutionState, attempt: int, **fields: Any
-) -> StoredExecution:
+    ctx: ExecutionContext,
+    execution: Execution,
+    state: ExecutionState,
+    attempt: int,
+    outcome: Outcome,
+    **fields: Any,
+) -> Execution:
     """Record the outcome of ``attempt``; if someone else ended it first (cancel, sweeper), keep theirs."""
-    message = {
-        ExecutionState.SUCCEEDED: "succeeded",
-        ExecutionState.FAILED: "failed",
-        ExecutionState.TIMED_OUT: "timed out",
-        ExecutionState.VALIDATION_SUCCEEDED: "the request is valid",
-        ExecutionState.VALIDATION_FAILED: "the request is invalid",
-    }.get(state, "")
-    if "error" in fields:
-        message = str(fields["error"].get("message") or message)
+    message = outcome.error.message if outcome.error is not None else _FINISH_MESSAGES.get(state, "")
 
-    def decide(current: StoredExecution) -> Change | None:
+    def decide(current: Execution) -> Change | None:
         return transition_change(
             current,
             state,
             now=ctx.clock(),
             attempt=attempt,
-            status_message=message,
+            status_message=message or _FINISH_MESSAGES.get(state, ""),
             percent_complete=100 if state is ExecutionState.SUCCEEDED else None,
+            outcome=dataclasses.replace(current.outcome, **_set_fields(outcome)),
             **fields,
         )
 
     try:
-        return await ctx.repository.update(stored.id, decide)
+        return await ctx.repository.update(execution.id, decide, current=execution)
     except HubError as error:
-        _log.info("outcome not recorded", execution=stored.name, state=state.value, reason=error.reason)
-        return await ctx.repository.get(stored.id)
+        _log.info("outcome not recorded", execution=execution.name, state=state.value, reason=error.reason)
+        return await ctx.repository.get(execution.id)
+
+
+def _set_fields(outcome: Outcome) -> dict[str, Any]:
+    """The parts of ``outcome`` that were set (the others keep the execution's current values)."""
+    fields: dict[str, Any] = {}
+    if outcome.result is not None:
+        fields["result"] = outcome.result
+    if outcome.validation_errors:
+        fields["validation_errors"] = outcome.validation_errors
+    if outcome.error is not None:
+        fields["error"] = outcome.error
+    return fields
 
 
 def abort_inflight(ctx: ExecutionContext, execution_id: str) -> bool:

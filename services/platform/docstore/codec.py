@@ -1,4 +1,5 @@
-"""What every document store adapter shares: the JSON form of a body and the keyset continuation token.
+"""What every document store adapter shares: the JSON form of a body, addressable paths and the keyset
+continuation token.
 
 * A body is a JSON object of at most :data:`~services.platform.docstore.port.MAX_DOCUMENT_BYTES` (UTF-8);
   NaN, infinities and lone surrogates are refused (``ValueError``), a non-mapping is a ``TypeError``.
@@ -22,10 +23,29 @@ from services.platform.docstore.port import MAX_DOCUMENT_BYTES, Query
 from services.platform.errors import InvalidArgument
 from services.platform.paging import invalid_page_token
 
-__all__ = ["SortValue", "decode_continuation", "dump_body", "encode_continuation", "fingerprint", "load_body"]
+__all__ = [
+    "SortValue",
+    "check_path",
+    "decode_continuation",
+    "dump_body",
+    "encode_continuation",
+    "fingerprint",
+    "load_body",
+]
 
 SortValue = str | int | float | None
 _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,8192}")
+_SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-@:]{0,254}")
+
+
+def check_path(path: Sequence[str]) -> None:
+    """Refuse a document path no adapter can address safely (``ValueError``): every segment must match
+    ``[A-Za-z0-9_][A-Za-z0-9_.-@:]{0,254}`` (filters validate user-given keys long before this)."""
+    if not path:
+        raise ValueError("empty document path")
+    for segment in path:
+        if not isinstance(segment, str) or not _SEGMENT_RE.fullmatch(segment):
+            raise ValueError(f"unsupported document path segment {segment!r}")
 
 
 def dump_body(body: Mapping[str, Any]) -> str:

@@ -12,10 +12,10 @@ condition built by :func:`keyset_after` follows exactly that order, so pages nev
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
+from services.platform.docstore.codec import SortValue, check_path
 from services.platform.query.predicate import (
     And,
     ArrayContains,
@@ -34,19 +34,13 @@ from services.platform.query.predicate import (
 
 __all__ = ["SortValue", "compile_predicate", "json_path", "keyset_after", "order_by_clause"]
 
-SortValue = str | int | float | None
-_SEGMENT_RE = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.\-@:]{0,254}")
 _SQL_OPS = {Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}
 _NUMBER_TYPES = "('integer', 'real')"
 
 
 def json_path(path: Path) -> str:
     """``("labels", "env")`` → ``$."labels"."env"``; refuses segments SQLite cannot quote safely."""
-    if not path:
-        raise ValueError("empty document path")
-    for segment in path:
-        if not _SEGMENT_RE.fullmatch(segment):
-            raise ValueError(f"unsupported document path segment {segment!r}")
+    check_path(path)
     return "$" + "".join(f'."{segment}"' for segment in path)
 
 

@@ -117,7 +117,7 @@ async def test_fail_with_404_fails_at_once_without_retry(hub_cluster: Cluster) -
 async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_cluster: Cluster) -> None:
     created = await hub_cluster.create(request=struct(delaySeconds=1.0))
     await hub_cluster.wait_for(created.name, lambda e: e.state == E.RUNNING)
-    holder = str((await hub_cluster.stored(created.name))["agent_id"])
+    holder = (await hub_cluster.stored(created.name)).agent_id
     # the claim (RUNNING) comes before the call: kill only once echo holds attempt 1's request
     await hub_cluster.hub.echo.wait_until(
         lambda: any(call.attempt == 1 for call in hub_cluster.hub.calls_of(created.name))
@@ -126,7 +126,7 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
 
     done = await hub_cluster.wait_terminal(created.name, within=20)
     assert done.state == E.SUCCEEDED and done.attempt == 2
-    assert (await hub_cluster.stored(created.name))["agent_id"] != holder
+    assert (await hub_cluster.stored(created.name)).agent_id != holder
     events = await hub_cluster.events(created.name)
     assert [e.state for e in events] == [E.QUEUED, E.RUNNING, E.QUEUED, E.RUNNING, E.SUCCEEDED]
     assert sum(e.state == E.SUCCEEDED for e in events) == 1  # ended exactly once
@@ -150,7 +150,7 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
 async def test_a_stopped_agent_hands_its_attempt_back_and_the_other_agent_finishes_it(hub_cluster: Cluster) -> None:
     created = await hub_cluster.create(request=struct(delaySeconds=1.0))
     await hub_cluster.wait_for(created.name, lambda e: e.state == E.RUNNING)
-    holder = str((await hub_cluster.stored(created.name))["agent_id"])
+    holder = (await hub_cluster.stored(created.name)).agent_id
     stopping = hub_cluster.agents[holder]
     await stopping.stop()  # SIGTERM: the worker reports the attempt as a transient failure (AGENT_STOPPED)
     assert stopping.process.returncode == 0

@@ -5,6 +5,7 @@ synchronous path's timeout and error-shape fixes."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import re
 from collections.abc import AsyncIterator
@@ -21,8 +22,9 @@ from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import call_status, error_info
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
+from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState
-from services.execution.model import COLLECTION, StoredExecution, dispatch_of, outbox_events, set_dispatch
+from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.repository import Change, ExecutionRepository
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
@@ -92,7 +94,7 @@ async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_ro
     assert app.relay is not None
     await app.relay.settle()
     stored = await app.context.repository.get(execution_id)
-    assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []  # outbox emptied
+    assert stored.outbox.empty  # events stored, attempt published
 
 
 async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: SqliteWorkQueue) -> None:
@@ -107,21 +109,18 @@ async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub,
     plain = ExecutionRepository(app.store.collection(COLLECTION))
     orphan_id = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
     (created_event,) = await plain.list_events(execution_id, from_sequence=1, limit=1)
-    orphan_body = {key: value for key, value in original.body.items() if key != "outbox"}
-    set_dispatch(orphan_body, 1)
-    await plain.create(orphan_id, orphan_body, created_event)
+    orphan = dataclasses.replace(original, id=orphan_id, outbox=Outbox(dispatch=DispatchMarker(1)))
+    await plain.create(orphan, created_event)
 
     # "crash after the publish, before clearing the marker": the marker is back on the published one.
-    def mark_again(current: StoredExecution) -> Change:
-        body = current.evolve()
-        set_dispatch(body, 1)
-        return Change(body, None)
+    def mark_again(current: Execution) -> Change:
+        return Change(dataclasses.replace(current, outbox=Outbox(current.outbox.events, DispatchMarker(1))))
 
     await plain.update(execution_id, mark_again)
     await app.relay.sweep_pending()  # (the sweeper's own periodic pass may have done it already)
     for marked in (execution_id, orphan_id):
         stored = await app.context.repository.get(marked)
-        assert dispatch_of(stored.body) is None and outbox_events(stored.body) == []
+        assert stored.outbox.empty
     assert [e.sequence for e in await plain.list_events(orphan_id)] == [1]
     ids = sorted(lease.message.message_id for lease in await queue.receive(max_messages=10, lease_seconds=5))
     assert ids == sorted([f"{execution_id}:1", f"{orphan_id}:1"])  # exactly one message per attempt
@@ -193,7 +192,7 @@ async def test_heartbeat_delivers_cancel_and_an_unacknowledged_cancel_is_swept(f
 
 
 async def test_an_execution_waiting_for_inputs_times_out(fast_hub: Hub) -> None:
-    created = await create(fast_hub, extension_version=OBJECTS_VERSION, profile="async")
+    created = await create(fast_hub, extension_version=OBJECTS_VERSION, profile="async", expected_inputs=["document"])
     assert created.state == E.PENDING_INPUTS and created.HasField("expire_time")
     done = await wait_state(fast_hub, created.name, E.TIMED_OUT)
     assert reason_of(done.error) == "INPUT_TIMEOUT" and not done.HasField("expire_time")
@@ -236,9 +235,12 @@ async def _register_short_sync(hub: Hub) -> None:
         )
 
 
-async def test_a_sync_call_past_the_execution_deadline_ends_timed_out(fast_hub: Hub) -> None:
-    await _register_short_sync(fast_hub)
-    done = await create(fast_hub, extension_version=SHORT_SYNC_VERSION, request=struct(delaySeconds=3))
+async def test_a_sync_call_past_the_execution_deadline_ends_timed_out(data_dir: Path, issuer: DevIssuer) -> None:
+    # no sweep during the test: the timeout must come from the synchronous call itself (under load a fast
+    # sweeper could time the execution out first, with its own reason)
+    async with running_hub(data_dir, issuer, execution_sweep_seconds=3600) as hub:
+        await _register_short_sync(hub)
+        done = await create(hub, extension_version=SHORT_SYNC_VERSION, request=struct(delaySeconds=3))
     assert done.state == E.TIMED_OUT, done
     assert reason_of(done.error) in ("EXECUTION_DEADLINE_EXCEEDED", "EXTENSION_TIMEOUT")
 
@@ -263,7 +265,7 @@ def test_no_snake_case_error_metadata_keys_in_the_execution_and_agent_code() -> 
 
 
 async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
-    created = await create(fast_hub, extension_version=OBJECTS_VERSION)
+    created = await create(fast_hub, extension_version=OBJECTS_VERSION, expected_inputs=["document"])
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await fast_hub.stub.ContinueExecution(
             pb.ContinueExecutionRequest(name=created.name, provided_inputs=["document"]), metadata=fast_hub.token()

@@ -107,8 +107,10 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
 
 
 async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
-    execution = await create(hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"))
-    assert execution.state == E.PENDING_INPUTS
+    execution = await create(
+        hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
+    )
+    assert execution.state == E.PENDING_INPUTS and list(execution.expected_inputs) == ["document"]
     (document,) = execution.inputs
     assert document.name == "document" and not document.required and document.upload.method == "PUT"
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -133,6 +135,28 @@ async def test_inputs_upload_continue_and_outputs_download(hub: Hub) -> None:
         async with session.get(report.download.uri) as response:
             assert response.status == 200
             assert json.loads(await response.read()) == {"kind": "objects"}
+
+
+async def test_continue_seals_inputs_and_the_old_upload_url_changes_nothing(hub: Hub) -> None:
+    execution = await create(
+        hub, extension_version=OBJECTS_VERSION, request=struct(kind="objects"), expected_inputs=["document"]
+    )
+    (document,) = execution.inputs
+    content = b"sealed bytes" * 50
+    async with aiohttp.ClientSession(timeout=HTTP) as session:
+        async with session.put(document.upload.uri, data=content) as response:
+            assert response.status in (200, 201)
+        done = await hub.stub.ContinueExecution(
+            pb.ContinueExecutionRequest(name=execution.name, provided_inputs=["document"]), metadata=hub.token()
+        )
+        assert done.state == E.SUCCEEDED, done
+        (sealed,) = done.inputs
+        assert (sealed.size_bytes, sealed.sha256) == (len(content), hashlib.sha256(content).hexdigest())
+        assert not sealed.HasField("upload")  # no accessor once the execution moved on
+        async with session.put(document.upload.uri, data=b"replaced later") as response:
+            assert response.status == 403  # the upload accessor of a sealed input no longer writes
+    again = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
+    assert (again.inputs[0].size_bytes, again.inputs[0].sha256) == (sealed.size_bytes, sealed.sha256)
 
 
 async def test_direct_token_verifies_with_get_signing_keys(hub: Hub) -> None:
@@ -187,14 +211,15 @@ async def test_list_filters_and_pages(hub: Hub) -> None:
 
 
 async def test_cancel_and_retry(hub: Hub) -> None:
-    pending = await create(hub, extension_version=OBJECTS_VERSION)
+    pending = await create(hub, extension_version=OBJECTS_VERSION, expected_inputs=["document"])
     cancelled = await hub.stub.CancelExecution(pb.CancelExecutionRequest(name=pending.name), metadata=hub.token())
     assert cancelled.state == E.CANCELLED
-    with pytest.raises(grpc.aio.AioRpcError) as raised:
-        await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
-    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    # a continue after the execution moved on changes nothing and answers with the execution as it is
+    again = await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=pending.name), metadata=hub.token())
+    assert again.state == E.CANCELLED and again.etag == cancelled.etag
     retried = await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=pending.name), metadata=hub.token())
     assert retried.retried_from == pending.name and retried.state == E.PENDING_INPUTS
+    assert list(retried.expected_inputs) == ["document"]
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub.stub.RetryExecution(pb.RetryExecutionRequest(name=retried.name), metadata=hub.token())
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
 import os
@@ -117,14 +118,60 @@ async def test_upload_then_download_round_trips(served: Served) -> None:
     assert json.loads(body) == {"size": len(payload), "sha256": hashlib.sha256(payload).hexdigest()}
     assert await served.provider.exists(ref)
     assert await served.provider.size(ref) == len(payload)
+    # an input is uploaded to its upload file; sealing moves it to the file downloads read
+    objects = served.data_dir / "objects" / EXEC_A
+    assert (objects / "upload" / "data.bin").read_bytes() == payload
+    assert not (objects / "input" / "data.bin").exists()
+    sealed = await served.provider.seal_input(ref)
+    assert sealed is not None
+    assert (sealed.size, sealed.sha256) == (len(payload), hashlib.sha256(payload).hexdigest())
     get = await served.provider.download_accessor(ref, MINUTE)
     async with served.session.get(URL(get.uri, encoded=True)) as response:
         assert response.status == 200
         assert response.content_length == len(payload)
         assert response.headers["Content-Type"] == "application/octet-stream"
         assert await response.read() == payload
-    # the object file is where the layout says
-    assert (served.data_dir / "objects" / EXEC_A / "input" / "data.bin").read_bytes() == payload
+    assert (objects / "input" / "data.bin").read_bytes() == payload
+    assert not (objects / "upload" / "data.bin").exists()
+
+
+async def test_a_sealed_input_refuses_uploads(served: Served) -> None:
+    ref = ObjectRef(EXEC_A, "input", "doc")
+    put = await served.provider.upload_accessor(ref, MINUTE)
+    assert (await send(served, "PUT", put.uri, b"v1"))[0] == 201
+    await served.provider.seal_input(ref)
+    status, body = await send(served, "PUT", put.uri, b"v2")
+    assert status == 403
+    assert b'"OBJECT_SEALED"' in body
+    objects = served.data_dir / "objects" / EXEC_A
+    assert (objects / "input" / "doc").read_bytes() == b"v1"
+    assert not (objects / "upload" / "doc").exists()
+
+
+async def test_a_server_that_decodes_bodies_refuses_encoded_uploads(tmp_path: Path) -> None:
+    """Mounted under a root app without OBJECT_HANDLER_ARGS, aiohttp would gunzip uploads: refused, not kept."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    provider = await LocalObjectProvider.open(tmp_path / "data", base)
+    root = web.Application()
+    root.add_subapp("/objects/", create_object_app(provider))
+    runner = web.AppRunner(root)
+    await runner.setup()
+    await web.SockSite(runner, sock).start()
+    try:
+        ref = ObjectRef(EXEC_A, "input", "table.csv")
+        put = await provider.upload_accessor(ref, MINUTE)
+        compressed = gzip.compress(b"a,b\n" * 1000)
+        async with (
+            aiohttp.ClientSession(timeout=TIMEOUT) as session,
+            session.put(URL(put.uri, encoded=True), data=compressed, headers={"Content-Encoding": "gzip"}) as reply,
+        ):
+            assert reply.status == 415
+            assert b'"CONTENT_ENCODING_NOT_KEPT"' in await reply.read()
+        assert not await provider.exists(ref)
+    finally:
+        await runner.cleanup()
 
 
 async def test_overwrite_replaces_and_empty_objects_work(served: Served) -> None:
@@ -284,7 +331,7 @@ async def test_size_limit_is_413(served: Served) -> None:
     async with served.session.put(URL(put.uri, encoded=True), data=stream()) as response:
         assert response.status == 413
     assert not await served.provider.exists(ref)
-    leftovers = list((served.data_dir / "objects" / EXEC_A / "input").iterdir())
+    leftovers = list((served.data_dir / "objects" / EXEC_A / "upload").iterdir())
     assert leftovers == []
 
 

@@ -1,9 +1,10 @@
 """Fixtures for the document store contract suite.
 
 Every adapter of :class:`services.platform.docstore.port.DocumentStore` runs the same tests: ``sqlite`` on a
-fresh file per test, ``cosmos`` on the Cosmos DB emulator (one per session, started from ``node_modules`` by
-:mod:`tools.emulators.cosmos`; if it cannot start, the cosmos tests fail) with a fresh database per test. To add
-an adapter, append its name to ``ADAPTERS`` and open it in :func:`_open_store`.
+fresh file per test, ``memory`` on a fresh in-memory database per test, ``cosmos`` on the Cosmos DB emulator
+(one per session, started from ``node_modules`` by :mod:`tools.emulators.cosmos`; if it cannot start, the cosmos
+tests fail) with a fresh database per test. Every store a test opens shares that test's database (like
+another process). To add an adapter, append its name to ``ADAPTERS`` and open it in ``store_factory``.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import pytest
 
 from exthub.contract.dev_tokens import DevIssuer
 from services.platform.docstore.cosmos import CosmosDocumentStore
+from services.platform.docstore.memory import MemoryDatabase, MemoryDocumentStore
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.query.predicate import SortKey
@@ -23,7 +25,7 @@ from tests.support.cosmos import DevTokenCredential
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 
 # The adapters under contract.
-ADAPTERS = ["sqlite", "cosmos"]
+ADAPTERS = ["sqlite", "memory", "cosmos"]
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
@@ -60,11 +62,14 @@ async def store_factory(adapter: str, tmp_path: Path, request: pytest.FixtureReq
     """Opens further store instances on the SAME database (another connection, like another process)."""
     opened: list[DocumentStore] = []
     database = f"t{uuid.uuid4().hex[:16]}"
+    memory = MemoryDatabase()
 
     async def factory() -> DocumentStore:
         store: DocumentStore
         if adapter == "sqlite":
             store = await SqliteDocumentStore.open(tmp_path / "docs.db")
+        elif adapter == "memory":
+            store = MemoryDocumentStore(memory)
         elif adapter == "cosmos":
             emulator: CosmosEmulator = request.getfixturevalue("cosmos_emulator")
             issuer: DevIssuer = request.getfixturevalue("dev_issuer")

@@ -371,9 +371,18 @@ def test_hostile_label_keys_are_rejected_by_the_schema_layer(text: str) -> None:
     assert err.value.reason == "INVALID_FILTER"
 
 
-def test_unaddressable_paths_are_refused_by_the_compiler() -> None:
-    from services.platform.docstore.sqlite_filter import compile_predicate
+@pytest.mark.parametrize("bad", [('a"b',), ("x", "$.y"), ("",), ("a b",)])
+async def test_unaddressable_paths_are_refused(collection: DocumentCollection, bad: tuple[str, ...]) -> None:
+    with pytest.raises(ValueError, match="path"):
+        await collection.query(Query(where=Exists(bad)))
+    with pytest.raises(ValueError, match="path"):
+        await collection.count(where=Compare(bad, Op.EQ, 1))
+    with pytest.raises(ValueError, match="path"):
+        await collection.query(Query(order_by=(SortKey(bad),)))
 
-    for bad in [('a"b',), ("x", "$.y"), ("",), ("a b",)]:
-        with pytest.raises(ValueError, match="path"):
-            compile_predicate(Exists(bad))
+
+async def test_an_empty_path_is_refused_in_a_filter(collection: DocumentCollection) -> None:
+    with pytest.raises(ValueError, match="path"):
+        await collection.query(Query(where=Exists(())))
+    with pytest.raises(ValueError, match="path"):
+        await collection.count(where=Compare((), Op.EQ, 1))

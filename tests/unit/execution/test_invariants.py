@@ -9,16 +9,17 @@ from typing import Any
 
 import pytest
 
+from services.execution.adapters.documents import COLLECTION
+from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.domain.state_machine import ExecutionEvent, ExecutionRecord, claim, create, transition
 from services.execution.domain.states import EventType, ExecutionState
 from services.execution.invariants import check_execution, check_invariants
-from services.execution.model import COLLECTION, StoredExecution
 from services.execution.repository import ExecutionRepository
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.timefmt import to_storage, utcnow
+from tests.unit.execution.builders import ID, execution
 
 S = ExecutionState
-ID = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
 
 
 def now() -> str:
@@ -40,8 +41,8 @@ def history() -> tuple[ExecutionRecord, list[ExecutionEvent]]:
     return record, events
 
 
-def stored(record: ExecutionRecord, **extra: Any) -> StoredExecution:
-    return StoredExecution(id=ID, body={**record.to_document(), "kind": "execution", **extra}, etag="e")
+def stored(record: ExecutionRecord, **extra: Any) -> Execution:
+    return execution(record, **extra)
 
 
 def rules(record: ExecutionRecord, events: list[ExecutionEvent], **extra: Any) -> set[str]:
@@ -97,7 +98,7 @@ def test_a_wrong_first_event_is_detected() -> None:
 
 def test_a_pending_dispatch_on_a_terminal_execution_is_detected() -> None:
     record, events = history()
-    assert "DISPATCH_LEFT" in rules(record, events, outbox={"events": [], "dispatch": {"attempt": 2}})
+    assert "DISPATCH_LEFT" in rules(record, events, outbox=Outbox(dispatch=DispatchMarker(2)))
 
 
 @pytest.fixture
@@ -111,7 +112,7 @@ async def repository(tmp_path: Path) -> AsyncIterator[ExecutionRepository]:
 
 async def test_over_the_store_a_lost_execution_is_reported(repository: ExecutionRepository) -> None:
     record, created = create(S.QUEUED, now=now())
-    await repository.create(ID, record.to_document(), created)
+    await repository.create(execution(record), created)
     found = await check_invariants(repository, accepted=[f"executions/{ID}", "executions/gone"])
     assert {(v.execution, v.rule) for v in found} == {(f"executions/{ID}", "TERMINAL"), ("executions/gone", "LOST")}
     assert await check_invariants(repository, accepted=[f"executions/{ID}"], require_terminal=False) == []

@@ -4,24 +4,28 @@ that never miss an event in between, and the relay's crash safety."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import dataclasses
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, transition
+from services.execution.adapters.documents import COLLECTION, event_doc_id
+from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, progress, transition
+from services.execution.domain.model import Execution
 from services.execution.invariants import check_invariants
-from services.execution.model import COLLECTION, StoredExecution, event_doc_id, outbox_events
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change, Decide, ExecutionRepository
-from services.platform.docstore.port import DocumentCollection, Query
+from services.platform.docstore.memory import MemoryDocumentCollection, MemoryDocumentStore
+from services.platform.docstore.port import Document, DocumentCollection, Query
 from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
 from services.platform.timefmt import to_storage, utcnow
+from tests.unit.execution.builders import ID, execution
 
 S = ExecutionState
-ID = "0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
 
 
 def now() -> str:
@@ -49,24 +53,25 @@ class RecordingPublisher:
         self.published: list[int] = []
         self.failing = False
 
-    async def publish(self, execution: StoredExecution, events: Sequence[ExecutionEvent]) -> None:
+    async def publish(self, execution: Execution, events: Sequence[ExecutionEvent]) -> None:
         if self.failing:
             raise Unavailable("the event topic is unavailable")
         self.published.extend(event.sequence for event in events)
 
 
-async def create_queued(repository: ExecutionRepository) -> StoredExecution:
+async def create_queued(repository: ExecutionRepository) -> Execution:
     record, event = create(S.QUEUED, now=now())
-    return await repository.create(ID, {**record.to_document(), "tenant": "t"}, event)
+    return await repository.create(execution(record), event)
 
 
 def move(to_state: S, attempt: int | None = None) -> Decide:
-    def decide(current: StoredExecution) -> Change:
+    def decide(current: Execution) -> Change:
         if to_state is S.RUNNING:
             result = claim(current.record, now=now(), attempt=attempt or current.attempt)
         else:
             result = transition(current.record, to_state, now=now(), attempt=attempt)
-        return Change(current.evolve(result.record), result.event)
+        assert result.event is not None
+        return Change(dataclasses.replace(current, record=result.record), (result.event,))
 
     return decide
 
@@ -81,7 +86,7 @@ async def test_a_change_is_one_write_with_its_event_in_the_outbox(
 ) -> None:
     await create_queued(repository)
     stored = await repository.update(ID, move(S.RUNNING, 1))
-    assert [e.sequence for e in outbox_events(stored.body)] == [1, 2]
+    assert [e.sequence for e in stored.outbox.events] == [1, 2]
     assert await collection.count(partition=ID) == 1  # only the execution document so far
     assert [(e.sequence, e.state) for e in await repository.list_events(ID)] == [(1, S.QUEUED), (2, S.RUNNING)]
 
@@ -94,8 +99,8 @@ async def test_the_relay_stores_event_documents_and_empties_the_outbox(
     before = await repository.update(ID, move(S.RUNNING, 1))
     assert await relay.drain(ID)
     after = await repository.get(ID)
-    assert outbox_events(after.body) == []
-    assert after.view_etag == before.view_etag, "the relay's bookkeeping changes nothing a client sees"
+    assert after.outbox.events == ()
+    assert after.etag == before.etag, "the relay's bookkeeping changes nothing a client sees"
     assert await event_documents(collection) == [event_doc_id(1), event_doc_id(2)]
     assert [e.sequence for e in await repository.list_events(ID)] == [1, 2]
     assert not await relay.drain(ID), "an empty outbox is skipped"
@@ -110,7 +115,7 @@ async def test_readers_see_stored_and_pending_events_without_gap_or_repeat(
     await relay.drain(ID)
     await repository.update(ID, move(S.QUEUED, 1))
     # a relay that stored event 3 but crashed before trimming: 3 is both a document and in the outbox
-    await repository.store_events(ID, outbox_events((await repository.get(ID)).body))
+    await repository.store_events(ID, (await repository.get(ID)).outbox.events)
     await repository.update(ID, move(S.RUNNING, 2))
     events = await repository.list_events(ID)
     assert [e.sequence for e in events] == [1, 2, 3, 4]
@@ -119,7 +124,7 @@ async def test_readers_see_stored_and_pending_events_without_gap_or_repeat(
     assert await repository.list_events(ID, from_sequence=5) == []
     assert await relay.drain(ID)  # the stored one is "already exists", i.e. done
     assert await event_documents(collection) == [event_doc_id(n) for n in (1, 2, 3, 4)]
-    assert outbox_events((await repository.get(ID)).body) == []
+    assert (await repository.get(ID)).outbox.events == ()
 
 
 async def test_an_event_is_trimmed_only_once_it_is_published(repository: ExecutionRepository) -> None:
@@ -128,11 +133,11 @@ async def test_an_event_is_trimmed_only_once_it_is_published(repository: Executi
     relay = OutboxRelay(repository, publisher=publisher)
     publisher.failing = True
     assert not await relay.drain(ID)
-    assert [e.sequence for e in outbox_events((await repository.get(ID)).body)] == [1], "kept for the next try"
+    assert [e.sequence for e in (await repository.get(ID)).outbox.events] == [1], "kept for the next try"
     publisher.failing = False
     assert await relay.sweep_pending() == 1
     assert publisher.published == [1]
-    assert outbox_events((await repository.get(ID)).body) == []
+    assert (await repository.get(ID)).outbox.events == ()
     assert await relay.sweep_pending() == 0
 
 
@@ -140,7 +145,7 @@ async def test_events_written_while_the_relay_works_stay_in_the_outbox(repositor
     await create_queued(repository)
 
     class WritingPublisher:
-        async def publish(self, execution: StoredExecution, events: Sequence[ExecutionEvent]) -> None:
+        async def publish(self, execution: Execution, events: Sequence[ExecutionEvent]) -> None:
             if [e.sequence for e in events] == [1]:  # a client writes between the relay's read and its trim
                 await repository.update(ID, move(S.CANCELLED))
 
@@ -148,9 +153,9 @@ async def test_events_written_while_the_relay_works_stay_in_the_outbox(repositor
     assert await relay.drain(ID)
     stored = await repository.get(ID)
     assert stored.state is S.CANCELLED
-    assert [e.sequence for e in outbox_events(stored.body)] == [2]
+    assert [e.sequence for e in stored.outbox.events] == [2]
     assert await relay.drain(ID)
-    assert outbox_events((await repository.get(ID)).body) == []
+    assert (await repository.get(ID)).outbox.events == ()
 
 
 async def test_the_relay_wakes_on_every_write_and_settles(
@@ -163,7 +168,7 @@ async def test_the_relay_wakes_on_every_write_and_settles(
         await repository.update(ID, move(target, attempt))
         await asyncio.sleep(0)
     await relay.settle()
-    assert outbox_events((await repository.get(ID)).body) == []
+    assert (await repository.get(ID)).outbox.events == ()
     assert await event_documents(collection) == [event_doc_id(n) for n in (1, 2, 3)]
     assert await check_invariants(repository, accepted=[f"executions/{ID}"], outbox_settled=True) == []
     await relay.close()
@@ -175,3 +180,44 @@ async def test_a_finished_execution_with_events_left_in_its_outbox_is_reported(r
     assert await check_invariants(repository) == [], "the relay may still be on its way"
     found = await check_invariants(repository, outbox_settled=True)
     assert [(v.rule, v.detail) for v in found] == [("OUTBOX_LEFT", "events [1, 2] were never relayed")]
+
+
+class CountingCollection(MemoryDocumentCollection):
+    """The in-memory collection, counting writes of the execution document."""
+
+    def __init__(self) -> None:
+        store = MemoryDocumentStore()
+        super().__init__(COLLECTION, store.database.collections.setdefault(COLLECTION, {}))
+        self.replaces = 0
+
+    async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
+        self.replaces += 1
+        return await super().replace(partition, id, body, if_match=if_match)
+
+
+async def test_a_drain_waits_for_the_writes_that_follow_and_trims_once() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting)
+    relay = OutboxRelay(repository, batch_seconds=60)
+    repository.add_listener(relay.notice)
+    record, created = create(S.RUNNING, now=now())
+    await repository.create(execution(record), created)
+    for step in ("half way", "nearly"):
+
+        def report_progress(current: Execution, message: str = step) -> Change:
+            result = progress(current.record, now=now(), attempt=1, status_message=message)
+            assert result.event is not None
+            return Change(dataclasses.replace(current, record=result.record), (result.event,))
+
+        await repository.update(ID, report_progress)
+        await asyncio.sleep(0)
+    assert await event_documents(counting) == [], "still waiting for more writes"
+    assert [e.sequence for e in await repository.list_events(ID)] == [1, 2, 3]
+    emptied = asyncio.Event()
+    repository.add_listener(lambda written: emptied.set() if written.outbox.empty else None)
+    await repository.update(ID, move(S.SUCCEEDED, 1))  # the last write: drained at once, not in 60 s
+    async with asyncio.timeout(10):
+        await emptied.wait()
+    assert await event_documents(counting) == [event_doc_id(n) for n in (1, 2, 3, 4)]
+    assert counting.replaces == 3 + 1, "three state writes and ONE trim"
+    await relay.close()

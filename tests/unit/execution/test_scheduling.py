@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from services.execution.domain.retry import RetryPolicy
+from services.execution.domain.retry import RetryPolicy, RetrySettings
 from services.execution.domain.scheduling import (
     Timeouts,
     decide_transient_failure,
@@ -79,10 +79,10 @@ def test_retry_decision_is_total_and_consistent(
 
 def test_retry_policy_from_a_snapshot_fills_defaults() -> None:
     assert retry_policy_from(None) == RetryPolicy()
-    stored = {"max_attempts": 5, "initial_backoff_seconds": 0.2, "max_backoff_seconds": 1.0, "multiplier": 3.0}
+    stored = RetrySettings(5, timedelta(seconds=0.2), timedelta(seconds=1), 3.0)
     assert retry_policy_from(stored) == RetryPolicy(5, 0.2, 1.0, 3.0)
-    assert retry_policy_from({"max_attempts": 0, "multiplier": 0}) == RetryPolicy()
-    assert retry_policy_from({"initial_backoff_seconds": -1}) == RetryPolicy()  # invalid → defaults
+    assert retry_policy_from(RetrySettings(max_attempts=0, multiplier=0)) == RetryPolicy()
+    assert retry_policy_from(RetrySettings(initial_backoff=timedelta(seconds=-1))) == RetryPolicy()  # invalid
 
 
 TIMEOUTS = Timeouts(queue=timedelta(seconds=10), execution=timedelta(seconds=60), inputs=timedelta(seconds=30))

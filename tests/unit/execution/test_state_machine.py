@@ -18,7 +18,6 @@ from services.execution.domain.state_machine import (
     classify_report,
     create,
     next_deadline,
-    overdue_state,
     progress,
     transition,
 )
@@ -309,13 +308,13 @@ def test_classify_report_outcomes() -> None:
 
 def test_decision_carries_the_error_to_raise() -> None:
     decision = classify_report(running(attempt=2), state=S.FAILED, attempt=1)
-    assert not decision.applies
+    assert decision.outcome is ReportOutcome.STALE
     assert decision.error is not None
     assert decision.error.reason == STALE_ATTEMPT
     with pytest.raises(FailedPrecondition):
         decision.raise_if_refused()
     ok = classify_report(running(), state=S.FAILED, attempt=1)
-    assert ok.applies
+    assert ok.outcome is ReportOutcome.TRANSITION
     assert ok.error is None
     ok.raise_if_refused()
 
@@ -325,19 +324,6 @@ def test_refusal_leaves_record_untouched() -> None:
     with pytest.raises(FailedPrecondition):
         transition(record, S.PENDING_INPUTS, now=t(5))
     assert record == running()
-
-
-# -- documents ----------------------------------------------------------------------------------------
-
-
-def test_record_and_event_document_round_trip() -> None:
-    result = progress(running(attempt=2), now=t(42), attempt=2, status_message="m", percent_complete=3)
-    assert result.event is not None
-    assert ExecutionRecord.from_document(result.record.to_document()) == result.record
-    assert ExecutionEvent.from_document(result.event.to_document()) == result.event
-    document = result.record.to_document()
-    assert document["state"] == "RUNNING"
-    assert document["first_running_time"] == t(1)
 
 
 # -- deadlines ----------------------------------------------------------------------------------------
@@ -359,15 +345,12 @@ def deadlines(**overrides: timedelta | None) -> dict[str, timedelta | None]:
 def test_pending_inputs_times_out_after_input_timeout() -> None:
     record, _ = create(S.PENDING_INPUTS, now=t(0))
     assert next_deadline(record, **deadlines()) == t(1800)
-    assert overdue_state(record, t(1799), **deadlines()) is None
-    assert overdue_state(record, t(1800), **deadlines()) is S.TIMED_OUT
-    assert overdue_state(record, t(10**6), **deadlines(input_timeout=None)) is None
+    assert next_deadline(record, **deadlines(input_timeout=None)) is None
 
 
 def test_queued_times_out_after_queue_timeout() -> None:
     record, _ = create(S.QUEUED, now=t(0))
-    assert overdue_state(record, t(599), **deadlines()) is None
-    assert overdue_state(record, t(600), **deadlines()) is S.TIMED_OUT
+    assert next_deadline(record, **deadlines()) == t(600)
 
 
 def test_running_times_out_from_first_running_across_attempts() -> None:
@@ -377,24 +360,21 @@ def test_running_times_out_from_first_running_across_attempts() -> None:
     assert next_deadline(record, **deadlines()) == t(3600)
     record = claim(record, now=t(3200), attempt=2).record
     assert next_deadline(record, **deadlines()) == t(3601)
-    assert overdue_state(record, t(3600), **deadlines()) is None
-    assert overdue_state(record, t(3601), **deadlines()) is S.TIMED_OUT
 
 
 def test_requeued_execution_is_bounded_by_execution_timeout() -> None:
     record = transition(running(), S.QUEUED, now=t(3590), attempt=1).record
-    assert overdue_state(record, t(3601), **deadlines(queue_timeout=None)) is S.TIMED_OUT
+    assert next_deadline(record, **deadlines(queue_timeout=None)) == t(3601)
 
 
 @pytest.mark.parametrize("state", sorted(TERMINAL_STATES))
 def test_terminal_never_overdue(state: ExecutionState) -> None:
     assert next_deadline(reach(state), **deadlines()) is None
-    assert overdue_state(reach(state), t(10**7), **deadlines()) is None
 
 
 def test_timed_out_is_an_allowed_move_whenever_overdue() -> None:
     for state in (S.PENDING_INPUTS, S.QUEUED, S.RUNNING):
         record = reach(state)
-        overdue = overdue_state(record, t(10**7), **deadlines())
-        assert overdue is S.TIMED_OUT
-        assert transition(record, overdue, now=t(10**7)).record.state is S.TIMED_OUT
+        deadline = next_deadline(record, **deadlines())
+        assert deadline is not None and deadline < t(10**7)
+        assert transition(record, S.TIMED_OUT, now=t(10**7)).record.state is S.TIMED_OUT

@@ -23,6 +23,9 @@ def test_env_with_nested_delimiter(monkeypatch: pytest.MonkeyPatch, tmp_path: Pa
     monkeypatch.setenv("EXTHUB_AUTH__JWKS_URI", "https://login.microsoftonline.com/t/discovery/v2.0/keys")
     monkeypatch.setenv("EXTHUB_AUTH__CLOCK_SKEW_SECONDS", "30")
     monkeypatch.setenv("EXTHUB_AZURE__COSMOS_ENDPOINT", "https://acct.documents.azure.com")
+    monkeypatch.setenv("EXTHUB_AZURE__SERVICEBUS_NAMESPACE", "ns.servicebus.windows.net")
+    monkeypatch.setenv("EXTHUB_AZURE__BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net")
+    monkeypatch.setenv("EXTHUB_AZURE__SERVICE_TOKEN_SCOPE", "api://exthub/.default")
     monkeypatch.setenv("EXTHUB_PAGE_TOKEN_SECRET", "a-very-long-page-token-secret")
     settings = Settings()
     assert settings.backend == "azure"
@@ -65,6 +68,10 @@ def test_local_defaults_use_the_development_issuer(tmp_path: Path) -> None:
 
 def test_azure_backend_requires_auth(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EXTHUB_BACKEND", "azure")
+    monkeypatch.setenv("EXTHUB_AZURE__COSMOS_ENDPOINT", "https://acct.documents.azure.com")
+    monkeypatch.setenv("EXTHUB_AZURE__SERVICEBUS_NAMESPACE", "ns.servicebus.windows.net")
+    monkeypatch.setenv("EXTHUB_AZURE__BLOB_ACCOUNT_URL", "https://acct.blob.core.windows.net")
+    monkeypatch.setenv("EXTHUB_AZURE__SERVICE_TOKEN_SCOPE", "api://exthub/.default")
     with pytest.raises(ValidationError, match="auth needs"):
         Settings()
 

@@ -139,12 +139,22 @@ class Execution(_message.Message):
         REQUIRED_FIELD_NUMBER: _builtins.int
         PROVIDED_FIELD_NUMBER: _builtins.int
         UPLOAD_FIELD_NUMBER: _builtins.int
+        SIZE_BYTES_FIELD_NUMBER: _builtins.int
+        SHA256_FIELD_NUMBER: _builtins.int
         name: _builtins.str
         """The input's name, as declared by the version."""
         required: _builtins.bool
         """Whether the input must be provided before the execution can run."""
         provided: _builtins.bool
         """Whether the client has provided the input (`ContinueExecution`)."""
+        size_bytes: _builtins.int
+        """The size in bytes of the input as sealed by `ContinueExecution`: what
+        the extension reads. Later uploads through an old accessor change nothing.
+        """
+        sha256: _builtins.str
+        """The lower-case hex SHA-256 of the sealed input's bytes, exactly as
+        uploaded.
+        """
         @_builtins.property
         def upload(self) -> _types_pb2.ObjectAccessor:
             """A write-only accessor to upload the input, while the execution is
@@ -158,10 +168,12 @@ class Execution(_message.Message):
             required: _builtins.bool = ...,
             provided: _builtins.bool = ...,
             upload: _types_pb2.ObjectAccessor | None = ...,
+            size_bytes: _builtins.int = ...,
+            sha256: _builtins.str = ...,
         ) -> None: ...
         _HasFieldArgType: _TypeAlias = _typing.Literal["upload", b"upload"]  # noqa: Y015
         def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "provided", b"provided", "required", b"required", "upload", b"upload"]  # noqa: Y015
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["name", b"name", "provided", b"provided", "required", b"required", "sha256", b"sha256", "size_bytes", b"size_bytes", "upload", b"upload"]  # noqa: Y015
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 

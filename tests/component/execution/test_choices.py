@@ -1,0 +1,89 @@
+"""Which profile an execution runs with, which inputs it waits for, and what a late continue answers — through
+the real catalog, execution service, agent and echo."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+from google.protobuf import json_format
+
+from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.errors import call_error_info
+from exthub.execution.v1 import execution_pb2, execution_service_pb2
+from services.echo.registration import echo_version
+from tests.component.execution.test_sync import create, struct
+from tests.support.hub import Hub
+
+E = execution_pb2.Execution
+pb = execution_service_pb2
+ECHO = "extensions/echo/versions/1.0.0"
+
+
+async def _register(hub: Hub, extension_id: str, profiles: list[resources_pb2.ExecutionProfile]) -> str:
+    """``extensions/{extension_id}/versions/1.0.0``: echo with exactly ``profiles``."""
+    version = echo_version(hub.echo_url, with_objects=False)
+    del version.profiles[:]
+    version.profiles.extend(profiles)
+    publisher = hub.token(roles=("Extensions.Publish",))
+    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        await stub.CreateExtension(
+            catalog_service_pb2.CreateExtensionRequest(
+                extension_id=extension_id, extension=resources_pb2.Extension(display_name="T", publisher="T")
+            ),
+            metadata=publisher,
+            timeout=10,
+        )
+        await stub.CreateExtensionVersion(
+            catalog_service_pb2.CreateExtensionVersionRequest(
+                parent=f"extensions/{extension_id}", version_id="1.0.0", version=version
+            ),
+            metadata=publisher,
+            timeout=10,
+        )
+    return f"extensions/{extension_id}/versions/1.0.0"
+
+
+def _renamed(profile: resources_pb2.ExecutionProfile, name: str) -> resources_pb2.ExecutionProfile:
+    copy = resources_pb2.ExecutionProfile()
+    copy.CopyFrom(profile)
+    copy.name = name
+    return copy
+
+
+async def test_a_version_without_default_runs_its_only_profile(hub: Hub) -> None:
+    sync_profile = echo_version(hub.echo_url).profiles[0]
+    solo = await _register(hub, "solo", [_renamed(sync_profile, "run")])
+    done = await create(hub, extension_version=solo, request=struct(message="solo"))
+    assert (done.profile, done.state) == ("run", E.SUCCEEDED), done
+
+
+async def test_several_profiles_and_none_named_default_need_a_name(hub: Hub) -> None:
+    sync_profile, async_profile = echo_version(hub.echo_url).profiles[:2]
+    duo = await _register(hub, "duo", [_renamed(sync_profile, "fast"), _renamed(async_profile, "slow")])
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await create(hub, extension_version=duo)
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    refused = call_error_info(raised.value)
+    assert refused is not None and refused.reason == "INVALID_FIELD"
+    named = await create(hub, extension_version=duo, profile="fast")
+    assert named.state == E.SUCCEEDED
+
+
+async def test_echo_runs_at_once_when_no_input_is_expected(hub: Hub) -> None:
+    done = await create(hub, extension_version=ECHO, request=struct(message="hi"))
+    assert done.state == E.SUCCEEDED, done
+    result = json_format.MessageToDict(done.result)
+    assert result["echo"] == {"message": "hi"} and "inputs" not in result
+    (document,) = done.inputs
+    assert (document.name, document.required, document.provided) == ("document", False, False)
+    assert not document.HasField("upload")
+    # a continue of an execution that has moved on is a no-op that answers with the execution
+    again = await hub.stub.ContinueExecution(pb.ContinueExecutionRequest(name=done.name), metadata=hub.token())
+    assert (again.state, again.etag) == (E.SUCCEEDED, done.etag)
+
+
+async def test_naming_an_undeclared_expected_input_is_invalid(hub: Hub) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await create(hub, extension_version=ECHO, expected_inputs=["nope"])
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
