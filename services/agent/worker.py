@@ -53,7 +53,7 @@ from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_mod
 from services.platform import telemetry
 from services.platform.errors import HubError
 from services.platform.logging import execution_context, get_logger
-from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
+from services.platform.workqueue.port import WORK_QUEUE_NAME, LeasedMessage, LeaseLost, WorkQueue
 
 __all__ = [
     "AGENT_STOPPED",
@@ -81,8 +81,6 @@ REPORT_TRIES = 4
 REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
-#: The work queue's name in traces (the Service Bus topic of execution requests).
-QUEUE_NAME = "execution-requests"
 
 
 class WorkerClient(Protocol):
@@ -293,7 +291,7 @@ class QueueWorker:
         message = lease.message
         # one span per message, in the trace of the execution that published it (its W3C properties)
         with telemetry.consumer_span(
-            QUEUE_NAME,
+            WORK_QUEUE_NAME,
             message.properties,
             {"messaging.message.id": message.message_id, "messaging.delivery_count": message.delivery_count},
         ):

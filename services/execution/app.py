@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
+from services.execution.observability import ExecutionMetrics
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer
@@ -171,10 +173,12 @@ async def start_execution(
             input_timeout=timedelta(seconds=settings.execution_input_timeout_seconds),
             cancel_grace=timedelta(seconds=settings.execution_cancel_grace_seconds),
         )
-        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue))
-        ctx.repository.add_listener(relay.notice)
-        sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
         metrics = ServiceMetrics("execution")
+        execution_metrics = ExecutionMetrics(metrics.registry)
+        metrics.add_refresher(functools.partial(execution_metrics.refresh_queue, queue))
+        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), metrics=execution_metrics)
+        ctx.repository.add_listener(relay.notice)
+        sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds, metrics=execution_metrics)
         http_app = create_http_app(ctx, provider)
         add_metrics_route(http_app, metrics)
         runner = web.AppRunner(http_app, access_log=None)

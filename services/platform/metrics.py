@@ -16,10 +16,11 @@ binds the execution name and attempt of a request that names one to the log cont
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -222,8 +223,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
             code = grpc.StatusCode.UNKNOWN
             try:
                 name, attempt = _execution_of(request)
-                with execution_context(name, attempt):
-                    self._mark_execution(name, attempt)
+                with execution_context(name, attempt), self._caller_trace(context):
                     result = behaviour(request, context)
                     if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):
                         async for message in result:
@@ -241,6 +241,23 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 self._observe(method, code, time.perf_counter() - started)
 
         return observed
+
+    @contextlib.contextmanager
+    def _caller_trace(self, context: grpc.aio.ServicerContext[Any, Any]) -> Iterator[None]:
+        """A streaming call's span starts next to the servicer (see ``telemetry.server_interceptors``): until
+        then, the caller's trace context is the current one, so the edge's log lines carry its trace id."""
+        if not self._tracing:
+            yield
+            return
+        from opentelemetry import context as otel_context
+        from opentelemetry import propagate
+
+        metadata = {key: value for key, value in context.invocation_metadata() or ()}
+        token = otel_context.attach(propagate.extract(metadata))
+        try:
+            yield
+        finally:
+            otel_context.detach(token)
 
     def _mark_execution(self, name: str | None, attempt: int | None) -> None:
         if name is None or not self._tracing:

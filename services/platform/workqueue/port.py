@@ -72,6 +72,7 @@ __all__ = [
     "MAX_PROPERTY_VALUE_LENGTH",
     "MAX_RECEIVE_MESSAGES",
     "MAX_WAIT_SECONDS",
+    "WORK_QUEUE_NAME",
     "DeadLetter",
     "LeaseLost",
     "LeasedMessage",
@@ -109,6 +110,8 @@ DEFAULT_MAX_DELIVERY_COUNT = 10  # Service Bus default
 DEFAULT_AGEING_SECONDS = 60.0
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 600.0  # Service Bus default duplicate-detection window (10 min)
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
+#: The queue's name (the Service Bus topic of execution requests; the destination in traces).
+WORK_QUEUE_NAME = "execution-requests"
 
 _MESSAGE_ID_RE = re.compile(r"[!-~]{1,128}", re.ASCII)  # printable ASCII, no spaces
 _PROPERTY_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
