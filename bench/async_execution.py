@@ -2,7 +2,7 @@
 
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
 --poll-seconds P --warmup W``). With ``--tracing`` it measures the cost of tracing instead: Exthub with 1 agent
-on two fresh hubs in the same run, one with trace export off (no ``OTEL_*`` variable: nothing is installed)
+on fresh hubs in the same run (``--rounds`` pairs, alternated), with trace export off (no ``OTEL_*`` variable: nothing is installed)
 and one exporting every span over OTLP/HTTP to a local receiver process (``python -m tools.otlp_receiver
 --count-only``, every service, echo included, with the default batch processor), and prints on ÷ off.
 
@@ -742,38 +742,45 @@ async def run(
     )
 
 
-async def run_tracing(*, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int) -> None:
-    """Exthub with 1 agent, trace export off and on, each on a fresh hub; prints on ÷ off."""
+async def run_tracing(
+    *, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int, rounds: int
+) -> None:
+    """Exthub with 1 agent, trace export off and on, each row on a fresh hub, ``rounds`` times alternately (off,
+    on, off, on, …: a machine whose load drifts weighs on both alike); prints on ÷ off over the pooled rounds."""
     options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
-    rows: list[Row] = []
-    received = "-"
-    for traced in (False, True):
-        async with running_stack(None, poll_seconds, traced=traced) as stack:
-            issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
-            await register(stack, issuer)
-            token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
-            await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
-            name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
-            rows.append(await measure_exthub(stack, name, token=token, **options))
-            if set(rows[-1].outcomes) - {"SUCCEEDED"}:
-                for child in stack.children:
-                    console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
-            if traced:
-                receiver = next(child for child in stack.children if child.name == RECEIVER)
-                for child in [c for c in reversed(stack.children) if c is not receiver]:
-                    await stack.stop_child(child)  # each part exports what it still holds as it stops
-                await stack.stop_child(receiver)
-                counts = [m for line in receiver.lines if (m := _RECEIVED.search(line))]
-                received = f"{counts[-1].group(1)} spans in {counts[-1].group(2)} traces" if counts else "nothing"
-    off, on = rows
+    measured: dict[bool, list[Row]] = {False: [], True: []}
+    spans = traces = 0
+    for _ in range(rounds):
+        for traced in (False, True):
+            async with running_stack(None, poll_seconds, traced=traced) as stack:
+                issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
+                await register(stack, issuer)
+                token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
+                await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
+                name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
+                row = await measure_exthub(stack, name, token=token, **options)
+                measured[traced].append(row)
+                if set(row.outcomes) - {"SUCCEEDED"}:
+                    for child in stack.children:
+                        console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+                if traced:
+                    receiver = next(child for child in stack.children if child.name == RECEIVER)
+                    for child in [c for c in reversed(stack.children) if c is not receiver]:
+                        await stack.stop_child(child)  # each part exports what it still holds as it stops
+                    await stack.stop_child(receiver)
+                    counts = [m for line in receiver.lines if (m := _RECEIVED.search(line))]
+                    if counts:
+                        spans, traces = spans + int(counts[-1].group(1)), traces + int(counts[-1].group(2))
+    off, on = _pooled(measured[False]), _pooled(measured[True])
     report(
         [on],
         off,
         notes=(
-            f"Tracing overhead: {executions} measured executions per row after {warmup} warm-up ones, "
-            f"{concurrency} in flight, 1 agent with {slots} slots, each row on a fresh hub. The exporting hub's "
-            f"receiver got {received} (warm-up included). Ratios: on ÷ off (exec/s below 1 = slower; latency "
-            "above 1 = slower). The receiver process's CPU is in its own column."
+            f"Tracing overhead: {rounds} round(s) of off then on, each row {executions} measured executions after "
+            f"{warmup} warm-up ones on a fresh hub, {concurrency} in flight, 1 agent with {slots} slots; rows pool "
+            f"the rounds. The exporting hubs' receivers got {spans} spans in {traces} traces (warm-up included). "
+            "Ratios: on ÷ off (exec/s below 1 = slower; latency above 1 = slower). The receiver's CPU is in its "
+            "own column; CPU includes idle polling, so it follows the wall time on a loaded machine."
         ),
     )
     console.print(
@@ -783,6 +790,20 @@ async def run_tracing(*, executions: int, concurrency: int, slots: int, poll_sec
         f"CPU per execution (hub, echo and agent; receiver and client excluded) "
         f"{_ratio(_hub_cpu(on), _hub_cpu(off))}"
     )
+
+
+def _pooled(rows: Sequence[Row]) -> Row:
+    """One row of several measured alike: samples and time added, CPU per execution averaged by executions."""
+    samples = [sample for row in rows for sample in row.samples]
+    groups = {group for row in rows for group in row.cpu_ms}
+    cpu_ms = {
+        group: sum(row.cpu_ms.get(group, 0.0) * len(row.samples) for row in rows) / max(1, len(samples))
+        for group in groups
+    }
+    outcomes: Counter[str] = Counter()
+    for row in rows:
+        outcomes.update(row.outcomes)
+    return Row(rows[0].name, samples, sum(row.seconds for row in rows), outcomes, cpu_ms)
 
 
 def _hub_cpu(row: Row) -> float:
@@ -800,6 +821,7 @@ def main() -> None:
     parser.add_argument(
         "--tracing", action="store_true", help="measure trace export on vs off (1 agent) instead of the Celery rows"
     )
+    parser.add_argument("--rounds", type=int, default=2, help="with --tracing: off/on rounds, alternated")
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
@@ -815,6 +837,7 @@ def main() -> None:
                 slots=args.slots,
                 poll_seconds=args.poll_seconds,
                 warmup=args.warmup,
+                rounds=max(1, args.rounds),
             )
         )
         return
