@@ -2,9 +2,9 @@
 
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
 --poll-seconds P --warmup W``). With ``--tracing`` it measures the cost of tracing instead: Exthub with 1 agent
-on fresh hubs in the same run (``--rounds`` pairs, alternated), with trace export off (no ``OTEL_*`` variable: nothing is installed)
-and one exporting every span over OTLP/HTTP to a local receiver process (``python -m tools.otlp_receiver
---count-only``, every service, echo included, with the default batch processor), and prints on ÷ off.
+on fresh hubs in the same run (``--rounds`` pairs, alternated), with trace export off (no ``OTEL_*`` variable:
+nothing is installed) and on (every part, echo included, exporting every span over OTLP/HTTP with the default
+batch processor to a local receiver process, ``python -m tools.otlp_receiver --count-only``); prints on ÷ off.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
