@@ -205,7 +205,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
                 with execution_context(name, attempt):
                     self._mark_execution(name, attempt)
                     result = behaviour(request, context)
-                    if inspect.isawaitable(result):
+                    if inspect.iscoroutine(result) or inspect.isawaitable(result):  # the first test is the cheap one
                         result = await result
                 code = _final_code(context, None)
                 return result
