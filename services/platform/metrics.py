@@ -34,6 +34,7 @@ from prometheus_client import (
     Histogram,
     PlatformCollector,
     ProcessCollector,
+    disable_created_metrics,
     generate_latest,
 )
 
@@ -52,6 +53,10 @@ __all__ = [
 ]
 
 _log = get_logger("exthub.metrics")
+
+# No ``<name>_created`` sample per counter and histogram: Prometheus does not need them, and they double the series
+# (``exthub_executions_created_created`` …).
+disable_created_metrics()
 
 METRICS_PATH = "/metrics"
 OTHER = "_OTHER"
