@@ -53,6 +53,7 @@ def run_service(
 
     async def main() -> None:
         settings = Settings()
+        settings.require_backend(name)
         configure_logging(settings)
         configure_telemetry(name, azure_monitor=settings.telemetry.azure_monitor)
         http: HttpServer | None = None
