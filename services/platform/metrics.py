@@ -56,7 +56,7 @@ _log = get_logger("exthub.metrics")
 
 # No ``<name>_created`` sample per counter and histogram: Prometheus does not need them, and they double the series
 # (``exthub_executions_created_created`` …).
-disable_created_metrics()
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 METRICS_PATH = "/metrics"
 OTHER = "_OTHER"
