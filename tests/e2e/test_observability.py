@@ -16,6 +16,7 @@ The tests share one hub and run in file order; the last one stops it.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import secrets
@@ -49,6 +50,8 @@ pytestmark = pytest.mark.slow
 CALL_TIMEOUT = 30.0
 EXECUTION_TIMEOUT = 90.0
 SPANS_WITHIN = 30.0  # Envoy flushes its spans every 5 s
+SETTLE_WITHIN = 20.0
+SCRAPE_INTERVAL = 0.05
 ASYNC_MODEL = "http-json/async/v1"
 SYNC_MODEL = "http-json/sync/v1"
 PLAIN = "extensions/echo-plain/versions/1.0.0"
@@ -272,10 +275,10 @@ async def test_metrics_of_every_service_move_by_exactly_what_ran(observed: Obser
         )
 
     after = _scrape(urls["execution"])
-    for _ in range(100):
-        if settled(after):
-            break
-        after = _scrape(urls["execution"])
+    async with asyncio.timeout(SETTLE_WITHIN):  # the terminal event is relayed (and counted) right after the write
+        while not settled(after):
+            await asyncio.sleep(SCRAPE_INTERVAL)
+            after = _scrape(urls["execution"])
     for (model, state), count in expected_finished.items():
         labels = {"execution_model": model, "priority": "NORMAL", "state": state}
         assert delta(finished, "execution", after, **labels) == count, (model, state)
