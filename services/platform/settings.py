@@ -284,7 +284,6 @@ class Settings(BaseSettings):
     catalog_port: Port = 50051
     execution_port: Port = 50052
     agent_port: Port = 50053
-    gateway_port: Port = 8080
     public_url: str | None = Field(
         default=None, description="The gateway's public base URL; every URL handed out is built from it."
     )
@@ -299,7 +298,7 @@ class Settings(BaseSettings):
     egress: EgressSettings = Field(default_factory=EgressSettings)
     telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
-    # -- execution service (issue 3) ------------------------------------------------------------------
+    # -- execution service -----------------------------------------------------------------------------
     objects_port: Port = Field(
         default=50054, description="The execution service's local/v1 object HTTP server (0: the OS chooses)."
     )
@@ -311,7 +310,7 @@ class Settings(BaseSettings):
     )
     # -- end execution service ------------------------------------------------------------------------
 
-    # -- agent (issue 4) ------------------------------------------------------------------------------
+    # -- agent ------------------------------------------------------------------------------------
     agent_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -346,7 +345,7 @@ class Settings(BaseSettings):
 
     # -- end agent ------------------------------------------------------------------------------------
 
-    # -- asynchronous execution (issue 4): work queue, agent worker, dispatcher and sweeper -----------
+    # -- asynchronous execution: work queue, agent worker, dispatcher and sweeper -----------------
     queue_file: Path = Field(
         default=Path("queue.sqlite3"),
         description="The local work queue's SQLite file (relative: inside data_dir), shared by the execution "

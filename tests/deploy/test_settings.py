@@ -17,8 +17,6 @@ from tests.deploy.conftest import CHART, Rendered, run
 
 #: Settings that mean nothing on the Azure profile, each with its reason.
 LOCAL_ONLY = {
-    # the gateway is Envoy, configured by deploy.render (gateway.port), not a Python process
-    "EXTHUB_GATEWAY_PORT",
     # the local development issuer's JWKS file; on Azure the services read Entra ID's JWKS (EXTHUB_AUTH__JWKS_URI)
     "EXTHUB_AUTH__JWKS_FILE",
     # the SQLite work queue's file and polling: on Azure the queue is Service Bus
