@@ -110,6 +110,8 @@ def _sample(schema: dict[str, Any]) -> Any:
     options = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
     first = options[0]
     kind = first.get("type")
+    if "examples" in first:  # a key whose strings have a format names a valid one
+        return first["examples"][0]
     if "enum" in first:
         return first["enum"][-1]
     if kind == "boolean":
