@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -27,7 +26,7 @@ from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
-from services.execution.observability import ExecutionMetrics
+from services.execution.observability import ExecutionMetrics, watch_queue
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository
 from services.execution.servicer import ExecutionServicer
@@ -175,7 +174,7 @@ async def start_execution(
         )
         metrics = ServiceMetrics("execution")
         execution_metrics = ExecutionMetrics(metrics.registry)
-        metrics.add_refresher(functools.partial(execution_metrics.refresh_queue, queue))
+        watch_queue(metrics, queue)
         relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), metrics=execution_metrics)
         ctx.repository.add_listener(relay.notice)
         sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds, metrics=execution_metrics)

@@ -6,8 +6,10 @@
   create-to-end duration, and the outbox lag of each event (its write → relayed);
 * :meth:`ExecutionMetrics.dispatched` — the lag of an attempt from its QUEUED write to its publication;
 * :meth:`ExecutionMetrics.swept` — what the sweeper did (TIMED_OUT, CANCELLED) and from which state;
-* :meth:`ExecutionMetrics.refresh_queue` — queue depth, scheduled messages, dead letters and the oldest message's
-  age per priority, read from the work queue when Prometheus scrapes (:meth:`WorkQueue.stats`).
+* :class:`QueueMetrics` — queue depth, scheduled messages, dead letters and the oldest message's age per
+  priority, read from the work queue when Prometheus scrapes. Only a queue that offers stats
+  (:class:`~services.platform.workqueue.port.QueueStatsSource`: the SQLite queue) gets these series
+  (:func:`watch_queue`); on Service Bus they do not exist here, Azure Monitor's Service Bus metrics hold them.
 
 No store is read and no write is added: the hooks take values the caller holds. Labels are bounded: the execution
 model is one of :data:`KNOWN_MODELS` (any other is ``_OTHER``: models are publisher-supplied strings), the priority
@@ -24,11 +26,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from services.execution.domain.model import DispatchMarker, Execution
 from services.execution.domain.state_machine import ExecutionEvent
 from services.execution.domain.states import TERMINAL_STATES, EventType, ExecutionState
-from services.platform.metrics import OTHER
+from services.platform.metrics import OTHER, ServiceMetrics
 from services.platform.timefmt import from_storage
-from services.platform.workqueue.port import Priority, WorkQueue
+from services.platform.workqueue.port import Priority, QueueStatsSource, WorkQueue
 
-__all__ = ["KNOWN_MODELS", "ExecutionMetrics"]
+__all__ = ["KNOWN_MODELS", "ExecutionMetrics", "QueueMetrics", "watch_queue"]
 
 #: Execution models used as label values as they are (the ones the hub's agents implement or will).
 KNOWN_MODELS = frozenset({"http-json/sync/v1", "http-json/async/v1", "grpc/sync/v1", "grpc/async/v1"})
@@ -87,29 +89,6 @@ class ExecutionMetrics:
             ["action", "from_state"],
             registry=registry,
         )
-        self.queue_messages = Gauge(
-            "exthub_queue_messages",
-            "Messages in the work queue by priority: active (ready or leased) or scheduled (waiting for a backoff).",
-            ["priority", "state"],
-            registry=registry,
-        )
-        self.queue_oldest_age = Gauge(
-            "exthub_queue_oldest_message_age_seconds",
-            "How long the oldest active message of each priority has waited since it was published.",
-            ["priority"],
-            registry=registry,
-        )
-        self.queue_dead_letters = Gauge(
-            "exthub_queue_dead_letters",
-            "Dead-lettered messages of each priority.",
-            ["priority"],
-            registry=registry,
-        )
-        for priority in Priority:
-            for state in ("active", "scheduled"):
-                self.queue_messages.labels(priority.name, state).set(0)
-            self.queue_oldest_age.labels(priority.name).set(0)
-            self.queue_dead_letters.labels(priority.name).set(0)
 
     def relayed(self, execution: Execution, events: Sequence[ExecutionEvent], now: datetime) -> None:
         """Count ``events`` of ``execution``, just stored and published by the outbox relay at ``now``."""
@@ -139,11 +118,51 @@ class ExecutionMetrics:
         """The sweeper moved an execution from ``before`` to ``after``."""
         self.sweeper_actions.labels(_SWEEP_ACTIONS.get(after, OTHER), before.value).inc()
 
-    async def refresh_queue(self, queue: WorkQueue) -> None:
+
+class QueueMetrics:
+    """The work queue's gauges, read from ``queue.stats()`` before each scrape (see :func:`watch_queue`)."""
+
+    def __init__(self, registry: CollectorRegistry, queue: QueueStatsSource) -> None:
+        self._queue = queue
+        self.queue_messages = Gauge(
+            "exthub_queue_messages",
+            "Messages in the work queue by priority: active (ready or leased) or scheduled (waiting for a backoff).",
+            ["priority", "state"],
+            registry=registry,
+        )
+        self.queue_oldest_age = Gauge(
+            "exthub_queue_oldest_message_age_seconds",
+            "How long the oldest active message of each priority has waited since it was published.",
+            ["priority"],
+            registry=registry,
+        )
+        self.queue_dead_letters = Gauge(
+            "exthub_queue_dead_letters",
+            "Dead-lettered messages of each priority.",
+            ["priority"],
+            registry=registry,
+        )
+        for priority in Priority:
+            for state in ("active", "scheduled"):
+                self.queue_messages.labels(priority.name, state).set(0)
+            self.queue_oldest_age.labels(priority.name).set(0)
+            self.queue_dead_letters.labels(priority.name).set(0)
+
+    async def refresh(self) -> None:
         """Read the queue's depth, scheduled messages, dead letters and oldest age per priority (a scrape)."""
-        stats = await queue.stats()
+        stats = await self._queue.stats()
         for priority, counts in stats.priorities.items():
             self.queue_messages.labels(priority.name, "active").set(counts.active)
             self.queue_messages.labels(priority.name, "scheduled").set(counts.scheduled)
             self.queue_dead_letters.labels(priority.name).set(counts.dead_lettered)
             self.queue_oldest_age.labels(priority.name).set(stats.oldest_age_seconds(priority))
+
+
+def watch_queue(metrics: ServiceMetrics, queue: WorkQueue) -> QueueMetrics | None:
+    """The queue gauges on ``metrics``, refreshed at each scrape, when ``queue`` offers stats; else None (no series:
+    a queue that cannot count its messages gets no gauges rather than zeros)."""
+    if not isinstance(queue, QueueStatsSource):
+        return None
+    found = QueueMetrics(metrics.registry, queue)
+    metrics.add_refresher(found.refresh)
+    return found

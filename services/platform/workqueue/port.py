@@ -28,10 +28,20 @@ Contract
 * Routing properties are small string maps (model, profile, priority, tenant, …) used by ``filter``; they
   must never carry secrets (keys that look like secrets are refused, see :func:`validate_properties`). The
   W3C trace context of the publisher (``traceparent``, ``tracestate``) travels as properties too.
-* ``stats`` reads, per priority, how many messages are *active* (receivable now or leased: Service Bus'
-  ``ActiveMessageCount``), *scheduled* (waiting for ``not_before`` or an abandon delay), dead-lettered, and the
-  publish time of the oldest active one — what operators watch (queue depth, oldest-message age). A read
-  only: it changes nothing and never takes a lease.
+
+Optional capability: stats
+--------------------------
+An adapter that can count its messages cheaply with the rights it already holds also implements
+:class:`QueueStatsSource`: ``stats`` reads, per priority, how many messages are *active* (receivable now or leased:
+Service Bus' ``ActiveMessageCount``), *scheduled* (waiting for ``not_before`` or an abandon delay), dead-lettered,
+and the publish time of the oldest active one — what operators watch (queue depth, oldest-message age). A read
+only: it changes nothing and never takes a lease. Callers check for it with ``isinstance(queue,
+QueueStatsSource)``; an adapter without it offers no stats at all (never zeros).
+
+The SQLite queue implements it. The Service Bus queue does not: subscription runtime properties come from the
+management (ATOM) API, which needs *Manage* rights the services' least-privilege identities do not hold; on Azure
+these numbers are Azure Monitor's Service Bus metrics (``ActiveMessages``, ``DeadletteredMessages``,
+``ScheduledMessages`` per entity), which operators chart and KEDA scales on.
 
 Ageing
 ------
@@ -79,6 +89,7 @@ __all__ = [
     "Priority",
     "PriorityStats",
     "QueueStats",
+    "QueueStatsSource",
     "WorkMessage",
     "WorkQueue",
     "dead_letter_not_found",
@@ -159,7 +170,7 @@ class LeasedMessage:
 
 @dataclass(frozen=True)
 class PriorityStats:
-    """The messages of one priority at one instant (see :meth:`WorkQueue.stats`)."""
+    """The messages of one priority at one instant (see :meth:`QueueStatsSource.stats`)."""
 
     active: int = 0
     scheduled: int = 0
@@ -169,7 +180,7 @@ class PriorityStats:
 
 @dataclass(frozen=True)
 class QueueStats:
-    """What :meth:`WorkQueue.stats` reads: every priority (zeros when it has no message) and the queue's clock."""
+    """What :meth:`QueueStatsSource.stats` reads: each priority (zeros when it has no message) and the queue's clock."""
 
     priorities: Mapping[Priority, PriorityStats]
     measured_time: datetime
@@ -269,12 +280,17 @@ class WorkQueue(Protocol):
         """Move a dead letter back to the active queue. NotFound(DEAD_LETTER_NOT_FOUND)."""
         ...
 
-    async def stats(self) -> QueueStats:
-        """Depth, scheduled and dead-lettered counts and the oldest active message, per priority (a read)."""
-        ...
-
     async def close(self) -> None:
         """Release connections (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class QueueStatsSource(Protocol):
+    """The optional stats capability of a work queue (see "Optional capability: stats" in the module docstring)."""
+
+    async def stats(self) -> QueueStats:
+        """Depth, scheduled and dead-lettered counts and the oldest active message, per priority (a read)."""
         ...
 
 

@@ -186,7 +186,8 @@ def _decode_token(token: str) -> int:
 
 
 class SqliteWorkQueue:
-    """A :class:`~services.platform.workqueue.port.WorkQueue` on one SQLite file.
+    """A :class:`~services.platform.workqueue.port.WorkQueue` on one SQLite file, with
+    :class:`~services.platform.workqueue.port.QueueStatsSource` (two aggregate reads).
 
     ``clock`` is injectable (leases, delays, ``not_before``, ageing and duplicate detection all read it);
     ``ageing_seconds`` is the wait that raises a message by one priority level.

@@ -11,16 +11,20 @@ from pathlib import Path
 
 import pytest
 from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
 
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionState, claim, create, progress, transition
 from services.execution.domain.model import DispatchMarker, ProfileSnapshot
-from services.execution.observability import ExecutionMetrics, model_label
+from services.execution.observability import ExecutionMetrics, model_label, watch_queue
 from services.platform import telemetry
+from services.platform.metrics import ServiceMetrics
 from services.platform.timefmt import from_storage, to_storage, utcnow
-from services.platform.workqueue.port import Priority
+from services.platform.workqueue.port import Priority, QueueStatsSource
+from services.platform.workqueue.servicebus import ServiceBusWorkQueue
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.unit.execution.builders import HTTP_JSON_ASYNC, execution
+from tools.emulators.servicebus_broker import BrokerTokenCredential
 from tools.otlp_receiver import OtlpReceiver
 
 S = ExecutionState
@@ -100,22 +104,47 @@ async def queue(tmp_path: Path) -> AsyncIterator[SqliteWorkQueue]:
         await opened.close()
 
 
-async def test_queue_gauges_read_the_queue(queue: SqliteWorkQueue) -> None:
-    registry = CollectorRegistry()
-    metrics = ExecutionMetrics(registry)
-    assert value(registry, "exthub_queue_messages", priority="LOW", state="active") == 0, "every series exists"
+async def test_queue_gauges_read_the_queue_at_each_scrape(queue: SqliteWorkQueue) -> None:
+    metrics = ServiceMetrics("execution")
+    registry = metrics.registry
+    assert watch_queue(metrics, queue) is not None, "the SQLite queue offers stats"
+    assert registry.get_sample_value("exthub_queue_messages", {"priority": "LOW", "state": "active"}) == 0
     await queue.publish("a", b"{}", priority=Priority.HIGH, properties={})
     await queue.publish("b", b"{}", priority=Priority.HIGH, properties={})
     later = utcnow() + timedelta(minutes=5)
     await queue.publish("c", b"{}", priority=Priority.LOW, properties={}, not_before=later)
     [lease] = await queue.receive(lease_seconds=30)
     await queue.dead_letter(lease, reason="RetriesExhausted", description="test")
-    await metrics.refresh_queue(queue)
-    assert value(registry, "exthub_queue_messages", priority="HIGH", state="active") == 1
-    assert value(registry, "exthub_queue_messages", priority="LOW", state="scheduled") == 1
-    assert value(registry, "exthub_queue_dead_letters", priority="HIGH") == 1
-    assert value(registry, "exthub_queue_oldest_message_age_seconds", priority="HIGH") >= 0
-    assert value(registry, "exthub_queue_messages", priority="NORMAL", state="active") == 0
+    scraped = {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families((await metrics.exposition()).decode())
+        for sample in family.samples
+    }
+
+    def scraped_value(name: str, **labels: str) -> float:
+        return scraped[(name, tuple(sorted(labels.items())))]
+
+    assert scraped_value("exthub_queue_messages", priority="HIGH", state="active") == 1
+    assert scraped_value("exthub_queue_messages", priority="LOW", state="scheduled") == 1
+    assert scraped_value("exthub_queue_dead_letters", priority="HIGH") == 1
+    assert scraped_value("exthub_queue_oldest_message_age_seconds", priority="HIGH") >= 0
+    assert scraped_value("exthub_queue_messages", priority="NORMAL", state="active") == 0
+    assert len([key for key in scraped if key[0] == "exthub_queue_messages"]) == 6, "3 priorities x 2 states"
+
+
+async def test_a_queue_without_stats_gets_no_queue_series() -> None:
+    # The Service Bus adapter offers no stats (its runtime properties need Manage rights): no gauge, not zeros.
+    # Opening it connects nothing; nothing here reaches a broker.
+    servicebus = await ServiceBusWorkQueue.open("exthub-test.servicebus.windows.net", BrokerTokenCredential())
+    try:
+        assert not isinstance(servicebus, QueueStatsSource)
+        metrics = ServiceMetrics("execution")
+        assert watch_queue(metrics, servicebus) is None
+        families = {family.name for family in text_string_to_metric_families((await metrics.exposition()).decode())}
+        assert not any(name.startswith("exthub_queue_") for name in families), families
+        assert "rpc_server_duration_seconds" in families, "the rest of the registry is there"
+    finally:
+        await servicebus.close()
 
 
 async def test_the_dispatched_message_carries_the_trace_only_when_tracing_is_on(queue: SqliteWorkQueue) -> None:
