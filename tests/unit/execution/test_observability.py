@@ -13,17 +13,22 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionState, claim, create, progress, transition
 from services.execution.domain.model import DispatchMarker, ProfileSnapshot
+from services.execution.handlers.create import ExecutionDraft, create_execution
 from services.execution.observability import ExecutionMetrics, model_label, watch_queue
+from services.execution.sweeper import Sweeper
 from services.platform import telemetry
+from services.platform.auth.principal import Principal
 from services.platform.metrics import ServiceMetrics
 from services.platform.timefmt import from_storage, to_storage, utcnow
 from services.platform.workqueue.port import Priority, QueueStatsSource
 from services.platform.workqueue.servicebus import ServiceBusWorkQueue
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 from tests.unit.execution.builders import HTTP_JSON_ASYNC, execution
+from tests.unit.execution.fakes import build, echo_version
 from tools.emulators.servicebus_broker import BrokerTokenCredential
 from tools.otlp_receiver import OtlpReceiver
 
@@ -178,3 +183,41 @@ async def test_the_dispatched_message_carries_the_trace_only_when_tracing_is_on(
     assert (producer.name, producer.kind) == ("send execution-requests", "producer")
     assert producer.attributes["messaging.message.id"] == traced.message.message_id
     assert producer.attributes["exthub.execution"] == again.name
+
+
+async def test_the_sweeper_traces_a_pass_that_moves_something_and_the_relay_joins_it(tmp_path: Path) -> None:
+    hub = build(tmp_path)
+    hub.catalog.add(echo_version())
+    alice = Principal(subject="alice", tenant="tenant-a", user="alice", roles=frozenset({EXECUTIONS_RUN}))
+    registry = CollectorRegistry()
+    async with OtlpReceiver() as receiver:
+        configured = telemetry.configure_telemetry("execution", env={"OTEL_EXPORTER_OTLP_ENDPOINT": receiver.endpoint})
+        try:
+            pending = await create_execution(
+                hub.ctx,
+                alice,
+                ExecutionDraft(extension_version="extensions/echo/versions/1.0.0", expected_inputs=("document",)),
+                request_id="",
+                authorization="Bearer caller",
+                caller_remaining=None,
+            )
+            await hub.relay.settle()
+            sweeper = Sweeper(hub.ctx, hub.relay, interval_seconds=60, metrics=ExecutionMetrics(registry))
+            assert await sweeper.sweep_once() == 0, "nothing due yet"
+            hub.clock.advance(timedelta(hours=24).total_seconds())
+            assert await sweeper.sweep_once() == 1
+            await hub.relay.settle()
+            assert configured.provider is not None
+            await asyncio.to_thread(configured.provider.force_flush)
+            spans = await receiver.wait_for(lambda found: any(s.name == "sweep" for s in found), within=10)
+        finally:
+            await asyncio.to_thread(telemetry.shutdown_telemetry)
+    [sweep] = [s for s in spans if s.name == "sweep"]
+    assert (sweep.kind, sweep.parent_span_id, sweep.service) == ("internal", "", "exthub-execution"), "a trace per pass"
+    assert sweep.attributes["exthub.sweep.candidates"] == 1
+    relays = [s for s in spans if s.name == "outbox relay" and s.attributes["exthub.execution"] == pending.name]
+    assert [s.kind for s in relays] == ["internal", "internal"], "the create's outbox and the timeout's"
+    assert [s for s in relays if s.parent_span_id == sweep.span_id and s.trace_id == sweep.trace_id], (
+        "the relay of the TIMED_OUT write runs in the sweep's trace"
+    )
+    assert value(registry, "exthub_sweeper_actions_total", action="timed_out", from_state="PENDING_INPUTS") == 1
