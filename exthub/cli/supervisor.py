@@ -41,6 +41,7 @@ from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
 from gateway.render import render_config, tracing_params
 from services.echo.registration import register_echo
+from services.platform.settings import Settings
 from services.platform.telemetry import tracing_destination
 
 ECHO_EXTENSION = "echo"
@@ -403,6 +404,13 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
     return HubAddresses(public_url, catalog.address, agent.address, execution.address, objects_url, echo.address)
 
 
+def traces_destination(data_dir: Path) -> str | None:
+    """Where the hub's parts send traces, in words (None: tracing off): OTLP from the standard ``OTEL_*``
+    variables, and Azure Monitor when ``EXTHUB_TELEMETRY__AZURE_MONITOR`` is set (read by the settings model, as
+    the services read it)."""
+    return tracing_destination(azure_monitor=Settings(data_dir=data_dir).telemetry.azure_monitor)
+
+
 async def run_hub(*, data_dir: Path, port: int) -> int:
     """Starts every part, prints the gateway URL, restarts a part that crashes, and stops everything on
     SIGINT/SIGTERM.
@@ -427,7 +435,7 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
                 await starting
             return 0
         addresses = starting.result()
-        traces = tracing_destination()
+        traces = traces_destination(data_dir)
 
         def publish_endpoints() -> Path:
             parts_now = [(part.name, part.child.process.pid, part.child.announced) for part in parts]

@@ -31,6 +31,7 @@ import pytest
 from google.protobuf import json_format
 from prometheus_client.parser import text_string_to_metric_families
 
+from exthub.client import StaticTokenProvider, connect
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.roles import AGENT, EXECUTIONS_RUN
 from exthub.contract.states import is_terminal_state
@@ -311,6 +312,62 @@ async def test_metrics_of_every_service_move_by_exactly_what_ran(observed: Obser
         assert not [method for method in methods if "executions/" in method]
 
 
+async def test_without_traceparent_the_gateway_starts_the_trace_and_object_transfers_are_in_one(
+    observed: Observed, tmp_path: Path
+) -> None:
+    """A client that sends no trace context: Envoy starts a trace for each request; the object upload's trace
+    reaches the execution service's object endpoint (a server span under the gateway's)."""
+    document = tmp_path / "document.txt"
+    document.write_text("traced upload\n", "utf-8")
+    before = {s.span_id for s in observed.receiver.spans}
+    token = StaticTokenProvider(observed.token(EXECUTIONS_RUN, user="uploader"))
+    async with connect(observed.hub.url, token_provider=token) as hub:
+        request = execution_pb2.Execution(extension_version="extensions/echo/versions/1.0.0")
+        request.request.update({"n": 4})
+        done = await hub.create_and_wait(request, inputs={"document": document}, max_wait=EXECUTION_TIMEOUT)
+    assert done.state == State.SUCCEEDED
+
+    def started_by_the_gateway(spans: list[Span]) -> list[Span]:
+        """The execution service's upload and create server spans right under a trace root the gateway made."""
+        roots = {s.span_id for s in spans if s.service == "exthub-gateway" and s.parent_span_id == ""}
+        return [
+            s
+            for s in spans
+            if s.span_id not in before and s.parent_span_id in roots and (_is_upload(s) or _is_create(s))
+        ]
+
+    def complete(spans: list[Span]) -> bool:
+        found = started_by_the_gateway(spans)
+        return any(_is_upload(s) for s in found) and any(_is_create(s) for s in found)
+
+    try:
+        observed.receiver.wait_for(complete, within=SPANS_WITHIN)
+    except TimeoutError:
+        fresh = [s for s in observed.receiver.spans if s.span_id not in before]
+        pytest.fail(f"no upload and create in traces the gateway started:\n{format_tree(fresh)}")
+    spans = observed.receiver.spans
+    by_id = {s.span_id: s for s in spans}
+    for server in started_by_the_gateway(spans):
+        assert by_id[server.parent_span_id].trace_id == server.trace_id
+
+
+def _is_upload(span: Span) -> bool:
+    return (
+        span.service == "exthub-execution"
+        and span.kind == "server"
+        and span.name.startswith("PUT ")
+        and "/objects" in span.name
+    )
+
+
+def _is_create(span: Span) -> bool:
+    return (
+        span.service == "exthub-execution"
+        and span.kind == "server"
+        and span.name == "/exthub.execution.v1.ExecutionService/CreateExecution"
+    )
+
+
 # ---- secrets and log correlation (stops the hub) ------------------------------------------------------------------
 
 
@@ -390,8 +447,11 @@ async def test_no_secret_in_any_log_and_every_line_of_the_execution_carries_its_
     assert json_format.MessageToDict(got.result) == {"echo": marker}
 
     spans = observed.receiver.spans
+    destination = f"OTLP http/protobuf {observed.receiver.endpoint}/v1/traces"
+    assert observed.endpoints()["tracing"] == destination, "endpoints.json says where traces go"
     observed.stop()  # every part flushed its logs and spans
     assert not (observed.data_dir / "endpoints.json").exists(), "endpoints.json is removed on a clean stop"
+    assert f"traces: {destination}" in observed.hub.log.read_text("utf-8"), "exthub up says where traces go"
 
     observed.secrets.update(_key_material(observed.data_dir))
     kept = [name for name in observed.secrets if name.endswith((" body", " hex"))]

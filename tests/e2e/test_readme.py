@@ -13,6 +13,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -65,6 +66,16 @@ def run(workdir: tuple[Path, RunningHub], code: str, *, language: str = "sh") ->
     )
     assert result.returncode == 0, f"README block failed ({result.returncode}):\n{code}\n{result.stdout}{result.stderr}"
     return result.stdout
+
+
+def hub_output(hub: RunningHub) -> str:
+    """What ``exthub up`` printed to its log so far (its lines after the URL follow within moments: bounded wait)."""
+    deadline = time.monotonic() + 10
+    text = hub.log.read_text("utf-8")
+    while "traces:" not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = hub.log.read_text("utf-8")
+    return text
 
 
 def test_first_rest_call(workdir: tuple[Path, RunningHub]) -> None:
@@ -127,5 +138,7 @@ def test_observability_commands(workdir: tuple[Path, RunningHub]) -> None:
     endpoints = json.loads((work / ".exthub-data" / "endpoints.json").read_text())
     assert endpoints["parts"]["execution"]["metrics"] in output
     assert 'exthub_build_info{service="execution"' in output and 'exthub_queue_messages{priority="LOW"' in output
+    assert endpoints["tracing"] is None, "no OTEL_EXPORTER_OTLP_* variable: tracing off"
+    assert "traces: tracing off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)" in hub_output(workdir[1])
     walkthrough = re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
     assert any("tools.otlp_receiver" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text for text in walkthrough)

@@ -52,3 +52,19 @@ def test_rewritten_and_removed(tmp_path: Path) -> None:
     remove_endpoints(tmp_path)  # idempotent
     with pytest.raises(FileNotFoundError):
         read_endpoints(tmp_path)
+
+
+def test_exthub_up_names_where_traces_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from exthub.cli.supervisor import traces_destination
+
+    for name in ("ENDPOINT", "TRACES_ENDPOINT", "PROTOCOL", "TRACES_PROTOCOL"):
+        monkeypatch.delenv(f"OTEL_EXPORTER_OTLP_{name}", raising=False)
+    for name in ("OTEL_SDK_DISABLED", "EXTHUB_TELEMETRY__AZURE_MONITOR"):
+        monkeypatch.delenv(name, raising=False)
+    assert traces_destination(tmp_path) is None
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318")
+    assert traces_destination(tmp_path) == "OTLP http/protobuf http://127.0.0.1:4318/v1/traces"
+    monkeypatch.setenv("EXTHUB_TELEMETRY__AZURE_MONITOR", "true")  # the setting the services read
+    assert traces_destination(tmp_path) == (
+        "OTLP http/protobuf http://127.0.0.1:4318/v1/traces, Azure Monitor (APPLICATIONINSIGHTS_CONNECTION_STRING)"
+    )
