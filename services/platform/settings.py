@@ -443,7 +443,7 @@ class Settings(BaseSettings):
 
     # -- end asynchronous execution -------------------------------------------------------------------
 
-    # -- observability (issue 14): each service's HTTP port serves /metrics ------------------------------
+    # -- observability: each service's HTTP port serves /metrics -----------------------------------------
     catalog_http_port: Port = Field(
         default=50055,
         description="The catalog's HTTP server (`/metrics`; 0: the OS chooses). Unset while `catalog_port` is 0: 0.",
