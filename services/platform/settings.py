@@ -485,7 +485,7 @@ class Settings(BaseSettings):
     )
     # -- end catalog search ---------------------------------------------------------------------------
 
-    # -- event publishing (issue 11) ------------------------------------------------------------------
+    # -- event publishing ------------------------------------------------------------------
     events: EventsSettings = Field(default_factory=EventsSettings)
 
     @property
