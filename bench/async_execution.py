@@ -1,10 +1,13 @@
 """Asynchronous execution benchmark: Exthub with 1 and 2 agents against Celery + Redis, in the same run.
 
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
---poll-seconds P --warmup W``). With ``--tracing`` it measures the cost of tracing instead: Exthub with 1 agent
-on fresh hubs in the same run (``--rounds`` pairs, alternated), with trace export off (no ``OTEL_*`` variable:
-nothing is installed) and on (every part, echo included, exporting every span over OTLP/HTTP with the default
-batch processor to a local receiver process, ``python -m tools.otlp_receiver --count-only``); prints on ÷ off.
+--poll-seconds P --warmup W --profile embedded|azure``). ``--profile azure`` adds the two Exthub rows on the Azure
+adapters (Cosmos DB, Service Bus, Entra ID tokens) against the emulators of ``exthub up --backend azure
+--emulators``, in the same run, and the Cosmos DB request units per execution. With ``--tracing`` it measures the
+cost of tracing instead: Exthub with 1 agent on fresh hubs in the same run (``--rounds`` pairs, alternated), with
+trace export off (no ``OTEL_*`` variable: nothing is installed) and on (every part, echo included, exporting every
+span over OTLP/HTTP with the default batch processor to a local receiver process, ``python -m tools.otlp_receiver
+--count-only``); prints on ÷ off.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
@@ -73,6 +76,8 @@ from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
 from services.execution.signing import SigningKeyRing
+from services.platform.backends import COSMOS_CHARGES_EVENT
+from tools.emulators.stack import EmulatorStack, ServiceName
 
 if TYPE_CHECKING:
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
@@ -404,10 +409,25 @@ class Stack:
     redis_url: str = ""
     hub_jwks_url: str = ""
     key_dir: Path = Path()
+    #: echo's port, chosen first: the hub allow-lists it (the one internal destination it may call)
+    echo_port: int = 0
+    #: the Azure profile: the emulator stack the services use (None: the embedded profile)
+    emulators: EmulatorStack | None = None
     #: ``OTEL_*`` variables of the hub's processes and echo (empty: tracing off)
     telemetry_env: dict[str, str] = field(default_factory=dict)
-    #: echo's port, chosen before the hub starts: the hub's egress policy must allow it (a loopback address)
-    echo_port: int = field(default_factory=free_port)
+
+    def backend_env(self, service: ServiceName) -> dict[str, str]:
+        """``EXTHUB_*`` backend settings and the service identity's standard variables (the Azure profile)."""
+        if self.emulators is None:
+            return {"EXTHUB_BACKEND": "local"}
+        return {**self.emulators.hub_environment(), **self.emulators.service_environment(service)}
+
+    def token(self, roles: Sequence[str], user: str) -> str:
+        """A user token this stack's hub accepts."""
+        if self.emulators is None:
+            issuer = DevIssuer.load_or_create(self.data_dir)
+            return issuer.issue(tenant="bench", user=user, roles=list(roles))
+        return self.emulators.user_token(roles=roles, tenant="bench", user=user)
 
     async def start(self, child: Awaitable[Child]) -> Child:
         """Awaits ``child`` and remembers it for the final stop."""
@@ -422,14 +442,21 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_server: str | None, poll_seconds: float, *, traced: bool = False) -> AsyncIterator[Stack]:
-    """Redis (unless None), catalog, execution service and echo (trusting the hub's keys and the benchmark's
-    key); ``traced``: first an OTLP/HTTP receiver process, and every part exports its spans to it."""
+async def running_stack(
+    redis_server: str | None, poll_seconds: float, *, azure: bool = False, traced: bool = False
+) -> AsyncIterator[Stack]:
+    """Redis (when ``redis_server`` is given), catalog, execution service and echo (trusting the hub's keys and
+    the benchmark's key); ``azure``: on the Azure adapters, against the emulator stack of ``exthub up --backend
+    azure --emulators`` (started first, stopped last); ``traced``: first an OTLP/HTTP receiver process, and every
+    part exports its spans to it."""
     with tempfile.TemporaryDirectory(prefix="exthub-async-bench-") as tmp:
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
         stack.log_dir.mkdir()
+        stack.echo_port = free_port()
         try:
+            if azure:
+                stack.emulators = await asyncio.to_thread(EmulatorStack.start, stack.data_dir)
             if redis_server is not None:
                 await _start_redis(stack, redis_server)
             if traced:
@@ -440,6 +467,8 @@ async def running_stack(redis_server: str | None, poll_seconds: float, *, traced
         finally:
             for child in reversed(stack.children):
                 await stop(child)
+            if stack.emulators is not None:
+                await asyncio.to_thread(stack.emulators.stop)
 
 
 async def _start_redis(stack: Stack, redis_server: str) -> None:
@@ -473,19 +502,22 @@ async def _start_receiver(stack: Stack) -> None:
     stack.telemetry_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": _match(receiver, _RECEIVER_URL)}
 
 
-def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
+def _hub_env(stack: Stack, service: ServiceName, poll_seconds: float, **extra: str) -> dict[str, str]:
+    # on Azure the catalog and the execution service log at INFO: their Cosmos DB request units since start are
+    # one INFO line when they stop (it adds the per-call access log line to their work)
+    level = "INFO" if stack.emulators is not None and service != "agent" else "WARNING"
     return _clean_env(
         **stack.telemetry_env,
+        **stack.backend_env(service),
         EXTHUB_DATA_DIR=str(stack.data_dir),
-        EXTHUB_BACKEND="local",
         EXTHUB_HOST="127.0.0.1",
-        EXTHUB_LOG_LEVEL="WARNING",
+        EXTHUB_LOG_LEVEL=level,
+        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         EXTHUB_CATALOG_PORT="0",
         EXTHUB_EXECUTION_PORT="0",
         EXTHUB_AGENT_PORT="0",
         EXTHUB_OBJECTS_PORT="0",
         EXTHUB_QUEUE_POLL_SECONDS=str(poll_seconds),
-        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         **extra,
     )
 
@@ -496,7 +528,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         spawn(
             "catalog",
             [python, "-m", "services.catalog"],
-            env=_hub_env(stack, poll_seconds),
+            env=_hub_env(stack, "catalog", poll_seconds),
             ready=_GRPC_ADDRESS,
             log_dir=stack.log_dir,
         )
@@ -506,7 +538,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         spawn(
             "execution",
             [python, "-m", "services.execution"],
-            env=_hub_env(stack, poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
+            env=_hub_env(stack, "execution", poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
             ready=_OBJECTS_URL,
             log_dir=stack.log_dir,
         )
@@ -550,6 +582,7 @@ async def start_agent(stack: Stack, agent_id: str, *, slots: int, poll_seconds: 
     """``python -m services.agent`` with its queue worker, for the hub of ``stack``."""
     env = _hub_env(
         stack,
+        "agent",
         poll_seconds,
         EXTHUB_EXECUTION_ADDRESS=stack.execution_address,
         EXTHUB_AGENT_ID=agent_id,
@@ -698,9 +731,9 @@ async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrenc
         )
 
 
-async def register(stack: Stack, issuer: DevIssuer) -> None:
+async def register(stack: Stack) -> None:
     """Registers ``echo-plain`` (no inputs: async executions go straight to QUEUED) at the stack's echo."""
-    token = issuer.issue(tenant="bench", user="publisher", roles=[EXTENSIONS_PUBLISH])
+    token = await asyncio.to_thread(stack.token, [EXTENSIONS_PUBLISH], "publisher")
     async with grpc.aio.insecure_channel(stack.catalog_address) as channel:
         await register_echo(
             catalog_service_pb2_grpc.CatalogServiceStub(channel),
@@ -711,36 +744,88 @@ async def register(stack: Stack, issuer: DevIssuer) -> None:
         )
 
 
+def cosmos_request_units(stack: Stack) -> tuple[float, int]:
+    """Request units and requests the catalog and the execution service reported when they stopped."""
+    units, requests = 0.0, 0
+    for child in stack.children:
+        if child.name not in ("catalog", "execution"):
+            continue
+        for line in child.log.read_text("utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == COSMOS_CHARGES_EVENT:
+                    units += float(entry["request_units"])
+                    requests += int(entry["requests"])
+    return units, requests
+
+
+async def measure_agents(
+    stack: Stack, *, suffix: str, slots: int, poll_seconds: float, options: Mapping[str, int]
+) -> list[Row]:
+    """The Exthub rows of one stack: 1 agent, then 2 agents."""
+    token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
+    rows: list[Row] = []
+    for count in (1, 2):
+        await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
+        name = f"Exthub {count} agent" + ("s" if count > 1 else "") + suffix
+        rows.append(await measure_exthub(stack, name, token=token, **options))
+    return rows
+
+
 async def run(
-    redis_server: str, *, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int
+    redis_server: str,
+    *,
+    executions: int,
+    concurrency: int,
+    slots: int,
+    poll_seconds: float,
+    warmup: int,
+    azure: bool = False,
 ) -> None:
-    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents; prints the table."""
+    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents (and with ``azure`` the same two
+    rows on the Azure adapters against the emulators, in the same run); prints the table."""
+    options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+    cosmos: tuple[float, int, int] | None = None
     async with running_stack(redis_server, poll_seconds) as stack:
-        issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
-        await register(stack, issuer)
-        token = issuer.issue(tenant="bench", user="runner", roles=[EXECUTIONS_RUN])
-        options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+        await register(stack)
         baseline = await measure_celery(stack, slots=slots, **options)
-        rows: list[Row] = []
-        for count in (1, 2):
-            await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
-            name = f"Exthub {count} agent" + ("s" if count > 1 else "")
-            rows.append(await measure_exthub(stack, name, token=token, **options))
+        rows = await measure_agents(stack, suffix="", slots=slots, poll_seconds=poll_seconds, options=options)
         if any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
             for child in stack.children:  # the logs go with the temporary directory: show them now
                 console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
-    report(
-        rows,
-        baseline,
-        notes=(
-            f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
-            f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
-            "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
-            "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
-            "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
-            "Celery (exec/s above 1 = faster; latency above 1 = slower)."
-        ),
+    if azure:
+        async with running_stack(None, poll_seconds, azure=True) as stack:
+            await register(stack)
+            azure_rows = await measure_agents(
+                stack, suffix=" · azure", slots=slots, poll_seconds=poll_seconds, options=options
+            )
+            for child in reversed(stack.children):  # the services report their request units when they stop
+                await stop(child)
+            units, requests = cosmos_request_units(stack)
+            cosmos = (units, requests, sum(len(row.samples) + warmup for row in azure_rows))
+            if any(set(row.outcomes) - {"SUCCEEDED"} for row in azure_rows):
+                for child in stack.children:
+                    console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+        rows.extend(azure_rows)
+    notes = (
+        f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
+        f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
+        "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
+        "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
+        "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
+        "Celery (exec/s above 1 = faster; latency above 1 = slower)."
     )
+    if cosmos is not None:
+        units, requests, count = cosmos
+        notes += (
+            " · azure rows: the Azure adapters (Cosmos DB, Service Bus, Entra ID tokens) on the emulators of "
+            "`exthub up --backend azure --emulators` (the Service Bus test broker, the Cosmos DB emulator); "
+            f"Cosmos DB: {units / count:.1f} request units per execution ({units:,.0f} RU in {requests:,} "
+            f"requests over {count} executions incl. warm-up, background polling included, as the catalog and "
+            "execution service's store counted them). The emulator charges 1 RU per request: these are request "
+            "counts; measure RU on a real account."
+        )
+    report(rows, baseline, notes=notes)
 
 
 async def run_tracing(
@@ -754,9 +839,8 @@ async def run_tracing(
     for _ in range(rounds):
         for traced in (False, True):
             async with running_stack(None, poll_seconds, traced=traced) as stack:
-                issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
-                await register(stack, issuer)
-                token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
+                await register(stack)
+                token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
                 await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
                 name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
                 row = await measure_exthub(stack, name, token=token, **options)
@@ -820,6 +904,12 @@ def main() -> None:
     parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
     parser.add_argument(
+        "--profile",
+        choices=("embedded", "azure"),
+        default="embedded",
+        help="azure: also run the Exthub rows on the Azure adapters against the local emulators (same run)",
+    )
+    parser.add_argument(
         "--tracing", action="store_true", help="measure trace export on vs off (1 agent) instead of the Celery rows"
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --tracing: off/on rounds, alternated")
@@ -854,6 +944,7 @@ def main() -> None:
             slots=args.slots,
             poll_seconds=args.poll_seconds,
             warmup=args.warmup,
+            azure=args.profile == "azure",
         )
     )
 

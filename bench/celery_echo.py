@@ -115,7 +115,13 @@ def call_echo(echo_url: str, attempt: int = 1) -> dict[str, Any]:
     started = time.time()
     execution_id = uuid.uuid4().hex
     body = request_body(execution_id, attempt)
-    signature = _key_ring().sign_body(body)
+    signature = _key_ring().sign_extension_request(
+        body,
+        audience="extensions/echo-plain",
+        execution=f"executions/{execution_id}",
+        attempt=attempt,
+        now=datetime.now(UTC),
+    )
     response = _session().post(
         f"{echo_url}/execute",
         data=body,

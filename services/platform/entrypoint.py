@@ -9,15 +9,12 @@ from typing import Protocol, TypeVar
 
 from aiohttp import web
 
+from services.platform.errors import HubError
 from services.platform.logging import configure_logging
 from services.platform.metrics import HttpServer, add_metrics_route, start_http_server
 from services.platform.server import RunningServer, serve_until_signalled
 from services.platform.settings import Settings
 from services.platform.telemetry import configure_telemetry, shutdown_telemetry
-
-
-class BackendNotAvailable(RuntimeError):
-    """The configured backend has no adapter in this build."""
 
 
 class ServiceApp(Protocol):
@@ -48,8 +45,8 @@ def run_service(
     """Runs one service until SIGTERM/SIGINT. Prints ``<name> serving on <address>`` once ready (the line
     `exthub up` waits for), then ``<name> http serving on <url>``: its HTTP server, which serves ``/metrics``
     (the app's own, ``http_url``, or — with ``http_port`` — a small one started here on that port of the
-    settings). A configuration or bind problem exits 2 with one line instead of a traceback. Tracing is set up
-    from the standard ``OTEL_*`` variables before the service starts and flushed after it stopped."""
+    settings). A configuration, backend or bind problem exits 2 with one line instead of a traceback. Tracing is
+    set up from the standard ``OTEL_*`` variables before the service starts and flushed after it stopped."""
 
     async def main() -> None:
         settings = Settings()
@@ -80,6 +77,6 @@ def run_service(
 
     try:
         asyncio.run(main())
-    except (BackendNotAvailable, OSError, ValueError) as error:
+    except (HubError, OSError, ValueError) as error:  # e.g. a backend out of reach: one line, not a traceback
         print(f"{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None
