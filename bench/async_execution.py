@@ -3,7 +3,11 @@
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
 --poll-seconds P --warmup W --profile embedded|azure``). ``--profile azure`` adds the two Exthub rows on the Azure
 adapters (Cosmos DB, Service Bus, Entra ID tokens) against the emulators of ``exthub up --backend azure
---emulators``, in the same run, and the Cosmos DB request units per execution.
+--emulators``, in the same run, and the Cosmos DB request units per execution. With ``--tracing`` it measures the
+cost of tracing instead: Exthub with 1 agent on fresh hubs in the same run (``--rounds`` pairs, alternated), with
+trace export off (no ``OTEL_*`` variable: nothing is installed) and on (every part, echo included, exporting every
+span over OTLP/HTTP with the default batch processor to a local receiver process, ``python -m tools.otlp_receiver
+--count-only``); prints on ÷ off.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
@@ -95,6 +99,9 @@ _ECHO_URL = re.compile(r"^(http://\S+)")
 _REDIS_READY = re.compile(r"Ready to accept connections")
 _AGENT_READY = re.compile(r"consuming the work queue")
 _CELERY_READY = re.compile(re.escape(celery_echo.READY_LINE))
+_RECEIVER_URL = re.compile(r"OTLP/HTTP receiver on (\S+)")
+_RECEIVED = re.compile(r"received (\d+) spans in (\d+) traces")
+RECEIVER = "otlp-receiver"
 
 
 # ---- measurements --------------------------------------------------------------------------------------------
@@ -281,9 +288,9 @@ class Child:
             return ""
 
 
-async def _drain(stream: asyncio.StreamReader) -> None:
-    while await stream.readline():
-        pass
+async def _drain(child: Child, stream: asyncio.StreamReader) -> None:
+    while raw := await stream.readline():
+        child.lines.append(raw.decode("utf-8", errors="replace").rstrip())
 
 
 async def spawn(
@@ -314,7 +321,7 @@ async def spawn(
     except BaseException:
         await stop(child)
         raise
-    child.drain = asyncio.create_task(_drain(process.stdout))
+    child.drain = asyncio.create_task(_drain(child, process.stdout))
     return child
 
 
@@ -358,8 +365,8 @@ def _match(child: Child, pattern: re.Pattern[str]) -> str:
 
 
 def _clean_env(**extra: str) -> dict[str, str]:
-    """This process's environment without any ``EXTHUB_*`` variable, plus ``extra``."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
+    """This process's environment without any ``EXTHUB_*`` or ``OTEL_*`` variable, plus ``extra``."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("EXTHUB_", "OTEL_"))}
     env.update(extra)
     return env
 
@@ -406,6 +413,8 @@ class Stack:
     echo_port: int = 0
     #: the Azure profile: the emulator stack the services use (None: the embedded profile)
     emulators: EmulatorStack | None = None
+    #: ``OTEL_*`` variables of the hub's processes and echo (empty: tracing off)
+    telemetry_env: dict[str, str] = field(default_factory=dict)
 
     def backend_env(self, service: ServiceName) -> dict[str, str]:
         """``EXTHUB_*`` backend settings and the service identity's standard variables (the Azure profile)."""
@@ -433,10 +442,13 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_server: str | None, poll_seconds: float, *, azure: bool = False) -> AsyncIterator[Stack]:
+async def running_stack(
+    redis_server: str | None, poll_seconds: float, *, azure: bool = False, traced: bool = False
+) -> AsyncIterator[Stack]:
     """Redis (when ``redis_server`` is given), catalog, execution service and echo (trusting the hub's keys and
     the benchmark's key); ``azure``: on the Azure adapters, against the emulator stack of ``exthub up --backend
-    azure --emulators`` (started first, stopped last)."""
+    azure --emulators`` (started first, stopped last); ``traced``: first an OTLP/HTTP receiver process, and every
+    part exports its spans to it."""
     with tempfile.TemporaryDirectory(prefix="exthub-async-bench-") as tmp:
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
@@ -447,6 +459,8 @@ async def running_stack(redis_server: str | None, poll_seconds: float, *, azure:
                 stack.emulators = await asyncio.to_thread(EmulatorStack.start, stack.data_dir)
             if redis_server is not None:
                 await _start_redis(stack, redis_server)
+            if traced:
+                await _start_receiver(stack)
             await _start_hub(stack, poll_seconds)
             await _start_echo(stack)
             yield stack
@@ -482,11 +496,18 @@ async def _start_redis(stack: Stack, redis_server: str) -> None:
     stack.redis_url = f"redis://127.0.0.1:{port}/0"
 
 
+async def _start_receiver(stack: Stack) -> None:
+    argv = [sys.executable, "-m", "tools.otlp_receiver", "--port", "0", "--count-only"]
+    receiver = await stack.start(spawn(RECEIVER, argv, env=_clean_env(), ready=_RECEIVER_URL, log_dir=stack.log_dir))
+    stack.telemetry_env = {"OTEL_EXPORTER_OTLP_ENDPOINT": _match(receiver, _RECEIVER_URL)}
+
+
 def _hub_env(stack: Stack, service: ServiceName, poll_seconds: float, **extra: str) -> dict[str, str]:
     # on Azure the catalog and the execution service log at INFO: their Cosmos DB request units since start are
     # one INFO line when they stop (it adds the per-call access log line to their work)
     level = "INFO" if stack.emulators is not None and service != "agent" else "WARNING"
     return _clean_env(
+        **stack.telemetry_env,
         **stack.backend_env(service),
         EXTHUB_DATA_DIR=str(stack.data_dir),
         EXTHUB_HOST="127.0.0.1",
@@ -549,7 +570,7 @@ async def _start_echo(stack: Stack) -> None:
         spawn(
             "echo",
             [sys.executable, "-m", "services.echo", "--port", str(stack.echo_port), "--jwks-file", str(jwks_file)],
-            env=_clean_env(),
+            env=_clean_env(**stack.telemetry_env),
             ready=_ECHO_URL,
             log_dir=stack.log_dir,
         )
@@ -807,6 +828,73 @@ async def run(
     report(rows, baseline, notes=notes)
 
 
+async def run_tracing(
+    *, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int, rounds: int
+) -> None:
+    """Exthub with 1 agent, trace export off and on, each row on a fresh hub, ``rounds`` times alternately (off,
+    on, off, on, …: a machine whose load drifts weighs on both alike); prints on ÷ off over the pooled rounds."""
+    options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+    measured: dict[bool, list[Row]] = {False: [], True: []}
+    spans = traces = 0
+    for _ in range(rounds):
+        for traced in (False, True):
+            async with running_stack(None, poll_seconds, traced=traced) as stack:
+                await register(stack)
+                token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
+                await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
+                name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
+                row = await measure_exthub(stack, name, token=token, **options)
+                measured[traced].append(row)
+                if set(row.outcomes) - {"SUCCEEDED"}:
+                    for child in stack.children:
+                        console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+                if traced:
+                    receiver = next(child for child in stack.children if child.name == RECEIVER)
+                    for child in [c for c in reversed(stack.children) if c is not receiver]:
+                        await stack.stop_child(child)  # each part exports what it still holds as it stops
+                    await stack.stop_child(receiver)
+                    counts = [m for line in receiver.lines if (m := _RECEIVED.search(line))]
+                    if counts:
+                        spans, traces = spans + int(counts[-1].group(1)), traces + int(counts[-1].group(2))
+    off, on = _pooled(measured[False]), _pooled(measured[True])
+    report(
+        [on],
+        off,
+        notes=(
+            f"Tracing overhead: {rounds} round(s) of off then on, each row {executions} measured executions after "
+            f"{warmup} warm-up ones on a fresh hub, {concurrency} in flight, 1 agent with {slots} slots; rows pool "
+            f"the rounds. The exporting hubs' receivers got {spans} spans in {traces} traces (warm-up included). "
+            "Ratios: on ÷ off (exec/s below 1 = slower; latency above 1 = slower). The receiver's CPU is in its "
+            "own column; CPU includes idle polling, so it follows the wall time on a loaded machine."
+        ),
+    )
+    console.print(
+        f"tracing overhead (on ÷ off): exec/s {_ratio(on.executions_per_second, off.executions_per_second)}, "
+        f"e2e median {_ratio(median(on.end_to_end()), median(off.end_to_end()))}, "
+        f"e2e p99 {_ratio(p99(on.end_to_end()), p99(off.end_to_end()))}, "
+        f"CPU per execution (hub, echo and agent; receiver and client excluded) "
+        f"{_ratio(_hub_cpu(on), _hub_cpu(off))}"
+    )
+
+
+def _pooled(rows: Sequence[Row]) -> Row:
+    """One row of several measured alike: samples and time added, CPU per execution averaged by executions."""
+    samples = [sample for row in rows for sample in row.samples]
+    groups = {group for row in rows for group in row.cpu_ms}
+    cpu_ms = {
+        group: sum(row.cpu_ms.get(group, 0.0) * len(row.samples) for row in rows) / max(1, len(samples))
+        for group in groups
+    }
+    outcomes: Counter[str] = Counter()
+    for row in rows:
+        outcomes.update(row.outcomes)
+    return Row(rows[0].name, samples, sum(row.seconds for row in rows), outcomes, cpu_ms)
+
+
+def _hub_cpu(row: Row) -> float:
+    return sum(ms for group, ms in row.cpu_ms.items() if group not in (CLIENT, RECEIVER))
+
+
 def main() -> None:
     """Entry point."""
     parser = argparse.ArgumentParser(prog="python -m bench.async_execution")
@@ -821,12 +909,29 @@ def main() -> None:
         default="embedded",
         help="azure: also run the Exthub rows on the Azure adapters against the local emulators (same run)",
     )
+    parser.add_argument(
+        "--tracing", action="store_true", help="measure trace export on vs off (1 agent) instead of the Celery rows"
+    )
+    parser.add_argument("--rounds", type=int, default=2, help="with --tracing: off/on rounds, alternated")
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
             parser.error(f"--{option} must be 1 or more")
     if args.warmup < 0 or args.poll_seconds <= 0:
         parser.error("--warmup must be 0 or more and --poll-seconds positive")
+    if args.tracing:
+        console.print(f"tracing overhead: {args.executions} asynchronous executions per row, export off then on")
+        asyncio.run(
+            run_tracing(
+                executions=args.executions,
+                concurrency=args.concurrency,
+                slots=args.slots,
+                poll_seconds=args.poll_seconds,
+                warmup=args.warmup,
+                rounds=max(1, args.rounds),
+            )
+        )
+        return
     redis_server = redis_server_binary()
     console.print(
         f"running {args.executions} asynchronous executions per row, {args.concurrency} in flight, {args.slots} slots"

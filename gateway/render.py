@@ -21,6 +21,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 import grpc
 import yaml
@@ -30,6 +31,7 @@ from exthub.contract.errors import ERROR_DOMAIN, code_number
 from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_MESSAGE_BYTES
+from services.platform.telemetry import otlp_traces_endpoint
 
 __all__ = [
     "DEFAULT_DESCRIPTOR",
@@ -42,6 +44,7 @@ __all__ = [
     "dump_config",
     "main",
     "render_config",
+    "tracing_params",
     "write_config",
 ]
 
@@ -138,6 +141,11 @@ class _Common:
     route_timeout_seconds: float = 60.0
     object_timeout_seconds: float = 300.0
     access_log: bool = True
+    #: OTLP traces URL (``http/protobuf``: the full ``…/v1/traces`` URL; ``grpc``: ``http(s)://host:port``). None:
+    #: Envoy does not trace and passes a client's ``traceparent`` through untouched.
+    otlp_traces_endpoint: str | None = None
+    otlp_protocol: Literal["http/protobuf", "grpc"] = "http/protobuf"
+    trace_service_name: str = "exthub-gateway"
 
 
 @dataclass(frozen=True)
@@ -242,6 +250,72 @@ def _tls_cluster(name: str, authority: str, ca_file: Path) -> dict[str, Any]:
         tls["sni"] = host
     cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
     return cluster
+
+
+OTLP_CLUSTER = "otlp_collector"
+OTEL_TRACER = "envoy.tracers.opentelemetry"
+
+
+def _tracing(params: _Common) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """The connection manager's ``tracing`` (OpenTelemetry, exporting to the OTLP endpoint) and its cluster.
+
+    Envoy joins the trace of a request that carries a W3C ``traceparent`` or starts one, and sends the
+    services its own span as the parent. Without an endpoint: no tracing, no cluster.
+    """
+    endpoint = params.otlp_traces_endpoint
+    if not endpoint:
+        return None, []
+    url = urlsplit(endpoint)
+    if url.scheme not in ("http", "https") or not url.hostname:
+        raise ValueError(f"the OTLP endpoint must be an http(s) URL, got {endpoint!r}")
+    grpc = params.otlp_protocol == "grpc"
+    port = url.port or (443 if url.scheme == "https" else 4317 if grpc else 4318)
+    host = url.hostname
+    cluster = _cluster(OTLP_CLUSTER, f"{host}:{port}", http2=grpc, connect_timeout=2.0)
+    if url.scheme == "https":
+        cluster["transport_socket"] = _upstream_tls(host)
+    exporter: dict[str, Any]
+    if grpc:
+        exporter = {"grpc_service": {"envoy_grpc": {"cluster_name": OTLP_CLUSTER}, "timeout": "5s"}}
+    else:
+        exporter = {"http_service": {"http_uri": {"uri": endpoint, "cluster": OTLP_CLUSTER, "timeout": "5s"}}}
+    tracing = {
+        "provider": {
+            "name": OTEL_TRACER,
+            "typed_config": {
+                "@type": "type.googleapis.com/envoy.config.trace.v3.OpenTelemetryConfig",
+                "service_name": params.trace_service_name,
+                **exporter,
+            },
+        },
+    }
+    return tracing, [cluster]
+
+
+def tracing_params(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The render parameters that make the gateway trace like the services: the OTLP endpoint and protocol of
+    the standard ``OTEL_*`` variables (``{}`` when they turn tracing off)."""
+    otlp = otlp_traces_endpoint(env)
+    if otlp is None:
+        return {}
+    protocol, endpoint = otlp
+    return {"otlp_traces_endpoint": endpoint, "otlp_protocol": protocol}
+
+
+def _upstream_tls(host: str) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+            "sni": host,
+            "common_tls_context": {
+                "validation_context": {
+                    "trusted_ca": {"filename": str(SYSTEM_CA_FILE)},
+                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
+                }
+            },
+        },
+    }
 
 
 def _disabled(*filters: str) -> dict[str, Any]:
@@ -558,15 +632,26 @@ def _access_log(enabled: bool) -> list[dict[str, Any]]:
                     "json_format": {
                         "time": "%START_TIME%",
                         "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-                        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-                        "grpc_path": "%REQ(:PATH)%",
+                        # without the query: a signed object URL carries its signature there
+                        "path": "%REQ_WITHOUT_QUERY(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+                        "grpc_path": "%REQ_WITHOUT_QUERY(:PATH)%",
+                        "trace_id": "%TRACE_ID%",
                         "status": "%RESPONSE_CODE%",
                         "grpc_status": "%GRPC_STATUS%",
                         "details": "%RESPONSE_CODE_DETAILS%",
                         "duration_ms": "%DURATION%",
                         "upstream": "%UPSTREAM_CLUSTER%",
                         "request_id": "%REQ(X-REQUEST-ID)%",
-                    }
+                    },
+                    "formatters": [
+                        {
+                            "name": "envoy.formatter.req_without_query",
+                            "typed_config": {
+                                "@type": "type.googleapis.com/"
+                                "envoy.extensions.formatter.req_without_query.v3.ReqWithoutQuery"
+                            },
+                        }
+                    ],
                 },
             },
         }
@@ -574,6 +659,7 @@ def _access_log(enabled: bool) -> list[dict[str, Any]]:
 
 
 def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
+    """Replace the placeholders; a mapping entry whose whole value is a placeholder set to None is left out."""
     if isinstance(node, str):
         whole = _PLACEHOLDER.fullmatch(node)
         if whole:
@@ -582,7 +668,13 @@ def _substitute(node: Any, values: Mapping[str, Any]) -> Any:
     if isinstance(node, list):
         return [_substitute(item, values) for item in node]
     if isinstance(node, dict):
-        return {str(_substitute(key, values)): _substitute(value, values) for key, value in node.items()}
+        out: dict[str, Any] = {}
+        for key, value in node.items():
+            replaced = _substitute(value, values)
+            if replaced is None and isinstance(value, str) and _PLACEHOLDER.fullmatch(value):
+                continue
+            out[str(_substitute(key, values))] = replaced
+        return out
     return node
 
 
@@ -645,11 +737,13 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
             "objects": p.objects_address or f"exthub-execution.{dns}:50054",
         }
         clusters = [_tls_cluster("aad_jwks", p.authority_host, p.authority_ca_file)]
+    tracing, tracing_clusters = _tracing(p)
     clusters = [
         _cluster("catalog", addresses["catalog"], http2=True),
         _cluster("execution", addresses["execution"], http2=True),
         _cluster("objects", addresses["objects"], http2=False),
         *clusters,
+        *tracing_clusters,
     ]
     if p.inline_descriptor:
         descriptor_field, descriptor_value = (
@@ -684,6 +778,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
         "rbac_policies": _rbac_policies(methods),
         "grpc_metadata_lua": GRPC_METADATA_LUA,
         "clusters": clusters,
+        "tracing": tracing,
     }
     template = yaml.safe_load(TEMPLATE.read_text(encoding="utf-8"))
     config: dict[str, Any] = _substitute(template, values)
@@ -723,6 +818,8 @@ def _parse(argv: Sequence[str] | None) -> _Args:
     parser.add_argument("--descriptor", help="descriptor set (default: gen/descriptor/exthub.binpb)")
     parser.add_argument("--inline-descriptor", action="store_true", default=None, help="proto_descriptor_bin")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false", default=None)
+    parser.add_argument("--otlp-traces-endpoint", help="trace with OpenTelemetry, exporting to this OTLP URL")
+    parser.add_argument("--otlp-protocol", choices=("http/protobuf", "grpc"), help="default http/protobuf")
     local = parser.add_argument_group("local target")
     local.add_argument("--data-dir", help="hub data directory (its dev issuer JWKS is read from there)")
     local.add_argument("--jwks-file")

@@ -38,12 +38,14 @@ from pydantic import ValidationError
 from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.cli.endpoints import remove_endpoints, write_endpoints
 from exthub.contract.dev_tokens import SERVICE_TENANT, DevIssuer
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
-from gateway.render import SYSTEM_CA_FILE, render_config
+from gateway.render import SYSTEM_CA_FILE, render_config, tracing_params
 from services.echo.registration import register_echo
 from services.platform.settings import Settings
+from services.platform.telemetry import tracing_destination
 from tools.emulators.stack import API as API_AUDIENCE
 from tools.emulators.stack import STACK_DIR as STACK_DIR_NAME
 from tools.emulators.stack import EmulatorStack, ServiceName, has_authority
@@ -317,7 +319,8 @@ async def _stop(child: Child) -> None:
 
 
 def _service(name: str, env: dict[str, str], *more: re.Pattern[str], port_env: str | None = None) -> ChildSpec:
-    return ChildSpec(name, f"services.{name}", env, (re.compile(rf"{name} serving on (\S+)"), *more), port_env=port_env)
+    served = (re.compile(rf"{name} serving on (\S+)"), re.compile(rf"{name} http serving on (\S+)"))
+    return ChildSpec(name, f"services.{name}", env, (*served, *more), port_env=port_env)
 
 
 @dataclass
@@ -374,6 +377,7 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str], p
         catalog_address=addresses["catalog"],
         execution_address=addresses["execution"],
         objects_address=addresses["objects"],
+        **tracing_params(),
     )
     try:
         envoy = await start_envoy(config, data_dir / "gateway", ready_timeout=READY_TIMEOUT_SECONDS)
@@ -587,7 +591,8 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
     echo_port = _echo_port(data_dir)
     public_port = _public_port(port, besides=(echo_port,))
     public_url = f"http://127.0.0.1:{public_port}"
-    execution_port, objects_port = _free_ports(2, besides=(echo_port, public_port))
+    # /metrics of the catalog and the agent: fixed ports, kept across restarts (endpoints.json stays right)
+    execution_port, objects_port, catalog_http_port, agent_http_port = _free_ports(4, besides=(echo_port, public_port))
     await profile.start_emulators(data_dir, parts)
     base = {
         **profile.environment(),
@@ -620,7 +625,12 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
     catalog, agent, echo = await steps(
         _service(
             "catalog",
-            {**base, **profile.identity("catalog"), "EXTHUB_CATALOG_PORT": "0"},
+            {
+                **base,
+                **profile.identity("catalog"),
+                "EXTHUB_CATALOG_PORT": "0",
+                "EXTHUB_CATALOG_HTTP_PORT": str(catalog_http_port),
+            },
             port_env="EXTHUB_CATALOG_PORT",
         ),
         _service(
@@ -629,6 +639,7 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
                 **base,
                 **profile.identity("agent"),
                 "EXTHUB_AGENT_PORT": "0",
+                "EXTHUB_AGENT_HTTP_PORT": str(agent_http_port),
                 "EXTHUB_EXECUTION_ADDRESS": execution_address,
             },
             port_env="EXTHUB_AGENT_PORT",
@@ -675,6 +686,13 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
     return HubAddresses(public_url, catalog.address, agent.address, execution.address, objects_url, echo.address)
 
 
+def traces_destination(data_dir: Path) -> str | None:
+    """Where the hub's parts send traces, in words (None: tracing off): OTLP from the standard ``OTEL_*``
+    variables, and Azure Monitor when ``EXTHUB_TELEMETRY__AZURE_MONITOR`` is set (read by the settings model, as
+    the services read it)."""
+    return tracing_destination(azure_monitor=Settings(data_dir=data_dir).telemetry.azure_monitor)
+
+
 async def run_hub(*, data_dir: Path, port: int, backend: Backend = "local", emulators: bool = False) -> int:
     """Starts every part, prints the gateway URL, restarts a part that crashes, and stops everything on
     SIGINT/SIGTERM. ``backend``/``emulators``: the profile (see :class:`HubProfile`).
@@ -699,14 +717,23 @@ async def run_hub(*, data_dir: Path, port: int, backend: Backend = "local", emul
                 await starting
             return 0
         addresses = starting.result()
+        traces = traces_destination(data_dir)
+
+        def publish_endpoints() -> Path:
+            parts_now = [(part.name, part.child.process.pid, part.child.announced) for part in parts]
+            return write_endpoints(data_dir, url=addresses.public_url, tracing=traces, parts=parts_now)
+
+        endpoints = publish_endpoints()
         print(addresses.public_url, flush=True)
         _console.print(
             f"hub ready in {time.monotonic() - started:.1f}s · data: {data_dir} · logs: {data_dir / 'logs'} "
-            "· Ctrl-C stops it"
+            f"· endpoints: {endpoints} · Ctrl-C stops it"
         )
-        return await _supervise(parts, stopper, data_dir)
+        _console.print(f"traces: {traces or 'tracing off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)'}")
+        return await _supervise(parts, stopper, data_dir, publish_endpoints)
     finally:
         stopper.cancel()
+        remove_endpoints(data_dir)
         for part in reversed(parts):
             await _stop(part.child)
         if profile.stack is not None:
@@ -717,8 +744,11 @@ async def run_hub(*, data_dir: Path, port: int, backend: Backend = "local", emul
             _console.print("hub stopped")
 
 
-async def _supervise(parts: list[Part], stopper: asyncio.Task[bool], data_dir: Path) -> int:
-    """Wait for a stop request (0) while restarting crashed parts; 1 when one keeps crashing."""
+async def _supervise(
+    parts: list[Part], stopper: asyncio.Task[bool], data_dir: Path, on_restart: Callable[[], object] = lambda: None
+) -> int:
+    """Wait for a stop request (0) while restarting crashed parts (then ``on_restart``); 1 when one keeps
+    crashing."""
     while True:
         waits = {asyncio.create_task(part.child.process.wait()): part for part in parts}
         done, _ = await asyncio.wait([stopper, *waits], return_when=asyncio.FIRST_COMPLETED)
@@ -733,6 +763,7 @@ async def _supervise(parts: list[Part], stopper: asyncio.Task[bool], data_dir: P
             outcome = await _recover(part, code, stopper, data_dir)
             if outcome is not None:
                 return outcome
+            on_restart()
 
 
 async def _recover(part: Part, code: int | None, stopper: asyncio.Task[bool], data_dir: Path) -> int | None:

@@ -20,7 +20,7 @@ def _worker_line(app: AgentApp) -> Iterable[str]:
 
 def main() -> None:
     """Entry point."""
-    run_service("agent", start_agent, announce_more=_worker_line)
+    run_service("agent", start_agent, announce_more=_worker_line, http_port=lambda settings: settings.agent_http_port)
 
 
 if __name__ == "__main__":

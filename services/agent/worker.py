@@ -57,9 +57,10 @@ from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution
 from services.agent.adapters.registry import AdapterRegistry
 from services.agent.execution_client import CallRefused
 from services.agent.outcomes import unsupported_model
+from services.platform import telemetry
 from services.platform.errors import HubError
-from services.platform.logging import get_logger
-from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
+from services.platform.logging import execution_context, get_logger
+from services.platform.workqueue.port import WORK_QUEUE_NAME, LeasedMessage, LeaseLost, WorkQueue
 
 __all__ = [
     "AGENT_STOPPED",
@@ -316,12 +317,24 @@ class QueueWorker:
 
     async def _handle(self, lease: LeasedMessage) -> None:
         message = lease.message
-        try:
-            execution, attempt = parse_message(message.body)
-        except ValueError as exc:
-            _log.warning("malformed message", message_id=message.message_id, error=str(exc))
-            await self._settle(lease, "dead_letter", reason=MALFORMED_MESSAGE, description=str(exc))
-            return
+        # one span per message, in the trace of the execution that published it (its W3C properties)
+        with telemetry.consumer_span(
+            WORK_QUEUE_NAME,
+            message.properties,
+            {"messaging.message.id": message.message_id, "messaging.delivery_count": message.delivery_count},
+        ):
+            try:
+                execution, attempt = parse_message(message.body)
+            except ValueError as exc:
+                _log.warning("malformed message", message_id=message.message_id, error=str(exc))
+                await self._settle(lease, "dead_letter", reason=MALFORMED_MESSAGE, description=str(exc))
+                return
+            telemetry.annotate({"exthub.execution": execution, "exthub.attempt": attempt})
+            with execution_context(execution, attempt):
+                await self._claim_and_run(lease, execution, attempt)
+
+    async def _claim_and_run(self, lease: LeasedMessage, execution: str, attempt: int) -> None:
+        message = lease.message
         try:
             claimed = await self._client.claim(execution, attempt, self._config.agent_id)
         except CallRefused as refused:

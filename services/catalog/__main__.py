@@ -20,7 +20,7 @@ async def _start(settings: Settings) -> CatalogApp:
 
 def main() -> None:
     """Entry point."""
-    run_service("catalog", _start)
+    run_service("catalog", _start, http_port=lambda settings: settings.catalog_http_port)
 
 
 if __name__ == "__main__":

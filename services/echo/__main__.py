@@ -17,6 +17,7 @@ from aiohttp import web
 
 from services.echo.app import EchoConfig, create_echo_app
 from services.echo.signature import FileJwksSource, HttpJwksSource, JwksSource
+from services.platform.telemetry import configure_telemetry, shutdown_telemetry
 
 
 def _parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -63,7 +64,11 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     source: JwksSource = HttpJwksSource(args.jwks_url) if args.jwks_url else FileJwksSource(args.jwks_file)
     audiences = frozenset(f"extensions/{extension}" for extension in args.extension) if args.extension else None
-    asyncio.run(serve(args.host, args.port, source, EchoConfig(audiences=audiences)))
+    configure_telemetry("echo")  # from the standard OTEL_* variables, like the hub's services
+    try:
+        asyncio.run(serve(args.host, args.port, source, EchoConfig(audiences=audiences)))
+    finally:
+        shutdown_telemetry()
     return 0
 
 

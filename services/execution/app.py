@@ -28,6 +28,7 @@ from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AgentPort, CatalogPort
 from services.execution.http import create_http_app
 from services.execution.instances import InstanceKeeper
+from services.execution.observability import ExecutionMetrics, watch_queue
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.execution.servicer import ExecutionServicer
@@ -39,6 +40,7 @@ from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.backends import Backends
 from services.platform.docstore.port import DocumentStore
+from services.platform.metrics import ServiceMetrics, add_metrics_route
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
@@ -181,13 +183,18 @@ async def start_execution(
             if publisher is None
             else CloudEventPublisher(publisher, source=settings.events.source or settings.public_url or http_url)
         )
-        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), publisher=events)
+        metrics = ServiceMetrics("execution")
+        execution_metrics = ExecutionMetrics(metrics.registry)
+        watch_queue(metrics, queue)  # the queue gauges, when the queue offers stats (not on Service Bus)
+        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), publisher=events, metrics=execution_metrics)
         ctx.repository.add_listener(relay.notice)
-        sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
+        sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds, metrics=execution_metrics)
         keeper = InstanceKeeper(ctx, InstanceRegistry(ctx.repository.collection))
         await keeper.register()
         local_objects = provider if isinstance(provider, LocalObjectProvider) else None
-        runner = web.AppRunner(create_http_app(ctx, local_objects), access_log=None)
+        http_app = create_http_app(ctx, local_objects)
+        add_metrics_route(http_app, metrics)
+        runner = web.AppRunner(http_app, access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
 
@@ -203,6 +210,7 @@ async def start_execution(
             register=register,
             verifier=TokenVerifier(settings.auth),
             access_rules=access_rules_from_descriptors([SERVICE, AGENT_TASK_SERVICE]),
+            metrics=metrics,
         )
     except BaseException:
         if runner is not None:

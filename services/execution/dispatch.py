@@ -30,8 +30,9 @@ from typing import Protocol
 from exthub.contract import queue as queue_message
 from services.execution.domain import ExecutionState
 from services.execution.domain.model import DispatchMarker, Execution
+from services.platform import telemetry
 from services.platform.timefmt import from_storage
-from services.platform.workqueue.port import Priority
+from services.platform.workqueue.port import WORK_QUEUE_NAME, Priority
 
 __all__ = ["AttemptQueue", "Dispatcher", "routing_properties"]
 
@@ -76,11 +77,19 @@ class Dispatcher:
         """
         if execution.state is not ExecutionState.QUEUED or execution.attempt != marker.attempt:
             return False
-        await self._queue.publish(
-            queue_message.message_id(execution.id, marker.attempt),
-            queue_message.message_body(execution.name, marker.attempt),
-            priority=execution.request.priority,
-            properties=routing_properties(execution),
-            not_before=None if marker.not_before is None else from_storage(marker.not_before),
-        )
+        message_id = queue_message.message_id(execution.id, marker.attempt)
+        attributes: dict[str, str | int] = {
+            "messaging.message.id": message_id,
+            "exthub.execution": execution.name,
+            "exthub.attempt": marker.attempt,
+        }
+        # the message carries this span's W3C context: the agent continues the execution's trace
+        with telemetry.producer_span(WORK_QUEUE_NAME, attributes) as trace_properties:
+            await self._queue.publish(
+                message_id,
+                queue_message.message_body(execution.name, marker.attempt),
+                priority=execution.request.priority,
+                properties={**routing_properties(execution), **trace_properties},
+                not_before=None if marker.not_before is None else from_storage(marker.not_before),
+            )
         return True

@@ -31,9 +31,12 @@ from typing import Protocol
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent
 from services.execution.domain.model import Execution, Outbox
+from services.execution.observability import ExecutionMetrics
 from services.execution.repository import Change, ExecutionRepository
+from services.platform import telemetry
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
+from services.platform.timefmt import utcnow
 
 _log = get_logger("exthub.execution.outbox")
 
@@ -76,10 +79,12 @@ class OutboxRelay:
         dispatcher: Dispatcher | None = None,
         publisher: EventPublisher | None = None,
         batch_seconds: float = DEFAULT_BATCH_SECONDS,
+        metrics: ExecutionMetrics | None = None,
     ) -> None:
         self._repository = repository
         self._dispatcher = dispatcher
         self._publisher = publisher
+        self._metrics = metrics
         self._batch_seconds = batch_seconds
         self._tasks: set[asyncio.Task[None]] = set()
         self._wakeups: dict[str, asyncio.Event] = {}
@@ -135,8 +140,13 @@ class OutboxRelay:
         """Relay what the outbox of one execution holds; True when something was relayed.
 
         ``written`` is the execution as this process last wrote it (saves a read); without it, or when it is
-        stale, the store's version decides (the trim is conditional, and re-reads on a conflict).
+        stale, the store's version decides (the trim is conditional, and re-reads on a conflict). A span
+        ``outbox relay`` (in the trace of the write that woke it) covers it; ``metrics`` count what it relayed.
         """
+        with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
+            return await self._drain(execution_id, written)
+
+    async def _drain(self, execution_id: str, written: Execution | None) -> bool:
         execution = written if written is not None else await self._repository.find(execution_id)
         if execution is None or execution.outbox.empty:
             return False
@@ -146,11 +156,14 @@ class OutboxRelay:
             await self._repository.store_events(execution_id, events)
             if await self._publish(execution, events):
                 done_events = frozenset(event.sequence for event in events)
+                if self._metrics is not None:
+                    self._metrics.relayed(execution, events, utcnow())
         marker = execution.outbox.dispatch
         done_attempt: int | None = None
         if marker is not None and self._dispatcher is not None:
             try:
-                await self._dispatcher.publish(execution, marker)
+                if await self._dispatcher.publish(execution, marker) and self._metrics is not None:
+                    self._metrics.dispatched(execution, marker, utcnow())
                 done_attempt = marker.attempt
             except HubError as error:  # the queue is busy: the marker stays for the next sweep
                 _log.warning("dispatch failed", execution=execution.name, reason=error.reason)

@@ -25,8 +25,10 @@ from services.execution.domain.model import Execution
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight
 from services.execution.handlers.support import expiry_change
+from services.execution.observability import ExecutionMetrics
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change
+from services.platform import telemetry
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
 
@@ -38,21 +40,32 @@ __all__ = ["Sweeper"]
 class Sweeper:
     """Periodic timeouts, unacknowledged cancels and outbox sweep (see the module docstring)."""
 
-    def __init__(self, ctx: ExecutionContext, relay: OutboxRelay | None, *, interval_seconds: float) -> None:
+    def __init__(
+        self,
+        ctx: ExecutionContext,
+        relay: OutboxRelay | None,
+        *,
+        interval_seconds: float,
+        metrics: ExecutionMetrics | None = None,
+    ) -> None:
         self._ctx = ctx
         self._relay = relay
+        self._metrics = metrics
         self._interval = interval_seconds
         self._stop = asyncio.Event()
 
     async def sweep_once(self) -> int:
         """One pass over the due executions; the number moved."""
         candidates = [execution.id async for execution in self._ctx.repository.due(self._ctx.clock())]
+        if not candidates:
+            return 0
         moved = 0
-        for execution_id in candidates:
-            try:
-                moved += await self._sweep(execution_id)
-            except HubError as error:
-                _log.warning("sweep failed", execution=execution_id, reason=error.reason)
+        with telemetry.internal_span("sweep", {"exthub.sweep.candidates": len(candidates)}):  # a trace per pass
+            for execution_id in candidates:
+                try:
+                    moved += await self._sweep(execution_id)
+                except HubError as error:
+                    _log.warning("sweep failed", execution=execution_id, reason=error.reason)
         return moved
 
     async def _sweep(self, execution_id: str) -> bool:
@@ -66,6 +79,8 @@ class Sweeper:
         if after.state is before.state:
             return False
         _log.info("swept", execution=after.name, state=after.state.value, attempt=after.attempt)
+        if self._metrics is not None:
+            self._metrics.swept(before.state, after.state)
         abort_inflight(ctx, execution_id)
         return True
 

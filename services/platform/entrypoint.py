@@ -1,4 +1,4 @@
-"""The one way a service process runs: settings, logging, start, announce, serve until signalled, stop."""
+"""The one way a service process runs: settings, logging, tracing, start, announce, serve until signalled, stop."""
 
 from __future__ import annotations
 
@@ -7,10 +7,14 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
+from aiohttp import web
+
 from services.platform.errors import HubError
 from services.platform.logging import configure_logging
+from services.platform.metrics import HttpServer, add_metrics_route, start_http_server
 from services.platform.server import RunningServer, serve_until_signalled
 from services.platform.settings import Settings
+from services.platform.telemetry import configure_telemetry, shutdown_telemetry
 
 
 class ServiceApp(Protocol):
@@ -36,22 +40,40 @@ def run_service(
     start: Callable[[Settings], Awaitable[App]],
     *,
     announce_more: Callable[[App], Iterable[str]] = lambda app: (),
+    http_port: Callable[[Settings], int] | None = None,
 ) -> None:
     """Runs one service until SIGTERM/SIGINT. Prints ``<name> serving on <address>`` once ready (the line
-    `exthub up` waits for); a configuration, backend or bind problem exits 2 with one line instead of a traceback."""
+    `exthub up` waits for), then ``<name> http serving on <url>``: its HTTP server, which serves ``/metrics``
+    (the app's own, ``http_url``, or — with ``http_port`` — a small one started here on that port of the
+    settings). A configuration, backend or bind problem exits 2 with one line instead of a traceback. Tracing is
+    set up from the standard ``OTEL_*`` variables before the service starts and flushed after it stopped."""
 
     async def main() -> None:
         settings = Settings()
         settings.require_backend(name)
         configure_logging(settings)
-        app = await start(settings)
-        print(f"{name} serving on {app.address}", flush=True)
-        for line in announce_more(app):
-            print(line, flush=True)
+        configure_telemetry(name, azure_monitor=settings.telemetry.azure_monitor)
+        http: HttpServer | None = None
         try:
-            await serve_until_signalled(app.server, settings.shutdown_grace_seconds)
+            app = await start(settings)
+            try:
+                if http_port is not None:
+                    metrics_app = web.Application()
+                    add_metrics_route(metrics_app, app.server.metrics)
+                    http = await start_http_server(settings.host, http_port(settings), metrics_app)
+                print(f"{name} serving on {app.address}", flush=True)
+                http_url = http.url if http is not None else getattr(app, "http_url", None)
+                if isinstance(http_url, str):
+                    print(f"{name} http serving on {http_url}", flush=True)
+                for line in announce_more(app):
+                    print(line, flush=True)
+                await serve_until_signalled(app.server, settings.shutdown_grace_seconds)
+            finally:
+                await app.stop(0)
+                if http is not None:
+                    await http.stop()
         finally:
-            await app.stop(0)
+            await asyncio.to_thread(shutdown_telemetry)
 
     try:
         asyncio.run(main())

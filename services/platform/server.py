@@ -9,15 +9,18 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
+from services.platform import telemetry
 from services.platform.auth.access import AccessRule
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.interceptors import HubServerInterceptor
 from services.platform.limits import MAX_MESSAGE_BYTES, MAX_METADATA_BYTES
 from services.platform.logging import get_logger
+from services.platform.metrics import ServiceMetrics
 from services.platform.settings import Settings
 
 __all__ = ["MAX_MESSAGE_BYTES", "SERVER_OPTIONS", "RunningServer", "serve_until_signalled", "start_grpc_server"]
@@ -52,6 +55,7 @@ class RunningServer:
     host: str
     port: int
     service_names: tuple[str, ...]
+    metrics: ServiceMetrics
     _stopped: asyncio.Event = field(default_factory=asyncio.Event)
 
     @property
@@ -85,6 +89,7 @@ async def start_grpc_server(
     verifier: TokenVerifier,
     access_rules: Mapping[str, AccessRule],
     reflect_also: Sequence[str] = (),
+    metrics: ServiceMetrics | None = None,
 ) -> RunningServer:
     """Build, bind (``settings.host:port``, 0 → OS chooses) and start a server for one service.
 
@@ -92,9 +97,15 @@ async def start_grpc_server(
     reflection and the :class:`HubServerInterceptor` are added here. ``reflect_also`` names services that
     reflection describes although another server implements them: the gateway sends reflection to one
     service, and a client of the gateway's port should discover the whole public API there.
+    ``metrics`` (default: a new registry for ``name``) records every call (``RunningServer.metrics``); when
+    tracing is on, every call but health and reflection has a server span.
     """
+    metrics = metrics if metrics is not None else ServiceMetrics(name)
+    observer = metrics.rpc_observer(())
+    streaming: set[str] = set()
+    traced_outer, traced_inner = telemetry.server_interceptors(streaming)
     server = grpc.aio.server(
-        interceptors=[HubServerInterceptor(verifier, access_rules)],
+        interceptors=[*traced_outer, observer, HubServerInterceptor(verifier, access_rules), *traced_inner],
         options=list(SERVER_OPTIONS),
     )
     service_names = tuple(register(server))
@@ -105,6 +116,9 @@ async def start_grpc_server(
     reflection.enable_server_reflection(
         (*service_names, *reflect_also, HEALTH_SERVICE, reflection.SERVICE_NAME), server
     )
+    methods, server_streaming = _methods((*service_names, HEALTH_SERVICE, reflection.SERVICE_NAME))
+    observer.know(methods)
+    streaming.update(server_streaming)
 
     address = settings.grpc_address(port)
     bound = server.add_insecure_port(address)
@@ -112,10 +126,34 @@ async def start_grpc_server(
         raise OSError(f"cannot bind gRPC server {name} to {address}")
     await server.start()
     running = RunningServer(
-        name=name, server=server, health=health, host=settings.host, port=bound, service_names=service_names
+        name=name,
+        server=server,
+        health=health,
+        host=settings.host,
+        port=bound,
+        service_names=service_names,
+        metrics=metrics,
     )
     _log.info("grpc server started", server=name, address=running.address, services=list(service_names))
     return running
+
+
+def _methods(service_names: Sequence[str]) -> tuple[list[str], list[str]]:
+    """Every ``/pkg.Service/Method`` of the services, and those whose responses stream."""
+    pool = descriptor_pool.Default()
+    methods: list[str] = []
+    streaming: list[str] = []
+    for service_name in service_names:
+        try:
+            service = pool.FindServiceByName(service_name)
+        except KeyError:
+            continue
+        for method in service.methods:
+            path = f"/{service.full_name}/{method.name}"
+            methods.append(path)
+            if method.server_streaming:
+                streaming.append(path)
+    return methods, streaming
 
 
 async def serve_until_signalled(running: RunningServer, grace: float) -> None:

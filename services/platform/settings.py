@@ -22,7 +22,15 @@ from exthub.contract.keyfiles import read_or_create_once
 from services.platform.egress import EgressPolicy, parse_allow_entry
 from services.platform.events.port import check_webhook_url
 
-__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EgressSettings", "EventsSettings", "Settings"]
+__all__ = [
+    "DEFAULT_ALGORITHMS",
+    "AuthSettings",
+    "AzureSettings",
+    "EgressSettings",
+    "EventsSettings",
+    "Settings",
+    "TelemetrySettings",
+]
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
@@ -264,6 +272,18 @@ class EgressSettings(BaseModel):
         return value
 
 
+class TelemetrySettings(BaseModel):
+    """Where traces go besides OTLP (which the standard ``OTEL_*`` variables configure on their own)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    azure_monitor: bool = Field(
+        default=False,
+        description="Export traces to Azure Monitor (Application Insights); the target is the standard "
+        "`APPLICATIONINSIGHTS_CONNECTION_STRING` variable (a secret: never a setting).",
+    )
+
+
 class EventsSettings(BaseModel):
     """Event publishing (``EXTHUB_EVENTS__…``): where execution events go as CloudEvents."""
 
@@ -330,6 +350,7 @@ class Settings(BaseSettings):
     )
     azure: AzureSettings = Field(default_factory=AzureSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
+    telemetry: TelemetrySettings = Field(default_factory=TelemetrySettings)
 
     # -- execution service -----------------------------------------------------------------------------
     objects_port: Port = Field(
@@ -433,6 +454,29 @@ class Settings(BaseSettings):
         return self.queue_file if self.queue_file.is_absolute() else self.data_dir / self.queue_file
 
     # -- end asynchronous execution -------------------------------------------------------------------
+
+    # -- observability: each service's HTTP port serves /metrics -----------------------------------------
+    catalog_http_port: Port = Field(
+        default=50055,
+        description="The catalog's HTTP server (`/metrics`; 0: the OS chooses). Unset while `catalog_port` is 0: 0.",
+    )
+    agent_http_port: Port = Field(
+        default=50056,
+        description="The agent's HTTP server (`/metrics`; 0: the OS chooses). Unset while `agent_port` is 0: 0.",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _http_ports_follow_grpc_ports(cls, data: Any) -> Any:
+        """A service whose gRPC port the OS chooses gets an OS-chosen HTTP port too, unless one is given (two
+        processes started with port 0 must not collide on a fixed metrics port)."""
+        if isinstance(data, dict):
+            for grpc_port, http_port in (("catalog_port", "catalog_http_port"), ("agent_port", "agent_http_port")):
+                if http_port not in data and str(data.get(grpc_port, "")).strip() == "0":
+                    data = {**data, http_port: 0}
+        return data
+
+    # -- end observability ----------------------------------------------------------------------------
 
     # -- catalog search: every catalog replica's own index, refreshed from the document store ----------
     catalog_search_poll_seconds: float = Field(

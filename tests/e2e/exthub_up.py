@@ -40,7 +40,7 @@ def alive(pid: int) -> bool:
 
 class RunningHub:
     """A running ``exthub up --port PORT [args]`` (0: chosen by the OS) and the gateway URL it printed; its progress
-    output goes to a file (``log``); ``env`` adds variables (e.g. ``EXTHUB_*`` settings every part inherits)."""
+    output goes to a file (``log``); ``env`` adds variables every part inherits (``EXTHUB_*`` settings, ``OTEL_*``)."""
 
     def __init__(
         self,
@@ -62,7 +62,7 @@ class RunningHub:
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
-                env=None if env is None else {**os.environ, **env},
+                env={**os.environ, **(env or {})},
             )
         self.url = self._read_url()
         self.address = self.url.removeprefix("http://")

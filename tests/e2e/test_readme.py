@@ -8,10 +8,12 @@ the test hub listens on an OS-chosen port instead of 8080.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -66,6 +68,16 @@ def run(workdir: tuple[Path, RunningHub], code: str, *, language: str = "sh") ->
     return result.stdout
 
 
+def hub_output(hub: RunningHub) -> str:
+    """What ``exthub up`` printed to its log so far (its lines after the URL follow within moments: bounded wait)."""
+    deadline = time.monotonic() + 10
+    text = hub.log.read_text("utf-8")
+    while "traces:" not in text and time.monotonic() < deadline:
+        time.sleep(0.05)
+        text = hub.log.read_text("utf-8")
+    return text
+
+
 def test_first_rest_call(workdir: tuple[Path, RunningHub]) -> None:
     (block,) = readme_blocks("A first REST call", "sh")
     output = run(workdir, block)
@@ -116,6 +128,20 @@ def test_benchmark_commands_start() -> None:
             [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (module, result.stderr[-1000:])
+
+
+def test_observability_commands(workdir: tuple[Path, RunningHub]) -> None:
+    """The metrics commands run against the hub (the trace walkthrough starts a hub of its own: ``console``)."""
+    (block,) = readme_blocks("Observability", "sh")
+    output = run(workdir, block)
+    work, _ = workdir
+    endpoints = json.loads((work / ".exthub-data" / "endpoints.json").read_text())
+    assert endpoints["parts"]["execution"]["metrics"] in output
+    assert 'exthub_build_info{service="execution"' in output and 'exthub_queue_messages{priority="LOW"' in output
+    assert endpoints["tracing"] is None, "no OTEL_EXPORTER_OTLP_* variable: tracing off"
+    assert "traces: tracing off (set OTEL_EXPORTER_OTLP_ENDPOINT to export them)" in hub_output(workdir[1])
+    walkthrough = re.findall(r"```console\n(.*?)```", README.read_text(encoding="utf-8"), re.DOTALL)
+    assert any("tools.otlp_receiver" in text and "OTEL_EXPORTER_OTLP_ENDPOINT" in text for text in walkthrough)
 
 
 AZURE_START_TIMEOUT = 120.0  # four stand-ins, then the hub, on a loaded 2-core machine

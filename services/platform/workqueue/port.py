@@ -26,7 +26,22 @@ Contract
 * Dead letters keep the message, a reason and a description; ``redrive`` puts one back on the active
   queue as a fresh delivery (``delivery_count`` 0, ageing restarts).
 * Routing properties are small string maps (model, profile, priority, tenant, …) used by ``filter``; they
-  must never carry secrets (keys that look like secrets are refused, see :func:`validate_properties`).
+  must never carry secrets (keys that look like secrets are refused, see :func:`validate_properties`). The
+  W3C trace context of the publisher (``traceparent``, ``tracestate``) travels as properties too.
+
+Optional capability: stats
+--------------------------
+An adapter that can count its messages cheaply with the rights it already holds also implements
+:class:`QueueStatsSource`: ``stats`` reads, per priority, how many messages are *active* (receivable now or leased:
+Service Bus' ``ActiveMessageCount``), *scheduled* (waiting for ``not_before`` or an abandon delay), dead-lettered,
+and the publish time of the oldest active one — what operators watch (queue depth, oldest-message age). A read
+only: it changes nothing and never takes a lease. Callers check for it with ``isinstance(queue,
+QueueStatsSource)``; an adapter without it offers no stats at all (never zeros).
+
+The SQLite queue implements it. The Service Bus queue does not: subscription runtime properties come from the
+management (ATOM) API, which needs *Manage* rights the services' least-privilege identities do not hold; on Azure
+these numbers are Azure Monitor's Service Bus metrics (``ActiveMessages``, ``DeadletteredMessages``,
+``ScheduledMessages`` per entity), which operators chart and KEDA scales on.
 
 Ageing
 ------
@@ -67,10 +82,14 @@ __all__ = [
     "MAX_PROPERTY_VALUE_LENGTH",
     "MAX_RECEIVE_MESSAGES",
     "MAX_WAIT_SECONDS",
+    "WORK_QUEUE_NAME",
     "DeadLetter",
     "LeaseLost",
     "LeasedMessage",
     "Priority",
+    "PriorityStats",
+    "QueueStats",
+    "QueueStatsSource",
     "WorkMessage",
     "WorkQueue",
     "dead_letter_not_found",
@@ -102,6 +121,8 @@ DEFAULT_MAX_DELIVERY_COUNT = 10  # Service Bus default
 DEFAULT_AGEING_SECONDS = 60.0
 DEFAULT_DUPLICATE_WINDOW_SECONDS = 600.0  # Service Bus default duplicate-detection window (10 min)
 MAX_DELIVERY_COUNT_EXCEEDED = "MaxDeliveryCountExceeded"
+#: The queue's name (the Service Bus topic of execution requests; the destination in traces).
+WORK_QUEUE_NAME = "execution-requests"
 
 _MESSAGE_ID_RE = re.compile(r"[!-~]{1,128}", re.ASCII)  # printable ASCII, no spaces
 _PROPERTY_KEY_RE = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}", re.ASCII)
@@ -145,6 +166,29 @@ class LeasedMessage:
     message: WorkMessage
     lease_token: str = field(repr=False)
     locked_until: datetime
+
+
+@dataclass(frozen=True)
+class PriorityStats:
+    """The messages of one priority at one instant (see :meth:`QueueStatsSource.stats`)."""
+
+    active: int = 0
+    scheduled: int = 0
+    dead_lettered: int = 0
+    oldest_enqueued_time: datetime | None = None
+
+
+@dataclass(frozen=True)
+class QueueStats:
+    """What :meth:`QueueStatsSource.stats` reads: each priority (zeros when it has no message) and the queue's clock."""
+
+    priorities: Mapping[Priority, PriorityStats]
+    measured_time: datetime
+
+    def oldest_age_seconds(self, priority: Priority) -> float:
+        """How long the oldest active message of ``priority`` has waited since it was published (0 when none)."""
+        oldest = self.priorities[priority].oldest_enqueued_time
+        return 0.0 if oldest is None else max(0.0, (self.measured_time - oldest).total_seconds())
 
 
 @dataclass(frozen=True)
@@ -238,6 +282,15 @@ class WorkQueue(Protocol):
 
     async def close(self) -> None:
         """Release connections (idempotent)."""
+        ...
+
+
+@runtime_checkable
+class QueueStatsSource(Protocol):
+    """The optional stats capability of a work queue (see "Optional capability: stats" in the module docstring)."""
+
+    async def stats(self) -> QueueStats:
+        """Depth, scheduled and dead-lettered counts and the oldest active message, per priority (a read)."""
         ...
 
 

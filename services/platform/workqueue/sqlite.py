@@ -54,6 +54,8 @@ from services.platform.workqueue.port import (
     LeasedMessage,
     LeaseLost,
     Priority,
+    PriorityStats,
+    QueueStats,
     WorkMessage,
     dead_letter_not_found,
     validate_body,
@@ -184,7 +186,8 @@ def _decode_token(token: str) -> int:
 
 
 class SqliteWorkQueue:
-    """A :class:`~services.platform.workqueue.port.WorkQueue` on one SQLite file.
+    """A :class:`~services.platform.workqueue.port.WorkQueue` on one SQLite file, with
+    :class:`~services.platform.workqueue.port.QueueStatsSource` (two aggregate reads).
 
     ``clock`` is injectable (leases, delays, ``not_before``, ageing and duplicate detection all read it);
     ``ageing_seconds`` is the wait that raises a message by one priority level.
@@ -508,6 +511,38 @@ class SqliteWorkQueue:
             )
             await conn.execute("DELETE FROM queue_dead_letters WHERE seq = ?", (row[0],))
         self._notify()
+
+    # -- monitoring ---------------------------------------------------------------------------------
+
+    async def stats(self) -> QueueStats:
+        """Per priority: active (ready or leased), scheduled (not visible yet and not leased), dead-lettered,
+        and the oldest active message's publish time. Two aggregate reads on the reader connection."""
+        self._check_open()
+        now = self._now_us()
+        with _translate_errors():
+            active_rows = await self._reader.execute_fetchall(
+                "SELECT priority,"
+                " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 0 ELSE 1 END),"
+                " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 1 ELSE 0 END),"
+                " MIN(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN NULL ELSE enqueued_us END)"
+                " FROM queue_messages GROUP BY priority",
+                (now,),
+            )
+            dead_rows = await self._reader.execute_fetchall(
+                "SELECT priority, COUNT(*) FROM queue_dead_letters GROUP BY priority"
+            )
+        dead = {Priority(row[0]): int(row[1]) for row in dead_rows}
+        found: dict[Priority, PriorityStats] = {}
+        for priority_value, active, scheduled, oldest in active_rows:
+            priority = Priority(priority_value)
+            found[priority] = PriorityStats(
+                active=int(active),
+                scheduled=int(scheduled),
+                dead_lettered=dead.get(priority, 0),
+                oldest_enqueued_time=None if oldest is None else _from_us(int(oldest)),
+            )
+        priorities = {p: found.get(p, PriorityStats(dead_lettered=dead.get(p, 0))) for p in Priority}
+        return QueueStats(priorities=priorities, measured_time=_from_us(now))
 
     # -- plumbing -----------------------------------------------------------------------------------
 

@@ -109,3 +109,15 @@ def test_page_token_secret_file_is_created_once_with_0600(tmp_path: Path) -> Non
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert Settings.local_defaults(tmp_path).page_token_key() == first
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temp files left behind
+
+
+def test_http_ports_follow_an_os_chosen_grpc_port(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    defaults = Settings.local_defaults(tmp_path)
+    assert (defaults.catalog_http_port, defaults.agent_http_port) == (50055, 50056)
+    chosen = Settings.local_defaults(tmp_path, catalog_port=0, agent_port=0)
+    assert (chosen.catalog_http_port, chosen.agent_http_port) == (0, 0)
+    monkeypatch.setenv("EXTHUB_AGENT_PORT", "0")
+    monkeypatch.setenv("EXTHUB_CATALOG_PORT", "0")
+    monkeypatch.setenv("EXTHUB_CATALOG_HTTP_PORT", "50099")
+    from_env = Settings()
+    assert (from_env.catalog_http_port, from_env.agent_http_port) == (50099, 0)
