@@ -61,14 +61,19 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import celery_echo
-from bench.harness import console, free_port, median, p99
+from bench.harness import console, free_port, median, p99, py_spy
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
+from services.execution.adapters.documents import COLLECTION as EXECUTION_COLLECTION
+from services.execution.app import DATABASE_FILE as EXECUTION_DATABASE_FILE
+from services.execution.invariants import check_invariants
+from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
+from services.platform.docstore.sqlite import SqliteDocumentStore
 
 if TYPE_CHECKING:
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
@@ -83,6 +88,11 @@ CALL_TIMEOUT_SECONDS = 30.0
 #: The longest one execution may take, end to end, before it counts as ``CLIENT_TIMEOUT``.
 EXECUTION_TIMEOUT_SECONDS = 120.0
 APT_TIMEOUT_SECONDS = 900.0
+
+ONE_AGENT = "Exthub 1 agent"
+TWO_AGENTS = "Exthub 2 agents"
+SETTLE_TIMEOUT_SECONDS = 30.0
+SETTLE_POLL_SECONDS = 0.5
 
 _GRPC_ADDRESS = re.compile(r"serving on (\S+)")
 _OBJECTS_URL = re.compile(r"objects serving on (\S+)")
@@ -104,6 +114,7 @@ class Sample:
     queue_to_start_ms: float | None
     run_ms: float | None
     outcome: str
+    execution: str = ""  # the name the hub returned (Exthub rows), for the invariant check
 
 
 @dataclass
@@ -168,9 +179,12 @@ async def drive(
     concurrency: int,
     warmup: int,
     processes: Mapping[str, Sequence[int]],
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
 ) -> Row:
     """Runs ``warmup`` unmeasured executions, then ``executions`` with ``concurrency`` in flight; records the
-    CPU time each group of ``processes`` spent during the measured part."""
+    CPU time each group of ``processes`` spent during the measured part (and samples them with py-spy into
+    ``profile_dir`` when given)."""
     warm = iter(range(warmup))
 
     async def warm_worker() -> None:
@@ -183,11 +197,12 @@ async def drive(
     async def worker() -> list[Sample]:
         return [await one(index) for index in counter]
 
-    cpu_before = cpu_snapshot(processes)
-    started = time.perf_counter()
-    per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    cpu_after = cpu_snapshot(processes)
+    async with py_spy(processes, profile_dir, name, native=profile_native):
+        cpu_before = cpu_snapshot(processes)
+        started = time.perf_counter()
+        per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+        cpu_after = cpu_snapshot(processes)
     samples = [sample for done in per_worker for sample in done]
     cpu_ms = {
         group: (cpu_after[group] - cpu_before[group]) * 1000 / max(1, len(samples))
@@ -201,6 +216,42 @@ def _ratio(value: float, baseline: float) -> str:
     if math.isnan(value) or math.isnan(baseline) or baseline == 0:
         return "-"
     return f"{value / baseline:.2f}"
+
+
+EXECUTION_GROUP = "execution"
+
+
+def report_targets(rows: Sequence[Row], baseline: Row) -> None:
+    """The target ratios: Exthub 1 agent ÷ Celery, 2 agents ÷ 1 agent (exec/s), execution-service CPU per
+    execution."""
+    by_name = {row.name: row for row in rows}
+    one, two = by_name.get(ONE_AGENT), by_name.get(TWO_AGENTS)
+    figures: list[tuple[str, float, float, bool]] = []
+    if one is not None:
+        figures.append(
+            (
+                "exec/s: Exthub 1 agent ÷ Celery",
+                one.executions_per_second / baseline.executions_per_second
+                if baseline.executions_per_second
+                else math.nan,
+                1.0,
+                True,
+            )
+        )
+    if one is not None and two is not None:
+        ratio = two.executions_per_second / one.executions_per_second if one.executions_per_second else math.nan
+        figures.append(("exec/s: 2 agents ÷ 1 agent", ratio, 1.0, True))
+    figures.extend(
+        (f"execution CPU ms per execution ({row.name})", row.cpu_ms.get(EXECUTION_GROUP, math.nan), 2.5, False)
+        for row in rows
+    )
+    table = Table(title="Targets (this run)")
+    for column in ("figure", "value", "target", "met"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for label, value, target, higher in figures:
+        met = not math.isnan(value) and ((value >= target) if higher else (value <= target))
+        table.add_row(label, f"{value:.2f}", f"{'≥' if higher else '≤'} {target:g}", "yes" if met else "no")
+    Console(width=max(console.width, 200)).print(table)
 
 
 def report(rows: Sequence[Row], baseline: Row, notes: str) -> None:
@@ -397,6 +448,7 @@ class Stack:
     redis_url: str = ""
     hub_jwks_url: str = ""
     key_dir: Path = Path()
+    echo_port: int = 0
 
     async def start(self, child: Awaitable[Child]) -> Child:
         """Awaits ``child`` and remembers it for the final stop."""
@@ -417,6 +469,7 @@ async def running_stack(redis_server: str, poll_seconds: float) -> AsyncIterator
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
         stack.log_dir.mkdir()
+        stack.echo_port = free_port()  # chosen first: the hub's egress allow-list names it
         try:
             await _start_redis(stack, redis_server)
             await _start_hub(stack, poll_seconds)
@@ -463,6 +516,8 @@ def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
         EXTHUB_AGENT_PORT="0",
         EXTHUB_OBJECTS_PORT="0",
         EXTHUB_QUEUE_POLL_SECONDS=str(poll_seconds),
+        # echo listens on loopback, which the egress policy refuses unless it is allow-listed
+        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         **extra,
     )
 
@@ -514,7 +569,7 @@ async def _start_echo(stack: Stack) -> None:
     echo = await stack.start(
         spawn(
             "echo",
-            [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-file", str(jwks_file)],
+            [sys.executable, "-m", "services.echo", "--port", str(stack.echo_port), "--jwks-file", str(jwks_file)],
             env=_clean_env(),
             ready=_ECHO_URL,
             log_dir=stack.log_dir,
@@ -631,9 +686,11 @@ async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[st
     running_ns: int | None = None
     queue_to_start: float | None = None
     run_ms: float | None = None
+    name = ""
     try:
         async with asyncio.timeout(EXECUTION_TIMEOUT_SECONDS):
             created = await stub.CreateExecution(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+            name = created.name
             create_ns = _nanoseconds(created.create_time)
             watch = stub.WatchExecution(
                 execution_service_pb2.WatchExecutionRequest(name=created.name),
@@ -653,10 +710,20 @@ async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[st
         outcome = f"RPC_{error.code().name}"
     except TimeoutError:
         outcome = "CLIENT_TIMEOUT"
-    return Sample((time.perf_counter() - started) * 1000, queue_to_start, run_ms, outcome)
+    return Sample((time.perf_counter() - started) * 1000, queue_to_start, run_ms, outcome, name)
 
 
-async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrency: int, warmup: int, token: str) -> Row:
+async def measure_exthub(
+    stack: Stack,
+    name: str,
+    *,
+    executions: int,
+    concurrency: int,
+    warmup: int,
+    token: str,
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
+) -> Row:
     """One Exthub row against the agents running now."""
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(stack.execution_address) as channel:
@@ -672,7 +739,27 @@ async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrenc
             concurrency=concurrency,
             warmup=warmup,
             processes=_process_groups(stack),
+            profile_dir=profile_dir,
+            profile_native=profile_native,
         )
+
+
+async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list[str]:
+    """The invariant checker over the execution service's store (read while the hub runs): every violation,
+    as text. Waits (bounded) for the outbox relay to settle what it is still relaying."""
+    store = await SqliteDocumentStore.open(stack.data_dir / EXECUTION_DATABASE_FILE)
+    try:
+        repository = ExecutionRepository(store.collection(EXECUTION_COLLECTION))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_TIMEOUT_SECONDS
+        while True:
+            found = await check_invariants(repository, accepted=accepted, outbox_settled=True)
+            if all(v.rule == "OUTBOX_LEFT" for v in found) and found and loop.time() < give_up:
+                await asyncio.sleep(SETTLE_POLL_SECONDS)  # the relay is still relaying: look again
+                continue
+            return [str(violation) for violation in found]
+    finally:
+        await store.close()
 
 
 async def register(stack: Stack, issuer: DevIssuer) -> None:
@@ -689,9 +776,19 @@ async def register(stack: Stack, issuer: DevIssuer) -> None:
 
 
 async def run(
-    redis_server: str, *, executions: int, concurrency: int, slots: int, poll_seconds: float, warmup: int
+    redis_server: str,
+    *,
+    executions: int,
+    concurrency: int,
+    slots: int,
+    poll_seconds: float,
+    warmup: int,
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
 ) -> None:
-    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents; prints the table."""
+    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents; prints the tables and the
+    invariant checker's verdict over every execution the hub stored."""
+    violations: list[str] = []
     async with running_stack(redis_server, poll_seconds) as stack:
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
         await register(stack, issuer)
@@ -701,9 +798,14 @@ async def run(
         rows: list[Row] = []
         for count in (1, 2):
             await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
-            name = f"Exthub {count} agent" + ("s" if count > 1 else "")
-            rows.append(await measure_exthub(stack, name, token=token, **options))
-        if any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
+            name = ONE_AGENT if count == 1 else TWO_AGENTS
+            row = await measure_exthub(
+                stack, name, token=token, profile_dir=profile_dir, profile_native=profile_native, **options
+            )
+            rows.append(row)
+        accepted = [sample.execution for row in rows for sample in row.samples if sample.execution]
+        violations = await check_stored_executions(stack, accepted)
+        if violations or any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
             for child in stack.children:  # the logs go with the temporary directory: show them now
                 console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
     report(
@@ -718,6 +820,13 @@ async def run(
             "Celery (exec/s above 1 = faster; latency above 1 = slower)."
         ),
     )
+    report_targets(rows, baseline)
+    if violations:
+        console.print(f"[red]invariant checker: {len(violations)} violation(s)[/red]")
+        for line in violations[:20]:
+            console.print(f"  {line}")
+        raise SystemExit(1)
+    console.print("invariant checker: no violation over every stored execution (outbox settled)")
 
 
 def main() -> None:
@@ -728,6 +837,14 @@ def main() -> None:
     parser.add_argument("--slots", type=int, default=16, help="agent slots = Celery worker threads")
     parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample every process with py-spy during the measured Exthub rows (collapsed stacks into DIR)",
+    )
+    parser.add_argument("--py-spy-native", action="store_true", help="with --py-spy: native frames too (slower)")
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
@@ -746,6 +863,8 @@ def main() -> None:
             slots=args.slots,
             poll_seconds=args.poll_seconds,
             warmup=args.warmup,
+            profile_dir=args.py_spy,
+            profile_native=args.py_spy_native,
         )
     )
 
