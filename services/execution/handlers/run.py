@@ -111,7 +111,9 @@ async def _record_outcome(
         retryable=False,
     )
     if state is None:
-        return await ctx.repository.get(execution.id)  # long-running: the extension reports later
+        # long-running: the answer is the accepted run, RUNNING; the extension reports later (its reports may
+        # already be arriving: GetExecution and WatchExecution show them)
+        return execution
     if state is ExecutionState.SUCCEEDED:
         provided = set(outcome.provided_outputs)
         outputs = tuple(OutputState(o.name, o.name in provided) for o in execution.outputs)
