@@ -43,9 +43,9 @@ import aiohttp
 from yarl import URL
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.extension_request import HTTP_JSON_MODELS, build_request_document, encode_body
 from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
-from services.agent.adapters.request_body import build_request_document, encode_body
 from services.agent.adapters.signing import BodySigner, PreparedRequest, SigningRefused
 from services.agent.extension_services import ExtensionServiceRegistry
 from services.agent.json_values import json_integers, struct_from_json
@@ -82,7 +82,6 @@ __all__ = [
 
 _log = get_logger("exthub.agent.http_json")
 
-HTTP_JSON_MODELS = ("http-json/sync/v1", "http-json/async/v1")
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 CALLER_MARGIN_SECONDS = 0.05
 DEFAULT_MAX_CALL_SECONDS = 3600.0
@@ -248,6 +247,8 @@ class HttpJsonAdapter:
             raise AttemptFailure.permanent("the request cannot be encoded as JSON", EXTENSION_PROTOCOL_ERROR) from None
         if self._signer is None:
             return PreparedRequest(body=body, signature=None)
+        if task.HasField("signed_request") and task.signed_request.body == body and task.signed_request.signature:
+            return PreparedRequest(body=body, signature=task.signed_request.signature)  # signed ahead by the hub
         try:
             signature = await self._signer.sign(task.execution, task.attempt, body)
         except SigningRefused as refused:
