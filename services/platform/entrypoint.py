@@ -45,6 +45,7 @@ def run_service(
 
     async def main() -> None:
         settings = Settings()
+        settings.require_backend(name)
         configure_logging(settings)
         app = await start(settings)
         print(f"{name} serving on {app.address}", flush=True)

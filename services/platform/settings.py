@@ -114,6 +114,18 @@ def _azure_endpoint(value: str | None, variable: str) -> str | None:
     return value.strip().rstrip("/")
 
 
+#: The Azure endpoints each service uses (a Deployment gets only its own; ``exthub up`` needs them all).
+AZURE_ENDPOINTS_BY_SERVICE: dict[str, tuple[str, ...]] = {
+    "catalog": ("EXTHUB_AZURE__COSMOS_ENDPOINT",),
+    "execution": (
+        "EXTHUB_AZURE__COSMOS_ENDPOINT",
+        "EXTHUB_AZURE__SERVICEBUS_NAMESPACE",
+        "EXTHUB_AZURE__BLOB_ACCOUNT_URL",
+    ),
+    "agent": ("EXTHUB_AZURE__SERVICEBUS_NAMESPACE",),
+}
+
+
 class AzureSettings(BaseModel):
     """The Azure backend (``EXTHUB_AZURE__…``): endpoints and names only.
 
@@ -199,14 +211,17 @@ class AzureSettings(BaseModel):
             raise ValueError("EXTHUB_AZURE__SERVICE_TOKEN_SCOPE must be an app id URI scope ending in /.default")
         return value
 
-    def missing_for_backend(self) -> list[str]:
-        """The variables the azure backend needs that are not set (empty when it is complete)."""
-        required = {
+    def missing_for(self, service: str | None = None) -> list[str]:
+        """The variables the azure backend of ``service`` (``catalog``, ``execution``, ``agent``; None: every
+        service, as ``exthub up`` runs them all) needs that are not set (empty when it is complete)."""
+        endpoints = {
             "EXTHUB_AZURE__COSMOS_ENDPOINT": self.cosmos_endpoint,
             "EXTHUB_AZURE__SERVICEBUS_NAMESPACE": self.servicebus_namespace,
             "EXTHUB_AZURE__BLOB_ACCOUNT_URL": self.blob_account_url,
-            "EXTHUB_AZURE__SERVICE_TOKEN_SCOPE": self.service_token_scope,
         }
+        needed = AZURE_ENDPOINTS_BY_SERVICE.get(service or "", tuple(endpoints))
+        required = {name: endpoints[name] for name in needed}
+        required["EXTHUB_AZURE__SERVICE_TOKEN_SCOPE"] = self.service_token_scope
         return [name for name, value in required.items() if not value]
 
 
@@ -430,11 +445,17 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _azure_backend_complete(self) -> Settings:
+        if self.backend == "azure" and not self.azure.service_token_scope:
+            raise ValueError("EXTHUB_BACKEND=azure needs EXTHUB_AZURE__SERVICE_TOKEN_SCOPE (not set)")
+        return self
+
+    def require_backend(self, service: str | None = None) -> None:
+        """Refuse, naming each variable, an azure backend that misses an endpoint ``service`` needs (None: every
+        service). Called when a service (or ``exthub up``) starts; a no-op on the local backend."""
         if self.backend == "azure":
-            missing = self.azure.missing_for_backend()
+            missing = self.azure.missing_for(service)
             if missing:
                 raise ValueError(f"EXTHUB_BACKEND=azure needs {', '.join(missing)} (not set)")
-        return self
 
     @model_validator(mode="after")
     def _auth_defaults(self) -> Settings:
