@@ -835,7 +835,13 @@ def main() -> None:
     parser.add_argument("--executions", type=int, default=1000, help="measured executions per row")
     parser.add_argument("--concurrency", type=int, default=16, help="executions in flight")
     parser.add_argument("--slots", type=int, default=16, help="agent slots = Celery worker threads")
-    parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.1,
+        help="EXTHUB_QUEUE_POLL_SECONDS (the product's default; receivers are woken by publishes, the poll is a "
+        "fallback)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
     parser.add_argument(
         "--py-spy",

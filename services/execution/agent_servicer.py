@@ -30,6 +30,8 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
         execution, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
         task_proto = mapping.attempt_task_to_proto(task)
         sign_ahead(task_proto, self._ctx.signing, now=self._ctx.now())
+        if request.task_only:
+            return pb.ClaimExecutionResponse(task=task_proto)
         return pb.ClaimExecutionResponse(
             execution=mapping.execution_to_proto(await render(self._ctx, execution)), task=task_proto
         )
