@@ -65,6 +65,7 @@ from bench.harness import console, free_port, median, p99, py_spy
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
@@ -764,7 +765,7 @@ async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list
 
 async def register(stack: Stack, issuer: DevIssuer) -> None:
     """Registers ``echo-plain`` (no inputs: async executions go straight to QUEUED) at the stack's echo."""
-    token = issuer.issue(tenant="bench", user="publisher", roles=["Extensions.Publish"])
+    token = issuer.issue(tenant="bench", user="publisher", roles=[EXTENSIONS_PUBLISH])
     async with grpc.aio.insecure_channel(stack.catalog_address) as channel:
         await register_echo(
             catalog_service_pb2_grpc.CatalogServiceStub(channel),
@@ -792,7 +793,7 @@ async def run(
     async with running_stack(redis_server, poll_seconds) as stack:
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
         await register(stack, issuer)
-        token = issuer.issue(tenant="bench", user="runner", roles=["Executions.Run"])
+        token = issuer.issue(tenant="bench", user="runner", roles=[EXECUTIONS_RUN])
         options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
         baseline = await measure_celery(stack, slots=slots, **options)
         rows: list[Row] = []

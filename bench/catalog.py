@@ -33,6 +33,7 @@ from bench.harness import Result, console, measure, report, start_service, stop_
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 
 WORDS = [
     "image",
@@ -120,7 +121,7 @@ async def run(extensions: int, requests: int, concurrency: int) -> None:
         data_dir = Path(tmp)
         issuer = DevIssuer.load_or_create(data_dir)
         metadata = (
-            ("authorization", "Bearer " + issuer.issue(tenant="bench", user="bench", roles=["Extensions.Publish"])),
+            ("authorization", "Bearer " + issuer.issue(tenant="bench", user="bench", roles=[EXTENSIONS_PUBLISH])),
         )
         process, match = start_service(
             "services.catalog",

@@ -25,6 +25,7 @@ from bench.harness import Result, console, measure, report, start_service, stop_
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import start_envoy
 from gateway.render import render_config
 
@@ -35,7 +36,7 @@ async def run(extensions: int, requests: int, concurrency: int, envoy_workers: i
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "data"
         issuer = DevIssuer.load_or_create(data_dir)
-        token = issuer.issue(tenant="bench", user="bench", roles=["Extensions.Publish"], ttl_seconds=3600)
+        token = issuer.issue(tenant="bench", user="bench", roles=[EXTENSIONS_PUBLISH], ttl_seconds=3600)
         metadata = (("authorization", f"Bearer {token}"),)
         process, match = start_service(
             "services.catalog",

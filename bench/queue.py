@@ -29,10 +29,12 @@ from typing import Any
 import aiosqlite
 
 from bench.harness import Result, console, report
+from exthub.contract.execution import HTTP_JSON_ASYNC
+from exthub.contract.queue import MODEL_PROPERTY, PROFILE_PROPERTY, TENANT_PROPERTY
 from services.platform.workqueue.port import Priority
 from services.platform.workqueue.sqlite import SqliteWorkQueue
 
-PROPERTIES = {"model": "http-json/async/v1", "profile": "async", "tenant": "bench"}
+PROPERTIES = {MODEL_PROPERTY: HTTP_JSON_ASYNC, PROFILE_PROPERTY: "async", TENANT_PROPERTY: "bench"}
 
 
 async def baseline(path: Path, messages: int) -> Result:

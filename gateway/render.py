@@ -22,10 +22,11 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
+import grpc
 import yaml
 
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, JWKS_FILE
-from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.errors import ERROR_DOMAIN, code_number
 from exthub.contract.roles import HUB_ADMIN
 from gateway.access import AUTHENTICATED, PUBLIC, ROLES, MethodAccess, load_descriptor_set, service_methods
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_MESSAGE_BYTES
@@ -69,7 +70,7 @@ BUFFER_FILTER = "envoy.filters.http.buffer"
 #: got a 500 (found by schemathesis); a value outside the rule may be refused by other gRPC servers. Such headers
 #: mean nothing to the services: they are dropped before the router.
 #:
-#: The authentication scheme is case-insensitive (RFC 9110 §11.1) but jwt_authn matches the ``Bearer `` prefix
+#: The authentication scheme is case-insensitive in HTTP (RFC 9110) but jwt_authn matches the ``Bearer `` prefix
 #: exactly, so ``authorization: bearer …`` (which the services accept) is rewritten as ``Bearer …`` first.
 GRPC_METADATA_LUA = """\
 function envoy_on_request(handle)
@@ -427,32 +428,32 @@ def _rbac_policies(methods: Sequence[MethodAccess]) -> dict[str, Any]:
     return policies
 
 
-def _error_body(code: int, status: str, reason: str) -> dict[str, Any]:
+def _error_body(code: grpc.StatusCode, reason: str) -> dict[str, Any]:
     """A ``google.rpc.Status`` JSON body (as the transcoder's ``convert_grpc_status`` writes) with ErrorInfo."""
     return {
-        "code": code,
+        "code": code_number(code),
         "message": "%LOCAL_REPLY_BODY%",
         "details": [
             {
                 "@type": "type.googleapis.com/google.rpc.ErrorInfo",
                 "reason": reason,
                 "domain": ERROR_DOMAIN,
-                "metadata": {"status": status},
+                "metadata": {"status": code.name},
             }
         ],
     }
 
 
-LOCAL_REPLIES: tuple[tuple[int, int, str, str], ...] = (
-    # (HTTP status, google.rpc.Code, code name, ErrorInfo reason) for replies Envoy makes itself
-    (400, 3, "INVALID_ARGUMENT", "INVALID_REQUEST"),
-    (401, 16, "UNAUTHENTICATED", "TOKEN_INVALID"),
-    (403, 7, "PERMISSION_DENIED", "ROLE_REQUIRED"),
-    (404, 5, "NOT_FOUND", "ROUTE_NOT_FOUND"),
-    (413, 8, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE"),
-    (431, 3, "INVALID_ARGUMENT", "HEADERS_TOO_LARGE"),
-    (503, 14, "UNAVAILABLE", "BACKEND_UNAVAILABLE"),
-    (504, 4, "DEADLINE_EXCEEDED", "UPSTREAM_TIMEOUT"),
+LOCAL_REPLIES: tuple[tuple[int, grpc.StatusCode, str], ...] = (
+    # (HTTP status, code, ErrorInfo reason) for replies Envoy makes itself
+    (400, grpc.StatusCode.INVALID_ARGUMENT, "INVALID_REQUEST"),
+    (401, grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID"),
+    (403, grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED"),
+    (404, grpc.StatusCode.NOT_FOUND, "ROUTE_NOT_FOUND"),
+    (413, grpc.StatusCode.RESOURCE_EXHAUSTED, "REQUEST_TOO_LARGE"),
+    (431, grpc.StatusCode.INVALID_ARGUMENT, "HEADERS_TOO_LARGE"),
+    (503, grpc.StatusCode.UNAVAILABLE, "BACKEND_UNAVAILABLE"),
+    (504, grpc.StatusCode.DEADLINE_EXCEEDED, "UPSTREAM_TIMEOUT"),
 )
 
 
@@ -485,11 +486,11 @@ def _rest_request_filter() -> dict[str, Any]:
 
 
 def _mapper(
-    filters: Sequence[dict[str, Any]], code: int, name: str, reason: str, *, status_code: int | None = None
+    filters: Sequence[dict[str, Any]], code: grpc.StatusCode, reason: str, *, status_code: int | None = None
 ) -> dict[str, Any]:
     mapper: dict[str, Any] = {
         "filter": {"and_filter": {"filters": [*filters, _rest_request_filter()]}},
-        "body_format_override": {"json_format": _error_body(code, name, reason), "content_type": "application/json"},
+        "body_format_override": {"json_format": _error_body(code, reason), "content_type": "application/json"},
     }
     if status_code is not None:
         mapper["status_code"] = status_code
@@ -513,13 +514,13 @@ def _local_reply_config() -> dict[str, Any]:
     challenge = [
         {"header": {"key": "www-authenticate", "value": 'Bearer realm="exthub", error="invalid_token"'}},
     ]
-    audience = _mapper(_jwt_refused(403), 16, "UNAUTHENTICATED", "TOKEN_INVALID", status_code=401)
+    audience = _mapper(_jwt_refused(403), grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID", status_code=401)
     audience["headers_to_add"] = challenge
     grpc_audience = {"filter": {"and_filter": {"filters": _jwt_refused(403)}}, "status_code": 401}
     mappers: list[dict[str, Any]] = [audience, grpc_audience]
-    for http_status, code, name, reason in LOCAL_REPLIES:
-        mappers.append(_mapper([_status_filter(http_status)], code, name, reason))
-    mappers.append(_mapper([_status_filter(400, "GE")], 2, "UNKNOWN", "GATEWAY_ERROR"))
+    for http_status, code, reason in LOCAL_REPLIES:
+        mappers.append(_mapper([_status_filter(http_status)], code, reason))
+    mappers.append(_mapper([_status_filter(400, "GE")], grpc.StatusCode.UNKNOWN, "GATEWAY_ERROR"))
     return {"mappers": mappers}
 
 

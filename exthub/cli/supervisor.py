@@ -35,7 +35,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import SERVICE_TENANT, DevIssuer
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
 from gateway.render import render_config
@@ -275,7 +275,7 @@ def _python_part(spec: ChildSpec, child: Child, data_dir: Path) -> Part:
 
 async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
     """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist."""
-    token = issuer.issue(tenant="exthub", user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
+    token = issuer.issue(tenant=SERVICE_TENANT, user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(catalog_address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
@@ -320,7 +320,6 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
         "EXTHUB_BACKEND": "local",
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
-        "EXTHUB_GATEWAY_PORT": str(public_port),
         # the one internal destination the hub may call: its sample extension (any publisher may register a
         # version served there; every other loopback or private address stays refused)
         "EXTHUB_EGRESS__ALLOW": f"127.0.0.1:{echo_port}",

@@ -6,6 +6,8 @@ services import from here (dependencies point inward), so a client installs with
 * :mod:`exthub.contract.states` — which ``Execution.State`` values are terminal.
 * :mod:`exthub.contract.roles` — the app role names.
 * :mod:`exthub.contract.errors` — ``google.rpc.Status`` / ``ErrorInfo`` of a failed call or a stored error.
+* :mod:`exthub.contract.execution` — execution models, the default execution timeout, what an attempt's outcome
+  does to its execution.
 * :mod:`exthub.contract.queue` — the work-queue message of an asynchronous attempt.
 * :mod:`exthub.contract.signatures` — verifying the hub's request signatures and direct tokens (public JWKS).
 * :mod:`exthub.contract.dev_tokens` — the local development issuer and cached development tokens.

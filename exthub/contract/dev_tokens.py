@@ -12,7 +12,7 @@ import json
 import time
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import jwt
 from cryptography.hazmat.primitives import serialization
@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from exthub.contract.jwk import ec_public_jwk, jwk_thumbprint
 from exthub.contract.keyfiles import read_or_create_once, replace_atomically
+from exthub.contract.roles import AGENT
 
 __all__ = [
     "DEV_ALGORITHM",
@@ -27,9 +28,12 @@ __all__ = [
     "DEV_ISSUER",
     "JWKS_FILE",
     "KEY_FILE",
+    "SERVICE_TENANT",
     "DevIssuer",
     "DevTokens",
+    "TokenSource",
     "dev_jwks_path",
+    "service_tokens",
 ]
 
 DEV_ISSUER = "https://exthub.local/dev-issuer"
@@ -37,6 +41,16 @@ DEV_AUDIENCE = "api://exthub"
 DEV_ALGORITHM = "ES256"
 KEY_FILE = "keys/dev-issuer.key.pem"
 JWKS_FILE = "keys/dev-issuer.jwks.json"
+#: The tenant of the hub's own services (agents, the execution service) in development tokens.
+SERVICE_TENANT = "exthub"
+
+
+class TokenSource(Protocol):
+    """Bearer tokens for a process's own calls: :class:`DevTokens` locally, a credential's tokens on Azure."""
+
+    def token(self) -> str:
+        """A token valid now (cheap: cached until shortly before it expires)."""
+        ...
 
 
 def dev_jwks_path(data_dir: Path) -> Path:
@@ -171,3 +185,9 @@ class DevTokens:
 
     def __repr__(self) -> str:
         return f"DevTokens(tenant={self.tenant!r}, user={self.user!r}, roles={self.roles!r})"
+
+
+def service_tokens(issuer: DevIssuer, *, user: str) -> DevTokens:
+    """The development tokens of one of the hub's own services (an agent, the execution service): role Agent in
+    tenant ``exthub``, as ``user``."""
+    return DevTokens(issuer, tenant=SERVICE_TENANT, user=user, roles=[AGENT])

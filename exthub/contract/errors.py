@@ -7,10 +7,9 @@ in an execution's ``error``. This module is the one place that packs and unpacks
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 import grpc
-from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
@@ -22,6 +21,7 @@ __all__ = [
     "error_info",
     "error_status",
     "field_violations",
+    "precondition_violations",
 ]
 
 #: The ``ErrorInfo.domain`` of every error the hub raises.
@@ -55,6 +55,17 @@ def field_violations(status: status_pb2.Status) -> list[tuple[str, str]]:
     return violations
 
 
+def precondition_violations(status: status_pb2.Status) -> list[tuple[str, str, str]]:
+    """``(type, subject, description)`` of every ``PreconditionFailure`` violation in a ``google.rpc.Status``."""
+    violations: list[tuple[str, str, str]] = []
+    for detail in status.details:
+        if detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+            failure = error_details_pb2.PreconditionFailure()
+            detail.Unpack(failure)
+            violations.extend((v.type, v.subject, v.description) for v in failure.violations)
+    return violations
+
+
 def call_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
     """The rich status (``grpc-status-details-bin``) of a failed call; None when it has none, or when it
     contradicts the call's own code (then the call's code and details are all there is)."""
@@ -71,9 +82,28 @@ def call_error_info(error: grpc.aio.AioRpcError) -> error_details_pb2.ErrorInfo 
 
 
 def error_status(
-    code: grpc.StatusCode, message: str, reason: str, metadata: Mapping[str, str] | None = None
+    code: grpc.StatusCode,
+    message: str,
+    reason: str,
+    metadata: Mapping[str, str] | None = None,
+    *,
+    field_violations: Iterable[tuple[str, str]] = (),
+    precondition_violations: Iterable[tuple[str, str, str]] = (),
 ) -> status_pb2.Status:
-    """A ``google.rpc.Status`` with an ``ErrorInfo`` of ``reason`` (domain ``exthub.io``) and ``metadata``."""
-    packed = any_pb2.Any()
-    packed.Pack(error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=dict(metadata or {})))
-    return status_pb2.Status(code=code_number(code), message=message, details=[packed])
+    """A ``google.rpc.Status`` with an ``ErrorInfo`` of ``reason`` (domain ``exthub.io``) and ``metadata``, plus a
+    ``BadRequest`` for ``field_violations`` (``(field, description)``) and a ``PreconditionFailure`` for
+    ``precondition_violations`` (``(type, subject, description)``) when there are any."""
+    status = status_pb2.Status(code=code_number(code), message=message)
+    status.details.add().Pack(
+        error_details_pb2.ErrorInfo(reason=reason, domain=ERROR_DOMAIN, metadata=dict(metadata or {}))
+    )
+    bad_fields = [error_details_pb2.BadRequest.FieldViolation(field=f, description=d) for f, d in field_violations]
+    if bad_fields:
+        status.details.add().Pack(error_details_pb2.BadRequest(field_violations=bad_fields))
+    unmet = [
+        error_details_pb2.PreconditionFailure.Violation(type=t, subject=s, description=d)
+        for t, s, d in precondition_violations
+    ]
+    if unmet:
+        status.details.add().Pack(error_details_pb2.PreconditionFailure(violations=unmet))
+    return status

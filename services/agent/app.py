@@ -11,10 +11,10 @@ import aiohttp
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer, service_tokens
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import AdapterRegistry, BodySigner, default_adapters
-from services.agent.execution_client import ExecutionServiceClient, dev_agent_tokens
+from services.agent.execution_client import ExecutionServiceClient
 from services.agent.extension_services import ExtensionServiceRegistry, default_extension_services
 from services.agent.identity import agent_id, agent_version
 from services.agent.servicer import AgentServicer
@@ -102,7 +102,7 @@ async def start_agent(
         issuer = await asyncio.to_thread(DevIssuer.load_or_create, settings.data_dir)
         client = ExecutionServiceClient(
             settings.execution_address or settings.grpc_address(settings.execution_port),
-            dev_agent_tokens(issuer, agent_id=the_id),
+            service_tokens(issuer, user=the_id),
         )
         closers.append(client.close)
         if signer is None and sign and adapters is None:

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import grpc
 
-from exthub.contract.dev_tokens import DevIssuer, DevTokens
+from exthub.contract.dev_tokens import TokenSource
 from exthub.contract.errors import call_error_info
-from exthub.contract.roles import AGENT
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -26,10 +25,8 @@ if TYPE_CHECKING:
     from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner", "TokenSource", "dev_agent_tokens"]
+__all__ = ["CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner"]
 
-SERVICE_TENANT = "exthub"
-TOKEN_REFRESH_MARGIN_SECONDS = 300
 SIGN_TIMEOUT_SECONDS = 10.0
 _REFUSAL_CODES = frozenset(
     {
@@ -48,21 +45,6 @@ _PERMANENT_CODES = frozenset(
         grpc.StatusCode.PERMISSION_DENIED,
     }
 )
-
-
-class TokenSource(Protocol):
-    """Bearer tokens for the agent's own calls."""
-
-    def token(self) -> str:
-        """A valid token with role Agent (cheap: cached until shortly before it expires)."""
-        ...
-
-
-def dev_agent_tokens(issuer: DevIssuer, *, agent_id: str) -> DevTokens:
-    """Local backend: the agent's Agent-role tokens (tenant ``exthub``, user = the agent id), cached."""
-    return DevTokens(
-        issuer, tenant=SERVICE_TENANT, user=agent_id, roles=[AGENT], refresh_margin_seconds=TOKEN_REFRESH_MARGIN_SECONDS
-    )
 
 
 class ExecutionServiceSigner:

@@ -7,7 +7,7 @@ asks the provider registered under that name (``name/vN``) for a JSON *context*,
 Shipped providers:
 
 - ``config/v1`` hands the version's configuration for the service to the extension unchanged;
-- ``greeting/v1`` (the example, like Draco's Howdy) returns ``{"message": "Hello, <userId> of <tenantId>"}``;
+- ``greeting/v1`` (an example) returns ``{"message": "Hello, <userId> of <tenantId>"}``;
   its configuration may set ``salutation`` (default ``Hello``).
 
 A service the agent does not provide fails the attempt (FAILED, ``EXTENSION_SERVICE_UNSUPPORTED``) before any

@@ -20,7 +20,9 @@ Reasons (``ErrorInfo.reason``, domain ``exthub.io``) used by the agent:
 | ``EXTENSION_RESPONSE_TOO_LARGE`` | FAILED | the extension's reply body exceeds 4 MiB |
 
 Every ``ErrorInfo`` carries the metadata ``execution``, ``attempt`` and ``httpStatus`` (``"0"`` when no HTTP
-answer arrived), plus ``extensionReason`` when the extension's error body named one.
+answer arrived), plus ``extensionReason`` when the extension's error body named one. ``EXTENSION_TIMEOUT``,
+``EXECUTION_DEADLINE_EXCEEDED`` and ``EXTENSION_FAILED`` are the contract's (:mod:`exthub.contract.execution`):
+they decide what the outcome does to the execution.
 """
 
 from __future__ import annotations
@@ -30,13 +32,7 @@ from typing import TypeAlias
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.execution.v1 import execution_pb2
-from services.platform.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    HubError,
-    ResourceExhausted,
-    Unavailable,
-)
+from services.platform.errors import FailedPrecondition, HubError, Unavailable
 
 Outcome = agent_pb.ExecuteResponse.Outcome
 OutcomeValue: TypeAlias = agent_pb.ExecuteResponse.Outcome.ValueType
@@ -49,9 +45,6 @@ REQUEST_NOT_SIGNED = "REQUEST_NOT_SIGNED"
 REQUEST_SIGNING_FAILED = "REQUEST_SIGNING_FAILED"
 REQUEST_SIGNING_REFUSED = "REQUEST_SIGNING_REFUSED"
 EXTENSION_UNREACHABLE = "EXTENSION_UNREACHABLE"
-EXTENSION_TIMEOUT = "EXTENSION_TIMEOUT"
-EXECUTION_DEADLINE_EXCEEDED = "EXECUTION_DEADLINE_EXCEEDED"
-EXTENSION_FAILED = "EXTENSION_FAILED"
 EXTENSION_REJECTED = "EXTENSION_REJECTED"
 EXTENSION_PROTOCOL_ERROR = "EXTENSION_PROTOCOL_ERROR"
 EXTENSION_RESPONSE_TOO_LARGE = "EXTENSION_RESPONSE_TOO_LARGE"
@@ -127,25 +120,20 @@ def unsupported_model(task: execution_pb2.ExecutionTask, supported: tuple[str, .
 
 
 __all__ = [
-    "EXECUTION_DEADLINE_EXCEEDED",
     "EXECUTION_MODEL_UNSUPPORTED",
-    "EXTENSION_FAILED",
     "EXTENSION_MISCONFIGURED",
     "EXTENSION_PROTOCOL_ERROR",
     "EXTENSION_REJECTED",
     "EXTENSION_RESPONSE_TOO_LARGE",
     "EXTENSION_SERVICE_FAILED",
     "EXTENSION_SERVICE_UNSUPPORTED",
-    "EXTENSION_TIMEOUT",
     "EXTENSION_UNREACHABLE",
     "REQUEST_NOT_SIGNED",
     "REQUEST_SIGNING_FAILED",
     "REQUEST_SIGNING_REFUSED",
     "AttemptFailure",
-    "DeadlineExceeded",
     "Outcome",
     "OutcomeValue",
-    "ResourceExhausted",
     "failure_response",
     "unsupported_model",
 ]

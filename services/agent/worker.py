@@ -45,11 +45,12 @@ import grpc
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.contract.errors import error_info, error_status
+from exthub.contract.execution import EXTENSION_FAILED, TIMEOUT_BOUND, state_after_outcome
 from exthub.contract.queue import PRIORITY_PROPERTY, parse_message
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.agent.adapters.registry import AdapterRegistry
 from services.agent.execution_client import CallRefused
-from services.agent.outcomes import EXECUTION_DEADLINE_EXCEEDED, unsupported_model
+from services.agent.outcomes import unsupported_model
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
 from services.platform.workqueue.port import LeasedMessage, LeaseLost, WorkQueue
@@ -164,42 +165,38 @@ def report_for_outcome(
 ) -> pb.ReportExecutionStatusRequest | None:
     """The report of an attempt's outcome (``None`` for ACCEPTED: the extension reports itself).
 
-    A permanent failure whose reason is ``EXECUTION_DEADLINE_EXCEEDED`` is TIMED_OUT; a transient failure is
-    reported as QUEUED (the execution service decides about the retry).
+    The state is the contract's :func:`~exthub.contract.execution.state_after_outcome`: a failure the execution's
+    deadline ended is TIMED_OUT, another transient failure is reported as QUEUED (the execution service decides
+    about the retry).
     """
-    request = _report(task)
-    outcome = response.outcome
-    if outcome == Outcome.ACCEPTED:
+    info = error_info(response.error) if response.HasField("error") else None
+    state = state_after_outcome(
+        Outcome.Name(response.outcome),
+        reason=info.reason if info is not None else "",
+        timeout_bound=info.metadata.get(TIMEOUT_BOUND, "") if info is not None else "",
+        retryable=True,
+    )
+    if state is None:
         return None
-    if outcome == Outcome.SUCCEEDED:
-        request.state = State.SUCCEEDED
+    request = _report(task, state=State.Value(state))
+    if state == "SUCCEEDED":
         request.status_message = "succeeded"
         request.percent_complete = 100
         request.result.CopyFrom(response.result)
         request.provided_outputs.extend(response.provided_outputs)
-        return request
-    if outcome == Outcome.VALIDATION_SUCCEEDED:
-        request.state = State.VALIDATION_SUCCEEDED
+    elif state == "VALIDATION_SUCCEEDED":
         request.status_message = "the request is valid"
-        return request
-    if outcome == Outcome.VALIDATION_FAILED:
-        request.state = State.VALIDATION_FAILED
+    elif state == "VALIDATION_FAILED":
         request.status_message = "the request is invalid"
         request.validation_errors.extend(response.validation_errors)
-        return request
-    error = (
-        response.error
-        if response.HasField("error")
-        else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", "EXTENSION_FAILED")
-    )
-    request.error.CopyFrom(error)
-    request.status_message = error.message
-    if outcome == Outcome.RETRYABLE_FAILURE:
-        request.state = State.QUEUED
-    elif (info := error_info(error)) is not None and info.reason == EXECUTION_DEADLINE_EXCEEDED:
-        request.state = State.TIMED_OUT
     else:
-        request.state = State.FAILED
+        error = (
+            response.error
+            if response.HasField("error")
+            else error_status(grpc.StatusCode.UNKNOWN, "the attempt failed", EXTENSION_FAILED)
+        )
+        request.error.CopyFrom(error)
+        request.status_message = error.message
     return request
 
 

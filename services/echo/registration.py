@@ -14,6 +14,7 @@ import grpc
 from google.protobuf import duration_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, resources_pb2
+from exthub.contract.execution import HTTP_JSON_ASYNC, HTTP_JSON_SYNC
 from exthub.type.v1 import types_pb2
 
 if TYPE_CHECKING:
@@ -37,7 +38,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
             resources_pb2.ExecutionProfile(
                 name="default",
                 description="Synchronous: the outcome comes with the create call.",
-                execution_model="http-json/sync/v1",
+                execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
                 object_provider="local/v1",
                 supported_priorities=_ALL_PRIORITIES,
@@ -46,7 +47,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
             resources_pb2.ExecutionProfile(
                 name="async",
                 description="Queued and run by an agent.",
-                execution_model="http-json/async/v1",
+                execution_model=HTTP_JSON_ASYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
                 object_provider="local/v1",
                 supported_priorities=_ALL_PRIORITIES,
@@ -55,7 +56,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
             resources_pb2.ExecutionProfile(
                 name="direct",
                 description="A signed token to call echo directly.",
-                execution_model="http-json/sync/v1",
+                execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.DIRECT,
                 supported_priorities=_ALL_PRIORITIES,
                 extension_settings=settings,

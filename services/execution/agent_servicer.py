@@ -14,6 +14,7 @@ from services.execution.adapters.signed_request import sign_ahead
 from services.execution.handlers import report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.views import render
+from services.platform.prototime import datetime_timestamp
 
 pb = agent_task_service_pb2
 Context = grpc.aio.ServicerContext[object, object]
@@ -48,7 +49,7 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
             attempt=beat.attempt,
         )
         if beat.deadline is not None:
-            response.deadline.CopyFrom(mapping.datetime_timestamp(beat.deadline))
+            response.deadline.CopyFrom(datetime_timestamp(beat.deadline))
         return response
 
     async def SignExtensionRequest(

@@ -4,17 +4,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from google.rpc import error_details_pb2, status_pb2
+from services.platform.errors import FailedPrecondition, PreconditionViolation
 
-from services.platform.errors import FailedPrecondition
+__all__ = ["INPUT_NOT_UPLOADED", "InputsMissing"]
 
-__all__ = ["InputsMissing"]
+#: The ``PreconditionFailure`` violation type of an input that was not uploaded.
+INPUT_NOT_UPLOADED = "INPUT_NOT_UPLOADED"
 
 
 class InputsMissing(FailedPrecondition):
     """FAILED_PRECONDITION ``INPUTS_MISSING``: ``ErrorInfo`` metadata ``missingInputs`` (comma-separated) and a
-    ``PreconditionFailure`` with one violation per input not uploaded (AIP-193: type ``INPUT_NOT_UPLOADED``,
-    subject the input's name)."""
+    ``PreconditionFailure`` with one violation per input not uploaded (type ``INPUT_NOT_UPLOADED``, subject the
+    input's name)."""
 
     default_reason = "INPUTS_MISSING"
 
@@ -22,19 +23,8 @@ class InputsMissing(FailedPrecondition):
         super().__init__(
             f"inputs not uploaded: {', '.join(names)}",
             metadata={"resource": execution, "missingInputs": ",".join(names)},
+            precondition_violations=[
+                PreconditionViolation(INPUT_NOT_UPLOADED, name, f"the input {name!r} has not been uploaded")
+                for name in names
+            ],
         )
-        self.missing = list(names)
-
-    def to_status(self) -> status_pb2.Status:
-        """The usual status plus the ``PreconditionFailure`` detail."""
-        status = super().to_status()
-        failure = error_details_pb2.PreconditionFailure(
-            violations=[
-                error_details_pb2.PreconditionFailure.Violation(
-                    type="INPUT_NOT_UPLOADED", subject=name, description=f"the input {name!r} has not been uploaded"
-                )
-                for name in self.missing
-            ]
-        )
-        status.details.add().Pack(failure)
-        return status

@@ -1,8 +1,8 @@
 """The execution service's HTTP port: the ``local/v1`` object server, plus the two public REST routes an
 extension needs when no gateway is in front (local runs and tests):
 
-- ``POST /v1/executions/{id}:reportStatus`` — the ``statusUrl`` callback (JSON as the gateway transcodes it;
-  only the status-update key authenticates here, no bearer token is read);
+- ``POST /v1/executions/{id}:reportStatus`` — the ``statusUrl`` callback (JSON as the gateway transcodes it, errors
+  too: a ``google.rpc.Status``; only the status-update key authenticates here, no bearer token is read);
 - ``GET /v1/signingKeys`` — the public JWKS.
 """
 
@@ -41,10 +41,9 @@ _HTTP_STATUS = {
 
 
 def _error(error: HubError) -> web.Response:
-    code = error.code.name
-    status = _HTTP_STATUS.get(code, 500)
-    body = {"error": {"code": status, "status": code, "reason": error.reason, "message": error.message}}
-    return web.json_response(body, status=status)
+    """The error as the gateway answers the same route: the ``google.rpc.Status`` (with its ``ErrorInfo``) as JSON."""
+    body = json_format.MessageToDict(error.to_status())
+    return web.json_response(body, status=_HTTP_STATUS.get(error.code.name, 500))
 
 
 @web.middleware

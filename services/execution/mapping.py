@@ -7,16 +7,17 @@ to ``exthub.*`` messages and ``google.rpc.Status``.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, json_format, struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2
 from exthub.catalog.v1 import resources_pb2
 from exthub.contract.errors import error_info, error_status
+from exthub.contract.execution import EXTENSION_FAILED
 from exthub.contract.queue import parse_message
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
@@ -32,7 +33,7 @@ from services.execution.domain.model import (
 )
 from services.execution.domain.modes import ProfileMode
 from services.execution.domain.names import parse_execution_name, parse_version_name
-from services.execution.domain.outcomes import EXTENSION_FAILED, AttemptResult
+from services.execution.domain.outcomes import AttemptResult
 from services.execution.domain.retry import RetrySettings
 from services.execution.handlers.create import ExecutionDraft
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask, CatalogVersion, ObjectBinding
@@ -40,7 +41,7 @@ from services.execution.handlers.report import StatusReport
 from services.execution.handlers.views import ExecutionView
 from services.objects.port import Accessor
 from services.platform.errors import InvalidArgument
-from services.platform.timefmt import from_storage
+from services.platform.prototime import datetime_timestamp, storage_timestamp
 from services.platform.workqueue.port import DeadLetter
 
 __all__ = [
@@ -48,7 +49,6 @@ __all__ = [
     "attempt_outcome_from_proto",
     "attempt_task_to_proto",
     "catalog_version_from_proto",
-    "datetime_timestamp",
     "dead_letter_to_proto",
     "dict_to_struct",
     "draft_from_proto",
@@ -76,22 +76,6 @@ def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     if value:
         struct.update(dict(value))
     return struct
-
-
-def _timestamp(value: str | None) -> timestamp_pb2.Timestamp | None:
-    """A storage timestamp as a proto Timestamp (None stays None)."""
-    if not value:
-        return None
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(from_storage(value))
-    return stamp
-
-
-def datetime_timestamp(value: datetime) -> timestamp_pb2.Timestamp:
-    """An aware datetime as a proto Timestamp."""
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value.astimezone(UTC))
-    return stamp
 
 
 def _duration(message: Any, field: str) -> timedelta | None:
@@ -299,7 +283,7 @@ def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
         ("end_time", execution.end_time),
         ("expire_time", execution.expire_time),
     ):
-        stamp = _timestamp(value)
+        stamp = storage_timestamp(value)
         if stamp is not None:
             getattr(message, field).CopyFrom(stamp)
     return message
@@ -316,7 +300,7 @@ def event_to_proto(execution_id: str, event: ExecutionEvent) -> execution_pb2.Ex
         percent_complete=event.percent_complete or 0,
         attempt=event.attempt,
     )
-    stamp = _timestamp(event.time)
+    stamp = storage_timestamp(event.time)
     assert stamp is not None
     message.time.CopyFrom(stamp)
     return message

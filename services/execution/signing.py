@@ -151,8 +151,8 @@ class SigningKeyRing:
         ttl_seconds: int = REQUEST_SIGNATURE_TTL_SECONDS,
     ) -> str:
         """The ``Exthub-Signature`` of one extension request: a JWS with detached payload over exactly
-        ``body`` (as :meth:`sign_body`) whose protected header also binds who may accept it and when (RFC 7519
-        §5.3 claims in the header): ``aud`` (the extension, ``extensions/{id}``), ``iss`` (the hub id),
+        ``body`` (as :meth:`sign_body`) whose protected header also binds who may accept it and when (JWT claims
+        carried as header parameters): ``aud`` (the extension, ``extensions/{id}``), ``iss`` (the hub id),
         ``iat`` = ``now``, ``exp`` = ``now + ttl_seconds``, a random ``jti`` (for replay detection), and
         ``execution`` (``executions/{id}``) and ``attempt``. An extension refuses a signature for another
         audience, after its expiry, or seen before."""

@@ -24,8 +24,6 @@ ObjectKind = Literal["input", "output"]
 AccessMode = Literal["READ_ONLY", "WRITE_ONLY"]
 HttpMethod = Literal["GET", "PUT"]
 
-OBJECT_KINDS: tuple[ObjectKind, ...] = ("input", "output")
-
 # Execution ids are server-generated UUIDs (lower case); shorter slugs are allowed for tests and tools.
 _EXECUTION_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
 _OBJECT_NAME = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")

@@ -1,7 +1,8 @@
 """Domain errors and their one mapping to ``google.rpc.Status``.
 
 Every layer raises a :class:`HubError` subclass; only the gRPC edge turns it into a status with an
-``ErrorInfo`` (domain ``exthub.io``) and, for bad requests, a ``BadRequest`` with field violations.
+``ErrorInfo`` (domain ``exthub.io``), a ``BadRequest`` when fields are invalid and a ``PreconditionFailure``
+when named preconditions are not met. The details are packed by :func:`exthub.contract.errors.error_status`.
 """
 
 from __future__ import annotations
@@ -11,10 +12,9 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import any_pb2
-from google.rpc import code_pb2, error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
-from exthub.contract.errors import ERROR_DOMAIN as ERROR_DOMAIN
+from exthub.contract.errors import error_status
 
 _REASON = re.compile(r"[A-Z][A-Z0-9_]*[A-Z0-9]")
 _METADATA_KEY = re.compile(r"[a-z][A-Za-z0-9]*")
@@ -25,6 +25,15 @@ class FieldViolation:
     """One invalid request field: its path (AIP-193 style, e.g. ``extension.display_name``) and why."""
 
     field: str
+    description: str
+
+
+@dataclass(frozen=True)
+class PreconditionViolation:
+    """One unmet precondition (AIP-193 ``PreconditionFailure``): its type (UPPER_SNAKE), subject and why."""
+
+    type: str
+    subject: str
     description: str
 
 
@@ -41,6 +50,7 @@ class HubError(Exception):
         reason: str | None = None,
         metadata: Mapping[str, str] | None = None,
         field_violations: Iterable[FieldViolation] = (),
+        precondition_violations: Iterable[PreconditionViolation] = (),
     ) -> None:
         super().__init__(message)
         self.message = message
@@ -53,20 +63,22 @@ class HubError(Exception):
             if not _METADATA_KEY.fullmatch(key):
                 raise ValueError(f"error metadata key {key!r} is not lowerCamelCase")
         self.field_violations: list[FieldViolation] = list(field_violations)
+        self.precondition_violations: list[PreconditionViolation] = list(precondition_violations)
+        for violation in self.precondition_violations:
+            if not _REASON.fullmatch(violation.type):
+                raise ValueError(f"precondition type {violation.type!r} is not UPPER_SNAKE_CASE")
 
     def to_status(self) -> status_pb2.Status:
-        """The ``google.rpc.Status`` with ``ErrorInfo`` (and ``BadRequest`` when fields are invalid)."""
-        info = error_details_pb2.ErrorInfo(reason=self.reason, domain=ERROR_DOMAIN, metadata=self.metadata)
-        details = [_pack(info)]
-        if self.field_violations:
-            bad_request = error_details_pb2.BadRequest(
-                field_violations=[
-                    error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                    for v in self.field_violations
-                ]
-            )
-            details.append(_pack(bad_request))
-        return status_pb2.Status(code=_CODE_NUMBERS[self.code], message=self.message, details=details)
+        """The ``google.rpc.Status`` with ``ErrorInfo``, ``BadRequest`` (invalid fields) and
+        ``PreconditionFailure`` (unmet preconditions)."""
+        return error_status(
+            self.code,
+            self.message,
+            self.reason,
+            self.metadata,
+            field_violations=[(v.field, v.description) for v in self.field_violations],
+            precondition_violations=[(v.type, v.subject, v.description) for v in self.precondition_violations],
+        )
 
 
 class InvalidArgument(HubError):
@@ -159,30 +171,3 @@ class Internal(HubError):
 def internal_status() -> status_pb2.Status:
     """The status sent for an unexpected exception: generic message, no stack trace, no secret."""
     return Internal("internal error").to_status()
-
-
-def _pack(message: error_details_pb2.ErrorInfo | error_details_pb2.BadRequest) -> any_pb2.Any:
-    packed = any_pb2.Any()
-    packed.Pack(message)
-    return packed
-
-
-_CODE_NUMBERS: dict[grpc.StatusCode, int] = {
-    grpc.StatusCode.OK: code_pb2.OK,
-    grpc.StatusCode.CANCELLED: code_pb2.CANCELLED,
-    grpc.StatusCode.UNKNOWN: code_pb2.UNKNOWN,
-    grpc.StatusCode.INVALID_ARGUMENT: code_pb2.INVALID_ARGUMENT,
-    grpc.StatusCode.DEADLINE_EXCEEDED: code_pb2.DEADLINE_EXCEEDED,
-    grpc.StatusCode.NOT_FOUND: code_pb2.NOT_FOUND,
-    grpc.StatusCode.ALREADY_EXISTS: code_pb2.ALREADY_EXISTS,
-    grpc.StatusCode.PERMISSION_DENIED: code_pb2.PERMISSION_DENIED,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: code_pb2.RESOURCE_EXHAUSTED,
-    grpc.StatusCode.FAILED_PRECONDITION: code_pb2.FAILED_PRECONDITION,
-    grpc.StatusCode.ABORTED: code_pb2.ABORTED,
-    grpc.StatusCode.OUT_OF_RANGE: code_pb2.OUT_OF_RANGE,
-    grpc.StatusCode.UNIMPLEMENTED: code_pb2.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL: code_pb2.INTERNAL,
-    grpc.StatusCode.UNAVAILABLE: code_pb2.UNAVAILABLE,
-    grpc.StatusCode.DATA_LOSS: code_pb2.DATA_LOSS,
-    grpc.StatusCode.UNAUTHENTICATED: code_pb2.UNAUTHENTICATED,
-}

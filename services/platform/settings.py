@@ -20,8 +20,9 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 from exthub.contract.keyfiles import read_or_create_once
 from services.platform.egress import EgressPolicy, parse_allow_entry
+from services.platform.events.port import check_webhook_url
 
-__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EgressSettings", "Settings"]
+__all__ = ["DEFAULT_ALGORITHMS", "AuthSettings", "AzureSettings", "EgressSettings", "EventsSettings", "Settings"]
 
 DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512")
 _ACCEPTABLE_ALGORITHMS = frozenset((*DEFAULT_ALGORITHMS, "EdDSA"))
@@ -251,6 +252,39 @@ class EgressSettings(BaseModel):
         return value
 
 
+class EventsSettings(BaseModel):
+    """Event publishing (``EXTHUB_EVENTS__…``): where execution events go as CloudEvents."""
+
+    # A refused webhook URL may hold a secret: validation errors do not repeat the input.
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
+
+    publisher: Literal["webhook", "servicebus"] | None = Field(
+        default=None, description="The event publisher; None: servicebus on the azure backend, webhook otherwise."
+    )
+    webhooks: StrList = Field(
+        default_factory=list,
+        description="Webhook sink URLs (JSON array or comma-separated; http(s), no credentials): every event is "
+        "POSTed to each (CloudEvents HTTP binding, structured mode).",
+    )
+    topic: str = Field(
+        default="execution-events", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,259}$", description="Service Bus topic."
+    )
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="Timeout of one webhook request.")
+    webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per event and sink.")
+    source: str | None = Field(default=None, description="CloudEvents `source`; None: the gateway's public URL.")
+
+    _split = field_validator("webhooks", mode="before")(_split_list)
+
+    @field_validator("webhooks")
+    @classmethod
+    def _webhook_urls(cls, value: list[str]) -> list[str]:
+        for url in value:
+            check_webhook_url(url)
+        if len(set(value)) != len(value):
+            raise ValueError("a webhook URL is configured twice")
+        return value
+
+
 Port = Annotated[int, Field(ge=0, le=65_535)]
 
 
@@ -272,7 +306,6 @@ class Settings(BaseSettings):
     catalog_port: Port = 50051
     execution_port: Port = 50052
     agent_port: Port = 50053
-    gateway_port: Port = 8080
     public_url: str | None = Field(
         default=None, description="The gateway's public base URL; every URL handed out is built from it."
     )
@@ -286,7 +319,7 @@ class Settings(BaseSettings):
     azure: AzureSettings = Field(default_factory=AzureSettings)
     egress: EgressSettings = Field(default_factory=EgressSettings)
 
-    # -- execution service (issue 3) ------------------------------------------------------------------
+    # -- execution service -----------------------------------------------------------------------------
     objects_port: Port = Field(
         default=50054, description="The execution service's local/v1 object HTTP server (0: the OS chooses)."
     )
@@ -298,7 +331,7 @@ class Settings(BaseSettings):
     )
     # -- end execution service ------------------------------------------------------------------------
 
-    # -- agent (issue 4) ------------------------------------------------------------------------------
+    # -- agent ------------------------------------------------------------------------------------
     agent_id: str | None = Field(
         default=None,
         pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$",
@@ -333,7 +366,7 @@ class Settings(BaseSettings):
 
     # -- end agent ------------------------------------------------------------------------------------
 
-    # -- asynchronous execution (issue 4): work queue, agent worker, dispatcher and sweeper -----------
+    # -- asynchronous execution: work queue, agent worker, dispatcher and sweeper -----------------
     queue_file: Path = Field(
         default=Path("queue.sqlite3"),
         description="The local work queue's SQLite file (relative: inside data_dir), shared by the execution "
@@ -421,6 +454,24 @@ class Settings(BaseSettings):
         default=256, ge=0, le=100_000, description="Search results cached per query and filter (0: none)."
     )
     # -- end catalog search ---------------------------------------------------------------------------
+
+    # -- event publishing (issue 11) ------------------------------------------------------------------
+    events: EventsSettings = Field(default_factory=EventsSettings)
+
+    @property
+    def events_publisher(self) -> Literal["webhook", "servicebus"]:
+        """The event publisher in use: ``events.publisher``, else servicebus on azure and webhook locally."""
+        return self.events.publisher or ("servicebus" if self.backend == "azure" else "webhook")
+
+    @model_validator(mode="after")
+    def _events_backend(self) -> Settings:
+        # An explicit choice is checked here; the azure default is checked with the rest of the azure backend
+        # by the services that publish (the catalog, for one, has no namespace and publishes nothing).
+        if self.events.publisher == "servicebus" and not self.azure.servicebus_namespace:
+            raise ValueError("the servicebus event publisher needs EXTHUB_AZURE__SERVICEBUS_NAMESPACE")
+        return self
+
+    # -- end event publishing -------------------------------------------------------------------------
 
     @field_validator("log_level", mode="before")
     @classmethod

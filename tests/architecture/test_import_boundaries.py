@@ -6,6 +6,7 @@
 * Importing the client or the CLI, and running an everyday command, loads no ``services`` module.
 * The agent imports nothing of the execution service (it calls it over gRPC).
 * Use-case handlers (``services/*/handlers``) speak domain types: no gRPC and no generated protos.
+* No test skips or swallows a failed import: a missing ``gen/`` fails the suite.
 """
 
 from __future__ import annotations
@@ -152,3 +153,34 @@ for argv in (["token", "--roles", "Executions.Run"], ["run", "--help"], ["demo",
         app(argv)
 """
     assert loaded_server_modules(body, tmp_path) == ""
+
+
+def import_failure_handlers(path: Path) -> list[int]:
+    """Lines where a module skips or swallows a failed import (``pytest.importorskip``, ``except ImportError``)."""
+    tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
+    lines: list[int] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and node.attr == "importorskip":
+            lines.append(node.lineno)
+        elif isinstance(node, ast.ExceptHandler) and node.type is not None:
+            caught = node.type.elts if isinstance(node.type, ast.Tuple) else [node.type]
+            if any(isinstance(c, ast.Name) and c.id in ("ImportError", "ModuleNotFoundError") for c in caught):
+                lines.append(node.lineno)
+    return lines
+
+
+def test_no_test_skips_when_generated_code_or_a_module_is_missing(tmp_path: Path) -> None:
+    """A missing ``gen/`` (or any module) fails the suite instead of skipping tests quietly."""
+    found = [
+        f"{path.relative_to(ROOT)}:{line}"
+        for path in python_files(ROOT / "tests")
+        for line in import_failure_handlers(path)
+        if path != Path(__file__)
+    ]
+    assert not found, found
+    sample = tmp_path / "test_sample.py"
+    sample.write_text(
+        "import pytest\nstubs = pytest.importorskip('exthub.catalog.v1')\n"
+        "try:\n    import grpc\nexcept (ImportError, OSError):\n    grpc = None\n"
+    )
+    assert sorted(import_failure_handlers(sample)) == [2, 5]

@@ -16,6 +16,7 @@ import yaml
 from google.protobuf import descriptor_pb2
 from openapi_spec_validator import validate
 
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from tools.generate import ROOT, buf_binary, check_breaking
 from tools.protodesc import Options, http_verb_and_path, leading_comments
 
@@ -69,7 +70,7 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
             "DeleteExtensionVersion",
         ]
     },
-    "CatalogService.CreateExtension": ("ROLES", ["Extensions.Publish"]),
+    "CatalogService.CreateExtension": ("ROLES", [EXTENSIONS_PUBLISH]),
     **{
         f"ExecutionService.{m}": ("AUTHENTICATED", [])
         for m in [
@@ -82,16 +83,16 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
             "WatchExecution",
         ]
     },
-    "ExecutionService.CreateExecution": ("ROLES", ["Executions.Run"]),
+    "ExecutionService.CreateExecution": ("ROLES", [EXECUTIONS_RUN]),
     "ExecutionService.ReportExecutionStatus": ("PUBLIC", []),
     "ExecutionService.GetSigningKeys": ("PUBLIC", []),
-    "ExecutionService.ListDeadLetters": ("ROLES", ["Hub.Admin"]),
-    "AgentTaskService.ClaimExecution": ("ROLES", ["Agent"]),
-    "AgentTaskService.HeartbeatExecution": ("ROLES", ["Agent"]),
-    "AgentTaskService.SignExtensionRequest": ("ROLES", ["Agent"]),
-    "AgentTaskService.ReleaseExecution": ("ROLES", ["Agent"]),
-    "AgentService.Execute": ("ROLES", ["Agent"]),
-    "AgentService.GetAgentInfo": ("ROLES", ["Agent"]),
+    "ExecutionService.ListDeadLetters": ("ROLES", [HUB_ADMIN]),
+    "AgentTaskService.ClaimExecution": ("ROLES", [AGENT]),
+    "AgentTaskService.HeartbeatExecution": ("ROLES", [AGENT]),
+    "AgentTaskService.SignExtensionRequest": ("ROLES", [AGENT]),
+    "AgentTaskService.ReleaseExecution": ("ROLES", [AGENT]),
+    "AgentService.Execute": ("ROLES", [AGENT]),
+    "AgentService.GetAgentInfo": ("ROLES", [AGENT]),
 }
 BEHAVIORS = {"REQUIRED", "OPTIONAL", "OUTPUT_ONLY", "IDENTIFIER"}
 

@@ -17,8 +17,6 @@ from tests.deploy.conftest import CHART, Rendered, run
 
 #: Settings that mean nothing on the Azure profile, each with its reason.
 LOCAL_ONLY = {
-    # the gateway is Envoy, configured by deploy.render (gateway.port), not a Python process
-    "EXTHUB_GATEWAY_PORT",
     # the local development issuer's JWKS file; on Azure the services read Entra ID's JWKS (EXTHUB_AUTH__JWKS_URI)
     "EXTHUB_AUTH__JWKS_FILE",
     # the SQLite work queue's file and polling: on Azure the queue is Service Bus
@@ -112,6 +110,8 @@ def _sample(schema: dict[str, Any]) -> Any:
     options = [s for s in schema.get("anyOf", [schema]) if s.get("type") != "null"]
     first = options[0]
     kind = first.get("type")
+    if "examples" in first:  # a key whose strings have a format names a valid one
+        return first["examples"][0]
     if "enum" in first:
         return first["enum"][-1]
     if kind == "boolean":

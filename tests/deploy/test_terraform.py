@@ -182,7 +182,7 @@ def test_the_azure_layout_matches_the_adapters() -> None:
     assert servicebus["priorities"] == {"high": "HIGH", "normal": "NORMAL", "low": "LOW"}
     assert servicebus["topics"] == {"requests": "execution-requests", "events": "execution-events"}
     topic = resources("azurerm_servicebus_topic")[0][2]
-    assert topic["requires_duplicate_detection"] == '${each.key == "requests"}'
+    assert topic["requires_duplicate_detection"] is True
     assert topic["duplicate_detection_history_time_window"] == "PT10M"
     subscriptions = {n: b for _, n, b in resources("azurerm_servicebus_subscription")}
     assert subscriptions["requests"]["for_each"] == "${local.priorities}"

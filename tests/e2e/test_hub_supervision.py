@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children
 
 RECOVERY_TIMEOUT = 60.0
@@ -32,7 +33,7 @@ PARTS = {
 
 def _token(data_dir: Path) -> str:
     result = subprocess.run(
-        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", "Executions.Run"],
+        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", EXECUTIONS_RUN],
         capture_output=True,
         text=True,
         timeout=30,

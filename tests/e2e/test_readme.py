@@ -70,7 +70,9 @@ def test_first_rest_call(workdir: tuple[Path, RunningHub]) -> None:
     (block,) = readme_blocks("A first REST call", "sh")
     output = run(workdir, block)
     assert '"name":"extensions/echo"' in output
+    # the create answer is the finished execution: echo's optional input does not make it wait
     assert '"state":"SUCCEEDED"' in output and '"echo":{"message":"hello"}' in output
+    assert '"extensionVersion":"extensions/echo/versions/1.0.0"' in output and "PENDING_INPUTS" not in output
 
 
 def test_first_grpc_call_with_grpcurl_and_python(workdir: tuple[Path, RunningHub]) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from azure.identity.aio import WorkloadIdentityCredential
 
+from exthub.contract.roles import AGENT
 from tools.emulators.azurite import AzuriteProcess
 from tools.emulators.certs import DevCertificates
 from tools.emulators.token_authority import (
@@ -46,8 +47,8 @@ def authority_config() -> AuthorityConfig:
     return AuthorityConfig(
         tenant_id=TENANT_ID,
         clients=(
-            ClientConfig(HUB_CLIENT_ID, HUB_OBJECT_ID, roles=("Agent",), federated_subjects=(HUB_SUBJECT,)),
-            ClientConfig(AGENT_CLIENT_ID, AGENT_OBJECT_ID, roles=("Agent",), federated_subjects=(AGENT_SUBJECT,)),
+            ClientConfig(HUB_CLIENT_ID, HUB_OBJECT_ID, roles=(AGENT,), federated_subjects=(HUB_SUBJECT,)),
+            ClientConfig(AGENT_CLIENT_ID, AGENT_OBJECT_ID, roles=(AGENT,), federated_subjects=(AGENT_SUBJECT,)),
             ClientConfig(SECRET_CLIENT_ID, SECRET_OBJECT_ID, secret_sha256=secret_hash(CLIENT_SECRET)),
         ),
         resources=(ResourceConfig(API),),

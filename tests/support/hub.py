@@ -1,7 +1,7 @@
 """A real hub on loopback for tests: catalog + execution + agent (services.agent) + the echo extension.
 
 Real SQLite files under ``data_dir``; the agent signs extension request bodies through the execution service's
-``SignExtensionRequest`` (:class:`GrpcBodySigner`, with an Agent token), so the whole path is the production one.
+``SignExtensionRequest`` with its own production signer and Agent token, so the whole path is the production one.
 Used by the execution, gateway and CLI component tests: ``async with running_hub(data_dir, issuer) as hub``.
 
 Asynchronous executions: the execution service always dispatches QUEUED attempts to the work queue in
@@ -33,8 +33,8 @@ from google.protobuf import struct_pb2
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import (
-    agent_task_service_pb2,
     agent_task_service_pb2_grpc,
     execution_pb2,
     execution_service_pb2,
@@ -58,33 +58,7 @@ if TYPE_CHECKING:
 
 Metadata = tuple[tuple[str, str], ...]
 TokenFactory = Callable[..., Metadata]
-RUN = ("Executions.Run",)
-
-
-class GrpcBodySigner:
-    """The agent's body signer: ``AgentTaskService.SignExtensionRequest`` with an Agent token."""
-
-    def __init__(self, issuer: DevIssuer) -> None:
-        self.address: str | None = None
-        self._issuer = issuer
-        self._channel: grpc.aio.Channel | None = None
-
-    async def sign(self, execution: str, attempt: int, body: bytes) -> str:
-        assert self.address is not None
-        if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self.address)
-        stub = agent_task_service_pb2_grpc.AgentTaskServiceStub(self._channel)
-        token = self._issuer.issue(tenant="exthub", user="agent", roles=["Agent"])
-        response = await stub.SignExtensionRequest(
-            agent_task_service_pb2.SignExtensionRequestRequest(name=execution, attempt=attempt, body=body),
-            metadata=(("authorization", f"Bearer {token}"),),
-            timeout=10,
-        )
-        return str(response.signature)
-
-    async def close(self) -> None:
-        if self._channel is not None:
-            await self._channel.close()
+RUN = (EXECUTIONS_RUN,)
 
 
 @dataclass
@@ -257,15 +231,12 @@ async def running_hub(
     overrides.setdefault("egress", {"allow": [f"127.0.0.1:{port}"]})
     settings = base_settings(data_dir, **overrides)
     catalog = await start_catalog(settings, port=0)
-    signer = GrpcBodySigner(issuer)
     agent_port = LateAgentClient(data_dir)
     execution_settings = base_settings(data_dir, catalog_address=catalog.address, **overrides)
     execution = await start_execution(execution_settings, port=0, agent=agent_port)
-    signer.address = execution.address
     agent = await start_agent(
         base_settings(data_dir, execution_address=execution.address, **overrides),
         port=0,
-        signer=signer,
         worker=agent_worker,
     )
     agent_port.connect(agent.address)
@@ -276,7 +247,7 @@ async def running_hub(
             grpc.aio.insecure_channel(execution.address) as channel,
         ):
             catalog_stub = catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel)
-            publisher = token(roles=("Extensions.Publish",))
+            publisher = token(roles=(EXTENSIONS_PUBLISH,))
             await register_echo(catalog_stub, echo_url=echo_url, metadata=publisher)
             await register_echo(
                 catalog_stub, echo_url=echo_url, metadata=publisher, extension_id="echo-plain", with_objects=False
@@ -289,7 +260,6 @@ async def running_hub(
         await agent.stop(0)
         await execution.stop(0)
         await agent_port.close()
-        await signer.close()
         await catalog.stop(0)
 
 
@@ -356,8 +326,8 @@ async def start_agent_process(
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
-    The environment is exactly what an operator sets (see ``.coordination/async.md``): data dir, local
-    backend, an OS-chosen port, the execution service's address, the agent id and the worker knobs.
+    The environment is exactly what an operator sets ("More agents on one machine" in ``docs/architecture.md``):
+    data dir, local backend, an OS-chosen port, the execution service's address, the agent id and the worker knobs.
     """
     child_env = {key: value for key, value in os.environ.items() if not key.startswith("EXTHUB_")}
     child_env.update(

@@ -79,12 +79,6 @@ class ChildProcess:
                 raise EmulatorStartError(f"{self.name} was not ready within {timeout:.0f} s:\n{self.log_tail()}")
             time.sleep(_POLL_SECONDS)
 
-    def log_size(self) -> int:
-        try:
-            return self.log_path.stat().st_size
-        except FileNotFoundError:
-            return 0
-
 
 def spawn(name: str, argv: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None) -> ChildProcess:
     """Start ``argv`` in its own session from the repository root, appending its output to ``log_path``."""

@@ -282,10 +282,6 @@ class AuthorityState:
         return f"{self.url}/{self.tenant_id}/v2.0"
 
     @property
-    def v1_issuer(self) -> str:
-        return V1_ISSUER.format(tenant=self.tenant_id)
-
-    @property
     def jwks_uri(self) -> str:
         return f"{self.url}/{self.tenant_id}/discovery/v2.0/keys"
 

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import aiohttp
 
-from services.agent.adapters.http_json import HTTP_JSON_MODELS, HttpJsonAdapter
+from exthub.contract.execution import HTTP_JSON_MODELS
+from services.agent.adapters.http_json import HttpJsonAdapter
 from services.agent.adapters.registry import AdapterRegistry, ExecutionAdapter
 from services.agent.adapters.signing import BodySigner, KeyRingBodySigner, PreparedRequest, SigningRefused
 from services.agent.extension_services import ExtensionServiceRegistry
 from services.platform.egress import EgressPolicy
 
 __all__ = [
-    "HTTP_JSON_MODELS",
     "AdapterRegistry",
     "BodySigner",
     "ExecutionAdapter",

@@ -43,20 +43,25 @@ import aiohttp
 from yarl import URL
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
-from exthub.contract.extension_request import HTTP_JSON_MODELS, build_request_document, encode_body
+from exthub.contract.execution import (
+    DEFAULT_EXECUTION_TIMEOUT,
+    EXECUTION_DEADLINE_EXCEEDED,
+    EXTENSION_FAILED,
+    EXTENSION_TIMEOUT,
+    TIMEOUT_BOUND,
+    TimeoutBound,
+)
+from exthub.contract.extension_request import build_request_document, encode_body
 from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
 from services.agent.adapters.signing import BodySigner, PreparedRequest, SigningRefused
 from services.agent.extension_services import ExtensionServiceRegistry
 from services.agent.json_values import json_integers, struct_from_json
 from services.agent.outcomes import (
-    EXECUTION_DEADLINE_EXCEEDED,
-    EXTENSION_FAILED,
     EXTENSION_MISCONFIGURED,
     EXTENSION_PROTOCOL_ERROR,
     EXTENSION_REJECTED,
     EXTENSION_RESPONSE_TOO_LARGE,
-    EXTENSION_TIMEOUT,
     EXTENSION_UNREACHABLE,
     REQUEST_NOT_SIGNED,
     REQUEST_SIGNING_FAILED,
@@ -72,7 +77,6 @@ from services.platform.logging import get_logger
 __all__ = [
     "CALLER_MARGIN_SECONDS",
     "EGRESS_REFUSED",
-    "HTTP_JSON_MODELS",
     "MAX_RESPONSE_BYTES",
     "SIGNATURE_HEADER",
     "HttpJsonAdapter",
@@ -84,7 +88,7 @@ _log = get_logger("exthub.agent.http_json")
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 CALLER_MARGIN_SECONDS = 0.05
-DEFAULT_MAX_CALL_SECONDS = 3600.0
+DEFAULT_MAX_CALL_SECONDS = DEFAULT_EXECUTION_TIMEOUT.total_seconds()
 MAX_VALIDATION_ERRORS = 100
 MAX_TEXT_CHARS = 1024
 MAX_MESSAGE_CHARS = 200
@@ -92,9 +96,6 @@ READ_CHUNK_BYTES = 64 * 1024
 EGRESS_REFUSED = "EGRESS_REFUSED"
 _EXTENSION_REASON = re.compile(r"^[A-Z][A-Z0-9_]{0,63}$")
 _CONTROL_CHARS = re.compile(r"[\x00-\x1f\x7f]")
-
-Bound = Literal["call_timeout", "deadline", "caller"]
-
 
 HttpOutcome = Literal["success", "accepted", "validation_failed", "permanent", "transient"]
 
@@ -122,7 +123,7 @@ def classify_http_status(code: int, *, has_validation_errors: bool = False) -> H
 @dataclass(frozen=True)
 class _Budget:
     seconds: float
-    bound: Bound
+    bound: TimeoutBound
 
 
 @dataclass(frozen=True)
@@ -179,7 +180,7 @@ class HttpJsonAdapter:
                     prepared = await self._prepare(task)
                     reply = await self._post(destination, prepared)
             except TimeoutError:
-                if prepared is None and budget.bound != "deadline":
+                if prepared is None and budget.bound is not TimeoutBound.DEADLINE:
                     raise AttemptFailure.retryable(
                         "building or signing the request took too long", REQUEST_SIGNING_FAILED
                     ) from None
@@ -214,12 +215,12 @@ class HttpJsonAdapter:
             configured = task.call_timeout.ToTimedelta().total_seconds()
             if configured > 0:
                 call_timeout = min(configured, self._max_call_seconds)
-        candidates = [_Budget(call_timeout, "call_timeout")]
+        candidates = [_Budget(call_timeout, TimeoutBound.CALL_TIMEOUT)]
         if task.HasField("deadline"):
             remaining = (task.deadline.ToDatetime(tzinfo=UTC) - self._clock()).total_seconds()
-            candidates.append(_Budget(remaining, "deadline"))
+            candidates.append(_Budget(remaining, TimeoutBound.DEADLINE))
         if time_limit is not None and math.isfinite(time_limit):
-            candidates.append(_Budget(time_limit - CALLER_MARGIN_SECONDS, "caller"))
+            candidates.append(_Budget(time_limit - CALLER_MARGIN_SECONDS, TimeoutBound.CALLER))
         return min(candidates, key=lambda budget: budget.seconds)
 
     async def _destination(self, task: execution_pb2.ExecutionTask, url: URL) -> Destination:
@@ -387,15 +388,15 @@ def _target_url(task: execution_pb2.ExecutionTask) -> URL:
 
 
 def _timeout_failure(budget: _Budget) -> AttemptFailure:
-    metadata = {"timeoutBound": budget.bound}
-    if budget.bound == "deadline":
+    metadata = {TIMEOUT_BOUND: budget.bound.value}
+    if budget.bound is TimeoutBound.DEADLINE:
         return AttemptFailure.permanent(
             "the execution's deadline passed before the extension answered",
             EXECUTION_DEADLINE_EXCEEDED,
             metadata=metadata,
             error_type=DeadlineExceeded,
         )
-    what = "call timeout" if budget.bound == "call_timeout" else "caller's deadline"
+    what = "call timeout" if budget.bound is TimeoutBound.CALL_TIMEOUT else "caller's deadline"
     return AttemptFailure.retryable(
         f"the extension did not answer within the {what} ({max(budget.seconds, 0):.3g} s)",
         EXTENSION_TIMEOUT,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
 from services.catalog.domain import versions as semver
 from services.catalog.domain.model import (
     ExecutionProfile,
@@ -120,7 +121,9 @@ def version_from_document(document: Document, *, latest_version_id: str | None =
         response_schema_uri=body.get("response_schema_uri", ""),
         long_running=bool(body.get("long_running", False)),
         supports_validation=bool(body.get("supports_validation", False)),
-        execution_timeout_seconds=float(body.get("execution_timeout_seconds", 3600.0)),
+        execution_timeout_seconds=float(
+            body.get("execution_timeout_seconds", DEFAULT_EXECUTION_TIMEOUT.total_seconds())
+        ),
         profiles=tuple(_profile_from_body(p) for p in body.get("profiles", ())),
         inputs=tuple(_object_from_body(o) for o in body.get("inputs", ())),
         outputs=tuple(_object_from_body(o) for o in body.get("outputs", ())),

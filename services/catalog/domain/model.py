@@ -6,6 +6,8 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
+
 
 class ExtensionState(enum.StrEnum):
     """Lifecycle of an extension; DELETED is a soft delete that can be undone."""
@@ -141,7 +143,7 @@ class ExtensionVersion:
     response_schema_uri: str = ""
     long_running: bool = False
     supports_validation: bool = False
-    execution_timeout_seconds: float = 3600.0
+    execution_timeout_seconds: float = DEFAULT_EXECUTION_TIMEOUT.total_seconds()
     profiles: tuple[ExecutionProfile, ...] = ()
     inputs: tuple[ObjectDefinition, ...] = ()
     outputs: tuple[ObjectDefinition, ...] = ()

@@ -8,6 +8,8 @@ from collections.abc import Iterable, Mapping
 from typing import Any, Protocol
 from urllib.parse import urlparse
 
+from exthub.contract.execution import EXECUTION_MODELS
+from exthub.contract.roles import AGENT
 from services.catalog.domain.model import (
     Extension,
     ExtensionState,
@@ -33,7 +35,6 @@ PROFILE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 SERVICE_NAME = re.compile(r"^[a-z][a-z0-9-]{0,62}/v[0-9]{1,3}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
-KNOWN_EXECUTION_MODELS = frozenset({"http-json/sync/v1", "http-json/async/v1"})
 KNOWN_OBJECT_PROVIDERS = frozenset({"local/v1", "az-blob/v1"})
 
 MAX_SHORT_TEXT = 200
@@ -64,10 +65,6 @@ class Caller(Protocol):
     def roles(self) -> frozenset[str]: ...
 
 
-#: The hub's own services (the execution service resolving a version to run it, agents) hold this role.
-SERVICE_ROLE = "Agent"
-
-
 def owner_of(caller: Caller) -> str:
     """The owner string recorded on an extension created by ``caller``."""
     return f"tenants/{caller.tenant}/users/{caller.user}"
@@ -86,11 +83,12 @@ def ensure_can_modify(extension: Extension, caller: Caller) -> None:
 
 def can_see_extension_settings(extension: Extension, caller: Caller | None) -> bool:
     """A profile's ``extension_settings`` (extension URLs, maybe with credentials) are shown only to the
-    extension's owner, a Hub.Admin and the hub's own services (role Agent), which call the extension.
+    extension's owner, a Hub.Admin and the hub's own services (role Agent: the execution service resolving a
+    version to run it, the agents), which call the extension.
     ``client_config`` is public."""
     if caller is None:
         return False
-    return caller.is_admin or extension.owner == owner_of(caller) or SERVICE_ROLE in caller.roles
+    return caller.is_admin or extension.owner == owner_of(caller) or AGENT in caller.roles
 
 
 def without_extension_settings(version: ExtensionVersion) -> ExtensionVersion:
@@ -220,11 +218,11 @@ def _profiles(prefix: str, version: ExtensionVersion) -> list[FieldViolation]:
         if profile.name in seen:
             violations.append(FieldViolation(f"{path}.name", f"duplicate profile name {profile.name!r}"))
         seen.add(profile.name)
-        if profile.mode is ProfileMode.GATEWAY and profile.execution_model not in KNOWN_EXECUTION_MODELS:
+        if profile.mode is ProfileMode.GATEWAY and profile.execution_model not in EXECUTION_MODELS:
             violations.append(
                 FieldViolation(
                     f"{path}.execution_model",
-                    f"unknown execution model; known: {', '.join(sorted(KNOWN_EXECUTION_MODELS))}",
+                    f"unknown execution model; known: {', '.join(sorted(EXECUTION_MODELS))}",
                 )
             )
         if profile.object_provider not in KNOWN_OBJECT_PROVIDERS:

@@ -5,41 +5,31 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer, DevTokens
+from exthub.contract.dev_tokens import DevIssuer, DevTokens, TokenSource, service_tokens
 from services.execution import mapping
 from services.execution.adapters.signed_request import sign_ahead
 from services.execution.domain.outcomes import AGENT_UNAVAILABLE
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
 from services.execution.signing import SigningKeyRing
-from services.platform.auth.principal import AGENT
 from services.platform.errors import DeadlineExceeded, Unavailable
 
 if TYPE_CHECKING:
     from exthub.agent.v1.agent_service_pb2_grpc import AgentServiceAsyncStub
 
-__all__ = ["GrpcAgentClient", "TokenSource", "dev_service_tokens"]
+__all__ = ["GrpcAgentClient", "dev_service_tokens"]
 
-SERVICE_TENANT = "exthub"
 SERVICE_USER = "execution-service"
-
-
-class TokenSource(Protocol):
-    """Bearer tokens for the execution service's own calls."""
-
-    def token(self) -> str:
-        """A valid token with role Agent."""
-        ...
 
 
 def dev_service_tokens(data_dir: Path) -> DevTokens:
     """Local backend: the execution service's own Agent-role tokens, minted with the data directory's
     development issuer (file I/O: call it through ``asyncio.to_thread``)."""
-    return DevTokens(DevIssuer.load_or_create(data_dir), tenant=SERVICE_TENANT, user=SERVICE_USER, roles=[AGENT])
+    return service_tokens(DevIssuer.load_or_create(data_dir), user=SERVICE_USER)
 
 
 class GrpcAgentClient:

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 import grpc
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
+from exthub.contract.dev_tokens import TokenSource
 from services.execution import mapping
-from services.execution.adapters.agent import TokenSource
 from services.execution.adapters.grpc_errors import hub_error_from_rpc
 from services.execution.handlers.ports import CatalogVersion
 

@@ -17,15 +17,17 @@ from services.platform.errors import (
     Unavailable,
 )
 
-_BY_CODE: dict[grpc.StatusCode, type[HubError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND: NotFound,
-    grpc.StatusCode.ALREADY_EXISTS: AlreadyExists,
-    grpc.StatusCode.PERMISSION_DENIED: PermissionDenied,
-    grpc.StatusCode.UNAUTHENTICATED: Unauthenticated,
-    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
-    grpc.StatusCode.ABORTED: Aborted,
-}
+#: The client errors passed through with their code and reason (each HubError class knows its code).
+_PASSED_THROUGH: tuple[type[HubError], ...] = (
+    InvalidArgument,
+    NotFound,
+    AlreadyExists,
+    PermissionDenied,
+    Unauthenticated,
+    FailedPrecondition,
+    Aborted,
+)
+_BY_CODE: dict[grpc.StatusCode, type[HubError]] = {kind.code: kind for kind in _PASSED_THROUGH}
 
 
 def hub_error_from_rpc(error: grpc.aio.AioRpcError, *, backend: str) -> HubError:

@@ -1,21 +1,18 @@
-"""Execution models and modes: which profile runs how (the one place that reads an execution model's name).
+"""Execution modes: which profile runs how.
 
-An execution model is a named, versioned string that selects an adapter in the agent (``http-json/sync/v1``,
-``http-json/async/v1``, later ``grpc/sync/v1`` …). Its last two segments say how the hub runs it: ``…/sync/v1``
-during the create call, ``…/async/v1`` through the work queue. A profile in mode DIRECT runs nothing: the
-hub issues a signed token instead.
+An execution model names the agent adapter that runs a profile; how the hub runs it (during the create call, or
+through the work queue) is the contract's :func:`exthub.contract.execution.run_style`. A profile in mode DIRECT
+runs nothing: the hub issues a signed token instead.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from exthub.contract.execution import run_style
 from services.platform.errors import FailedPrecondition
 
 __all__ = ["Mode", "ProfileMode", "mode_of"]
-
-_SYNC_SUFFIX = "/sync/v1"
-_ASYNC_SUFFIX = "/async/v1"
 
 
 class Mode(StrEnum):
@@ -37,10 +34,9 @@ def mode_of(execution_model: str, profile_mode: ProfileMode) -> Mode:
     """The mode of a profile; FAILED_PRECONDITION ``EXECUTION_MODEL_NOT_SUPPORTED`` for an unknown model."""
     if profile_mode is ProfileMode.DIRECT:
         return Mode.DIRECT
-    if execution_model.endswith(_SYNC_SUFFIX):
-        return Mode.SYNC
-    if execution_model.endswith(_ASYNC_SUFFIX):
-        return Mode.ASYNC
+    style = run_style(execution_model)
+    if style is not None:
+        return Mode(style.value)
     raise FailedPrecondition(
         f"the execution model {execution_model!r} is not supported",
         reason="EXECUTION_MODEL_NOT_SUPPORTED",

@@ -1,48 +1,25 @@
-"""What an attempt's outcome, as the agent reports it, does to the execution (one place for the rule).
+"""What an attempt's outcome, as the agent says it, does to the execution.
 
-The agent ends an attempt with one of :class:`AttemptResult`; failures carry an error whose reason says more:
-
-* ``EXECUTION_DEADLINE_EXCEEDED`` — the execution's deadline passed before the extension answered: the
-  execution is TIMED_OUT (never retried);
-* ``EXTENSION_TIMEOUT`` with metadata ``timeoutBound`` ``deadline`` or ``caller`` — the call was stopped at the
-  deadline this hub gave it (the execution's, capped by the caller's): TIMED_OUT as well; bound by the
-  profile's ``call_timeout`` it is an ordinary transient failure;
-* any other RETRYABLE_FAILURE is transient: an asynchronous execution gets another attempt if its retry
-  policy allows (QUEUED; the retry decision is :func:`~services.execution.domain.scheduling.decide_transient_failure`),
-  a synchronous one ends FAILED (the caller may ``:retry``);
-* FAILED is FAILED.
-
-ACCEPTED (the extension answered 202) leaves the execution RUNNING: the extension reports later.
+The rule is the contract's :func:`exthub.contract.execution.state_after_outcome` (the agent applies the same rule
+when it reports an asynchronous attempt): SUCCEEDED and VALIDATION_* are what they say; a failure the execution's
+deadline ended is TIMED_OUT (never retried); a RETRYABLE_FAILURE of an asynchronous execution is QUEUED, the
+retry decision still the hub's (:func:`~services.execution.domain.scheduling.decide_transient_failure`); any other
+failure is FAILED. ACCEPTED (the extension answered 202) leaves the execution RUNNING: the extension reports later.
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
 
+from exthub.contract.execution import state_after_outcome
 from services.execution.domain.states import ExecutionState
 
-__all__ = [
-    "AGENT_UNAVAILABLE",
-    "ATTEMPT_FAILED",
-    "EXECUTION_DEADLINE_EXCEEDED",
-    "EXTENSION_FAILED",
-    "EXTENSION_TIMEOUT",
-    "AttemptResult",
-    "state_after_attempt",
-]
+__all__ = ["AGENT_UNAVAILABLE", "ATTEMPT_FAILED", "AttemptResult", "state_after_attempt"]
 
-#: The agent's reason for "the execution's deadline passed before the extension answered".
-EXECUTION_DEADLINE_EXCEEDED = "EXECUTION_DEADLINE_EXCEEDED"
-#: The agent's reason for a call it stopped at a time bound (``timeoutBound`` says which).
-EXTENSION_TIMEOUT = "EXTENSION_TIMEOUT"
-#: The reason of a failure that named none.
-EXTENSION_FAILED = "EXTENSION_FAILED"
 #: The reason of a transient failure reported without an error.
 ATTEMPT_FAILED = "ATTEMPT_FAILED"
 #: The agent could not be reached (or failed) on the synchronous path.
 AGENT_UNAVAILABLE = "AGENT_UNAVAILABLE"
-
-_TIMEOUT_BOUNDS_OF_THE_EXECUTION = frozenset({"deadline", "caller"})
 
 
 class AttemptResult(StrEnum):
@@ -62,17 +39,7 @@ def state_after_attempt(
     """The state an attempt's outcome leads to (``None``: stays RUNNING), see the module docstring.
 
     ``reason``/``timeout_bound`` come from the failure's error; ``retryable`` says whether the execution may
-    get another attempt (asynchronous executions): then a transient failure is QUEUED, the hub's retry
-    decision still to come.
+    get another attempt (asynchronous executions).
     """
-    if result is AttemptResult.ACCEPTED:
-        return None
-    if result in (AttemptResult.SUCCEEDED, AttemptResult.VALIDATION_SUCCEEDED, AttemptResult.VALIDATION_FAILED):
-        return ExecutionState(result.value)
-    if reason == EXECUTION_DEADLINE_EXCEEDED or (
-        reason == EXTENSION_TIMEOUT and timeout_bound in _TIMEOUT_BOUNDS_OF_THE_EXECUTION
-    ):
-        return ExecutionState.TIMED_OUT
-    if result is AttemptResult.RETRYABLE_FAILURE and retryable:
-        return ExecutionState.QUEUED
-    return ExecutionState.FAILED
+    state = state_after_outcome(result.value, reason=reason, timeout_bound=timeout_bound, retryable=retryable)
+    return None if state is None else ExecutionState(state)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
 from services.execution.domain.codes import Code
 from services.execution.domain.retry import RetryPolicy, RetrySettings
 from services.execution.domain.state_machine import ExecutionRecord, next_deadline
@@ -34,10 +35,6 @@ EXECUTION_TIMEOUT = "EXECUTION_TIMEOUT"
 INPUT_TIMEOUT = "INPUT_TIMEOUT"
 RETRIES_EXHAUSTED = "RETRIES_EXHAUSTED"
 CANCEL_NOT_ACKNOWLEDGED = "CANCEL_NOT_ACKNOWLEDGED"
-
-#: The hub's one default time bound: the execution timeout of a version that names none, the life of the
-#: accessors handed to clients, and the bound of an agent call whose execution deadline is not known.
-DEFAULT_TIME_BOUND = timedelta(hours=1)
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,9 +102,9 @@ def execution_deadline(record: ExecutionRecord, execution_timeout: timedelta | N
 
 def attempt_deadline(record: ExecutionRecord, execution_timeout: timedelta | None, *, now: datetime) -> datetime:
     """The latest an attempt that runs at ``now`` may end: the execution deadline, else ``now`` plus the
-    default time bound."""
+    contract's default execution timeout."""
     deadline = execution_deadline(record, execution_timeout)
-    return now + DEFAULT_TIME_BOUND if deadline is None else from_storage(deadline)
+    return now + DEFAULT_EXECUTION_TIMEOUT if deadline is None else from_storage(deadline)
 
 
 def decide_transient_failure(
@@ -184,7 +181,6 @@ def sweep_decision(
 
 __all__ = [
     "CANCEL_NOT_ACKNOWLEDGED",
-    "DEFAULT_TIME_BOUND",
     "EXECUTION_TIMEOUT",
     "INPUT_TIMEOUT",
     "QUEUE_TIMEOUT",

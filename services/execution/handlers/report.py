@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from exthub.contract.execution import EXTENSION_FAILED
 from services.execution.domain import (
     STALE_ATTEMPT,
     ExecutionState,
@@ -32,7 +33,7 @@ from services.execution.domain.model import (
     OutputState,
     ValidationError,
 )
-from services.execution.domain.outcomes import ATTEMPT_FAILED, EXTENSION_FAILED
+from services.execution.domain.outcomes import ATTEMPT_FAILED
 from services.execution.domain.status_key import verify_status_key
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptTask

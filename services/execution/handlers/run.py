@@ -15,10 +15,11 @@ import dataclasses
 from datetime import timedelta
 from typing import Any
 
+from exthub.contract.execution import EXTENSION_FAILED, TIMEOUT_BOUND
 from services.execution.domain import ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.model import Execution, ExecutionError, Outcome, OutputState
-from services.execution.domain.outcomes import AGENT_UNAVAILABLE, EXTENSION_FAILED, state_after_attempt
+from services.execution.domain.outcomes import AGENT_UNAVAILABLE, state_after_attempt
 from services.execution.domain.scheduling import EXECUTION_TIMEOUT, attempt_deadline
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptOutcome
@@ -107,7 +108,7 @@ async def _record_outcome(
     state = state_after_attempt(
         outcome.result,
         reason=error.reason,
-        timeout_bound=error.metadata.get("timeoutBound", ""),
+        timeout_bound=error.metadata.get(TIMEOUT_BOUND, ""),
         retryable=False,
     )
     if state is None:

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
 from services.execution.domain import ExecutionState
 from services.execution.domain.model import Execution
-from services.execution.domain.scheduling import DEFAULT_TIME_BOUND
 from services.execution.handlers.context import ExecutionContext
 from services.objects.port import Accessor, ObjectRef
 
@@ -33,15 +33,15 @@ class ExecutionView:
 
 
 async def render(ctx: ExecutionContext, execution: Execution) -> ExecutionView:
-    """The view with fresh accessors (each valid for the hub's default time bound)."""
+    """The view with fresh accessors (each valid for the contract's default execution timeout)."""
     uploads: dict[str, Accessor] = {}
     downloads: dict[str, Accessor] = {}
     if execution.state is ExecutionState.PENDING_INPUTS:
         for item in execution.inputs:
             ref = ObjectRef(execution.id, "input", item.name)
-            uploads[item.name] = await ctx.objects.upload_accessor(ref, DEFAULT_TIME_BOUND)
+            uploads[item.name] = await ctx.objects.upload_accessor(ref, DEFAULT_EXECUTION_TIMEOUT)
     for output in execution.outputs:
         if output.provided:
             ref = ObjectRef(execution.id, "output", output.name)
-            downloads[output.name] = await ctx.objects.download_accessor(ref, DEFAULT_TIME_BOUND)
+            downloads[output.name] = await ctx.objects.download_accessor(ref, DEFAULT_EXECUTION_TIMEOUT)
     return ExecutionView(execution, uploads, downloads)

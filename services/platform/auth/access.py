@@ -10,15 +10,11 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
-from services.platform.auth.principal import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN, Principal
+from services.platform.auth.principal import Principal
 from services.platform.errors import PermissionDenied, Unauthenticated
 from services.platform.logging import get_logger
 
 __all__ = [
-    "AGENT",
-    "EXECUTIONS_RUN",
-    "EXTENSIONS_PUBLISH",
-    "HUB_ADMIN",
     "PUBLIC_METHODS",
     "AccessRule",
     "Audience",
@@ -35,7 +31,6 @@ __all__ = [
 
 _log = get_logger("exthub.access_rules")
 
-ACCESS_OPTION = "exthub.type.v1.access"
 ACCESS_MODULE = "exthub.type.v1.access_pb2"
 
 

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
+from exthub.contract.roles import HUB_ADMIN
 
-__all__ = ["AGENT", "EXECUTIONS_RUN", "EXTENSIONS_PUBLISH", "HUB_ADMIN", "Principal"]
+__all__ = ["Principal"]
 
 
 @dataclass(frozen=True)

@@ -25,12 +25,9 @@ from azure.identity.aio import DefaultAzureCredential, WorkloadIdentityCredentia
 
 from services.platform.settings import AzureSettings
 
-__all__ = ["WORKLOAD_IDENTITY_VARIABLES", "AzureIdentity", "CredentialSource", "open_identity"]
+__all__ = ["AzureIdentity", "CredentialSource", "open_identity"]
 
 _log = logging.getLogger(__name__)
-
-WORKLOAD_IDENTITY_VARIABLES = ("AZURE_FEDERATED_TOKEN_FILE", "AZURE_TENANT_ID")
-"""Present (with a client id) on a pod with workload identity."""
 
 CredentialSource = Literal["workload-identity", "default"]
 

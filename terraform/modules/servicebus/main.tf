@@ -1,6 +1,6 @@
-# Service Bus: topic execution-requests (duplicate detection) with one subscription per priority
-# (a correlation filter on the application property "priority", max delivery count, dead-lettering) and
-# topic execution-events (CloudEvents) with subscription "all". Local (SAS) auth is disabled; role
+# Service Bus: topic execution-requests with one subscription per priority (a correlation filter on the
+# application property "priority", max delivery count, dead-lettering) and topic execution-events
+# (CloudEvents, message id = event id) with subscription "all"; both drop a repeated message id. Local (SAS) auth is disabled; role
 # assignments are scoped to one topic or one subscription each.
 
 terraform {
@@ -57,7 +57,7 @@ resource "azurerm_servicebus_topic" "this" {
 
   name                                    = each.value
   namespace_id                            = azurerm_servicebus_namespace.this.id
-  requires_duplicate_detection            = each.key == "requests"
+  requires_duplicate_detection            = true
   duplicate_detection_history_time_window = "PT10M"
   default_message_ttl                     = var.message_ttl
   max_size_in_megabytes                   = 5120

@@ -25,6 +25,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.agent.v1 import agent_service_pb2_grpc as agent_grpc
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import AGENT
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
@@ -282,7 +283,7 @@ def issuer(data_dir: Path) -> DevIssuer:
 
 @pytest.fixture
 def token(issuer: DevIssuer) -> Callable[..., Metadata]:
-    def make(*, roles: tuple[str, ...] = ("Agent",), tenant: str = "tenant-1", user: str = "user-1") -> Metadata:
+    def make(*, roles: tuple[str, ...] = (AGENT,), tenant: str = "tenant-1", user: str = "user-1") -> Metadata:
         return (("authorization", f"Bearer {issuer.issue(tenant=tenant, user=user, roles=list(roles))}"),)
 
     return make

@@ -12,9 +12,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
+from exthub.contract.errors import error_info
 from services.agent.adapters import HttpJsonAdapter
 from services.agent.app import AgentApp
 from services.agent.extension_services import default_extension_services
@@ -68,8 +68,8 @@ async def trap() -> AsyncIterator[Trap]:
 
 
 def reason_of(response: agent_pb.ExecuteResponse) -> str:
-    info = error_details_pb2.ErrorInfo()
-    assert response.error.details[0].Unpack(info)
+    info = error_info(response.error)
+    assert info is not None, response.error
     return str(info.reason)
 
 

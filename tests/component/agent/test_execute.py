@@ -16,8 +16,9 @@ from google.protobuf import json_format
 from google.rpc import error_details_pb2
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
-from exthub.contract.errors import ERROR_DOMAIN
+from exthub.contract.errors import ERROR_DOMAIN, call_status, field_violations
 from exthub.contract.errors import error_info as status_error_info
+from exthub.contract.roles import EXECUTIONS_RUN, HUB_ADMIN
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.app import AgentApp
 from services.execution.signing import SigningKeyRing
@@ -303,7 +304,9 @@ async def test_invalid_task_is_invalid_argument(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await execute(stub, agent_token, execute_request(task))
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "task.deadline" in (caught.value.details() or "")
+    status = call_status(caught.value)
+    assert status is not None
+    assert [field for field, _ in field_violations(status)] == ["task.attempt", "task.deadline"]
 
 
 async def test_execute_needs_the_agent_role(
@@ -314,9 +317,9 @@ async def test_execute_needs_the_agent_role(
         await stub.Execute(request, timeout=CALL_TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stub.Execute(request, metadata=token(roles=("Executions.Run",)), timeout=CALL_TIMEOUT)
+        await stub.Execute(request, metadata=token(roles=(EXECUTIONS_RUN,)), timeout=CALL_TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    admin = await stub.Execute(request, metadata=token(roles=("Hub.Admin",)), timeout=CALL_TIMEOUT)
+    admin = await stub.Execute(request, metadata=token(roles=(HUB_ADMIN,)), timeout=CALL_TIMEOUT)
     assert admin.outcome == Outcome.SUCCEEDED
 
 

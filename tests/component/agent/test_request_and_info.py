@@ -18,6 +18,7 @@ from exthub.agent.v1 import agent_service_pb2 as agent_pb
 from exthub.agent.v1 import agent_service_pb2_grpc as agent_grpc
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import error_info
+from exthub.contract.roles import AGENT
 from exthub.contract.signatures import verify_body_signature
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import KeyRingBodySigner
@@ -212,7 +213,7 @@ async def test_entry_point_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
         line = (await asyncio.wait_for(process.stdout.readline(), 30)).decode().strip()
         assert line.startswith("agent serving on 127.0.0.1:")
         address = line.removeprefix("agent serving on ")
-        jwt = DevIssuer.load_or_create(tmp_path / "data").issue(tenant="t", user="u", roles=["Agent"])
+        jwt = DevIssuer.load_or_create(tmp_path / "data").issue(tenant="t", user="u", roles=[AGENT])
         async with grpc.aio.insecure_channel(address) as channel:
             info = await agent_grpc.AgentServiceStub(channel).GetAgentInfo(
                 agent_pb.GetAgentInfoRequest(), metadata=(("authorization", f"Bearer {jwt}"),), timeout=CALL_TIMEOUT

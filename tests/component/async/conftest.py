@@ -20,6 +20,7 @@ from google.protobuf import duration_pb2, struct_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.invariants import check_invariants
@@ -74,7 +75,7 @@ def async_version(echo_url: str, *, execution_timeout: float) -> resources_pb2.E
 async def _register(hub: Hub) -> None:
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        publisher = hub.token(roles=("Extensions.Publish",))
+        publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
         await stub.CreateExtension(
             catalog_service_pb2.CreateExtensionRequest(
                 extension_id=EXTENSION, extension=resources_pb2.Extension(display_name="Echo async", publisher="T")

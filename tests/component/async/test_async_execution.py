@@ -12,6 +12,7 @@ from google.rpc import error_details_pb2
 
 from exthub.contract.errors import call_error_info
 from exthub.contract.errors import error_info as status_error_info
+from exthub.contract.roles import AGENT, HUB_ADMIN
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 from tests.support.hub import AgentCluster as Cluster
@@ -45,7 +46,7 @@ async def occupy_agents(cluster: Cluster, seconds: float = BLOCK_SECONDS) -> lis
 
 async def dead_letters(cluster: Cluster) -> list[execution_service_pb2.DeadLetter]:
     response = await cluster.hub.stub.ListDeadLetters(
-        pb.ListDeadLettersRequest(page_size=1000), metadata=cluster.hub.token(roles=("Hub.Admin",)), timeout=10
+        pb.ListDeadLettersRequest(page_size=1000), metadata=cluster.hub.token(roles=(HUB_ADMIN,)), timeout=10
     )
     return list(response.dead_letters)
 
@@ -133,7 +134,7 @@ async def test_a_killed_agent_s_attempt_is_finished_by_the_other_agent(hub_clust
     # the killed agent's late report of attempt 1, with the key its claim returned, is refused
     (first,) = [call for call in hub_cluster.hub.calls_of(created.name) if call.attempt == 1]
     assert first.status_update_key
-    agent = hub_cluster.hub.token(roles=("Agent",), tenant="exthub", user=holder)
+    agent = hub_cluster.hub.token(roles=(AGENT,), tenant="exthub", user=holder)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await hub_cluster.hub.stub.ReportExecutionStatus(
             pb.ReportExecutionStatusRequest(
@@ -158,7 +159,7 @@ async def test_a_stopped_agent_hands_its_attempt_back_and_the_other_agent_finish
     assert done.state == E.SUCCEEDED and done.attempt == 2 and not done.HasField("error")
     events = await hub_cluster.events(created.name)
     assert [(e.state, e.attempt) for e in events][2] == (E.QUEUED, 2)
-    assert "AGENT_STOPPED" in events[2].status_message or "stopped" in events[2].status_message
+    assert events[2].status_message == "attempt 1 failed (AGENT_STOPPED); retrying"
 
 
 async def test_queue_timeout_ends_timed_out(hub_cluster: Cluster) -> None:

@@ -14,13 +14,14 @@ from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.errors import ERROR_DOMAIN, call_status, field_violations
 from exthub.contract.errors import error_info as contract_error_info
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from exthub.type.v1 import types_pb2
 from tests.component.catalog.conftest import TokenFactory
 
 if TYPE_CHECKING:
     Stub = catalog_service_pb2_grpc.CatalogServiceAsyncStub
-PUBLISH = ("Extensions.Publish",)
-ADMIN = ("Hub.Admin",)
+PUBLISH = (EXTENSIONS_PUBLISH,)
+ADMIN = (HUB_ADMIN,)
 TIMEOUT = 10
 
 
@@ -211,7 +212,7 @@ async def test_authentication_and_roles(stub: Stub, token: TokenFactory) -> None
     code, reason, _ = await expect_error(stub.CreateExtension(request, metadata=forged, timeout=TIMEOUT))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "TOKEN_INVALID")
     code, reason, _ = await expect_error(
-        stub.CreateExtension(request, metadata=token(roles=("Executions.Run",)), timeout=TIMEOUT)
+        stub.CreateExtension(request, metadata=token(roles=(EXECUTIONS_RUN,)), timeout=TIMEOUT)
     )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ROLE_REQUIRED")
     admin_created = await stub.CreateExtension(request, metadata=token(roles=ADMIN), timeout=TIMEOUT)

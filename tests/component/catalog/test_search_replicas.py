@@ -14,13 +14,14 @@ import pytest
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from services.catalog.app import CatalogApp, start_catalog
 from services.platform.settings import Settings
 from tests.component.catalog.conftest import TokenFactory
 
 if TYPE_CHECKING:
     Stub = catalog_service_pb2_grpc.CatalogServiceAsyncStub
-PUBLISH = ("Extensions.Publish",)
+PUBLISH = (EXTENSIONS_PUBLISH,)
 TIMEOUT = 10
 FRESH_WITHIN_SECONDS = 2.0
 

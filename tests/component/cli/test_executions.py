@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.roles import EXECUTIONS_RUN
 from tests.component.cli.conftest import Cli
 
 
@@ -61,7 +62,7 @@ def test_another_tenant_sees_not_found(cli: Cli) -> None:
     mine = cli.json("run", "echo-plain")
     from exthub.contract.dev_tokens import DevIssuer
 
-    other = DevIssuer.load_or_create(cli.hub.data_dir).issue(tenant="other", user="u", roles=["Executions.Run"])
+    other = DevIssuer.load_or_create(cli.hub.data_dir).issue(tenant="other", user="u", roles=[EXECUTIONS_RUN])
     result = cli("executions", "get", mine["name"], "--token", other)
     assert result.exit_code == 1 and "NOT_FOUND" in result.stderr and "EXECUTION_NOT_FOUND" in result.stderr
     theirs = cli("executions", "list", "--token", other, "--json")
@@ -80,7 +81,7 @@ def test_dead_letters_lists_an_exhausted_async_execution_for_admins_only(cli: Cl
     assert table.exit_code == 0 and failed["name"].removeprefix("executions/")[:8] in table.stdout
 
     runner_only = DevIssuer.load_or_create(cli.hub.data_dir).issue(
-        tenant="local", user="developer", roles=["Executions.Run"]
+        tenant="local", user="developer", roles=[EXECUTIONS_RUN]
     )
     refused = cli("executions", "dead-letters", "--token", runner_only)
     assert refused.exit_code == 1 and "PERMISSION_DENIED" in refused.stderr and "Traceback" not in refused.stderr

@@ -40,10 +40,16 @@ def test_run_uploads_inputs_and_downloads_outputs(cli: Cli, tmp_path: Path) -> N
     assert [(i["name"], i.get("provided", False)) for i in got["inputs"]] == [("document", True)]
 
 
-def test_run_without_inputs_continues_a_version_whose_inputs_are_optional(cli: Cli) -> None:
-    done = cli.json("run", "echo")
+def test_run_echo_without_inputs_runs_at_once(cli: Cli) -> None:
+    """echo's only input is optional: the create call itself runs it (no PENDING_INPUTS, no :continue)."""
+    result = cli("run", "echo", "--json")
+    assert result.exit_code == 0, result.stderr
+    done = json.loads(result.stdout)
+    assert result.stderr.splitlines()[0] == f"Created {done['name']} (SUCCEEDED)"
     assert done["state"] == "SUCCEEDED"
     assert "inputs" not in done["result"]  # nothing was uploaded
+    events = cli.json("executions", "events", done["name"])
+    assert [e.get("state") for e in events["events"]] == ["RUNNING", "SUCCEEDED"]
 
 
 def test_wait_shows_progress_fed_by_watch_execution(cli: Cli) -> None:

@@ -15,11 +15,12 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import status_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
-from exthub.contract.errors import call_status, error_info
+from exthub.contract.errors import call_status, code_number, error_info, precondition_violations
+from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.adapters.documents import COLLECTION
@@ -60,7 +61,7 @@ async def queue(fast_hub: Hub) -> AsyncIterator[SqliteWorkQueue]:
 
 
 def agent(hub: Hub) -> Metadata:
-    return hub.token(roles=("Agent",), tenant="exthub", user="agent-t")
+    return hub.token(roles=(AGENT,), tenant="exthub", user="agent-t")
 
 
 async def wait_state(hub: Hub, name: str, state: E.State.ValueType, within: float = 5.0) -> E:
@@ -130,7 +131,7 @@ async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_fa
     fast_hub: Hub, queue: SqliteWorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async")
-    failure = status_pb2.Status(code=14, message="boom")
+    failure = status_pb2.Status(code=code_number(grpc.StatusCode.UNAVAILABLE), message="boom")
     for attempt in (1, 2, 3):
         claimed = await fast_hub.tasks.ClaimExecution(
             tasks_pb.ClaimExecutionRequest(name=created.name, attempt=attempt, agent_id="a"), metadata=agent(fast_hub)
@@ -200,23 +201,23 @@ async def test_an_execution_waiting_for_inputs_times_out(fast_hub: Hub) -> None:
 
 async def test_dead_letters_are_listed_for_admins(fast_hub: Hub) -> None:
     listed = await fast_hub.stub.ListDeadLetters(
-        pb.ListDeadLettersRequest(), metadata=fast_hub.token(roles=("Hub.Admin",))
+        pb.ListDeadLettersRequest(), metadata=fast_hub.token(roles=(HUB_ADMIN,))
     )
     assert list(listed.dead_letters) == [] and listed.next_page_token == ""
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await fast_hub.stub.ListDeadLetters(
-            pb.ListDeadLettersRequest(page_token="not a token"), metadata=fast_hub.token(roles=("Hub.Admin",))
+            pb.ListDeadLettersRequest(page_token="not a token"), metadata=fast_hub.token(roles=(HUB_ADMIN,))
         )
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-# -- synchronous path (issue 3 leftovers) --------------------------------------------------------------
+# -- synchronous path -------------------------------------------------------------------------------
 
 
 async def _register_short_sync(hub: Hub) -> None:
     version = echo_version(hub.echo_url, with_objects=False)
     version.execution_timeout.CopyFrom(duration_pb2.Duration(seconds=1))
-    publisher = hub.token(roles=("Extensions.Publish",))
+    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         await stub.CreateExtension(
@@ -273,8 +274,7 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     status = call_status(raised.value)
     assert status is not None
-    info, failure = error_info(status), error_details_pb2.PreconditionFailure()
-    assert info is not None and any(d.Unpack(failure) for d in status.details)
-    assert info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
-    assert [(v.type, v.subject) for v in failure.violations] == [("INPUT_NOT_UPLOADED", "document")]
+    info = error_info(status)
+    assert info is not None and info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
+    assert [(t, s) for t, s, _ in precondition_violations(status)] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value

@@ -3,15 +3,17 @@ the real catalog, execution service, agent and echo."""
 
 from __future__ import annotations
 
+import aiohttp
 import grpc
 import pytest
 from google.protobuf import json_format
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.errors import call_error_info
+from exthub.contract.roles import EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
-from tests.component.execution.test_sync import create, struct
+from tests.component.execution.test_sync import create, events_of, struct
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
@@ -24,7 +26,7 @@ async def _register(hub: Hub, extension_id: str, profiles: list[resources_pb2.Ex
     version = echo_version(hub.echo_url, with_objects=False)
     del version.profiles[:]
     version.profiles.extend(profiles)
-    publisher = hub.token(roles=("Extensions.Publish",))
+    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         await stub.CreateExtension(
@@ -87,3 +89,26 @@ async def test_naming_an_undeclared_expected_input_is_invalid(hub: Hub) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await create(hub, extension_version=ECHO, expected_inputs=["nope"])
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize(("profile", "moved_on"), [("default", E.SUCCEEDED), ("async", E.QUEUED)])
+async def test_a_repeated_continue_is_a_no_op_that_answers_with_the_execution(
+    hub: Hub, profile: str, moved_on: E.State.ValueType
+) -> None:
+    """The second ``:continue`` (a client retrying after a lost answer) changes nothing, whatever state the first
+    one led to: the same execution, the same etag, no new event."""
+    pending = await create(hub, extension_version=ECHO, profile=profile, expected_inputs=["document"])
+    assert pending.state == E.PENDING_INPUTS
+    (document,) = pending.inputs
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.put(document.upload.uri, data=b"once") as response,
+    ):
+        assert response.status in (200, 201)
+    request = pb.ContinueExecutionRequest(name=pending.name, provided_inputs=["document"])
+    first = await hub.stub.ContinueExecution(request, metadata=hub.token(), timeout=30)
+    assert first.state == moved_on, first
+    events = await events_of(hub, pending.name)
+    again = await hub.stub.ContinueExecution(request, metadata=hub.token(), timeout=30)
+    assert (again.state, again.etag, again.attempt) == (first.state, first.etag, first.attempt)
+    assert await events_of(hub, pending.name) == events

@@ -15,9 +15,11 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import json_format
 from google.rpc import status_pb2
 
-from exthub.contract.errors import call_error_info, call_status, error_info
+from exthub.contract.errors import call_error_info, call_status, code_number, error_info
+from exthub.contract.roles import AGENT, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from tests.component.execution.test_sync import create
 from tests.support.hub import Hub, Metadata
@@ -30,7 +32,7 @@ UNKNOWN = "executions/0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
 
 
 def agent_token(hub: Hub, *, tenant: str = "exthub") -> Metadata:
-    return hub.token(roles=("Agent",), tenant=tenant, user=f"agent-of-{tenant}")
+    return hub.token(roles=(AGENT,), tenant=tenant, user=f"agent-of-{tenant}")
 
 
 async def claim(hub: Hub, name: str, attempt: int) -> agent_task_service_pb2.ClaimExecutionResponse:
@@ -102,7 +104,7 @@ async def test_only_the_claimed_attempts_key_is_accepted_whatever_token_comes_wi
         await refused_report(hub, report(status_update_key="not-the-key"), agent_token(hub, tenant="tenant-b")),
         # the hub's own Agent token and Hub.Admin: a role is no proof
         await refused_report(hub, report(), agent_token(hub)),
-        await refused_report(hub, report(), hub.token(roles=("Hub.Admin", "Agent"))),
+        await refused_report(hub, report(), hub.token(roles=(HUB_ADMIN, AGENT))),
         # no token at all, a key of another execution's claim, an unknown execution with the right-looking key
         await refused_report(hub, report(status_update_key=key[:-2] + "xx")),
         await refused_report(
@@ -132,7 +134,7 @@ async def test_only_the_claimed_attempts_key_is_accepted_whatever_token_comes_wi
 async def test_a_stale_attempts_key_is_refused(hub: Hub) -> None:
     created = await create(hub, profile="async")
     first = (await claim(hub, created.name, 1)).task.status_update_key
-    failure = status_pb2.Status(code=14, message="try again")
+    failure = status_pb2.Status(code=code_number(grpc.StatusCode.UNAVAILABLE), message="try again")
     retried = await hub.stub.ReportExecutionStatus(
         pb.ReportExecutionStatusRequest(
             name=created.name, attempt=1, state=E.QUEUED, error=failure, status_update_key=first
@@ -191,7 +193,8 @@ async def test_the_http_report_route_applies_the_same_rule(hub: Hub) -> None:
                 answers.append((response.status, await response.json()))
         assert len({repr(answer) for answer in answers}) == 1, answers
         status, body = answers[0]
-        assert status == 403 and body["error"]["reason"] == "STATUS_KEY_INVALID", body
+        info = error_info(json_format.ParseDict(body, status_pb2.Status()))
+        assert status == 403 and info is not None and info.reason == "STATUS_KEY_INVALID", body
         async with http.post(url, json={"attempt": 1, "state": "SUCCEEDED", "statusUpdateKey": key}) as response:
             assert response.status == 200 and (await response.json())["state"] == "SUCCEEDED"
 

@@ -13,6 +13,7 @@ import pytest
 from google.protobuf import json_format
 
 from exthub.contract.errors import call_error_info
+from exthub.contract.roles import AGENT, HUB_ADMIN
 from exthub.contract.signatures import verify_direct_token
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from tests.component.execution.test_sync import VERSION, create, events_of, reason_of, struct
@@ -77,7 +78,7 @@ async def test_wrong_status_key_and_stale_attempt_are_refused(hub: Hub) -> None:
     # attempt fencing: an async execution is claimed once; after a retry report, attempt 1 is stale
     queued = await create(hub, profile="async")
     assert queued.state == E.QUEUED
-    agent = hub.token(roles=("Agent",), tenant="exthub", user="agent")
+    agent = hub.token(roles=(AGENT,), tenant="exthub", user="agent")
     claimed = await hub.tasks.ClaimExecution(
         tasks_pb.ClaimExecutionRequest(name=queued.name, attempt=1, agent_id="a1"), metadata=agent
     )
@@ -176,7 +177,7 @@ async def test_another_tenant_sees_not_found_and_admin_sees_all(hub: Hub) -> Non
     info = call_error_info(raised.value)
     assert info is not None and info.reason == "EXECUTION_NOT_FOUND"
     admin = await hub.stub.GetExecution(
-        pb.GetExecutionRequest(name=execution.name), metadata=hub.token(roles=("Hub.Admin",), tenant="b")
+        pb.GetExecutionRequest(name=execution.name), metadata=hub.token(roles=(HUB_ADMIN,), tenant="b")
     )
     assert admin.name == execution.name
     mine = await hub.stub.ListExecutions(pb.ListExecutionsRequest(filter="state = SUCCEEDED"), metadata=hub.token())

@@ -9,7 +9,7 @@ import pytest
 from google.protobuf import json_format, struct_pb2
 from google.rpc import status_pb2
 
-from exthub.contract.errors import error_info
+from exthub.contract.errors import code_number, error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from tests.support.hub import Hub
 
@@ -69,7 +69,7 @@ async def test_sync_success_returns_the_terminal_state_and_gap_free_events(hub: 
 async def test_sync_failure_ends_failed_with_an_error(hub: Hub) -> None:
     execution = await create(hub, request=struct(failWith=500))
     assert execution.state == E.FAILED
-    assert execution.error.code != 0
+    assert execution.error.code != code_number(grpc.StatusCode.OK)
     assert reason_of(execution.error)
 
 

@@ -23,10 +23,13 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
+from google.protobuf import json_format
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from multidict import CIMultiDict
 from yarl import URL
 
 from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.errors import ERROR_DOMAIN, error_info, field_violations
 from gateway.envoy import RunningEnvoy, start_envoy
 from gateway.render import render_config
 from services.catalog.app import CatalogApp
@@ -155,17 +158,31 @@ class Reply:
     headers: Mapping[str, str]
 
     @property
-    def error_info(self) -> dict[str, Any]:
-        """The ErrorInfo detail of a google.rpc.Status body."""
-        infos = [d for d in self.body.get("details", []) if d.get("@type", "").endswith("google.rpc.ErrorInfo")]
-        assert len(infos) == 1, self.body
-        info: dict[str, Any] = infos[0]
-        assert info["domain"] == "exthub.io"
+    def rpc_status(self) -> status_pb2.Status:
+        """An error body as the ``google.rpc.Status`` it is (REST errors are that message's JSON)."""
+        return json_format.ParseDict(self.body, status_pb2.Status())
+
+    @property
+    def code(self) -> str:
+        """The canonical code of an error body, by name (``NOT_FOUND``)."""
+        name: str = code_pb2.Code.Name(self.rpc_status.code)
+        return name
+
+    @property
+    def error_info(self) -> error_details_pb2.ErrorInfo:
+        """The ErrorInfo detail of an error body (read with the contract's one helper)."""
+        info = error_info(self.rpc_status)
+        assert info is not None and info.domain == ERROR_DOMAIN, self.body
         return info
 
     @property
     def reason(self) -> str:
-        return str(self.error_info["reason"])
+        return str(self.error_info.reason)
+
+    @property
+    def field_violations(self) -> list[str]:
+        """The fields named by the BadRequest detail of an error body."""
+        return [name for name, _ in field_violations(self.rpc_status)]
 
 
 async def call(

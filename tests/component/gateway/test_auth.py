@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, ServiceCalls, b64url, call
@@ -28,7 +29,7 @@ from tests.support.hub import Hub
 
 UPSTREAM_RQ = "cluster.catalog.upstream_rq_total"
 CLUSTERS = ("catalog", "execution", "objects")
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 ECHO = "extensions/echo-plain/versions/1.0.0"
 JWT_DENIED = "http.exthub_gateway.jwt_authn.denied"
 RBAC_DENIED = "http.exthub_gateway.rbac.denied"
@@ -42,7 +43,7 @@ def claims(**overrides: object) -> dict[str, object]:
         "sub": "user-1",
         "tid": "tenant-a",
         "oid": "user-1",
-        "roles": ["Hub.Admin"],
+        "roles": [HUB_ADMIN],
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -104,7 +105,7 @@ async def test_bad_tokens_are_refused_at_the_edge(
     upstream = {cluster: await gateway.stat(f"cluster.{cluster}.upstream_rq_total") for cluster in CLUSTERS}
     for method, path in (("GET", "/v1/extensions"), ("GET", "/v1/executions/x"), ("POST", "/v1/executions")):
         reply = await call(http, gateway, method, path, headers=headers, json_body={} if method == "POST" else None)
-        assert (reply.status, reply.body["code"], reply.reason) == (401, 16, "TOKEN_INVALID"), (path, reply.body)
+        assert (reply.status, reply.code, reply.reason) == (401, "UNAUTHENTICATED", "TOKEN_INVALID"), (path, reply.body)
         assert reply.headers["www-authenticate"].startswith("Bearer"), path
     # native gRPC on the same listener gets the same refusal
     async with grpc.aio.insecure_channel(gateway.address) as channel:
@@ -129,7 +130,7 @@ async def test_missing_token_and_the_token_in_another_place(
 ) -> None:
     before, reached = await gateway.stat(UPSTREAM_RQ), len(service_calls)
     missing = await call(http, gateway, "GET", "/v1/extensions/x")
-    assert (missing.status, missing.body["code"], missing.reason) == (401, 16, "TOKEN_INVALID")
+    assert (missing.status, missing.code, missing.reason) == (401, "UNAUTHENTICATED", "TOKEN_INVALID")
     assert missing.body["message"] == "Jwt is missing"
     basic = await call(http, gateway, "GET", "/v1/extensions/x", headers={"authorization": "Basic dXNlcjpwYXNz"})
     assert basic.status == 401
@@ -148,19 +149,19 @@ async def test_roles_are_checked_by_rbac_from_the_access_table(
 ) -> None:
     body = {"displayName": "X", "publisher": "Acme", "category": "media"}
     before, denied, reached = await gateway.stat(UPSTREAM_RQ), await gateway.stat(RBAC_DENIED), len(service_calls)
-    wrong: tuple[tuple[str, ...], ...] = ((), ("Executions.Run",), ("Agent",), ("extensions.publish",))
+    wrong: tuple[tuple[str, ...], ...] = ((), (EXECUTIONS_RUN,), (AGENT,), ("extensions.publish",))
     for roles in wrong:
         reply = await call(http, gateway, "POST", "/v1/extensions", json_body=body, headers=bearer(roles=roles))
-        assert (reply.status, reply.body["code"], reply.reason) == (403, 7, "ROLE_REQUIRED"), roles
+        assert (reply.status, reply.code, reply.reason) == (403, "PERMISSION_DENIED", "ROLE_REQUIRED"), roles
         assert reply.body["message"] == "RBAC: access denied"
     run = await call(
-        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": ECHO}, headers=bearer(roles=("Agent",))
+        http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": ECHO}, headers=bearer(roles=(AGENT,))
     )
     assert (run.status, run.reason) == (403, "ROLE_REQUIRED")
     assert await gateway.stat(UPSTREAM_RQ) == before
     assert len(service_calls) == reached, "a wrong role never reaches a service"
     assert await gateway.stat(RBAC_DENIED) == denied + 5
-    for n, roles in enumerate((("Extensions.Publish",), ("Hub.Admin",), ("Agent", "Extensions.Publish"))):
+    for n, roles in enumerate(((EXTENSIONS_PUBLISH,), (HUB_ADMIN,), (AGENT, EXTENSIONS_PUBLISH))):
         reply = await call(
             http,
             gateway,
@@ -181,7 +182,7 @@ async def test_roles_are_checked_by_rbac_from_the_access_table(
 async def test_internal_methods_are_not_reachable(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, service_calls: ServiceCalls
 ) -> None:
-    admin = bearer(roles=("Hub.Admin", "Agent"))
+    admin = bearer(roles=(HUB_ADMIN, AGENT))
     reached = len(service_calls)
     async with grpc.aio.insecure_channel(gateway.address) as channel:
         for method, request in (

@@ -15,12 +15,13 @@ import pytest
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, call
-from tests.component.gateway.test_input_limits import metadata_of, rest_violations, violations
+from tests.component.gateway.test_input_limits import metadata_of, violations
 from tests.support.hub import Hub
 
-PUBLISH = ("Extensions.Publish",)
+PUBLISH = (EXTENSIONS_PUBLISH,)
 REFUSED_URLS = [
     "http://127.0.0.1:9901/quitquitquit",
     "http://localhost:8080/execute",
@@ -89,8 +90,8 @@ async def test_registration_refuses_internal_and_odd_urls_over_rest(
         json_body=version_body(url),
         headers=publisher,
     )
-    assert (reply.status, reply.body["code"]) == (400, 3), reply.body
-    assert rest_violations(reply.body) == ["version.profiles[0].extension_settings['execution_url']"], reply.body
+    assert (reply.status, reply.code) == (400, "INVALID_ARGUMENT"), reply.body
+    assert reply.field_violations == ["version.profiles[0].extension_settings['execution_url']"], reply.body
     assert "secret" not in str(reply.body)
 
 
@@ -110,7 +111,7 @@ async def test_every_url_setting_the_hub_calls_is_checked(
         headers=publisher,
     )
     assert reply.status == 400, reply.body
-    assert rest_violations(reply.body) == [f"version.profiles[0].extension_settings['{setting}']"]
+    assert reply.field_violations == [f"version.profiles[0].extension_settings['{setting}']"]
 
 
 async def test_registration_refuses_internal_urls_at_the_catalog_port(hub: Hub, bearer: Bearer) -> None:
@@ -191,7 +192,7 @@ async def test_extension_settings_are_shown_only_to_the_owner_and_admins_over_re
     assert created.status == 200, created.body
     readers = {
         "owner": (owner, True),
-        "admin": (bearer(roles=("Hub.Admin",), tenant="ops"), True),
+        "admin": (bearer(roles=(HUB_ADMIN,), tenant="ops"), True),
         "same tenant, another user": (bearer(tenant="owner-tenant", user="colleague"), False),
         "another tenant": (bearer(tenant="elsewhere"), False),
         "another publisher": (bearer(roles=PUBLISH, tenant="elsewhere"), False),
@@ -218,7 +219,7 @@ async def test_extension_settings_are_hidden_at_the_catalog_port_too(hub: Hub, b
     """Directly over gRPC: the same rule (the hub's own services, role Agent, see them: they call the URL)."""
     async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        for roles, sees in (((), False), (("Agent",), True), (("Hub.Admin",), True)):
+        for roles, sees in (((), False), ((AGENT,), True), ((HUB_ADMIN,), True)):
             headers = metadata_of(bearer(roles=roles, tenant="reader"))
             version = await stub.GetExtensionVersion(
                 pb.GetExtensionVersionRequest(name="extensions/echo/versions/1.0.0"), metadata=headers, timeout=10

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import aiohttp
 
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from services.catalog.app import CatalogApp
 from tests.component.gateway.conftest import Bearer, call
 
-PUBLISH = ("Extensions.Publish",)
-ADMIN = ("Hub.Admin",)
+PUBLISH = (EXTENSIONS_PUBLISH,)
+ADMIN = (HUB_ADMIN,)
 UPSTREAM_RQ = "cluster.catalog.upstream_rq_total"
 
 
@@ -74,7 +75,7 @@ async def test_extension_lifecycle(http: aiohttp.ClientSession, gateway: Running
         json_body={"description": "again", "etag": ext["etag"]},
         headers=publisher,
     )
-    assert stale.status == 409 and stale.body["code"] == 10, stale.body  # ABORTED → 409
+    assert (stale.status, stale.code) == (409, "ABORTED"), stale.body
     assert stale.reason == "ETAG_MISMATCH"
 
     deleted = await call(http, gateway, "DELETE", "/v1/extensions/image-resize", headers=publisher)
@@ -92,7 +93,7 @@ async def test_extension_lifecycle(http: aiohttp.ClientSession, gateway: Running
     )
     assert restored.status == 200 and restored.body["state"] == "ACTIVE"
     again = await call(http, gateway, "POST", "/v1/extensions/image-resize:undelete", json_body={}, headers=publisher)
-    assert (again.status, again.body["code"], again.reason) == (409, 6, "EXTENSION_EXISTS")
+    assert (again.status, again.code, again.reason) == (409, "ALREADY_EXISTS", "EXTENSION_EXISTS")
 
     duplicate = await call(
         http,
@@ -103,13 +104,13 @@ async def test_extension_lifecycle(http: aiohttp.ClientSession, gateway: Running
         json_body=extension_body(),
         headers=publisher,
     )
-    assert (duplicate.status, duplicate.body["code"], duplicate.reason) == (409, 6, "EXTENSION_EXISTS")
+    assert (duplicate.status, duplicate.code, duplicate.reason) == (409, "ALREADY_EXISTS", "EXTENSION_EXISTS")
 
     other_user = bearer(roles=PUBLISH, user="user-2")
     not_owner = await call(
         http, gateway, "DELETE", "/v1/extensions/image-resize", headers=other_user
     )  # passes RBAC (AUTHENTICATED), refused by the service
-    assert (not_owner.status, not_owner.body["code"], not_owner.reason) == (403, 7, "NOT_OWNER")
+    assert (not_owner.status, not_owner.code, not_owner.reason) == (403, "PERMISSION_DENIED", "NOT_OWNER")
     admin = await call(http, gateway, "DELETE", "/v1/extensions/image-resize", headers=bearer(roles=ADMIN))
     assert admin.status == 200
 
@@ -234,7 +235,7 @@ async def test_versions(http: aiohttp.ClientSession, gateway: RunningEnvoy, bear
     removed = await call(http, gateway, "DELETE", "/v1/extensions/versioned/versions/1.9.0", headers=publisher)
     assert removed.status == 200 and removed.body["state"] == "DELETED"
     missing = await call(http, gateway, "GET", "/v1/extensions/versioned/versions/9.9.9", headers=reader)
-    assert (missing.status, missing.body["code"], missing.reason) == (404, 5, "VERSION_NOT_FOUND")
+    assert (missing.status, missing.code, missing.reason) == (404, "NOT_FOUND", "VERSION_NOT_FOUND")
     # case-insensitive enum parsing on input
     lower = await call(
         http,
@@ -262,32 +263,39 @@ async def test_error_bodies(
         json_body=extension_body(publisher=""),
         headers=publisher,
     )
-    assert (invalid.status, invalid.body["code"], invalid.reason) == (400, 3, "INVALID_FIELD")
-    violations = [d for d in invalid.body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
-    assert violations and {v["field"] for v in violations[0]["fieldViolations"]} == {"extension_id"}
+    assert (invalid.status, invalid.code, invalid.reason) == (400, "INVALID_ARGUMENT", "INVALID_FIELD")
+    assert set(invalid.field_violations) == {"extension_id"}
 
     bad_filter = await call(http, gateway, "GET", "/v1/extensions", params={"filter": "(("}, headers=reader)
-    assert (bad_filter.status, bad_filter.body["code"], bad_filter.reason) == (400, 3, "INVALID_FILTER")
+    assert (bad_filter.status, bad_filter.code, bad_filter.reason) == (400, "INVALID_ARGUMENT", "INVALID_FILTER")
     bad_token = await call(http, gateway, "GET", "/v1/extensions", params={"pageToken": "nope"}, headers=reader)
     assert (bad_token.status, bad_token.reason) == (400, "INVALID_PAGE_TOKEN")
     not_found = await call(http, gateway, "GET", "/v1/extensions/nothing-here", headers=reader)
-    assert (not_found.status, not_found.body["code"], not_found.reason) == (404, 5, "EXTENSION_NOT_FOUND")
+    assert (not_found.status, not_found.code, not_found.reason) == (404, "NOT_FOUND", "EXTENSION_NOT_FOUND")
     assert "Traceback" not in not_found.body["message"]
 
     # the gateway's own refusals: the request never reaches the catalog
     before = await gateway.stat(UPSTREAM_RQ)
     unknown_route = await call(http, gateway, "GET", "/v1/nothing", headers=reader)
-    assert (unknown_route.status, unknown_route.body["code"], unknown_route.reason) == (404, 5, "ROUTE_NOT_FOUND")
+    assert (unknown_route.status, unknown_route.code, unknown_route.reason) == (404, "NOT_FOUND", "ROUTE_NOT_FOUND")
     wrong_verb = await call(http, gateway, "PUT", "/v1/extensions/x", json_body={}, headers=reader)
     assert wrong_verb.status == 404
     unknown_query = await call(http, gateway, "GET", "/v1/extensions", params={"bogus": "1"}, headers=reader)
-    assert (unknown_query.status, unknown_query.body["code"], unknown_query.reason) == (400, 3, "INVALID_REQUEST")
+    assert (unknown_query.status, unknown_query.code, unknown_query.reason) == (
+        400,
+        "INVALID_ARGUMENT",
+        "INVALID_REQUEST",
+    )
     assert "bogus" in unknown_query.body["message"]
     unauthenticated = await call(http, gateway, "GET", "/v1/extensions")
-    assert (unauthenticated.status, unauthenticated.body["code"], unauthenticated.reason) == (401, 16, "TOKEN_INVALID")
+    assert (unauthenticated.status, unauthenticated.code, unauthenticated.reason) == (
+        401,
+        "UNAUTHENTICATED",
+        "TOKEN_INVALID",
+    )
     assert unauthenticated.headers.get("www-authenticate", "").startswith("Bearer")
     no_role = await call(http, gateway, "POST", "/v1/extensions", json_body=extension_body(), headers=reader)
-    assert (no_role.status, no_role.body["code"], no_role.reason) == (403, 7, "ROLE_REQUIRED")
+    assert (no_role.status, no_role.code, no_role.reason) == (403, "PERMISSION_DENIED", "ROLE_REQUIRED")
     assert await gateway.stat(UPSTREAM_RQ) == before
 
     # body problems are found while the body streams (the upstream call is started, then reset): still 400
@@ -303,19 +311,19 @@ async def test_error_bodies(
     bad_json = await call(
         http, gateway, "POST", "/v1/extensions", json_body={"displayName": 5, "tags": "x"}, headers=publisher
     )
-    assert (bad_json.status, bad_json.body["code"]) == (400, 3)
+    assert (bad_json.status, bad_json.code) == (400, "INVALID_ARGUMENT")
     assert "display_name" in bad_json.body["message"]
 
     # the backend goes away: 503 UNAVAILABLE as JSON google.rpc.Status
     await catalog.stop(0)
     down = await call(http, gateway, "GET", "/v1/extensions", headers=reader)
-    assert (down.status, down.body["code"], down.reason) == (503, 14, "BACKEND_UNAVAILABLE")
+    assert (down.status, down.code, down.reason) == (503, "UNAVAILABLE", "BACKEND_UNAVAILABLE")
 
 
 async def test_stale_etag_is_aborted_and_409(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer
 ) -> None:
-    """A stale etag is ABORTED ``ETAG_MISMATCH`` (spec Errors table, AIP-154), which REST sees as **409**.
+    """A stale etag is ABORTED ``ETAG_MISMATCH`` (docs/architecture.md, AIP-154), which REST sees as **409**.
 
     Decision: the gateway keeps the canonical ``google.rpc.Code`` → HTTP mapping (``code.proto``: ABORTED → 409
     Conflict; Envoy's ``convert_grpc_status`` does the same), rather than rewriting it to 412. 412 Precondition
@@ -350,7 +358,7 @@ async def test_stale_etag_is_aborted_and_409(
         ("DELETE", f"/v1/extensions/etags?etag={stale_etag}", None),
     ):
         stale = await call(http, gateway, method, path, json_body=body, headers=publisher)
-        assert (stale.status, stale.body["code"], stale.reason) == (409, 10, "ETAG_MISMATCH"), (method, stale.body)
+        assert (stale.status, stale.code, stale.reason) == (409, "ABORTED", "ETAG_MISMATCH"), (method, stale.body)
     version = await call(
         http,
         gateway,
@@ -377,7 +385,7 @@ async def test_stale_etag_is_aborted_and_409(
         params={"etag": version.body["etag"]},
         headers=publisher,
     )
-    assert (stale_version.status, stale_version.body["code"], stale_version.reason) == (409, 10, "ETAG_MISMATCH")
+    assert (stale_version.status, stale_version.code, stale_version.reason) == (409, "ABORTED", "ETAG_MISMATCH")
     # FAILED_PRECONDITION keeps its canonical 400: running a deprecated version
     not_active = await call(
         http,
@@ -385,6 +393,6 @@ async def test_stale_etag_is_aborted_and_409(
         "POST",
         "/v1/executions",
         json_body={"extensionVersion": "extensions/etags/versions/1.0.0"},
-        headers=bearer(roles=("Executions.Run",)),
+        headers=bearer(roles=(EXECUTIONS_RUN,)),
     )
-    assert (not_active.status, not_active.body["code"], not_active.reason) == (400, 9, "VERSION_NOT_ACTIVE")
+    assert (not_active.status, not_active.code, not_active.reason) == (400, "FAILED_PRECONDITION", "VERSION_NOT_ACTIVE")

@@ -12,7 +12,8 @@ from typing import Any
 import grpc
 import pytest
 
-from exthub.contract.errors import call_error_info
+from exthub.contract.errors import call_error_info, code_number
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     execution_pb2,
@@ -23,7 +24,7 @@ from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, Reply, call
 from tests.support.hub import Hub
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/1.0.0"
 UNKNOWN = "executions/0b7e5f0c-1d2e-4f3a-8b9c-0d1e2f3a4b5c"
 
@@ -43,7 +44,7 @@ async def queued(http: Any, gateway: RunningEnvoy, bearer: Bearer) -> str:
 
 async def claim(hub: Hub, bearer: Bearer, name: str, attempt: int) -> str:
     """Claim the attempt in the cluster; the status-update key the claim returned."""
-    agent = tuple(bearer(roles=("Agent",), tenant="exthub", user="agent-1").items())
+    agent = tuple(bearer(roles=(AGENT,), tenant="exthub", user="agent-1").items())
     claimed = await hub.tasks.ClaimExecution(
         agent_task_service_pb2.ClaimExecutionRequest(name=name, attempt=attempt, agent_id="agent-1"),
         metadata=agent,
@@ -60,7 +61,7 @@ async def report(
 
 def refusal(reply: Reply) -> tuple[int, str, str, tuple[tuple[str, str], ...]]:
     """Everything a refused caller learns: status, reason, message and the ErrorInfo metadata."""
-    metadata = reply.error_info.get("metadata") or {}
+    metadata = reply.error_info.metadata
     return reply.status, reply.reason, reply.body["message"], tuple(sorted(metadata.items()))
 
 
@@ -72,7 +73,7 @@ async def test_another_tenants_agent_token_without_the_claims_key_is_refused_and
     owner = bearer(roles=RUN)
     before = await call(http, gateway, "GET", f"/v1/{name}", headers=owner)
     forged = {"attempt": 1, "state": "SUCCEEDED", "result": {"forged": True}}
-    intruder = bearer(roles=("Agent",), tenant="tenant-b", user="mallory")
+    intruder = bearer(roles=(AGENT,), tenant="tenant-b", user="mallory")
     replies = [
         await report(http, gateway, name, forged, intruder),
         await report(http, gateway, name, {**forged, "statusUpdateKey": "guessed"}, intruder),
@@ -116,7 +117,7 @@ async def test_a_stale_attempts_key_is_refused_through_the_gateway(
         "attempt": 1,
         "state": "QUEUED",
         "statusUpdateKey": first,
-        "error": {"code": 14, "message": "the extension is busy"},
+        "error": {"code": code_number(grpc.StatusCode.UNAVAILABLE), "message": "the extension is busy"},
     }
     retried = await report(http, gateway, name, transient)
     assert retried.status == 200 and (retried.body["state"], retried.body["attempt"]) == ("QUEUED", 2), retried.body

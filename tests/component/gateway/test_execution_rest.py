@@ -15,11 +15,12 @@ from typing import Any
 import aiohttp
 from yarl import URL
 
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, ServiceCalls, call
 from tests.support.hub import Hub
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/1.0.0"
 WITH_OBJECTS = "extensions/echo/versions/1.0.0"
 TERMINAL = {"SUCCEEDED", "FAILED", "CANCELLED", "TIMED_OUT", "VALIDATION_SUCCEEDED", "VALIDATION_FAILED"}
@@ -87,7 +88,7 @@ async def test_sync_execution_get_list_events_and_watch(
     streamed = await watch(http, gateway, name, bearer())
     assert streamed == events.body["events"], "a finished execution's watch replays its events, then ends"
     other_tenant = await call(http, gateway, "GET", f"/v1/{name}", headers=bearer(tenant="tenant-b"))
-    assert (other_tenant.status, other_tenant.body["code"], other_tenant.reason) == (404, 5, "EXECUTION_NOT_FOUND")
+    assert (other_tenant.status, other_tenant.code, other_tenant.reason) == (404, "NOT_FOUND", "EXECUTION_NOT_FOUND")
     keys = await call(http, gateway, "GET", "/v1/signingKeys")
     assert keys.status == 200 and keys.body["keys"]
     assert {"kty", "kid", "use", "alg"} <= set(keys.body["keys"][0])
@@ -130,7 +131,7 @@ async def test_report_status_is_authenticated_by_the_status_update_key(
     name = execution["name"]
     report = {"statusUpdateKey": "A" * 43, "attempt": 1, "state": "SUCCEEDED"}
     wrong_key = await call(http, gateway, "POST", f"/v1/{name}:reportStatus", json_body=report)
-    assert (wrong_key.status, wrong_key.body["code"], wrong_key.reason) == (403, 7, "STATUS_KEY_INVALID")
+    assert (wrong_key.status, wrong_key.code, wrong_key.reason) == (403, "PERMISSION_DENIED", "STATUS_KEY_INVALID")
     unknown = await call(http, gateway, "POST", f"/v1/executions/{uuid.uuid4()}:reportStatus", json_body=report)
     assert (unknown.status, unknown.body) == (wrong_key.status, wrong_key.body), "no existence leak"
     cancelled = await call(http, gateway, "POST", f"/v1/{name}:cancel", json_body={}, headers=runner)
@@ -190,8 +191,8 @@ async def test_cancel_continue_and_retry(http: aiohttp.ClientSession, gateway: R
     missing = await call(
         http, gateway, "POST", f"/v1/{name}:continue", json_body={"providedInputs": ["document"]}, headers=runner
     )
-    assert (missing.status, missing.body["code"]) == (400, 9), missing.body  # FAILED_PRECONDITION → 400
-    assert missing.reason == "INPUTS_MISSING" and missing.error_info["metadata"]["missingInputs"] == "document"
+    assert (missing.status, missing.code) == (400, "FAILED_PRECONDITION"), missing.body
+    assert missing.reason == "INPUTS_MISSING" and missing.error_info.metadata["missingInputs"] == "document"
     cancelled = await call(http, gateway, "POST", f"/v1/{name}:cancel", json_body={}, headers=runner)
     assert cancelled.status == 200 and cancelled.body["state"] == "CANCELLED"
     again = await call(http, gateway, "POST", f"/v1/{name}:continue", json_body={}, headers=runner)
@@ -236,9 +237,8 @@ async def test_execution_errors(
     bad_version = await call(
         http, gateway, "POST", "/v1/executions", json_body={"extensionVersion": "nope"}, headers=runner
     )
-    assert (bad_version.status, bad_version.body["code"], bad_version.reason) == (400, 3, "INVALID_FIELD")
-    violations = [d for d in bad_version.body["details"] if d["@type"].endswith("google.rpc.BadRequest")]
-    assert violations and violations[0]["fieldViolations"][0]["field"]
+    assert (bad_version.status, bad_version.code, bad_version.reason) == (400, "INVALID_ARGUMENT", "INVALID_FIELD")
+    assert bad_version.field_violations
     unknown_version = await call(
         http,
         gateway,
@@ -261,7 +261,7 @@ async def test_execution_errors(
     bad_filter = await call(http, gateway, "GET", "/v1/executions", params={"filter": "state = "}, headers=runner)
     assert (bad_filter.status, bad_filter.reason) == (400, "INVALID_FILTER")
     missing = await call(http, gateway, "GET", f"/v1/executions/{uuid.uuid4()}", headers=runner)
-    assert (missing.status, missing.body["code"], missing.reason) == (404, 5, "EXECUTION_NOT_FOUND")
+    assert (missing.status, missing.code, missing.reason) == (404, "NOT_FOUND", "EXECUTION_NOT_FOUND")
     unknown_query = await call(http, gateway, "GET", "/v1/executions", params={"state": "RUNNING"}, headers=runner)
     assert (unknown_query.status, unknown_query.reason) == (400, "INVALID_REQUEST")
     reached = len(service_calls)
@@ -272,7 +272,7 @@ async def test_execution_errors(
     # the execution service goes away: 503 UNAVAILABLE as JSON google.rpc.Status, for REST and the watch stream
     await hub.execution.stop(0)
     down = await call(http, gateway, "GET", "/v1/executions", headers=runner)
-    assert (down.status, down.body["code"], down.reason) == (503, 14, "BACKEND_UNAVAILABLE")
+    assert (down.status, down.code, down.reason) == (503, "UNAVAILABLE", "BACKEND_UNAVAILABLE")
     async with http.get(f"{gateway.url}/v1/executions/x:watch", headers=runner, timeout=WATCH_TIMEOUT) as response:
         assert response.status == 503
 
@@ -294,11 +294,11 @@ async def test_admin_only_route(
 ) -> None:
     """``GET /v1/deadLetters`` (Hub.Admin): RBAC refuses other roles at the gateway, an admin gets the page."""
     reached = len(service_calls)
-    runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=("Executions.Run", "Agent")))
+    runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=(EXECUTIONS_RUN, AGENT)))
     assert (runner.status, runner.reason) == (403, "ROLE_REQUIRED")
     assert len(service_calls) == reached
     admin = await call(
-        http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=("Hub.Admin",))
+        http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=(HUB_ADMIN,))
     )
     assert admin.status == 200, admin.body
     assert admin.body == {"deadLetters": [], "nextPageToken": ""}

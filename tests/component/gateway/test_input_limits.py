@@ -5,23 +5,23 @@ filters work; oversize headers are a 431 with an ErrorInfo, never a 429."""
 from __future__ import annotations
 
 import json
-from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-from google.rpc import error_details_pb2, status_pb2
 from yarl import URL
 
 from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc
+from exthub.contract.errors import call_status, field_violations
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2
 from gateway.envoy import RunningEnvoy
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_STRUCT_DEPTH, MAX_TOKEN_BYTES
-from tests.component.gateway.conftest import Bearer, call
+from tests.component.gateway.conftest import Bearer, Reply, call
 from tests.support.hub import Hub
 from tests.unit.platform.test_limits import _field, nested, struct_bytes
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/latest"
 CREATE = "/exthub.execution.v1.ExecutionService/CreateExecution"
 LEAKS = ("protobuf", "upb", "DecodeError", "Traceback", "Exception", "metadata size")
@@ -42,24 +42,9 @@ async def raw_create(address: str, body: bytes, metadata: tuple[tuple[str, str],
 
 def violations(error: grpc.aio.AioRpcError) -> list[str]:
     """The BadRequest field violations of a gRPC error (google.rpc.Status in grpc-status-details-bin)."""
-    details = dict(error.trailing_metadata() or ()).get("grpc-status-details-bin")
-    assert isinstance(details, bytes), error
-    status = status_pb2.Status.FromString(details)
-    fields: list[str] = []
-    for detail in status.details:
-        bad_request = error_details_pb2.BadRequest()
-        if detail.Unpack(bad_request):
-            fields.extend(v.field for v in bad_request.field_violations)
-    return fields
-
-
-def rest_violations(body: dict[str, Any]) -> list[str]:
-    return [
-        violation["field"]
-        for detail in body.get("details", [])
-        if detail.get("@type", "").endswith("google.rpc.BadRequest")
-        for violation in detail["fieldViolations"]
-    ]
+    status = call_status(error)
+    assert status is not None, error
+    return [field for field, _ in field_violations(status)]
 
 
 def metadata_of(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -81,8 +66,8 @@ async def test_a_request_struct_too_deep_is_invalid_argument_over_rest(
         headers=bearer(roles=RUN),
         json_body={"extensionVersion": PLAIN, "request": nested(depth)},
     )
-    assert (reply.status, reply.body["code"], reply.reason) == (400, 3, "INVALID_FIELD"), reply.body
-    assert rest_violations(reply.body) == ["execution.request"]
+    assert (reply.status, reply.code, reply.reason) == (400, "INVALID_ARGUMENT", "INVALID_FIELD"), reply.body
+    assert reply.field_violations == ["execution.request"]
     assert not any(leak in json.dumps(reply.body) for leak in LEAKS), reply.body
 
 
@@ -97,7 +82,7 @@ async def test_far_too_deep_json_is_refused_by_the_gateway(
         headers=bearer(roles=RUN),
         json_body={"extensionVersion": PLAIN, "request": nested(150)},
     )
-    assert (reply.status, reply.body["code"], reply.reason) == (400, 3, "INVALID_REQUEST"), reply.body
+    assert (reply.status, reply.code, reply.reason) == (400, "INVALID_ARGUMENT", "INVALID_REQUEST"), reply.body
 
 
 @pytest.mark.parametrize("depth", [MAX_STRUCT_DEPTH + 1, 40, 99])
@@ -151,8 +136,8 @@ async def test_an_unknown_priority_is_invalid_argument(
         headers=bearer(roles=RUN),
         json_body={"extensionVersion": PLAIN, "priority": 999},
     )
-    assert (reply.status, reply.body["code"]) == (400, 3), reply.body
-    assert rest_violations(reply.body) == ["execution.priority"]
+    assert (reply.status, reply.code) == (400, "INVALID_ARGUMENT"), reply.body
+    assert reply.field_violations == ["execution.priority"]
     number = execution_pb2.Execution.DESCRIPTOR.fields_by_name["priority"].number
     priority = _field(2, PLAIN.encode()) + bytes([number << 3]) + b"\xe7\x07"  # Execution.priority = 999
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -169,8 +154,8 @@ async def test_ids_are_matched_in_full(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, path: str
 ) -> None:
     async with http.get(URL(gateway.url + path, encoded=True), headers=bearer()) as response:
-        body = await response.json()
-    assert (response.status, body["code"]) == (400, 3), body
+        reply = Reply(response.status, await response.json(), response.headers)
+    assert (reply.status, reply.code) == (400, "INVALID_ARGUMENT"), reply.body
 
 
 async def test_ids_with_a_trailing_newline_are_refused_at_the_catalog_port(hub: Hub, bearer: Bearer) -> None:
@@ -193,7 +178,7 @@ async def test_ids_with_a_trailing_newline_are_refused_at_the_catalog_port(hub: 
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await stub.CreateExtension(
                 catalog_service_pb2.CreateExtensionRequest(extension_id="abc\n"),
-                metadata=metadata_of(bearer(roles=("Extensions.Publish",))),
+                metadata=metadata_of(bearer(roles=(EXTENSIONS_PUBLISH,))),
                 timeout=10,
             )
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -230,7 +215,7 @@ async def test_oversize_headers_are_431_with_an_error_info(
     headers = bearer(roles=RUN, extra_claims={"groups": "g" * (GATEWAY_MAX_REQUEST_HEADERS_KIB * 1024)})
     for _ in range(5):
         reply = await call(http, gateway, "GET", "/v1/executions", headers=headers)
-        assert (reply.status, reply.body["code"], reply.reason) == (431, 3, "HEADERS_TOO_LARGE"), reply.body
+        assert (reply.status, reply.code, reply.reason) == (431, "INVALID_ARGUMENT", "HEADERS_TOO_LARGE"), reply.body
         assert "authorization" not in json.dumps(reply.body).lower()
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import aiohttp
 from aiohttp.test_utils import TestServer
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from gateway.envoy import RunningEnvoy
 from services.echo import EchoConfig, HttpJwksSource, create_echo_app
 from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS
@@ -13,7 +14,7 @@ from tests.component.echo.test_signature_binding import header_of
 from tests.component.gateway.conftest import Bearer, call
 from tests.support.hub import Hub
 
-RUN = ("Executions.Run",)
+RUN = (EXECUTIONS_RUN,)
 TIMEOUT = aiohttp.ClientTimeout(total=10)
 
 

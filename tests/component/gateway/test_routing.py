@@ -14,6 +14,7 @@ from grpc_status import rpc_status
 
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
+from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, Reply, ServiceCalls, call
@@ -42,7 +43,7 @@ def _same_error(rest: Reply, error: grpc.aio.AioRpcError, address: str) -> None:
 async def test_catalog_rest_and_grpc_give_the_same_answer(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
 ) -> None:
-    publisher = bearer(roles=("Extensions.Publish",))
+    publisher = bearer(roles=(EXTENSIONS_PUBLISH,))
     created = await call(
         http,
         gateway,
@@ -75,7 +76,7 @@ async def test_catalog_rest_and_grpc_give_the_same_answer(
 async def test_execution_rest_and_grpc_give_the_same_answer(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
 ) -> None:
-    runner = bearer(roles=("Executions.Run",))
+    runner = bearer(roles=(EXECUTIONS_RUN,))
     created = await call(
         http,
         gateway,
@@ -150,9 +151,9 @@ async def test_request_bodies_over_the_limit_are_refused(
         "/v1/extensions",
         params={"extensionId": "big"},
         json_body=big,
-        headers=bearer(roles=("Extensions.Publish",)),
+        headers=bearer(roles=(EXTENSIONS_PUBLISH,)),
     )
-    assert (reply.status, reply.body["code"], reply.reason) == (413, 8, "REQUEST_TOO_LARGE")
+    assert (reply.status, reply.code, reply.reason) == (413, "RESOURCE_EXHAUSTED", "REQUEST_TOO_LARGE")
     assert len(service_calls) == reached
     # a native gRPC caller gets the gRPC server's own limit, as a gRPC status
     async with grpc.aio.insecure_channel(gateway.address, options=[("grpc.max_send_message_length", -1)]) as channel:
@@ -163,7 +164,7 @@ async def test_request_bodies_over_the_limit_are_refused(
                     extension_id="big",
                     extension=resources_pb2.Extension(display_name="Big", publisher="Acme", description=description),
                 ),
-                metadata=tuple(bearer(roles=("Extensions.Publish",)).items()),
+                metadata=tuple(bearer(roles=(EXTENSIONS_PUBLISH,)).items()),
                 timeout=10,
             )
         assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -22,6 +22,7 @@ from azure.identity import ClientSecretCredential
 from azure.identity.aio import WorkloadIdentityCredential
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, HUB_ADMIN
 from tests.support.azure_emulators import (
     AGENT_CLIENT_ID,
     API,
@@ -92,7 +93,7 @@ def test_standard_variables_only(emulators: Emulators, tmp_path: Path) -> None:
     authority = emulators.authority()
     azurite = emulators.azurite()
     user_id = str(uuid.uuid4())
-    user_token = authority.user_token(audience=API, roles=["Executions.Run"], user_id=user_id)
+    user_token = authority.user_token(audience=API, roles=[EXECUTIONS_RUN], user_id=user_id)
     home = tmp_path / "home"
     home.mkdir()
     env = {
@@ -128,10 +129,10 @@ def test_standard_variables_only(emulators: Emulators, tmp_path: Path) -> None:
     assert result["app"] == {
         "tenant": TENANT_ID,
         "user": HUB_OBJECT_ID,
-        "roles": ["Agent"],
+        "roles": [AGENT],
         "issuer": f"{authority.url}/{TENANT_ID}/v2.0",
     }
-    assert result["user"] == {"tenant": TENANT_ID, "user": user_id, "roles": ["Executions.Run"]}
+    assert result["user"] == {"tenant": TENANT_ID, "user": user_id, "roles": [EXECUTIONS_RUN]}
     assert result["storage_token_refused"] is True  # a v1 storage token is not a token for the hub's API
     for name in ("DefaultAzureCredential", "WorkloadIdentityCredential"):
         assert result[name] == {
@@ -188,7 +189,7 @@ async def test_tokens_for_the_api_and_for_storage(authority: TokenAuthorityProce
         "app",
         "2.0",
     )
-    assert api["roles"] == ["Agent"]
+    assert api["roles"] == [AGENT]
     assert api["azpacr"] == "2"  # authenticated by an assertion
     assert api["nbf"] <= now < api["exp"]
     assert storage["iss"] == f"https://sts.windows.net/{TENANT_ID}/"
@@ -304,9 +305,9 @@ def test_msal_client_secret_path(authority: TokenAuthorityProcess) -> None:
 
 async def test_user_tokens(authority: TokenAuthorityProcess) -> None:
     user_id = str(uuid.uuid4())
-    claims = _claims(authority.user_token(audience=API, roles=["Hub.Admin"], user_id=user_id))
+    claims = _claims(authority.user_token(audience=API, roles=[HUB_ADMIN], user_id=user_id))
     assert claims["iss"] == f"{authority.url}/{TENANT_ID}/v2.0"
-    assert (claims["aud"], claims["oid"], claims["tid"], claims["roles"]) == (API, user_id, TENANT_ID, ["Hub.Admin"])
+    assert (claims["aud"], claims["oid"], claims["tid"], claims["roles"]) == (API, user_id, TENANT_ID, [HUB_ADMIN])
     assert claims["sub"] != user_id  # pairwise, as Entra ID issues it
     assert "idtyp" not in claims
     other_tenant = str(uuid.uuid4())

@@ -17,11 +17,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 from exthub.contract.dev_tokens import DevIssuer
-from exthub.contract.errors import ERROR_DOMAIN, call_status, error_info
+from exthub.contract.errors import ERROR_DOMAIN, call_status, error_info, field_violations
+from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
 from services.platform.auth.access import (
-    AGENT,
-    EXTENSIONS_PUBLISH,
-    HUB_ADMIN,
     AccessRule,
     authenticated,
     current_principal,
@@ -236,11 +234,7 @@ async def test_hub_error_becomes_rich_status(hub: Hub) -> None:
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     info = _error_info(err)
     assert (info.reason, dict(info.metadata)) == ("INVALID_FIELD", {"field": "extension.display_name"})
-    bad_request = error_details_pb2.BadRequest()
-    assert any(d.Unpack(bad_request) for d in _status(err).details)
-    assert [(v.field, v.description) for v in bad_request.field_violations] == [
-        ("extension.display_name", "must be at most 63 characters")
-    ]
+    assert field_violations(_status(err)) == [("extension.display_name", "must be at most 63 characters")]
 
 
 async def test_unexpected_exception_is_internal_without_leak(hub: Hub) -> None:

@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 import pytest
 
 from services.platform.errors import InvalidArgument
 from services.platform.workqueue.port import MAX_BODY_BYTES, Priority, WorkQueue
-from tests.contract.workqueue.conftest import FakeClock, new_id
+from tests.contract.workqueue.conftest import FakeClock, granted_lease, new_id
 
 ROUTING = {"model": "http-json/async/v1", "profile": "async", "priority": "NORMAL", "tenant": "t-1"}
 
 
-async def test_publish_receive_complete(queue: WorkQueue, clock: FakeClock) -> None:
+async def test_publish_receive_complete(queue: WorkQueue, clock: FakeClock, adapter: str) -> None:
     body = b'{"execution":"executions/abc","attempt":1}'
     await queue.publish("executions/abc:1", body, priority=Priority.NORMAL, properties=ROUTING)
     [lease] = await queue.receive(lease_seconds=30)
@@ -24,7 +22,7 @@ async def test_publish_receive_complete(queue: WorkQueue, clock: FakeClock) -> N
     assert message.priority is Priority.NORMAL
     assert message.enqueued_time == clock.now
     assert message.delivery_count == 1
-    assert lease.locked_until == clock.now + timedelta(seconds=30)
+    assert lease.locked_until == clock.now + granted_lease(adapter, 30)
     assert lease.lease_token
     assert await queue.receive(lease_seconds=30) == []  # leased: invisible to others
     await queue.complete(lease)

@@ -8,17 +8,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import jwt
 import pytest
 from pydantic import ValidationError
 
 from exthub.agent.v1 import agent_service_pb2 as agent_pb
-from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import error_info
 from exthub.execution.v1 import execution_pb2
 from services.agent.adapters import KeyRingBodySigner
 from services.agent.adapters.http_json import CALLER_MARGIN_SECONDS, HttpJsonAdapter
-from services.agent.execution_client import dev_agent_tokens
 from services.agent.extension_services import default_extension_services
 from services.agent.identity import AGENT_ID_FILE, agent_id
 from services.platform.egress import EgressPolicy
@@ -113,15 +110,6 @@ async def test_without_signer_nothing_unsigned_is_sent() -> None:
     assert response.outcome == agent_pb.ExecuteResponse.FAILED
     info = error_info(response.error)
     assert info is not None and info.reason == "REQUEST_NOT_SIGNED"
-
-
-def test_dev_agent_tokens_are_cached_agent_tokens(tmp_path: Path) -> None:
-    issuer = DevIssuer.load_or_create(tmp_path)
-    tokens = dev_agent_tokens(issuer, agent_id="agent-9")
-    first = tokens.token()
-    assert tokens.token() == first
-    claims = jwt.decode(first, options={"verify_signature": False})
-    assert (claims["roles"], claims["oid"], claims["tid"]) == (["Agent"], "agent-9", "exthub")
 
 
 async def test_a_slow_signer_is_a_retryable_signing_failure() -> None:

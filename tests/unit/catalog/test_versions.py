@@ -31,7 +31,7 @@ def test_sort_key_order_matches_semver_precedence(a: str, b: str) -> None:
     assert actual == expected, (a, b, key_a, key_b)
 
 
-def test_spec_example_order_newest_first() -> None:
+def test_prereleases_and_numeric_parts_order_newest_first() -> None:
     ids = ["1.9.0", "2.0.0-rc.1", "1.10.0", "1.10.0-alpha", "1.10.0-alpha.beta", "1.10.0-alpha.1"]
     ordered = sorted(ids, key=sort_key, reverse=True)
     assert ordered == ["2.0.0-rc.1", "1.10.0", "1.10.0-alpha.beta", "1.10.0-alpha.1", "1.10.0-alpha", "1.9.0"]

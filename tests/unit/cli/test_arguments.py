@@ -12,6 +12,7 @@ from exthub.cli.commands.extensions import read_extension_file
 from exthub.cli.commands.render import tidy_numbers
 from exthub.cli.commands.run import parse_assignments, parse_version
 from exthub.client import AzureCredentialTokenProvider, DevTokenProvider, StaticTokenProvider
+from exthub.contract.roles import EXECUTIONS_RUN
 
 
 @pytest.mark.parametrize(
@@ -115,8 +116,8 @@ def test_token_choice(tmp_path: Path) -> None:
     assert isinstance(HubOptions(token="t").token_provider([]), StaticTokenProvider)
     azure = HubOptions(azure_scope="api://exthub/.default").token_provider([])
     assert isinstance(azure, AzureCredentialTokenProvider) and azure.scope == "api://exthub/.default"
-    dev = HubOptions(data_dir=tmp_path).token_provider(["Executions.Run"])
-    assert isinstance(dev, DevTokenProvider) and dev.roles == ("Executions.Run",) and dev.tenant == "local"
+    dev = HubOptions(data_dir=tmp_path).token_provider([EXECUTIONS_RUN])
+    assert isinstance(dev, DevTokenProvider) and dev.roles == (EXECUTIONS_RUN,) and dev.tenant == "local"
     assert isinstance(HubOptions(token="t", azure_scope="s").token_provider([]), StaticTokenProvider)
     with pytest.raises(UsageProblem, match="unsupported scheme"):
         HubOptions(url="ftp://x:1").target()

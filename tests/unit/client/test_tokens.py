@@ -17,7 +17,8 @@ from azure.core.credentials import AccessToken
 from azure.core.exceptions import ClientAuthenticationError
 
 from exthub.client import AzureCredentialTokenProvider, DevTokenProvider, StaticTokenProvider, TokenProviderError
-from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, KEY_FILE, DevIssuer
+from exthub.contract.roles import EXECUTIONS_RUN
 
 
 class FakeClock:
@@ -62,9 +63,7 @@ async def test_static_provider_returns_its_token_and_strips_a_bearer_prefix() ->
 async def test_dev_provider_mints_tokens_the_issuer_signed_with_the_roles(tmp_path: Path) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
     clock = FakeClock()
-    provider = DevTokenProvider(
-        tmp_path, roles=["Executions.Run", "Executions.Run"], tenant="t1", user="u1", clock=clock
-    )
+    provider = DevTokenProvider(tmp_path, roles=[EXECUTIONS_RUN, EXECUTIONS_RUN], tenant="t1", user="u1", clock=clock)
     token = await provider.token()
     claims = jwt.decode(
         token,
@@ -73,7 +72,7 @@ async def test_dev_provider_mints_tokens_the_issuer_signed_with_the_roles(tmp_pa
         audience=DEV_AUDIENCE,
         issuer=DEV_ISSUER,
     )
-    assert (claims["tid"], claims["oid"], claims["roles"]) == ("t1", "u1", ["Executions.Run"])
+    assert (claims["tid"], claims["oid"], claims["roles"]) == ("t1", "u1", [EXECUTIONS_RUN])
     assert claims["exp"] - claims["iat"] == 3600
     assert await provider.token() == token  # cached
     clock.now += 3600 - 61  # still more than the 60 s margin left
@@ -88,7 +87,7 @@ async def test_dev_provider_refuses_to_invent_a_key_the_hub_would_not_trust(tmp_
     assert not (tmp_path / "empty").exists()
     created = DevTokenProvider(tmp_path / "fresh", create_key=True)
     assert (await created.token()).count(".") == 2
-    assert (tmp_path / "fresh" / "keys" / "dev-issuer.key.pem").exists()
+    assert (tmp_path / "fresh" / KEY_FILE).exists()
     with pytest.raises(ValueError, match="ttl_seconds"):
         DevTokenProvider(tmp_path, ttl_seconds=30)
 

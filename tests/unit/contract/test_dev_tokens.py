@@ -11,8 +11,9 @@ from pathlib import Path
 import jwt
 import pytest
 
-from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, DevTokens
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, DevTokens, service_tokens
 from exthub.contract.jwk import jwk_thumbprint
+from exthub.contract.roles import AGENT
 
 
 def _kid_of(data_dir: str) -> str:
@@ -49,7 +50,7 @@ def test_key_and_jwks_are_persisted(tmp_path: Path) -> None:
 
 def test_issued_token_is_azure_shaped(tmp_path: Path) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
-    token = issuer.issue(tenant="t1", user="u1", roles=["Agent"], ttl_seconds=120, extra_claims={"azp": "cli"})
+    token = issuer.issue(tenant="t1", user="u1", roles=[AGENT], ttl_seconds=120, extra_claims={"azp": "cli"})
     header = jwt.get_unverified_header(token)
     assert (header["alg"], header["kid"]) == ("ES256", issuer.kid)
     claims = jwt.decode(
@@ -57,7 +58,7 @@ def test_issued_token_is_azure_shaped(tmp_path: Path) -> None:
     )
     assert claims["tid"] == "t1"
     assert claims["oid"] == claims["sub"] == "u1"
-    assert claims["roles"] == ["Agent"]
+    assert claims["roles"] == [AGENT]
     assert claims["ver"] == "2.0"
     assert claims["azp"] == "cli"
     assert claims["exp"] - claims["iat"] == 120
@@ -84,12 +85,12 @@ class _Clock:
 def test_dev_tokens_cache_until_the_refresh_margin(tmp_path: Path) -> None:
     issuer = DevIssuer.load_or_create(tmp_path)
     clock = _Clock()
-    tokens = DevTokens(issuer, tenant="exthub", user="agent-1", roles=["Agent", "Agent"], clock=clock)
+    tokens = DevTokens(issuer, tenant="exthub", user="agent-1", roles=[AGENT, AGENT], clock=clock)
     first = tokens.token()
     claims = jwt.decode(
         first, issuer.private_key.public_key(), algorithms=["ES256"], audience=DEV_AUDIENCE, issuer=DEV_ISSUER
     )
-    assert (claims["tid"], claims["oid"], claims["roles"]) == ("exthub", "agent-1", ["Agent"])
+    assert (claims["tid"], claims["oid"], claims["roles"]) == ("exthub", "agent-1", [AGENT])
     assert claims["exp"] - claims["iat"] == 3600
     clock.now += 3600 - 301  # more than the 300 s margin left
     assert tokens.token() == first
@@ -98,3 +99,12 @@ def test_dev_tokens_cache_until_the_refresh_margin(tmp_path: Path) -> None:
     assert "agent-1" in repr(tokens) and first not in repr(tokens)
     with pytest.raises(ValueError, match="ttl_seconds"):
         DevTokens(issuer, tenant="t", user="u", roles=(), ttl_seconds=300)
+
+
+def test_service_tokens_are_cached_agent_tokens_of_the_hub_tenant(tmp_path: Path) -> None:
+    """The agents' and the execution service's own tokens (one helper for both)."""
+    tokens = service_tokens(DevIssuer.load_or_create(tmp_path), user="agent-9")
+    first = tokens.token()
+    assert tokens.token() == first
+    claims = jwt.decode(first, options={"verify_signature": False})
+    assert (claims["roles"], claims["oid"], claims["tid"]) == ([AGENT], "agent-9", "exthub")

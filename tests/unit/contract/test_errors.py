@@ -18,6 +18,7 @@ from exthub.contract.errors import (
     error_info,
     error_status,
     field_violations,
+    precondition_violations,
 )
 
 
@@ -27,7 +28,7 @@ def test_error_status_packs_an_error_info_of_the_hub_domain() -> None:
     info = error_info(status)
     assert info is not None
     assert (info.reason, info.domain, dict(info.metadata)) == ("AGENT_LOST", ERROR_DOMAIN, {"attempt": "2"})
-    assert field_violations(status) == []
+    assert field_violations(status) == [] and precondition_violations(status) == []
     assert error_info(status_pb2.Status(code=code_pb2.INTERNAL)) is None
     assert [code_number(code) for code in (grpc.StatusCode.OK, grpc.StatusCode.UNKNOWN)] == [0, 2]
 
@@ -44,6 +45,19 @@ def test_field_violations_are_read_from_bad_request() -> None:
     assert field_violations(status) == [("name", "is required")]
     info = error_info(status)
     assert info is not None and info.reason == "INVALID_FIELD"
+
+
+def test_error_status_packs_field_and_precondition_violations_after_the_error_info() -> None:
+    status = error_status(
+        grpc.StatusCode.FAILED_PRECONDITION,
+        "not yet",
+        "INPUTS_MISSING",
+        field_violations=[("provided_inputs[0]", "unknown")],
+        precondition_violations=[("INPUT_NOT_UPLOADED", "document", "not uploaded")],
+    )
+    assert status.details[0].Is(error_details_pb2.ErrorInfo.DESCRIPTOR)
+    assert field_violations(status) == [("provided_inputs[0]", "unknown")]
+    assert precondition_violations(status) == [("INPUT_NOT_UPLOADED", "document", "not uploaded")]
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from exthub.contract.roles import EXECUTIONS_RUN
 from services.execution.domain import EventType, ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.model import Execution, ExecutionError, ObjectDefinition, Priority
@@ -40,8 +41,8 @@ from tests.unit.execution.builders import HTTP_JSON_ASYNC
 from tests.unit.execution.fakes import Fakes, blocking, build, echo_version, profile
 
 S = ExecutionState
-ALICE = Principal(subject="alice", tenant="tenant-a", user="alice", roles=frozenset({"Executions.Run"}))
-MALLORY = Principal(subject="mallory", tenant="tenant-b", user="mallory", roles=frozenset({"Executions.Run"}))
+ALICE = Principal(subject="alice", tenant="tenant-a", user="alice", roles=frozenset({EXECUTIONS_RUN}))
+MALLORY = Principal(subject="mallory", tenant="tenant-b", user="mallory", roles=frozenset({EXECUTIONS_RUN}))
 ECHO = "extensions/echo/versions/1.0.0"
 
 
@@ -137,6 +138,7 @@ async def test_an_expected_optional_input_waits_until_continue(hub: Fakes) -> No
     with pytest.raises(FailedPrecondition) as raised:  # nothing uploaded yet: the expected input is checked
         await commands.continue_execution(hub.ctx, ALICE, pending.id, [], caller_remaining=None)
     assert (raised.value.reason, raised.value.metadata["missingInputs"]) == ("INPUTS_MISSING", "document")
+    assert [(v.type, v.subject) for v in raised.value.precondition_violations] == [("INPUT_NOT_UPLOADED", "document")]
     hub.objects.upload(ObjectRef(pending.id, "input", "document"))
     done = await commands.continue_execution(hub.ctx, ALICE, pending.id, [], caller_remaining=None)
     assert done.state is S.SUCCEEDED

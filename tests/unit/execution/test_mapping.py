@@ -41,7 +41,9 @@ def test_errors_map_to_and_from_status_with_error_info() -> None:
     status = mapping.status_from_error(error)
     assert status.code == code_pb2.DEADLINE_EXCEEDED
     assert mapping.error_from_status(status, default_reason="X") == error
-    bare = mapping.error_from_status(status_pb2.Status(code=0, message="?"), default_reason="EXTENSION_FAILED")
+    bare = mapping.error_from_status(
+        status_pb2.Status(code=code_pb2.OK, message="?"), default_reason="EXTENSION_FAILED"
+    )
     assert (bare.code, bare.reason, dict(bare.metadata)) == (Code.UNKNOWN, "EXTENSION_FAILED", {})
 
 

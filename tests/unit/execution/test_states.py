@@ -18,7 +18,7 @@ from services.execution.domain.states import (
 
 S = ExecutionState
 
-SPEC_NAMES = {
+DOCUMENTED_NAMES = {
     "PENDING_INPUTS",
     "QUEUED",
     "RUNNING",
@@ -32,7 +32,7 @@ SPEC_NAMES = {
 }
 
 # The transition table of docs/architecture.md, written out independently of the module under test.
-SPEC_ALLOWED: frozenset[tuple[ExecutionState, ExecutionState]] = frozenset(
+DOCUMENTED_ALLOWED: frozenset[tuple[ExecutionState, ExecutionState]] = frozenset(
     {
         (S.PENDING_INPUTS, S.QUEUED),
         (S.PENDING_INPUTS, S.RUNNING),
@@ -52,11 +52,11 @@ SPEC_ALLOWED: frozenset[tuple[ExecutionState, ExecutionState]] = frozenset(
     }
 )
 ALL_PAIRS = list(itertools.product(S, S))
-SPEC_FORBIDDEN = [pair for pair in ALL_PAIRS if pair not in SPEC_ALLOWED]
+DOCUMENTED_FORBIDDEN = [pair for pair in ALL_PAIRS if pair not in DOCUMENTED_ALLOWED]
 
 
 def test_state_names_are_the_proto_names() -> None:
-    assert {s.name for s in S} == SPEC_NAMES
+    assert {s.name for s in S} == DOCUMENTED_NAMES
     assert all(s.value == s.name for s in S)
     assert all(isinstance(s, str) for s in S)
     assert {t.value for t in EventType} == {"CREATED", "STATE_CHANGED", "PROGRESS"}
@@ -87,12 +87,12 @@ def test_table_covers_every_state_and_is_read_only() -> None:
         TRANSITIONS[S.SUCCEEDED] = frozenset({S.RUNNING})  # type: ignore[index]
 
 
-@pytest.mark.parametrize(("src", "dst"), sorted(SPEC_ALLOWED))
+@pytest.mark.parametrize(("src", "dst"), sorted(DOCUMENTED_ALLOWED))
 def test_allowed_transition(src: ExecutionState, dst: ExecutionState) -> None:
     assert can_transition(src, dst)
 
 
-@pytest.mark.parametrize(("src", "dst"), SPEC_FORBIDDEN)
+@pytest.mark.parametrize(("src", "dst"), DOCUMENTED_FORBIDDEN)
 def test_forbidden_transition(src: ExecutionState, dst: ExecutionState) -> None:
     assert not can_transition(src, dst)
 
@@ -103,6 +103,6 @@ def test_terminal_states_have_no_way_out() -> None:
         assert not any(can_transition(src, dst) for dst in S)
 
 
-def test_table_equals_spec_exactly() -> None:
+def test_table_equals_the_documented_table_exactly() -> None:
     table = {(src, dst) for src, dsts in TRANSITIONS.items() for dst in dsts}
-    assert table == SPEC_ALLOWED
+    assert table == DOCUMENTED_ALLOWED

@@ -6,10 +6,13 @@ import base64
 from pathlib import Path
 from typing import Any
 
+import grpc
 import pytest
 import yaml
 
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer, dev_jwks_path
+from exthub.contract.errors import code_number
+from exthub.contract.roles import HUB_ADMIN
 from gateway.access import load_descriptor_set, service_methods
 from gateway.envoy import EnvoyError, validate_config
 from gateway.render import (
@@ -113,9 +116,9 @@ def test_local_jwt_provider_uses_the_dev_issuer_jwks_file(data_dir: Path) -> Non
     config = render_config("local", data_dir=data_dir)
     jwt = http_filters(config)["envoy.filters.http.jwt_authn"]
     (provider,) = jwt["providers"].values()
-    assert provider["issuer"] == "https://exthub.local/dev-issuer"
-    assert provider["audiences"] == ["api://exthub"]
-    assert provider["local_jwks"] == {"filename": str((data_dir / "keys" / "dev-issuer.jwks.json").resolve())}
+    assert provider["issuer"] == DEV_ISSUER
+    assert provider["audiences"] == [DEV_AUDIENCE]
+    assert provider["local_jwks"] == {"filename": str(dev_jwks_path(data_dir).resolve())}
     assert provider["forward"] is True and provider["require_expiration"] is True
     assert provider["from_headers"] == [{"name": "authorization", "value_prefix": "Bearer "}], "no query tokens"
     assert {h["claim_name"]: h["header_name"] for h in provider["claim_to_headers"]} == {
@@ -182,7 +185,7 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
                 p["sourced_metadata"]["metadata_matcher"]["value"]["list_match"]["one_of"]["string_match"]["exact"]
                 for p in policy["principals"]
             }
-            assert roles == {*method.roles, "Hub.Admin"}
+            assert roles == {*method.roles, HUB_ADMIN}
         else:
             (principal,) = policy["principals"]
             assert principal["sourced_metadata"]["metadata_matcher"]["path"] == [{"key": "jwt_payload"}, {"key": "iss"}]
@@ -266,7 +269,9 @@ def test_local_replies_are_google_rpc_status_and_a_wrong_audience_is_401(data_di
     assert "body_format_override" not in grpc_audience, "native gRPC callers keep grpc-status/grpc-message"
     assert audience["headers_to_add"][0]["header"]["key"] == "www-authenticate"
     body = audience["body_format_override"]["json_format"]
-    assert body["code"] == 16 and body["details"][0]["reason"] == "TOKEN_INVALID"
+    assert (
+        body["code"] == code_number(grpc.StatusCode.UNAUTHENTICATED) and body["details"][0]["reason"] == "TOKEN_INVALID"
+    )
     reasons = {
         m["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]["value"]["default_value"]: m[
             "body_format_override"

@@ -8,12 +8,9 @@ import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool
 
 from exthub.catalog.v1 import catalog_service_pb2
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
 from exthub.type.v1 import access_pb2
 from services.platform.auth.access import (
-    AGENT,
-    EXECUTIONS_RUN,
-    EXTENSIONS_PUBLISH,
-    HUB_ADMIN,
     PUBLIC_METHODS,
     AccessRule,
     Audience,

@@ -5,8 +5,15 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from exthub.contract.errors import code_number, error_info, field_violations
-from services.platform.errors import ERROR_DOMAIN, FieldViolation, HubError, InvalidArgument, NotFound
+from exthub.contract.errors import ERROR_DOMAIN, code_number, error_info, field_violations, precondition_violations
+from services.platform.errors import (
+    FailedPrecondition,
+    FieldViolation,
+    HubError,
+    InvalidArgument,
+    NotFound,
+    PreconditionViolation,
+)
 
 
 def test_status_carries_error_info_and_field_violations() -> None:
@@ -19,6 +26,21 @@ def test_status_carries_error_info_and_field_violations() -> None:
     assert info is not None
     assert (info.reason, info.domain, dict(info.metadata)) == ("INVALID_FIELD", ERROR_DOMAIN, {"field": "name"})
     assert field_violations(status) == [("name", "empty")]
+    assert precondition_violations(status) == []
+
+
+def test_status_carries_precondition_violations() -> None:
+    error = FailedPrecondition(
+        "not ready",
+        reason="INPUTS_MISSING",
+        precondition_violations=[PreconditionViolation("INPUT_NOT_UPLOADED", "document", "not uploaded")],
+    )
+    status = error.to_status()
+    assert status.code == code_number(grpc.StatusCode.FAILED_PRECONDITION)
+    info = error_info(status)
+    assert info is not None and info.reason == "INPUTS_MISSING"
+    assert precondition_violations(status) == [("INPUT_NOT_UPLOADED", "document", "not uploaded")]
+    assert field_violations(status) == []
 
 
 @pytest.mark.parametrize("key", ["http_status", "HttpStatus", "1st", "with-dash", ""])
@@ -31,6 +53,8 @@ def test_metadata_keys_must_be_lower_camel_case(key: str) -> None:
 def test_reasons_must_be_upper_snake_case(reason: str) -> None:
     with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
         HubError("boom", reason=reason)
+    with pytest.raises(ValueError, match="UPPER_SNAKE_CASE"):
+        HubError("boom", precondition_violations=[PreconditionViolation(reason, "subject", "why")])
 
 
 def test_well_formed_reason_and_keys_are_kept() -> None:

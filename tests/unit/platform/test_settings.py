@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER
+from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 from services.platform.settings import DEFAULT_ALGORITHMS, AuthSettings, Settings
 
 
@@ -60,10 +60,10 @@ def test_local_defaults_use_the_development_issuer(tmp_path: Path) -> None:
     settings = Settings.local_defaults(tmp_path)
     assert settings.auth.issuers == [DEV_ISSUER]
     assert settings.auth.audiences == [DEV_AUDIENCE]
-    assert settings.auth.jwks_file == tmp_path / "keys" / "dev-issuer.jwks.json"
+    assert settings.auth.jwks_file == dev_jwks_path(tmp_path)
     assert settings.host == "127.0.0.1"
     assert settings.shutdown_grace_seconds == 10
-    assert Settings().auth.jwks_file == Path(".exthub-data") / "keys" / "dev-issuer.jwks.json"
+    assert Settings().auth.jwks_file == dev_jwks_path(Path(".exthub-data"))
 
 
 def test_azure_backend_requires_auth(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -89,7 +89,7 @@ def test_only_one_jwks_source() -> None:
 def test_invalid_values_are_rejected(monkeypatch: pytest.MonkeyPatch) -> None:
     for name, value in [
         ("EXTHUB_BACKEND", "gcp"),
-        ("EXTHUB_GATEWAY_PORT", "70000"),
+        ("EXTHUB_CATALOG_PORT", "70000"),
         ("EXTHUB_LOG_FORMAT", "xml"),
         ("EXTHUB_PUBLIC_URL", "ftp://x"),
         ("EXTHUB_PAGE_TOKEN_SECRET", "short"),

@@ -19,6 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, DevIssuer
 from exthub.contract.jwk import ec_public_jwk, jwk_thumbprint
+from exthub.contract.roles import AGENT, EXECUTIONS_RUN, HUB_ADMIN
 from services.platform.auth.principal import Principal
 from services.platform.auth.verifier import TokenVerifier
 from services.platform.errors import Unauthenticated, Unavailable
@@ -37,7 +38,7 @@ def _claims(**overrides: Any) -> dict[str, Any]:
         "sub": "user-1",
         "tid": "tenant-1",
         "oid": "user-1",
-        "roles": ["Executions.Run"],
+        "roles": [EXECUTIONS_RUN],
         "iat": now,
         "nbf": now,
         "exp": now + 600,
@@ -56,10 +57,10 @@ class _Clock:
 
 
 async def test_valid_token_gives_principal(issuer: DevIssuer, auth_settings: AuthSettings) -> None:
-    token = issuer.issue(tenant="t1", user="u1", roles=["Hub.Admin", "Agent"])
+    token = issuer.issue(tenant="t1", user="u1", roles=[HUB_ADMIN, AGENT])
     principal = await TokenVerifier(auth_settings).verify(token)
     assert principal == Principal(
-        subject="u1", tenant="t1", user="u1", roles=frozenset({"Hub.Admin", "Agent"}), issuer=DEV_ISSUER
+        subject="u1", tenant="t1", user="u1", roles=frozenset({HUB_ADMIN, AGENT}), issuer=DEV_ISSUER
     )
     assert principal.is_admin
 
@@ -128,7 +129,7 @@ BAD_TOKENS: dict[str, Callable[[DevIssuer], str]] = {
     "no kid": lambda i: jwt.encode(_claims(), i.private_key, algorithm="ES256"),
     "RS256 on EC key": _rs256_on_ec_kid,
     "no tenant": _no_tid,
-    "roles not an array": lambda i: i.sign(_claims(roles="Hub.Admin")),
+    "roles not an array": lambda i: i.sign(_claims(roles=HUB_ADMIN)),
     "garbage": lambda i: "not-a-jwt",
     "empty": lambda i: "",
 }
@@ -220,7 +221,7 @@ async def test_verified_tokens_are_cached_but_a_removed_key_stops_them(
 ) -> None:
     clock = _Clock()
     verifier = TokenVerifier(auth_settings, clock=clock)
-    token = issuer.issue(tenant="t", user="u", roles=["Agent"])
+    token = issuer.issue(tenant="t", user="u", roles=[AGENT])
     first = await verifier.verify(token)
     assert await verifier.verify(token) is first, "a verified token is served from the cache"
     assert auth_settings.jwks_file is not None
