@@ -408,7 +408,7 @@ class Settings(BaseSettings):
     execution_input_timeout_seconds: float = Field(
         default=86_400.0, gt=0, description="How long an execution may wait in PENDING_INPUTS before TIMED_OUT."
     )
-    # -- performance (issue 13): what the execution service keeps of the catalog's answers ----------------
+    # -- performance: what the execution service keeps of the catalog's answers -------------------------
     execution_version_cache_seconds: float = Field(
         default=5.0,
         ge=0,
@@ -455,7 +455,7 @@ class Settings(BaseSettings):
     )
     # -- end catalog search ---------------------------------------------------------------------------
 
-    # -- event publishing (issue 11) ------------------------------------------------------------------
+    # -- event publishing ----------------------------------------------------------------------------
     events: EventsSettings = Field(default_factory=EventsSettings)
 
     @property
