@@ -455,7 +455,7 @@ class Settings(BaseSettings):
     )
     # -- end catalog search ---------------------------------------------------------------------------
 
-    # -- event publishing ----------------------------------------------------------------------------
+    # -- event publishing ------------------------------------------------------------------
     events: EventsSettings = Field(default_factory=EventsSettings)
 
     @property
