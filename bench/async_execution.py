@@ -1,7 +1,9 @@
 """Asynchronous execution benchmark: Exthub with 1 and 2 agents against Celery + Redis, in the same run.
 
 Run: ``.venv/bin/python -m bench.async_execution`` (options: ``--executions N --concurrency K --slots S
---poll-seconds P --warmup W``).
+--poll-seconds P --warmup W --profile embedded|azure``). ``--profile azure`` adds the two Exthub rows on the Azure
+adapters (Cosmos DB, Service Bus, Entra ID tokens) against the emulators of ``exthub up --backend azure
+--emulators``, in the same run, and the Cosmos DB request units per execution.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
@@ -74,7 +76,9 @@ from services.execution.app import DATABASE_FILE as EXECUTION_DATABASE_FILE
 from services.execution.invariants import check_invariants
 from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
+from services.platform.backends import COSMOS_CHARGES_EVENT
 from services.platform.docstore.sqlite import SqliteDocumentStore
+from tools.emulators.stack import EmulatorStack, ServiceName
 
 if TYPE_CHECKING:
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
@@ -92,6 +96,8 @@ APT_TIMEOUT_SECONDS = 900.0
 
 ONE_AGENT = "Exthub 1 agent"
 TWO_AGENTS = "Exthub 2 agents"
+#: appended to the row names of the Azure profile
+AZURE_SUFFIX = " · azure"
 SETTLE_TIMEOUT_SECONDS = 30.0
 SETTLE_POLL_SECONDS = 0.5
 
@@ -222,16 +228,17 @@ def _ratio(value: float, baseline: float) -> str:
 EXECUTION_GROUP = "execution"
 
 
-def report_targets(rows: Sequence[Row], baseline: Row) -> None:
-    """The target ratios: Exthub 1 agent ÷ Celery, 2 agents ÷ 1 agent (exec/s), execution-service CPU per
-    execution."""
+def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> None:
+    """The target ratios of one profile's rows (``suffix`` of their names): Exthub 1 agent ÷ Celery, 2 agents ÷
+    1 agent (exec/s), execution-service CPU per execution."""
+    rows = [row for row in rows if row.name.endswith(suffix) and (suffix or not row.name.endswith(AZURE_SUFFIX))]
     by_name = {row.name: row for row in rows}
-    one, two = by_name.get(ONE_AGENT), by_name.get(TWO_AGENTS)
+    one, two = by_name.get(ONE_AGENT + suffix), by_name.get(TWO_AGENTS + suffix)
     figures: list[tuple[str, float, float, bool]] = []
     if one is not None:
         figures.append(
             (
-                "exec/s: Exthub 1 agent ÷ Celery",
+                f"exec/s: Exthub 1 agent{suffix} ÷ Celery",
                 one.executions_per_second / baseline.executions_per_second
                 if baseline.executions_per_second
                 else math.nan,
@@ -241,7 +248,7 @@ def report_targets(rows: Sequence[Row], baseline: Row) -> None:
         )
     if one is not None and two is not None:
         ratio = two.executions_per_second / one.executions_per_second if one.executions_per_second else math.nan
-        figures.append(("exec/s: 2 agents ÷ 1 agent", ratio, 1.0, True))
+        figures.append((f"exec/s: 2 agents ÷ 1 agent{suffix}", ratio, 1.0, True))
     figures.extend(
         (f"execution CPU ms per execution ({row.name})", row.cpu_ms.get(EXECUTION_GROUP, math.nan), 2.5, False)
         for row in rows
@@ -449,7 +456,23 @@ class Stack:
     redis_url: str = ""
     hub_jwks_url: str = ""
     key_dir: Path = Path()
+    #: echo's port, chosen first: the hub allow-lists it (the one internal destination it may call)
     echo_port: int = 0
+    #: the Azure profile: the emulator stack the services use (None: the embedded profile)
+    emulators: EmulatorStack | None = None
+
+    def backend_env(self, service: ServiceName) -> dict[str, str]:
+        """``EXTHUB_*`` backend settings and the service identity's standard variables (the Azure profile)."""
+        if self.emulators is None:
+            return {"EXTHUB_BACKEND": "local"}
+        return {**self.emulators.hub_environment(), **self.emulators.service_environment(service)}
+
+    def token(self, roles: Sequence[str], user: str) -> str:
+        """A user token this stack's hub accepts."""
+        if self.emulators is None:
+            issuer = DevIssuer.load_or_create(self.data_dir)
+            return issuer.issue(tenant="bench", user=user, roles=list(roles))
+        return self.emulators.user_token(roles=roles, tenant="bench", user=user)
 
     async def start(self, child: Awaitable[Child]) -> Child:
         """Awaits ``child`` and remembers it for the final stop."""
@@ -464,21 +487,28 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(redis_server: str, poll_seconds: float) -> AsyncIterator[Stack]:
-    """Redis, catalog, execution service and echo (trusting the hub's keys and the benchmark's key)."""
+async def running_stack(redis_server: str | None, poll_seconds: float, *, azure: bool = False) -> AsyncIterator[Stack]:
+    """Redis (when ``redis_server`` is given), catalog, execution service and echo (trusting the hub's keys and
+    the benchmark's key); ``azure``: on the Azure adapters, against the emulator stack of ``exthub up --backend
+    azure --emulators`` (started first, stopped last)."""
     with tempfile.TemporaryDirectory(prefix="exthub-async-bench-") as tmp:
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
         stack.log_dir.mkdir()
         stack.echo_port = free_port()  # chosen first: the hub's egress allow-list names it
         try:
-            await _start_redis(stack, redis_server)
+            if azure:
+                stack.emulators = await asyncio.to_thread(EmulatorStack.start, stack.data_dir)
+            if redis_server is not None:
+                await _start_redis(stack, redis_server)
             await _start_hub(stack, poll_seconds)
             await _start_echo(stack)
             yield stack
         finally:
             for child in reversed(stack.children):
                 await stop(child)
+            if stack.emulators is not None:
+                await asyncio.to_thread(stack.emulators.stop)
 
 
 async def _start_redis(stack: Stack, redis_server: str) -> None:
@@ -506,19 +536,21 @@ async def _start_redis(stack: Stack, redis_server: str) -> None:
     stack.redis_url = f"redis://127.0.0.1:{port}/0"
 
 
-def _hub_env(stack: Stack, poll_seconds: float, **extra: str) -> dict[str, str]:
+def _hub_env(stack: Stack, service: ServiceName, poll_seconds: float, **extra: str) -> dict[str, str]:
+    # on Azure the catalog and the execution service log at INFO: their Cosmos DB request units since start are
+    # one INFO line when they stop (it adds the per-call access log line to their work)
+    level = "INFO" if stack.emulators is not None and service != "agent" else "WARNING"
     return _clean_env(
+        **stack.backend_env(service),
         EXTHUB_DATA_DIR=str(stack.data_dir),
-        EXTHUB_BACKEND="local",
         EXTHUB_HOST="127.0.0.1",
-        EXTHUB_LOG_LEVEL="WARNING",
+        EXTHUB_LOG_LEVEL=level,
+        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         EXTHUB_CATALOG_PORT="0",
         EXTHUB_EXECUTION_PORT="0",
         EXTHUB_AGENT_PORT="0",
         EXTHUB_OBJECTS_PORT="0",
         EXTHUB_QUEUE_POLL_SECONDS=str(poll_seconds),
-        # echo listens on loopback, which the egress policy refuses unless it is allow-listed
-        EXTHUB_EGRESS__ALLOW=f"127.0.0.1:{stack.echo_port}",
         **extra,
     )
 
@@ -529,7 +561,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         spawn(
             "catalog",
             [python, "-m", "services.catalog"],
-            env=_hub_env(stack, poll_seconds),
+            env=_hub_env(stack, "catalog", poll_seconds),
             ready=_GRPC_ADDRESS,
             log_dir=stack.log_dir,
         )
@@ -539,7 +571,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         spawn(
             "execution",
             [python, "-m", "services.execution"],
-            env=_hub_env(stack, poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
+            env=_hub_env(stack, "execution", poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
             ready=_OBJECTS_URL,
             log_dir=stack.log_dir,
         )
@@ -583,6 +615,7 @@ async def start_agent(stack: Stack, agent_id: str, *, slots: int, poll_seconds: 
     """``python -m services.agent`` with its queue worker, for the hub of ``stack``."""
     env = _hub_env(
         stack,
+        "agent",
         poll_seconds,
         EXTHUB_EXECUTION_ADDRESS=stack.execution_address,
         EXTHUB_AGENT_ID=agent_id,
@@ -763,9 +796,9 @@ async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list
         await store.close()
 
 
-async def register(stack: Stack, issuer: DevIssuer) -> None:
+async def register(stack: Stack) -> None:
     """Registers ``echo-plain`` (no inputs: async executions go straight to QUEUED) at the stack's echo."""
-    token = issuer.issue(tenant="bench", user="publisher", roles=[EXTENSIONS_PUBLISH])
+    token = await asyncio.to_thread(stack.token, [EXTENSIONS_PUBLISH], "publisher")
     async with grpc.aio.insecure_channel(stack.catalog_address) as channel:
         await register_echo(
             catalog_service_pb2_grpc.CatalogServiceStub(channel),
@@ -776,6 +809,45 @@ async def register(stack: Stack, issuer: DevIssuer) -> None:
         )
 
 
+def cosmos_request_units(stack: Stack) -> tuple[float, int]:
+    """Request units and requests the catalog and the execution service reported when they stopped."""
+    units, requests = 0.0, 0
+    for child in stack.children:
+        if child.name not in ("catalog", "execution"):
+            continue
+        for line in child.log.read_text("utf-8", errors="replace").splitlines():
+            with contextlib.suppress(ValueError):
+                entry = json.loads(line)
+                if isinstance(entry, dict) and entry.get("event") == COSMOS_CHARGES_EVENT:
+                    units += float(entry["request_units"])
+                    requests += int(entry["requests"])
+    return units, requests
+
+
+async def measure_agents(
+    stack: Stack,
+    *,
+    suffix: str,
+    slots: int,
+    poll_seconds: float,
+    options: Mapping[str, int],
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
+) -> list[Row]:
+    """The Exthub rows of one stack: 1 agent, then 2 agents (``profile_*``: py-spy sampling, see measure_exthub)."""
+    token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
+    rows: list[Row] = []
+    for count in (1, 2):
+        await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
+        name = (ONE_AGENT if count == 1 else TWO_AGENTS) + suffix
+        rows.append(
+            await measure_exthub(
+                stack, name, token=token, profile_dir=profile_dir, profile_native=profile_native, **options
+            )
+        )
+    return rows
+
+
 async def run(
     redis_server: str,
     *,
@@ -784,44 +856,68 @@ async def run(
     slots: int,
     poll_seconds: float,
     warmup: int,
+    azure: bool = False,
     profile_dir: Path | None = None,
     profile_native: bool = False,
 ) -> None:
-    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents; prints the tables and the
-    invariant checker's verdict over every execution the hub stored."""
-    violations: list[str] = []
+    """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents (and with ``azure`` the same two
+    rows on the Azure adapters against the emulators, in the same run); prints the tables and the invariant
+    checker's verdict over every execution the embedded hub stored."""
+    options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+    cosmos: tuple[float, int, int] | None = None
     async with running_stack(redis_server, poll_seconds) as stack:
-        issuer = await asyncio.to_thread(DevIssuer.load_or_create, stack.data_dir)
-        await register(stack, issuer)
-        token = issuer.issue(tenant="bench", user="runner", roles=[EXECUTIONS_RUN])
-        options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
+        await register(stack)
         baseline = await measure_celery(stack, slots=slots, **options)
-        rows: list[Row] = []
-        for count in (1, 2):
-            await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
-            name = ONE_AGENT if count == 1 else TWO_AGENTS
-            row = await measure_exthub(
-                stack, name, token=token, profile_dir=profile_dir, profile_native=profile_native, **options
-            )
-            rows.append(row)
+        rows = await measure_agents(
+            stack,
+            suffix="",
+            slots=slots,
+            poll_seconds=poll_seconds,
+            options=options,
+            profile_dir=profile_dir,
+            profile_native=profile_native,
+        )
         accepted = [sample.execution for row in rows for sample in row.samples if sample.execution]
         violations = await check_stored_executions(stack, accepted)
         if violations or any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
             for child in stack.children:  # the logs go with the temporary directory: show them now
                 console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
-    report(
-        rows,
-        baseline,
-        notes=(
-            f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
-            f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
-            "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
-            "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
-            "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
-            "Celery (exec/s above 1 = faster; latency above 1 = slower)."
-        ),
+    if azure:
+        async with running_stack(None, poll_seconds, azure=True) as stack:
+            await register(stack)
+            azure_rows = await measure_agents(
+                stack, suffix=AZURE_SUFFIX, slots=slots, poll_seconds=poll_seconds, options=options
+            )
+            for child in reversed(stack.children):  # the services report their request units when they stop
+                await stop(child)
+            units, requests = cosmos_request_units(stack)
+            cosmos = (units, requests, sum(len(row.samples) + warmup for row in azure_rows))
+            if any(set(row.outcomes) - {"SUCCEEDED"} for row in azure_rows):
+                for child in stack.children:
+                    console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
+        rows.extend(azure_rows)
+    notes = (
+        f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
+        f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
+        "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
+        "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
+        "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
+        "Celery (exec/s above 1 = faster; latency above 1 = slower)."
     )
+    if cosmos is not None:
+        units, requests, count = cosmos
+        notes += (
+            " · azure rows: the Azure adapters (Cosmos DB, Service Bus, Entra ID tokens) on the emulators of "
+            "`exthub up --backend azure --emulators` (the Service Bus test broker, the Cosmos DB emulator); "
+            f"Cosmos DB: {units / count:.1f} request units per execution ({units:,.0f} RU in {requests:,} "
+            f"requests over {count} executions incl. warm-up, background polling included, as the catalog and "
+            "execution service's store counted them). The emulator charges 1 RU per request: these are request "
+            "counts; measure RU on a real account. The invariant checker reads the embedded hub's store only."
+        )
+    report(rows, baseline, notes=notes)
     report_targets(rows, baseline)
+    if cosmos is not None:
+        report_targets(rows, baseline, suffix=AZURE_SUFFIX)
     if violations:
         console.print(f"[red]invariant checker: {len(violations)} violation(s)[/red]")
         for line in violations[:20]:
@@ -852,6 +948,12 @@ def main() -> None:
         help="sample every process with py-spy during the measured Exthub rows (collapsed stacks into DIR)",
     )
     parser.add_argument("--py-spy-native", action="store_true", help="with --py-spy: native frames too (slower)")
+    parser.add_argument(
+        "--profile",
+        choices=("embedded", "azure"),
+        default="embedded",
+        help="azure: also run the Exthub rows on the Azure adapters against the local emulators (same run)",
+    )
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
@@ -870,6 +972,7 @@ def main() -> None:
             slots=args.slots,
             poll_seconds=args.poll_seconds,
             warmup=args.warmup,
+            azure=args.profile == "azure",
             profile_dir=args.py_spy,
             profile_native=args.py_spy_native,
         )

@@ -119,6 +119,7 @@ AZURE_ADMIN_SOCKET = Path("/tmp/envoy-admin.sock")  # noqa: S108 - the gateway p
 ORIGINAL_PATH_HEADER = "x-envoy-original-path"
 ORIGINAL_METHOD_HEADER = "x-envoy-original-method"
 MiB = 1024 * 1024
+SYSTEM_CA_FILE = Path("/etc/ssl/certs/ca-certificates.crt")
 _PLACEHOLDER = re.compile(r"\$\{([a-z_]+)\}")
 
 
@@ -163,7 +164,8 @@ class AzureParams(_Common):
     catalog_address: str = ""  # default: exthub-catalog.<namespace>.svc.cluster.local:50051
     execution_address: str = ""  # default: exthub-execution.<namespace>.svc.cluster.local:50052
     objects_address: str = ""  # default: exthub-execution.<namespace>.svc.cluster.local:50054
-    authority_host: str = "login.microsoftonline.com"
+    authority_host: str = "login.microsoftonline.com"  # host[:port] of the issuer and its JWKS
+    authority_ca_file: Path = SYSTEM_CA_FILE  # what the authority's certificate must chain to
     jwks_cache_seconds: int = 300
     listen_address: str = "0.0.0.0"  # noqa: S104 - the gateway pod's listener
 
@@ -218,21 +220,27 @@ def _cluster(name: str, address: str, *, http2: bool, connect_timeout: float = 1
     return cluster
 
 
-def _tls_cluster(name: str, host: str) -> dict[str, Any]:
-    cluster = _cluster(name, f"{host}:443", http2=False, connect_timeout=5.0)
-    cluster["transport_socket"] = {
-        "name": "envoy.transport_sockets.tls",
-        "typed_config": {
-            "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
-            "sni": host,
-            "common_tls_context": {
-                "validation_context": {
-                    "trusted_ca": {"filename": "/etc/ssl/certs/ca-certificates.crt"},
-                    "match_typed_subject_alt_names": [{"san_type": "DNS", "matcher": {"exact": host}}],
-                }
-            },
+def _tls_cluster(name: str, authority: str, ca_file: Path) -> dict[str, Any]:
+    """An HTTPS upstream for ``authority`` (``host`` or ``host:port``): the certificate must chain to ``ca_file``
+    and name the host (a DNS name, or an IP address in an IP SAN)."""
+    host, sep, port = authority.rpartition(":")
+    if not sep or not port.isdigit():
+        host, port = authority, "443"
+    cluster = _cluster(name, f"{host}:{port}", http2=False, connect_timeout=5.0)
+    tls: dict[str, Any] = {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": {
+            "validation_context": {
+                "trusted_ca": {"filename": str(ca_file)},
+                "match_typed_subject_alt_names": [
+                    {"san_type": "IP_ADDRESS" if _is_ip(host) else "DNS", "matcher": {"exact": host}}
+                ],
+            }
         },
     }
+    if not _is_ip(host):
+        tls["sni"] = host
+    cluster["transport_socket"] = {"name": "envoy.transport_sockets.tls", "typed_config": tls}
     return cluster
 
 
@@ -498,9 +506,19 @@ def _mapper(
 
 
 def _jwt_refused(http_status: int) -> list[dict[str, Any]]:
-    """``jwt_authn`` refused the request with ``http_status`` (its failure is in the dynamic metadata)."""
+    """``jwt_authn`` refused the request with ``http_status``: a failure is in the dynamic metadata and no provider
+    verified the token. With several providers (the azure target's v1 and v2 issuers) the one that does not match
+    records its failure even when the other verified the token: then a 403 is RBAC's, not the token's."""
     failed = {"metadata_filter": {"matcher": _jwt_failure_matcher(), "match_if_key_not_found": False}}
-    return [_status_filter(http_status), failed]
+    # no verified payload: the key is missing (the default: match), or (never) null; a payload is a struct, which
+    # null_match refuses (an access-log metadata filter has no inversion)
+    unverified = {
+        "metadata_filter": {
+            "matcher": {"filter": JWT_FILTER, "path": [{"key": PAYLOAD_KEY}], "value": {"null_match": {}}},
+            "match_if_key_not_found": True,
+        }
+    }
+    return [_status_filter(http_status), failed, unverified]
 
 
 def _local_reply_config() -> dict[str, Any]:
@@ -575,7 +593,7 @@ def _params(target: Target, given: Mapping[str, Any]) -> LocalParams | AzurePara
     if unknown:
         raise TypeError(f"unknown {target} parameters: {', '.join(unknown)}; known: {', '.join(sorted(known))}")
     converted = dict(given)
-    for name in ("descriptor", "data_dir", "jwks_file", "admin_socket"):
+    for name in ("descriptor", "data_dir", "jwks_file", "admin_socket", "authority_ca_file"):
         if converted.get(name) is not None:
             converted[name] = Path(converted[name])
     if "audiences" in converted:
@@ -626,7 +644,7 @@ def render_config(target: Target, **params: Any) -> dict[str, Any]:
             "execution": p.execution_address or f"exthub-execution.{dns}:50052",
             "objects": p.objects_address or f"exthub-execution.{dns}:50054",
         }
-        clusters = [_tls_cluster("aad_jwks", p.authority_host)]
+        clusters = [_tls_cluster("aad_jwks", p.authority_host, p.authority_ca_file)]
     clusters = [
         _cluster("catalog", addresses["catalog"], http2=True),
         _cluster("execution", addresses["execution"], http2=True),
@@ -716,6 +734,8 @@ def _parse(argv: Sequence[str] | None) -> _Args:
     azure.add_argument("--client-id")
     azure.add_argument("--app-id-uri")
     azure.add_argument("--namespace")
+    azure.add_argument("--authority-host", help="host[:port] of the token issuer (default login.microsoftonline.com)")
+    azure.add_argument("--authority-ca-file", help="CA bundle the issuer's certificate must chain to")
     ns = vars(parser.parse_args(argv))
     target = ns.pop("target")
     output = ns.pop("output")

@@ -18,28 +18,36 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
 import socket
+import subprocess
 import sys
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO
+from typing import IO, Any, Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from pydantic import ValidationError
 from rich.console import Console
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.contract.dev_tokens import SERVICE_TENANT, DevIssuer
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
-from gateway.render import render_config
+from gateway.render import SYSTEM_CA_FILE, render_config
 from services.echo.registration import register_echo
+from services.platform.settings import Settings
+from tools.emulators.stack import API as API_AUDIENCE
+from tools.emulators.stack import STACK_DIR as STACK_DIR_NAME
+from tools.emulators.stack import EmulatorStack, ServiceName, has_authority
+from tools.emulators.stack import user_token as emulator_user_token
 
 ECHO_EXTENSION = "echo"
 ECHO_PLAIN_EXTENSION = "echo-plain"
@@ -50,6 +58,8 @@ RESTART_BACKOFF_SECONDS = 0.25
 RESTART_BACKOFF_MAX_SECONDS = 5.0
 CRASH_LIMIT = 5
 CRASH_WINDOW_SECONDS = 60.0
+PROFILE_FILE = "profile.json"
+Backend = Literal["local", "azure"]
 _console = Console(stderr=True)
 
 
@@ -71,16 +81,52 @@ class ChildSpec:
     port_env: str | None = None
 
 
+class WatchedProcess:
+    """A child that is not ours to reap through asyncio (an emulator started by its launcher): what the
+    supervision loop needs of a process, its exit observed by polling."""
+
+    def __init__(self, popen: subprocess.Popen[bytes]) -> None:
+        self._popen = popen
+
+    @property
+    def pid(self) -> int:
+        return self._popen.pid
+
+    @property
+    def returncode(self) -> int | None:
+        return self._popen.poll()
+
+    def send_signal(self, signum: int) -> None:
+        self._popen.send_signal(signum)
+
+    async def wait(self) -> int:
+        """Its exit code, once it exited (a pidfd tells the event loop; nothing polls)."""
+        if self._popen.poll() is None:
+            loop = asyncio.get_running_loop()
+            exited = asyncio.Event()
+            pidfd = os.pidfd_open(self._popen.pid)
+            loop.add_reader(pidfd, exited.set)
+            try:
+                if self._popen.poll() is None:
+                    await exited.wait()
+            finally:
+                loop.remove_reader(pidfd)
+                os.close(pidfd)
+        return self._popen.wait()
+
+
 @dataclass
 class Child:
     """A started part of the hub and what it announced (one value per ``ready`` pattern)."""
 
     name: str
-    process: asyncio.subprocess.Process
+    process: asyncio.subprocess.Process | WatchedProcess
     announced: list[str] = field(default_factory=list)
     log: IO[str] | None = None
     pump: asyncio.Task[None] | None = field(default=None, repr=False)
     envoy: RunningEnvoy | None = None
+    #: how to stop a part that is not a plain child process of ours (an emulator: by its launcher)
+    stop_with: Callable[[], Coroutine[None, None, None]] | None = field(default=None, repr=False)
 
     @property
     def address(self) -> str:
@@ -126,14 +172,28 @@ def _port_free(port: int) -> bool:
 
 def _free_port() -> int:
     """A port the OS has just handed out (for a part whose address another part needs before it starts)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+    (port,) = _free_ports(1)
+    return port
 
 
-def _public_port(port: int) -> int:
+def _free_ports(count: int, *, besides: tuple[int, ...] = ()) -> list[int]:
+    """``count`` distinct ports the OS has just handed out, none of ``besides``: the probes are held open together
+    (one after the other, a port just released can be handed out again)."""
+    with contextlib.ExitStack() as held:
+        probes = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
+        ports: list[int] = []
+        for probe in probes:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(int(probe.getsockname()[1]))
+        if set(ports) & set(besides):  # a port chosen before and released meanwhile: choose again
+            return _free_ports(count, besides=besides)
+        return ports
+
+
+def _public_port(port: int, *, besides: tuple[int, ...] = ()) -> int:
     if port == 0:
-        return _free_port()
+        (chosen,) = _free_ports(1, besides=besides)
+        return chosen
     if not _port_free(port):
         raise HubStartError(f"port {port} is already in use; stop what uses it or choose another with --port")
     return port
@@ -192,6 +252,7 @@ async def _start(spec: ChildSpec, data_dir: Path) -> Child:
 
 async def _read_ready_line(child: Child, pattern: re.Pattern[str], data_dir: Path) -> str:
     """Copies the child's output to its log until a line matches ``pattern``; the value it announces."""
+    assert isinstance(child.process, asyncio.subprocess.Process)
     assert child.process.stdout is not None
     assert child.log is not None
     while line := (await child.process.stdout.readline()).decode("utf-8", "replace"):
@@ -235,6 +296,9 @@ async def _stop(child: Child) -> None:
     if child.envoy is not None:
         await child.envoy.stop(STOP_GRACE_SECONDS)
         return
+    if child.stop_with is not None:
+        await child.stop_with()
+        return
     process = child.process
     if process.returncode is None:
         with contextlib.suppress(ProcessLookupError):
@@ -264,6 +328,7 @@ class Part:
     child: Child
     restart: Callable[[], Coroutine[None, None, Child]]
     crashes: deque[float] = field(default_factory=deque)
+    log_path: Path | None = None
 
 
 def _python_part(spec: ChildSpec, child: Child, data_dir: Path) -> Part:
@@ -273,16 +338,28 @@ def _python_part(spec: ChildSpec, child: Child, data_dir: Path) -> Part:
     return Part(spec.name, child, lambda: _start(spec, data_dir))
 
 
-async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str) -> None:
-    """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist."""
-    token = issuer.issue(tenant=SERVICE_TENANT, user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
+async def _register_echo(
+    issuer: DevIssuer | str, catalog_address: str, echo_url: str, *, object_provider: str = "local/v1"
+) -> None:
+    """Registers ``extensions/echo`` (and ``echo-plain``, the same app without inputs) unless they exist, with a
+    development token of ``issuer`` or the given bearer token (Extensions.Publish)."""
+    token = (
+        issuer.issue(tenant=SERVICE_TENANT, user="exthub-up", roles=[EXTENSIONS_PUBLISH], ttl_seconds=300)
+        if isinstance(issuer, DevIssuer)
+        else issuer
+    )
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(catalog_address) as channel:
         stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
         try:
-            await register_echo(stub, echo_url=echo_url, metadata=metadata)
+            await register_echo(stub, echo_url=echo_url, metadata=metadata, object_provider=object_provider)
             await register_echo(
-                stub, echo_url=echo_url, metadata=metadata, extension_id=ECHO_PLAIN_EXTENSION, with_objects=False
+                stub,
+                echo_url=echo_url,
+                metadata=metadata,
+                extension_id=ECHO_PLAIN_EXTENSION,
+                with_objects=False,
+                object_provider=object_provider,
             )
         except grpc.aio.AioRpcError as error:
             raise HubStartError(
@@ -290,10 +367,9 @@ async def _register_echo(issuer: DevIssuer, catalog_address: str, echo_url: str)
             ) from None
 
 
-async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -> Child:
-    config = render_config(
-        "local",
-        data_dir=data_dir,
+async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str], profile: HubProfile) -> Child:
+    config = profile.gateway_config(
+        data_dir,
         listen_port=port,
         catalog_address=addresses["catalog"],
         execution_address=addresses["execution"],
@@ -309,15 +385,213 @@ async def _start_gateway(data_dir: Path, port: int, addresses: dict[str, str]) -
     return Child("gateway", envoy.process, announced=[envoy.url], envoy=envoy)
 
 
-async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Part]) -> HubAddresses:
+def _emulator_part(stack: EmulatorStack, name: str) -> Part:
+    """A supervised emulator: restarted on the same port by its launcher, stopped by its pid."""
+
+    def child() -> Child:
+        return Child(
+            name,
+            WatchedProcess(stack.popen(name)),
+            announced=[stack.address(name)],
+            stop_with=lambda: asyncio.to_thread(stack.stop_part, name),
+        )
+
+    async def restart() -> Child:
+        try:
+            await asyncio.to_thread(stack.restart_part, name)
+        except (OSError, RuntimeError) as error:
+            raise HubStartError(f"{name} did not start again: {str(error).splitlines()[0]}") from None
+        return child()
+
+    return Part(name, child(), restart, log_path=stack.log_path(name))
+
+
+@dataclass
+class HubProfile:
+    """What differs between ``exthub up`` (embedded SQLite backends and the development issuer) and
+    ``exthub up --backend azure [--emulators]`` (the Azure adapters, Entra ID tokens): the services' environment,
+    the token that registers echo, the object provider, and the gateway's issuer.
+
+    With ``--emulators`` the local stand-ins (:mod:`tools.emulators.stack`) are started first and supervised like
+    the services; without, the Azure endpoints and issuers come from the operator's ``EXTHUB_*`` settings.
+    """
+
+    backend: Backend
+    emulators: bool
+    issuer: DevIssuer | None = None
+    settings: Settings | None = None
+    stack: EmulatorStack | None = None
+
+    @classmethod
+    async def prepare(cls, data_dir: Path, *, backend: Backend, emulators: bool) -> HubProfile:
+        """Check the profile's settings and remember the profile in the data dir (for ``exthub token``)."""
+        if emulators and backend != "azure":
+            raise HubStartError("--emulators runs the Azure profile on local stand-ins: use it with --backend azure")
+        profile = cls(backend, emulators)
+        if backend == "local":
+            profile.issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)  # before a part reads it
+        elif not emulators:
+            profile.settings = _azure_settings(data_dir)
+        document = json.dumps({"backend": backend, "emulators": emulators})
+        await asyncio.to_thread((data_dir / PROFILE_FILE).write_text, document + "\n", "utf-8")
+        return profile
+
+    @property
+    def object_provider(self) -> str:
+        return "az-blob/v1" if self.backend == "azure" else "local/v1"
+
+    async def start_emulators(self, data_dir: Path, parts: list[Part]) -> None:
+        """Start the stand-ins (``--emulators`` only) and put them under supervision, first in ``parts``."""
+        if not self.emulators:
+            return
+        with _console.status("starting the Azure emulators (token authority, Cosmos DB, Azurite, Service Bus)…"):
+            try:
+                self.stack = await asyncio.to_thread(EmulatorStack.start, data_dir)
+            except (OSError, RuntimeError) as error:
+                lines = str(error).strip().splitlines()
+                raise HubStartError(
+                    f"the Azure emulators did not start: {lines[0] if lines else error}; "
+                    f"see {data_dir / STACK_DIR_NAME}"
+                ) from None
+        for name in self.stack.names():
+            parts.append(_emulator_part(self.stack, name))
+            _console.print(f"[green]✓[/green] {name} ready on {self.stack.address(name)}")
+
+    def environment(self) -> dict[str, str]:
+        """``EXTHUB_*`` settings every service gets for this profile."""
+        if self.backend == "local":
+            return {"EXTHUB_BACKEND": "local"}
+        if self.stack is not None:
+            return self.stack.hub_environment()
+        return {"EXTHUB_BACKEND": "azure"}  # everything else comes from the operator's environment
+
+    def extension_environment(self) -> dict[str, str]:
+        """What the sample extension needs besides: on the emulators, trust in the development CA (it reads and
+        writes objects at Azurite's URLs, as any client does)."""
+        if self.stack is None:
+            return {}
+        return {"SSL_CERT_FILE": str(self.stack.certificates.trust_bundle)}
+
+    def identity(self, service: ServiceName) -> dict[str, str]:
+        """The standard ``AZURE_*`` variables of ``service``'s identity (emulators; elsewhere the environment's)."""
+        return self.stack.service_environment(service) if self.stack is not None else {}
+
+    async def publisher_token(self) -> DevIssuer | str:
+        """What registers echo (Extensions.Publish): the development issuer, a user token of the local token
+        authority, or on Azure an Entra ID token of the operator's own login for the hub's scope."""
+        if self.issuer is not None:
+            return self.issuer
+        if self.stack is not None:
+            return await asyncio.to_thread(self.stack.user_token, roles=[EXTENSIONS_PUBLISH], user="exthub-up", ttl=300)
+        assert self.settings is not None
+        assert self.settings.azure.service_token_scope is not None
+        return await _operator_token(self.settings.azure.service_token_scope)
+
+    def gateway_config(self, data_dir: Path, **addresses: Any) -> dict[str, Any]:
+        """The rendered Envoy configuration: the ``local`` target, or the ``azure`` target for the profile's issuer
+        (the local authority's on the emulators, Entra ID's from ``EXTHUB_AUTH__*`` otherwise)."""
+        if self.backend == "local":
+            return render_config("local", data_dir=data_dir, **addresses)
+        if self.stack is not None:
+            issuer, audiences = self.stack.issuer, [API_AUDIENCE]
+            ca_file = self.stack.certificates.trust_bundle
+        else:
+            assert self.settings is not None
+            issuer, audiences = self.settings.auth.issuers[0], list(self.settings.auth.audiences)
+            ca_file = SYSTEM_CA_FILE
+        authority_host, tenant_id = _issuer_parts(issuer)
+        return render_config(
+            "azure",
+            tenant_id=tenant_id,
+            app_id_uri=audiences[0],
+            client_id=audiences[-1],
+            authority_host=authority_host,
+            authority_ca_file=ca_file,
+            listen_address="127.0.0.1",
+            **addresses,
+        )
+
+
+def _issuer_parts(issuer: str) -> tuple[str, str]:
+    """``(authority host[:port], tenant id)`` of an Entra-ID-shaped v2.0 issuer ``https://HOST/TENANT/v2.0``."""
+    match = re.fullmatch(r"https://([^/]+)/([^/]+)/v2\.0/?", issuer)
+    if match is None:
+        raise HubStartError(
+            f"EXTHUB_AUTH__ISSUERS must start with an Entra ID v2.0 issuer (https://HOST/TENANT/v2.0), got {issuer!r}"
+        )
+    return match.group(1), match.group(2)
+
+
+def _azure_settings(data_dir: Path) -> Settings:
+    """The operator's Azure settings (``EXTHUB_*`` from the environment), validated; a clear error otherwise."""
+    try:
+        settings = Settings(backend="azure", data_dir=data_dir)
+        settings.require_backend()  # every service runs here: every endpoint
+    except ValidationError as error:
+        reasons = "; ".join(str(e["msg"]).removeprefix("Value error, ") for e in error.errors())
+        raise HubStartError(f"the Azure profile's settings are incomplete: {reasons}") from None
+    except ValueError as error:
+        raise HubStartError(f"the Azure profile's settings are incomplete: {error}") from None
+    if not settings.auth.issuers:
+        raise HubStartError("the Azure profile needs EXTHUB_AUTH__ISSUERS (the Entra ID v2.0 issuer)")
+    _issuer_parts(settings.auth.issuers[0])
+    return settings
+
+
+async def _operator_token(scope: str) -> str:
+    """An Entra ID token for ``scope`` from the operator's own login (``DefaultAzureCredential``)."""
+    from azure.core.exceptions import ClientAuthenticationError
+    from azure.identity.aio import DefaultAzureCredential
+
+    try:
+        async with DefaultAzureCredential() as credential, asyncio.timeout(30):
+            return (await credential.get_token(scope)).token
+    except (ClientAuthenticationError, TimeoutError) as error:
+        raise HubStartError(
+            f"registering echo needs a token for {scope} (with the Extensions.Publish app role) from your Azure "
+            f"login: {str(error).splitlines()[0] if str(error) else type(error).__name__}"
+        ) from None
+
+
+def profile_user_token(
+    data_dir: Path, *, backend: Backend | None, roles: list[str], tenant: str | None, user: str, ttl: int
+) -> str:
+    """What ``exthub token`` prints for the profile the hub of ``data_dir`` runs (or ``backend``): a development
+    token, or on the emulator profile a user token of the local token authority. Raises HubStartError when
+    there is nothing to mint with (real Entra ID issues user tokens itself)."""
+    recorded = _recorded_profile(data_dir)
+    chosen = backend or recorded.get("backend", "local")
+    if chosen == "local":
+        data_dir.mkdir(parents=True, exist_ok=True)
+        issuer = DevIssuer.load_or_create(data_dir)
+        return issuer.issue(tenant=tenant or "local", user=user, roles=roles, ttl_seconds=ttl)
+    if not has_authority(data_dir):
+        raise HubStartError(
+            "tokens for the Azure profile come from Entra ID (for example `az account get-access-token --scope "
+            "<EXTHUB_AZURE__SERVICE_TOKEN_SCOPE>`); only `exthub up --backend azure --emulators` has a local "
+            f"token authority, and {data_dir} has none yet"
+        )
+    return emulator_user_token(data_dir, roles=roles, tenant=tenant, user=user, ttl=ttl)
+
+
+def _recorded_profile(data_dir: Path) -> dict[str, Any]:
+    try:
+        document = json.loads((data_dir / PROFILE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[Part]) -> HubAddresses:
     """Starts every part in order into ``parts`` (so the caller can stop what started if one fails)."""
-    public_port = _public_port(port)
-    public_url = f"http://127.0.0.1:{public_port}"
     echo_port = _echo_port(data_dir)
-    execution_port, objects_port = _free_port(), _free_port()
+    public_port = _public_port(port, besides=(echo_port,))
+    public_url = f"http://127.0.0.1:{public_port}"
+    execution_port, objects_port = _free_ports(2, besides=(echo_port, public_port))
+    await profile.start_emulators(data_dir, parts)
     base = {
+        **profile.environment(),
         "EXTHUB_DATA_DIR": str(data_dir),
-        "EXTHUB_BACKEND": "local",
         "EXTHUB_LOG_FORMAT": "json",
         "EXTHUB_PUBLIC_URL": public_url,
         # the one internal destination the hub may call: its sample extension (any publisher may register a
@@ -344,16 +618,25 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
     execution_address = f"127.0.0.1:{execution_port}"
     objects_url = f"http://127.0.0.1:{objects_port}"
     catalog, agent, echo = await steps(
-        _service("catalog", {**base, "EXTHUB_CATALOG_PORT": "0"}, port_env="EXTHUB_CATALOG_PORT"),
+        _service(
+            "catalog",
+            {**base, **profile.identity("catalog"), "EXTHUB_CATALOG_PORT": "0"},
+            port_env="EXTHUB_CATALOG_PORT",
+        ),
         _service(
             "agent",
-            {**base, "EXTHUB_AGENT_PORT": "0", "EXTHUB_EXECUTION_ADDRESS": execution_address},
+            {
+                **base,
+                **profile.identity("agent"),
+                "EXTHUB_AGENT_PORT": "0",
+                "EXTHUB_EXECUTION_ADDRESS": execution_address,
+            },
             port_env="EXTHUB_AGENT_PORT",
         ),
         ChildSpec(
             "echo",
             "services.echo",
-            base,
+            {**base, **profile.extension_environment()},
             (re.compile(r"^(http://\S+)\s*$"),),
             args=(
                 "--port",
@@ -371,6 +654,7 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
             "execution",
             {
                 **base,
+                **profile.identity("execution"),
                 "EXTHUB_EXECUTION_PORT": str(execution_port),
                 "EXTHUB_OBJECTS_PORT": str(objects_port),
                 "EXTHUB_CATALOG_ADDRESS": catalog.address,
@@ -380,24 +664,26 @@ async def start_hub(data_dir: Path, port: int, issuer: DevIssuer, parts: list[Pa
         )
     )
     with _console.status("registering extensions/echo…"):
-        await _register_echo(issuer, catalog.address, echo.address)
+        await _register_echo(
+            await profile.publisher_token(), catalog.address, echo.address, object_provider=profile.object_provider
+        )
     upstreams = {"catalog": catalog.address, "execution": execution.address, "objects": _host_port(objects_url)}
     with _console.status("starting gateway…"):
-        gateway = await _start_gateway(data_dir, public_port, upstreams)
-    parts.append(Part("gateway", gateway, lambda: _start_gateway(data_dir, public_port, upstreams)))
+        gateway = await _start_gateway(data_dir, public_port, upstreams, profile)
+    parts.append(Part("gateway", gateway, lambda: _start_gateway(data_dir, public_port, upstreams, profile)))
     _console.print(f"[green]✓[/green] gateway ready on {gateway.address}")
     return HubAddresses(public_url, catalog.address, agent.address, execution.address, objects_url, echo.address)
 
 
-async def run_hub(*, data_dir: Path, port: int) -> int:
+async def run_hub(*, data_dir: Path, port: int, backend: Backend = "local", emulators: bool = False) -> int:
     """Starts every part, prints the gateway URL, restarts a part that crashes, and stops everything on
-    SIGINT/SIGTERM.
+    SIGINT/SIGTERM. ``backend``/``emulators``: the profile (see :class:`HubProfile`).
 
     Returns 0 after a requested stop, 1 when a part kept crashing.
     """
     started = time.monotonic()
     data_dir = _prepare_data_dir(data_dir)
-    issuer = await asyncio.to_thread(DevIssuer.load_or_create, data_dir)  # before any part reads its keys
+    profile = await HubProfile.prepare(data_dir, backend=backend, emulators=emulators)
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -405,7 +691,7 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
     parts: list[Part] = []
     stopper = asyncio.create_task(stop.wait())
     try:
-        starting = asyncio.create_task(start_hub(data_dir, port, issuer, parts))
+        starting = asyncio.create_task(start_hub(data_dir, port, profile, parts))
         await asyncio.wait([starting, stopper], return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
             starting.cancel()
@@ -423,6 +709,8 @@ async def run_hub(*, data_dir: Path, port: int) -> int:
         stopper.cancel()
         for part in reversed(parts):
             await _stop(part.child)
+        if profile.stack is not None:
+            await asyncio.to_thread(profile.stack.stop)  # every emulator stopped already: forgets their pids
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(sig)
         if parts:
@@ -457,7 +745,7 @@ async def _recover(part: Part, code: int | None, stopper: asyncio.Task[bool], da
         while part.crashes and part.crashes[0] < now - CRASH_WINDOW_SECONDS:
             part.crashes.popleft()
         if len(part.crashes) >= CRASH_LIMIT:
-            log = (
+            log = part.log_path or (
                 data_dir / "gateway" / "envoy.log" if part.name == "gateway" else data_dir / "logs" / f"{part.name}.log"
             )
             _console.print(

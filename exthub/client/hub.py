@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 import uuid
 from collections.abc import AsyncGenerator, Callable, Iterable, Mapping
@@ -69,6 +70,7 @@ class HubClient:
         token_provider: TokenProvider | None = None,
         target: Target | None = None,
         transfer_timeout: aiohttp.ClientTimeout = DEFAULT_TRANSFER_TIMEOUT,
+        transfer_ssl: ssl.SSLContext | None = None,
     ) -> None:
         self._channels = [execution_channel] if catalog_channel is None else [execution_channel, catalog_channel]
         self.catalog: CatalogServiceAsyncStub = catalog_service_pb2_grpc.CatalogServiceStub(
@@ -78,6 +80,7 @@ class HubClient:
         self.target = target
         self._tokens = token_provider
         self._transfer_timeout = transfer_timeout
+        self._transfer_ssl = transfer_ssl
         self._session: aiohttp.ClientSession | None = None
 
     async def __aenter__(self) -> HubClient:
@@ -100,7 +103,8 @@ class HubClient:
 
     def _http(self) -> aiohttp.ClientSession:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=self._transfer_timeout)
+            connector = aiohttp.TCPConnector(ssl=self._transfer_ssl) if self._transfer_ssl is not None else None
+            self._session = aiohttp.ClientSession(timeout=self._transfer_timeout, connector=connector)
         return self._session
 
     # -- executions ---------------------------------------------------------------------------------------
@@ -275,11 +279,14 @@ def connect(
     default_timeout: float | None = DEFAULT_TIMEOUT_SECONDS,
     default_stream_timeout: float | None = None,
     transfer_timeout: aiohttp.ClientTimeout = DEFAULT_TRANSFER_TIMEOUT,
+    transfer_ssl: ssl.SSLContext | None = None,
 ) -> HubClient:
     """A :class:`HubClient` for the gateway URL (``http://127.0.0.1:8080``) or a service's ``host:port``.
 
     The gateway serves both services on one port; when talking to the services directly, give the catalog's
     address as ``catalog_target``. Call from a coroutine (the channels bind to the running event loop).
+    ``transfer_ssl`` is the TLS context of object uploads and downloads (default: the system's trust store), e.g.
+    one that also trusts a private CA in front of Blob Storage.
     """
     execution = Target.parse(target)
     catalog = Target.parse(catalog_target) if catalog_target else None
@@ -298,4 +305,5 @@ def connect(
         token_provider=token_provider,
         target=execution,
         transfer_timeout=transfer_timeout,
+        transfer_ssl=transfer_ssl,
     )

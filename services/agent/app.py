@@ -1,17 +1,17 @@
 """Wires the agent: its identity, one shared HTTP client session, adapters, extension services, gRPC server,
-and (local backend, ``agent_worker``) the queue worker that runs asynchronous executions."""
+and (``agent_worker``) the queue worker that runs asynchronous executions, on the configured backend
+(:mod:`services.platform.backends`: the SQLite queue file or Service Bus; development or Entra ID tokens)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import aiohttp
 import grpc
 
 from exthub.agent.v1 import agent_service_pb2, agent_service_pb2_grpc
-from exthub.contract.dev_tokens import DevIssuer, service_tokens
 from exthub.type.v1 import types_pb2
 from services.agent.adapters import AdapterRegistry, BodySigner, default_adapters
 from services.agent.execution_client import ExecutionServiceClient
@@ -21,10 +21,10 @@ from services.agent.servicer import AgentServicer
 from services.agent.worker import QueueWorker, WorkerConfig
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
+from services.platform.backends import Backends
 from services.platform.logging import get_logger
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
-from services.platform.workqueue.sqlite import SqliteWorkQueue
 
 __all__ = ["SERVICE", "AdapterFactory", "AgentApp", "start_agent"]
 
@@ -79,35 +79,40 @@ async def start_agent(
     services: ExtensionServiceRegistry | None = None,
     adapters: AdapterFactory | None = None,
     worker: bool | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> AgentApp:
     """Start serving ``AgentService`` on ``port`` (default: ``settings.agent_port``; 0 → the OS chooses).
 
-    ``signer`` signs the request bodies (see :mod:`services.agent.adapters.signing`). Default on the local
-    backend: ``AgentTaskService.SignExtensionRequest`` at ``settings.execution_address`` (or
-    ``host:execution_port``) with Agent-role tokens from the development issuer. ``sign=False`` sends unsigned
-    requests (tests only).
+    ``signer`` signs the request bodies (see :mod:`services.agent.adapters.signing`). Default:
+    ``AgentTaskService.SignExtensionRequest`` at ``settings.execution_address`` (or ``host:execution_port``) with
+    the agent's service tokens (the development issuer's, or Entra ID's for the service scope on Azure; ``environ``
+    holds the Azure identity's variables when not ``os.environ``). ``sign=False`` sends unsigned requests (tests
+    only).
     ``services`` defaults to ``config/v1`` and ``greeting/v1``; ``adapters`` builds the adapter registry from
     the shared session (default: the http-json adapter for both http-json models).
-    ``worker`` runs the queue worker (asynchronous executions, :mod:`services.agent.worker`) on the work queue
-    ``settings.queue_path``; default ``settings.agent_worker`` on the local backend.
+    ``worker`` runs the queue worker (asynchronous executions, :mod:`services.agent.worker`) on the backend's work
+    queue; default ``settings.agent_worker``.
     """
     await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
     the_id = await asyncio.to_thread(agent_id, settings)
     version = agent_version()
     service_registry = services if services is not None else default_extension_services()
     closers: list[Callable[[], Awaitable[None]]] = []
-    run_worker = (settings.agent_worker if worker is None else worker) and settings.backend == "local"
+    run_worker = settings.agent_worker if worker is None else worker
     client: ExecutionServiceClient | None = None
-    if settings.backend == "local" and (run_worker or (signer is None and sign and adapters is None)):
-        issuer = await asyncio.to_thread(DevIssuer.load_or_create, settings.data_dir)
+    backends = await Backends.open(settings, environ=environ)
+    if run_worker or (signer is None and sign and adapters is None):
+        try:
+            tokens = await backends.service_tokens(user=the_id)
+        except BaseException:
+            await backends.close()
+            raise
         client = ExecutionServiceClient(
-            settings.execution_address or settings.grpc_address(settings.execution_port),
-            service_tokens(issuer, user=the_id),
+            settings.execution_address or settings.grpc_address(settings.execution_port), tokens
         )
         closers.append(client.close)
         if signer is None and sign and adapters is None:
             signer = client
-    queue: SqliteWorkQueue | None = None
     session = aiohttp.ClientSession(
         connector=aiohttp.TCPConnector(limit=settings.agent_max_in_flight, ttl_dns_cache=300),
         timeout=aiohttp.ClientTimeout(total=None),  # each call is bounded by the adapter (asyncio.timeout)
@@ -148,12 +153,7 @@ async def start_agent(
         )
         queue_worker: QueueWorker | None = None
         if run_worker and client is not None:
-            queue = await SqliteWorkQueue.open(
-                settings.queue_path,
-                ageing_seconds=settings.queue_ageing_seconds,
-                poll_interval_seconds=settings.queue_poll_seconds,
-            )
-            closers.append(queue.close)
+            queue = await backends.work_queue(priorities=settings.agent_priorities)
             queue_worker = QueueWorker(
                 queue,
                 client,
@@ -172,8 +172,10 @@ async def start_agent(
     except BaseException:
         for close in closers:
             await close()
+        await backends.close()
         await session.close()
         raise
+    closers.append(backends.close)  # last: the queue and the credential outlive the clients that use them
     if signer is None and sign and adapters is None:
         _log.warning("no request signer for this backend: every attempt will fail with REQUEST_NOT_SIGNED")
     _log.info(
@@ -182,7 +184,7 @@ async def start_agent(
         version=version,
         models=list(registry.models),
         worker=queue_worker is not None,
-        queue=str(settings.queue_path) if queue_worker is not None else None,
+        backend=settings.backend,
     )
     return AgentApp(
         server=server,

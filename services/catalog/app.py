@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -19,8 +19,9 @@ from services.catalog.repository import CatalogRepository
 from services.catalog.servicer import CatalogServicer
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
+from services.platform.backends import Backends
+from services.platform.docstore.port import DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore
-from services.platform.entrypoint import BackendNotAvailable
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
@@ -32,12 +33,13 @@ DATABASE_FILE = "catalog.sqlite3"
 
 @dataclass
 class CatalogApp:
-    """A running catalog service and the resources it owns."""
+    """A running catalog service and the backends it opened (see :mod:`services.platform.backends`)."""
 
     server: RunningServer
-    store: SqliteDocumentStore
+    store: DocumentStore
     search_feed: SearchFeed
-    change_probe: SqliteChangeProbe
+    backends: Backends
+    change_probe: SqliteChangeProbe | None = None
     _closed: bool = False
 
     @property
@@ -46,52 +48,50 @@ class CatalogApp:
         return self.server.address
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drains the server, then stops the search feed and closes the store (idempotent)."""
+        """Drains the server, then stops the search feed and closes the backends (idempotent)."""
         if self._closed:
             return
         self._closed = True
         await self.server.stop(grace)
         await self.search_feed.stop()
-        await self.change_probe.close()
-        await self.store.close()
+        if self.change_probe is not None:
+            await self.change_probe.close()
+        await self.backends.close()
 
 
-async def start_catalog(settings: Settings, *, port: int | None = None) -> CatalogApp:
-    """Opens the backend, builds the use cases and starts serving on ``port`` (default: the settings')."""
-    if settings.backend != "local":
-        raise BackendNotAvailable(
-            "the catalog's azure backend (Cosmos DB adapter) is not part of this build yet; use EXTHUB_BACKEND=local"
-        )
-    await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
+async def start_catalog(
+    settings: Settings, *, port: int | None = None, environ: Mapping[str, str] | None = None
+) -> CatalogApp:
+    """Opens the backend (``settings.backend``; ``environ``: the Azure identity's variables when not
+    ``os.environ``), builds the use cases and starts serving on ``port`` (default: the settings')."""
     page_key = await asyncio.to_thread(settings.page_token_key)
-    store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
+    backends = await Backends.open(settings, environ=environ)
+    probe: SqliteChangeProbe | None = None
     try:
-        await drop_legacy_fts_index(store)
-        probe = await SqliteChangeProbe.open(store.path)
-    except BaseException:
-        await store.close()
-        raise
-    collection = store.collection(COLLECTION)
-    feed = SearchFeed(
-        collection,
-        MemorySearchIndex(cache_entries=settings.catalog_search_cache_entries),
-        poll_seconds=settings.catalog_search_poll_seconds,
-        overlap_seconds=settings.catalog_search_overlap_seconds,
-        resync_seconds=settings.catalog_search_resync_seconds,
-        change_probe=probe,
-    )
-    ctx = CatalogContext(
-        repository=CatalogRepository(IndexedCollection(collection, feed)),
-        search_index=feed.index,
-        page_tokens=PageTokenCodec(page_key),
-        egress=settings.egress.policy(),
-    )
+        store = await backends.document_store(sqlite_file=DATABASE_FILE)
+        if isinstance(store, SqliteDocumentStore):  # a cheap "anything committed?" between polls
+            await drop_legacy_fts_index(store)
+            probe = await SqliteChangeProbe.open(store.path)
+        collection = store.collection(COLLECTION)
+        feed = SearchFeed(
+            collection,
+            MemorySearchIndex(cache_entries=settings.catalog_search_cache_entries),
+            poll_seconds=settings.catalog_search_poll_seconds,
+            overlap_seconds=settings.catalog_search_overlap_seconds,
+            resync_seconds=settings.catalog_search_resync_seconds,
+            change_probe=probe,
+        )
+        ctx = CatalogContext(
+            repository=CatalogRepository(IndexedCollection(collection, feed)),
+            search_index=feed.index,
+            page_tokens=PageTokenCodec(page_key),
+            egress=settings.egress.policy(),
+        )
 
-    def register(server: grpc.aio.Server) -> Sequence[str]:
-        catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ctx), server)
-        return [SERVICE.full_name]
+        def register(server: grpc.aio.Server) -> Sequence[str]:
+            catalog_service_pb2_grpc.add_CatalogServiceServicer_to_server(CatalogServicer(ctx), server)
+            return [SERVICE.full_name]
 
-    try:
         await feed.load()
         server = await start_grpc_server(
             name="catalog",
@@ -104,8 +104,9 @@ async def start_catalog(settings: Settings, *, port: int | None = None) -> Catal
             reflect_also=[PUBLIC_NEIGHBOUR.full_name],
         )
     except BaseException:
-        await probe.close()
-        await store.close()
+        if probe is not None:
+            await probe.close()
+        await backends.close()
         raise
     feed.start()
-    return CatalogApp(server=server, store=store, search_feed=feed, change_probe=probe)
+    return CatalogApp(server=server, store=store, search_feed=feed, backends=backends, change_probe=probe)

@@ -26,8 +26,11 @@ CALL_TIMEOUT_SECONDS = 10.0
 _ALL_PRIORITIES = (types_pb2.LOW, types_pb2.NORMAL, types_pb2.HIGH)
 
 
-def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.ExtensionVersion:
-    """The ``1.0.0`` version of echo served at ``echo_url`` (``with_objects=False``: no input, no output)."""
+def echo_version(
+    echo_url: str, *, with_objects: bool = True, object_provider: str = "local/v1"
+) -> resources_pb2.ExtensionVersion:
+    """The ``1.0.0`` version of echo served at ``echo_url`` (``with_objects=False``: no input, no output); its
+    profiles keep inputs and outputs with ``object_provider`` (``az-blob/v1`` on the Azure profile)."""
     base = echo_url.rstrip("/")
     settings = {"execution_url": f"{base}/execute", "validation_url": f"{base}/validate"}
     version = resources_pb2.ExtensionVersion(
@@ -40,7 +43,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
                 description="Synchronous: the outcome comes with the create call.",
                 execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
-                object_provider="local/v1",
+                object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,
                 extension_settings=settings,
             ),
@@ -49,7 +52,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
                 description="Queued and run by an agent.",
                 execution_model=HTTP_JSON_ASYNC,
                 mode=resources_pb2.ExecutionProfile.GATEWAY,
-                object_provider="local/v1",
+                object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,
                 extension_settings=settings,
             ),
@@ -58,6 +61,7 @@ def echo_version(echo_url: str, *, with_objects: bool = True) -> resources_pb2.E
                 description="A signed token to call echo directly.",
                 execution_model=HTTP_JSON_SYNC,
                 mode=resources_pb2.ExecutionProfile.DIRECT,
+                object_provider=object_provider,
                 supported_priorities=_ALL_PRIORITIES,
                 extension_settings=settings,
                 direct_token_ttl=duration_pb2.Duration(seconds=300),
@@ -77,12 +81,14 @@ async def register_echo(
     metadata: Sequence[tuple[str, str]] | Any,
     extension_id: str = EXTENSION_ID,
     with_objects: bool = True,
+    object_provider: str = "local/v1",
 ) -> None:
     """Create ``extensions/echo`` and its version ``1.0.0`` unless they exist (caller: Extensions.Publish).
 
     ``extension_id``/``with_objects=False`` register the same app under another id without objects (no
     accessors to mint per call: benchmarks and plain sync tests use this). ``document`` is optional, so an
     execution of ``echo`` runs at once unless its request names ``document`` in ``expected_inputs``.
+    ``object_provider`` is the provider of its profiles (the one the deployment offers).
     """
     try:
         await catalog_stub.CreateExtension(
@@ -107,7 +113,7 @@ async def register_echo(
             catalog_service_pb2.CreateExtensionVersionRequest(
                 parent=f"extensions/{extension_id}",
                 version_id=VERSION_ID,
-                version=echo_version(echo_url, with_objects=with_objects),
+                version=echo_version(echo_url, with_objects=with_objects, object_provider=object_provider),
             ),
             metadata=metadata,
             timeout=CALL_TIMEOUT_SECONDS,

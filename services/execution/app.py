@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -18,9 +18,10 @@ from exthub.execution.v1 import (
     execution_service_pb2,
     execution_service_pb2_grpc,
 )
-from services.execution.adapters.agent import GrpcAgentClient, dev_service_tokens
+from services.execution.adapters.agent import SERVICE_USER, GrpcAgentClient
 from services.execution.adapters.catalog import GrpcCatalogClient
 from services.execution.adapters.documents import COLLECTION
+from services.execution.adapters.events import CloudEventPublisher
 from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
@@ -34,12 +35,12 @@ from services.execution.sweeper import Sweeper
 from services.objects.local import LocalObjectProvider
 from services.platform.auth.access import access_rules_from_descriptors
 from services.platform.auth.verifier import TokenVerifier
-from services.platform.docstore.sqlite import SqliteDocumentStore
-from services.platform.entrypoint import BackendNotAvailable
+from services.platform.backends import Backends
+from services.platform.docstore.port import DocumentStore
 from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
-from services.platform.workqueue.sqlite import SqliteWorkQueue
+from services.platform.workqueue.port import WorkQueue
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
@@ -50,15 +51,16 @@ LOCAL_HUB_ID = "exthub-local"
 
 @dataclass
 class ExecutionApp:
-    """A running execution service and the resources it owns."""
+    """A running execution service and the backends it opened (see :mod:`services.platform.backends`)."""
 
     server: RunningServer
-    store: SqliteDocumentStore
+    store: DocumentStore
     http_runner: web.AppRunner
     http_url: str
     context: ExecutionContext
+    backends: Backends
     closers: list[GrpcCatalogClient | GrpcAgentClient] = field(default_factory=list)
-    queue: SqliteWorkQueue | None = None
+    queue: WorkQueue | None = None
     relay: OutboxRelay | None = None
     sweeper: Sweeper | None = None
     sweeper_task: asyncio.Task[None] | None = None
@@ -75,7 +77,7 @@ class ExecutionApp:
         return self.http_url
 
     async def stop(self, grace: float | None = None) -> None:
-        """Drain gRPC, stop HTTP, finish background runs, close clients and the store (idempotent)."""
+        """Drain gRPC, stop HTTP, finish background runs, close clients and the backends (idempotent)."""
         if self._closed:
             return
         self._closed = True
@@ -94,9 +96,7 @@ class ExecutionApp:
             await client.close()
         if self.relay is not None:
             await self.relay.close()
-        if self.queue is not None:
-            await self.queue.close()
-        await self.store.close()
+        await self.backends.close()
 
 
 def _bind(host: str, port: int) -> socket.socket:
@@ -119,17 +119,15 @@ async def start_execution(
     port: int | None = None,
     catalog: CatalogPort | None = None,
     agent: AgentPort | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> ExecutionApp:
-    """Open the backend and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``.
+    """Open the backends and serve gRPC on ``port`` (default: the settings') and HTTP on ``objects_port``.
 
-    Asynchronous executions: the work queue is ``settings.queue_path`` (shared with the agent processes);
-    the outbox relay stores events and publishes QUEUED attempts, and the sweeper runs every
-    ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, what outboxes still hold).
+    The backends are ``settings.backend``'s (:mod:`services.platform.backends`; ``environ`` holds the Azure
+    identity's standard variables when not ``os.environ``). Asynchronous executions: the outbox relay stores
+    events, publishes them (when a publisher is configured) and publishes QUEUED attempts to the work queue; the
+    sweeper runs every ``execution_sweep_seconds`` (timeouts, unacknowledged cancels, what outboxes still hold).
     """
-    if settings.backend != "local":
-        raise BackendNotAvailable(
-            "the execution service's azure backend is not part of this build yet; use EXTHUB_BACKEND=local"
-        )
     await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
     page_key = await asyncio.to_thread(settings.page_token_key)
     signing = await asyncio.to_thread(
@@ -138,17 +136,14 @@ async def start_execution(
     sock = _bind(settings.host, settings.objects_port)
     http_url = _url(settings.host, sock.getsockname()[1])
     closers: list[GrpcCatalogClient | GrpcAgentClient] = []
-    store = await SqliteDocumentStore.open(settings.data_dir / DATABASE_FILE)
+    backends = await Backends.open(settings, environ=environ)
     runner: web.AppRunner | None = None
-    queue: SqliteWorkQueue | None = None
     try:
-        queue = await SqliteWorkQueue.open(
-            settings.queue_path,
-            ageing_seconds=settings.queue_ageing_seconds,
-            poll_interval_seconds=settings.queue_poll_seconds,
-        )
-        provider = await LocalObjectProvider.open(settings.data_dir, settings.public_url or http_url)
-        tokens = await asyncio.to_thread(dev_service_tokens, settings.data_dir)
+        store = await backends.document_store(sqlite_file=DATABASE_FILE)
+        queue = await backends.work_queue()
+        provider = await backends.object_provider(public_base_url=settings.public_url or http_url)
+        publisher = await backends.event_publisher()
+        tokens = await backends.service_tokens(user=SERVICE_USER)
         if catalog is None:
             catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
             catalog_client = GrpcCatalogClient(
@@ -177,10 +172,16 @@ async def start_execution(
             input_timeout=timedelta(seconds=settings.execution_input_timeout_seconds),
             cancel_grace=timedelta(seconds=settings.execution_cancel_grace_seconds),
         )
-        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue))
+        events = (
+            None
+            if publisher is None
+            else CloudEventPublisher(publisher, source=settings.events.source or settings.public_url or http_url)
+        )
+        relay = OutboxRelay(ctx.repository, dispatcher=Dispatcher(queue), publisher=events)
         ctx.repository.add_listener(relay.notice)
         sweeper = Sweeper(ctx, relay, interval_seconds=settings.execution_sweep_seconds)
-        runner = web.AppRunner(create_http_app(ctx, provider), access_log=None)
+        local_objects = provider if isinstance(provider, LocalObjectProvider) else None
+        runner = web.AppRunner(create_http_app(ctx, local_objects), access_log=None)
         await runner.setup()
         await web.SockSite(runner, sock).start()
 
@@ -204,9 +205,7 @@ async def start_execution(
             sock.close()
         for client in closers:
             await client.close()
-        if queue is not None:
-            await queue.close()
-        await store.close()
+        await backends.close()
         raise
     sweeper_task = asyncio.get_running_loop().create_task(sweeper.run())
     return ExecutionApp(
@@ -215,6 +214,7 @@ async def start_execution(
         http_runner=runner,
         http_url=http_url,
         context=ctx,
+        backends=backends,
         closers=closers,
         queue=queue,
         relay=relay,

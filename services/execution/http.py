@@ -56,13 +56,15 @@ async def _hub_errors(
         return _error(error)
 
 
-def create_http_app(ctx: ExecutionContext, provider: LocalObjectProvider) -> web.Application:
-    """Objects under ``/objects/``, the status callback and the JWKS."""
+def create_http_app(ctx: ExecutionContext, provider: LocalObjectProvider | None) -> web.Application:
+    """The status callback and the JWKS, and the ``local/v1`` objects under ``/objects/`` when ``provider`` is the
+    local one (``az-blob/v1`` accessors go to Blob Storage itself)."""
     app = web.Application(middlewares=[_hub_errors], client_max_size=MAX_REPORT_BYTES, handler_args=OBJECT_HANDLER_ARGS)
     app[CONTEXT_KEY] = ctx
     app.router.add_post("/v1/executions/{action}", _report_status)
     app.router.add_get("/v1/signingKeys", _signing_keys)
-    app.add_subapp("/objects/", create_object_app(provider))
+    if provider is not None:
+        app.add_subapp("/objects/", create_object_app(provider))
     return app
 
 

@@ -21,11 +21,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-from services.execution.domain import ExecutionState, scheduling
-from services.execution.domain.model import Execution, ExecutionError, Outcome
+from services.execution.domain.model import Execution
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.run import abort_inflight
-from services.execution.handlers.support import transition_change
+from services.execution.handlers.support import expiry_change
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change
 from services.platform.errors import HubError
@@ -60,21 +59,7 @@ class Sweeper:
         ctx = self._ctx
 
         def decide(current: Execution) -> Change | None:
-            now = ctx.clock()
-            action = scheduling.sweep_decision(
-                current.record, current.timeouts, now=now, cancel_deadline_at=current.cancel.deadline
-            )
-            if action is None:
-                return None
-            outcome = current.outcome
-            if action.state is ExecutionState.TIMED_OUT:
-                error = ExecutionError(
-                    action.error_code, action.status_message, action.reason, {"state": current.state.value}
-                )
-                outcome = Outcome(outcome.result, outcome.validation_errors, error)
-            return transition_change(
-                current, action.state, now=now, attempt=None, status_message=action.status_message, outcome=outcome
-            )
+            return expiry_change(current, ctx.clock())
 
         before = await ctx.repository.get(execution_id)
         after = await ctx.repository.update(execution_id, decide, current=before)

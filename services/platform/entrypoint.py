@@ -7,13 +7,10 @@ import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import Protocol, TypeVar
 
+from services.platform.errors import HubError
 from services.platform.logging import configure_logging
 from services.platform.server import RunningServer, serve_until_signalled
 from services.platform.settings import Settings
-
-
-class BackendNotAvailable(RuntimeError):
-    """The configured backend has no adapter in this build."""
 
 
 class ServiceApp(Protocol):
@@ -41,7 +38,7 @@ def run_service(
     announce_more: Callable[[App], Iterable[str]] = lambda app: (),
 ) -> None:
     """Runs one service until SIGTERM/SIGINT. Prints ``<name> serving on <address>`` once ready (the line
-    `exthub up` waits for); a configuration or bind problem exits 2 with one line instead of a traceback."""
+    `exthub up` waits for); a configuration, backend or bind problem exits 2 with one line instead of a traceback."""
 
     async def main() -> None:
         settings = Settings()
@@ -58,6 +55,6 @@ def run_service(
 
     try:
         asyncio.run(main())
-    except (BackendNotAvailable, OSError, ValueError) as error:
+    except (HubError, OSError, ValueError) as error:  # e.g. a backend out of reach: one line, not a traceback
         print(f"{name}: {error}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -146,6 +146,11 @@ class AzureSettings(BaseModel):
         description="Service Bus fully qualified namespace (`<ns>.servicebus.windows.net`; `127.0.0.1:PORT` for "
         "the test broker).",
     )
+    servicebus_endpoint: str | None = Field(
+        default=None,
+        description="`host:port` the AMQP connection goes to when it is not the namespace itself (a gateway in front "
+        "of it; the local test broker serving several namespaces); None: the namespace.",
+    )
     blob_account_url: str | None = Field(
         default=None, description="Blob Storage account URL (`https://<account>.blob.core.windows.net`)."
     )
@@ -167,6 +172,13 @@ class AzureSettings(BaseModel):
     @classmethod
     def _blob_account_url(cls, value: str | None) -> str | None:
         return _azure_endpoint(value, "EXTHUB_AZURE__BLOB_ACCOUNT_URL")
+
+    @field_validator("servicebus_endpoint")
+    @classmethod
+    def _servicebus_endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not (_NAMESPACE.fullmatch(value) and ":" in value):
+            raise ValueError("EXTHUB_AZURE__SERVICEBUS_ENDPOINT must be host:port (no scheme, path or credentials)")
+        return value
 
     @field_validator("servicebus_namespace")
     @classmethod

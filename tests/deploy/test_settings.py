@@ -22,6 +22,9 @@ LOCAL_ONLY = {
     # the SQLite work queue's file and polling: on Azure the queue is Service Bus
     "EXTHUB_QUEUE_FILE",
     "EXTHUB_QUEUE_POLL_SECONDS",
+    # a TCP endpoint other than the namespace: the local Service Bus test broker (tests, `exthub up --emulators`);
+    # on AKS the namespace's own name resolves (private DNS for a private endpoint)
+    "EXTHUB_AZURE__SERVICEBUS_ENDPOINT",
 }
 #: Names fixed by the shared decisions that settings.py does not define yet (other branches add them); the
 #: chart already sets them. Once a name lands in the model it is checked like every other.

@@ -14,6 +14,8 @@ import hcl2
 import pytest
 
 from deploy import render
+from services.platform.backends import COSMOS_SORT_ORDERS
+from services.platform.docstore.cosmos_filter import indexing_policy
 from tests.deploy.conftest import ROOT, run
 
 TERRAFORM = ROOT / "terraform"
@@ -178,6 +180,7 @@ def test_the_azure_layout_matches_the_adapters() -> None:
     cosmos_vars = {n: b for _, n, _, b in blocks("variable", MODULES / "cosmos" / "variables.tf")}
     assert cosmos_vars["containers"]["default"] == ["catalog", "executions"]
     assert cosmos_vars["database_name"]["default"] == "exthub"
+    assert sorted(cosmos_vars["containers"]["default"]) == sorted(COSMOS_SORT_ORDERS)
     servicebus = parse(MODULES / "servicebus" / "main.tf")["locals"][0]
     assert servicebus["priorities"] == {"high": "HIGH", "normal": "NORMAL", "low": "LOW"}
     assert servicebus["topics"] == {"requests": "execution-requests", "events": "execution-events"}
@@ -198,6 +201,33 @@ def test_the_azure_layout_matches_the_adapters() -> None:
     assert resources("azurerm_storage_container")[0][2]["container_access_type"] == "private"
     (_, _, insights), = resources("azurerm_application_insights")  # fmt: skip
     assert insights["workspace_id"] == "${azurerm_log_analytics_workspace.this.id}"
+
+
+def _terraform_indexing_policy(container: str) -> dict[str, Any]:
+    """The indexing policy Terraform gives ``container``, in the shape of the Cosmos DB REST API."""
+    (_, _, resource), = resources("azurerm_cosmosdb_sql_container")  # fmt: skip
+    (policy,) = resource["indexing_policy"]
+    ((dynamic,),) = [entry.values() for entry in policy["dynamic"]]
+    assert dynamic["for_each"] == "${local.composite_indexes[each.value]}"
+    (content,) = dynamic["content"]
+    ((index,),) = [entry.values() for entry in content["dynamic"]]
+    assert index["for_each"] == "${composite_index.value}"
+    assert index["content"] == [{"path": "${index.value.path}", "order": "${index.value.order}"}]
+    composites = parse(MODULES / "cosmos" / "main.tf")["locals"][0]["composite_indexes"][container]
+    return {
+        "indexingMode": policy["indexing_mode"],
+        "automatic": True,
+        "includedPaths": [{"path": p["path"]} for p in policy["included_path"]],
+        "excludedPaths": [{"path": p["path"].replace("\\", "")} for p in policy["excluded_path"]],
+        "compositeIndexes": [[{"path": i["path"], "order": i["order"].lower()} for i in c] for c in composites],
+    }
+
+
+@pytest.mark.parametrize("container", sorted(COSMOS_SORT_ORDERS))
+def test_cosmos_containers_have_the_indexing_policy_the_adapter_needs(container: str) -> None:
+    """Every order the services query a container with needs its composite index (Cosmos DB refuses the ORDER BY
+    otherwise); Terraform must create each container with exactly the adapter's indexing policy."""
+    assert _terraform_indexing_policy(container) == indexing_policy(COSMOS_SORT_ORDERS[container])
 
 
 def test_core_infrastructure_is_read_not_created() -> None:

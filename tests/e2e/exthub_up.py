@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 EXTHUB = [sys.executable, "-m", "exthub.cli"]
@@ -37,15 +38,24 @@ def alive(pid: int) -> bool:
 
 
 class RunningHub:
-    """A running ``exthub up --port PORT`` (0: chosen by the OS) and the gateway URL it printed; its progress
+    """A running ``exthub up --port PORT [args]`` (0: chosen by the OS) and the gateway URL it printed; its progress
     output goes to a file (``log``)."""
 
-    def __init__(self, data_dir: Path, *, port: int = 0, log: Path | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        port: int = 0,
+        log: Path | None = None,
+        args: Sequence[str] = (),
+        start_timeout: float = START_TIMEOUT,
+    ) -> None:
         self.log = log or data_dir.parent / f"{data_dir.name}-exthub-up.log"
         self.log.parent.mkdir(parents=True, exist_ok=True)
+        self._start_timeout = start_timeout
         with self.log.open("ab") as err:
             self.process = subprocess.Popen(
-                [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", str(port)],
+                [*EXTHUB, "up", "--data-dir", str(data_dir), "--port", str(port), *args],
                 stdout=subprocess.PIPE,
                 stderr=err,
                 text=True,
@@ -55,7 +65,7 @@ class RunningHub:
 
     def _read_url(self) -> str:
         assert self.process.stdout is not None
-        deadline = time.monotonic() + START_TIMEOUT
+        deadline = time.monotonic() + self._start_timeout
         while (remaining := deadline - time.monotonic()) > 0:
             ready, _, _ = select.select([self.process.stdout], [], [], remaining)
             if not ready:

@@ -116,3 +116,27 @@ def test_benchmark_commands_start() -> None:
             [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (module, result.stderr[-1000:])
+
+
+AZURE_START_TIMEOUT = 120.0  # four stand-ins, then the hub, on a loaded 2-core machine
+
+
+def test_run_on_the_azure_profile(tmp_path: Path) -> None:
+    """The section's `exthub up` (its options as written) in a scratch checkout, then its calls: a REST call with
+    the emulator profile's token, and an asynchronous run with an input and an output (Service Bus, Azurite)."""
+    up, calls = readme_blocks("Run on the Azure profile", "sh")
+    command = next(line.split("#")[0].split() for line in up.splitlines() if "exthub up" in line)
+    options = command[command.index("up") + 1 :]
+    assert options == ["--backend", "azure", "--emulators"]
+    work = tmp_path / "readme-azure"
+    work.mkdir()
+    (work / ".venv").symlink_to(ROOT / ".venv")
+    (work / "README.md").symlink_to(README)
+    hub = RunningHub(work / ".exthub-data", args=options, start_timeout=AZURE_START_TIMEOUT)
+    try:
+        output = run((work, hub), calls)
+    finally:
+        assert hub.stop() == 0
+    assert '"state":"SUCCEEDED"' in output and '"echo":{"message":"hello"}' in output
+    assert "SUCCEEDED" in output.split('"echo":{"message":"hello"}', 1)[1], "the asynchronous run succeeded"
+    assert list((work / "out-azure").iterdir()), "exthub run --output-dir downloaded echo's output from Azurite"

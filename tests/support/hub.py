@@ -4,6 +4,11 @@ Real SQLite files under ``data_dir``; the agent signs extension request bodies t
 ``SignExtensionRequest`` with its own production signer and Agent token, so the whole path is the production one.
 Used by the execution, gateway and CLI component tests: ``async with running_hub(data_dir, issuer) as hub``.
 
+Profiles: ``embedded`` (SQLite files, the development issuer) or, with ``azure=`` an
+:class:`~tests.support.azure_hub.AzureHubProfile`, the Azure adapters on the session's emulator stack (a fresh
+Cosmos DB database, blob container and Service Bus namespace per hub; tokens of the local token authority; echo
+registered with ``az-blob/v1``).
+
 Asynchronous executions: the execution service always dispatches QUEUED attempts to the work queue in
 ``data_dir`` (``hub.settings.queue_path``); nothing consumes it unless ``agent_worker=True`` (the in-process
 agent runs its queue worker) or the test starts real agent processes with :func:`start_agent_process`
@@ -32,7 +37,7 @@ from google.protobuf import struct_pb2
 
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
-from exthub.contract.dev_tokens import DevIssuer
+from exthub.contract.dev_tokens import DevIssuer, TokenSource
 from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import (
     agent_task_service_pb2_grpc,
@@ -51,6 +56,7 @@ from services.execution.app import ExecutionApp, start_execution
 from services.execution.domain.model import Execution
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
 from services.platform.settings import Settings
+from tests.support.azure_hub import AzureHubProfile
 
 if TYPE_CHECKING:
     from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
@@ -87,6 +93,12 @@ class Hub:
     token: TokenFactory
     settings: Settings | None = None
     echo: EchoRecorder = field(default_factory=lambda: EchoRecorder())
+    azure: AzureHubProfile | None = None
+
+    @property
+    def profile(self) -> str:
+        """``embedded`` or ``azure``."""
+        return "embedded" if self.azure is None else "azure"
 
     @property
     def echo_calls(self) -> list[EchoCall]:
@@ -173,17 +185,18 @@ def token_factory(issuer: DevIssuer) -> TokenFactory:
     return make
 
 
-def base_settings(data_dir: Path, **overrides: object) -> Settings:
-    """Local settings with every port chosen by the OS."""
-    return Settings.local_defaults(
-        data_dir,
-        catalog_port=0,
-        execution_port=0,
-        agent_port=0,
-        objects_port=0,
-        log_format="console",
-        **overrides,
-    )
+def base_settings(data_dir: Path, **overrides: Any) -> Settings:
+    """Settings with every port chosen by the OS: the local backend unless ``overrides`` say otherwise."""
+    values: dict[str, Any] = {
+        "backend": "local",
+        "data_dir": data_dir,
+        "catalog_port": 0,
+        "execution_port": 0,
+        "agent_port": 0,
+        "objects_port": 0,
+        "log_format": "console",
+    }
+    return Settings(**{**values, **overrides})
 
 
 class LateAgentClient:
@@ -191,11 +204,12 @@ class LateAgentClient:
     address for its worker) has started."""
 
     def __init__(self, data_dir: Path) -> None:
-        self._tokens = dev_service_tokens(data_dir)
+        self._tokens: TokenSource = dev_service_tokens(data_dir)
         self._client: GrpcAgentClient | None = None
 
-    def connect(self, address: str) -> None:
-        self._client = GrpcAgentClient(address, self._tokens)
+    def connect(self, address: str, tokens: TokenSource | None = None) -> None:
+        """Call ``address`` with ``tokens`` (default: development Agent tokens)."""
+        self._client = GrpcAgentClient(address, tokens or self._tokens)
 
     async def execute(self, task: AttemptTask, *, timeout_seconds: float) -> AttemptOutcome:
         assert self._client is not None, "the agent has not started"
@@ -208,14 +222,26 @@ class LateAgentClient:
 
 @contextlib.asynccontextmanager
 async def running_hub(
-    data_dir: Path, issuer: DevIssuer, *, agent_worker: bool = False, **overrides: object
+    data_dir: Path,
+    issuer: DevIssuer,
+    *,
+    agent_worker: bool = False,
+    azure: AzureHubProfile | None = None,
+    **overrides: Any,
 ) -> AsyncIterator[Hub]:
     """Starts the hub's services and echo (registered as ``echo`` and ``echo-plain``); stops them on exit.
 
     ``overrides`` are settings (e.g. ``execution_sweep_seconds=0.1``); ``agent_worker`` runs the in-process
     agent's queue worker (off by default: tests that drive the queue by hand, or start agent processes).
+    ``azure``: run on the Azure profile (see the module docstring); ``issuer`` is then unused.
     """
-    token = token_factory(issuer)
+    environ: Mapping[str, str] | None = None
+    if azure is not None:
+        overrides = {**(await azure.isolated()), **overrides}
+        environ = azure.environ
+        token = azure.token_factory()
+    else:
+        token = token_factory(issuer)
     # echo listens first: the hub allow-lists its address (the only internal destination it may call), as
     # `exthub up` does; its JWKS URL is known once the execution service runs
     recorder = EchoRecorder()
@@ -230,16 +256,18 @@ async def running_hub(
     echo_url = f"http://127.0.0.1:{port}"
     overrides.setdefault("egress", {"allow": [f"127.0.0.1:{port}"]})
     settings = base_settings(data_dir, **overrides)
-    catalog = await start_catalog(settings, port=0)
+    catalog = await start_catalog(settings, port=0, environ=environ)
     agent_port = LateAgentClient(data_dir)
     execution_settings = base_settings(data_dir, catalog_address=catalog.address, **overrides)
-    execution = await start_execution(execution_settings, port=0, agent=agent_port)
+    execution = await start_execution(execution_settings, port=0, agent=agent_port, environ=environ)
     agent = await start_agent(
         base_settings(data_dir, execution_address=execution.address, **overrides),
         port=0,
         worker=agent_worker,
+        environ=environ,
     )
-    agent_port.connect(agent.address)
+    service_tokens = None if azure is None else await execution.backends.service_tokens(user="execution-service")
+    agent_port.connect(agent.address, service_tokens)
     jwks.url = f"{execution.http_url}/v1/signingKeys"
     try:
         async with (
@@ -248,13 +276,19 @@ async def running_hub(
         ):
             catalog_stub = catalog_service_pb2_grpc.CatalogServiceStub(catalog_channel)
             publisher = token(roles=(EXTENSIONS_PUBLISH,))
-            await register_echo(catalog_stub, echo_url=echo_url, metadata=publisher)
+            provider = execution.backends.object_provider_name
+            await register_echo(catalog_stub, echo_url=echo_url, metadata=publisher, object_provider=provider)
             await register_echo(
-                catalog_stub, echo_url=echo_url, metadata=publisher, extension_id="echo-plain", with_objects=False
+                catalog_stub,
+                echo_url=echo_url,
+                metadata=publisher,
+                extension_id="echo-plain",
+                with_objects=False,
+                object_provider=provider,
             )
             stub = execution_service_pb2_grpc.ExecutionServiceStub(channel)
             tasks = agent_task_service_pb2_grpc.AgentTaskServiceStub(channel)
-            yield Hub(catalog, agent, execution, echo_url, stub, tasks, token, execution_settings, recorder)
+            yield Hub(catalog, agent, execution, echo_url, stub, tasks, token, execution_settings, recorder, azure)
     finally:
         await runner.cleanup()
         await agent.stop(0)
@@ -323,6 +357,7 @@ async def start_agent_process(
     env: Mapping[str, str] = FAST_AGENT_ENV,
     slots: int = 1,
     egress_allow: Sequence[str] = (),
+    backend_env: Mapping[str, str] | None = None,
 ) -> AgentProcess:
     """Start ``python -m services.agent`` on loopback for the hub of ``data_dir`` and wait until it serves.
 
@@ -342,6 +377,7 @@ async def start_agent_process(
             "EXTHUB_LOG_FORMAT": "json",
             "EXTHUB_EGRESS__ALLOW": ",".join(egress_allow),
             **env,
+            **(backend_env or {}),
         }
     )
     await asyncio.to_thread(log_dir.mkdir, parents=True, exist_ok=True)
@@ -407,7 +443,15 @@ class AgentCluster:
                     agent_id,
                     log_dir=self.log_dir,
                     egress_allow=self.hub.settings.egress.allow if self.hub.settings else (),
+                    backend_env=self.backend_env(),
                 )
+
+    def backend_env(self) -> dict[str, str]:
+        """What an agent process of this hub needs to reach its backends: nothing more on the embedded profile (the
+        data dir), the Azure settings and the agent identity on the Azure one."""
+        if self.hub.azure is None or self.hub.settings is None:
+            return {}
+        return self.hub.azure.process_environment(self.hub.settings)
 
     async def create(
         self,

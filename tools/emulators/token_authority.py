@@ -327,6 +327,7 @@ def mint_user_token(
     audience: str,
     roles: Iterable[str] = (),
     tenant_id: str | None = None,
+    issuer_tenant_id: str | None = None,
     user_id: str | None = None,
     name: str = "Exthub Developer",
     scopes: Iterable[str] = ("user_impersonation",),
@@ -335,7 +336,9 @@ def mint_user_token(
 ) -> str:
     """A v2.0 user access token for ``audience`` from the authority whose files are in ``directory``.
 
-    ``tenant_id`` defaults to the authority's tenant (its ``iss`` always names the token's tenant).
+    ``tenant_id`` defaults to the authority's tenant; ``iss`` names ``issuer_tenant_id``, by default the token's
+    tenant as Entra ID does. The emulator profile passes the authority's own tenant as ``issuer_tenant_id``, so a
+    hub that trusts that one issuer still sees other tenants in ``tid`` (Entra ID never issues such a token).
     """
     state = authority_state(directory)
     keys = AuthorityKeys.load_or_create(directory)
@@ -345,7 +348,7 @@ def mint_user_token(
     sub = _b64url(hashlib.sha256(f"{oid}|{audience}".encode()).digest())
     claims: dict[str, Any] = {
         "aud": audience,
-        "iss": f"{state.url}/{tenant}/v2.0",
+        "iss": f"{state.url}/{issuer_tenant_id or tenant}/v2.0",
         "iat": issued - CLOCK_SKEW_SECONDS,
         "nbf": issued - CLOCK_SKEW_SECONDS,
         "exp": issued + ttl_seconds,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import ssl
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC
@@ -128,8 +129,9 @@ def fail(command: str, text: str, *, code: int = EXIT_FAILED) -> NoReturn:
 class HubOptions:
     """The connection options of a command, and how they become a :class:`HubClient`.
 
-    The token is ``--token`` if given, else an Entra ID token for ``--azure-scope``, else a development
-    token for tenant ``local`` / user ``developer`` (as ``exthub token`` mints) with the roles the command needs.
+    The token is ``--token`` if given, else an Entra ID token for ``--azure-scope``, else what ``exthub token``
+    mints for the data dir's profile (a development token for tenant ``local``, or a token of the emulator profile's
+    token authority) for user ``developer`` with the roles the command needs.
     """
 
     url: str = DEFAULT_URL
@@ -153,12 +155,51 @@ class HubOptions:
             return StaticTokenProvider(self.token)
         if self.azure_scope:
             return AzureCredentialTokenProvider.default(self.azure_scope)
+        if profile_is_azure(self.data_dir):
+            return StaticTokenProvider(emulator_token(self.data_dir, roles))
         return DevTokenProvider(self.data_dir, roles=roles)
 
     def connect(self, roles: Iterable[str] = ()) -> HubClient:
-        """A client for the hub (call inside the command's coroutine)."""
+        """A client for the hub (call inside the command's coroutine); on the emulator profile its object transfers
+        also trust the development CA of the data dir (Azurite serves object URLs with it)."""
         self.target()
-        return connect(self.url, token_provider=self.token_provider(list(roles)), catalog_target=self.catalog_url)
+        return connect(
+            self.url,
+            token_provider=self.token_provider(list(roles)),
+            catalog_target=self.catalog_url,
+            transfer_ssl=emulator_trust(self.data_dir),
+        )
+
+
+def profile_is_azure(data_dir: Path) -> bool:
+    """Whether ``exthub up`` last ran the Azure profile with ``data_dir`` (its ``profile.json`` says so)."""
+    try:
+        document = json.loads((data_dir / "profile.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(document, dict) and document.get("backend") == "azure"
+
+
+EMULATOR_TRUST_BUNDLE = Path("emulators", "certs", "trust-bundle.pem")
+
+
+def emulator_trust(data_dir: Path) -> ssl.SSLContext | None:
+    """On the emulator profile, a TLS context trusting the system roots and the data dir's development CA."""
+    bundle = data_dir / EMULATOR_TRUST_BUNDLE
+    if not profile_is_azure(data_dir) or not bundle.exists():
+        return None
+    return ssl.create_default_context(cafile=str(bundle))
+
+
+def emulator_token(data_dir: Path, roles: Sequence[str], *, ttl: int = 3600) -> str:
+    """A user token (``developer``, the authority's tenant) from the emulator profile's token authority; the
+    supervisor module holds the minting (it may load the dev tooling the rest of the CLI must not)."""
+    from exthub.cli.supervisor import HubStartError, profile_user_token
+
+    try:
+        return profile_user_token(data_dir, backend="azure", roles=list(roles), tenant=None, user="developer", ttl=ttl)
+    except HubStartError as error:
+        raise TokenProviderError(str(error)) from None
 
 
 def run_command(command: str, options: HubOptions, action: Callable[[], Coroutine[Any, Any, int]]) -> None:

@@ -105,7 +105,7 @@ def choose_profile(version: CatalogVersion, requested: str) -> ProfileSnapshot:
     )
 
 
-def _check_version(version: CatalogVersion, draft: ExecutionDraft) -> ProfileSnapshot:
+def _check_version(version: CatalogVersion, draft: ExecutionDraft, object_provider: str) -> ProfileSnapshot:
     if version.state is not VersionState.ACTIVE:
         raise FailedPrecondition(
             f"{version.name} is {version.state.value}",
@@ -131,6 +131,13 @@ def _check_version(version: CatalogVersion, draft: ExecutionDraft) -> ProfileSna
             f"{version.name} does not support validation",
             reason="VALIDATION_NOT_SUPPORTED",
             metadata={"resource": version.name},
+        )
+    if (version.inputs or version.outputs) and profile.object_provider != object_provider:
+        raise FailedPrecondition(
+            f"the profile {profile.name!r} keeps its inputs and outputs with {profile.object_provider}, which this "
+            f"deployment does not offer (it offers {object_provider})",
+            reason="OBJECT_PROVIDER_NOT_AVAILABLE",
+            metadata={"objectProvider": profile.object_provider, "offered": object_provider},
         )
     declared = {definition.name for definition in version.inputs}
     for index, name in enumerate(draft.expected_inputs):
@@ -162,7 +169,7 @@ async def create_execution(
             return await _existing(ctx, principal, existing)
     try:
         version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
-        profile = _check_version(version, draft)
+        profile = _check_version(version, draft, ctx.objects.name)
         mode = mode_of(profile.execution_model, profile.mode)
     except BaseException:
         if request_id:

@@ -37,7 +37,7 @@ from services.execution.domain.outcomes import ATTEMPT_FAILED
 from services.execution.domain.status_key import verify_status_key
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptTask
-from services.execution.handlers.support import build_task, change_from
+from services.execution.handlers.support import build_task, change_from, expiry_change
 from services.execution.repository import Change
 from services.platform.errors import FailedPrecondition, InvalidArgument
 from services.platform.timefmt import from_storage, to_storage
@@ -195,10 +195,21 @@ async def claim_execution(
     status_key, key_hash = new_status_key()
 
     def decide(current: Execution) -> Change | None:
-        result = claim(current.record, now=ctx.clock(), attempt=attempt)
+        now = ctx.clock()
+        if current.record.state is ExecutionState.QUEUED and current.record.attempt == attempt:
+            expired = expiry_change(current, now)  # its queue time ran out: TIMED_OUT, however late the sweeper
+            if expired is not None:
+                return expired
+        result = claim(current.record, now=now, attempt=attempt)
         return change_from(current, result, status_key_hash=key_hash, agent_id=agent_id, cancel=CancelState())
 
     execution = await ctx.repository.update(execution_id, decide)
+    if execution.state is not ExecutionState.RUNNING or execution.attempt != attempt:
+        raise FailedPrecondition(
+            f"{execution.name} is {execution.state.value}: it timed out before an agent took it",
+            reason="INVALID_TRANSITION",
+            metadata={"state": execution.state.value},
+        )
     if execution.status_key_hash != key_hash:  # pragma: no cover - claim() refuses a second claim
         raise FailedPrecondition("the attempt was claimed already", reason=STALE_ATTEMPT)
     deadline = scheduling.attempt_deadline(execution.record, execution.timeouts.execution, now=ctx.now())

@@ -6,8 +6,8 @@ import dataclasses
 from datetime import datetime, timedelta
 from typing import Any
 
-from services.execution.domain import ExecutionState, TransitionResult, transition
-from services.execution.domain.model import CancelState, DispatchMarker, Execution, Outbox
+from services.execution.domain import ExecutionState, TransitionResult, scheduling, transition
+from services.execution.domain.model import CancelState, DispatchMarker, Execution, ExecutionError, Outbox, Outcome
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptTask, ObjectBinding
 from services.execution.repository import Change, execution_not_found
@@ -78,6 +78,26 @@ def transition_change(
         percent_complete=percent_complete,
     )
     return change_from(current, result, **fields)
+
+
+def expiry_change(current: Execution, now: str) -> Change | None:
+    """What is due for ``current`` at ``now`` (:func:`~services.execution.domain.scheduling.sweep_decision`): a
+    timeout (TIMED_OUT with its error) or an unacknowledged cancel (CANCELLED); None when nothing is due.
+
+    The sweeper applies it; a claim applies it first too, so an attempt whose queue time ran out is never run,
+    however late the sweeper is."""
+    action = scheduling.sweep_decision(
+        current.record, current.timeouts, now=now, cancel_deadline_at=current.cancel.deadline
+    )
+    if action is None:
+        return None
+    outcome = current.outcome
+    if action.state is ExecutionState.TIMED_OUT:
+        error = ExecutionError(action.error_code, action.status_message, action.reason, {"state": current.state.value})
+        outcome = Outcome(outcome.result, outcome.validation_errors, error)
+    return transition_change(
+        current, action.state, now=now, attempt=None, status_message=action.status_message, outcome=outcome
+    )
 
 
 async def build_task(

@@ -12,9 +12,15 @@ Mapping of the :class:`~services.platform.workqueue.port.WorkQueue` contract
   A backlog in every priority is therefore served 6:3:1, so LOW never starves (at least one receive in ten
   prefers it), while a small backlog still comes out HIGH, NORMAL, LOW. There is no ageing inside a
   subscription: Service Bus hands out each subscription in sequence order.
-  One fetch per subscription runs at a time (peek-lock, no prefetch); it long-polls while a caller waits and
-  may leave at most ``max_messages`` messages of that subscription locked and buffered for the next call
-  (a buffered message whose lock ran out is dropped: Service Bus already redelivers it).
+  The cycle moves on only when a receive took its messages while another subscription may have had work
+  (one was buffered, or it had work when last asked), so a burst after a quiet spell starts with HIGH, and a
+  lower subscription answering first does not jump the order: before taking from it, a higher one asked at
+  the same time gets as long as a fetch usually needs to deliver.
+  One fetch per subscription runs at a time (peek-lock, no prefetch); it long-polls while a caller waits.
+  Nothing stays locked for nobody: when the last waiting caller returns, what the subscriptions buffered is
+  released (AMQP ``released``: back at once, the delivery count unchanged) and the links' credit is drained,
+  and a fetch still running then does the same with what it brings. (A buffered message whose lock ran out is
+  dropped: Service Bus already redelivers it.)
 * **Leases** are Service Bus peek-locks: ``lease_seconds`` is advisory, ``locked_until`` is the subscription's
   ``LockDuration`` from the broker. ``renew`` is ``renew_message_lock`` (the worker's heartbeat); ``complete``,
   ``abandon`` and ``dead_letter`` settle on the receive link; a lock the broker no longer holds raises
@@ -192,6 +198,8 @@ class _Lane:
     fetch_started: float = 0.0
     fetch_size: int = 0
     kicks: int = 0
+    releasing: bool = False
+    """The task in ``fetch`` is giving back what nobody asked for (short: a caller waits for it)."""
     found_empty: int = 0
     hit: bool | None = None
     error: BaseException | None = None
@@ -410,11 +418,16 @@ class ServiceBusWorkQueue:
             return await self._receive(lanes, order, count, wait)
         finally:
             self._demand -= count
+            if self._demand == 0 and not self._closed:
+                self._return_unasked()
 
     async def _receive(self, lanes: list[_Lane], order: list[_Lane], count: int, wait: float) -> list[LeasedMessage]:
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + wait
+        giving_back = {lane.fetch for lane in lanes if lane.releasing and lane.fetch is not None}
+        if giving_back:  # the subscriptions are asked afresh once their links are clear
+            await asyncio.wait(giving_back, timeout=self._timeout)
         asked_before = {id(lane): lane.kicks for lane in lanes}
         taken: list[LeasedMessage] = []
         while not self._closed:
@@ -424,21 +437,30 @@ class ServiceBusWorkQueue:
                     # A subscription never asked yet gets longer to answer: nothing is known of the latency.
                     floor = self._patience() if lane.hit is not None else max(self._patience(), _COLD_FETCH_SECONDS)
                     self._kick(lane, self._fetch_size(lane), max(deadline - loop.time(), floor))
-            for lane in order:
-                while len(taken) < count:
-                    if not lane.ready and lane.fetch is None and lane.hit and taken:
-                        # It just had work and the batch is not full: ask it for the rest.
-                        self._kick(lane, count - len(taken), max(deadline - loop.time(), self._patience()))
-                    if not lane.ready and lane.fetch is not None and lane.hit is not False:
-                        # Likely to have work (it just had some, or it was never asked): give it a moment.
-                        patience = lane.patience_until - loop.time()
-                        if patience > 0:
-                            await asyncio.wait({lane.fetch}, timeout=patience)
-                    got = await self._take(lane, count - len(taken))
-                    if not got:
-                        break
-                    taken.extend(got)
+            index = 0
+            while index < len(order) and len(taken) < count:
+                lane = order[index]
+                if not lane.ready and lane.fetch is None and lane.hit and taken:
+                    # It just had work and the batch is not full: ask it for the rest.
+                    self._kick(lane, count - len(taken), max(deadline - loop.time(), self._patience()))
+                if not lane.ready and lane.fetch is not None and lane.hit is not False:
+                    # Likely to have work (it just had some, or it was never asked): give it a moment.
+                    patience = lane.patience_until - loop.time()
+                    if patience > 0:
+                        await asyncio.wait({lane.fetch}, timeout=patience)
+                if not lane.ready:
+                    index += 1
+                    continue
+                if await self._earlier_answer(order[:index]):
+                    index = 0  # one that comes first in this call's order has work now: take that first
+                    continue
+                got = await self._take(lane, count - len(taken))
+                taken.extend(got)
+                if not got:
+                    index += 1
             if taken:
+                if self._competed(lanes, taken):
+                    self._slot += 1
                 return taken
             failed = [lane for lane in lanes if lane.error is not None]
             if failed:
@@ -491,9 +513,80 @@ class ServiceBusWorkQueue:
 
     def _order(self, lanes: list[_Lane]) -> list[_Lane]:
         preferred = self._cycle[self._slot % len(self._cycle)]
-        self._slot += 1
         first = [lane for lane in lanes if lane.priority is preferred]
         return first + [lane for lane in lanes if lane.priority is not preferred]
+
+    async def _earlier_answer(self, earlier: list[_Lane]) -> bool:
+        """Whether one of ``earlier`` (lanes this call prefers to the one about to be taken from) has work, after
+        giving those asked only just now as long as a fetch usually takes to deliver."""
+        if any(lane.ready for lane in earlier):
+            return True
+        now = asyncio.get_running_loop().time()
+        grace = min(self._patience(), 2 * self._latency) if self._latency else self._patience()
+        asked = [lane for lane in earlier if lane.fetch is not None and lane.fetch_started + grace > now]
+        if not asked:
+            return False
+        until = max(lane.fetch_started for lane in asked) + grace
+        pending = {lane.fetch for lane in asked if lane.fetch is not None}
+        while pending and not any(lane.ready for lane in asked):
+            remaining = until - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                break
+            _, pending = await asyncio.wait(pending, timeout=remaining, return_when=asyncio.FIRST_COMPLETED)
+        return any(lane.ready for lane in earlier)
+
+    @staticmethod
+    def _competed(lanes: list[_Lane], taken: list[LeasedMessage]) -> bool:
+        """Whether a subscription other than those taken from may have had work (the weighted turn was used)."""
+        took = {lease.message.priority for lease in taken}
+        return any(lane.ready or lane.hit is not False for lane in lanes if lane.priority not in took)
+
+    def _return_unasked(self) -> None:
+        """Nobody waits any more: give back what the subscriptions buffered and drain their links' credit (a
+        fetch still running does the same when it ends)."""
+        loop = asyncio.get_running_loop()
+        for lane in self._lanes.values():
+            if lane.fetch is None and lane.receiver is not None and (lane.ready or _credit(lane.receiver) > 0):
+                lane.fetch_started = loop.time()
+                lane.patience_until = lane.fetch_started
+                lane.releasing = True
+                lane.fetch = loop.create_task(self._give_back(lane))
+
+    async def _give_back(self, lane: _Lane) -> None:
+        try:
+            await self._release(lane, [])
+        finally:
+            lane.releasing = False
+            lane.fetch = None
+            self._notify()
+
+    async def _release(self, lane: _Lane, found: list[ServiceBusReceivedMessage]) -> None:
+        """Release ``found`` and what ``lane`` buffered (back at once, delivery count unchanged), then drain the
+        link's credit so the broker locks nothing more for this receiver until it is asked again."""
+        messages = [*lane.ready, *found]
+        lane.ready.clear()
+        receiver = lane.receiver
+        # The SDK settles with ``released`` and drains only when a receiver closes; the same calls, here.
+        handler = getattr(receiver, "_handler", None)
+        transport = getattr(receiver, "_amqp_transport", None)
+        if handler is None or transport is None:
+            return  # not open (or another transport): the locks run out by themselves
+        try:
+            async with asyncio.timeout(self._timeout):
+                for raw in messages:
+                    if raw.locked_until_utc is None or raw.locked_until_utc > self._clock():
+                        await handler.settle_messages_async(
+                            getattr(raw, "_delivery_id", None),
+                            getattr(raw, "_delivery_tag", None),
+                            "released",
+                            await_outcome=True,  # settled before this lane fetches again: order kept
+                            outcome_timeout=self._timeout,
+                        )
+                await transport.drain_and_release_messages_async(handler)
+        except asyncio.CancelledError:
+            raise
+        except Exception as error:  # the locks run out by themselves; the next fetch reports a broken link
+            _log.info("service bus release failed", subscription=lane.subscription, error=type(error).__name__)
 
     async def _ensure_receiver(self, lane: _Lane) -> ServiceBusReceiver:
         if lane.receiver is not None:
@@ -546,8 +639,12 @@ class ServiceBusWorkQueue:
             if found and count == 1:
                 took = asyncio.get_running_loop().time() - began
                 self._latency = took if not self._latency else 0.8 * self._latency + 0.2 * took
-            lane.ready.extend(found)
             lane.hit = bool(found)
+            if self._demand == 0 and not self._closed:
+                lane.releasing = True
+                await self._release(lane, found)  # its caller is gone and nobody else waits
+            else:
+                lane.ready.extend(found)
         except asyncio.CancelledError:
             raise
         except Exception as error:  # every failure of the SDK is the backend's
@@ -555,6 +652,7 @@ class ServiceBusWorkQueue:
             lane.hit = None
             _log.warning("service bus receive failed", subscription=lane.subscription, error=type(error).__name__)
         finally:
+            lane.releasing = False
             lane.fetch = None
             if lane.hit is False:
                 lane.found_empty = number
@@ -822,6 +920,13 @@ class ServiceBusWorkQueue:
             )
         except (MessageLockLostError, MessageAlreadySettled):
             raise LeaseLost("the lease was lost") from None
+
+
+def _credit(receiver: ServiceBusReceiver) -> int:
+    """The link credit the receiver has left with the broker (0 when unknown)."""
+    link = getattr(getattr(receiver, "_handler", None), "_link", None)
+    credit = getattr(link, "current_link_credit", 0)
+    return credit if isinstance(credit, int) else 0
 
 
 def _settle_future(future: asyncio.Future[None], *, error: BaseException | None = None) -> None:

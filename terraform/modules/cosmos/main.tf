@@ -13,6 +13,24 @@ terraform {
 locals {
   # "Cosmos DB Built-in Data Contributor" (a data-plane role definition of every account)
   data_contributor_role = "00000000-0000-0000-0000-000000000002"
+
+  # Cosmos DB refuses an ORDER BY on more than one property without a matching composite index, and the
+  # document store orders every query by its keys, then /id, then /partition. One index per order the services
+  # query a container with (services/platform/backends.py COSMOS_SORT_ORDERS, through
+  # cosmos_filter.indexing_policy; tests/deploy checks both are equal). Add an order there and here together.
+  composite_indexes = {
+    catalog = [
+      [{ path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+      [{ path = "/body/extension_id", order = "Ascending" }, { path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+      [{ path = "/body/semver_key", order = "Descending" }, { path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+    ]
+    executions = [
+      [{ path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+      [{ path = "/body/create_time", order = "Descending" }, { path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+      [{ path = "/body/sequence", order = "Ascending" }, { path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+      [{ path = "/body/due_time", order = "Ascending" }, { path = "/id", order = "Ascending" }, { path = "/partition", order = "Ascending" }],
+    ]
+  }
 }
 
 resource "azurerm_cosmosdb_account" "this" {
@@ -86,6 +104,18 @@ resource "azurerm_cosmosdb_sql_container" "this" {
     }
     excluded_path {
       path = "/\"_etag\"/?"
+    }
+    dynamic "composite_index" {
+      for_each = local.composite_indexes[each.value]
+      content {
+        dynamic "index" {
+          for_each = composite_index.value
+          content {
+            path  = index.value.path
+            order = index.value.order
+          }
+        }
+      }
     }
   }
 }

@@ -25,7 +25,7 @@ variable "database_name" {
 
 variable "containers" {
   type        = list(string)
-  description = "One container per document-store collection (partition key path /partition)."
+  description = "One container per document-store collection (partition key path /partition); each needs its composite indexes in local.composite_indexes (main.tf)."
   default     = ["catalog", "executions"]
   validation {
     condition     = length(var.containers) > 0 && alltrue([for c in var.containers : can(regex("^[a-z][a-z0-9-]{0,62}$", c))])

@@ -51,11 +51,17 @@ async def dead_letters(cluster: Cluster) -> list[execution_service_pb2.DeadLette
     return list(response.dead_letters)
 
 
+#: Long enough for the five creates behind the blockers on either profile (Cosmos DB writes are slower).
+BACKLOG_BLOCK_SECONDS = 6.0
+
+
 async def test_priorities_under_a_backlog_high_first_and_low_still_runs(hub_cluster: Cluster) -> None:
-    await occupy_agents(hub_cluster)
+    blockers = await occupy_agents(hub_cluster, BACKLOG_BLOCK_SECONDS)
     lows = [await hub_cluster.create(priority=types_pb2.LOW) for _ in range(4)]
     high = await hub_cluster.create(priority=types_pb2.HIGH)
     assert all(e.state == E.QUEUED for e in [*lows, high])
+    # the scenario's premise: every slot was still busy when the whole backlog (HIGH last) was queued
+    assert [(await hub_cluster.get(name)).state for name in blockers] == [E.RUNNING, E.RUNNING]
     finished_high = await hub_cluster.wait_terminal(high.name)
     finished_lows = [await hub_cluster.wait_terminal(low.name) for low in lows]
     assert finished_high.state == E.SUCCEEDED

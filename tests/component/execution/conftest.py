@@ -1,4 +1,6 @@
-"""A real hub on loopback (see :mod:`tests.support.hub`): catalog + execution + agent + echo, real SQLite files."""
+"""A real hub on loopback (see :mod:`tests.support.hub`): catalog + execution + agent + echo, on each profile:
+real SQLite files (``embedded``), or the Azure adapters on the emulators (``azure``, see
+:mod:`tests.support.profiles`)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,11 @@ from pathlib import Path
 import pytest
 
 from exthub.contract.dev_tokens import DevIssuer
+from tests.support.azure_hub import AzureHubProfile
 from tests.support.hub import Hub, TokenFactory, running_hub, token_factory
+from tests.support.profiles import azure_profile, hub_profile
+
+__all__ = ["azure_profile", "hub_profile"]  # fixtures of this package
 
 
 @pytest.fixture
@@ -22,12 +28,12 @@ def issuer(data_dir: Path) -> DevIssuer:
 
 
 @pytest.fixture
-def token(issuer: DevIssuer) -> TokenFactory:
-    """``token(roles=[...], tenant=..., user=...)`` → call metadata with a development bearer token."""
-    return token_factory(issuer)
+def token(issuer: DevIssuer, hub_profile: AzureHubProfile | None) -> TokenFactory:
+    """``token(roles=[...], tenant=..., user=...)`` → call metadata with a bearer token the profile's hub accepts."""
+    return token_factory(issuer) if hub_profile is None else hub_profile.token_factory()
 
 
 @pytest.fixture
-async def hub(data_dir: Path, issuer: DevIssuer) -> AsyncIterator[Hub]:
-    async with running_hub(data_dir, issuer) as running:
+async def hub(data_dir: Path, issuer: DevIssuer, hub_profile: AzureHubProfile | None) -> AsyncIterator[Hub]:
+    async with running_hub(data_dir, issuer, azure=hub_profile) as running:
         yield running

@@ -27,8 +27,10 @@ from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState
 from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.repository import Change, ExecutionRepository
-from services.platform.workqueue.sqlite import SqliteWorkQueue
+from services.platform.backends import Backends
+from services.platform.workqueue.port import WorkQueue
 from tests.component.execution.test_sync import create, reason_of, struct
+from tests.support.azure_hub import AzureHubProfile
 from tests.support.hub import Hub, Metadata, running_hub
 
 E = execution_pb2.Execution
@@ -44,20 +46,22 @@ FAST: dict[str, Any] = {
 
 
 @pytest.fixture
-async def fast_hub(data_dir: Path, issuer: DevIssuer) -> AsyncIterator[Hub]:
-    async with running_hub(data_dir, issuer, **FAST) as running:
+async def fast_hub(data_dir: Path, issuer: DevIssuer, hub_profile: AzureHubProfile | None) -> AsyncIterator[Hub]:
+    async with running_hub(data_dir, issuer, azure=hub_profile, **FAST) as running:
         yield running
 
 
 @pytest.fixture
-async def queue(fast_hub: Hub) -> AsyncIterator[SqliteWorkQueue]:
-    """A second handle on the hub's work queue file (what an agent process opens)."""
+async def queue(fast_hub: Hub) -> AsyncIterator[WorkQueue]:
+    """A second handle on the hub's work queue (what an agent process opens: the SQLite file, or the Service Bus
+    subscriptions with the agent's identity)."""
     assert fast_hub.settings is not None
-    opened = await SqliteWorkQueue.open(fast_hub.settings.queue_path)
+    environ = None if fast_hub.azure is None else fast_hub.azure.agent_environ()
+    backends = await Backends.open(fast_hub.settings, environ=environ)
     try:
-        yield opened
+        yield await backends.work_queue()
     finally:
-        await opened.close()
+        await backends.close()
 
 
 def agent(hub: Hub) -> Metadata:
@@ -77,7 +81,7 @@ async def wait_state(hub: Hub, name: str, state: E.State.ValueType, within: floa
 
 
 async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_routing(
-    fast_hub: Hub, queue: SqliteWorkQueue
+    fast_hub: Hub, queue: WorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async", priority=3)
     assert created.state == E.QUEUED
@@ -98,7 +102,7 @@ async def test_a_queued_execution_is_published_with_only_its_name_attempt_and_ro
     assert stored.outbox.empty  # events stored, attempt published
 
 
-async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: SqliteWorkQueue) -> None:
+async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub, queue: WorkQueue) -> None:
     app = fast_hub.execution
     assert app.relay is not None
     created = await create(fast_hub, profile="async")
@@ -128,7 +132,7 @@ async def test_the_outbox_publishes_after_a_crash_and_never_twice(fast_hub: Hub,
 
 
 async def test_transient_reports_are_retried_by_the_hub_until_the_policy_says_failed(
-    fast_hub: Hub, queue: SqliteWorkQueue
+    fast_hub: Hub, queue: WorkQueue
 ) -> None:
     created = await create(fast_hub, profile="async")
     failure = status_pb2.Status(code=code_number(grpc.StatusCode.UNAVAILABLE), message="boom")
@@ -278,3 +282,40 @@ async def test_inputs_missing_names_the_missing_inputs(fast_hub: Hub) -> None:
     assert info is not None and info.reason == "INPUTS_MISSING" and info.metadata["missingInputs"] == "document"
     assert [(t, s) for t, s, _ in precondition_violations(status)] == [("INPUT_NOT_UPLOADED", "document")]
     assert E.State.Name(created.state) == ExecutionState.PENDING_INPUTS.value
+
+
+async def test_a_claim_after_the_queue_timeout_times_the_execution_out(
+    data_dir: Path, issuer: DevIssuer, hub_profile: AzureHubProfile | None
+) -> None:
+    """However late the sweeper is, an attempt whose queue time ran out is never run: the claim times it out."""
+    async with running_hub(data_dir, issuer, azure=hub_profile, execution_sweep_seconds=3600) as hub:
+        version = echo_version(hub.echo_url, with_objects=False)
+        (profile,) = [p for p in version.profiles if p.name == "async"]
+        profile.queue_timeout.CopyFrom(duration_pb2.Duration(nanos=1_000_000))  # over before any agent can claim
+        async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
+            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+            publisher = hub.token(roles=("Extensions.Publish",))
+            await stub.CreateExtension(
+                catalog_service_pb2.CreateExtensionRequest(
+                    extension_id="echo-hurry", extension=resources_pb2.Extension(display_name="Hurry", publisher="T")
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+            await stub.CreateExtensionVersion(
+                catalog_service_pb2.CreateExtensionVersionRequest(
+                    parent="extensions/echo-hurry", version_id="1.0.0", version=version
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+        created = await create(hub, extension_version="extensions/echo-hurry/versions/1.0.0", profile="async")
+        assert created.state == E.QUEUED
+        with pytest.raises(grpc.aio.AioRpcError) as raised:
+            await hub.tasks.ClaimExecution(
+                tasks_pb.ClaimExecutionRequest(name=created.name, attempt=1, agent_id="late"), metadata=agent(hub)
+            )
+        assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=created.name), metadata=hub.token())
+        assert done.state == E.TIMED_OUT and reason_of(done.error) == "QUEUE_TIMEOUT", done
+        assert hub.calls_of(created.name) == []

@@ -13,6 +13,7 @@ from exthub.contract.errors import call_error_info
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
+from tests.component.execution.test_lifecycle import use
 from tests.component.execution.test_sync import create, events_of, struct
 from tests.support.hub import Hub
 
@@ -91,6 +92,42 @@ async def test_naming_an_undeclared_expected_input_is_invalid(hub: Hub) -> None:
     assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
+async def test_a_profile_keeping_objects_with_a_provider_this_hub_does_not_offer_is_refused(hub: Hub) -> None:
+    """The embedded hub offers ``local/v1``, the Azure one ``az-blob/v1``: a version whose profile keeps inputs and
+    outputs with the other one cannot run here (FAILED_PRECONDITION, naming both); without objects it runs."""
+    offered = hub.execution.backends.object_provider_name
+    other = "az-blob/v1" if offered == "local/v1" else "local/v1"
+    version = echo_version(hub.echo_url, object_provider=other)  # with an input and an output
+    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
+    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
+        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+        await stub.CreateExtension(
+            catalog_service_pb2.CreateExtensionRequest(
+                extension_id="elsewhere", extension=resources_pb2.Extension(display_name="T", publisher="T")
+            ),
+            metadata=publisher,
+            timeout=10,
+        )
+        await stub.CreateExtensionVersion(
+            catalog_service_pb2.CreateExtensionVersionRequest(
+                parent="extensions/elsewhere", version_id="1.0.0", version=version
+            ),
+            metadata=publisher,
+            timeout=10,
+        )
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await create(hub, extension_version="extensions/elsewhere/versions/1.0.0")
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    info = call_error_info(raised.value)
+    assert info is not None and info.reason == "OBJECT_PROVIDER_NOT_AVAILABLE"
+    assert (info.metadata["objectProvider"], info.metadata["offered"]) == (other, offered)
+    plain = await _register(
+        hub, "elsewhere-plain", [_renamed(echo_version(hub.echo_url, object_provider=other).profiles[0], "default")]
+    )
+    done = await create(hub, extension_version=plain, request=struct(message="no objects"))
+    assert done.state == E.SUCCEEDED, done
+
+
 @pytest.mark.parametrize(("profile", "moved_on"), [("default", E.SUCCEEDED), ("async", E.QUEUED)])
 async def test_a_repeated_continue_is_a_no_op_that_answers_with_the_execution(
     hub: Hub, profile: str, moved_on: E.State.ValueType
@@ -100,11 +137,8 @@ async def test_a_repeated_continue_is_a_no_op_that_answers_with_the_execution(
     pending = await create(hub, extension_version=ECHO, profile=profile, expected_inputs=["document"])
     assert pending.state == E.PENDING_INPUTS
     (document,) = pending.inputs
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        session.put(document.upload.uri, data=b"once") as response,
-    ):
-        assert response.status in (200, 201)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session:
+        assert (await use(session, document.upload, b"once"))[0] in (200, 201)  # as a client must, any provider
     request = pb.ContinueExecutionRequest(name=pending.name, provided_inputs=["document"])
     first = await hub.stub.ContinueExecution(request, metadata=hub.token(), timeout=30)
     assert first.state == moved_on, first

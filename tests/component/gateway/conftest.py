@@ -35,7 +35,9 @@ from gateway.render import render_config
 from services.catalog.app import CatalogApp
 from services.platform import server as platform_server
 from services.platform.interceptors import HubServerInterceptor
+from tests.support.azure_hub import AzureHubProfile
 from tests.support.hub import Hub, running_hub
+from tools.emulators.stack import API, TENANT_ID
 
 HTTP_TIMEOUT = aiohttp.ClientTimeout(total=10)
 Headers = dict[str, str]
@@ -53,10 +55,21 @@ def issuer(data_dir: Path) -> DevIssuer:
 
 
 @pytest.fixture
-def bearer(issuer: DevIssuer) -> Bearer:
-    """``bearer(roles=[...], tenant=..., user=...)`` → request headers with a development token."""
+def hub_profile() -> AzureHubProfile | None:
+    """The embedded profile; a test module that drives executions imports ``tests.support.profiles.hub_profile``
+    to run on the Azure profile too."""
+    return None
+
+
+@pytest.fixture
+def bearer(issuer: DevIssuer, hub_profile: AzureHubProfile | None) -> Bearer:
+    """``bearer(roles=[...], tenant=..., user=...)`` → request headers with a token the profile's hub accepts (a
+    development token, or a user token of the emulators' token authority)."""
 
     def make(*, roles: tuple[str, ...] = (), tenant: str = "tenant-a", user: str = "user-1", **kw: Any) -> Headers:
+        if hub_profile is not None:
+            assert not kw, "the Azure profile's tokens take roles, tenant and user only"
+            return {"authorization": f"Bearer {hub_profile.bearer(roles=roles, tenant=tenant, user=user)}"}
         return {"authorization": f"Bearer {issuer.issue(tenant=tenant, user=user, roles=list(roles), **kw)}"}
 
     return make
@@ -112,9 +125,16 @@ def gateway_port() -> Iterator[int]:
 
 
 @pytest.fixture
-async def hub(data_dir: Path, issuer: DevIssuer, gateway_port: int, service_calls: ServiceCalls) -> AsyncIterator[Hub]:
+async def hub(
+    data_dir: Path,
+    issuer: DevIssuer,
+    gateway_port: int,
+    service_calls: ServiceCalls,
+    hub_profile: AzureHubProfile | None,
+) -> AsyncIterator[Hub]:
     """The real hub, with the gateway's URL as its public URL (accessors and ``statusUrl`` point at Envoy)."""
-    async with running_hub(data_dir, issuer, public_url=f"http://127.0.0.1:{gateway_port}") as running:
+    public_url = f"http://127.0.0.1:{gateway_port}"
+    async with running_hub(data_dir, issuer, azure=hub_profile, public_url=public_url) as running:
         yield running
 
 
@@ -125,14 +145,27 @@ def catalog(hub: Hub) -> CatalogApp:
 
 @pytest.fixture
 def gateway_config(data_dir: Path, hub: Hub, gateway_port: int) -> dict[str, Any]:
+    """The ``local`` target, or on the Azure profile the ``azure`` target for the emulators' token authority (as
+    ``exthub up --backend azure --emulators`` renders it)."""
+    upstreams = {
+        "listen_port": gateway_port,
+        "catalog_address": hub.catalog.address,
+        "execution_address": hub.execution.address,
+        "objects_address": URL(hub.execution.http_url).raw_authority,
+        "access_log": False,
+    }
+    if hub.azure is None:
+        return render_config("local", data_dir=data_dir, **upstreams)
+    stack = hub.azure.stack
     return render_config(
-        "local",
-        data_dir=data_dir,
-        listen_port=gateway_port,
-        catalog_address=hub.catalog.address,
-        execution_address=hub.execution.address,
-        objects_address=URL(hub.execution.http_url).raw_authority,
-        access_log=False,
+        "azure",
+        tenant_id=TENANT_ID,
+        client_id=API,
+        app_id_uri=API,
+        authority_host=stack.authority.url.removeprefix("https://"),
+        authority_ca_file=stack.certificates.trust_bundle,
+        listen_address="127.0.0.1",
+        **upstreams,
     )
 
 

@@ -23,6 +23,9 @@ from exthub.execution.v1 import (
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, Reply, call
 from tests.support.hub import Hub
+from tests.support.profiles import azure_profile, hub_profile
+
+__all__ = ["azure_profile", "hub_profile"]  # both profiles: these tests drive executions
 
 RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/1.0.0"

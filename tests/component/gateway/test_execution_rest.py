@@ -1,7 +1,9 @@
 """Every execution REST route through Envoy in front of the real hub (catalog, execution, agent, echo).
 
 The execution service's public URL is the gateway's, so the accessors it hands out, and the ``statusUrl`` echo
-reports to, are gateway URLs: uploads, downloads and long-running status reports all go through Envoy.
+reports to, are gateway URLs: uploads, downloads and long-running status reports all go through Envoy. Every test
+runs on both profiles (``hub_profile``): on the Azure one the gateway checks the emulators' Entra-shaped tokens and
+object accessors are Azurite's user-delegation SAS URLs.
 """
 
 from __future__ import annotations
@@ -19,6 +21,9 @@ from exthub.contract.roles import AGENT, EXECUTIONS_RUN, HUB_ADMIN
 from gateway.envoy import RunningEnvoy
 from tests.component.gateway.conftest import Bearer, ServiceCalls, call
 from tests.support.hub import Hub
+from tests.support.profiles import azure_profile, hub_profile
+
+__all__ = ["azure_profile", "hub_profile"]  # both profiles for the execution routes
 
 RUN = (EXECUTIONS_RUN,)
 PLAIN = "extensions/echo-plain/versions/1.0.0"
@@ -140,6 +145,14 @@ async def test_report_status_is_authenticated_by_the_status_update_key(
     assert streamed[-1]["state"] == "CANCELLED"
 
 
+def object_base(hub: Hub, gateway: RunningEnvoy) -> str:
+    """Where accessors point: the gateway's ``/objects/v1/`` (``local/v1``), or the blob container (``az-blob/v1``,
+    user-delegation SAS URLs that never pass the gateway)."""
+    if hub.settings is None or hub.settings.backend == "local":
+        return gateway.url + "/objects/v1/"
+    return f"{hub.settings.azure.blob_account_url}/{hub.settings.azure.blob_container}/executions/"
+
+
 async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
     http: aiohttp.ClientSession, gateway: RunningEnvoy, bearer: Bearer, hub: Hub
 ) -> None:
@@ -150,10 +163,11 @@ async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
     assert created["state"] == "PENDING_INPUTS", created
     (document,) = created["inputs"]
     upload = document["upload"]
-    assert upload["uri"].startswith(gateway.url + "/objects/v1/"), "accessors are built from the public URL"
+    objects = object_base(hub, gateway)
+    assert upload["uri"].startswith(objects), "accessors are built from the public URL (or are Blob Storage's)"
     assert upload["method"] == "PUT" and upload["accessMode"] == "WRITE_ONLY"
     content = b"hello objects through envoy" * 100
-    async with http.put(URL(upload["uri"], encoded=True), data=content) as response:
+    async with http.put(URL(upload["uri"], encoded=True), data=content, headers=upload.get("headers")) as response:
         assert response.status in (200, 201), await response.text()
     done = await call(
         http,
@@ -170,14 +184,15 @@ async def test_inputs_uploaded_and_outputs_downloaded_through_the_gateway(
     }
     (report,) = done.body["outputs"]
     download = report["download"]
-    assert download["uri"].startswith(gateway.url + "/objects/v1/") and download["accessMode"] == "READ_ONLY"
+    assert download["uri"].startswith(objects) and download["accessMode"] == "READ_ONLY"
     async with http.get(URL(download["uri"], encoded=True)) as response:
         assert response.status == 200
         assert json.loads(await response.read()) == {"kind": "objects"}
     # the URL's signature is the only credential: a tampered or misused URL is refused by the object server
     async with http.get(URL(download["uri"].replace("sig=", "sig=A"), encoded=True)) as response:
         assert response.status == 403
-    async with http.put(URL(download["uri"], encoded=True), data=b"x") as response:
+    # a write with a read-only accessor (sent as a write must be: with the upload's headers) is refused
+    async with http.put(URL(download["uri"], encoded=True), data=b"x", headers=upload.get("headers")) as response:
         assert response.status == 403
     async with http.get(URL(upload["uri"], encoded=True)) as response:
         assert response.status == 403
@@ -295,7 +310,7 @@ async def test_admin_only_route(
     """``GET /v1/deadLetters`` (Hub.Admin): RBAC refuses other roles at the gateway, an admin gets the page."""
     reached = len(service_calls)
     runner = await call(http, gateway, "GET", "/v1/deadLetters", headers=bearer(roles=(EXECUTIONS_RUN, AGENT)))
-    assert (runner.status, runner.reason) == (403, "ROLE_REQUIRED")
+    assert (runner.status, runner.reason) == (403, "ROLE_REQUIRED"), runner.body
     assert len(service_calls) == reached
     admin = await call(
         http, gateway, "GET", "/v1/deadLetters", params={"pageSize": "10"}, headers=bearer(roles=(HUB_ADMIN,))

@@ -13,6 +13,9 @@ from services.execution.signing import REQUEST_SIGNATURE_TTL_SECONDS
 from tests.component.echo.test_signature_binding import header_of
 from tests.component.gateway.conftest import Bearer, call
 from tests.support.hub import Hub
+from tests.support.profiles import azure_profile, hub_profile
+
+__all__ = ["azure_profile", "hub_profile"]  # both profiles: these tests drive executions
 
 RUN = (EXECUTIONS_RUN,)
 TIMEOUT = aiohttp.ClientTimeout(total=10)

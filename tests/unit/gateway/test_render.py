@@ -154,6 +154,36 @@ def test_azure_accepts_v1_and_v2_tokens_with_both_audience_forms() -> None:
     assert clusters["aad_jwks"]["transport_socket"]["typed_config"]["sni"] == "login.microsoftonline.com"
 
 
+def test_azure_target_for_another_authority_trusts_its_ca_and_matches_its_ip(tmp_path: Path) -> None:
+    """The emulator profile renders the same azure target for its local token authority (an IP and a port,
+    HTTPS with the development CA): issuer and JWKS URI follow the authority, the certificate must be the CA's
+    and name the IP."""
+    ca = tmp_path / "ca.pem"
+    ca.write_text("-----BEGIN CERTIFICATE-----\n")
+    config = render_config("azure", authority_host="127.0.0.1:8443", authority_ca_file=ca, **AZURE)
+    providers = http_filters(config)["envoy.filters.http.jwt_authn"]["providers"]
+    assert providers["aad_v2"]["issuer"] == f"https://127.0.0.1:8443/{TENANT}/v2.0"
+    assert (
+        providers["aad_v2"]["remote_jwks"]["http_uri"]["uri"] == f"https://127.0.0.1:8443/{TENANT}/discovery/v2.0/keys"
+    )
+    (cluster,) = [c for c in config["static_resources"]["clusters"] if c["name"] == "aad_jwks"]
+    endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"]
+    assert endpoint["socket_address"] == {"address": "127.0.0.1", "port_value": 8443}
+    assert cluster["type"] == "STATIC"
+    tls = cluster["transport_socket"]["typed_config"]
+    assert "sni" not in tls  # no SNI for an IP address
+    validation = tls["common_tls_context"]["validation_context"]
+    assert validation["trusted_ca"] == {"filename": str(ca)}
+    assert validation["match_typed_subject_alt_names"] == [
+        {"san_type": "IP_ADDRESS", "matcher": {"exact": "127.0.0.1"}}
+    ]
+    entra = render_config("azure", **AZURE)
+    (default,) = [c for c in entra["static_resources"]["clusters"] if c["name"] == "aad_jwks"]
+    default_validation = default["transport_socket"]["typed_config"]["common_tls_context"]["validation_context"]
+    assert default_validation["trusted_ca"] == {"filename": "/etc/ssl/certs/ca-certificates.crt"}
+    assert default_validation["match_typed_subject_alt_names"][0]["san_type"] == "DNS"
+
+
 def test_azure_needs_its_parameters() -> None:
     with pytest.raises(ValueError, match="tenant_id"):
         render_config("azure", client_id=CLIENT, app_id_uri="api://exthub")
