@@ -67,7 +67,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import celery_echo
-from bench.harness import console, free_port, median, p99
+from bench.harness import console, free_port, median, p99, py_spy
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
@@ -75,8 +75,13 @@ from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 from exthub.type.v1 import types_pb2
 from services.echo.registration import register_echo
+from services.execution.adapters.documents import COLLECTION as EXECUTION_COLLECTION
+from services.execution.invariants import check_invariants
+from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
+from services.execution.store import DATABASE_FILE as EXECUTION_DATABASE_FILE
 from services.platform.backends import COSMOS_CHARGES_EVENT
+from services.platform.docstore.sqlite import SqliteDocumentStore
 from tools.emulators.stack import EmulatorStack, ServiceName
 
 if TYPE_CHECKING:
@@ -92,6 +97,13 @@ CALL_TIMEOUT_SECONDS = 30.0
 #: The longest one execution may take, end to end, before it counts as ``CLIENT_TIMEOUT``.
 EXECUTION_TIMEOUT_SECONDS = 120.0
 APT_TIMEOUT_SECONDS = 900.0
+
+ONE_AGENT = "Exthub 1 agent"
+TWO_AGENTS = "Exthub 2 agents"
+#: appended to the row names of the Azure profile
+AZURE_SUFFIX = " · azure"
+SETTLE_TIMEOUT_SECONDS = 30.0
+SETTLE_POLL_SECONDS = 0.5
 
 _GRPC_ADDRESS = re.compile(r"serving on (\S+)")
 _OBJECTS_URL = re.compile(r"objects serving on (\S+)")
@@ -116,6 +128,7 @@ class Sample:
     queue_to_start_ms: float | None
     run_ms: float | None
     outcome: str
+    execution: str = ""  # the name the hub returned (Exthub rows), for the invariant check
 
 
 @dataclass
@@ -180,9 +193,12 @@ async def drive(
     concurrency: int,
     warmup: int,
     processes: Mapping[str, Sequence[int]],
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
 ) -> Row:
     """Runs ``warmup`` unmeasured executions, then ``executions`` with ``concurrency`` in flight; records the
-    CPU time each group of ``processes`` spent during the measured part."""
+    CPU time each group of ``processes`` spent during the measured part (and samples them with py-spy into
+    ``profile_dir`` when given)."""
     warm = iter(range(warmup))
 
     async def warm_worker() -> None:
@@ -195,11 +211,12 @@ async def drive(
     async def worker() -> list[Sample]:
         return [await one(index) for index in counter]
 
-    cpu_before = cpu_snapshot(processes)
-    started = time.perf_counter()
-    per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
-    seconds = time.perf_counter() - started
-    cpu_after = cpu_snapshot(processes)
+    async with py_spy(processes, profile_dir, name, native=profile_native):
+        cpu_before = cpu_snapshot(processes)
+        started = time.perf_counter()
+        per_worker = await asyncio.gather(*(worker() for _ in range(concurrency)))
+        seconds = time.perf_counter() - started
+        cpu_after = cpu_snapshot(processes)
     samples = [sample for done in per_worker for sample in done]
     cpu_ms = {
         group: (cpu_after[group] - cpu_before[group]) * 1000 / max(1, len(samples))
@@ -213,6 +230,43 @@ def _ratio(value: float, baseline: float) -> str:
     if math.isnan(value) or math.isnan(baseline) or baseline == 0:
         return "-"
     return f"{value / baseline:.2f}"
+
+
+EXECUTION_GROUP = "execution"
+
+
+def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> None:
+    """The target ratios of one profile's rows (``suffix`` of their names): Exthub 1 agent ÷ Celery, 2 agents ÷
+    1 agent (exec/s), execution-service CPU per execution."""
+    rows = [row for row in rows if row.name.endswith(suffix) and (suffix or not row.name.endswith(AZURE_SUFFIX))]
+    by_name = {row.name: row for row in rows}
+    one, two = by_name.get(ONE_AGENT + suffix), by_name.get(TWO_AGENTS + suffix)
+    figures: list[tuple[str, float, float, bool]] = []
+    if one is not None:
+        figures.append(
+            (
+                f"exec/s: Exthub 1 agent{suffix} ÷ Celery",
+                one.executions_per_second / baseline.executions_per_second
+                if baseline.executions_per_second
+                else math.nan,
+                1.0,
+                True,
+            )
+        )
+    if one is not None and two is not None:
+        ratio = two.executions_per_second / one.executions_per_second if one.executions_per_second else math.nan
+        figures.append((f"exec/s: 2 agents ÷ 1 agent{suffix}", ratio, 1.0, True))
+    figures.extend(
+        (f"execution CPU ms per execution ({row.name})", row.cpu_ms.get(EXECUTION_GROUP, math.nan), 2.5, False)
+        for row in rows
+    )
+    table = Table(title="Targets (this run)")
+    for column in ("figure", "value", "target", "met"):
+        table.add_column(column, justify="left" if column == "figure" else "right")
+    for label, value, target, higher in figures:
+        met = not math.isnan(value) and ((value >= target) if higher else (value <= target))
+        table.add_row(label, f"{value:.2f}", f"{'≥' if higher else '≤'} {target:g}", "yes" if met else "no")
+    Console(width=max(console.width, 200)).print(table)
 
 
 def report(rows: Sequence[Row], baseline: Row, notes: str) -> None:
@@ -453,7 +507,7 @@ async def running_stack(
         stack = Stack(data_dir=Path(tmp) / "data", log_dir=Path(tmp) / "logs", key_dir=Path(tmp) / "bench-keys")
         stack.data_dir.mkdir()
         stack.log_dir.mkdir()
-        stack.echo_port = free_port()
+        stack.echo_port = free_port()  # chosen first: the hub's egress allow-list names it
         try:
             if azure:
                 stack.emulators = await asyncio.to_thread(EmulatorStack.start, stack.data_dir)
@@ -687,9 +741,11 @@ async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[st
     running_ns: int | None = None
     queue_to_start: float | None = None
     run_ms: float | None = None
+    name = ""
     try:
         async with asyncio.timeout(EXECUTION_TIMEOUT_SECONDS):
             created = await stub.CreateExecution(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+            name = created.name
             create_ns = _nanoseconds(created.create_time)
             watch = stub.WatchExecution(
                 execution_service_pb2.WatchExecutionRequest(name=created.name),
@@ -709,10 +765,20 @@ async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[st
         outcome = f"RPC_{error.code().name}"
     except TimeoutError:
         outcome = "CLIENT_TIMEOUT"
-    return Sample((time.perf_counter() - started) * 1000, queue_to_start, run_ms, outcome)
+    return Sample((time.perf_counter() - started) * 1000, queue_to_start, run_ms, outcome, name)
 
 
-async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrency: int, warmup: int, token: str) -> Row:
+async def measure_exthub(
+    stack: Stack,
+    name: str,
+    *,
+    executions: int,
+    concurrency: int,
+    warmup: int,
+    token: str,
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
+) -> Row:
     """One Exthub row against the agents running now."""
     metadata = (("authorization", f"Bearer {token}"),)
     async with grpc.aio.insecure_channel(stack.execution_address) as channel:
@@ -728,7 +794,27 @@ async def measure_exthub(stack: Stack, name: str, *, executions: int, concurrenc
             concurrency=concurrency,
             warmup=warmup,
             processes=_process_groups(stack),
+            profile_dir=profile_dir,
+            profile_native=profile_native,
         )
+
+
+async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list[str]:
+    """The invariant checker over the execution service's store (read while the hub runs): every violation,
+    as text. Waits (bounded) for the outbox relay to settle what it is still relaying."""
+    store = await SqliteDocumentStore.open(stack.data_dir / EXECUTION_DATABASE_FILE)
+    try:
+        repository = ExecutionRepository(store.collection(EXECUTION_COLLECTION))
+        loop = asyncio.get_running_loop()
+        give_up = loop.time() + SETTLE_TIMEOUT_SECONDS
+        while True:
+            found = await check_invariants(repository, accepted=accepted, outbox_settled=True)
+            if all(v.rule == "OUTBOX_LEFT" for v in found) and found and loop.time() < give_up:
+                await asyncio.sleep(SETTLE_POLL_SECONDS)  # the relay is still relaying: look again
+                continue
+            return [str(violation) for violation in found]
+    finally:
+        await store.close()
 
 
 async def register(stack: Stack) -> None:
@@ -760,15 +846,26 @@ def cosmos_request_units(stack: Stack) -> tuple[float, int]:
 
 
 async def measure_agents(
-    stack: Stack, *, suffix: str, slots: int, poll_seconds: float, options: Mapping[str, int]
+    stack: Stack,
+    *,
+    suffix: str,
+    slots: int,
+    poll_seconds: float,
+    options: Mapping[str, int],
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
 ) -> list[Row]:
-    """The Exthub rows of one stack: 1 agent, then 2 agents."""
+    """The Exthub rows of one stack: 1 agent, then 2 agents (``profile_*``: py-spy sampling, see measure_exthub)."""
     token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
     rows: list[Row] = []
     for count in (1, 2):
         await start_agent(stack, f"{AGENT_PREFIX}{count}", slots=slots, poll_seconds=poll_seconds)
-        name = f"Exthub {count} agent" + ("s" if count > 1 else "") + suffix
-        rows.append(await measure_exthub(stack, name, token=token, **options))
+        name = (ONE_AGENT if count == 1 else TWO_AGENTS) + suffix
+        rows.append(
+            await measure_exthub(
+                stack, name, token=token, profile_dir=profile_dir, profile_native=profile_native, **options
+            )
+        )
     return rows
 
 
@@ -781,23 +878,36 @@ async def run(
     poll_seconds: float,
     warmup: int,
     azure: bool = False,
+    profile_dir: Path | None = None,
+    profile_native: bool = False,
 ) -> None:
     """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents (and with ``azure`` the same two
-    rows on the Azure adapters against the emulators, in the same run); prints the table."""
+    rows on the Azure adapters against the emulators, in the same run); prints the tables and the invariant
+    checker's verdict over every execution the embedded hub stored."""
     options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
     cosmos: tuple[float, int, int] | None = None
     async with running_stack(redis_server, poll_seconds) as stack:
         await register(stack)
         baseline = await measure_celery(stack, slots=slots, **options)
-        rows = await measure_agents(stack, suffix="", slots=slots, poll_seconds=poll_seconds, options=options)
-        if any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
+        rows = await measure_agents(
+            stack,
+            suffix="",
+            slots=slots,
+            poll_seconds=poll_seconds,
+            options=options,
+            profile_dir=profile_dir,
+            profile_native=profile_native,
+        )
+        accepted = [sample.execution for row in rows for sample in row.samples if sample.execution]
+        violations = await check_stored_executions(stack, accepted)
+        if violations or any(set(row.outcomes) - {"SUCCEEDED"} for row in [baseline, *rows]):
             for child in stack.children:  # the logs go with the temporary directory: show them now
                 console.print(f"--- end of the {child.name} log (stderr) ---\n{child.log_tail()}")
     if azure:
         async with running_stack(None, poll_seconds, azure=True) as stack:
             await register(stack)
             azure_rows = await measure_agents(
-                stack, suffix=" · azure", slots=slots, poll_seconds=poll_seconds, options=options
+                stack, suffix=AZURE_SUFFIX, slots=slots, poll_seconds=poll_seconds, options=options
             )
             for child in reversed(stack.children):  # the services report their request units when they stop
                 await stop(child)
@@ -823,9 +933,18 @@ async def run(
             f"Cosmos DB: {units / count:.1f} request units per execution ({units:,.0f} RU in {requests:,} "
             f"requests over {count} executions incl. warm-up, background polling included, as the catalog and "
             "execution service's store counted them). The emulator charges 1 RU per request: these are request "
-            "counts; measure RU on a real account."
+            "counts; measure RU on a real account. The invariant checker reads the embedded hub's store only."
         )
     report(rows, baseline, notes=notes)
+    report_targets(rows, baseline)
+    if cosmos is not None:
+        report_targets(rows, baseline, suffix=AZURE_SUFFIX)
+    if violations:
+        console.print(f"[red]invariant checker: {len(violations)} violation(s)[/red]")
+        for line in violations[:20]:
+            console.print(f"  {line}")
+        raise SystemExit(1)
+    console.print("invariant checker: no violation over every stored execution (outbox settled)")
 
 
 async def run_tracing(
@@ -833,7 +952,6 @@ async def run_tracing(
 ) -> None:
     """Exthub with 1 agent, trace export off and on, each row on a fresh hub, ``rounds`` times alternately (off,
     on, off, on, …: a machine whose load drifts weighs on both alike); prints on ÷ off over the pooled rounds."""
-    options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
     measured: dict[bool, list[Row]] = {False: [], True: []}
     spans = traces = 0
     for _ in range(rounds):
@@ -843,7 +961,9 @@ async def run_tracing(
                 token = await asyncio.to_thread(stack.token, [EXECUTIONS_RUN], "runner")
                 await start_agent(stack, f"{AGENT_PREFIX}1", slots=slots, poll_seconds=poll_seconds)
                 name = "Exthub 1 agent, " + ("spans exported (OTLP/HTTP)" if traced else "tracing off (baseline)")
-                row = await measure_exthub(stack, name, token=token, **options)
+                row = await measure_exthub(
+                    stack, name, token=token, executions=executions, concurrency=concurrency, warmup=warmup
+                )
                 measured[traced].append(row)
                 if set(row.outcomes) - {"SUCCEEDED"}:
                     for child in stack.children:
@@ -901,8 +1021,22 @@ def main() -> None:
     parser.add_argument("--executions", type=int, default=1000, help="measured executions per row")
     parser.add_argument("--concurrency", type=int, default=16, help="executions in flight")
     parser.add_argument("--slots", type=int, default=16, help="agent slots = Celery worker threads")
-    parser.add_argument("--poll-seconds", type=float, default=0.01, help="EXTHUB_QUEUE_POLL_SECONDS")
+    parser.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=0.1,
+        help="EXTHUB_QUEUE_POLL_SECONDS (the product's default; receivers are woken by publishes, the poll is a "
+        "fallback)",
+    )
     parser.add_argument("--warmup", type=int, default=50, help="unmeasured executions before each row")
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample every process with py-spy during the measured Exthub rows (collapsed stacks into DIR)",
+    )
+    parser.add_argument("--py-spy-native", action="store_true", help="with --py-spy: native frames too (slower)")
     parser.add_argument(
         "--profile",
         choices=("embedded", "azure"),
@@ -945,6 +1079,8 @@ def main() -> None:
             poll_seconds=args.poll_seconds,
             warmup=args.warmup,
             azure=args.profile == "azure",
+            profile_dir=args.py_spy,
+            profile_native=args.py_spy_native,
         )
     )
 

@@ -5,9 +5,9 @@ with Redis as broker and result backend (``EXTHUB_BENCH_REDIS_URL``). The task :
 Exthub agent does for one attempt, minus the hub round-trips: it builds the same request body
 (:func:`services.agent.adapters.request_body.build_request_document` over an ``ExecutionTask``), signs it with
 the benchmark's own ES256 key ring (``EXTHUB_BENCH_KEY_DIR``, a :class:`SigningKeyRing`; the hub's key never
-leaves the execution service) and POSTs it to echo's ``/execute`` with a timeout. It records ``time.time()``
-when it starts, so the client computes the queue-to-start latency against its own send time (same machine,
-same clock).
+leaves the execution service) with the audience, time and attempt claims the hub binds, and POSTs it to
+echo's ``/execute`` with a timeout. It records ``time.time()`` when it starts, so the client computes the
+queue-to-start latency against its own send time (same machine, same clock).
 
 Settings that make the comparison like for like (see the module docstring of :mod:`bench.async_execution`):
 ``task_acks_late`` (a message is acknowledged after the call, as the agent completes its queue message after
@@ -30,10 +30,10 @@ from celery import Celery  # type: ignore[import-untyped]
 from celery.signals import worker_ready  # type: ignore[import-untyped]
 from google.protobuf import timestamp_pb2
 
+from exthub.contract.extension_request import build_request_document, encode_body
 from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
-from services.agent.adapters.request_body import build_request_document, encode_body
 from services.execution.signing import SigningKeyRing
 
 REDIS_URL_ENV = "EXTHUB_BENCH_REDIS_URL"

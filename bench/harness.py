@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
+import shutil
+import signal
 import socket
 import statistics
 import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -155,3 +158,56 @@ def stop_service(process: subprocess.Popen[str]) -> None:
     except subprocess.TimeoutExpired:
         process.kill()
         process.wait(timeout=5)
+
+
+PY_SPY_RATE = 250
+PY_SPY_STOP_SECONDS = 30.0
+
+
+@contextlib.asynccontextmanager
+async def py_spy(
+    processes: Mapping[str, Sequence[int]], out_dir: Path | None, label: str, *, native: bool = False
+) -> AsyncIterator[None]:
+    """Samples every process of ``processes`` with ``py-spy record`` (collapsed stacks) while the block runs,
+    into ``out_dir/<label>-<group>-<pid>.txt``; does nothing when ``out_dir`` is None. Without ``native`` the
+    processes are sampled without being paused; with it (C frames too, e.g. inside grpc) each sample pauses
+    them, which slows them down."""
+    if out_dir is None:
+        yield
+        return
+    binary = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if binary is None:
+        raise RuntimeError("py-spy is not installed (it is in the dev dependencies)")
+    await asyncio.to_thread(out_dir.mkdir, parents=True, exist_ok=True)
+    slug = re.sub(r"[^A-Za-z0-9]+", "-", label).strip("-").lower()
+    recorders: list[asyncio.subprocess.Process] = []
+    for group, pids in processes.items():
+        for pid in pids:
+            output = out_dir / f"{slug}-{re.sub(r'[^A-Za-z0-9]+', '-', group)}-{pid}.txt"
+            argv = ["record", "--pid", str(pid), "--format", "raw", "--rate", str(PY_SPY_RATE), "--output", str(output)]
+            argv.append("--native" if native else "--nonblocking")
+            recorders.append(
+                await asyncio.create_subprocess_exec(
+                    binary,
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=asyncio.subprocess.DEVNULL,
+                    stderr=asyncio.subprocess.PIPE,
+                )
+            )
+    try:
+        yield
+    finally:
+        for recorder in recorders:  # SIGINT: py-spy writes what it sampled and exits
+            with contextlib.suppress(ProcessLookupError):
+                recorder.send_signal(signal.SIGINT)
+        for recorder in recorders:
+            try:
+                async with asyncio.timeout(PY_SPY_STOP_SECONDS):
+                    _, errors = await recorder.communicate()
+                if recorder.returncode:
+                    console.print(f"py-spy failed: {errors.decode(errors='replace')[-500:]}")
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    recorder.kill()
+                await recorder.wait()

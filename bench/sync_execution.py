@@ -66,6 +66,9 @@ async def run(requests: int, concurrency: int) -> None:
             "EXTHUB_CATALOG_PORT": "0",
             "EXTHUB_AGENT_PORT": "0",
             "EXTHUB_OBJECTS_PORT": "0",
+            # echo listens on loopback (its port is chosen after the hub starts), which the egress policy
+            # refuses unless it is allow-listed
+            "EXTHUB_EGRESS__ALLOW": "127.0.0.1/32",
         }
         execution_port = free_port()
         execution_address = f"127.0.0.1:{execution_port}"

@@ -125,7 +125,9 @@ class ExecutionServiceClient(ExecutionServiceSigner):
 
     async def claim(self, execution: str, attempt: int, agent_id: str) -> agent_task_service_pb2.ClaimExecutionResponse:
         """``ClaimExecution``: QUEUED → RUNNING for ``attempt``, with the task to run."""
-        request = agent_task_service_pb2.ClaimExecutionRequest(name=execution, attempt=attempt, agent_id=agent_id)
+        request = agent_task_service_pb2.ClaimExecutionRequest(
+            name=execution, attempt=attempt, agent_id=agent_id, task_only=True
+        )
         with _refusals():
             return await self._tasks.ClaimExecution(request, timeout=self._timeout, metadata=self._metadata())
 

@@ -89,6 +89,8 @@ REPORT_BACKOFF_SECONDS = 0.2
 RECEIVE_ERROR_BACKOFF_SECONDS = 0.5
 UNREACHABLE_BACKOFF_SECONDS = 0.1
 UNREACHABLE_BACKOFF_MAX_SECONDS = 2.0
+#: At most this many messages per receive (the work queue port's limit).
+MAX_RECEIVE = 100
 ALL_PRIORITIES = ("HIGH", "NORMAL", "LOW")
 
 
@@ -251,26 +253,33 @@ class QueueWorker:
             self._runner = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:
-        """Receive and run messages until :meth:`stop`."""
+        """Receive and run messages until :meth:`stop`: one receive asks for as many messages as slots are free."""
         while not self._stopping.is_set():
             await self._slots.acquire()
+            free = 1
+            while not self._slots.locked():  # the other free slots, without waiting
+                await self._slots.acquire()
+                free += 1
             try:
                 await self._until_reachable()
-                leases = await self._receive()
+                leases = await self._receive(free)
             except HubError as error:  # the queue is briefly busy
-                self._slots.release()
+                self._release(free)
                 _log.warning("receive failed", reason=error.reason)
                 await self._pause(RECEIVE_ERROR_BACKOFF_SECONDS)
                 continue
             except BaseException:
-                self._slots.release()
+                self._release(free)
                 raise
-            if not leases:
-                self._slots.release()
-                continue
-            handler = asyncio.get_running_loop().create_task(self._handle(leases[0]))
-            self._handlers.add(handler)
-            handler.add_done_callback(self._handler_done)
+            self._release(free - len(leases))
+            for lease in leases:
+                handler = asyncio.get_running_loop().create_task(self._handle(lease))
+                self._handlers.add(handler)
+                handler.add_done_callback(self._handler_done)
+
+    def _release(self, slots: int) -> None:
+        for _ in range(slots):
+            self._slots.release()
 
     def _handler_done(self, task: asyncio.Task[None]) -> None:
         self._handlers.discard(task)
@@ -278,14 +287,15 @@ class QueueWorker:
         if not task.cancelled() and task.exception() is not None:
             _log.error("attempt handler failed", error=repr(task.exception()))
 
-    async def _receive(self) -> list[LeasedMessage]:
+    async def _receive(self, count: int) -> list[LeasedMessage]:
         lease = self._config.lease_seconds
+        count = min(count, MAX_RECEIVE)
         if self._filters == [None]:
             return await self._queue.receive(
-                max_messages=1, lease_seconds=lease, wait_seconds=self._config.receive_wait_seconds
+                max_messages=count, lease_seconds=lease, wait_seconds=self._config.receive_wait_seconds
             )
         for wanted in self._filters:  # a subset of the priorities: highest first
-            found = await self._queue.receive(max_messages=1, lease_seconds=lease, wait_seconds=0, filter=wanted)
+            found = await self._queue.receive(max_messages=count, lease_seconds=lease, wait_seconds=0, filter=wanted)
             if found:
                 return found
         await self._pause(self._config.poll_seconds)

@@ -10,6 +10,7 @@ import grpc
 
 from exthub.execution.v1 import agent_task_service_pb2, agent_task_service_pb2_grpc, execution_pb2
 from services.execution import mapping
+from services.execution.adapters.signed_request import sign_ahead
 from services.execution.handlers import report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.views import render
@@ -28,9 +29,12 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
     async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
         execution_id = mapping.parse_execution_name(request.name)
         execution, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
+        task_proto = mapping.attempt_task_to_proto(task)
+        sign_ahead(task_proto, self._ctx.signing, now=self._ctx.now())
+        if request.task_only:
+            return pb.ClaimExecutionResponse(task=task_proto)
         return pb.ClaimExecutionResponse(
-            execution=mapping.execution_to_proto(await render(self._ctx, execution)),
-            task=mapping.attempt_task_to_proto(task),
+            execution=mapping.execution_to_proto(await render(self._ctx, execution)), task=task_proto
         )
 
     async def HeartbeatExecution(

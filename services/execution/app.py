@@ -159,11 +159,18 @@ async def start_execution(
         tokens = await backends.service_tokens(user=SERVICE_USER)
         if catalog is None:
             catalog_address = settings.catalog_address or settings.grpc_address(settings.catalog_port)
-            catalog_client = GrpcCatalogClient(catalog_address, tokens)
+            catalog_client = GrpcCatalogClient(
+                catalog_address,
+                tokens,
+                version_cache_seconds=settings.execution_version_cache_seconds,
+                latest_cache_seconds=settings.execution_latest_cache_seconds,
+            )
             closers.append(catalog_client)
             catalog = catalog_client
         if agent is None:
-            agent_client = GrpcAgentClient(settings.agent_address or settings.grpc_address(settings.agent_port), tokens)
+            agent_client = GrpcAgentClient(
+                settings.agent_address or settings.grpc_address(settings.agent_port), tokens, signing=signing
+            )
             closers.append(agent_client)
             agent = agent_client
         ctx = ExecutionContext(

@@ -8,13 +8,16 @@ The relay empties the outbox:
    (create; ``AlreadyExists`` means a previous run stored it);
 2. when an :class:`EventPublisher` is configured, the events are published (idempotent on the event name);
 3. a marked attempt is published to the work queue (:class:`~services.execution.dispatch.Dispatcher`);
-4. ONE conditional replace removes what was done (an event only once it is stored AND published); on an etag
-   conflict the document is read again and only what was done is removed, so events and markers written
-   meanwhile stay.
+4. what was done (an event only once it is stored AND published) is removed by the execution's next write,
+   whatever it is (:meth:`~services.execution.repository.ExecutionRepository.mark_relayed`), or — for a
+   finished execution, which no write follows, and in the sweep — by a conditional replace of its own; on an
+   etag conflict the document is read again and only what was done is removed, so events and markers
+   written meanwhile stay.
 
-It runs in the background of the process that wrote (woken by :meth:`OutboxRelay.notice`, a repository
-listener), one drain at a time per execution, coalescing the writes that arrive while it works; the sweeper
-calls :meth:`OutboxRelay.sweep_pending` periodically for what a crash or a failing backend left behind.
+Steps 1-2 and 3 run concurrently. The relay runs in the background of the process that wrote (woken by
+:meth:`OutboxRelay.notice`, a repository listener), one drain at a time per execution, coalescing the
+writes that arrive while it works; the sweeper calls :meth:`OutboxRelay.sweep_pending` periodically for what
+a crash or a failing backend left behind, and for what no later write removed.
 Nothing is lost and nothing happens for a write that did not happen: the outbox is only ever filled by the
 write itself. Readers see event documents and outbox events together
 (:meth:`~services.execution.repository.ExecutionRepository.list_events`).
@@ -24,15 +27,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 from collections.abc import Sequence
 from typing import Protocol
 
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent
-from services.execution.domain.model import Execution, Outbox
+from services.execution.domain.model import DispatchMarker, Execution
 from services.execution.observability import ExecutionMetrics
-from services.execution.repository import Change, ExecutionRepository
+from services.execution.repository import ExecutionRepository
 from services.platform import telemetry
 from services.platform.errors import HubError
 from services.platform.logging import get_logger
@@ -125,7 +127,7 @@ class OutboxRelay:
             while True:
                 self._again.discard(execution_id)
                 try:
-                    await self.drain(execution_id, self._latest.pop(execution_id, None))
+                    await self.drain(execution_id, self._latest.pop(execution_id, None), trim=False)
                 except HubError as error:  # e.g. the store is busy: the periodic sweep tries again
                     _log.warning("outbox relay failed", execution=execution_id, reason=error.reason)
                     return
@@ -136,53 +138,70 @@ class OutboxRelay:
             self._wakeups.pop(execution_id, None)
             self._latest.pop(execution_id, None)
 
-    async def drain(self, execution_id: str, written: Execution | None = None) -> bool:
+    async def drain(self, execution_id: str, written: Execution | None = None, *, trim: bool = True) -> bool:
         """Relay what the outbox of one execution holds; True when something was relayed.
 
         ``written`` is the execution as this process last wrote it (saves a read); without it, or when it is
-        stale, the store's version decides (the trim is conditional, and re-reads on a conflict). A span
-        ``outbox relay`` (in the trace of the write that woke it) covers it; ``metrics`` count what it relayed.
+        stale, the store's version decides (the trim is conditional, and re-reads on a conflict). What was
+        relayed is marked (:meth:`~services.execution.repository.ExecutionRepository.mark_relayed`) so that
+        the next write of the execution drops it from the outbox; with ``trim`` (and always for a finished
+        execution, which no write follows) a bookkeeping write drops it now. A span ``outbox relay`` (in the
+        trace of the write that woke it) covers it; ``metrics`` count what it relayed.
         """
         with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
-            return await self._drain(execution_id, written)
+            return await self._drain(execution_id, written, trim=trim)
 
-    async def _drain(self, execution_id: str, written: Execution | None) -> bool:
+    async def _drain(self, execution_id: str, written: Execution | None, *, trim: bool) -> bool:
         execution = written if written is not None else await self._repository.find(execution_id)
         if execution is None or execution.outbox.empty:
             return False
-        events = execution.outbox.events
-        done_events: frozenset[int] = frozenset()
-        if events:
-            await self._repository.store_events(execution_id, events)
-            if await self._publish(execution, events):
-                done_events = frozenset(event.sequence for event in events)
-                if self._metrics is not None:
-                    self._metrics.relayed(execution, events, utcnow())
+        relayed = self._repository.relayed(execution_id)
+        events = tuple(event for event in execution.outbox.events if event.sequence not in relayed.sequences)
         marker = execution.outbox.dispatch
+        if marker is not None and marker.attempt == relayed.dispatch_attempt:
+            marker = None
+        done_events: frozenset[int] = frozenset()
         done_attempt: int | None = None
-        if marker is not None and self._dispatcher is not None:
-            try:
-                if await self._dispatcher.publish(execution, marker) and self._metrics is not None:
-                    self._metrics.dispatched(execution, marker, utcnow())
-                done_attempt = marker.attempt
-            except HubError as error:  # the queue is busy: the marker stays for the next sweep
-                _log.warning("dispatch failed", execution=execution.name, reason=error.reason)
-        if not done_events and done_attempt is None:
-            return False
-
-        def trim(current: Execution) -> Change | None:
-            left = {event.sequence for event in current.outbox.events}
-            marker_now = current.outbox.dispatch
-            clear_marker = marker_now is not None and marker_now.attempt == done_attempt
-            if not (left & done_events) and not clear_marker:
-                return None  # trimmed already (another relay), or a newer attempt was marked meanwhile
-            outbox = current.outbox.without_events(done_events)
-            if clear_marker:
-                outbox = Outbox(outbox.events, None)
-            return Change(dataclasses.replace(current, outbox=outbox))
-
-        await self._repository.update(execution_id, trim, bookkeeping=True, current=execution)
+        if events and marker is not None and self._dispatcher is not None:
+            published, done_attempt = await asyncio.gather(
+                self._store_and_publish(execution, events), self._dispatch(execution, marker)
+            )
+            if published:
+                done_events = frozenset(event.sequence for event in events)
+        else:
+            if events and await self._store_and_publish(execution, events):
+                done_events = frozenset(event.sequence for event in events)
+            if marker is not None and self._dispatcher is not None:
+                done_attempt = await self._dispatch(execution, marker)
+        if done_events or done_attempt is not None:
+            self._repository.mark_relayed(execution_id, done_events, done_attempt)
+        left = self._repository.relayed(execution_id).left_in(execution.outbox)
+        if left is None:
+            return bool(done_events or done_attempt is not None)
+        if trim or execution.record.is_terminal:
+            await self._repository.trim(execution_id, current=execution)
         return True
+
+    async def _store_and_publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
+        """Store ``events`` as event documents, then publish them; False when publishing failed."""
+        await self._repository.store_events(execution.id, events)
+        if not await self._publish(execution, events):
+            return False
+        if self._metrics is not None:
+            self._metrics.relayed(execution, events, utcnow())
+        return True
+
+    async def _dispatch(self, execution: Execution, marker: DispatchMarker) -> int | None:
+        """Publish a marked attempt; its attempt when the marker is done (published, or obsolete)."""
+        assert self._dispatcher is not None
+        try:
+            published = await self._dispatcher.publish(execution, marker)
+        except HubError as error:  # the queue is busy: the marker stays for the next sweep
+            _log.warning("dispatch failed", execution=execution.name, reason=error.reason)
+            return None
+        if published and self._metrics is not None:
+            self._metrics.dispatched(execution, marker, utcnow())
+        return marker.attempt
 
     async def _publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
         """Publish ``events`` if a publisher is configured; False when it failed (they stay in the outbox)."""
@@ -209,11 +228,17 @@ class OutboxRelay:
         return count
 
     async def settle(self) -> None:
-        """Drain now what waits for its batch, and wait until every drain under way has finished."""
+        """Drain now what waits for its batch, wait until every drain under way has finished, then trim what
+        was relayed and no write has removed yet (outboxes are empty afterwards unless something failed)."""
         while self._tasks:
             for event in self._wakeups.values():
                 event.set()
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        for execution_id in self._repository.relayed_executions():
+            try:
+                await self._repository.trim(execution_id)
+            except HubError as error:
+                _log.warning("outbox trim failed", execution=execution_id, reason=error.reason)
 
     async def close(self) -> None:
         """Stop taking new work and finish the drains under way."""

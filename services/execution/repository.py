@@ -9,6 +9,16 @@ without its state. The outbox relay (:mod:`services.execution.outbox`) copies ou
 documents (:meth:`ExecutionRepository.store_events`) and trims them; readers
 (:meth:`ExecutionRepository.list_events`) see both, so no event is missing between the write and its copy.
 The stored JSON is :mod:`services.execution.adapters.documents`' business.
+
+Two in-process shortcuts, neither of which decides anything on its own:
+
+* the executions this process wrote last (:meth:`ExecutionRepository.recent`, a bounded LRU) are the first
+  guess of :meth:`~ExecutionRepository.update`: the write is conditional on that version's store etag, so a
+  stale guess (another process wrote since) fails with ``ETAG_MISMATCH`` and the store is read as before;
+* what the outbox relay has done (:meth:`ExecutionRepository.mark_relayed`: events stored and published, an
+  attempt published) leaves the outbox with the next write of the execution, whatever that write is, instead
+  of costing a write of its own; the relay trims by itself only what nothing else will (a finished execution,
+  the sweep).
 """
 
 from __future__ import annotations
@@ -16,7 +26,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import uuid
+import os
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from datetime import timedelta
@@ -45,7 +56,7 @@ from services.execution.adapters.documents import (
 )
 from services.execution.domain import ExecutionEvent, ExecutionState
 from services.execution.domain.instances import InstanceLease
-from services.execution.domain.model import Execution
+from services.execution.domain.model import Execution, Outbox
 from services.platform.docstore.port import MAX_QUERY_LIMIT, Document, DocumentCollection, Query
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 from services.platform.query.predicate import And, Compare, Op, Or, Predicate, SortKey
@@ -63,6 +74,8 @@ __all__ = [
 
 MAX_WRITE_TRIES = 8
 REQUEST_ID_TTL = timedelta(hours=24)
+#: How many recently written executions this process remembers (first guess of a conditional write).
+RECENT_EXECUTIONS = 4096
 
 
 @dataclass(frozen=True)
@@ -83,7 +96,37 @@ def execution_not_found(name: str) -> NotFound:
 
 def new_view_etag() -> str:
     """A fresh client-visible etag."""
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
+
+
+@dataclass(frozen=True)
+class Relayed:
+    """What the outbox relay has done for one execution and its document may still hold."""
+
+    sequences: frozenset[int] = frozenset()
+    dispatch_attempt: int | None = None
+
+    def prune(self, outbox: Outbox) -> Outbox:
+        """``outbox`` without what was relayed (an event only once stored and published)."""
+        events = outbox.events
+        if self.sequences and any(event.sequence in self.sequences for event in events):
+            events = tuple(event for event in events if event.sequence not in self.sequences)
+        dispatch = outbox.dispatch
+        if dispatch is not None and dispatch.attempt == self.dispatch_attempt:
+            dispatch = None
+        if events is outbox.events and dispatch is outbox.dispatch:
+            return outbox
+        return Outbox(events, dispatch)
+
+    def left_in(self, outbox: Outbox) -> Relayed | None:
+        """What of this is still in ``outbox`` (None: nothing)."""
+        sequences = frozenset(event.sequence for event in outbox.events) & self.sequences
+        dispatch = self.dispatch_attempt
+        if outbox.dispatch is None or outbox.dispatch.attempt != dispatch:
+            dispatch = None
+        if not sequences and dispatch is None:
+            return None
+        return Relayed(sequences, dispatch)
 
 
 class ExecutionNotifier:
@@ -126,6 +169,8 @@ class ExecutionRepository:
         self._collection = collection
         self.notifier = notifier or ExecutionNotifier()
         self._listeners: list[Callable[[Execution], None]] = []
+        self._recent: OrderedDict[str, Execution] = OrderedDict()
+        self._relayed: dict[str, Relayed] = {}
 
     @property
     def collection(self) -> DocumentCollection:
@@ -136,18 +181,57 @@ class ExecutionRepository:
         """Call ``listener`` (synchronously, it must not block) with every execution this process writes."""
         self._listeners.append(listener)
 
+    def recent(self, execution_id: str) -> Execution | None:
+        """The execution as this process last wrote it, if it still remembers it. Not authoritative: another
+        process may have written since (use it as a guess that a conditional write checks, or as what this
+        process's own writes changed)."""
+        return self._recent.get(execution_id)
+
+    def mark_relayed(self, execution_id: str, sequences: frozenset[int], dispatch_attempt: int | None) -> None:
+        """Record that events ``sequences`` were stored and published and the attempt ``dispatch_attempt`` was
+        published: the next write of the execution drops them from its outbox."""
+        before = self._relayed.get(execution_id, Relayed())
+        attempt = dispatch_attempt if dispatch_attempt is not None else before.dispatch_attempt
+        self._relayed[execution_id] = Relayed(before.sequences | sequences, attempt)
+
+    def relayed_executions(self) -> list[str]:
+        """The executions whose last known write may still hold what the relay did."""
+        return list(self._relayed)
+
+    def relayed(self, execution_id: str) -> Relayed:
+        """What the relay did for the execution that its last known write may still hold."""
+        return self._relayed.get(execution_id) or Relayed()
+
     def _written(self, execution: Execution, *, wake_watchers: bool = True) -> Execution:
+        self._remember(execution)
+        relayed = self._relayed.get(execution.id)
+        if relayed is not None:
+            left = relayed.left_in(execution.outbox)
+            if left is None:
+                del self._relayed[execution.id]
+            elif left != relayed:
+                self._relayed[execution.id] = left
         if wake_watchers:
             self.notifier.notify(execution.id)
         for listener in self._listeners:
             listener(execution)
         return execution
 
+    def _remember(self, execution: Execution) -> None:
+        recent = self._recent
+        recent[execution.id] = execution
+        recent.move_to_end(execution.id)
+        if len(recent) > RECENT_EXECUTIONS:
+            recent.popitem(last=False)
+
+    def _forget(self, execution_id: str) -> None:
+        self._recent.pop(execution_id, None)
+
     async def create(self, execution: Execution, event: ExecutionEvent) -> Execution:
         """Store a new execution with its CREATED event in its outbox (one write)."""
         new = dataclasses.replace(execution, etag=new_view_etag(), outbox=execution.outbox.with_events((event,)))
         document = await self._collection.create(new.id, EXECUTION_DOC_ID, execution_to_body(new))
-        return self._written(execution_from_document(document))
+        return self._written(dataclasses.replace(new, revision=document.etag))
 
     async def find(self, execution_id: str) -> Execution | None:
         """The execution, or None."""
@@ -167,43 +251,87 @@ class ExecutionRepository:
         """Read, decide, write conditionally (state + events in one replace); re-read and re-decide on a race.
 
         ``current`` is the execution as the caller just read it: the first try decides on it instead of
-        reading again (the write is conditional on its revision all the same). Every write gives the
-        execution a new client-visible etag and wakes its watchers, except a ``bookkeeping`` write (the outbox
-        relay's trims), which changes nothing a client sees.
+        reading again (the write is conditional on its revision all the same); without it the first try
+        decides on :meth:`recent` when this process remembers the execution, and whatever ``decide`` makes of
+        that guess other than a write that succeeds (a refusal, nothing to do, a conflict) is decided again on
+        the stored execution. Every write drops from the outbox
+        what the relay has done (:meth:`mark_relayed`), gives the execution a new client-visible etag and wakes
+        its watchers, except a ``bookkeeping`` write (the outbox relay's trims), which changes nothing a client
+        sees.
         """
+        guessed = False
+        if current is None or current.id != execution_id:
+            current = self._recent.get(execution_id)
+            guessed = current is not None
         for _ in range(MAX_WRITE_TRIES):
             if current is None or current.id != execution_id:
                 current = await self.get(execution_id)
-            change = decide(current)
+                guessed = False
+            try:
+                change = decide(current)
+            except Exception:
+                if not guessed:
+                    raise
+                current = None  # refused on the remembered version: decide again on the stored one
+                continue
             if change is None:
-                return current
+                if not guessed:
+                    return current
+                current = None  # nothing to do on the remembered version: make sure on the stored one
+                continue
             new = change.execution
+            outbox = new.outbox
             if change.events:
-                new = dataclasses.replace(new, outbox=new.outbox.with_events(change.events))
+                outbox = outbox.with_events(change.events)
+            relayed = self._relayed.get(execution_id)
+            if relayed is not None:
+                outbox = relayed.prune(outbox)
+            if outbox is not new.outbox:
+                new = dataclasses.replace(new, outbox=outbox)
             if not bookkeeping:
                 new = dataclasses.replace(new, etag=new_view_etag())
+            elif new == current:  # nothing left to trim
+                if not guessed:
+                    return current
+                current = None
+                continue
             try:
                 document = await self._collection.replace(
                     execution_id, EXECUTION_DOC_ID, execution_to_body(new), if_match=current.revision
                 )
             except Aborted:
+                self._forget(execution_id)
+                if not guessed:
+                    await asyncio.sleep(0)
                 current = None
-                await asyncio.sleep(0)
                 continue  # someone else wrote first: re-read and decide again
-            return self._written(execution_from_document(document), wake_watchers=not bookkeeping)
+            except NotFound:
+                self._forget(execution_id)
+                raise
+            return self._written(dataclasses.replace(new, revision=document.etag), wake_watchers=not bookkeeping)
         raise Aborted(
             f"executions/{execution_id} is changing too often; try again",
             reason="ETAG_MISMATCH",
             metadata={"resource": f"executions/{execution_id}"},
         )
 
+    async def trim(self, execution_id: str, current: Execution | None = None) -> Execution:
+        """A bookkeeping write that only drops from the outbox what the relay has done (none if nothing)."""
+        return await self.update(execution_id, Change, bookkeeping=True, current=current)
+
     async def store_events(self, execution_id: str, events: tuple[ExecutionEvent, ...]) -> None:
-        """Create the event documents of ``events`` (in sequence order); one that exists already is done."""
-        for event in sorted(events, key=lambda e: e.sequence):
+        """Create the event documents of ``events`` (all at once); one that exists already is done."""
+
+        async def store(event: ExecutionEvent) -> None:
             with contextlib.suppress(AlreadyExists):
                 await self._collection.create(
                     execution_id, event_doc_id(event.sequence), event_to_document(execution_id, event)
                 )
+
+        if len(events) == 1:
+            await store(events[0])
+        elif events:
+            await asyncio.gather(*(store(event) for event in events))
 
     async def list_events(
         self, execution_id: str, *, from_sequence: int = 1, limit: int | None = None

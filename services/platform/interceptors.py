@@ -117,6 +117,8 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, verifier: TokenVerifier, access_rules: Mapping[str, AccessRule]) -> None:
         self._verifier = verifier
         self._rules: dict[str, AccessRule] = {**PUBLIC_METHODS, **access_rules}
+        # method → (the servicer's handler, its wrapped handler): built once per method, not per call
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
     async def intercept_service(
         self,
@@ -127,6 +129,14 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
         if handler is None:
             return None  # no such method: gRPC answers UNIMPLEMENTED
         method = handler_call_details.method
+        known = self._wrapped.get(method)
+        if known is not None and known[0] is handler:
+            return known[1]
+        wrapped = self._wrap(method, handler)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         rule = resolve_rule(self._rules, method)
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(

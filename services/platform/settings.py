@@ -441,6 +441,20 @@ class Settings(BaseSettings):
     execution_input_timeout_seconds: float = Field(
         default=86_400.0, gt=0, description="How long an execution may wait in PENDING_INPUTS before TIMED_OUT."
     )
+    # -- performance: what the execution service keeps of the catalog's answers -------------------------
+    execution_version_cache_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        le=3600,
+        description="How long the execution service reuses an exact extension version read from the catalog "
+        "(0: ask every time); a deprecated or deleted version may still be used for this long.",
+    )
+    execution_latest_cache_seconds: float = Field(
+        default=1.0,
+        ge=0,
+        le=60,
+        description="How long the execution service reuses what `…/versions/latest` resolved to (0: ask every time).",
+    )
 
     @model_validator(mode="after")
     def _heartbeat_within_lease(self) -> Settings:

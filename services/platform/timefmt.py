@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import re
 from datetime import UTC, datetime, timedelta, timezone
+from functools import lru_cache
 
 __all__ = ["STORAGE_LENGTH", "from_storage", "parse_rfc3339", "to_storage", "utcnow"]
 
@@ -33,8 +34,10 @@ def to_storage(dt: datetime) -> str:
     return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}Z"
 
 
+@lru_cache(maxsize=8192)
 def from_storage(s: str) -> datetime:
-    """Parse a storage string written by :func:`to_storage` (strict); raises ValueError otherwise."""
+    """Parse a storage string written by :func:`to_storage` (strict); raises ValueError otherwise. (Remembers
+    the last few thousand: the same stored times are read again and again, and a datetime is immutable.)"""
     m = _STORAGE_RE.fullmatch(s)
     if m is None:
         raise ValueError(f"not a storage timestamp: {s!r}")

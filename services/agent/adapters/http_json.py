@@ -51,9 +51,9 @@ from exthub.contract.execution import (
     TIMEOUT_BOUND,
     TimeoutBound,
 )
+from exthub.contract.extension_request import build_request_document, encode_body
 from exthub.contract.signatures import SIGNATURE_HEADER
 from exthub.execution.v1 import execution_pb2
-from services.agent.adapters.request_body import build_request_document, encode_body
 from services.agent.adapters.signing import BodySigner, PreparedRequest, SigningRefused
 from services.agent.extension_services import ExtensionServiceRegistry
 from services.agent.json_values import json_integers, struct_from_json
@@ -248,6 +248,8 @@ class HttpJsonAdapter:
             raise AttemptFailure.permanent("the request cannot be encoded as JSON", EXTENSION_PROTOCOL_ERROR) from None
         if self._signer is None:
             return PreparedRequest(body=body, signature=None)
+        if task.HasField("signed_request") and task.signed_request.body == body and task.signed_request.signature:
+            return PreparedRequest(body=body, signature=task.signed_request.signature)  # signed ahead by the hub
         try:
             signature = await self._signer.sign(task.execution, task.attempt, body)
         except SigningRefused as refused:

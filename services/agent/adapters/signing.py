@@ -8,6 +8,9 @@ The hub's private signing key never leaves the execution service. The agent buil
   and that the body names that execution and attempt;
 - :class:`KeyRingBodySigner` signs with a key ring held in this process (tests, an all-in-one embedding).
 
+When the task carries the request signed ahead by the execution service (``ExecutionTask.signed_request``)
+and the agent's own body is byte for byte that one, its signature is used and the signer is not asked.
+
 Unsigned requests are sent only when explicitly configured (``sign=False``, for tests against extensions
 that do not verify). With neither a signer nor ``sign=False`` the attempt fails with ``REQUEST_NOT_SIGNED``:
 the agent never sends an unsigned request by accident.

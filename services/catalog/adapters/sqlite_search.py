@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
-import aiosqlite
-
 from services.platform.docstore.sqlite import SqliteDocumentStore
-from services.platform.sqlite_connection import connect
+from services.platform.sqlite_connection import SqliteConnection
 
 __all__ = ["SqliteChangeProbe", "drop_legacy_fts_index"]
 
@@ -24,34 +23,30 @@ _LEGACY_TRIGGERS = ("catalog_search_insert", "catalog_search_update", "catalog_s
 
 async def drop_legacy_fts_index(store: SqliteDocumentStore) -> None:
     """Drops the old FTS5 table and its triggers when they exist (safe to run on every start)."""
-    async with store.write_transaction() as connection:
+
+    def drop(connection: sqlite3.Connection) -> None:
         for trigger in _LEGACY_TRIGGERS:
-            await connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
-        await connection.execute(f"DROP TABLE IF EXISTS {_LEGACY_TABLE}")
+            connection.execute(f"DROP TRIGGER IF EXISTS {trigger}")
+        connection.execute(f"DROP TABLE IF EXISTS {_LEGACY_TABLE}")
+
+    await store.run_in_transaction(drop)
 
 
 class SqliteChangeProbe:
     """``await probe()`` is True when a commit reached the database file since the previous call (and on
     the first call). Its own connection never writes, so every commit counts, from any process."""
 
-    def __init__(self, connection: aiosqlite.Connection) -> None:
+    def __init__(self, connection: SqliteConnection) -> None:
         self._connection = connection
         self._last: int | None = None
 
     @classmethod
     async def open(cls, path: Path) -> SqliteChangeProbe:
         """A probe on the database file at ``path``."""
-        connection = await connect(path)
-        try:
-            await connection.execute("PRAGMA query_only=ON")
-        except BaseException:
-            await connection.close()
-            raise
-        return cls(connection)
+        return cls(await SqliteConnection.open(path, read_only=True))
 
     async def __call__(self) -> bool:
-        async with self._connection.execute("PRAGMA data_version") as cursor:
-            row = await cursor.fetchone()
+        row = await self._connection.call(lambda connection: connection.execute("PRAGMA data_version").fetchone())
         version = int(row[0]) if row else -1
         changed = version != self._last
         self._last = version

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import uuid
 
@@ -30,8 +31,12 @@ def parse_version_name(name: str, *, field: str = "execution.extension_version")
 
 
 def new_execution_id() -> str:
-    """A server-generated id (lower-case UUID4)."""
-    return str(uuid.uuid4())
+    """A server-generated id (lower-case UUID4: 122 random bits, the version and variant bits set)."""
+    raw = bytearray(os.urandom(16))
+    raw[6] = (raw[6] & 0x0F) | 0x40
+    raw[8] = (raw[8] & 0x3F) | 0x80
+    text = raw.hex()
+    return f"{text[:8]}-{text[8:12]}-{text[12:16]}-{text[16:20]}-{text[20:]}"
 
 
 def validate_request_id(request_id: str, *, field: str = "request_id") -> str:

@@ -99,23 +99,57 @@ async def watch_execution(
     """Every event from ``from_sequence`` on; ends after the terminal event.
 
     Waits on the in-process notifier, with a bounded poll of the store as fallback (writes made by another
-    process), never a busy loop.
+    process), never a busy loop. The notifier is armed before each look, so a write that lands during the look
+    wakes the next wait. Each look starts from a version of the execution taken after arming — the one just
+    read to check visibility, or after a wake-up the one this process just wrote
+    (:meth:`~services.execution.repository.ExecutionRepository.recent`) — and when that version's outbox still
+    holds the events that follow, they are sent without reading the store; otherwise they are read from it.
     """
     if from_sequence < 0:
         raise InvalidArgument.field("from_sequence", "must not be negative")
-    await load_visible(ctx, principal, execution_id)
+    repository = ctx.repository
+    armed = repository.notifier.arm(execution_id)
+    source: Execution | None = await load_visible(ctx, principal, execution_id)
     next_sequence = max(from_sequence, 1)
     while True:
-        armed = ctx.repository.notifier.arm(execution_id)
-        events = await ctx.repository.list_events(execution_id, from_sequence=next_sequence)
-        for event in events:
-            yield event
-            next_sequence = event.sequence + 1
-            if is_terminal(event.state):
-                return
-        if events:
-            continue
-        current = await ctx.repository.get(execution_id)
-        if is_terminal(current.state) and current.record.last_sequence < next_sequence:
-            return  # from_sequence is past the terminal event
-        await ctx.repository.notifier.wait(execution_id, ctx.watch_poll_seconds, armed)
+        events = None if source is None else _pending_events(source, next_sequence)
+        if events is not None and source is not None:
+            for event in events:
+                yield event
+                next_sequence = event.sequence + 1
+                if is_terminal(event.state):
+                    return
+            if is_terminal(source.state):
+                return  # from_sequence is past the terminal event
+        else:
+            events = await repository.list_events(execution_id, from_sequence=next_sequence)
+            for event in events:
+                yield event
+                next_sequence = event.sequence + 1
+                if is_terminal(event.state):
+                    return
+            if events:  # more may have come meanwhile: look again
+                armed = repository.notifier.arm(execution_id)
+                source = None
+                continue
+            current = await repository.get(execution_id)
+            if is_terminal(current.state) and current.record.last_sequence < next_sequence:
+                return  # from_sequence is past the terminal event
+        woken = await repository.notifier.wait(execution_id, ctx.watch_poll_seconds, armed)
+        armed = repository.notifier.arm(execution_id)
+        source = repository.recent(execution_id) if woken else None
+
+
+def _pending_events(execution: Execution, from_sequence: int) -> list[ExecutionEvent] | None:
+    """The events ``from_sequence`` … ``last_sequence`` of ``execution`` when its outbox holds every one of
+    them (an empty list when there are none), None when some must be read from the store."""
+    last = execution.record.last_sequence
+    if from_sequence > last:
+        return []
+    wanted = sorted(
+        (event for event in execution.outbox.events if from_sequence <= event.sequence <= last),
+        key=lambda event: event.sequence,
+    )
+    if [event.sequence for event in wanted] != list(range(from_sequence, last + 1)):
+        return None
+    return wanted

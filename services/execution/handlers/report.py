@@ -34,6 +34,7 @@ from services.execution.domain.model import (
     ValidationError,
 )
 from services.execution.domain.outcomes import ATTEMPT_FAILED
+from services.execution.domain.status_key import verify_status_key
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import AttemptTask
 from services.execution.handlers.support import build_task, change_from, expiry_change
@@ -72,7 +73,14 @@ class StatusReport:
 
 
 async def report_status(ctx: ExecutionContext, execution_id: str, report: StatusReport) -> Execution:
-    """Apply a report proven by the attempt's status-update key (see the module docstring)."""
+    """Apply a report proven by the attempt's status-update key (see the module docstring).
+
+    The key is checked on the execution as this process last wrote it when it remembers it and the key
+    matches there (the conditional write checks it again on the stored version), else on the stored one.
+    """
+    execution = ctx.repository.recent(execution_id)
+    if execution is not None and verify_status_key(report.status_key, execution.status_key_hash):
+        return await _apply_report(ctx, execution, report, remembered=True)
     execution = await ctx.repository.find(execution_id)
     require_status_key(report.status_key, execution.status_key_hash if execution is not None else "")
     assert execution is not None  # a key matched, so the execution exists
@@ -93,7 +101,11 @@ async def release_lost_attempt(ctx: ExecutionContext, execution_id: str, attempt
     return await _apply_report(ctx, await ctx.repository.get(execution_id), report)
 
 
-async def _apply_report(ctx: ExecutionContext, execution: Execution, report: StatusReport) -> Execution:
+async def _apply_report(
+    ctx: ExecutionContext, execution: Execution, report: StatusReport, *, remembered: bool = False
+) -> Execution:
+    """Apply ``report`` to ``execution`` (as read from the store, or as this process last wrote it when
+    ``remembered``: then only a first guess of the conditional write)."""
     declared = {o.name for o in execution.outputs}
     for index, name in enumerate(report.provided_outputs):
         if name not in declared:
@@ -128,7 +140,7 @@ async def _apply_report(ctx: ExecutionContext, execution: Execution, report: Sta
             fields["status_key_hash"] = ""  # the ended attempt's key proves nothing any more
         return change_from(current, result, dispatch_not_before=not_before, **fields)
 
-    return await ctx.repository.update(execution.id, decide, current=execution)
+    return await ctx.repository.update(execution.id, decide, current=None if remembered else execution)
 
 
 def _resolve_report(

@@ -1,26 +1,25 @@
 """The embedded document store: one SQLite file in WAL mode, shared safely by several processes.
 
-* One writer connection per store, serialised in-process by an ``asyncio.Lock`` and across processes by
-  ``BEGIN IMMEDIATE`` (with ``busy_timeout``); one reader connection (WAL readers never block the writer).
+* One writer connection and one reader connection per store, each on a thread of its own
+  (:class:`~services.platform.sqlite_connection.SqliteConnection`): an operation is ONE job on that thread —
+  a conditional write with its checks is one transaction — and concurrent writes are committed together
+  (group commit), each in a savepoint of its own. Across processes writes are serialised by
+  ``BEGIN IMMEDIATE`` (with ``busy_timeout``); WAL readers never block the writer.
 * Conditional writes are ``UPDATE … WHERE … AND etag = ?`` checked through the changed-row count.
 * Schema versions live in ``PRAGMA user_version``; :data:`_MIGRATIONS` only ever grows.
-* Other adapters may keep their own tables in the same file (e.g. the catalog's FTS5 index): use
-  :attr:`SqliteDocumentStore.path`, or :meth:`SqliteDocumentStore.write_transaction` to write in the
-  same transaction lock as the documents.
+* Other adapters may keep their own tables in the same file: use :attr:`SqliteDocumentStore.path`, or
+  :meth:`SqliteDocumentStore.run_in_transaction` to write in the same transactions as the documents.
 """
 
 from __future__ import annotations
 
-import asyncio
+import os
 import re
 import sqlite3
-import uuid
-from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from services.platform.docstore.codec import (
     SortValue,
@@ -47,7 +46,7 @@ from services.platform.docstore.sqlite_filter import (
 )
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Predicate
-from services.platform.sqlite_connection import connect, require_wal
+from services.platform.sqlite_connection import SqliteConnection, require_wal
 
 __all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore"]
 
@@ -69,6 +68,9 @@ _MIGRATIONS: tuple[tuple[str, ...], ...] = (
 SCHEMA_VERSION = len(_MIGRATIONS)
 _COLLECTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,254}")
 _DEFAULT_BUSY_TIMEOUT_MS = 10_000
+_EXISTS_SQL = "SELECT 1 FROM documents WHERE collection = ? AND partition = ? AND id = ?"
+
+T = TypeVar("T")
 
 
 @contextmanager
@@ -84,17 +86,16 @@ def _translate_errors() -> Iterator[None]:
 
 
 def _new_etag() -> str:
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()
 
 
 class SqliteDocumentStore:
     """A :class:`~services.platform.docstore.port.DocumentStore` on one SQLite file."""
 
-    def __init__(self, path: Path, writer: aiosqlite.Connection, reader: aiosqlite.Connection) -> None:
+    def __init__(self, path: Path, writer: SqliteConnection, reader: SqliteConnection) -> None:
         self._path = path
         self._writer = writer
         self._reader = reader
-        self._lock = asyncio.Lock()
         self._collections: dict[str, SqliteDocumentCollection] = {}
         self._closed = False
 
@@ -102,16 +103,12 @@ class SqliteDocumentStore:
     async def open(cls, path: Path, *, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS) -> SqliteDocumentStore:
         """Open (creating and migrating if needed) the store at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await connect(path, busy_timeout_ms)
+        writer = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms)
         try:
             with _translate_errors():
-                async with writer.execute("PRAGMA journal_mode=WAL") as cur:
-                    row = await cur.fetchone()
-                require_wal(path, row)
-                await _migrate(writer)
-            reader = await connect(path, busy_timeout_ms)
-            await reader.execute("PRAGMA query_only=ON")
+                await writer.call(lambda conn: require_wal(path, conn.execute("PRAGMA journal_mode=WAL").fetchone()))
+                await writer.call(_migrate)
+            reader = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms, read_only=True)
         except BaseException:
             await writer.close()
             raise
@@ -141,37 +138,29 @@ class SqliteDocumentStore:
         if self._closed:
             return
         self._closed = True
-        async with self._lock:
-            await self._reader.close()
-            await self._writer.close()
+        await self._reader.close()
+        await self._writer.close()
 
-    @asynccontextmanager
-    async def write_transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """Run statements in one ``BEGIN IMMEDIATE`` transaction under the write lock; commit on success,
-        roll back on any exception. For adapters that share this file (e.g. a search index)."""
-        async with self._lock:
-            conn = self._writer
-            try:
-                # BEGIN sits inside the try: if we are cancelled while it is queued, the rollback below is
-                # queued after it on the same connection thread, so no transaction is left open.
-                with _translate_errors():
-                    if conn.in_transaction:
-                        await conn.rollback()
-                    await conn.execute("BEGIN IMMEDIATE")
-                yield conn
-            except BaseException:
-                await conn.rollback()
-                raise
-            with _translate_errors():
-                try:
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
+    async def run_in_transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn(connection)`` on the writer's thread inside a write transaction (committed with the
+        document writes around it; rolled back alone if ``fn`` raises). For adapters that share this file."""
+        self._check_open()
+        with _translate_errors():
+            return await self._writer.transaction(fn)
 
     async def _read(self, sql: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
+        self._check_open()
         with _translate_errors():
-            return [tuple(row) for row in await self._reader.execute_fetchall(sql, params)]
+            return await self._reader.call(lambda conn: conn.execute(sql, params).fetchall())
+
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        self._check_open()
+        with _translate_errors():
+            return await self._writer.transaction(fn)
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise RuntimeError("the document store is closed")
 
 
 def _check_schema_version(current: int) -> None:
@@ -179,21 +168,21 @@ def _check_schema_version(current: int) -> None:
         raise RuntimeError(f"the document store schema is version {current}, newer than this code ({SCHEMA_VERSION})")
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    await conn.execute("BEGIN IMMEDIATE")
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        async with conn.execute("PRAGMA user_version") as cur:
-            row = await cur.fetchone()
+        row = conn.execute("PRAGMA user_version").fetchone()
         current = int(row[0]) if row else 0
         _check_schema_version(current)
         for statements in _MIGRATIONS[current:]:
             for statement in statements:
-                await conn.execute(statement)
+                conn.execute(statement)
         if current != SCHEMA_VERSION:
-            await conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
-        await conn.commit()
+            conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.rollback()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise
 
 
@@ -212,15 +201,17 @@ class SqliteDocumentCollection:
     async def create(self, partition: str, id: str, body: Mapping[str, Any]) -> Document:
         """Insert a new document; AlreadyExists(DOCUMENT_EXISTS) when the id is taken."""
         key, text, etag = self._prepare(partition, id, body)
-        async with self._store.write_transaction() as conn:
-            with _translate_errors():
-                async with conn.execute(
-                    "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
-                    "ON CONFLICT (collection, partition, id) DO NOTHING",
-                    (*key, etag, text),
-                ) as cur:
-                    if cur.rowcount != 1:
-                        raise document_exists(id)
+
+        def insert(conn: sqlite3.Connection) -> None:
+            cursor = conn.execute(
+                "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
+                "ON CONFLICT (collection, partition, id) DO NOTHING",
+                (*key, etag, text),
+            )
+            if cursor.rowcount != 1:
+                raise document_exists(id)
+
+        await self._store._write(insert)
         return Document(id, partition, load_body(text), etag)
 
     async def read(self, partition: str, id: str) -> Document | None:
@@ -266,17 +257,14 @@ class SqliteDocumentCollection:
 
     async def _change(self, key: tuple[str, str, str], sql: str, params: tuple[Any, ...]) -> None:
         """Run a conditional UPDATE/DELETE of one row; tell a stale etag from a missing document."""
-        async with self._store.write_transaction() as conn:
-            with _translate_errors():
-                async with conn.execute(sql, params) as cur:
-                    changed = cur.rowcount
-                if changed == 1:
-                    return
-                async with conn.execute(
-                    "SELECT 1 FROM documents WHERE collection = ? AND partition = ? AND id = ?", key
-                ) as cur:
-                    exists = await cur.fetchone() is not None
-        raise etag_mismatch(key[2]) if exists else document_not_found(key[2])
+
+        def change(conn: sqlite3.Connection) -> None:
+            if conn.execute(sql, params).rowcount == 1:
+                return
+            exists = conn.execute(_EXISTS_SQL, key).fetchone() is not None
+            raise etag_mismatch(key[2]) if exists else document_not_found(key[2])
+
+        await self._store._write(change)
 
     async def query(self, query: Query) -> QueryPage:
         """One page, ordered by ``order_by`` then id then partition; keyset continuation."""

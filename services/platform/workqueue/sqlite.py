@@ -12,16 +12,19 @@ Tables (in any database file; the queue may have a file of its own or share one)
 
 Times are integer microseconds since the Unix epoch (UTC) so that ageing is plain arithmetic and indexable.
 
-Concurrency: one writer connection per instance, serialised in-process by an ``asyncio.Lock`` and across
+Concurrency: one writer and one reader connection per instance, each on a thread of its own
+(:class:`~services.platform.sqlite_connection.SqliteConnection`): every operation is ONE job there (a write is
+one transaction; concurrent ones are committed together, each in a savepoint of its own), serialised across
 processes by ``BEGIN IMMEDIATE`` (with ``busy_timeout``); a claim selects the best candidates and leases
 them in the same immediate transaction, so two receivers never hold the same message at once. Lease tokens
 are random per delivery; every settlement is ``… WHERE message_id = ? AND lease_token = ? AND visible_us >
 now``, so a stale holder can neither renew nor settle a message after its lease ended.
 
 Long polling: a receive first checks for a ready message on the reader connection (idle pollers never
-take the write lock), then claims. A receive that finds nothing waits on an in-process wake-up (set by a
-local publish, abandon or redrive) or at most ``poll_interval_seconds`` (other processes), until
-``wait_seconds`` have passed.
+take the write lock), then claims. A receive that finds nothing waits for a wake-up — set by a publish,
+abandon or redrive of this instance, or of another process through the queue's wake-up sockets
+(:mod:`services.platform.workqueue.wakeup`) — or at most ``poll_interval_seconds`` (a delayed message coming
+due, a lost wake-up), until ``wait_seconds`` have passed.
 """
 
 from __future__ import annotations
@@ -33,18 +36,16 @@ import json
 import re
 import secrets
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from contextlib import asynccontextmanager, contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
-
-import aiosqlite
+from typing import Any, TypeVar
 
 from services.platform import timefmt
 from services.platform.errors import InvalidArgument, Unavailable
 from services.platform.paging import invalid_page_token, resolve_page_size
-from services.platform.sqlite_connection import connect, require_wal
+from services.platform.sqlite_connection import SqliteConnection, require_wal
 from services.platform.workqueue.port import (
     DEFAULT_AGEING_SECONDS,
     DEFAULT_DUPLICATE_WINDOW_SECONDS,
@@ -68,8 +69,19 @@ from services.platform.workqueue.port import (
     validate_properties,
     validate_wait_seconds,
 )
+from services.platform.workqueue.wakeup import WakeupChannel, wake_directory
 
 __all__ = ["SCHEMA_VERSION", "SqliteWorkQueue"]
+
+# stats(): per priority, active (ready or leased) and scheduled counts and the oldest active publish time
+_STATS_ACTIVE = (
+    "SELECT priority,"
+    " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 0 ELSE 1 END),"
+    " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 1 ELSE 0 END),"
+    " MIN(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN NULL ELSE enqueued_us END)"
+    " FROM queue_messages GROUP BY priority"
+)
+_STATS_DEAD = "SELECT priority, COUNT(*) FROM queue_dead_letters GROUP BY priority"
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -121,6 +133,7 @@ _TOKEN_RE = re.compile(r"[A-Za-z0-9_-]{1,256}")
 _MESSAGE_COLUMNS = "message_id, body, properties, priority, enqueued_us, delivery_count"
 
 Clock = Callable[[], datetime]
+T = TypeVar("T")
 
 
 def _to_us(dt: datetime) -> int:
@@ -196,14 +209,15 @@ class SqliteWorkQueue:
     def __init__(
         self,
         path: Path,
-        writer: aiosqlite.Connection,
-        reader: aiosqlite.Connection,
+        writer: SqliteConnection,
+        reader: SqliteConnection,
         *,
         clock: Clock,
         ageing_seconds: float,
         max_delivery_count: int,
         duplicate_window_seconds: float,
         poll_interval_seconds: float,
+        wakeups: bool = True,
     ) -> None:
         self._path = path
         self._writer = writer
@@ -213,8 +227,8 @@ class SqliteWorkQueue:
         self._max_delivery_count = max_delivery_count
         self._duplicate_window_us = round(duplicate_window_seconds * 1_000_000)
         self._poll_interval = poll_interval_seconds
-        self._lock = asyncio.Lock()
         self._wakeup = asyncio.Event()
+        self._channel = WakeupChannel(wake_directory(path), self._wake_local) if wakeups else None
         self._closed = False
 
     @classmethod
@@ -228,8 +242,10 @@ class SqliteWorkQueue:
         duplicate_window_seconds: float = DEFAULT_DUPLICATE_WINDOW_SECONDS,
         poll_interval_seconds: float = _DEFAULT_POLL_INTERVAL_SECONDS,
         busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS,
+        wakeups: bool = True,
     ) -> SqliteWorkQueue:
-        """Open (creating and migrating if needed) the queue tables in ``path``."""
+        """Open (creating and migrating if needed) the queue tables in ``path``; ``wakeups`` False: receivers of
+        other processes learn of this instance's publishes only by polling."""
         if not ageing_seconds > 0:
             raise ValueError("ageing_seconds must be positive")
         if isinstance(max_delivery_count, bool) or not isinstance(max_delivery_count, int) or max_delivery_count < 1:
@@ -239,16 +255,12 @@ class SqliteWorkQueue:
         if not poll_interval_seconds > 0:
             raise ValueError("poll_interval_seconds must be positive")
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        writer = await connect(path, busy_timeout_ms)
+        writer = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms)
         try:
             with _translate_errors():
-                async with writer.execute("PRAGMA journal_mode=WAL") as cur:
-                    row = await cur.fetchone()
-                require_wal(path, row)
-                await _migrate(writer)
-            reader = await connect(path, busy_timeout_ms)
-            await reader.execute("PRAGMA query_only=ON")
+                await writer.call(lambda conn: require_wal(path, conn.execute("PRAGMA journal_mode=WAL").fetchone()))
+                await writer.call(_migrate)
+            reader = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms, read_only=True)
         except BaseException:
             await writer.close()
             raise
@@ -261,6 +273,7 @@ class SqliteWorkQueue:
             max_delivery_count=max_delivery_count,
             duplicate_window_seconds=duplicate_window_seconds,
             poll_interval_seconds=poll_interval_seconds,
+            wakeups=wakeups,
         )
 
     @property
@@ -299,31 +312,27 @@ class SqliteWorkQueue:
             raise InvalidArgument.field("priority", "must be LOW, NORMAL or HIGH") from None
         not_before_us = None if not_before is None else _to_us(not_before)
         props_text = json.dumps(props, ensure_ascii=False, sort_keys=True, separators=(",", ":"))
-        async with self._write() as (conn, now):
-            await conn.execute("DELETE FROM queue_duplicates WHERE expires_us <= ?", (now,))
-            if await self._known(conn, message_id):
-                return
+
+        def insert(conn: sqlite3.Connection) -> bool:
+            now = self._now_us()
+            conn.execute("DELETE FROM queue_duplicates WHERE expires_us <= ?", (now,))
+            if _known(conn, message_id):
+                return False
             available = now if not_before_us is None else max(now, not_before_us)
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO queue_messages (message_id, body, properties, priority, enqueued_us, rank_us, visible_us)"
                 " VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (message_id, data, props_text, int(priority), now, available - level * self._ageing_us, available),
             )
             if self._duplicate_window_us > 0:
-                await conn.execute(
+                conn.execute(
                     "INSERT OR REPLACE INTO queue_duplicates (message_id, expires_us) VALUES (?, ?)",
                     (message_id, now + self._duplicate_window_us),
                 )
-        self._notify()
+            return True
 
-    async def _known(self, conn: aiosqlite.Connection, message_id: str) -> bool:
-        async with conn.execute(
-            "SELECT 1 FROM queue_messages WHERE message_id = ?1"
-            " UNION ALL SELECT 1 FROM queue_dead_letters WHERE message_id = ?1"
-            " UNION ALL SELECT 1 FROM queue_duplicates WHERE message_id = ?1 LIMIT 1",
-            (message_id,),
-        ) as cur:
-            return await cur.fetchone() is not None
+        if await self._write(insert):
+            self._notify()
 
     # -- receiving ----------------------------------------------------------------------------------
 
@@ -342,6 +351,8 @@ class SqliteWorkQueue:
         where, params = _filter_sql(validate_filter(filter))
         loop = asyncio.get_running_loop()
         deadline = loop.time() + wait
+        if self._channel is not None and not self._closed:
+            self._channel.listen()
         while True:
             wakeup = self._wakeup  # taken before the claim, so a publish during the claim is not missed
             leased = await self._claim(count, lease_us, where, params) if await self._any_ready(where, params) else []
@@ -358,9 +369,9 @@ class SqliteWorkQueue:
         """A cheap read (no write lock) so that idle pollers do not queue up for the writer."""
         self._check_open()
         sql = "SELECT 1 FROM queue_messages WHERE visible_us <= ?" + where + " LIMIT 1"  # noqa: S608
+        values = (self._now_us(), *params)
         with _translate_errors():
-            rows = await self._reader.execute_fetchall(sql, (self._now_us(), *params))
-        return bool(list(rows))
+            return await self._reader.call(lambda conn: conn.execute(sql, values).fetchone() is not None)
 
     async def _claim(self, count: int, lease_us: int, where: str, params: list[Any]) -> list[LeasedMessage]:
         select = (
@@ -368,16 +379,17 @@ class SqliteWorkQueue:
             + where
             + " ORDER BY rank_us, seq LIMIT ?"
         )
-        leased: list[LeasedMessage] = []
-        async with self._write() as (conn, now):
+
+        def lease(conn: sqlite3.Connection) -> list[LeasedMessage]:
+            now = self._now_us()
+            leased: list[LeasedMessage] = []
             while len(leased) < count:
-                async with conn.execute(select, (now, *params, count - len(leased))) as cur:
-                    candidates = list(await cur.fetchall())
+                candidates = conn.execute(select, (now, *params, count - len(leased))).fetchall()
                 if not candidates:
                     break
                 for seq, delivery_count in candidates:
                     if delivery_count >= self._max_delivery_count:
-                        await self._move_to_dead_letters(
+                        _move_to_dead_letters(
                             conn,
                             seq,
                             MAX_DELIVERY_COUNT_EXCEEDED,
@@ -387,59 +399,60 @@ class SqliteWorkQueue:
                         )
                         continue
                     token = secrets.token_urlsafe(24)
-                    async with conn.execute(
+                    row = conn.execute(
                         "UPDATE queue_messages SET delivery_count = delivery_count + 1, lease_token = ?,"  # noqa: S608
                         f" lease_us = ?, visible_us = ? WHERE seq = ? RETURNING {_MESSAGE_COLUMNS}, visible_us",
                         (token, lease_us, now + lease_us, seq),
-                    ) as cur:
-                        row = await cur.fetchone()
+                    ).fetchone()
                     assert row is not None
                     leased.append(LeasedMessage(_message(row), token, _from_us(row[6])))
-        return leased
+            return leased
+
+        return await self._write(lease)
 
     # -- settling -----------------------------------------------------------------------------------
 
     async def renew(self, lease: LeasedMessage) -> datetime:
         """Extend the lease by its original duration from now; LeaseLost when it is gone."""
-        async with (
-            self._write() as (conn, now),
-            conn.execute(
+
+        def extend(conn: sqlite3.Connection) -> Any:
+            now = self._now_us()
+            return conn.execute(
                 "UPDATE queue_messages SET visible_us = ? + lease_us"
                 " WHERE message_id = ? AND lease_token = ? AND visible_us > ? RETURNING visible_us",
                 (now, lease.message.message_id, lease.lease_token, now),
-            ) as cur,
-        ):
-            row = await cur.fetchone()
+            ).fetchone()
+
+        row = await self._write(extend)
         if row is None:
             raise LeaseLost.for_message(lease.message.message_id)
         return _from_us(row[0])
 
     async def complete(self, lease: LeasedMessage) -> None:
         """Remove the message; LeaseLost when the lease is gone."""
-        async with (
-            self._write() as (conn, now),
-            conn.execute(
+
+        def remove(conn: sqlite3.Connection) -> int:
+            return conn.execute(
                 "DELETE FROM queue_messages WHERE message_id = ? AND lease_token = ? AND visible_us > ?",
-                (lease.message.message_id, lease.lease_token, now),
-            ) as cur,
-        ):
-            changed = cur.rowcount
-        if changed != 1:
+                (lease.message.message_id, lease.lease_token, self._now_us()),
+            ).rowcount
+
+        if await self._write(remove) != 1:
             raise LeaseLost.for_message(lease.message.message_id)
 
     async def abandon(self, lease: LeasedMessage, *, delay_seconds: float = 0) -> None:
         """Release the lease; receivable again after ``delay_seconds``. LeaseLost when it is gone."""
         delay_us = round(validate_delay(delay_seconds) * 1_000_000)
-        async with (
-            self._write() as (conn, now),
-            conn.execute(
+
+        def release(conn: sqlite3.Connection) -> int:
+            now = self._now_us()
+            return conn.execute(
                 "UPDATE queue_messages SET lease_token = NULL, lease_us = NULL, visible_us = ?"
                 " WHERE message_id = ? AND lease_token = ? AND visible_us > ?",
                 (now + delay_us, lease.message.message_id, lease.lease_token, now),
-            ) as cur,
-        ):
-            changed = cur.rowcount
-        if changed != 1:
+            ).rowcount
+
+        if await self._write(release) != 1:
             raise LeaseLost.for_message(lease.message.message_id)
         if delay_us == 0:
             self._notify()
@@ -447,26 +460,18 @@ class SqliteWorkQueue:
     async def dead_letter(self, lease: LeasedMessage, *, reason: str, description: str) -> None:
         """Move the leased message to the dead letters; LeaseLost when the lease is gone."""
         reason, description = validate_dead_letter_reason(reason, description)
-        async with self._write() as (conn, now):
-            async with conn.execute(
+
+        def move(conn: sqlite3.Connection) -> None:
+            now = self._now_us()
+            row = conn.execute(
                 "SELECT seq FROM queue_messages WHERE message_id = ? AND lease_token = ? AND visible_us > ?",
                 (lease.message.message_id, lease.lease_token, now),
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None:
                 raise LeaseLost.for_message(lease.message.message_id)
-            await self._move_to_dead_letters(conn, row[0], reason, description, now)
+            _move_to_dead_letters(conn, row[0], reason, description, now)
 
-    async def _move_to_dead_letters(
-        self, conn: aiosqlite.Connection, seq: int, reason: str, description: str, now: int
-    ) -> None:
-        await conn.execute(
-            "INSERT INTO queue_dead_letters"  # noqa: S608 (constant fragments)
-            f" ({_MESSAGE_COLUMNS}, reason, description, dead_lettered_us)"
-            f" SELECT {_MESSAGE_COLUMNS}, ?, ?, ? FROM queue_messages WHERE seq = ?",
-            (reason, description, now, seq),
-        )
-        await conn.execute("DELETE FROM queue_messages WHERE seq = ?", (seq,))
+        await self._write(move)
 
     # -- dead letters -------------------------------------------------------------------------------
 
@@ -477,13 +482,12 @@ class SqliteWorkQueue:
         size = resolve_page_size(page_size)
         after = 0 if not page_token else _decode_token(page_token)
         self._check_open()
+        sql = (
+            f"SELECT {_MESSAGE_COLUMNS}, reason, description, dead_lettered_us, seq"  # noqa: S608
+            " FROM queue_dead_letters WHERE seq > ? ORDER BY seq LIMIT ?"
+        )
         with _translate_errors():
-            rows = await self._reader.execute_fetchall(
-                f"SELECT {_MESSAGE_COLUMNS}, reason, description, dead_lettered_us, seq"  # noqa: S608
-                " FROM queue_dead_letters WHERE seq > ? ORDER BY seq LIMIT ?",
-                (after, size + 1),
-            )
-        found = [tuple(row) for row in rows]
+            found = await self._reader.call(lambda conn: conn.execute(sql, (after, size + 1)).fetchall())
         letters = [
             DeadLetter(message=_message(row), reason=row[6], description=row[7], dead_lettered_time=_from_us(row[8]))
             for row in found[:size]
@@ -494,22 +498,25 @@ class SqliteWorkQueue:
     async def redrive(self, message_id: str) -> None:
         """Put a dead letter back on the active queue (delivery count 0, ageing from now)."""
         validate_message_id(message_id)
-        async with self._write() as (conn, now):
-            async with conn.execute(
+
+        def restore(conn: sqlite3.Connection) -> None:
+            now = self._now_us()
+            row = conn.execute(
                 "SELECT seq, priority FROM queue_dead_letters WHERE message_id = ?", (message_id,)
-            ) as cur:
-                row = await cur.fetchone()
+            ).fetchone()
             if row is None:
                 raise dead_letter_not_found(message_id)
             level = Priority(row[1]).level
-            await conn.execute(
+            conn.execute(
                 "INSERT INTO queue_messages"
                 " (message_id, body, properties, priority, enqueued_us, rank_us, visible_us, delivery_count)"
                 " SELECT message_id, body, properties, priority, enqueued_us, ?, ?, 0"
                 " FROM queue_dead_letters WHERE seq = ?",
                 (now - level * self._ageing_us, now, row[0]),
             )
-            await conn.execute("DELETE FROM queue_dead_letters WHERE seq = ?", (row[0],))
+            conn.execute("DELETE FROM queue_dead_letters WHERE seq = ?", (row[0],))
+
+        await self._write(restore)
         self._notify()
 
     # -- monitoring ---------------------------------------------------------------------------------
@@ -520,17 +527,8 @@ class SqliteWorkQueue:
         self._check_open()
         now = self._now_us()
         with _translate_errors():
-            active_rows = await self._reader.execute_fetchall(
-                "SELECT priority,"
-                " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 0 ELSE 1 END),"
-                " SUM(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN 1 ELSE 0 END),"
-                " MIN(CASE WHEN lease_token IS NULL AND visible_us > ?1 THEN NULL ELSE enqueued_us END)"
-                " FROM queue_messages GROUP BY priority",
-                (now,),
-            )
-            dead_rows = await self._reader.execute_fetchall(
-                "SELECT priority, COUNT(*) FROM queue_dead_letters GROUP BY priority"
-            )
+            active_rows = await self._reader.call(lambda conn: conn.execute(_STATS_ACTIVE, (now,)).fetchall())
+            dead_rows = await self._reader.call(lambda conn: conn.execute(_STATS_DEAD).fetchall())
         dead = {Priority(row[0]): int(row[1]) for row in dead_rows}
         found: dict[Priority, PriorityStats] = {}
         for priority_value, active, scheduled, oldest in active_rows:
@@ -551,12 +549,19 @@ class SqliteWorkQueue:
         if self._closed:
             return
         self._closed = True
-        self._notify()
-        async with self._lock:
-            await self._reader.close()
-            await self._writer.close()
+        self._wake_local()
+        if self._channel is not None:
+            self._channel.close()
+        await self._reader.close()
+        await self._writer.close()
 
     def _notify(self) -> None:
+        """Something became receivable: wake this instance's receivers and other processes' ones."""
+        self._wake_local()
+        if self._channel is not None:
+            self._channel.announce()
+
+    def _wake_local(self) -> None:
         wakeup, self._wakeup = self._wakeup, asyncio.Event()
         wakeup.set()
 
@@ -570,30 +575,31 @@ class SqliteWorkQueue:
             raise RuntimeError("the clock must return aware datetimes")
         return (now - _EPOCH) // _MICROSECOND
 
-    @asynccontextmanager
-    async def _write(self) -> AsyncIterator[tuple[aiosqlite.Connection, int]]:
-        """One ``BEGIN IMMEDIATE`` transaction under the write lock, with ``now`` read inside it."""
-        async with self._lock:
-            self._check_open()
-            conn = self._writer
-            try:
-                # BEGIN sits inside the try: if we are cancelled while it is queued, the rollback below is
-                # queued after it on the same connection thread, so no transaction is left open.
-                with _translate_errors():
-                    if conn.in_transaction:
-                        await conn.rollback()
-                    await conn.execute("BEGIN IMMEDIATE")
-                with _translate_errors():
-                    yield conn, self._now_us()
-            except BaseException:
-                await conn.rollback()
-                raise
-            with _translate_errors():
-                try:
-                    await conn.commit()
-                except BaseException:
-                    await conn.rollback()
-                    raise
+    async def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` as one write transaction on the writer's thread (it reads ``now`` inside it)."""
+        self._check_open()
+        with _translate_errors():
+            return await self._writer.transaction(fn)
+
+
+def _known(conn: sqlite3.Connection, message_id: str) -> bool:
+    row = conn.execute(
+        "SELECT 1 FROM queue_messages WHERE message_id = ?1"
+        " UNION ALL SELECT 1 FROM queue_dead_letters WHERE message_id = ?1"
+        " UNION ALL SELECT 1 FROM queue_duplicates WHERE message_id = ?1 LIMIT 1",
+        (message_id,),
+    ).fetchone()
+    return row is not None
+
+
+def _move_to_dead_letters(conn: sqlite3.Connection, seq: int, reason: str, description: str, now: int) -> None:
+    conn.execute(
+        "INSERT INTO queue_dead_letters"  # noqa: S608 (constant fragments)
+        f" ({_MESSAGE_COLUMNS}, reason, description, dead_lettered_us)"
+        f" SELECT {_MESSAGE_COLUMNS}, ?, ?, ? FROM queue_messages WHERE seq = ?",
+        (reason, description, now, seq),
+    )
+    conn.execute("DELETE FROM queue_messages WHERE seq = ?", (seq,))
 
 
 def _check_schema_version(current: int) -> None:
@@ -601,22 +607,22 @@ def _check_schema_version(current: int) -> None:
         raise RuntimeError(f"the work queue schema is version {current}, newer than this code ({SCHEMA_VERSION})")
 
 
-async def _migrate(conn: aiosqlite.Connection) -> None:
-    await conn.execute("BEGIN IMMEDIATE")
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("BEGIN IMMEDIATE")
     try:
-        await conn.execute("CREATE TABLE IF NOT EXISTS queue_schema (version INTEGER NOT NULL)")
-        async with conn.execute("SELECT version FROM queue_schema") as cur:
-            row = await cur.fetchone()
+        conn.execute("CREATE TABLE IF NOT EXISTS queue_schema (version INTEGER NOT NULL)")
+        row = conn.execute("SELECT version FROM queue_schema").fetchone()
         current = int(row[0]) if row else 0
         _check_schema_version(current)
         for statements in _MIGRATIONS[current:]:
             for statement in statements:
-                await conn.execute(statement)
+                conn.execute(statement)
         if row is None:
-            await conn.execute("INSERT INTO queue_schema (version) VALUES (?)", (SCHEMA_VERSION,))
+            conn.execute("INSERT INTO queue_schema (version) VALUES (?)", (SCHEMA_VERSION,))
         elif current != SCHEMA_VERSION:
-            await conn.execute("UPDATE queue_schema SET version = ?", (SCHEMA_VERSION,))
-        await conn.commit()
+            conn.execute("UPDATE queue_schema SET version = ?", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
     except BaseException:
-        await conn.rollback()
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
         raise

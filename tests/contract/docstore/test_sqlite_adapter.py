@@ -48,18 +48,15 @@ async def test_newer_schema_is_refused(tmp_path: Path) -> None:
 async def test_write_transaction_hook_rolls_back_with_documents(tmp_path: Path) -> None:
     store = await SqliteDocumentStore.open(tmp_path / "docs.db")
     try:
-        async with store.write_transaction() as conn:
-            await conn.execute("CREATE TABLE IF NOT EXISTS side (k TEXT PRIMARY KEY)")
+        await store.run_in_transaction(lambda conn: conn.execute("CREATE TABLE side (k TEXT PRIMARY KEY)"))
 
-        async def failing_write() -> None:
-            async with store.write_transaction() as conn:
-                await conn.execute("INSERT INTO side (k) VALUES (?)", ("x",))
-                raise RuntimeError("boom")
+        def failing_write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO side (k) VALUES (?)", ("x",))
+            raise RuntimeError("boom")
 
         with pytest.raises(RuntimeError, match="boom"):
-            await failing_write()
-        async with store.write_transaction() as conn, conn.execute("SELECT COUNT(*) FROM side") as cur:
-            row = await cur.fetchone()
+            await store.run_in_transaction(failing_write)
+        row = await store.run_in_transaction(lambda conn: conn.execute("SELECT COUNT(*) FROM side").fetchone())
         assert row is not None
         assert row[0] == 0
         await store.collection("c").create("p", "a", {"v": 1})

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 from google.protobuf import timestamp_pb2
 
+from exthub.contract.extension_request import build_request_document, encode_body, resource_id
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
-from services.agent.adapters.request_body import build_request_document, encode_body, resource_id
 from services.agent.json_values import json_integers
 
 

@@ -27,6 +27,7 @@ class ClaimExecutionRequest(_message.Message):
     NAME_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     AGENT_ID_FIELD_NUMBER: _builtins.int
+    TASK_ONLY_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The name of the execution, `executions/{execution}`."""
     attempt: _builtins.int
@@ -35,16 +36,21 @@ class ClaimExecutionRequest(_message.Message):
     """
     agent_id: _builtins.str
     """The claiming agent's id."""
+    task_only: _builtins.bool
+    """Answer with the task only, without `ClaimExecutionResponse.execution`
+    (all an agent needs to run the attempt is in the task).
+    """
     def __init__(
         self,
         *,
         name: _builtins.str = ...,
         attempt: _builtins.int = ...,
         agent_id: _builtins.str = ...,
+        task_only: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["agent_id", b"agent_id", "attempt", b"attempt", "name", b"name", "task_only", b"task_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -60,7 +66,9 @@ class ClaimExecutionResponse(_message.Message):
     TASK_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def execution(self) -> _execution_pb2.Execution:
-        """The execution, now RUNNING."""
+        """The execution, now RUNNING (unset when the request asked for
+        `task_only`).
+        """
 
     @_builtins.property
     def task(self) -> _execution_pb2.ExecutionTask:

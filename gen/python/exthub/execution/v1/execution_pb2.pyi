@@ -628,6 +628,30 @@ class ExecutionTask(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class SignedRequest(_message.Message):
+        """An extension request body and its signature."""
+
+        DESCRIPTOR: _descriptor.Descriptor
+
+        BODY_FIELD_NUMBER: _builtins.int
+        SIGNATURE_FIELD_NUMBER: _builtins.int
+        body: _builtins.bytes
+        """The exact request body bytes."""
+        signature: _builtins.str
+        """The `Exthub-Signature` header value over `body`."""
+        def __init__(
+            self,
+            *,
+            body: _builtins.bytes = ...,
+            signature: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "signature", b"signature"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     EXECUTION_FIELD_NUMBER: _builtins.int
     ATTEMPT_FIELD_NUMBER: _builtins.int
     EXTENSION_FIELD_NUMBER: _builtins.int
@@ -648,6 +672,7 @@ class ExecutionTask(_message.Message):
     CALL_TIMEOUT_FIELD_NUMBER: _builtins.int
     STATUS_URL_FIELD_NUMBER: _builtins.int
     STATUS_UPDATE_KEY_FIELD_NUMBER: _builtins.int
+    SIGNED_REQUEST_FIELD_NUMBER: _builtins.int
     execution: _builtins.str
     """The execution, `executions/{execution}`."""
     attempt: _builtins.int
@@ -714,6 +739,15 @@ class ExecutionTask(_message.Message):
     def call_timeout(self) -> _duration_pb2.Duration:
         """Bounds one call to the extension (exceeding it is a transient failure)."""
 
+    @_builtins.property
+    def signed_request(self) -> Global___ExecutionTask.SignedRequest:
+        """The extension request of this attempt as the execution service built and
+        signed it ahead, when it can build it alone (an `http-json/*` model and a
+        version that declares no extension services). An agent whose own body is
+        byte for byte this one sends it with this signature instead of asking
+        `AgentTaskService.SignExtensionRequest`; unset otherwise.
+        """
+
     def __init__(
         self,
         *,
@@ -737,10 +771,11 @@ class ExecutionTask(_message.Message):
         call_timeout: _duration_pb2.Duration | None = ...,
         status_url: _builtins.str = ...,
         status_update_key: _builtins.str = ...,
+        signed_request: Global___ExecutionTask.SignedRequest | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["call_timeout", b"call_timeout", "deadline", b"deadline", "request", b"request"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["call_timeout", b"call_timeout", "deadline", b"deadline", "request", b"request", "signed_request", b"signed_request"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_timeout", b"call_timeout", "deadline", b"deadline", "execution", b"execution", "execution_model", b"execution_model", "extension", b"extension", "extension_settings", b"extension_settings", "extension_version", b"extension_version", "inputs", b"inputs", "labels", b"labels", "outputs", b"outputs", "priority", b"priority", "profile", b"profile", "request", b"request", "services", b"services", "status_update_key", b"status_update_key", "status_url", b"status_url", "tenant", b"tenant", "user", b"user", "validate_only", b"validate_only"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt", b"attempt", "call_timeout", b"call_timeout", "deadline", b"deadline", "execution", b"execution", "execution_model", b"execution_model", "extension", b"extension", "extension_settings", b"extension_settings", "extension_version", b"extension_version", "inputs", b"inputs", "labels", b"labels", "outputs", b"outputs", "priority", b"priority", "profile", b"profile", "request", b"request", "services", b"services", "signed_request", b"signed_request", "status_update_key", b"status_update_key", "status_url", b"status_url", "tenant", b"tenant", "user", b"user", "validate_only", b"validate_only"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,30 +1,61 @@
 """The extension request body of the http-json extension contract, built from an ``ExecutionTask``.
 
 The JSON is deterministic (sorted keys, no whitespace, UTF-8), so the same task and service contexts always
-give the same bytes — and a signature over them stays valid wherever the bytes are rebuilt.
+give the same bytes — and a signature over them stays valid wherever the bytes are rebuilt: the agent builds
+it to send it, and the execution service builds it to sign it ahead when no extension service contexts are
+needed (``ExecutionTask.signed_request``).
 
 Members (lowerCamel): ``executionId``, ``extensionId``, ``extensionVersion``, ``profile``, ``priority``,
 ``attempt``, ``validateOnly``, ``requestParameters``, ``labels``, ``executor`` {``tenantId``, ``userId``},
 ``inputs`` / ``outputs`` (name → {``definition``, ``accessor``}; ``accessor`` is null for an optional input
 that was not provided), ``services`` (name → context), ``deadline`` (RFC 3339 UTC), ``statusUrl`` and
-``statusUpdateKey`` (null when the task has none).
+``statusUpdateKey`` (null when the task has none). Numbers: a Struct stores every number as a double, so
+integral doubles within ±2^53 are written as JSON integers (:func:`json_integers`); extensions written in
+typed languages expect ``404``, not ``404.0``.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Mapping
-from datetime import UTC
+from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format, timestamp_pb2
 
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
-from services.agent.json_values import json_integers
-from services.platform.timefmt import to_storage
 
-__all__ = ["build_request_document", "encode_body", "resource_id"]
+__all__ = [
+    "HTTP_JSON_MODELS",
+    "MAX_SAFE_INTEGER",
+    "build_request_document",
+    "encode_body",
+    "json_integers",
+    "resource_id",
+]
+
+#: The execution models whose extension request this module builds.
+HTTP_JSON_MODELS = ("http-json/sync/v1", "http-json/async/v1")
+MAX_SAFE_INTEGER = 2**53
+
+
+def json_integers(value: Any) -> Any:
+    """``value`` with every integral float (|x| ≤ 2^53) replaced by an int, at any depth."""
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) <= MAX_SAFE_INTEGER:
+            return int(value)
+        return value
+    if isinstance(value, dict):
+        return {key: json_integers(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [json_integers(item) for item in value]
+    return value
+
+
+def _rfc3339(dt: datetime) -> str:
+    u = dt.astimezone(UTC)
+    return f"{u.year:04d}-{u.month:02d}-{u.day:02d}T{u.hour:02d}:{u.minute:02d}:{u.second:02d}.{u.microsecond:06d}Z"
 
 
 def resource_id(name: str, collection: str) -> str:
@@ -40,7 +71,7 @@ def resource_id(name: str, collection: str) -> str:
 def _timestamp(value: timestamp_pb2.Timestamp) -> str | None:
     if value.seconds == 0 and value.nanos == 0:
         return None
-    return to_storage(value.ToDatetime(tzinfo=UTC))
+    return _rfc3339(value.ToDatetime(tzinfo=UTC))
 
 
 def _definition(definition: types_pb2.ObjectDefinition) -> dict[str, Any]:
