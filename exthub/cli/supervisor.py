@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -79,8 +80,6 @@ class ChildSpec:
     ready: tuple[re.Pattern[str], ...]
     args: tuple[str, ...] = ()
     grpc_health: bool = True
-    #: the variable holding its port (0 on the first start: the announced port is kept for restarts)
-    port_env: str | None = None
 
 
 class WatchedProcess:
@@ -172,24 +171,48 @@ def _port_free(port: int) -> bool:
     return True
 
 
+#: Where Linux hands out the local ports of outgoing connections, when /proc does not say.
+_DEFAULT_EPHEMERAL = (32768, 60999)
+#: How many ports below the ephemeral range the hub's parts take theirs from.
+_PART_PORT_SPAN = 12000
+
+
+def _ephemeral_ports() -> tuple[int, int]:
+    """The OS's range for the local ports of outgoing connections (inclusive)."""
+    with contextlib.suppress(OSError, ValueError):
+        low, high = (int(v) for v in Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return low, high
+    return _DEFAULT_EPHEMERAL
+
+
+def part_port_range() -> range:
+    """The ports the hub's parts listen on: outside the ephemeral range, so while a part restarts on its port,
+    no outgoing connection of any process can be given that port as its local end (which would make the
+    restart fail to bind)."""
+    low, high = _ephemeral_ports()
+    below = range(max(1024, low - _PART_PORT_SPAN), low)
+    above = range(high + 1, min(65536, high + 1 + _PART_PORT_SPAN))
+    return below if len(below) >= len(above) else above
+
+
 def _free_port() -> int:
-    """A port the OS has just handed out (for a part whose address another part needs before it starts)."""
+    """A free port of :func:`part_port_range` (for a part whose address another part needs before it starts)."""
     (port,) = _free_ports(1)
     return port
 
 
 def _free_ports(count: int, *, besides: tuple[int, ...] = ()) -> list[int]:
-    """``count`` distinct ports the OS has just handed out, none of ``besides``: the probes are held open together
-    (one after the other, a port just released can be handed out again)."""
-    with contextlib.ExitStack() as held:
-        probes = [held.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM)) for _ in range(count)]
-        ports: list[int] = []
-        for probe in probes:
-            probe.bind(("127.0.0.1", 0))
-            ports.append(int(probe.getsockname()[1]))
-        if set(ports) & set(besides):  # a port chosen before and released meanwhile: choose again
-            return _free_ports(count, besides=besides)
-        return ports
+    """``count`` distinct free ports of :func:`part_port_range`, none of ``besides`` (free: a server could
+    listen there now)."""
+    candidates = part_port_range()
+    chosen: list[int] = []
+    for _ in range(100 * count):
+        port = random.choice(candidates)
+        if port not in chosen and port not in besides and _port_free(port):
+            chosen.append(port)
+            if len(chosen) == count:
+                return chosen
+    raise HubStartError(f"no free port between {candidates.start} and {candidates.stop - 1} for the hub's parts")
 
 
 def _public_port(port: int, *, besides: tuple[int, ...] = ()) -> int:
@@ -318,9 +341,9 @@ async def _stop(child: Child) -> None:
         child.log.close()
 
 
-def _service(name: str, env: dict[str, str], *more: re.Pattern[str], port_env: str | None = None) -> ChildSpec:
+def _service(name: str, env: dict[str, str], *more: re.Pattern[str]) -> ChildSpec:
     served = (re.compile(rf"{name} serving on (\S+)"), re.compile(rf"{name} http serving on (\S+)"))
-    return ChildSpec(name, f"services.{name}", env, (*served, *more), port_env=port_env)
+    return ChildSpec(name, f"services.{name}", env, (*served, *more))
 
 
 @dataclass
@@ -335,9 +358,7 @@ class Part:
 
 
 def _python_part(spec: ChildSpec, child: Child, data_dir: Path) -> Part:
-    """A Python part, restarted with the same port it announced on its first start."""
-    if spec.port_env is not None and spec.env.get(spec.port_env) == "0":
-        spec.env[spec.port_env] = child.address.rsplit(":", 1)[1]
+    """A Python part, restarted on the ports it was given (its environment)."""
     return Part(spec.name, child, lambda: _start(spec, data_dir))
 
 
@@ -591,8 +612,10 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
     echo_port = _echo_port(data_dir)
     public_port = _public_port(port, besides=(echo_port,))
     public_url = f"http://127.0.0.1:{public_port}"
-    # /metrics of the catalog and the agent: fixed ports, kept across restarts (endpoints.json stays right)
-    execution_port, objects_port, catalog_http_port, agent_http_port = _free_ports(4, besides=(echo_port, public_port))
+    # every part's ports chosen here, kept across its restarts (the others and endpoints.json stay right)
+    execution_port, objects_port, catalog_port, catalog_http_port, agent_port, agent_http_port = _free_ports(
+        6, besides=(echo_port, public_port)
+    )
     await profile.start_emulators(data_dir, parts)
     base = {
         **profile.environment(),
@@ -628,21 +651,19 @@ async def start_hub(data_dir: Path, port: int, profile: HubProfile, parts: list[
             {
                 **base,
                 **profile.identity("catalog"),
-                "EXTHUB_CATALOG_PORT": "0",
+                "EXTHUB_CATALOG_PORT": str(catalog_port),
                 "EXTHUB_CATALOG_HTTP_PORT": str(catalog_http_port),
             },
-            port_env="EXTHUB_CATALOG_PORT",
         ),
         _service(
             "agent",
             {
                 **base,
                 **profile.identity("agent"),
-                "EXTHUB_AGENT_PORT": "0",
+                "EXTHUB_AGENT_PORT": str(agent_port),
                 "EXTHUB_AGENT_HTTP_PORT": str(agent_http_port),
                 "EXTHUB_EXECUTION_ADDRESS": execution_address,
             },
-            port_env="EXTHUB_AGENT_PORT",
         ),
         ChildSpec(
             "echo",

@@ -15,6 +15,8 @@ from typing import Any
 
 import pytest
 
+from exthub.cli.endpoints import read_endpoints
+from exthub.cli.supervisor import part_port_range
 from exthub.contract.roles import EXECUTIONS_RUN
 from tests.e2e.exthub_up import (
     PARTS,
@@ -63,12 +65,20 @@ def _serves_again(hub: RunningHub, token: str) -> dict[str, Any]:
     raise AssertionError(f"the hub did not serve again within {RECOVERY_TIMEOUT}s: {last}")
 
 
+def _listening_ports(endpoints: dict[str, Any]) -> set[int]:
+    """Every port a part listens on, from endpoints.json."""
+    addresses = [a for part in endpoints["parts"].values() for k, a in part.items() if k != "pid"]
+    return {int(a.split("://", 1)[-1].split("/", 1)[0].rsplit(":", 1)[1]) for a in addresses}
+
+
 def test_every_part_killed_comes_back_and_the_hub_serves(tmp_path: Path) -> None:
     data_dir = tmp_path / "hub"
     hub = RunningHub(data_dir)
     try:
         token = _token(data_dir)
         _serves_again(hub, token)
+        ports = _listening_ports(read_endpoints(data_dir))
+        assert len(ports) >= 8 and all(port in part_port_range() for port in ports), ports
         for part in PARTS:
             old = part_pid(hub, part)
             assert old is not None, f"{part} is not running"
