@@ -1,12 +1,18 @@
-"""Two catalog services (real gRPC servers) on ONE SQLite document store file: each keeps its own search
-index, refreshed from the store, so a write through one is found by SearchExtensions on the other within
-2 s — new extensions, updates that change the ranking, deletes and undeletes."""
+"""Two catalog services (real gRPC servers, started as production starts them) on ONE document store: each keeps
+its own search index, refreshed from the store with the default polling settings, so a write through one is found
+by SearchExtensions on the other within 2 s — new extensions, updates that change the ranking, deletes and
+undeletes.
+
+Both profiles (``hub_profile``): ``embedded``, one SQLite file; ``azure``, one fresh Cosmos DB database of the
+session's emulator, each replica with the catalog identity's Azure credential. Each wait is recorded as the test's
+``replica_waits_seconds`` property (in ``--junitxml`` reports).
+"""
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
 from typing import TYPE_CHECKING
 
 import grpc
@@ -16,8 +22,14 @@ from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.roles import EXTENSIONS_PUBLISH
 from services.catalog.app import CatalogApp, start_catalog
+from services.platform.docstore.cosmos import CosmosDocumentStore
+from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.settings import Settings
 from tests.component.catalog.conftest import TokenFactory
+from tests.support.azure_hub import AzureHubProfile
+from tests.support.profiles import hub_profile
+
+__all__ = ["hub_profile"]  # both profiles: the embedded one and the Azure one
 
 if TYPE_CHECKING:
     Stub = catalog_service_pb2_grpc.CatalogServiceAsyncStub
@@ -27,9 +39,12 @@ FRESH_WITHIN_SECONDS = 2.0
 
 
 @pytest.fixture
-async def second(settings: Settings, catalog: CatalogApp) -> AsyncIterator[CatalogApp]:
-    """Another catalog replica on the same data directory (the same database file) as ``catalog``."""
-    app = await start_catalog(settings, port=0)
+async def second(
+    settings: Settings, catalog_environ: Mapping[str, str] | None, catalog: CatalogApp
+) -> AsyncIterator[CatalogApp]:
+    """Another catalog replica with the same settings as ``catalog``: the same database file, or the same Cosmos DB
+    database."""
+    app = await start_catalog(settings, port=0, environ=catalog_environ)
     try:
         yield app
     finally:
@@ -43,19 +58,40 @@ async def other_stub(second: CatalogApp) -> AsyncIterator[Stub]:
         yield catalog_service_pb2_grpc.CatalogServiceStub(channel)
 
 
-async def searchable_within(check: Callable[[], Awaitable[bool]], seconds: float = FRESH_WITHIN_SECONDS) -> float:
-    """Waits (bounded) until ``check`` holds; returns how long it took."""
-    started = time.monotonic()
-    while not await check():
-        waited = time.monotonic() - started
-        assert waited < seconds, f"not searchable on the other replica after {waited:.2f}s"
-        await asyncio.sleep(0.05)
-    return time.monotonic() - started
+Waits = Callable[[Callable[[], Awaitable[bool]]], Awaitable[float]]
+
+
+@pytest.fixture
+def searchable_within(request: pytest.FixtureRequest) -> Iterator[Waits]:
+    """``await searchable_within(check)`` waits (bounded by 2 s) until ``check`` holds and returns how long it took;
+    the waits are recorded as the test's ``replica_waits_seconds`` property."""
+    waits: list[float] = []
+
+    async def wait(check: Callable[[], Awaitable[bool]]) -> float:
+        started = time.monotonic()
+        while not await check():
+            waited = time.monotonic() - started
+            assert waited < FRESH_WITHIN_SECONDS, f"not searchable on the other replica after {waited:.2f}s"
+            await asyncio.sleep(0.05)
+        waits.append(round(time.monotonic() - started, 3))
+        return waits[-1]
+
+    yield wait
+    request.node.user_properties.append(("replica_waits_seconds", waits))
 
 
 async def test_a_write_on_one_replica_is_searchable_on_the_other(
-    stub: Stub, other_stub: Stub, token: TokenFactory
+    catalog: CatalogApp,
+    second: CatalogApp,
+    hub_profile: AzureHubProfile | None,
+    stub: Stub,
+    other_stub: Stub,
+    token: TokenFactory,
+    searchable_within: Waits,
 ) -> None:
+    expected = CosmosDocumentStore if hub_profile is not None else SqliteDocumentStore
+    assert isinstance(catalog.store, expected)
+    assert isinstance(second.store, expected)
     publisher, reader = token(roles=PUBLISH), token()
 
     async def names(query: str, on: Stub = other_stub) -> list[str]:
