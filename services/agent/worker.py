@@ -164,6 +164,8 @@ class _Delivery:
 class _Attempt:
     lease: LeasedMessage
     abort: asyncio.Future[AbortReason]
+    ended: bool = False
+    """The call returned or was stopped: the heartbeat must not go on (even if its cancellation was lost)."""
 
 
 def _report(task: execution_pb2.ExecutionTask, **fields: Any) -> pb.ReportExecutionStatusRequest:
@@ -383,6 +385,7 @@ class QueueWorker:
                 try:
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                 finally:
+                    attempt.ended = True
                     beat.cancel()
                     finished = call.done() and not call.cancelled()
                     if not finished:
@@ -419,9 +422,15 @@ class QueueWorker:
         # LEASE_LOST: the message is no longer ours to settle.
 
     async def _heartbeat(self, attempt: _Attempt, task: execution_pb2.ExecutionTask) -> None:
-        """Renew the lease and ask the execution service, every ``heartbeat_seconds``, until aborted."""
-        while not attempt.abort.done():
+        """Renew the lease and ask the execution service, every ``heartbeat_seconds``, until the attempt ends.
+
+        Cancelling this task is how the attempt stops it, but a library may swallow a cancellation (it then returns
+        as if nothing happened): the loop also checks after every step that the attempt is still under way.
+        """
+        while not self._beat_over(attempt, task):
             await asyncio.sleep(self._config.heartbeat_seconds)  # the period of the heartbeat itself
+            if self._beat_over(attempt, task):
+                return
             try:
                 await self._queue.renew(attempt.lease)
             except LeaseLost:
@@ -429,6 +438,8 @@ class QueueWorker:
                 return
             except HubError as error:
                 _log.warning("lease renewal failed", execution=task.execution, reason=error.reason)
+            if self._beat_over(attempt, task):
+                return
             try:
                 beat = await self._client.heartbeat(task.execution, task.attempt, self._config.agent_id)
             except CallRefused as refused:
@@ -439,12 +450,21 @@ class QueueWorker:
                 _log.warning("heartbeat failed", execution=task.execution, code=error.code().name)
                 self._call_failed(error)
                 continue
+            if self._beat_over(attempt, task):
+                return
             if beat.abort:
                 _abort(attempt, AbortReason.ENDED)
                 return
             if beat.cancel_requested:
                 _abort(attempt, AbortReason.CANCELLED)
                 return
+
+    @staticmethod
+    def _beat_over(attempt: _Attempt, task: execution_pb2.ExecutionTask) -> bool:
+        if attempt.ended:
+            _log.warning("heartbeat outlived its attempt (its cancellation was lost)", execution=task.execution)
+            return True
+        return attempt.abort.done()
 
     # -- reporting and settling ---------------------------------------------------------------------
 

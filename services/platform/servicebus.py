@@ -31,6 +31,8 @@ __all__ = ["DEFAULT_OPERATION_TIMEOUT_SECONDS", "bounded", "client_options", "cl
 
 DEFAULT_OPERATION_TIMEOUT_SECONDS = 10.0
 CLOSE_TIMEOUT_SECONDS = 2.0
+#: How long a cancelled or timed-out SDK operation gets to unwind before it is left to end by itself.
+CANCEL_GRACE_SECONDS = 1.0
 _NAMESPACE_RE = re.compile(r"(?P<host>[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?)(?::(?P<port>[0-9]{1,5}))?")
 _log = get_logger("exthub.platform.servicebus")
 
@@ -98,16 +100,43 @@ async def bounded(
     *,
     passthrough: tuple[type[BaseException], ...] = (),
 ) -> T:
-    """Await one SDK operation within ``seconds``; every failure but ``passthrough`` becomes ``Unavailable``."""
+    """Await one SDK operation within ``seconds``; every failure but ``passthrough`` becomes ``Unavailable``.
+
+    The operation runs in a task of its own so that cancelling the caller always cancels the caller: the SDK reads
+    each AMQP frame through ``asyncio.wait_for``, which (Python 3.11) returns the frame instead of raising when the
+    cancellation arrives while the frame is being handed over, and the operation then goes on as if it had never
+    been cancelled. A caller that loops until it is cancelled (a lock-renewal heartbeat) would never stop.
+    """
+    task = asyncio.ensure_future(operation)
     try:
-        async with asyncio.timeout(seconds):
-            return await operation
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        await _abandon(task)
+        raise
+    if not done:
+        await _abandon(task)
+        raise unavailable(what, TimeoutError())
+    try:
+        return task.result()
     except passthrough:
         raise
     except (HubError, asyncio.CancelledError):
         raise
     except Exception as error:  # every failure of the SDK is the backend's
         raise unavailable(what, error) from None
+
+
+async def _abandon(task: asyncio.Future[Any]) -> None:
+    """Cancel ``task`` and give it a moment to unwind; one that ignores the cancellation ends by itself later."""
+    task.cancel()
+    task.add_done_callback(_retrieve)
+    await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    """Read the outcome of an abandoned operation (nobody waits for it; asyncio would log it as never retrieved)."""
+    if not task.cancelled():
+        task.exception()
 
 
 async def close_handlers(handlers: Sequence[Any]) -> None:

@@ -99,25 +99,6 @@ async def _register(hub: Hub) -> None:
             )
 
 
-#: Scenarios not run on the Azure profile until the gap is fixed, each with the reason (reported as skips, never
-#: silent: it fails some runs and passes others, so neither a pass nor an xfail would be honest).
-AZURE_GAPS = {
-    "test_priorities_under_a_backlog_high_first_and_low_still_runs": (
-        "passes alone (the Service Bus queue no longer locks messages nobody asked for), but inside the whole "
-        "async package on a loaded machine about one run in two leaves an execution RUNNING while its agent keeps "
-        "heartbeating it, which fails this test and the invariant checks of the ones after it; cause not found yet"
-    ),
-}
-
-
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    for item in items:
-        reason = AZURE_GAPS.get(getattr(item, "originalname", item.name))
-        callspec = getattr(item, "callspec", None)
-        if reason and callspec is not None and callspec.params.get("cluster") == "azure":
-            item.add_marker(pytest.mark.skip(reason=f"known Azure-profile gap: {reason}"))
-
-
 @pytest_asyncio.fixture(loop_scope="package", scope="package", params=PROFILES)
 async def cluster(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
