@@ -33,6 +33,7 @@ from services.platform.errors import (
     Unauthenticated,
     internal_status,
 )
+from services.platform.grpc_handlers import Behaviour, Deserializer, WrappedHandlers, rewrap
 from services.platform.limits import ensure_valid_message, undecodable_violation
 from services.platform.logging import get_logger
 
@@ -40,9 +41,6 @@ __all__ = ["HubServerInterceptor", "bearer_token"]
 
 _access_log = get_logger("exthub.access")
 _error_log = get_logger("exthub.grpc")
-
-Behaviour = Callable[..., Any]
-Deserializer = Callable[[bytes], Any] | None
 
 
 class _Undecodable:
@@ -117,8 +115,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, verifier: TokenVerifier, access_rules: Mapping[str, AccessRule]) -> None:
         self._verifier = verifier
         self._rules: dict[str, AccessRule] = {**PUBLIC_METHODS, **access_rules}
-        # method → (the servicer's handler, its wrapped handler): built once per method, not per call
-        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
+        self._wrapped = WrappedHandlers(self._wrap)
 
     async def intercept_service(
         self,
@@ -128,41 +125,16 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None  # no such method: gRPC answers UNIMPLEMENTED
-        method = handler_call_details.method
-        known = self._wrapped.get(method)
-        if known is not None and known[0] is handler:
-            return known[1]
-        wrapped = self._wrap(method, handler)
-        self._wrapped[method] = (handler, wrapped)
-        return wrapped
+        return self._wrapped.get(handler_call_details.method, handler)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         rule = resolve_rule(self._rules, method)
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._wrap_unary(method, rule, handler.unary_unary),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._wrap_unary(method, rule, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._wrap_stream(method, rule, handler.unary_stream),
-                request_deserializer=_tolerant(handler.request_deserializer),
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._wrap_stream(method, rule, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return rewrap(
+            handler,
+            unary=lambda behaviour: self._wrap_unary(method, rule, behaviour),
+            stream=lambda behaviour: self._wrap_stream(method, rule, behaviour),
+            unary_request_deserializer=_tolerant,
+        )
 
     # -- wrappers ----------------------------------------------------------------------------------
 

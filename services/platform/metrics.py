@@ -39,6 +39,7 @@ from prometheus_client import (
 )
 
 from services.platform import telemetry
+from services.platform.grpc_handlers import Behaviour, WrappedHandlers, rewrap
 from services.platform.logging import execution_context, get_logger
 
 __all__ = [
@@ -93,7 +94,6 @@ _SERVER_ERROR_CODES = frozenset(
 )
 
 Refresher = Callable[[], Awaitable[None]]
-Behaviour = Callable[..., Any]
 
 
 class ServiceMetrics:
@@ -158,6 +158,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         self._labels: dict[str, tuple[str, str]] = {}
         self._children: dict[tuple[str, grpc.StatusCode], Any] = {}
         self._tracing = telemetry.current().enabled
+        self._wrapped = WrappedHandlers(self._wrap)
         self.know(methods)
 
     def know(self, methods: Collection[str]) -> None:
@@ -174,32 +175,14 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None:
             return None
-        method = handler_call_details.method
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(method, handler.unary_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._unary(method, handler.stream_unary),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(method, handler.unary_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.stream_stream is not None:
-            return grpc.stream_stream_rpc_method_handler(
-                self._stream(method, handler.stream_stream),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
+        return self._wrapped.get(handler_call_details.method, handler)
+
+    def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
+        return rewrap(
+            handler,
+            unary=lambda behaviour: self._unary(method, behaviour),
+            stream=lambda behaviour: self._stream(method, behaviour),
+        )
 
     def _unary(self, method: str, behaviour: Behaviour) -> Behaviour:
         async def observed(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
