@@ -588,7 +588,8 @@ class ServiceBusWorkQueue:
         except Exception as error:  # the locks run out by themselves; the next fetch reports a broken link
             _log.info("service bus release failed", subscription=lane.subscription, error=type(error).__name__)
 
-    async def _ensure_receiver(self, lane: _Lane) -> ServiceBusReceiver:
+    async def _ensure_receiver(self, lane: _Lane, *, dead_letters: bool = False) -> ServiceBusReceiver:
+        """The lane's receiver (opened on first use): its subscription, or that subscription's dead letters."""
         if lane.receiver is not None:
             return lane.receiver
         async with lane.opening:
@@ -597,11 +598,13 @@ class ServiceBusWorkQueue:
                 receiver = self._client.get_subscription_receiver(
                     self._topic,
                     lane.subscription,
+                    sub_queue=ServiceBusSubQueue.DEAD_LETTER if dead_letters else None,
                     receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
                     prefetch_count=0,
                     socket_timeout=self._socket_timeout,
                 )
-                await self._call("open receiver", receiver.__aenter__())
+                what = "open dead-letter receiver" if dead_letters else "open receiver"
+                await self._call(what, receiver.__aenter__())
                 lane.receiver = receiver
         return lane.receiver
 
@@ -799,7 +802,7 @@ class ServiceBusWorkQueue:
         letters: list[DeadLetter] = []
         while lane_index < len(lanes):
             lane = lanes[lane_index]
-            receiver = await self._dead_letter_receiver(lane)
+            receiver = await self._ensure_receiver(lane, dead_letters=True)
             wanted = size - len(letters) + 1  # one more than the page holds: is there a next page?
             async with lane.transfers:
                 peeked = await self._call(
@@ -816,7 +819,7 @@ class ServiceBusWorkQueue:
         """Re-send a dead letter to the topic (fresh delivery count), then complete it in the dead-letter queue."""
         validate_message_id(message_id)
         for lane in self._dead_lanes.values():
-            receiver = await self._dead_letter_receiver(lane)
+            receiver = await self._ensure_receiver(lane, dead_letters=True)
             async with lane.transfers:
                 target = await self._find_dead_letter(receiver, message_id)
                 if target is None:
@@ -856,24 +859,6 @@ class ServiceBusWorkQueue:
                 return
             if any(int(raw.sequence_number or 0) > seq for raw in batch):
                 raise dead_letter_not_found(message_id)
-
-    async def _dead_letter_receiver(self, lane: _Lane) -> ServiceBusReceiver:
-        if lane.receiver is not None:
-            return lane.receiver
-        async with lane.opening:
-            if lane.receiver is None:
-                self._check_open()
-                receiver = self._client.get_subscription_receiver(
-                    self._topic,
-                    lane.subscription,
-                    sub_queue=ServiceBusSubQueue.DEAD_LETTER,
-                    receive_mode=ServiceBusReceiveMode.PEEK_LOCK,
-                    prefetch_count=0,
-                    socket_timeout=self._socket_timeout,
-                )
-                await self._call("open dead-letter receiver", receiver.__aenter__())
-                lane.receiver = receiver
-        return lane.receiver
 
     # -- plumbing -----------------------------------------------------------------------------------
 
