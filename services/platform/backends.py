@@ -21,19 +21,20 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import TYPE_CHECKING, Literal, Protocol
 
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.dev_tokens import service_tokens as dev_service_tokens
 from services.objects.port import ObjectProvider
-from services.platform.azure.identity import AzureIdentity, open_identity
-from services.platform.azure.tokens import AzureServiceTokens
 from services.platform.docstore.port import DocumentStore
 from services.platform.events.port import EventPublisher
 from services.platform.logging import get_logger
 from services.platform.query.predicate import SortKey
 from services.platform.settings import Settings
 from services.platform.workqueue.port import WorkQueue
+
+if TYPE_CHECKING:  # the Azure SDKs are imported only by a process on the azure backend
+    from services.platform.azure.identity import AzureIdentity
 
 __all__ = [
     "AZURE_OBJECT_PROVIDER",
@@ -97,8 +98,11 @@ class Backends:
         """The backends for ``settings.backend``; on ``azure`` the process's credential is built here from the
         environment (``os.environ`` unless ``environ`` is given: the standard ``AZURE_*`` variables)."""
         await asyncio.to_thread(settings.data_dir.mkdir, parents=True, exist_ok=True)
-        identity = open_identity(settings.azure, environ) if settings.backend == "azure" else None
-        return cls(settings, identity)
+        if settings.backend != "azure":
+            return cls(settings, None)
+        from services.platform.azure.identity import open_identity
+
+        return cls(settings, open_identity(settings.azure, environ))
 
     @property
     def profile(self) -> Literal["local", "azure"]:
@@ -225,6 +229,8 @@ class Backends:
         if self.profile == "azure":
             scope = self.settings.azure.service_token_scope
             assert scope is not None
+            from services.platform.azure.tokens import AzureServiceTokens
+
             tokens = AzureServiceTokens(self._credential().credential, scope)
             await tokens.start()
             self._on_close(tokens.close)

@@ -159,6 +159,35 @@ for argv in (
     assert loaded_server_modules(body, tmp_path) == ""
 
 
+def test_a_local_profile_service_loads_no_azure_sdk(tmp_path: Path) -> None:
+    """The Azure SDKs cost start time and memory: only a process on the azure backend imports them."""
+    body = """
+import asyncio
+import services.agent.__main__, services.catalog.app, services.execution.app
+from services.platform.backends import Backends
+from services.platform.settings import Settings
+
+async def open_and_close() -> None:
+    backends = await Backends.open(Settings())
+    await backends.close()
+
+asyncio.run(open_and_close())
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] == "azure")), file=sys.stderr)
+"""
+    env = {**os.environ, "EXTHUB_DATA_DIR": str(tmp_path / "data"), "EXTHUB_BACKEND": "local"}
+    proc = subprocess.run(
+        [sys.executable, "-c", LOADED_SERVICES.format(body=body)],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr.strip() == "", f"azure modules loaded: {proc.stderr.strip()[:500]}"
+
+
 def import_failure_handlers(path: Path) -> list[int]:
     """Lines where a module skips or swallows a failed import (``pytest.importorskip``, ``except ImportError``)."""
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
