@@ -118,20 +118,19 @@ def test_the_handler_check_sees_every_service_and_catches_a_proto_import(tmp_pat
     assert not is_generated("exthub.contract.states") and not is_generated("exthub.client")
 
 
-LOADED_SERVICES = """
+LOADED_MODULES = """
 import sys
 {body}
-print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in ("services", "gateway"))))
+print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in {roots!r})))
 """
 
 
-def loaded_server_modules(body: str, cwd: Path) -> str:
-    """The ``services``/``gateway`` modules a fresh interpreter has loaded after running ``body``."""
-    env = {**os.environ, "EXTHUB_DATA_DIR": str(cwd / "data")}
+def loaded_modules(body: str, cwd: Path, roots: tuple[str, ...], env: dict[str, str] | None = None) -> str:
+    """The modules under ``roots`` a fresh interpreter has loaded after running ``body``."""
     proc = subprocess.run(
-        [sys.executable, "-c", LOADED_SERVICES.format(body=body)],
+        [sys.executable, "-c", LOADED_MODULES.format(body=body, roots=roots)],
         cwd=cwd,
-        env=env,
+        env={**os.environ, "EXTHUB_DATA_DIR": str(cwd / "data"), **(env or {})},
         capture_output=True,
         text=True,
         check=False,
@@ -139,6 +138,11 @@ def loaded_server_modules(body: str, cwd: Path) -> str:
     )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout.strip()
+
+
+def loaded_server_modules(body: str, cwd: Path) -> str:
+    """The ``services``/``gateway`` modules a fresh interpreter has loaded after running ``body``."""
+    return loaded_modules(body, cwd, ("services", "gateway"))
 
 
 def test_importing_the_client_loads_no_service_module(tmp_path: Path) -> None:
@@ -172,20 +176,8 @@ async def open_and_close() -> None:
     await backends.close()
 
 asyncio.run(open_and_close())
-print(",".join(sorted(m for m in sys.modules if m.split(".")[0] == "azure")), file=sys.stderr)
 """
-    env = {**os.environ, "EXTHUB_DATA_DIR": str(tmp_path / "data"), "EXTHUB_BACKEND": "local"}
-    proc = subprocess.run(
-        [sys.executable, "-c", LOADED_SERVICES.format(body=body)],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
-    assert proc.returncode == 0, proc.stderr
-    assert proc.stderr.strip() == "", f"azure modules loaded: {proc.stderr.strip()[:500]}"
+    assert loaded_modules(body, tmp_path, ("azure",), env={"EXTHUB_BACKEND": "local"}) == ""
 
 
 def import_failure_handlers(path: Path) -> list[int]:
