@@ -34,6 +34,7 @@ from services.catalog.adapters.documents import KIND_EXTENSION, extension_to_bod
 from services.catalog.domain.model import Extension
 from services.catalog.search import FACET_FIELDS, FacetValue, SearchHits
 from services.platform.query.predicate import (
+    COMPARISONS,
     And,
     ArrayContains,
     Compare,
@@ -44,6 +45,7 @@ from services.platform.query.predicate import (
     Or,
     Predicate,
     Prefix,
+    same_json_kind,
 )
 
 __all__ = ["MAX_FACET_VALUES", "MAX_TERMS", "MemorySearchIndex", "query_terms", "tokenize"]
@@ -545,31 +547,13 @@ def _value_at(extension: Extension, path: tuple[str, ...]) -> Any:
     return value
 
 
-def _same_kind(stored: Any, wanted: Any) -> bool:
-    if isinstance(wanted, bool) or isinstance(stored, bool):
-        return isinstance(stored, bool) and isinstance(wanted, bool)
-    if isinstance(wanted, str):
-        return isinstance(stored, str)
-    return isinstance(stored, int | float)
-
-
-_OPERATORS: dict[Op, Callable[[Any, Any], bool]] = {
-    Op.EQ: operator.eq,
-    Op.NE: operator.ne,
-    Op.LT: operator.lt,
-    Op.LE: operator.le,
-    Op.GT: operator.gt,
-    Op.GE: operator.ge,
-}
-
-
 def _document_test(p: Predicate) -> Callable[[Extension], bool]:
     if isinstance(p, Compare):
-        compare, path, wanted = _OPERATORS[p.op], p.path, p.value
+        compare, path, wanted = COMPARISONS[p.op], p.path, p.value
 
         def test_compare(e: Extension) -> bool:
             v = _value_at(e, path)
-            return v is not _MISSING and v is not None and _same_kind(v, wanted) and compare(v, wanted)
+            return v is not _MISSING and v is not None and same_json_kind(v, wanted) and compare(v, wanted)
 
         return test_compare
     if isinstance(p, Prefix):
@@ -585,7 +569,7 @@ def _document_test(p: Predicate) -> Callable[[Extension], bool]:
 
         def test_contains(e: Extension) -> bool:
             v = _value_at(e, array_path)
-            return isinstance(v, list) and any(_same_kind(x, element) and x == element for x in v)
+            return isinstance(v, list) and any(same_json_kind(x, element) and x == element for x in v)
 
         return test_contains
     if isinstance(p, MapHasKey):

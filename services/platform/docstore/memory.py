@@ -42,6 +42,7 @@ from services.platform.docstore.port import (
     validate_key,
 )
 from services.platform.query.predicate import (
+    COMPARISONS,
     And,
     ArrayContains,
     Compare,
@@ -54,6 +55,7 @@ from services.platform.query.predicate import (
     Predicate,
     Prefix,
     Scalar,
+    same_json_kind,
 )
 
 __all__ = ["MemoryDatabase", "MemoryDocumentCollection", "MemoryDocumentStore"]
@@ -218,25 +220,6 @@ def _get(body: Mapping[str, Any], path: Path) -> Any:
     return current
 
 
-def _same_kind(value: Any, wanted: Scalar) -> bool:
-    """Whether ``value`` has the JSON type of ``wanted`` (booleans are not numbers)."""
-    if isinstance(wanted, bool) or isinstance(value, bool):
-        return isinstance(value, bool) and isinstance(wanted, bool)
-    if isinstance(wanted, str):
-        return isinstance(value, str)
-    return isinstance(value, int | float)
-
-
-_OPS = {
-    Op.EQ: lambda a, b: a == b,
-    Op.NE: lambda a, b: a != b,
-    Op.LT: lambda a, b: a < b,
-    Op.LE: lambda a, b: a <= b,
-    Op.GT: lambda a, b: a > b,
-    Op.GE: lambda a, b: a >= b,
-}
-
-
 def _check_value(value: Scalar) -> None:
     if isinstance(value, float) and not math.isfinite(value):
         raise ValueError("non-finite numbers cannot be compared")
@@ -273,8 +256,8 @@ def _matches(body: Mapping[str, Any], predicate: Predicate) -> bool:
         return (
             value is not _MISSING
             and value is not None
-            and _same_kind(value, predicate.value)
-            and bool(_OPS[predicate.op](value, predicate.value))
+            and same_json_kind(value, predicate.value)
+            and bool(COMPARISONS[predicate.op](value, predicate.value))
         )
     if isinstance(predicate, Prefix):
         value = _get(body, predicate.path)
@@ -282,7 +265,7 @@ def _matches(body: Mapping[str, Any], predicate: Predicate) -> bool:
     if isinstance(predicate, ArrayContains):
         value = _get(body, predicate.path)
         wanted = predicate.value
-        return isinstance(value, list) and any(_same_kind(item, wanted) and item == wanted for item in value)
+        return isinstance(value, list) and any(same_json_kind(item, wanted) and item == wanted for item in value)
     if isinstance(predicate, MapHasKey):
         value = _get(body, predicate.path)
         return isinstance(value, dict) and predicate.key in value

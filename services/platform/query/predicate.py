@@ -14,9 +14,13 @@ Semantics are two-valued and the same for every backend:
 from __future__ import annotations
 
 import enum
+import operator
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 __all__ = [
+    "COMPARISONS",
     "And",
     "ArrayContains",
     "Compare",
@@ -31,6 +35,7 @@ __all__ = [
     "Scalar",
     "SortKey",
     "depth",
+    "same_json_kind",
     "walk",
 ]
 
@@ -47,6 +52,28 @@ class Op(enum.Enum):
     LE = "<="
     GT = ">"
     GE = ">="
+
+
+#: What each operator means between a stored value and the wanted one, once both are of one JSON kind (for the
+#: adapters that evaluate predicates in memory; the SQL ones compile them).
+COMPARISONS: Mapping[Op, Callable[[Any, Any], bool]] = {
+    Op.EQ: operator.eq,
+    Op.NE: operator.ne,
+    Op.LT: operator.lt,
+    Op.LE: operator.le,
+    Op.GT: operator.gt,
+    Op.GE: operator.ge,
+}
+
+
+def same_json_kind(value: Any, wanted: Scalar) -> bool:
+    """Whether ``value`` has the JSON type of ``wanted`` (string, number or boolean; booleans are not numbers):
+    a comparison or an array element matches only then."""
+    if isinstance(wanted, bool) or isinstance(value, bool):
+        return isinstance(value, bool) and isinstance(wanted, bool)
+    if isinstance(wanted, str):
+        return isinstance(value, str)
+    return isinstance(value, int | float)
 
 
 @dataclass(frozen=True)
