@@ -42,14 +42,15 @@ async def watch_all(hub: Hub, name: str, from_sequence: int = 0) -> list[executi
 
 
 async def test_long_running_202_then_progress_and_completion_through_status_url(hub: Hub) -> None:
-    execution = await create(hub, request=struct(longRunning=True))
+    # the delay holds the terminal report back until CreateExecution has answered with the accepted state
+    execution = await create(hub, request=struct(longRunning=True, delaySeconds=0.5))
     assert execution.state == E.RUNNING
     events = await watch_all(hub, execution.name)  # ends after the terminal event
     assert [e.sequence for e in events] == list(range(1, len(events) + 1))
     assert [e.state for e in events] == [E.RUNNING, E.RUNNING, E.SUCCEEDED]
     assert events[1].type == execution_pb2.ExecutionEvent.PROGRESS and events[1].percent_complete == 50
     done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
-    assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {"longRunning": True}
+    assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {"longRunning": True, "delaySeconds": 0.5}
     # the same terminal report again (with the attempt's key) is a no-op; a conflicting one is refused
     key = hub.calls_of(execution.name)[0].status_update_key
     again = await hub.stub.ReportExecutionStatus(
