@@ -1,18 +1,29 @@
 """The execution service, as the agent sees it, with an Agent-role bearer token: ``AgentTaskService`` (sign the
 extension request; for the queue worker also claim, heartbeat and release) and
-``ExecutionService.ReportExecutionStatus`` (proven by the claimed attempt's status-update key)."""
+``ExecutionService.ReportExecutionStatus`` (proven by the claimed attempt's status-update key).
+
+Claims and reports are batched naturally (:class:`NaturalBatcher`): a claim (or a report) goes out at once, as
+the single call, when none of its kind is in flight; those that arrive while one is in flight go together in the
+next call, ``BatchClaimExecutions`` (``BatchReportExecutionStatus``), whose items are answered one by one. Under
+light load nothing changes; under load one call carries many items, which saves both processes the per-call
+cost (the RPC itself, authentication, the access log).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator, Sequence
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 import grpc
+from google.protobuf.message import Message
+from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from exthub.contract.dev_tokens import TokenSource
-from exthub.contract.errors import call_error_info
+from exthub.contract.errors import call_error_info, error_info
 from exthub.execution.v1 import (
     agent_task_service_pb2,
     agent_task_service_pb2_grpc,
@@ -26,10 +37,15 @@ if TYPE_CHECKING:
     from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
     from exthub.execution.v1.execution_service_pb2_grpc import ExecutionServiceAsyncStub
 
-__all__ = ["CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner"]
+__all__ = ["BATCH_MAX_BYTES", "BATCH_MAX_ITEMS", "CallRefused", "ExecutionServiceClient", "ExecutionServiceSigner"]
 
 SIGN_TIMEOUT_SECONDS = 10.0
 REACHABLE_TIMEOUT_SECONDS = 2.0
+#: The most items of one batch call (the execution service's limit).
+BATCH_MAX_ITEMS = 100
+#: The most request bytes of one batch call (a report carries its result): far below the 4 MiB message limit, so
+#: the answer (each item's execution, result included) fits too. A larger item goes out alone, as the single call.
+BATCH_MAX_BYTES = 1024 * 1024
 _REFUSAL_CODES = frozenset(
     {
         grpc.StatusCode.FAILED_PRECONDITION,
@@ -112,6 +128,112 @@ class CallRefused(Exception):
         return cls(error.code(), error.details() or error.code().name, reason or error.code().name, metadata)
 
 
+Item = TypeVar("Item", bound=Message)
+Answer = TypeVar("Answer")
+
+
+class NaturalBatcher(Generic[Item, Answer]):
+    """Natural batching of one kind of call, with no added latency.
+
+    :meth:`submit` queues an item; one sender takes the queued items in order, ``max_items`` and ``max_bytes``
+    (the serialized request size; the first item is always taken) at a time, and awaits ``send`` on them. So an
+    item goes out at once when no call is in flight, and the items that arrive during a call go together in the
+    next one. ``send`` answers each item with its answer or the exception its caller gets. A caller that gives up
+    (cancelled) before its item is sent is left out.
+    """
+
+    def __init__(
+        self,
+        send: Callable[[Sequence[Item]], Awaitable[Sequence[Answer | BaseException]]],
+        *,
+        max_items: int = BATCH_MAX_ITEMS,
+        max_bytes: int = BATCH_MAX_BYTES,
+    ) -> None:
+        self._send = send
+        self._max_items = max_items
+        self._max_bytes = max_bytes
+        self._queued: deque[tuple[Item, asyncio.Future[Answer]]] = deque()
+        self._sender: asyncio.Task[None] | None = None
+        self.calls = 0
+        """Calls sent so far (for the logs and the tests)."""
+
+    async def submit(self, item: Item) -> Answer:
+        """Send ``item`` with the next call; its answer (or its exception)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Answer] = loop.create_future()
+        self._queued.append((item, future))
+        if self._sender is None:
+            self._sender = loop.create_task(self._run())
+        return await future
+
+    async def close(self) -> None:
+        """Stop sending; the callers still waiting are cancelled."""
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            sender.cancel()
+            await asyncio.gather(sender, return_exceptions=True)
+        while self._queued:
+            self._queued.popleft()[1].cancel()
+
+    def _take(self) -> list[tuple[Item, asyncio.Future[Answer]]]:
+        batch: list[tuple[Item, asyncio.Future[Answer]]] = []
+        size = 0
+        while self._queued and len(batch) < self._max_items:
+            item, future = self._queued[0]
+            if future.done():  # its caller gave up
+                self._queued.popleft()
+                continue
+            item_size = item.ByteSize()
+            if batch and size + item_size > self._max_bytes:
+                break
+            batch.append(self._queued.popleft())
+            size += item_size
+        return batch
+
+    async def _run(self) -> None:
+        try:
+            while batch := self._take():
+                self.calls += 1
+                try:
+                    outcomes: Sequence[Answer | BaseException] = await self._send([item for item, _ in batch])
+                except Exception as error:  # the call failed as a whole: so did each item
+                    outcomes = [error] * len(batch)
+                except BaseException:
+                    for _, future in batch:
+                        future.cancel()
+                    raise
+                for (_, future), outcome in zip(batch, outcomes, strict=True):
+                    if future.done():
+                        continue
+                    if isinstance(outcome, BaseException):
+                        future.set_exception(outcome)
+                    else:
+                        future.set_result(outcome)
+        finally:
+            if self._sender is asyncio.current_task():
+                self._sender = None
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _item_error(status: status_pb2.Status) -> Exception:
+    """The exception a batch item's error status stands for: what the single call would have raised."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    if code in _REFUSAL_CODES:
+        info = error_info(status)
+        reason, metadata = (info.reason, dict(info.metadata)) if info is not None else ("", {})
+        return CallRefused(code, status.message or code.name, reason or code.name, metadata)
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details=status.message)
+
+
+async def _one_by_one(
+    items: Sequence[Item], single: Callable[[Item], Awaitable[Answer]]
+) -> list[Answer | BaseException]:
+    """Each item through its single call, concurrently; each answer or exception."""
+    return list(await asyncio.gather(*(single(item) for item in items), return_exceptions=True))
+
+
 class ExecutionServiceClient(ExecutionServiceSigner):
     """The worker's side of the execution service: claim, heartbeat, report, release (and sign, as the signer).
 
@@ -122,14 +244,46 @@ class ExecutionServiceClient(ExecutionServiceSigner):
     def __init__(self, address: str, tokens: TokenSource, *, timeout: float = SIGN_TIMEOUT_SECONDS) -> None:
         super().__init__(address, tokens, timeout=timeout)
         self._executions: ExecutionServiceAsyncStub = execution_service_pb2_grpc.ExecutionServiceStub(self._channel)
+        self._batches_served = True  # until the execution service answers UNIMPLEMENTED (an older version)
+        self.claims: NaturalBatcher[
+            agent_task_service_pb2.ClaimExecutionRequest, agent_task_service_pb2.ClaimExecutionResponse
+        ] = NaturalBatcher(self._send_claims)
+        self.reports: NaturalBatcher[execution_service_pb2.ReportExecutionStatusRequest, execution_pb2.Execution] = (
+            NaturalBatcher(self._send_reports)
+        )
 
     async def claim(self, execution: str, attempt: int, agent_id: str) -> agent_task_service_pb2.ClaimExecutionResponse:
-        """``ClaimExecution``: QUEUED → RUNNING for ``attempt``, with the task to run."""
+        """``ClaimExecution``: QUEUED → RUNNING for ``attempt``, with the task to run (batched naturally)."""
         request = agent_task_service_pb2.ClaimExecutionRequest(
             name=execution, attempt=attempt, agent_id=agent_id, task_only=True
         )
+        return await self.claims.submit(request)
+
+    async def _claim_one(
+        self, request: agent_task_service_pb2.ClaimExecutionRequest
+    ) -> agent_task_service_pb2.ClaimExecutionResponse:
         with _refusals():
             return await self._tasks.ClaimExecution(request, timeout=self._timeout, metadata=self._metadata())
+
+    async def _send_claims(
+        self, requests: Sequence[agent_task_service_pb2.ClaimExecutionRequest]
+    ) -> list[agent_task_service_pb2.ClaimExecutionResponse | BaseException]:
+        if len(requests) == 1 or not self._batches_served:
+            return await _one_by_one(requests, self._claim_one)
+        try:
+            answer = await self._tasks.BatchClaimExecutions(
+                agent_task_service_pb2.BatchClaimExecutionsRequest(requests=requests),
+                timeout=self._timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            if not self._one_by_one_after(error):
+                raise
+            return await _one_by_one(requests, self._claim_one)
+        return [
+            _item_error(result.error) if result.HasField("error") else result.response
+            for result in _exactly(answer.responses, len(requests))
+        ]
 
     async def heartbeat(
         self, execution: str, attempt: int, agent_id: str
@@ -146,11 +300,44 @@ class ExecutionServiceClient(ExecutionServiceSigner):
             return await self._tasks.ReleaseExecution(request, timeout=self._timeout, metadata=self._metadata())
 
     async def report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
-        """``ReportExecutionStatus``; ``request`` carries the claimed attempt's status-update key."""
+        """``ReportExecutionStatus``; ``request`` carries the claimed attempt's status-update key (batched
+        naturally)."""
+        return await self.reports.submit(request)
+
+    async def _report_one(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
         with _refusals():
             return await self._executions.ReportExecutionStatus(
                 request, timeout=self._timeout, metadata=self._metadata()
             )
+
+    async def _send_reports(
+        self, requests: Sequence[execution_service_pb2.ReportExecutionStatusRequest]
+    ) -> list[execution_pb2.Execution | BaseException]:
+        if len(requests) == 1 or not self._batches_served:
+            return await _one_by_one(requests, self._report_one)
+        try:
+            answer = await self._tasks.BatchReportExecutionStatus(
+                agent_task_service_pb2.BatchReportExecutionStatusRequest(requests=requests),
+                timeout=self._timeout,
+                metadata=self._metadata(),
+            )
+        except grpc.aio.AioRpcError as error:
+            if not self._one_by_one_after(error):
+                raise
+            return await _one_by_one(requests, self._report_one)
+        return [
+            _item_error(result.error) if result.HasField("error") else result.execution
+            for result in _exactly(answer.responses, len(requests))
+        ]
+
+    def _one_by_one_after(self, error: grpc.aio.AioRpcError) -> bool:
+        """Whether the items of a batch call that failed as a whole go out one by one, each for its own answer:
+        yes when the service has no batch methods (UNIMPLEMENTED: no batch is tried again) or refused the call
+        for good (one item broke an input limit, …); no for a transient failure (each item gets it)."""
+        if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+            self._batches_served = False
+            return True
+        return error.code() in _REFUSAL_CODES
 
     async def reachable(self) -> bool:
         """Whether the execution service answers its health check with SERVING (a cheap probe: no token, no work)."""
@@ -164,6 +351,27 @@ class ExecutionServiceClient(ExecutionServiceSigner):
 
     def _metadata(self) -> tuple[tuple[str, str], ...]:
         return (("authorization", f"Bearer {self._tokens.token()}"),)
+
+    async def close(self) -> None:
+        """Stop batching (waiting callers are cancelled), then close the channel."""
+        await self.claims.close()
+        await self.reports.close()
+        await super().close()
+
+
+Result = TypeVar("Result")
+
+
+def _exactly(results: Sequence[Result], count: int) -> Sequence[Result]:
+    """A batch answer's results, which must be one per item."""
+    if len(results) != count:
+        raise grpc.aio.AioRpcError(
+            grpc.StatusCode.INTERNAL,
+            grpc.aio.Metadata(),
+            grpc.aio.Metadata(),
+            details=f"the batch answer holds {len(results)} results for {count} items",
+        )
+    return results
 
 
 @contextlib.contextmanager

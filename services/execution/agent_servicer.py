@@ -1,19 +1,27 @@
-"""The gRPC edge of ``exthub.execution.v1.AgentTaskService``: the agents' calls (claim, heartbeat, sign, release).
+"""The gRPC edge of ``exthub.execution.v1.AgentTaskService``: the agents' calls (claim, heartbeat, sign, release,
+and the batches of claims and reports).
 
 Served by the execution service next to ``ExecutionService``; translates protos to the use cases of
-:mod:`services.execution.handlers.report` and back, nothing else.
+:mod:`services.execution.handlers.report` (item by item through :mod:`services.execution.handlers.batch`) and
+back, nothing else.
 """
 
 from __future__ import annotations
 
 import grpc
 
-from exthub.execution.v1 import agent_task_service_pb2, agent_task_service_pb2_grpc, execution_pb2
+from exthub.execution.v1 import (
+    agent_task_service_pb2,
+    agent_task_service_pb2_grpc,
+    execution_pb2,
+    execution_service_pb2,
+)
 from services.execution import mapping
 from services.execution.adapters.signed_request import sign_ahead
-from services.execution.handlers import report
+from services.execution.handlers import batch, report
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.views import render
+from services.platform.errors import HubError
 from services.platform.prototime import datetime_timestamp
 
 pb = agent_task_service_pb2
@@ -27,6 +35,35 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
         self._ctx = ctx
 
     async def ClaimExecution(self, request: pb.ClaimExecutionRequest, context: Context) -> pb.ClaimExecutionResponse:
+        return await self._claim(request)
+
+    async def BatchClaimExecutions(
+        self, request: pb.BatchClaimExecutionsRequest, context: Context
+    ) -> pb.BatchClaimExecutionsResponse:
+        outcomes = await batch.run_each(request.requests, self._claim)
+        return pb.BatchClaimExecutionsResponse(
+            responses=[
+                pb.ClaimExecutionResult(error=outcome.to_status())
+                if isinstance(outcome, HubError)
+                else pb.ClaimExecutionResult(response=outcome)
+                for outcome in outcomes
+            ]
+        )
+
+    async def BatchReportExecutionStatus(
+        self, request: pb.BatchReportExecutionStatusRequest, context: Context
+    ) -> pb.BatchReportExecutionStatusResponse:
+        outcomes = await batch.run_each(request.requests, self._report)
+        return pb.BatchReportExecutionStatusResponse(
+            responses=[
+                pb.ReportExecutionStatusResult(error=outcome.to_status())
+                if isinstance(outcome, HubError)
+                else pb.ReportExecutionStatusResult(execution=outcome)
+                for outcome in outcomes
+            ]
+        )
+
+    async def _claim(self, request: pb.ClaimExecutionRequest) -> pb.ClaimExecutionResponse:
         execution_id = mapping.parse_execution_name(request.name)
         execution, task = await report.claim_execution(self._ctx, execution_id, request.attempt, request.agent_id)
         task_proto = mapping.attempt_task_to_proto(task)
@@ -36,6 +73,12 @@ class AgentTaskServicer(agent_task_service_pb2_grpc.AgentTaskServiceServicer):
         return pb.ClaimExecutionResponse(
             execution=mapping.execution_to_proto(await render(self._ctx, execution)), task=task_proto
         )
+
+    async def _report(self, request: execution_service_pb2.ReportExecutionStatusRequest) -> execution_pb2.Execution:
+        """What ``ExecutionService.ReportExecutionStatus`` does with ``request`` (the same use case)."""
+        execution_id = mapping.parse_execution_name(request.name)
+        execution = await report.report_status(self._ctx, execution_id, mapping.report_from_proto(request))
+        return mapping.execution_to_proto(await render(self._ctx, execution))
 
     async def HeartbeatExecution(
         self, request: pb.HeartbeatExecutionRequest, context: Context

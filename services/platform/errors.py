@@ -68,6 +68,25 @@ class HubError(Exception):
             if not _REASON.fullmatch(violation.type):
                 raise ValueError(f"precondition type {violation.type!r} is not UPPER_SNAKE_CASE")
 
+    def within(self, prefix: str) -> HubError:
+        """The same error about a field of a nested request (a batch item): every field path, and the
+        ``field`` metadata, gains ``prefix`` (e.g. ``requests[2]``)."""
+        if not self.field_violations:
+            return self
+        metadata = dict(self.metadata)
+        if "field" in metadata:
+            metadata["field"] = f"{prefix}.{metadata['field']}"
+        nested = type(self).__new__(type(self))
+        HubError.__init__(
+            nested,
+            self.message,
+            reason=self.reason,
+            metadata=metadata,
+            field_violations=[FieldViolation(f"{prefix}.{v.field}", v.description) for v in self.field_violations],
+            precondition_violations=self.precondition_violations,
+        )
+        return nested
+
     def to_status(self) -> status_pb2.Status:
         """The ``google.rpc.Status`` with ``ErrorInfo``, ``BadRequest`` (invalid fields) and
         ``PreconditionFailure`` (unmet preconditions)."""

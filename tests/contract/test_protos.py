@@ -88,6 +88,8 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
     "ExecutionService.GetSigningKeys": ("PUBLIC", []),
     "ExecutionService.ListDeadLetters": ("ROLES", [HUB_ADMIN]),
     "AgentTaskService.ClaimExecution": ("ROLES", [AGENT]),
+    "AgentTaskService.BatchClaimExecutions": ("ROLES", [AGENT]),
+    "AgentTaskService.BatchReportExecutionStatus": ("ROLES", [AGENT]),
     "AgentTaskService.HeartbeatExecution": ("ROLES", [AGENT]),
     "AgentTaskService.SignExtensionRequest": ("ROLES", [AGENT]),
     "AgentTaskService.ReleaseExecution": ("ROLES", [AGENT]),

@@ -188,6 +188,18 @@ async def test_internal_methods_are_not_reachable(
         for method, request in (
             ("ClaimExecution", agent_task_service_pb2.ClaimExecutionRequest(name="executions/x", attempt=1)),
             ("SignExtensionRequest", agent_task_service_pb2.SignExtensionRequestRequest(name="executions/x")),
+            (
+                "BatchClaimExecutions",
+                agent_task_service_pb2.BatchClaimExecutionsRequest(
+                    requests=[agent_task_service_pb2.ClaimExecutionRequest(name="executions/x", attempt=1)]
+                ),
+            ),
+            (
+                "BatchReportExecutionStatus",
+                agent_task_service_pb2.BatchReportExecutionStatusRequest(
+                    requests=[execution_service_pb2.ReportExecutionStatusRequest(name="executions/x", attempt=1)]
+                ),
+            ),
         ):
             rpc: grpc.aio.UnaryUnaryMultiCallable[Any, bytes] = channel.unary_unary(
                 f"/exthub.execution.v1.AgentTaskService/{method}", request_serializer=type(request).SerializeToString
@@ -203,6 +215,7 @@ async def test_internal_methods_are_not_reachable(
         assert caught.value.code() in (grpc.StatusCode.UNIMPLEMENTED, grpc.StatusCode.PERMISSION_DENIED)
     for method, path in (
         ("POST", "/exthub.execution.v1.AgentTaskService/ClaimExecution"),
+        ("POST", "/exthub.execution.v1.AgentTaskService/BatchReportExecutionStatus"),
         ("POST", "/exthub.execution.v1.ExecutionService/ClaimExecution"),
         ("POST", "/exthub.agent.v1.AgentService/Execute"),
         ("POST", "/v1/executions/x:claim"),

@@ -23,14 +23,16 @@ _sym_db = _symbol_database.Default()
 
 
 from exthub.execution.v1 import execution_pb2 as exthub_dot_execution_dot_v1_dot_execution__pb2
+from exthub.execution.v1 import execution_service_pb2 as exthub_dot_execution_dot_v1_dot_execution__service__pb2
 from exthub.type.v1 import access_pb2 as exthub_dot_type_dot_v1_dot_access__pb2
 from google.api import client_pb2 as google_dot_api_dot_client__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
 from google.api import resource_pb2 as google_dot_api_dot_resource__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,exthub/execution/v1/agent_task_service.proto\x12\x13\x65xthub.execution.v1\x1a#exthub/execution/v1/execution.proto\x1a\x1b\x65xthub/type/v1/access.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xad\x01\n\x15\x43laimExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\x12!\n\ttask_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x08taskOnly\"\x9a\x01\n\x16\x43laimExecutionResponse\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\texecution\x12<\n\x04task\x18\x02 \x01(\x0b\x32\".exthub.execution.v1.ExecutionTaskB\x04\xe2\x41\x01\x03R\x04task\"\x8e\x01\n\x19HeartbeatExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"\x89\x02\n\x1aHeartbeatExecutionResponse\x12\x1a\n\x05\x61\x62ort\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x05\x61\x62ort\x12/\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x0f\x63\x61ncelRequested\x12@\n\x05state\x18\x03 \x01(\x0e\x32$.exthub.execution.v1.Execution.StateB\x04\xe2\x41\x01\x03R\x05state\x12\x1e\n\x07\x61ttempt\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07\x61ttempt\x12<\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08\x64\x65\x61\x64line\"\x89\x01\n\x1bSignExtensionRequestRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x18\n\x04\x62ody\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x02R\x04\x62ody\"_\n\x1cSignExtensionRequestResponse\x12\"\n\tsignature\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tsignature\x12\x1b\n\x06key_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05keyId\"\x8c\x01\n\x17ReleaseExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId2\xe9\x04\n\x10\x41gentTaskService\x12\x90\x01\n\x0e\x43laimExecution\x12*.exthub.execution.v1.ClaimExecutionRequest\x1a+.exthub.execution.v1.ClaimExecutionResponse\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x9c\x01\n\x12HeartbeatExecution\x12..exthub.execution.v1.HeartbeatExecutionRequest\x1a/.exthub.execution.v1.HeartbeatExecutionResponse\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x8a\x01\n\x14SignExtensionRequest\x12\x30.exthub.execution.v1.SignExtensionRequestRequest\x1a\x31.exthub.execution.v1.SignExtensionRequestResponse\"\r\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x87\x01\n\x10ReleaseExecution\x12,.exthub.execution.v1.ReleaseExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x1a\x0c\xca\x41\texthub.iob\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n,exthub/execution/v1/agent_task_service.proto\x12\x13\x65xthub.execution.v1\x1a#exthub/execution/v1/execution.proto\x1a+exthub/execution/v1/execution_service.proto\x1a\x1b\x65xthub/type/v1/access.proto\x1a\x17google/api/client.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x19google/api/resource.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\xad\x01\n\x15\x43laimExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\x12!\n\ttask_only\x18\x04 \x01(\x08\x42\x04\xe2\x41\x01\x01R\x08taskOnly\"\x9a\x01\n\x16\x43laimExecutionResponse\x12\x42\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionB\x04\xe2\x41\x01\x03R\texecution\x12<\n\x04task\x18\x02 \x01(\x0b\x32\".exthub.execution.v1.ExecutionTaskB\x04\xe2\x41\x01\x03R\x04task\"\x8e\x01\n\x19HeartbeatExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"\x89\x02\n\x1aHeartbeatExecutionResponse\x12\x1a\n\x05\x61\x62ort\x18\x01 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x05\x61\x62ort\x12/\n\x10\x63\x61ncel_requested\x18\x02 \x01(\x08\x42\x04\xe2\x41\x01\x03R\x0f\x63\x61ncelRequested\x12@\n\x05state\x18\x03 \x01(\x0e\x32$.exthub.execution.v1.Execution.StateB\x04\xe2\x41\x01\x03R\x05state\x12\x1e\n\x07\x61ttempt\x18\x04 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07\x61ttempt\x12<\n\x08\x64\x65\x61\x64line\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\x08\x64\x65\x61\x64line\"\x89\x01\n\x1bSignExtensionRequestRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x18\n\x04\x62ody\x18\x03 \x01(\x0c\x42\x04\xe2\x41\x01\x02R\x04\x62ody\"_\n\x1cSignExtensionRequestResponse\x12\"\n\tsignature\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\tsignature\x12\x1b\n\x06key_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x03R\x05keyId\"\x8c\x01\n\x17ReleaseExecutionRequest\x12\x30\n\x04name\x18\x01 \x01(\tB\x1c\xe2\x41\x01\x02\xfa\x41\x15\n\x13\x65xthub.io/ExecutionR\x04name\x12\x1e\n\x07\x61ttempt\x18\x02 \x01(\x05\x42\x04\xe2\x41\x01\x02R\x07\x61ttempt\x12\x1f\n\x08\x61gent_id\x18\x03 \x01(\tB\x04\xe2\x41\x01\x02R\x07\x61gentId\"k\n\x1b\x42\x61tchClaimExecutionsRequest\x12L\n\x08requests\x18\x01 \x03(\x0b\x32*.exthub.execution.v1.ClaimExecutionRequestB\x04\xe2\x41\x01\x02R\x08requests\"m\n\x1c\x42\x61tchClaimExecutionsResponse\x12M\n\tresponses\x18\x01 \x03(\x0b\x32).exthub.execution.v1.ClaimExecutionResultB\x04\xe2\x41\x01\x03R\tresponses\"\x97\x01\n\x14\x43laimExecutionResult\x12I\n\x08response\x18\x01 \x01(\x0b\x32+.exthub.execution.v1.ClaimExecutionResponseH\x00R\x08response\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\x08\n\x06result\"x\n!BatchReportExecutionStatusRequest\x12S\n\x08requests\x18\x01 \x03(\x0b\x32\x31.exthub.execution.v1.ReportExecutionStatusRequestB\x04\xe2\x41\x01\x02R\x08requests\"z\n\"BatchReportExecutionStatusResponse\x12T\n\tresponses\x18\x01 \x03(\x0b\x32\x30.exthub.execution.v1.ReportExecutionStatusResultB\x04\xe2\x41\x01\x03R\tresponses\"\x93\x01\n\x1bReportExecutionStatusResult\x12>\n\texecution\x18\x01 \x01(\x0b\x32\x1e.exthub.execution.v1.ExecutionH\x00R\texecution\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\x08\n\x06result2\x95\x07\n\x10\x41gentTaskService\x12\x90\x01\n\x0e\x43laimExecution\x12*.exthub.execution.v1.ClaimExecutionRequest\x1a+.exthub.execution.v1.ClaimExecutionResponse\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x8a\x01\n\x14\x42\x61tchClaimExecutions\x12\x30.exthub.execution.v1.BatchClaimExecutionsRequest\x1a\x31.exthub.execution.v1.BatchClaimExecutionsResponse\"\r\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x9c\x01\n\x1a\x42\x61tchReportExecutionStatus\x12\x36.exthub.execution.v1.BatchReportExecutionStatusRequest\x1a\x37.exthub.execution.v1.BatchReportExecutionStatusResponse\"\r\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x9c\x01\n\x12HeartbeatExecution\x12..exthub.execution.v1.HeartbeatExecutionRequest\x1a/.exthub.execution.v1.HeartbeatExecutionResponse\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x8a\x01\n\x14SignExtensionRequest\x12\x30.exthub.execution.v1.SignExtensionRequestRequest\x1a\x31.exthub.execution.v1.SignExtensionRequestResponse\"\r\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x12\x87\x01\n\x10ReleaseExecution\x12,.exthub.execution.v1.ReleaseExecutionRequest\x1a\x1e.exthub.execution.v1.Execution\"%\xda\x41\x15name,attempt,agent_id\xca\xf3\x18\t\x08\x03\x12\x05\x41gent\x1a\x0c\xca\x41\texthub.iob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -81,30 +83,54 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RELEASEEXECUTIONREQUEST'].fields_by_name['attempt']._serialized_options = b'\342A\001\002'
   _globals['_RELEASEEXECUTIONREQUEST'].fields_by_name['agent_id']._loaded_options = None
   _globals['_RELEASEEXECUTIONREQUEST'].fields_by_name['agent_id']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHCLAIMEXECUTIONSREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_BATCHCLAIMEXECUTIONSREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHCLAIMEXECUTIONSRESPONSE'].fields_by_name['responses']._loaded_options = None
+  _globals['_BATCHCLAIMEXECUTIONSRESPONSE'].fields_by_name['responses']._serialized_options = b'\342A\001\003'
+  _globals['_BATCHREPORTEXECUTIONSTATUSREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_BATCHREPORTEXECUTIONSTATUSREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
+  _globals['_BATCHREPORTEXECUTIONSTATUSRESPONSE'].fields_by_name['responses']._loaded_options = None
+  _globals['_BATCHREPORTEXECUTIONSTATUSRESPONSE'].fields_by_name['responses']._serialized_options = b'\342A\001\003'
   _globals['_AGENTTASKSERVICE']._loaded_options = None
   _globals['_AGENTTASKSERVICE']._serialized_options = b'\312A\texthub.io'
   _globals['_AGENTTASKSERVICE'].methods_by_name['ClaimExecution']._loaded_options = None
   _globals['_AGENTTASKSERVICE'].methods_by_name['ClaimExecution']._serialized_options = b'\332A\025name,attempt,agent_id\312\363\030\t\010\003\022\005Agent'
+  _globals['_AGENTTASKSERVICE'].methods_by_name['BatchClaimExecutions']._loaded_options = None
+  _globals['_AGENTTASKSERVICE'].methods_by_name['BatchClaimExecutions']._serialized_options = b'\312\363\030\t\010\003\022\005Agent'
+  _globals['_AGENTTASKSERVICE'].methods_by_name['BatchReportExecutionStatus']._loaded_options = None
+  _globals['_AGENTTASKSERVICE'].methods_by_name['BatchReportExecutionStatus']._serialized_options = b'\312\363\030\t\010\003\022\005Agent'
   _globals['_AGENTTASKSERVICE'].methods_by_name['HeartbeatExecution']._loaded_options = None
   _globals['_AGENTTASKSERVICE'].methods_by_name['HeartbeatExecution']._serialized_options = b'\332A\025name,attempt,agent_id\312\363\030\t\010\003\022\005Agent'
   _globals['_AGENTTASKSERVICE'].methods_by_name['SignExtensionRequest']._loaded_options = None
   _globals['_AGENTTASKSERVICE'].methods_by_name['SignExtensionRequest']._serialized_options = b'\312\363\030\t\010\003\022\005Agent'
   _globals['_AGENTTASKSERVICE'].methods_by_name['ReleaseExecution']._loaded_options = None
   _globals['_AGENTTASKSERVICE'].methods_by_name['ReleaseExecution']._serialized_options = b'\332A\025name,attempt,agent_id\312\363\030\t\010\003\022\005Agent'
-  _globals['_CLAIMEXECUTIONREQUEST']._serialized_start=254
-  _globals['_CLAIMEXECUTIONREQUEST']._serialized_end=427
-  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_start=430
-  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_end=584
-  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_start=587
-  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_end=729
-  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_start=732
-  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_end=997
-  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_start=1000
-  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_end=1137
-  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_start=1139
-  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_end=1234
-  _globals['_RELEASEEXECUTIONREQUEST']._serialized_start=1237
-  _globals['_RELEASEEXECUTIONREQUEST']._serialized_end=1377
-  _globals['_AGENTTASKSERVICE']._serialized_start=1380
-  _globals['_AGENTTASKSERVICE']._serialized_end=1997
+  _globals['_CLAIMEXECUTIONREQUEST']._serialized_start=324
+  _globals['_CLAIMEXECUTIONREQUEST']._serialized_end=497
+  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_start=500
+  _globals['_CLAIMEXECUTIONRESPONSE']._serialized_end=654
+  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_start=657
+  _globals['_HEARTBEATEXECUTIONREQUEST']._serialized_end=799
+  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_start=802
+  _globals['_HEARTBEATEXECUTIONRESPONSE']._serialized_end=1067
+  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_start=1070
+  _globals['_SIGNEXTENSIONREQUESTREQUEST']._serialized_end=1207
+  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_start=1209
+  _globals['_SIGNEXTENSIONREQUESTRESPONSE']._serialized_end=1304
+  _globals['_RELEASEEXECUTIONREQUEST']._serialized_start=1307
+  _globals['_RELEASEEXECUTIONREQUEST']._serialized_end=1447
+  _globals['_BATCHCLAIMEXECUTIONSREQUEST']._serialized_start=1449
+  _globals['_BATCHCLAIMEXECUTIONSREQUEST']._serialized_end=1556
+  _globals['_BATCHCLAIMEXECUTIONSRESPONSE']._serialized_start=1558
+  _globals['_BATCHCLAIMEXECUTIONSRESPONSE']._serialized_end=1667
+  _globals['_CLAIMEXECUTIONRESULT']._serialized_start=1670
+  _globals['_CLAIMEXECUTIONRESULT']._serialized_end=1821
+  _globals['_BATCHREPORTEXECUTIONSTATUSREQUEST']._serialized_start=1823
+  _globals['_BATCHREPORTEXECUTIONSTATUSREQUEST']._serialized_end=1943
+  _globals['_BATCHREPORTEXECUTIONSTATUSRESPONSE']._serialized_start=1945
+  _globals['_BATCHREPORTEXECUTIONSTATUSRESPONSE']._serialized_end=2067
+  _globals['_REPORTEXECUTIONSTATUSRESULT']._serialized_start=2070
+  _globals['_REPORTEXECUTIONSTATUSRESULT']._serialized_end=2217
+  _globals['_AGENTTASKSERVICE']._serialized_start=2220
+  _globals['_AGENTTASKSERVICE']._serialized_end=3137
 # @@protoc_insertion_point(module_scope)

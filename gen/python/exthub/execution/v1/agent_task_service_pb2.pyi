@@ -3,10 +3,14 @@
 isort:skip_file
 """
 
+from collections import abc as _abc
 from exthub.execution.v1 import execution_pb2 as _execution_pb2
+from exthub.execution.v1 import execution_service_pb2 as _execution_service_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -253,3 +257,169 @@ class ReleaseExecutionRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReleaseExecutionRequest: _TypeAlias = ReleaseExecutionRequest  # noqa: Y015
+
+@_typing.final
+class BatchClaimExecutionsRequest(_message.Message):
+    """The request of `BatchClaimExecutions`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimExecutionRequest]:
+        """The claims, 1 to 100, each checked and applied on its own."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___ClaimExecutionRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchClaimExecutionsRequest: _TypeAlias = BatchClaimExecutionsRequest  # noqa: Y015
+
+@_typing.final
+class BatchClaimExecutionsResponse(_message.Message):
+    """The response of `BatchClaimExecutions`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ClaimExecutionResult]:
+        """One result per request, at the request's index."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___ClaimExecutionResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchClaimExecutionsResponse: _TypeAlias = BatchClaimExecutionsResponse  # noqa: Y015
+
+@_typing.final
+class ClaimExecutionResult(_message.Message):
+    """The result of one claim of a `BatchClaimExecutions` call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def response(self) -> Global___ClaimExecutionResponse:
+        """The claim succeeded: what `ClaimExecution` answers."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The claim was refused or failed: the status `ClaimExecution` would
+        have failed with (code, message, `ErrorInfo`, field violations).
+        """
+
+    def __init__(
+        self,
+        *,
+        response: Global___ClaimExecutionResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response", b"response", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "response", b"response", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["response", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___ClaimExecutionResult: _TypeAlias = ClaimExecutionResult  # noqa: Y015
+
+@_typing.final
+class BatchReportExecutionStatusRequest(_message.Message):
+    """The request of `BatchReportExecutionStatus`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[_execution_service_pb2.ReportExecutionStatusRequest]:
+        """The reports, 1 to 100, each proven by its own status-update key and
+        applied on its own.
+        """
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[_execution_service_pb2.ReportExecutionStatusRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchReportExecutionStatusRequest: _TypeAlias = BatchReportExecutionStatusRequest  # noqa: Y015
+
+@_typing.final
+class BatchReportExecutionStatusResponse(_message.Message):
+    """The response of `BatchReportExecutionStatus`."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def responses(self) -> _containers.RepeatedCompositeFieldContainer[Global___ReportExecutionStatusResult]:
+        """One result per request, at the request's index."""
+
+    def __init__(
+        self,
+        *,
+        responses: _abc.Iterable[Global___ReportExecutionStatusResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["responses", b"responses"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchReportExecutionStatusResponse: _TypeAlias = BatchReportExecutionStatusResponse  # noqa: Y015
+
+@_typing.final
+class ReportExecutionStatusResult(_message.Message):
+    """The result of one report of a `BatchReportExecutionStatus` call."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EXECUTION_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def execution(self) -> _execution_pb2.Execution:
+        """The report was applied (or was a repeat): the execution as it now is."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The report was refused or failed: the status `ReportExecutionStatus`
+        would have failed with.
+        """
+
+    def __init__(
+        self,
+        *,
+        execution: _execution_pb2.Execution | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution", b"execution", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "execution", b"execution", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["execution", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___ReportExecutionStatusResult: _TypeAlias = ReportExecutionStatusResult  # noqa: Y015

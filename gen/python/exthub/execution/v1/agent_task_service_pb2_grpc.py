@@ -33,10 +33,13 @@ class AgentTaskServiceStub:
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     def __init__(self, channel):
@@ -49,6 +52,16 @@ class AgentTaskServiceStub:
                 '/exthub.execution.v1.AgentTaskService/ClaimExecution',
                 request_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionResponse.FromString,
+                _registered_method=True)
+        self.BatchClaimExecutions = channel.unary_unary(
+                '/exthub.execution.v1.AgentTaskService/BatchClaimExecutions',
+                request_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsResponse.FromString,
+                _registered_method=True)
+        self.BatchReportExecutionStatus = channel.unary_unary(
+                '/exthub.execution.v1.AgentTaskService/BatchReportExecutionStatus',
+                request_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusResponse.FromString,
                 _registered_method=True)
         self.HeartbeatExecution = channel.unary_unary(
                 '/exthub.execution.v1.AgentTaskService/HeartbeatExecution',
@@ -74,10 +87,13 @@ class AgentTaskServiceServicer:
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     def ClaimExecution(self, request, context):
@@ -85,6 +101,27 @@ class AgentTaskServiceServicer:
         attempt: an attempt is never claimed twice) and returns everything the
         agent needs to run it, including the attempt's fresh status-update key:
         the proof its reports must carry. A claim replaces any earlier key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchClaimExecutions(self, request, context):
+        """Claims several attempts in one call: each item is a `ClaimExecution`
+        request, applied on its own (its own fencing; one refused item does not
+        fail the others) and answered in `responses` at the same index, with its
+        task or its error. At most 100 items.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchReportExecutionStatus(self, request, context):
+        """Reports the outcomes of several attempts in one call: each item is a
+        `ReportExecutionStatus` request, proven by its own status-update key and
+        applied on its own (idempotent as the single call; one refused item does
+        not fail the others), answered in `responses` at the same index with the
+        execution as it now is or the item's error. At most 100 items.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -132,6 +169,16 @@ def add_AgentTaskServiceServicer_to_server(servicer, server):
                     request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionResponse.SerializeToString,
             ),
+            'BatchClaimExecutions': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchClaimExecutions,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsResponse.SerializeToString,
+            ),
+            'BatchReportExecutionStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchReportExecutionStatus,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusResponse.SerializeToString,
+            ),
             'HeartbeatExecution': grpc.unary_unary_rpc_method_handler(
                     servicer.HeartbeatExecution,
                     request_deserializer=exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.HeartbeatExecutionRequest.FromString,
@@ -162,10 +209,13 @@ class AgentTaskService:
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     @staticmethod
@@ -185,6 +235,60 @@ class AgentTaskService:
             '/exthub.execution.v1.AgentTaskService/ClaimExecution',
             exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.ClaimExecutionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchClaimExecutions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.AgentTaskService/BatchClaimExecutions',
+            exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchClaimExecutionsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchReportExecutionStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.AgentTaskService/BatchReportExecutionStatus',
+            exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_agent__task__service__pb2.BatchReportExecutionStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,10 +34,13 @@ class AgentTaskServiceStub:
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     @_typing.overload
@@ -49,6 +52,19 @@ class AgentTaskServiceStub:
     attempt: an attempt is never claimed twice) and returns everything the
     agent needs to run it, including the attempt's fresh status-update key:
     the proof its reports must carry. A claim replaces any earlier key.
+    """
+    BatchClaimExecutions: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.BatchClaimExecutionsRequest, _agent_task_service_pb2.BatchClaimExecutionsResponse]
+    """Claims several attempts in one call: each item is a `ClaimExecution`
+    request, applied on its own (its own fencing; one refused item does not
+    fail the others) and answered in `responses` at the same index, with its
+    task or its error. At most 100 items.
+    """
+    BatchReportExecutionStatus: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.BatchReportExecutionStatusRequest, _agent_task_service_pb2.BatchReportExecutionStatusResponse]
+    """Reports the outcomes of several attempts in one call: each item is a
+    `ReportExecutionStatus` request, proven by its own status-update key and
+    applied on its own (idempotent as the single call; one refused item does
+    not fail the others), answered in `responses` at the same index with the
+    execution as it now is or the item's error. At most 100 items.
     """
     HeartbeatExecution: _grpc.UnaryUnaryMultiCallable[_agent_task_service_pb2.HeartbeatExecutionRequest, _agent_task_service_pb2.HeartbeatExecutionResponse]
     """The heartbeat of a running attempt: says whether the attempt should go
@@ -81,10 +97,13 @@ class AgentTaskServiceAsyncStub(AgentTaskServiceStub):
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
@@ -93,6 +112,19 @@ class AgentTaskServiceAsyncStub(AgentTaskServiceStub):
     attempt: an attempt is never claimed twice) and returns everything the
     agent needs to run it, including the attempt's fresh status-update key:
     the proof its reports must carry. A claim replaces any earlier key.
+    """
+    BatchClaimExecutions: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.BatchClaimExecutionsRequest, _agent_task_service_pb2.BatchClaimExecutionsResponse]  # type: ignore[assignment]
+    """Claims several attempts in one call: each item is a `ClaimExecution`
+    request, applied on its own (its own fencing; one refused item does not
+    fail the others) and answered in `responses` at the same index, with its
+    task or its error. At most 100 items.
+    """
+    BatchReportExecutionStatus: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.BatchReportExecutionStatusRequest, _agent_task_service_pb2.BatchReportExecutionStatusResponse]  # type: ignore[assignment]
+    """Reports the outcomes of several attempts in one call: each item is a
+    `ReportExecutionStatus` request, proven by its own status-update key and
+    applied on its own (idempotent as the single call; one refused item does
+    not fail the others), answered in `responses` at the same index with the
+    execution as it now is or the item's error. At most 100 items.
     """
     HeartbeatExecution: _aio.UnaryUnaryMultiCallable[_agent_task_service_pb2.HeartbeatExecutionRequest, _agent_task_service_pb2.HeartbeatExecutionResponse]  # type: ignore[assignment]
     """The heartbeat of a running attempt: says whether the attempt should go
@@ -124,10 +156,13 @@ class AgentTaskServiceServicer(metaclass=_abc_1.ABCMeta):
     `ExecutionService`, called only by agents (role Agent) inside the cluster:
     it has no REST binding and the public gateway does not route it.
 
-    Reports are not part of it: an agent reports the outcome of the attempt it
-    claimed through `ExecutionService.ReportExecutionStatus`, by whichever route
-    reaches the hub, proving the claim with the attempt's status-update key
-    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer).
+    Reports are proven by the attempt's status-update key
+    (`ExecutionTask.status_update_key` in the `ClaimExecution` answer), not by a
+    role: anyone holding the key reports through
+    `ExecutionService.ReportExecutionStatus`. An agent under load may instead
+    send several reports in one `BatchReportExecutionStatus` call (and several
+    claims in one `BatchClaimExecutions`): each item is the same request, checked
+    and applied on its own exactly as the single call would, with its own result.
     """
 
     @_abc_1.abstractmethod
@@ -140,6 +175,31 @@ class AgentTaskServiceServicer(metaclass=_abc_1.ABCMeta):
         attempt: an attempt is never claimed twice) and returns everything the
         agent needs to run it, including the attempt's fresh status-update key:
         the proof its reports must carry. A claim replaces any earlier key.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchClaimExecutions(
+        self,
+        request: _agent_task_service_pb2.BatchClaimExecutionsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_task_service_pb2.BatchClaimExecutionsResponse, _abc.Awaitable[_agent_task_service_pb2.BatchClaimExecutionsResponse]]:
+        """Claims several attempts in one call: each item is a `ClaimExecution`
+        request, applied on its own (its own fencing; one refused item does not
+        fail the others) and answered in `responses` at the same index, with its
+        task or its error. At most 100 items.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchReportExecutionStatus(
+        self,
+        request: _agent_task_service_pb2.BatchReportExecutionStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_agent_task_service_pb2.BatchReportExecutionStatusResponse, _abc.Awaitable[_agent_task_service_pb2.BatchReportExecutionStatusResponse]]:
+        """Reports the outcomes of several attempts in one call: each item is a
+        `ReportExecutionStatus` request, proven by its own status-update key and
+        applied on its own (idempotent as the single call; one refused item does
+        not fail the others), answered in `responses` at the same index with the
+        execution as it now is or the item's error. At most 100 items.
         """
 
     @_abc_1.abstractmethod
