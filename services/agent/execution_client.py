@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Generic, TypeVar
 
 import grpc
@@ -32,6 +34,7 @@ from exthub.execution.v1 import (
     execution_service_pb2_grpc,
 )
 from services.agent.adapters.signing import SigningRefused
+from services.platform import telemetry
 
 if TYPE_CHECKING:
     from exthub.execution.v1.agent_task_service_pb2_grpc import AgentTaskServiceAsyncStub
@@ -140,19 +143,24 @@ class NaturalBatcher(Generic[Item, Answer]):
     item goes out at once when no call is in flight, and the items that arrive during a call go together in the
     next one. ``send`` answers each item with its answer or the exception its caller gets. A caller that gives up
     (cancelled) before its item is sent is left out.
+
+    Each call runs in the context of its first item's caller (its trace, its log context); a call of several items
+    also opens the span ``name``, linked to every item's span.
     """
 
     def __init__(
         self,
         send: Callable[[Sequence[Item]], Awaitable[Sequence[Answer | BaseException]]],
         *,
+        name: str = "batch",
         max_items: int = BATCH_MAX_ITEMS,
         max_bytes: int = BATCH_MAX_BYTES,
     ) -> None:
         self._send = send
+        self._name = name
         self._max_items = max_items
         self._max_bytes = max_bytes
-        self._queued: deque[tuple[Item, asyncio.Future[Answer]]] = deque()
+        self._queued: deque[_Queued[Item, Answer]] = deque()
         self._sender: asyncio.Task[None] | None = None
         self.calls = 0
         """Calls sent so far (for the logs and the tests)."""
@@ -161,7 +169,7 @@ class NaturalBatcher(Generic[Item, Answer]):
         """Send ``item`` with the next call; its answer (or its exception)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Answer] = loop.create_future()
-        self._queued.append((item, future))
+        self._queued.append(_Queued(item, future, contextvars.copy_context()))
         if self._sender is None:
             self._sender = loop.create_task(self._run())
         return await future
@@ -173,17 +181,17 @@ class NaturalBatcher(Generic[Item, Answer]):
             sender.cancel()
             await asyncio.gather(sender, return_exceptions=True)
         while self._queued:
-            self._queued.popleft()[1].cancel()
+            self._queued.popleft().future.cancel()
 
-    def _take(self) -> list[tuple[Item, asyncio.Future[Answer]]]:
-        batch: list[tuple[Item, asyncio.Future[Answer]]] = []
+    def _take(self) -> list[_Queued[Item, Answer]]:
+        batch: list[_Queued[Item, Answer]] = []
         size = 0
         while self._queued and len(batch) < self._max_items:
-            item, future = self._queued[0]
-            if future.done():  # its caller gave up
+            queued = self._queued[0]
+            if queued.future.done():  # its caller gave up
                 self._queued.popleft()
                 continue
-            item_size = item.ByteSize()
+            item_size = queued.item.ByteSize()
             if batch and size + item_size > self._max_bytes:
                 break
             batch.append(self._queued.popleft())
@@ -194,24 +202,41 @@ class NaturalBatcher(Generic[Item, Answer]):
         try:
             while batch := self._take():
                 self.calls += 1
+                call = asyncio.get_running_loop().create_task(self._call(batch), context=batch[0].context)
                 try:
-                    outcomes: Sequence[Answer | BaseException] = await self._send([item for item, _ in batch])
+                    outcomes: Sequence[Answer | BaseException] = await call
                 except Exception as error:  # the call failed as a whole: so did each item
                     outcomes = [error] * len(batch)
                 except BaseException:
-                    for _, future in batch:
-                        future.cancel()
+                    for queued in batch:
+                        queued.future.cancel()
                     raise
-                for (_, future), outcome in zip(batch, outcomes, strict=True):
-                    if future.done():
+                for queued, outcome in zip(batch, outcomes, strict=True):
+                    if queued.future.done():
                         continue
                     if isinstance(outcome, BaseException):
-                        future.set_exception(outcome)
+                        queued.future.set_exception(outcome)
                     else:
-                        future.set_result(outcome)
+                        queued.future.set_result(outcome)
         finally:
             if self._sender is asyncio.current_task():
                 self._sender = None
+
+    async def _call(self, batch: Sequence[_Queued[Item, Answer]]) -> Sequence[Answer | BaseException]:
+        items = [queued.item for queued in batch]
+        if len(batch) == 1:
+            return await self._send(items)
+        with telemetry.linked_span(self._name, [queued.context for queued in batch]):
+            return await self._send(items)
+
+
+@dataclass(frozen=True)
+class _Queued(Generic[Item, Answer]):
+    """An item waiting for its call: its caller's future and context."""
+
+    item: Item
+    future: asyncio.Future[Answer]
+    context: contextvars.Context
 
 
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
@@ -247,9 +272,9 @@ class ExecutionServiceClient(ExecutionServiceSigner):
         self._batches_served = True  # until the execution service answers UNIMPLEMENTED (an older version)
         self.claims: NaturalBatcher[
             agent_task_service_pb2.ClaimExecutionRequest, agent_task_service_pb2.ClaimExecutionResponse
-        ] = NaturalBatcher(self._send_claims)
+        ] = NaturalBatcher(self._send_claims, name="claim batch")
         self.reports: NaturalBatcher[execution_service_pb2.ReportExecutionStatusRequest, execution_pb2.Execution] = (
-            NaturalBatcher(self._send_reports)
+            NaturalBatcher(self._send_reports, name="report batch")
         )
 
     async def claim(self, execution: str, attempt: int, agent_id: str) -> agent_task_service_pb2.ClaimExecutionResponse:

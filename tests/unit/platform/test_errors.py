@@ -60,3 +60,15 @@ def test_reasons_must_be_upper_snake_case(reason: str) -> None:
 def test_well_formed_reason_and_keys_are_kept() -> None:
     error = NotFound("missing", reason="EXECUTION_NOT_FOUND", metadata={"httpStatus": "404", "executionId": "e1"})
     assert error.reason == "EXECUTION_NOT_FOUND" and error.metadata == {"httpStatus": "404", "executionId": "e1"}
+
+
+def test_an_error_about_a_batch_item_names_its_fields_under_the_item() -> None:
+    nested = InvalidArgument.field("agent_id", "is required").within("requests[2]")
+    assert isinstance(nested, InvalidArgument)
+    assert [(v.field, v.description) for v in nested.field_violations] == [("requests[2].agent_id", "is required")]
+    assert nested.metadata == {"field": "requests[2].agent_id"} and nested.reason == "INVALID_FIELD"
+    status = nested.to_status()
+    assert status.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+    # an error without field violations is the same error
+    refused = FailedPrecondition("not RUNNING", reason="INVALID_TRANSITION", metadata={"state": "QUEUED"})
+    assert refused.within("requests[0]") is refused
