@@ -234,3 +234,48 @@ async def test_a_batch_refused_as_a_whole_is_sent_again_item_by_item(hub: Hub) -
         assert (await snapshot(hub, names[1]))[:2] == (E.QUEUED, 1)
     finally:
         await client.close()
+
+
+async def test_the_client_falls_back_to_single_calls_where_batches_are_not_served(hub: Hub) -> None:
+    """An execution service of an earlier version (here: a real gRPC server serving only ``ClaimExecution``, passed
+    on to the hub) answers a batch UNIMPLEMENTED: the client sends the items one by one, then never batches again."""
+    names = [(await create(hub, profile="async")).name for _ in range(5)]
+    served: list[str] = []
+    batch_tries: list[str] = []
+
+    async def claim_one(
+        request: tasks_pb.ClaimExecutionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> tasks_pb.ClaimExecutionResponse:
+        served.append(request.name)
+        return await hub.tasks.ClaimExecution(request, metadata=context.invocation_metadata(), timeout=10)
+
+    class Watch(grpc.aio.ServerInterceptor):
+        async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+            if details.method.endswith("/BatchClaimExecutions"):
+                batch_tries.append(details.method)
+            return await continuation(details)
+
+    earlier = grpc.method_handlers_generic_handler(
+        "exthub.execution.v1.AgentTaskService",
+        {
+            "ClaimExecution": grpc.unary_unary_rpc_method_handler(
+                claim_one,
+                request_deserializer=tasks_pb.ClaimExecutionRequest.FromString,
+                response_serializer=tasks_pb.ClaimExecutionResponse.SerializeToString,
+            )
+        },
+    )
+    server = grpc.aio.server(interceptors=[Watch()])
+    server.add_generic_rpc_handlers((earlier,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    client = ExecutionServiceClient(f"127.0.0.1:{port}", _Tokens(agent_token(hub)))
+    try:
+        first = await asyncio.gather(*(client.claim(name, 1, "agent-1") for name in names[:3]))
+        assert [c.task.execution for c in first] == names[:3] and len(batch_tries) == 1
+        later = await asyncio.gather(*(client.claim(name, 1, "agent-1") for name in names[3:]))
+        assert [c.task.execution for c in later] == names[3:]
+        assert len(batch_tries) == 1 and sorted(served) == sorted(names)  # no second try
+    finally:
+        await client.close()
+        await server.stop(None)
