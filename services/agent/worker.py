@@ -24,6 +24,11 @@ concurrent slots:
    failure ended the execution FAILED. A report that cannot be delivered abandons the message (it comes
    back, and the takeover above resolves it). A malformed message is dead-lettered (``MalformedMessage``).
 
+Claims and reports of the attempts under way go out through the client's natural batching (see
+:mod:`services.agent.execution_client`): alone when none is in flight, together (``BatchClaimExecutions``,
+``BatchReportExecutionStatus``) with the others that arrive meanwhile; each keeps its own answer, so nothing here
+depends on it.
+
 Why a separate ``HeartbeatExecution`` RPC rather than ``ReportExecutionStatus``: a heartbeat must write nothing
 (the queue lease already proves the agent is alive, and a write per heartbeat would contend with real state
 changes), and the ``Execution`` resource has no field that says "cancel requested" or "your attempt is over".
