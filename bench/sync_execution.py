@@ -1,12 +1,13 @@
 """Synchronous execution benchmark: CreateExecution of echo (sync profile) per second, median and p99.
 
-Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N``).
+Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N --py-spy DIR``).
 Catalog, agent, execution service and echo each run in their own process on 127.0.0.1 over one data
-directory. Every measured call is the whole synchronous path: catalog lookup → state RUNNING (state + event
-in one conditional write) → ``AgentService.Execute`` → the agent asks
-``AgentTaskService.SignExtensionRequest`` → signed POST to echo → outcome written (state + event); the outbox
-relay copies the events to event documents in the background. The baseline is ``grpc.health.v1.Health/Check`` on the
-execution service in the same run (a no-op unary call through the same interceptors).
+directory. Every measured call is the whole synchronous path: catalog lookup (cached: versions are immutable) →
+state RUNNING (state + event in one conditional write) → ``AgentService.Execute`` with the extension request signed
+ahead by the execution service → signed POST to echo → outcome written (state + event); the outbox relay copies
+the events to event documents in the background. The baseline is ``grpc.health.v1.Health/Check`` on the
+execution service in the same run (a no-op unary call through the same interceptors). A second table shows the CPU
+each process spent per call, which explains the ratio: both rows keep the two cores busy.
 """
 
 from __future__ import annotations
