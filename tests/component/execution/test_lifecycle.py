@@ -50,7 +50,10 @@ async def test_long_running_202_then_progress_and_completion_through_status_url(
     assert [e.state for e in events] == [E.RUNNING, E.RUNNING, E.SUCCEEDED]
     assert events[1].type == execution_pb2.ExecutionEvent.PROGRESS and events[1].percent_complete == 50
     done = await hub.stub.GetExecution(pb.GetExecutionRequest(name=execution.name), metadata=hub.token())
-    assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {"longRunning": True, "delaySeconds": 0.5}
+    assert done.state == E.SUCCEEDED and json_format.MessageToDict(done.result)["echo"] == {
+        "longRunning": True,
+        "delaySeconds": 0.5,
+    }
     # the same terminal report again (with the attempt's key) is a no-op; a conflicting one is refused
     key = hub.calls_of(execution.name)[0].status_update_key
     again = await hub.stub.ReportExecutionStatus(
