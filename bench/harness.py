@@ -211,3 +211,29 @@ async def py_spy(
                 with contextlib.suppress(ProcessLookupError):
                     recorder.kill()
                 await recorder.wait()
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def process_cpu_seconds(pid: int) -> float | None:
+    """User + system CPU seconds of a process so far (``/proc``; None where unavailable)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text("ascii")
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "; field 3 (state) is index 0
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+CLIENT = "client (this process)"
+
+
+def cpu_snapshot(processes: Mapping[str, Sequence[int]]) -> dict[str, float]:
+    """CPU seconds so far per group of processes, plus this process (the load generator)."""
+    snapshot = {CLIENT: time.process_time()}
+    for group, pids in processes.items():
+        seconds = [process_cpu_seconds(pid) for pid in pids]
+        if all(value is not None for value in seconds):
+            snapshot[group] = sum(value for value in seconds if value is not None)
+    return snapshot

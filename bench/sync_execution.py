@@ -1,12 +1,13 @@
 """Synchronous execution benchmark: CreateExecution of echo (sync profile) per second, median and p99.
 
-Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N``).
+Run: ``.venv/bin/python -m bench.sync_execution`` (options: ``--requests N --concurrency N --py-spy DIR``).
 Catalog, agent, execution service and echo each run in their own process on 127.0.0.1 over one data
-directory. Every measured call is the whole synchronous path: catalog lookup → state RUNNING (state + event
-in one conditional write) → ``AgentService.Execute`` → the agent asks
-``AgentTaskService.SignExtensionRequest`` → signed POST to echo → outcome written (state + event); the outbox
-relay copies the events to event documents in the background. The baseline is ``grpc.health.v1.Health/Check`` on the
-execution service in the same run (a no-op unary call through the same interceptors).
+directory. Every measured call is the whole synchronous path: catalog lookup (cached: versions are immutable) →
+state RUNNING (state + event in one conditional write) → ``AgentService.Execute`` with the extension request signed
+ahead by the execution service → signed POST to echo → outcome written (state + event); the outbox relay copies
+the events to event documents in the background. The baseline is ``grpc.health.v1.Health/Check`` on the
+execution service in the same run (a no-op unary call through the same interceptors). A second table shows the CPU
+each process spent per call, which explains the ratio: both rows keep the two cores busy.
 """
 
 from __future__ import annotations
@@ -22,8 +23,19 @@ from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from rich.console import Console
+from rich.table import Table
 
-from bench.harness import console, free_port, measure, report, start_service, stop_service
+from bench.harness import (
+    console,
+    cpu_snapshot,
+    free_port,
+    measure,
+    py_spy,
+    report,
+    start_service,
+    stop_service,
+)
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
@@ -32,6 +44,28 @@ from services.echo.registration import register_echo
 ADDRESS = re.compile(r"serving on (\S+)")
 URL = re.compile(r"^(http://\S+)")
 PLAIN = "echo-plain"
+
+
+SYNC_TO_HEALTH_TARGET = 0.15
+HEALTH_WARMUP = 200
+SYNC_WARMUP = 50
+
+
+def _per_request_ms(before: dict[str, float], after: dict[str, float], calls: int) -> dict[str, float]:
+    """CPU milliseconds per call of each process group between two snapshots (warm-up calls included)."""
+    return {group: (after[group] - before[group]) * 1000 / calls for group in after if group in before}
+
+
+def report_cpu(rows: dict[str, dict[str, float]]) -> None:
+    """CPU ms per call per process, and the execution service's share of the sync call."""
+    groups = list(next(iter(rows.values())))
+    table = Table(title="CPU ms per call, per process (user + system; warm-up calls included)")
+    table.add_column("call")
+    for group in [*groups, "total"]:
+        table.add_column(group, justify="right")
+    for name, per_process in rows.items():
+        table.add_row(name, *(f"{per_process[g]:.2f}" for g in groups), f"{sum(per_process.values()):.2f}")
+    Console(width=max(console.width, 160)).print(table)
 
 
 def _drain(process: subprocess.Popen[str]) -> None:
@@ -56,7 +90,7 @@ def _echo(jwks_url: str) -> subprocess.Popen[str]:
     return process
 
 
-async def run(requests: int, concurrency: int) -> None:
+async def run(requests: int, concurrency: int, profile_dir: Path | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="exthub-bench-") as tmp:
         data_dir = Path(tmp)
         issuer = DevIssuer.load_or_create(data_dir)
@@ -133,15 +167,42 @@ async def run(requests: int, concurrency: int) -> None:
                     name = execution_pb2.Execution.State.Name(execution.state)
                     states[name] = states.get(name, 0) + 1
 
-                baseline = await measure("Health/Check (no-op)", check, requests=requests, concurrency=concurrency)
-                sync = await measure(
-                    "CreateExecution (sync echo)", create, requests=requests, concurrency=concurrency, warmup=50
+                pids = {
+                    "catalog": [catalog.pid],
+                    "agent": [agent.pid],
+                    "execution": [execution.pid],
+                    "echo": [echo.pid],
+                }
+                before = cpu_snapshot(pids)
+                baseline = await measure(
+                    "Health/Check (no-op)", check, requests=requests, concurrency=concurrency, warmup=HEALTH_WARMUP
                 )
+                after_baseline = cpu_snapshot(pids)
+                async with py_spy(pids, profile_dir, "sync"):
+                    sync = await measure(
+                        "CreateExecution (sync echo)",
+                        create,
+                        requests=requests,
+                        concurrency=concurrency,
+                        warmup=SYNC_WARMUP,
+                    )
+                after_sync = cpu_snapshot(pids)
             report(
                 "Synchronous execution over gRPC (catalog, agent, execution, echo: one process each)",
                 [sync],
                 baseline,
                 notes=f"final states of the created executions: {states}; concurrency {concurrency}",
+            )
+            ratio = sync.throughput / baseline.throughput
+            console.print(
+                f"target: sync exec/s ÷ Health no-op req/s = {ratio:.2f} (≥ {SYNC_TO_HEALTH_TARGET:g}: "
+                f"{'met' if ratio >= SYNC_TO_HEALTH_TARGET else 'not met'})"
+            )
+            report_cpu(
+                {
+                    baseline.name: _per_request_ms(before, after_baseline, requests + HEALTH_WARMUP),
+                    sync.name: _per_request_ms(after_baseline, after_sync, requests + SYNC_WARMUP),
+                }
             )
         finally:
             for process in reversed(processes):
@@ -152,9 +213,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.sync_execution")
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--concurrency", type=int, default=16)
+    parser.add_argument(
+        "--py-spy",
+        type=Path,
+        default=None,
+        metavar="DIR",
+        help="sample every process with py-spy during the measured sync row (collapsed stacks into DIR)",
+    )
     args = parser.parse_args()
     console.print(f"running {args.requests} requests at concurrency {args.concurrency}")
-    asyncio.run(run(args.requests, args.concurrency))
+    asyncio.run(run(args.requests, args.concurrency, args.py_spy))
 
 
 if __name__ == "__main__":
