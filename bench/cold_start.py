@@ -3,7 +3,10 @@
 ``python -m bench.cold_start [--runs N]`` starts the hub N times on a fresh data directory (first start:
 keys, SQLite files, echo registration) and N times on a used one (restart), timing the moment the gateway URL
 line appears; as a baseline it starts one bare service (``python -m services.catalog``) to its ready line in
-the same run. Then it reads VmRSS of every process of the last running hub from ``/proc``. Loopback only.
+the same run. Then it reads the memory of every process of the last running hub from ``/proc`` while it idles
+right after start: RSS (what the target is about), the private part (pages no other process shares) and PSS
+(shared pages split between the processes mapping them), next to a bare interpreter measured in the same run,
+and whether each Python service meets the idle RSS target. Loopback only.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from rich.table import Table
@@ -25,6 +29,9 @@ from bench.harness import console, start_service, stop_service
 
 EXTHUB = [sys.executable, "-m", "exthub.cli"]
 READY_TIMEOUT_SECONDS = 60.0
+#: Idle RSS target of each Python service of the hub.
+RSS_TARGET_MIB = 80.0
+PYTHON_SERVICES = ("services.catalog", "services.execution", "services.agent")
 _URL = re.compile(r"^http://127\.0\.0\.1:\d+$")
 
 
@@ -58,11 +65,39 @@ def _children(pid: int) -> list[int]:
     return [int(p) for p in path.read_text().split()] if path.exists() else []
 
 
-def _rss_mib(pid: int) -> float:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
+@dataclass(frozen=True)
+class Memory:
+    """One process's memory in MiB: resident, private (not shared with any process) and proportional."""
+
+    rss: float
+    private: float
+    pss: float
+
+
+def _memory(pid: int) -> Memory:
+    fields: dict[str, int] = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines()[1:]:
+        name, _, rest = line.partition(":")
+        fields[name] = int(rest.split()[0])
+    private = fields.get("Private_Clean", 0) + fields.get("Private_Dirty", 0)
+    return Memory(fields.get("Rss", 0) / 1024, private / 1024, fields.get("Pss", 0) / 1024)
+
+
+def _bare_interpreter() -> Memory:
+    """A Python interpreter of the same venv that imported nothing (reads stdin until closed)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; sys.stdout.write('ready\\n'); sys.stdout.flush(); sys.stdin.read()"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert process.stdout is not None
+    assert process.stdin is not None
+    process.stdout.readline()
+    memory = _memory(process.pid)
+    process.stdin.close()
+    process.wait(timeout=30)
+    return memory
 
 
 def _label(pid: int) -> str:
@@ -95,7 +130,7 @@ def main() -> None:
     baseline = _baseline(args.runs)
     first: list[float] = []
     again: list[float] = []
-    memory: list[tuple[str, float]] = []
+    memory: list[tuple[str, Memory]] = []
     with tempfile.TemporaryDirectory() as tmp:
         for run in range(args.runs):
             data_dir = Path(tmp) / f"fresh-{run}"
@@ -105,8 +140,8 @@ def main() -> None:
             process, seconds = _start_hub(data_dir)
             again.append(seconds)
             if run == args.runs - 1:
-                memory = [("exthub up", _rss_mib(process.pid))]
-                memory += [(_label(pid), _rss_mib(pid)) for pid in _children(process.pid)]
+                memory = [("exthub up", _memory(process.pid))]
+                memory += [(_label(pid), _memory(pid)) for pid in _children(process.pid)]
             _stop_hub(process)
 
     table = Table(title=f"exthub up: start to gateway URL ({args.runs} runs each, {os.cpu_count()} CPUs)")
@@ -121,12 +156,23 @@ def main() -> None:
         median = statistics.median(values)
         table.add_row(name, f"{median:.2f}", f"{min(values):.2f}", f"{max(values):.2f}", f"{median / base:.1f}")
     console.print(table)
-    rss = Table(title="memory of a running hub (VmRSS)")
-    rss.add_column("process")
-    rss.add_column("MiB", justify="right")
+    bare = _bare_interpreter()
+    rss = Table(title="memory of a running hub, idle right after start (MiB)")
+    for column in ("process", "RSS", "private", "PSS"):
+        rss.add_column(column, justify="left" if column == "process" else "right")
+    rss.add_row("baseline: bare python interpreter", f"{bare.rss:.1f}", f"{bare.private:.1f}", f"{bare.pss:.1f}")
     for name, mib in memory:
-        rss.add_row(name, f"{mib:.1f}")
-    rss.add_row("total", f"{sum(m for _, m in memory):.1f}")
+        rss.add_row(name, f"{mib.rss:.1f}", f"{mib.private:.1f}", f"{mib.pss:.1f}")
+    rss.add_row(
+        "total",
+        f"{sum(m.rss for _, m in memory):.1f}",
+        f"{sum(m.private for _, m in memory):.1f}",
+        f"{sum(m.pss for _, m in memory):.1f}",
+    )
+    services = [m.rss for name, m in memory if name in PYTHON_SERVICES]
+    worst = max(services, default=float("nan"))
+    met = "yes" if len(services) == len(PYTHON_SERVICES) and worst <= RSS_TARGET_MIB else "no"
+    rss.add_row(f"target: each Python service RSS <= {RSS_TARGET_MIB:.0f} MiB (largest {worst:.1f})", f"met: {met}")
     console.print(rss)
 
 

@@ -8,9 +8,19 @@ settings it reads (``services/platform/settings.py``) include ``EXTHUB_DATA_DIR`
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
-from services.agent.app import AgentApp, start_agent
 from services.platform.entrypoint import run_service
+
+if TYPE_CHECKING:
+    from services.agent.app import AgentApp
+    from services.platform.settings import Settings
+
+
+async def _start(settings: Settings) -> AgentApp:
+    from services.agent.app import start_agent  # after run_service's set-up (see services.platform.entrypoint)
+
+    return await start_agent(settings)
 
 
 def _worker_line(app: AgentApp) -> Iterable[str]:
@@ -20,7 +30,7 @@ def _worker_line(app: AgentApp) -> Iterable[str]:
 
 def main() -> None:
     """Entry point."""
-    run_service("agent", start_agent, announce_more=_worker_line, http_port=lambda settings: settings.agent_http_port)
+    run_service("agent", _start, announce_more=_worker_line, http_port=lambda settings: settings.agent_http_port)
 
 
 if __name__ == "__main__":

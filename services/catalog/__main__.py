@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gc
+from typing import TYPE_CHECKING
 
-from services.catalog.app import CatalogApp, start_catalog
 from services.platform.entrypoint import run_service
-from services.platform.settings import Settings
+
+if TYPE_CHECKING:
+    from services.catalog.app import CatalogApp
+    from services.platform.settings import Settings
 
 
 async def _start(settings: Settings) -> CatalogApp:
+    from services.catalog.app import start_catalog  # after run_service's set-up (see services.platform.entrypoint)
+
     app = await start_catalog(settings)
     # What exists now (modules, the search index loaded at start) lives as long as the process: move it out
     # of the cyclic collector's way, so full collections stop pausing every request to re-scan it.

@@ -1,20 +1,33 @@
-"""The one way a service process runs: settings, logging, tracing, start, announce, serve until signalled, stop."""
+"""The one way a service process runs: settings, logging, tracing, start, announce, serve until signalled, stop.
+
+Memory: a service process imports what it serves and nothing else. :func:`run_service` first shuts out the
+optional modules that libraries pick up merely because they are installed (:data:`UNUSED_OPTIONAL_MODULES`),
+then imports the platform; so this module imports nothing heavy at module level, and a service's
+``__main__`` imports its application inside the ``start`` it passes (never at module level), so that both
+happen after that step.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
-from aiohttp import web
+if TYPE_CHECKING:
+    from services.platform.server import RunningServer
+    from services.platform.settings import Settings
 
-from services.platform.errors import HubError
-from services.platform.logging import configure_logging
-from services.platform.metrics import HttpServer, add_metrics_route, start_http_server
-from services.platform.server import RunningServer, serve_until_signalled
-from services.platform.settings import Settings
-from services.platform.telemetry import configure_telemetry, shutdown_telemetry
+#: Installed for the CLI (typer) and the benchmarks, never used by a service: structlog imports rich when it
+#: can (for its console renderer's default traceback formatter and its "pretty" tracebacks), which costs a
+#: service about 3 MiB, although our renderers use plain tracebacks and JSON.
+UNUSED_OPTIONAL_MODULES = ("rich",)
+
+
+def shut_out_unused_optional_modules() -> None:
+    """Make the :data:`UNUSED_OPTIONAL_MODULES` not yet imported fail to import in this process, as if they were
+    not installed (libraries import them optionally and fall back). For service processes only."""
+    for name in UNUSED_OPTIONAL_MODULES:
+        sys.modules.setdefault(name, None)  # type: ignore[arg-type]  # None: "not importable", see importlib
 
 
 class ServiceApp(Protocol):
@@ -47,6 +60,17 @@ def run_service(
     (the app's own, ``http_url``, or — with ``http_port`` — a small one started here on that port of the
     settings). A configuration, backend or bind problem exits 2 with one line instead of a traceback. Tracing is
     set up from the standard ``OTEL_*`` variables before the service starts and flushed after it stopped."""
+    shut_out_unused_optional_modules()
+    import asyncio
+
+    from aiohttp import web
+
+    from services.platform.errors import HubError
+    from services.platform.logging import configure_logging
+    from services.platform.metrics import HttpServer, add_metrics_route, start_http_server
+    from services.platform.server import serve_until_signalled
+    from services.platform.settings import Settings
+    from services.platform.telemetry import configure_telemetry, shutdown_telemetry
 
     async def main() -> None:
         settings = Settings()

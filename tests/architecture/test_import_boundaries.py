@@ -121,12 +121,13 @@ def test_the_handler_check_sees_every_service_and_catches_a_proto_import(tmp_pat
 LOADED_MODULES = """
 import sys
 {body}
-print(",".join(sorted(m for m in sys.modules if m.split(".")[0] in {roots!r})))
+print(",".join(sorted(m for m, module in sys.modules.items() if module is not None and m.split(".")[0] in {roots!r})))
 """
 
 
 def loaded_modules(body: str, cwd: Path, roots: tuple[str, ...], env: dict[str, str] | None = None) -> str:
-    """The modules under ``roots`` a fresh interpreter has loaded after running ``body``."""
+    """The modules under ``roots`` a fresh interpreter has loaded after running ``body`` (an entry ``None`` in
+    ``sys.modules``, which makes a module unimportable, is not a loaded module)."""
     proc = subprocess.run(
         [sys.executable, "-c", LOADED_MODULES.format(body=body, roots=roots)],
         cwd=cwd,
@@ -178,6 +179,66 @@ async def open_and_close() -> None:
 asyncio.run(open_and_close())
 """
     assert loaded_modules(body, tmp_path, ("azure",), env={"EXTHUB_BACKEND": "local"}) == ""
+
+
+#: What a running service must not have loaded: the CLI's toolkit (typer, click, rich and pygments, which
+#: structlog would import if allowed), the filter parser (lark, loaded by the first filter a list request
+#: carries) and, with tracing off, the OpenTelemetry SDK, instrumentations and exporters.
+NOT_IN_A_SERVICE = ("rich", "pygments", "typer", "click", "lark", "opentelemetry", "azure")
+_OTEL_API = "opentelemetry"  # the API alone (no-op tracer, context) is allowed; its heavy parts are not
+_OTEL_HEAVY = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
+
+#: Starts one service as ``python -m services.<name>`` does (``run_service`` with the ``__main__`` module's
+#: ``_start``) on OS-chosen ports, stops it once started, and leaves the interpreter with what it loaded.
+STARTED_SERVICE = """
+import services.{service}.__main__ as entry
+from services.platform.entrypoint import run_service
+
+class Started(Exception):
+    pass
+
+async def start_then_stop(settings):
+    app = await entry._start(settings)
+    await app.stop(0)
+    raise Started
+
+try:
+    run_service("{service}", start_then_stop)
+except Started:
+    pass
+else:
+    raise SystemExit("the service did not start")
+"""
+
+
+@pytest.mark.parametrize("service", ["catalog", "execution", "agent"])
+def test_a_started_service_loads_no_cli_toolkit_no_filter_parser_and_no_tracing_sdk(
+    service: str, tmp_path: Path
+) -> None:
+    """Idle memory: every module a service imports stays resident. Started the way ``exthub up`` starts it (local
+    backend, tracing off), a service has not loaded what only the CLI, a filtered list request or tracing use."""
+    env = {
+        "EXTHUB_BACKEND": "local",
+        "OTEL_SDK_DISABLED": "true",
+        **{f"EXTHUB_{port}": "0" for port in ("CATALOG_PORT", "EXECUTION_PORT", "AGENT_PORT", "OBJECTS_PORT")},
+    }
+    loaded = loaded_modules(STARTED_SERVICE.format(service=service), tmp_path, NOT_IN_A_SERVICE, env=env)
+    found = [
+        module
+        for module in loaded.split(",")
+        if module and (not is_under(module, (_OTEL_API,)) or is_under(module, _OTEL_HEAVY))
+    ]
+    assert not found, f"services.{service} loaded {found}"
+
+
+def test_the_service_import_probe_sees_what_a_service_loads(tmp_path: Path) -> None:
+    """The probe above would notice: a started service does load structlog, and rich is only shut out because
+    ``run_service`` does it (a plain import of the platform loads rich through structlog)."""
+    started = loaded_modules(
+        STARTED_SERVICE.format(service="catalog"), tmp_path, ("structlog", "grpc"), env={"EXTHUB_CATALOG_PORT": "0"}
+    )
+    assert "structlog" in started.split(",") and "grpc" in started.split(",")
+    assert "rich" in loaded_modules("import services.platform.logging", tmp_path, ("rich",)).split(",")
 
 
 def import_failure_handlers(path: Path) -> list[int]:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -82,3 +85,44 @@ def test_tracebacks_have_no_locals(tmp_path: Path, capsys: pytest.CaptureFixture
     err = capsys.readouterr().err
     assert "RuntimeError" in err
     assert "eyJ-local-variable-value" not in err
+
+
+_LOG_AN_EXCEPTION = """
+import logging, sys
+from pathlib import Path
+if sys.argv[1] == "shut-out":
+    from services.platform.entrypoint import shut_out_unused_optional_modules
+    shut_out_unused_optional_modules()
+from services.platform.logging import configure_logging, get_logger
+from services.platform.settings import Settings
+configure_logging(Settings.local_defaults(Path(sys.argv[2]), log_format=sys.argv[3], log_level="info"))
+try:
+    {}["missing"]
+except KeyError:
+    get_logger("exthub.test").exception("failed", token="eyJ-secret")
+    logging.getLogger("some.library").exception("stdlib failed")
+print(",".join(sorted(m for m in ("rich", "structlog") if sys.modules.get(m) is not None)))
+"""
+
+
+@pytest.mark.parametrize("log_format", ["json", "console"])
+def test_service_processes_log_the_same_without_rich(tmp_path: Path, log_format: str) -> None:
+    """Service processes shut rich out (memory); structlog then renders exactly as with rich installed."""
+
+    def run(mode: str) -> tuple[str, str]:
+        proc = subprocess.run(
+            [sys.executable, "-c", _LOG_AN_EXCEPTION, mode, str(tmp_path), log_format],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        stamps = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z")
+        return proc.stdout.strip(), stamps.sub("<time>", proc.stderr)
+
+    loaded_with, logged_with = run("as-installed")
+    loaded_without, logged_without = run("shut-out")
+    assert (loaded_with, loaded_without) == ("rich,structlog", "structlog")
+    assert "Traceback" in logged_with or '"exc_type": "KeyError"' in logged_with
+    assert REDACTED in logged_with and "eyJ-secret" not in logged_with
+    assert logged_without == logged_with
