@@ -10,13 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import grpc
 import pytest
-import structlog
 from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -57,16 +55,6 @@ def settings(tmp_path: Path) -> Settings:
 def metadata(settings: Settings) -> tuple[tuple[str, str], ...]:
     issuer = DevIssuer.load_or_create(settings.data_dir)
     return (("authorization", f"Bearer {issuer.issue(tenant='t', user='u', roles=[])}"),)
-
-
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 async def test_every_call_is_counted_by_method_and_code_with_bounded_labels(

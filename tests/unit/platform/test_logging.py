@@ -7,11 +7,9 @@ import logging
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 
 from services.platform.logging import REDACTED, configure_logging, get_logger, redact_secrets
 from services.platform.settings import Settings
@@ -30,16 +28,6 @@ def test_redaction_processor() -> None:
     assert out["authorization"] == out["page_token_secret"] == out["statusUpdateKey"] == REDACTED
     assert out["nested"] == {"password": REDACTED, "ok": 1, "list": [{"access_token": REDACTED}]}
     assert (out["event"], out["tenant"]) == ("login", "t1")
-
-
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
 
 
 @pytest.mark.usefixtures("_restore_logging")

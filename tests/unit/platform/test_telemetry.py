@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import structlog
 from opentelemetry.sdk.trace import TracerProvider
 
 from services.platform import telemetry
 from services.platform.logging import (
     configure_logging,
-    disable_trace_context,
     enable_trace_context,
     execution_context,
     get_logger,
@@ -96,17 +93,6 @@ def test_azure_monitor_exporter_and_resource(monkeypatch: pytest.MonkeyPatch) ->
     finally:
         telemetry.shutdown_telemetry()
     assert not telemetry.current().enabled
-
-
-@pytest.fixture
-def _restore_logging() -> Iterator[None]:
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
-    structlog.reset_defaults()
-    disable_trace_context()
 
 
 @pytest.mark.usefixtures("_restore_logging")
