@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["Behaviour", "Deserializer", "WrappedHandlers", "rewrap"]
+__all__ = ["Behaviour", "Deserializer", "WrappingServerInterceptor", "rewrap"]
 
 Behaviour = Callable[..., Any]
 Deserializer = Callable[[bytes], Any] | None
@@ -54,19 +54,30 @@ def rewrap(
     return handler
 
 
-class WrappedHandlers:
-    """Each method's wrapped handler, built by ``wrap(method, handler)`` on its first call and reused while the
-    servicer hands out the same handler (wrapping per call costs a few closures and handler objects each time)."""
+class WrappingServerInterceptor(grpc.aio.ServerInterceptor):
+    """A server interceptor that wraps each method's handler with :meth:`_wrap`, built on the method's first call and
+    reused while the servicer hands out the same handler (wrapping per call costs a few closures and handler
+    objects each time). An unknown method passes through as None: gRPC answers UNIMPLEMENTED."""
 
-    def __init__(self, wrap: Callable[[str, Handler], Handler]) -> None:
-        self._wrap = wrap
+    def __init__(self) -> None:
         self._known: dict[str, tuple[Handler, Handler]] = {}
 
-    def get(self, method: str, handler: Handler) -> Handler:
-        """The wrapped ``handler`` of ``method``."""
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[Handler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> Handler | None:
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return None
+        method = handler_call_details.method
         known = self._known.get(method)
         if known is not None and known[0] is handler:
             return known[1]
         wrapped = self._wrap(method, handler)
         self._known[method] = (handler, wrapped)
         return wrapped
+
+    def _wrap(self, method: str, handler: Handler) -> Handler:
+        """``handler`` of ``method`` wrapped by this interceptor."""
+        raise NotImplementedError

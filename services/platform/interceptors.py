@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Mapping
 from typing import Any
 
 import grpc
@@ -33,7 +33,7 @@ from services.platform.errors import (
     Unauthenticated,
     internal_status,
 )
-from services.platform.grpc_handlers import Behaviour, Deserializer, WrappedHandlers, rewrap
+from services.platform.grpc_handlers import Behaviour, Deserializer, WrappingServerInterceptor, rewrap
 from services.platform.limits import ensure_valid_message, undecodable_violation
 from services.platform.logging import get_logger
 
@@ -105,7 +105,7 @@ class _CallState:
         self.principal: Principal | None = None
 
 
-class HubServerInterceptor(grpc.aio.ServerInterceptor):
+class HubServerInterceptor(WrappingServerInterceptor):
     """Auth + access rules + error mapping + access log for a ``grpc.aio`` server.
 
     ``access_rules`` maps ``/pkg.Service/Method`` (or ``/pkg.Service/*``) to a rule; health and
@@ -115,17 +115,7 @@ class HubServerInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self, verifier: TokenVerifier, access_rules: Mapping[str, AccessRule]) -> None:
         self._verifier = verifier
         self._rules: dict[str, AccessRule] = {**PUBLIC_METHODS, **access_rules}
-        self._wrapped = WrappedHandlers(self._wrap)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None  # no such method: gRPC answers UNIMPLEMENTED
-        return self._wrapped.get(handler_call_details.method, handler)
+        super().__init__()
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         rule = resolve_rule(self._rules, method)

@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 
 from services.platform import telemetry
-from services.platform.grpc_handlers import Behaviour, WrappedHandlers, rewrap
+from services.platform.grpc_handlers import Behaviour, WrappingServerInterceptor, rewrap
 from services.platform.logging import execution_context, get_logger
 
 __all__ = [
@@ -150,7 +150,7 @@ def _version() -> str:
         return "0.0.0+unknown"
 
 
-class RpcObserver(grpc.aio.ServerInterceptor):
+class RpcObserver(WrappingServerInterceptor):
     """Times every call, records its final code, marks the span, binds the execution to the log context."""
 
     def __init__(self, histogram: Histogram, methods: Collection[str]) -> None:
@@ -158,7 +158,7 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         self._labels: dict[str, tuple[str, str]] = {}
         self._children: dict[tuple[str, grpc.StatusCode], Any] = {}
         self._tracing = telemetry.current().enabled
-        self._wrapped = WrappedHandlers(self._wrap)
+        super().__init__()
         self.know(methods)
 
     def know(self, methods: Collection[str]) -> None:
@@ -166,16 +166,6 @@ class RpcObserver(grpc.aio.ServerInterceptor):
         for method in methods:
             service, _, name = method.lstrip("/").partition("/")
             self._labels[method] = (service, name)
-
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(handler_call_details)
-        if handler is None:
-            return None
-        return self._wrapped.get(handler_call_details.method, handler)
 
     def _wrap(self, method: str, handler: grpc.RpcMethodHandler[Any, Any]) -> grpc.RpcMethodHandler[Any, Any]:
         return rewrap(
