@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+import inspect
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeAlias
 
 import grpc
 
-__all__ = ["Behaviour", "Deserializer", "WrappingServerInterceptor", "rewrap"]
+__all__ = ["Behaviour", "Deserializer", "WrappingServerInterceptor", "rewrap", "serve_stream"]
 
 Behaviour = Callable[..., Any]
 Deserializer = Callable[[bytes], Any] | None
@@ -52,6 +53,19 @@ def rewrap(
             response_serializer=handler.response_serializer,
         )
     return handler
+
+
+async def serve_stream(result: Any, context: grpc.aio.ServicerContext[Any, Any]) -> None:
+    """Run what a streaming-response behaviour returned: write each message of an async generator (or async or
+    plain iterable), or await a coroutine that writes with ``context.write`` itself."""
+    if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):
+        async for message in result:
+            await context.write(message)
+    elif inspect.isawaitable(result):
+        await result
+    elif result is not None:
+        for message in result:
+            await context.write(message)
 
 
 class WrappingServerInterceptor(grpc.aio.ServerInterceptor):

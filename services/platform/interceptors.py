@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import grpc
@@ -33,7 +33,13 @@ from services.platform.errors import (
     Unauthenticated,
     internal_status,
 )
-from services.platform.grpc_handlers import Behaviour, Deserializer, WrappingServerInterceptor, rewrap
+from services.platform.grpc_handlers import (
+    Behaviour,
+    Deserializer,
+    WrappingServerInterceptor,
+    rewrap,
+    serve_stream,
+)
 from services.platform.limits import ensure_valid_message, undecodable_violation
 from services.platform.logging import get_logger
 
@@ -164,15 +170,7 @@ class HubServerInterceptor(WrappingServerInterceptor):
                 principal = await self._admit(method, rule, context, state)
                 _admissible(request)
                 with principal_scope(principal):
-                    result = behaviour(request, context)
-                    if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):
-                        async for message in result:
-                            await context.write(message)
-                    elif inspect.isawaitable(result):
-                        await result
-                    elif result is not None:  # a plain (sync) iterable of responses
-                        for message in result:
-                            await context.write(message)
+                    await serve_stream(behaviour(request, context), context)
             except BaseException as exc:
                 await self._fail(exc, method, context, state)
                 raise

@@ -20,7 +20,7 @@ import contextlib
 import inspect
 import socket
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterator
+from collections.abc import Awaitable, Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -39,7 +39,7 @@ from prometheus_client import (
 )
 
 from services.platform import telemetry
-from services.platform.grpc_handlers import Behaviour, WrappingServerInterceptor, rewrap
+from services.platform.grpc_handlers import Behaviour, WrappingServerInterceptor, rewrap, serve_stream
 from services.platform.logging import execution_context, get_logger
 
 __all__ = [
@@ -202,15 +202,7 @@ class RpcObserver(WrappingServerInterceptor):
             try:
                 name, attempt = _execution_of(request)
                 with execution_context(name, attempt), self._caller_trace(context):
-                    result = behaviour(request, context)
-                    if inspect.isasyncgen(result) or isinstance(result, AsyncIterator):
-                        async for message in result:
-                            await context.write(message)
-                    elif inspect.isawaitable(result):
-                        await result
-                    elif result is not None:
-                        for message in result:
-                            await context.write(message)
+                    await serve_stream(behaviour(request, context), context)
                 code = _final_code(context, None)
             except BaseException as error:
                 code = _final_code(context, error)
