@@ -35,7 +35,7 @@ import grpc
 from aiohttp import web
 from google.protobuf import struct_pb2
 
-from exthub.catalog.v1 import catalog_service_pb2_grpc
+from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer, TokenSource
 from exthub.contract.roles import EXECUTIONS_RUN, EXTENSIONS_PUBLISH
@@ -108,6 +108,30 @@ class Hub:
     def calls_of(self, execution_name: str) -> list[EchoCall]:
         """The calls echo received for one execution, in arrival order."""
         return self.echo.calls_of(execution_name)
+
+    async def publish(
+        self, extension_id: str, version: resources_pb2.ExtensionVersion, *, display_name: str = "T"
+    ) -> str:
+        """Create extension ``extension_id`` with ``version`` as its 1.0.0 (as a publisher); the version's name."""
+        publisher = self.token(roles=(EXTENSIONS_PUBLISH,))
+        async with grpc.aio.insecure_channel(self.catalog.address) as channel:
+            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
+            await stub.CreateExtension(
+                catalog_service_pb2.CreateExtensionRequest(
+                    extension_id=extension_id,
+                    extension=resources_pb2.Extension(display_name=display_name, publisher="T"),
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+            await stub.CreateExtensionVersion(
+                catalog_service_pb2.CreateExtensionVersionRequest(
+                    parent=f"extensions/{extension_id}", version_id="1.0.0", version=version
+                ),
+                metadata=publisher,
+                timeout=10,
+            )
+        return f"extensions/{extension_id}/versions/1.0.0"
 
 
 class EchoRecorder:

@@ -17,10 +17,9 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import status_pb2
 
-from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.errors import call_status, code_number, error_info, precondition_violations
-from exthub.contract.roles import AGENT, EXTENSIONS_PUBLISH, HUB_ADMIN
+from exthub.contract.roles import AGENT, HUB_ADMIN
 from exthub.execution.v1 import agent_task_service_pb2, execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from services.execution.adapters.documents import COLLECTION
@@ -221,23 +220,7 @@ async def test_dead_letters_are_listed_for_admins(fast_hub: Hub) -> None:
 async def _register_short_sync(hub: Hub) -> None:
     version = echo_version(hub.echo_url, with_objects=False)
     version.execution_timeout.CopyFrom(duration_pb2.Duration(seconds=1))
-    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
-    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
-        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        await stub.CreateExtension(
-            catalog_service_pb2.CreateExtensionRequest(
-                extension_id="echo-short", extension=resources_pb2.Extension(display_name="Short", publisher="T")
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
-        await stub.CreateExtensionVersion(
-            catalog_service_pb2.CreateExtensionVersionRequest(
-                parent="extensions/echo-short", version_id="1.0.0", version=version
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
+    await hub.publish("echo-short", version, display_name="Short")
 
 
 async def test_a_sync_call_past_the_execution_deadline_ends_timed_out(data_dir: Path, issuer: DevIssuer) -> None:
@@ -292,23 +275,7 @@ async def test_a_claim_after_the_queue_timeout_times_the_execution_out(
         version = echo_version(hub.echo_url, with_objects=False)
         (profile,) = [p for p in version.profiles if p.name == "async"]
         profile.queue_timeout.CopyFrom(duration_pb2.Duration(nanos=1_000_000))  # over before any agent can claim
-        async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
-            stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-            publisher = hub.token(roles=("Extensions.Publish",))
-            await stub.CreateExtension(
-                catalog_service_pb2.CreateExtensionRequest(
-                    extension_id="echo-hurry", extension=resources_pb2.Extension(display_name="Hurry", publisher="T")
-                ),
-                metadata=publisher,
-                timeout=10,
-            )
-            await stub.CreateExtensionVersion(
-                catalog_service_pb2.CreateExtensionVersionRequest(
-                    parent="extensions/echo-hurry", version_id="1.0.0", version=version
-                ),
-                metadata=publisher,
-                timeout=10,
-            )
+        await hub.publish("echo-hurry", version, display_name="Hurry")
         created = await create(hub, extension_version="extensions/echo-hurry/versions/1.0.0", profile="async")
         assert created.state == E.QUEUED
         with pytest.raises(grpc.aio.AioRpcError) as raised:

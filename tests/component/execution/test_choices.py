@@ -8,9 +8,8 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from exthub.catalog.v1 import catalog_service_pb2, catalog_service_pb2_grpc, resources_pb2
+from exthub.catalog.v1 import resources_pb2
 from exthub.contract.errors import call_error_info
-from exthub.contract.roles import EXTENSIONS_PUBLISH
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from services.echo.registration import echo_version
 from tests.component.execution.test_lifecycle import use
@@ -27,24 +26,7 @@ async def _register(hub: Hub, extension_id: str, profiles: list[resources_pb2.Ex
     version = echo_version(hub.echo_url, with_objects=False)
     del version.profiles[:]
     version.profiles.extend(profiles)
-    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
-    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
-        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        await stub.CreateExtension(
-            catalog_service_pb2.CreateExtensionRequest(
-                extension_id=extension_id, extension=resources_pb2.Extension(display_name="T", publisher="T")
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
-        await stub.CreateExtensionVersion(
-            catalog_service_pb2.CreateExtensionVersionRequest(
-                parent=f"extensions/{extension_id}", version_id="1.0.0", version=version
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
-    return f"extensions/{extension_id}/versions/1.0.0"
+    return await hub.publish(extension_id, version)
 
 
 def _renamed(profile: resources_pb2.ExecutionProfile, name: str) -> resources_pb2.ExecutionProfile:
@@ -98,23 +80,7 @@ async def test_a_profile_keeping_objects_with_a_provider_this_hub_does_not_offer
     offered = hub.execution.backends.object_provider_name
     other = "az-blob/v1" if offered == "local/v1" else "local/v1"
     version = echo_version(hub.echo_url, object_provider=other)  # with an input and an output
-    publisher = hub.token(roles=(EXTENSIONS_PUBLISH,))
-    async with grpc.aio.insecure_channel(hub.catalog.address) as channel:
-        stub = catalog_service_pb2_grpc.CatalogServiceStub(channel)
-        await stub.CreateExtension(
-            catalog_service_pb2.CreateExtensionRequest(
-                extension_id="elsewhere", extension=resources_pb2.Extension(display_name="T", publisher="T")
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
-        await stub.CreateExtensionVersion(
-            catalog_service_pb2.CreateExtensionVersionRequest(
-                parent="extensions/elsewhere", version_id="1.0.0", version=version
-            ),
-            metadata=publisher,
-            timeout=10,
-        )
+    await hub.publish("elsewhere", version)
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await create(hub, extension_version="extensions/elsewhere/versions/1.0.0")
     assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
