@@ -130,13 +130,13 @@ def wait_new_pid(hub: RunningHub, part: str, old: int) -> int:
     raise AssertionError(f"{part} was not restarted:\n{hub.log.read_text()[-3000:]}")
 
 
-def dev_token(data_dir: Path, *roles: str) -> str:
-    """``exthub token --roles …`` for the hub of ``data_dir``."""
+def dev_token(data_dir: Path, *roles: str, timeout: float = 30) -> str:
+    """``exthub token --roles …`` for the hub of ``data_dir`` (which knows whether it runs the emulator profile)."""
     result = subprocess.run(
         [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", ",".join(roles)],
         capture_output=True,
         text=True,
-        timeout=30,
+        timeout=timeout,
         check=True,
     )
     return result.stdout.strip()

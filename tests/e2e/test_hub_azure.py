@@ -6,12 +6,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import subprocess
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children, command_lines
+from tests.e2e.exthub_up import RunningHub, alive, children, command_lines, dev_token
 
 AZURE = ("--backend", "azure", "--emulators")
 START_TIMEOUT = 120.0  # four emulators, then the hub, on a loaded 2-core machine
@@ -27,18 +26,6 @@ PARTS = (
     "tools.emulators.token_authority",
     "tools.emulators.servicebus_broker",
 )
-
-
-def token(data_dir: Path, *roles: str) -> str:
-    """`exthub token` for the data dir (it knows the data dir runs the emulator profile)."""
-    result = subprocess.run(
-        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", ",".join(roles)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    )
-    return result.stdout.strip()
 
 
 def rest(url: str, bearer: str, method: str = "GET", body: Any = None) -> dict[str, Any]:
@@ -68,7 +55,7 @@ async def test_up_on_the_emulators_serves_rest_and_stops_with_no_child_left(tmp_
         names = command_lines(parts)
         for part in PARTS:
             assert any(part in name for name in names), f"{part} is not running under exthub up: {names}"
-        run = token(data_dir, "Executions.Run")
+        run = dev_token(data_dir, "Executions.Run", timeout=60)
         claims = json.loads(base64.urlsafe_b64decode(run.split(".")[1] + "=="))
         assert claims["iss"].startswith("https://127.0.0.1:") and claims["iss"].endswith("/v2.0")  # the authority
         created = await asyncio.to_thread(

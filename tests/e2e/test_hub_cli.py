@@ -16,18 +16,7 @@ import pytest
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
-from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children, command_lines
-
-
-def _token(data_dir: Path, *roles: str) -> str:
-    result = subprocess.run(
-        [*EXTHUB, "token", "--data-dir", str(data_dir), "--roles", ",".join(roles)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=True,
-    )
-    return result.stdout.strip()
+from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children, command_lines, dev_token
 
 
 @pytest.fixture
@@ -76,8 +65,8 @@ async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
         names = command_lines(parts)
         for part in ("services.catalog", "services.agent", "services.execution", "services.echo", "envoy"):
             assert any(part in name for name in names), f"{part} is not running under exthub up: {names}"
-        await _create(hub.address, _token(data_dir, EXTENSIONS_PUBLISH), "kept")
-        run = _token(data_dir, EXECUTIONS_RUN)
+        await _create(hub.address, dev_token(data_dir, EXTENSIONS_PUBLISH), "kept")
+        run = dev_token(data_dir, EXECUTIONS_RUN)
         execution = await asyncio.to_thread(
             _rest,
             f"{hub.url}/v1/executions",
@@ -94,7 +83,7 @@ async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
 
     again = RunningHub(data_dir)
     try:
-        kept = await _get(again.address, _token(data_dir), "kept")
+        kept = await _get(again.address, dev_token(data_dir), "kept")
         assert kept.display_name == "Kept"
         seen = await asyncio.to_thread(_rest, f"{again.url}/v1/{execution['name']}", run)
         assert seen["state"] == "SUCCEEDED"
@@ -141,5 +130,5 @@ def test_broken_data_dir_gives_a_clear_message(tmp_path: Path) -> None:
 
 
 def test_token_is_accepted_shape(tmp_path: Path) -> None:
-    token = _token(tmp_path, HUB_ADMIN, AGENT)
+    token = dev_token(tmp_path, HUB_ADMIN, AGENT)
     assert token.count(".") == 2

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e.exthub_up import RunningHub
-from tests.e2e.test_hub_azure import AZURE, CALL_TIMEOUT, START_TIMEOUT, token, watch
+from tests.e2e.exthub_up import RunningHub, dev_token
+from tests.e2e.test_hub_azure import AZURE, CALL_TIMEOUT, START_TIMEOUT, watch
 from tools.otlp_receiver import BackgroundReceiver, Span, format_tree
 
 pytestmark = pytest.mark.slow
@@ -55,7 +55,7 @@ def test_one_async_execution_is_one_trace_across_service_bus_and_metrics_have_no
         try:
             endpoints = json.loads((data_dir / "endpoints.json").read_text("utf-8"))
             assert endpoints["tracing"] == f"OTLP http/protobuf {receiver.endpoint}/v1/traces"
-            run = token(data_dir, "Executions.Run")
+            run = dev_token(data_dir, "Executions.Run", timeout=60)
             trace_id, root = secrets.token_hex(16), secrets.token_hex(8)
             body: dict[str, object] = {
                 "extensionVersion": "extensions/echo-plain/versions/latest",
