@@ -108,6 +108,8 @@ SETTLE_POLL_SECONDS = 0.5
 
 _GRPC_ADDRESS = re.compile(r"serving on (\S+)")
 _OBJECTS_URL = re.compile(r"objects serving on (\S+)")
+_HTTP_URL = re.compile(r" http serving on (\S+)")
+_RPC_COUNT = re.compile(r'^rpc_server_duration_seconds_count\{[^}]*rpc_method="([^"]+)"[^}]*\} (\S+)$', re.MULTILINE)
 _ECHO_URL = re.compile(r"^(http://\S+)")
 _REDIS_READY = re.compile(r"Ready to accept connections")
 _AGENT_READY = re.compile(r"consuming the work queue")
@@ -141,6 +143,8 @@ class Row:
     seconds: float
     outcomes: Counter[str] = field(default_factory=Counter)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Exthub rows: the execution service's gRPC calls per execution, by method (warm-up included)
+    calls: dict[str, float] = field(default_factory=dict)
 
     @property
     def executions_per_second(self) -> float:
@@ -293,6 +297,17 @@ def report(rows: Sequence[Row], baseline: Row, notes: str) -> None:
         values = [f"{row.cpu_ms[group]:.2f}" if group in row.cpu_ms else "-" for group in groups]
         cpu.add_row(row.name, *values, f"{sum(row.cpu_ms.values()):.2f}")
     out.print(cpu)
+    counted = [row for row in rows if row.calls]
+    methods = sorted({method for row in counted for method in row.calls})
+    if counted:
+        calls = Table(title="gRPC calls the execution service handled per execution, by method")
+        calls.add_column("system")
+        for method in [*methods, "total"]:
+            calls.add_column(method, justify="right")
+        for row in counted:
+            values = [f"{row.calls[method]:.2f}" if method in row.calls else "-" for method in methods]
+            calls.add_row(row.name, *values, f"{sum(row.calls.values()):.2f}")
+        out.print(calls)
     out.print(notes)
 
 
@@ -434,6 +449,7 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     catalog_address: str = ""
     execution_address: str = ""
+    execution_metrics_url: str = ""
     echo_url: str = ""
     redis_url: str = ""
     hub_jwks_url: str = ""
@@ -573,6 +589,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         )
     )
     stack.execution_address = _match(execution, _GRPC_ADDRESS)
+    stack.execution_metrics_url = f"{_match(execution, _HTTP_URL)}/metrics"
     stack.hub_jwks_url = f"{_match(execution, _OBJECTS_URL)}/v1/signingKeys"
 
 
@@ -757,7 +774,8 @@ async def measure_exthub(
         async def one(_: int) -> Sample:
             return await _exthub_once(stub, metadata)
 
-        return await drive(
+        before = await execution_calls(stack)
+        row = await drive(
             name,
             one,
             executions=executions,
@@ -767,6 +785,23 @@ async def measure_exthub(
             profile_dir=profile_dir,
             profile_native=profile_native,
         )
+        after = await execution_calls(stack)
+        row.calls = {m: (after[m] - before[m]) / (executions + warmup) for m in after if after[m] > before[m]}
+        return row
+
+
+async def execution_calls(stack: Stack) -> Counter[str]:
+    """The gRPC calls the execution service has handled so far, by method (from its ``/metrics``)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.get(stack.execution_metrics_url) as response,
+    ):
+        response.raise_for_status()
+        text = await response.text()
+    calls: Counter[str] = Counter()
+    for method, value in _RPC_COUNT.findall(text):
+        calls[method] += round(float(value))
+    return calls
 
 
 async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list[str]:
