@@ -7,16 +7,21 @@
   ``BEGIN IMMEDIATE`` (with ``busy_timeout``); WAL readers never block the writer.
 * Conditional writes are ``UPDATE … WHERE … AND etag = ?`` checked through the changed-row count.
 * Schema versions live in ``PRAGMA user_version``; :data:`_MIGRATIONS` only ever grows.
+* Indexes on JSON fields are declared by whoever opens the store (``indexes``, per collection: the orders it is
+  queried in and the fields its background scans filter on, the way Cosmos DB containers take composite indexes):
+  each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition)``, created idempotently at open
+  and never dropped by a process that does not declare it (several processes share the file).
 * Other adapters may keep their own tables in the same file: use :attr:`SqliteDocumentStore.path`, or
   :meth:`SqliteDocumentStore.run_in_transaction` to write in the same transactions as the documents.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -41,14 +46,18 @@ from services.platform.docstore.port import (
 )
 from services.platform.docstore.sqlite_filter import (
     compile_predicate,
+    index_columns,
     keyset_after,
     order_by_clause,
 )
 from services.platform.errors import Unavailable
-from services.platform.query.predicate import Predicate
+from services.platform.query.predicate import Predicate, SortKey
 from services.platform.sqlite_connection import SqliteConnection, require_wal
 
-__all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore"]
+__all__ = ["SCHEMA_VERSION", "Indexes", "SqliteDocumentCollection", "SqliteDocumentStore", "index_statement"]
+
+#: Per collection, the key lists to index (each also serves the filters on its first key).
+Indexes = Mapping[str, Iterable[Sequence[SortKey]]]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -100,14 +109,22 @@ class SqliteDocumentStore:
         self._closed = False
 
     @classmethod
-    async def open(cls, path: Path, *, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS) -> SqliteDocumentStore:
-        """Open (creating and migrating if needed) the store at ``path``."""
+    async def open(
+        cls, path: Path, *, indexes: Indexes | None = None, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS
+    ) -> SqliteDocumentStore:
+        """Open (creating and migrating if needed) the store at ``path``, with an index for every key list of
+        ``indexes`` (per collection; see :func:`index_statement`) created if missing."""
         path = Path(path)
+        statements = list(
+            dict.fromkeys(
+                index_statement(collection, order) for collection, orders in (indexes or {}).items() for order in orders
+            )
+        )
         writer = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms)
         try:
             with _translate_errors():
                 await writer.call(lambda conn: require_wal(path, conn.execute("PRAGMA journal_mode=WAL").fetchone()))
-                await writer.call(_migrate)
+                await writer.call(lambda conn: _migrate(conn, statements))
             reader = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms, read_only=True)
         except BaseException:
             await writer.close()
@@ -168,7 +185,23 @@ def _check_schema_version(current: int) -> None:
         raise RuntimeError(f"the document store schema is version {current}, newer than this code ({SCHEMA_VERSION})")
 
 
-def _migrate(conn: sqlite3.Connection) -> None:
+def index_statement(collection: str, order: Sequence[SortKey]) -> str:
+    """``CREATE INDEX IF NOT EXISTS`` for ``order`` in ``collection``: ``(collection, json_extract(body, '<key>')
+    [DESC]…, id, partition)``, the expressions exactly as the filter compiler writes them (otherwise SQLite cannot
+    use it). Its name is a digest of its columns, so the same declaration is the same index in every process.
+
+    An index lists every document of the file (of every collection: the same key list declared for two collections
+    is one index); the first column lets the query's ``collection = ?`` seek into it."""
+    if not _COLLECTION_RE.fullmatch(collection):
+        raise ValueError(f"invalid collection name {collection!r}")
+    if not order:
+        raise ValueError("an index needs at least one key")
+    columns = index_columns(order)
+    digest = hashlib.sha256(columns.encode()).hexdigest()[:16]
+    return f"CREATE INDEX IF NOT EXISTS documents_by_{digest} ON documents ({columns})"
+
+
+def _migrate(conn: sqlite3.Connection, indexes: Sequence[str] = ()) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
         row = conn.execute("PRAGMA user_version").fetchone()
@@ -179,6 +212,8 @@ def _migrate(conn: sqlite3.Connection) -> None:
                 conn.execute(statement)
         if current != SCHEMA_VERSION:
             conn.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        for statement in indexes:
+            conn.execute(statement)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:
@@ -266,14 +301,12 @@ class SqliteDocumentCollection:
 
         await self._store._write(change)
 
-    async def query(self, query: Query) -> QueryPage:
-        """One page, ordered by ``order_by`` then id then partition; keyset continuation."""
+    def _select(self, query: Query, query_fingerprint: str) -> tuple[str, list[Any]]:
         if not 1 <= query.limit <= MAX_QUERY_LIMIT:
             raise ValueError(f"limit must be between 1 and {MAX_QUERY_LIMIT}")
         order_by = tuple(query.order_by)
         selects, select_params, order_sql = order_by_clause(order_by)
         where_sql, where_params = self._where(query.partition, query.where)
-        query_fingerprint = fingerprint(self._name, query)
         if query.continuation is not None:
             values, last_id, last_partition = decode_continuation(query.continuation, query_fingerprint, len(order_by))
             keyset_sql, keyset_params = keyset_after(order_by, values, last_id, last_partition)
@@ -281,7 +314,21 @@ class SqliteDocumentCollection:
             where_params += keyset_params
         columns = ", ".join(["id", "partition", "etag", "body", *selects])
         sql = f"SELECT {columns} FROM documents WHERE {where_sql} {order_sql} LIMIT ?"
-        rows = await self._store._read(sql, [*select_params, *where_params, query.limit + 1])
+        return sql, [*select_params, *where_params, query.limit + 1]
+
+    async def explain(self, query: Query) -> list[str]:
+        """SQLite's plan for :meth:`query` (``EXPLAIN QUERY PLAN`` details, e.g. ``SEARCH documents USING INDEX
+        …``): which index serves it, or that it scans. A diagnostic of this adapter, not part of the port."""
+        sql, params = self._select(query, fingerprint(self._name, query))
+        rows = await self._store._read("EXPLAIN QUERY PLAN " + sql, params)
+        return [str(row[3]) for row in rows]
+
+    async def query(self, query: Query) -> QueryPage:
+        """One page, ordered by ``order_by`` then id then partition; keyset continuation."""
+        order_by = tuple(query.order_by)
+        query_fingerprint = fingerprint(self._name, query)
+        sql, params = self._select(query, query_fingerprint)
+        rows = await self._store._read(sql, params)
         documents = [
             Document(id=row[0], partition=row[1], etag=row[2], body=load_body(row[3])) for row in rows[: query.limit]
         ]

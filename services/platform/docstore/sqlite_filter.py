@@ -1,10 +1,13 @@
 """The one predicate/ordering compiler for the SQLite document store.
 
-Everything user-controlled travels as a bound parameter, including JSON paths (``$."labels"."env"``,
-validated segment by segment). Every fragment evaluates to 0 or 1, never NULL, so ``NOT`` is an
-exact complement (see :mod:`services.platform.query.predicate` for the semantics).
+Every value travels as a bound parameter. A JSON path is written into the SQL as a string literal
+(``json_extract(body, '$."labels"."env"')``), after :func:`~services.platform.docstore.codec.check_path` has
+validated it segment by segment (no quote can appear in one, so a literal cannot be broken out of): only then can
+SQLite match an index on that expression (:func:`index_columns`, the one place such an index is spelled). Every
+fragment evaluates to 0 or 1, never NULL, so ``NOT`` is an exact complement (see
+:mod:`services.platform.query.predicate` for the semantics).
 
-Ordering uses ``json_extract(body, ?)`` per key, then ``id`` and ``partition`` as tie breakers. SQLite
+Ordering uses ``json_extract(body, '<path>')`` per key, then ``id`` and ``partition`` as tie breakers. SQLite
 orders NULL (missing) < numbers < text, NULLs first ascending and last descending; the keyset
 condition built by :func:`keyset_after` follows exactly that order, so pages never skip or repeat rows.
 """
@@ -32,7 +35,16 @@ from services.platform.query.predicate import (
     SortKey,
 )
 
-__all__ = ["SortValue", "compile_predicate", "json_path", "keyset_after", "order_by_clause"]
+__all__ = [
+    "SortValue",
+    "compile_predicate",
+    "index_columns",
+    "json_path",
+    "keyset_after",
+    "order_by_clause",
+    "path_literal",
+    "value_of",
+]
 
 _SQL_OPS = {Op.EQ: "=", Op.NE: "!=", Op.LT: "<", Op.LE: "<=", Op.GT: ">", Op.GE: ">="}
 _NUMBER_TYPES = "('integer', 'real')"
@@ -42,6 +54,32 @@ def json_path(path: Path) -> str:
     """``("labels", "env")`` → ``$."labels"."env"``; refuses segments SQLite cannot quote safely."""
     check_path(path)
     return "$" + "".join(f'."{segment}"' for segment in path)
+
+
+def path_literal(path: Path) -> str:
+    """The SQL string literal of a validated path: ``'$."labels"."env"'`` (segments hold no quote of any kind)."""
+    text = json_path(path)
+    if "'" in text:  # unreachable after check_path; the literal's safety must not rest on a regex alone
+        raise ValueError(f"unsupported document path {path!r}")
+    return f"'{text}'"
+
+
+def value_of(path: Path) -> str:
+    """``json_extract(body, '<path>')``: the SQL value at ``path``, spelled as the indexes spell it."""
+    return f"json_extract(body, {path_literal(path)})"
+
+
+def _type_of(path: Path) -> str:
+    return f"IFNULL(json_type(body, {path_literal(path)}), '')"
+
+
+def index_columns(order: Sequence[SortKey]) -> str:
+    """The column list of the index that serves ``order`` (see :func:`order_by_clause`) and the filters on its
+    first key: ``collection, json_extract(body, '<k0>') [DESC], …, id, partition``."""
+    columns = ["collection"]
+    columns.extend(f"{value_of(key.path)}{' DESC' if key.descending else ''}" for key in order)
+    columns.extend(["id", "partition"])
+    return ", ".join(columns)
 
 
 def _check_value(value: Scalar) -> None:
@@ -64,14 +102,12 @@ def _compile(p: Predicate, params: list[Any]) -> str:
     if isinstance(p, Prefix):
         if not isinstance(p.prefix, str):
             raise TypeError("Prefix.prefix must be a string")
-        path = json_path(p.path)
-        params.extend([path, path, len(p.prefix), p.prefix])
-        return "(IFNULL(json_type(body, ?), '') = 'text' AND substr(json_extract(body, ?), 1, ?) = ?)"
+        params.extend([len(p.prefix), p.prefix])
+        return f"({_type_of(p.path)} = 'text' AND substr({value_of(p.path)}, 1, ?) = ?)"
     if isinstance(p, ArrayContains):
         _check_value(p.value)
-        path = json_path(p.path)
-        params.extend([path, path])
-        head = "(IFNULL(json_type(body, ?), '') = 'array' AND EXISTS (SELECT 1 FROM json_each(body, ?) AS e WHERE "
+        literal = path_literal(p.path)
+        head = f"({_type_of(p.path)} = 'array' AND EXISTS (SELECT 1 FROM json_each(body, {literal}) AS e WHERE "
         if isinstance(p.value, bool):
             params.append("true" if p.value else "false")
             return head + "e.type = ?))"
@@ -79,11 +115,9 @@ def _compile(p: Predicate, params: list[Any]) -> str:
         element_type = "e.type = 'text'" if isinstance(p.value, str) else f"e.type IN {_NUMBER_TYPES}"
         return head + element_type + " AND e.value = ?))"
     if isinstance(p, MapHasKey):
-        params.append(json_path((*p.path, p.key)))
-        return "(json_type(body, ?) IS NOT NULL)"
+        return f"(json_type(body, {path_literal((*p.path, p.key))}) IS NOT NULL)"
     if isinstance(p, Exists):
-        params.append(json_path(p.path))
-        return "(json_type(body, ?) IS NOT NULL)"
+        return f"(json_type(body, {path_literal(p.path)}) IS NOT NULL)"
     if isinstance(p, And):
         if not p.items:
             return "1"
@@ -99,16 +133,17 @@ def _compile(p: Predicate, params: list[Any]) -> str:
 
 def _compare(p: Compare, params: list[Any]) -> str:
     _check_value(p.value)
-    path = json_path(p.path)
     if isinstance(p.value, bool):
         if p.op not in (Op.EQ, Op.NE):
             raise ValueError(f"booleans support only = and != (got {p.op.value})")
         wanted = p.value if p.op is Op.EQ else not p.value
-        params.extend([path, "true" if wanted else "false"])
-        return "(IFNULL(json_type(body, ?), '') = ?)"
-    params.extend([path, path, p.value])
+        # json_extract gives 1/0 for true/false: that term lets an index on the path serve the test, the type
+        # test keeps the numbers 1 and 0 out (NULL AND 0 is 0: the fragment stays 0/1)
+        params.extend([1 if wanted else 0, "true" if wanted else "false"])
+        return f"({value_of(p.path)} = ? AND {_type_of(p.path)} = ?)"
+    params.append(p.value)
     guard = "= 'text'" if isinstance(p.value, str) else f"IN {_NUMBER_TYPES}"
-    return f"(IFNULL(json_type(body, ?), '') {guard} AND json_extract(body, ?) {_SQL_OPS[p.op]} ?)"
+    return f"({_type_of(p.path)} {guard} AND {value_of(p.path)} {_SQL_OPS[p.op]} ?)"
 
 
 def order_by_clause(order_by: Sequence[SortKey]) -> tuple[list[str], list[Any], str]:
@@ -117,8 +152,7 @@ def order_by_clause(order_by: Sequence[SortKey]) -> tuple[list[str], list[Any], 
     params: list[Any] = []
     terms: list[str] = []
     for i, key in enumerate(order_by):
-        selects.append(f"json_extract(body, ?) AS k{i}")
-        params.append(json_path(key.path))
+        selects.append(f"{value_of(key.path)} AS k{i}")
         terms.append(f"k{i} {'DESC' if key.descending else 'ASC'}")
     terms.extend(["id ASC", "partition ASC"])
     return selects, params, "ORDER BY " + ", ".join(terms)
@@ -127,7 +161,11 @@ def order_by_clause(order_by: Sequence[SortKey]) -> tuple[list[str], list[Any], 
 def keyset_after(
     order_by: Sequence[SortKey], values: Sequence[SortValue], id: str, partition: str
 ) -> tuple[str, list[Any]]:
-    """Rows strictly after ``(values, id, partition)`` in the order of :func:`order_by_clause`."""
+    """Rows strictly after ``(values, id, partition)`` in the order of :func:`order_by_clause`.
+
+    When every alternative bounds the first key the same way (ascending from a value, or descending past the
+    NULLs) that bound is stated once more in front, so an index on the first key starts the page where it
+    continues instead of from the beginning (it changes no result)."""
     if len(values) != len(order_by):
         raise ValueError("keyset values do not match the sort keys")
     params: list[Any] = []
@@ -135,30 +173,30 @@ def keyset_after(
     equal_prefix: list[str] = []
     equal_params: list[Any] = []
     for key, value in zip(order_by, values, strict=True):
-        path = json_path(key.path)
+        x = value_of(key.path)
         after_params: list[Any]
         if not key.descending:
             if value is None:
-                after, after_params = "json_extract(body, ?) IS NOT NULL", [path]
+                after, after_params = f"{x} IS NOT NULL", []
             else:
-                after, after_params = "json_extract(body, ?) > ?", [path, value]
+                after, after_params = f"{x} > ?", [value]
         elif value is None:
             after, after_params = "0", []
         else:
-            after, after_params = (
-                "(json_extract(body, ?) < ? OR json_extract(body, ?) IS NULL)",
-                [
-                    path,
-                    value,
-                    path,
-                ],
-            )
+            after, after_params = f"({x} < ? OR {x} IS NULL)", [value]
         alternatives.append("(" + " AND ".join([*equal_prefix, after]) + ")")
         params.extend(equal_params)
         params.extend(after_params)
-        equal_prefix.append("json_extract(body, ?) IS ?")
-        equal_params.extend([path, value])
+        equal_prefix.append(f"{x} IS ?")
+        equal_params.append(value)
     alternatives.append("(" + " AND ".join([*equal_prefix, "(id > ? OR (id = ? AND partition > ?))"]) + ")")
     params.extend(equal_params)
     params.extend([id, id, partition])
-    return "(" + " OR ".join(alternatives) + ")", params
+    disjunction = "(" + " OR ".join(alternatives) + ")"
+    if order_by:
+        first, x = values[0], value_of(order_by[0].path)
+        if not order_by[0].descending and first is not None:
+            return f"({x} >= ? AND {disjunction})", [first, *params]
+        if order_by[0].descending and first is None:
+            return f"({x} IS NULL AND {disjunction})", params
+    return disjunction, params

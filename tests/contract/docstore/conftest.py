@@ -1,7 +1,9 @@
 """Fixtures for the document store contract suite.
 
 Every adapter of :class:`services.platform.docstore.port.DocumentStore` runs the same tests: ``sqlite`` on a
-fresh file per test, ``memory`` on a fresh in-memory database per test, ``cosmos`` on the Cosmos DB emulator
+fresh file per test, ``sqlite-indexed`` the same with an expression index for every order and filtered field of
+the suite (so SQLite answers from the indexes, and must answer the same), ``memory`` on a fresh in-memory
+database per test, ``cosmos`` on the Cosmos DB emulator
 (one per session, started from ``node_modules`` by :mod:`tools.emulators.cosmos`; if it cannot start, the cosmos
 tests fail) with a fresh database per test. Every store a test opens shares that test's database (like
 another process). To add an adapter, append its name to ``ADAPTERS`` and open it in ``store_factory``.
@@ -25,7 +27,7 @@ from tests.support.cosmos import DevTokenCredential
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator
 
 # The adapters under contract.
-ADAPTERS = ["sqlite", "memory", "cosmos"]
+ADAPTERS = ["sqlite", "sqlite-indexed", "memory", "cosmos"]
 
 StoreFactory = Callable[[], Awaitable[DocumentStore]]
 
@@ -35,6 +37,13 @@ def contract_sort_orders() -> list[tuple[SortKey, ...]]:
     from tests.contract.docstore.test_query import ORDERS
 
     return [tuple(order) for order in ORDERS]
+
+
+def contract_filter_indexes() -> list[tuple[SortKey, ...]]:
+    """Single-field indexes on the fields the suite filters on (each serves their comparisons)."""
+    from tests.contract.docstore.test_query import FILTERED_PATHS
+
+    return [(SortKey(path),) for path in FILTERED_PATHS]
 
 
 @pytest.fixture(scope="session")
@@ -68,6 +77,10 @@ async def store_factory(adapter: str, tmp_path: Path, request: pytest.FixtureReq
         store: DocumentStore
         if adapter == "sqlite":
             store = await SqliteDocumentStore.open(tmp_path / "docs.db")
+        elif adapter == "sqlite-indexed":
+            orders = [order for order in contract_sort_orders() if order] + contract_filter_indexes()
+            # an index serves every collection (its first column is the collection): the tests' names are random
+            store = await SqliteDocumentStore.open(tmp_path / "docs.db", indexes={"any": orders})
         elif adapter == "memory":
             store = MemoryDocumentStore(memory)
         elif adapter == "cosmos":

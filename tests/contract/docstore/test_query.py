@@ -151,6 +151,8 @@ def expected(p: Predicate | None, partition: str | None = None) -> set[tuple[str
 S = ("name",)
 N = ("n",)
 T = ("t",)
+#: The fields the cases below filter on (the ``sqlite-indexed`` adapter indexes each of them).
+FILTERED_PATHS = [S, N, T, ("flag",), ("labels", "env"), ("nested", "a", "b")]
 CASES: list[tuple[Predicate, set[str] | None]] = [
     (Compare(S, Op.EQ, "echo"), {"p1/d01"}),
     (Compare(S, Op.NE, "echo"), None),

@@ -1,4 +1,4 @@
-"""SQLite-specific behaviour: file format, schema version, WAL, the shared-file hook."""
+"""SQLite-specific behaviour: file format, schema version, WAL, the shared-file hook, declared indexes, paths."""
 
 from __future__ import annotations
 
@@ -7,7 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from services.platform.docstore.port import Query
 from services.platform.docstore.sqlite import SCHEMA_VERSION, SqliteDocumentStore
+from services.platform.query.predicate import ArrayContains, Compare, Exists, Op, Prefix, SortKey
 
 
 async def test_schema_version_and_wal(tmp_path: Path) -> None:
@@ -77,5 +79,57 @@ async def test_invalid_bodies_and_names(tmp_path: Path) -> None:
         with pytest.raises(TypeError):
             await col.create("p", "a", ["not", "an", "object"])  # type: ignore[arg-type]
         assert await col.count() == 0
+    finally:
+        await store.close()
+
+
+BY_DUE = (SortKey(("due_time",)),)
+ODD_PATHS = [("a'b",), ('a"b',), ("due_time') OR 1=1 --",), ("a", "b'); DROP TABLE documents; --"), ("a b",), ("",)]
+
+
+async def _indexes(path: Path) -> set[str]:
+    with sqlite3.connect(path) as conn:
+        rows = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'index' AND sql IS NOT NULL")
+        return {row[0] for row in rows}
+
+
+async def test_declared_indexes_are_created_once_and_kept_by_a_process_that_does_not_declare_them(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "docs.db"
+    declared = {"executions": [BY_DUE, (SortKey(("create_time",), descending=True),)], "other": [BY_DUE]}
+    store = await SqliteDocumentStore.open(path, indexes=declared)
+    await store.close()
+    created = await _indexes(path)
+    assert len(created) == 3  # documents_by_id + one per distinct key list (the same list twice is one index)
+    assert any("""json_extract(body, '$."create_time"') DESC, id, partition""" in sql for sql in created)
+    again = await SqliteDocumentStore.open(path, indexes=declared)
+    plain = await SqliteDocumentStore.open(path)
+    await plain.close()
+    await again.close()
+    assert await _indexes(path) == created
+
+
+@pytest.mark.parametrize("path", ODD_PATHS, ids=repr)
+async def test_a_path_with_quotes_or_odd_characters_is_refused_everywhere(
+    tmp_path: Path, path: tuple[str, ...]
+) -> None:
+    store = await SqliteDocumentStore.open(tmp_path / "docs.db")
+    try:
+        collection = store.collection("c")
+        await collection.create("p", "d", {"a": 1})
+        for query in (
+            Query(where=Compare(path, Op.EQ, "x")),
+            Query(where=Compare(path, Op.EQ, True)),
+            Query(where=Exists(path)),
+            Query(where=Prefix(path, "x")),
+            Query(where=ArrayContains(path, "x")),
+            Query(order_by=(SortKey(path),)),
+        ):
+            with pytest.raises(ValueError, match="path"):
+                await collection.query(query)
+        with pytest.raises(ValueError, match="path"):
+            await SqliteDocumentStore.open(tmp_path / "other.db", indexes={"c": [(SortKey(path),)]})
+        assert [d.id for d in (await collection.query(Query())).documents] == ["d"]
     finally:
         await store.close()
