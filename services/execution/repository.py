@@ -59,7 +59,7 @@ from services.execution.domain.instances import InstanceLease
 from services.execution.domain.model import Execution, Outbox
 from services.platform.docstore.port import MAX_QUERY_LIMIT, Document, DocumentCollection, Query
 from services.platform.errors import Aborted, AlreadyExists, NotFound
-from services.platform.query.predicate import And, Compare, Op, Or, Predicate, SortKey
+from services.platform.query.predicate import And, Compare, Op, Predicate, SortKey
 from services.platform.timefmt import from_storage
 
 __all__ = [
@@ -422,10 +422,17 @@ class ExecutionRepository:
             )
         )
 
-    def with_pending_outbox(self) -> AsyncIterator[Execution]:
-        """The executions whose outbox holds events or a dispatch marker (the outbox relay's leftovers)."""
-        events_pending, dispatch_attempt = PENDING_OUTBOX
-        return self.query_executions(Or((Compare(events_pending, Op.EQ, True), Compare(dispatch_attempt, Op.GE, 1))))
+    async def with_pending_outbox(self) -> AsyncIterator[Execution]:
+        """The executions whose outbox holds events or a dispatch marker (the outbox relay's leftovers), each once.
+
+        Two queries, one per condition, rather than one with ``OR``: a store indexed on each field (the embedded
+        one) serves each from its index, where the disjunction would be a scan of the collection."""
+        seen: set[str] = set()
+        for condition in pending_outbox_conditions():
+            async for execution in self.query_executions(condition):
+                if execution.id not in seen:
+                    seen.add(execution.id)
+                    yield execution
 
     async def claim_request_id(
         self, tenant: str, request_id: str, execution_id: str, *, now: str, instance: str = ""
@@ -471,6 +478,12 @@ class ExecutionRepository:
         if existing is not None and _holder(existing).execution_id == execution_id:
             with contextlib.suppress(Aborted, NotFound):
                 await self._collection.delete(partition, request_id, if_match=existing.etag)
+
+
+def pending_outbox_conditions() -> tuple[Predicate, Predicate]:
+    """An outbox holds something: events not yet relayed, or an attempt not yet published."""
+    events_pending, dispatch_attempt = PENDING_OUTBOX
+    return Compare(events_pending, Op.EQ, True), Compare(dispatch_attempt, Op.GE, 1)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Backend selection in one place: what a service process opens for ``EXTHUB_BACKEND`` and closes on shutdown.
 
-- document store: a SQLite file per service in the data dir, or the Cosmos DB database
-  (``EXTHUB_AZURE__COSMOS_*``), its containers indexed for :data:`COSMOS_SORT_ORDERS`;
+- document store: a SQLite file per service in the data dir, indexed for :data:`SQLITE_INDEXES`, or the Cosmos DB
+  database (``EXTHUB_AZURE__COSMOS_*``), its containers indexed for :data:`COSMOS_SORT_ORDERS`;
 - work queue: the SQLite queue file the processes share, or the Service Bus topic ``execution-requests``;
 - event publisher: CloudEvents to the configured webhooks, or to the Service Bus topic ``execution-events``;
 - object provider: ``local/v1`` (files, URLs signed by the execution service), or ``az-blob/v1``
@@ -41,6 +41,7 @@ __all__ = [
     "COSMOS_CHARGES_EVENT",
     "COSMOS_SORT_ORDERS",
     "LOCAL_OBJECT_PROVIDER",
+    "SQLITE_INDEXES",
     "Backends",
     "ServiceTokenSource",
     "SortOrder",
@@ -68,6 +69,21 @@ COSMOS_SORT_ORDERS: Mapping[str, tuple[SortOrder, ...]] = {
     "catalog": (_asc("extension_id"), _desc("semver_key")),
     # executions listed newest first, events in sequence, the sweeper's due times
     "executions": (_desc("create_time"), _asc("sequence"), _asc("due_time")),
+}
+
+#: The indexes of the embedded (SQLite) store, per collection: the orders of :data:`COSMOS_SORT_ORDERS` that a
+#: partition's primary key does not already serve, and the fields the periodic scans filter on, which Cosmos DB
+#: serves from its range index on every path. Each index also serves equality and range filters on its first key,
+#: so a background scan costs what it finds, not the size of the collection.
+SQLITE_INDEXES: Mapping[str, tuple[SortOrder, ...]] = {
+    "catalog": COSMOS_SORT_ORDERS["catalog"],
+    "executions": (
+        _desc("create_time"),  # ListExecutions' default order
+        _asc("due_time"),  # the sweeper: due_time <= now
+        _asc("kind") + _asc("state"),  # recovery of interrupted synchronous calls: an execution that is RUNNING
+        _asc("outbox", "events_pending"),  # the outbox relay's sweep: events_pending = true
+        _asc("outbox", "dispatch", "attempt"),  # … or a dispatch marker's attempt >= 1
+    ),
 }
 
 #: The log event the Cosmos DB store's request units since start are reported with when a service stops.
@@ -122,8 +138,9 @@ class Backends:
         self._closers.append(close)
 
     async def document_store(self, *, sqlite_file: str) -> DocumentStore:
-        """The service's document store: ``<data_dir>/<sqlite_file>`` locally, the Cosmos DB database on Azure
-        (its containers' composite indexes from :data:`COSMOS_SORT_ORDERS`)."""
+        """The service's document store: ``<data_dir>/<sqlite_file>`` locally (with the indexes of
+        :data:`SQLITE_INDEXES`), the Cosmos DB database on Azure (its containers' composite indexes from
+        :data:`COSMOS_SORT_ORDERS`)."""
         if self.profile == "azure":
             from services.platform.docstore.cosmos import CosmosDocumentStore
 
@@ -150,7 +167,7 @@ class Backends:
         else:
             from services.platform.docstore.sqlite import SqliteDocumentStore
 
-            store = await SqliteDocumentStore.open(self.settings.data_dir / sqlite_file)
+            store = await SqliteDocumentStore.open(self.settings.data_dir / sqlite_file, indexes=SQLITE_INDEXES)
         self._on_close(store.close)
         return store
 
