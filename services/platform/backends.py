@@ -71,16 +71,23 @@ COSMOS_SORT_ORDERS: Mapping[str, tuple[SortOrder, ...]] = {
     "executions": (_desc("create_time"), _asc("sequence"), _asc("due_time")),
 }
 
-#: The indexes of the embedded (SQLite) store, per collection: the orders of :data:`COSMOS_SORT_ORDERS` that a
-#: partition's primary key does not already serve, and the fields the periodic scans filter on, which Cosmos DB
-#: serves from its range index on every path. Each index also serves equality and range filters on its first key,
-#: so a background scan costs what it finds, not the size of the collection.
+#: The indexes of the embedded (SQLite) store, per collection: the cross-partition orders of
+#: :data:`COSMOS_SORT_ORDERS` and the fields the periodic scans filter on, which Cosmos DB serves from its range
+#: index on every path. Each index also serves equality and range filters on its first key, so a background scan
+#: costs what it finds, not the size of the collection. An order only ever asked within one partition (versions by
+#: ``semver_key``, events by ``sequence``) has none: the primary key finds the partition, and an index on the order
+#: would lure SQLite into walking every partition's documents in that order instead.
 SQLITE_INDEXES: Mapping[str, tuple[SortOrder, ...]] = {
-    "catalog": COSMOS_SORT_ORDERS["catalog"],
+    "catalog": (
+        _asc("extension_id"),  # ListExtensions' default order
+        _asc("update_time"),  # the search feed's poll: update_time >= now - overlap
+    ),
     "executions": (
         _desc("create_time"),  # ListExecutions' default order
         _asc("due_time"),  # the sweeper: due_time <= now
-        _asc("kind") + _asc("state"),  # recovery of interrupted synchronous calls: an execution that is RUNNING
+        # recovery of interrupted synchronous calls: an execution that is RUNNING (events hold a state too; `kind`
+        # never leads an index: the planner would then prefer it to the partition for an execution's events)
+        _asc("state") + _asc("kind"),
         _asc("outbox", "events_pending"),  # the outbox relay's sweep: events_pending = true
         _asc("outbox", "dispatch", "attempt"),  # … or a dispatch marker's attempt >= 1
     ),

@@ -9,8 +9,9 @@
 * Schema versions live in ``PRAGMA user_version``; :data:`_MIGRATIONS` only ever grows.
 * Indexes on JSON fields are declared by whoever opens the store (``indexes``, per collection: the orders it is
   queried in and the fields its background scans filter on, the way Cosmos DB containers take composite indexes):
-  each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition)``, created idempotently at open
-  and never dropped by a process that does not declare it (several processes share the file).
+  each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition) WHERE collection = '<name>'``,
+  created
+  idempotently at open and never dropped by a process that does not declare it (several processes share the file).
 * Other adapters may keep their own tables in the same file: use :attr:`SqliteDocumentStore.path`, or
   :meth:`SqliteDocumentStore.run_in_transaction` to write in the same transactions as the documents.
 """
@@ -187,18 +188,23 @@ def _check_schema_version(current: int) -> None:
 
 def index_statement(collection: str, order: Sequence[SortKey]) -> str:
     """``CREATE INDEX IF NOT EXISTS`` for ``order`` in ``collection``: ``(collection, json_extract(body, '<key>')
-    [DESC]…, id, partition)``, the expressions exactly as the filter compiler writes them (otherwise SQLite cannot
-    use it). Its name is a digest of its columns, so the same declaration is the same index in every process.
-
-    An index lists every document of the file (of every collection: the same key list declared for two collections
-    is one index); the first column lets the query's ``collection = ?`` seek into it."""
-    if not _COLLECTION_RE.fullmatch(collection):
-        raise ValueError(f"invalid collection name {collection!r}")
+    [DESC]…, id, partition) WHERE collection = '<collection>'``, the expressions exactly as the filter compiler
+    writes them and the condition exactly as every query of the collection states it (otherwise SQLite cannot use
+    it). Partial: it lists only that collection's documents and no other collection's query can take it. Its name
+    is a digest of the definition, so the same declaration is the same index in every process."""
     if not order:
         raise ValueError("an index needs at least one key")
-    columns = index_columns(order)
-    digest = hashlib.sha256(columns.encode()).hexdigest()[:16]
-    return f"CREATE INDEX IF NOT EXISTS documents_by_{digest} ON documents ({columns})"
+    definition = f"ON documents ({index_columns(order)}) WHERE {_collection_is(collection)}"
+    digest = hashlib.sha256(definition.encode()).hexdigest()[:16]
+    return f"CREATE INDEX IF NOT EXISTS documents_by_{digest} {definition}"
+
+
+def _collection_is(collection: str) -> str:
+    """``collection = '<name>'``: the name is code-given and validated (letters, digits, ``_``, ``-``), and a
+    literal lets SQLite match the partial indexes of that collection."""
+    if not _COLLECTION_RE.fullmatch(collection):
+        raise ValueError(f"invalid collection name {collection!r}")
+    return f"collection = '{collection}'"
 
 
 def _migrate(conn: sqlite3.Connection, indexes: Sequence[str] = ()) -> None:
@@ -346,8 +352,8 @@ class SqliteDocumentCollection:
         return int(rows[0][0])
 
     def _where(self, partition: str | None, predicate: Predicate | None) -> tuple[str, list[Any]]:
-        clauses = ["collection = ?"]
-        params: list[Any] = [self._name]
+        clauses = [_collection_is(self._name)]
+        params: list[Any] = []
         if partition is not None:
             validate_key("partition", partition)
             clauses.append("partition = ?")

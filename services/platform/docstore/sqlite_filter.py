@@ -75,7 +75,9 @@ def _type_of(path: Path) -> str:
 
 def index_columns(order: Sequence[SortKey]) -> str:
     """The column list of the index that serves ``order`` (see :func:`order_by_clause`) and the filters on its
-    first key: ``collection, json_extract(body, '<k0>') [DESC], …, id, partition``."""
+    first key: ``collection, json_extract(body, '<k0>') [DESC], …, id, partition`` (the collection first: a query
+    states it, so the index seeks on it and one more key, which SQLite prefers to any index of the collection
+    alone)."""
     columns = ["collection"]
     columns.extend(f"{value_of(key.path)}{' DESC' if key.descending else ''}" for key in order)
     columns.extend(["id", "partition"])

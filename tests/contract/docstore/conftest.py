@@ -67,7 +67,15 @@ def adapter(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-async def store_factory(adapter: str, tmp_path: Path, request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+def collection_name() -> str:
+    """The name of the test's collection (unique, so shared backends such as Cosmos stay isolated)."""
+    return f"c{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+async def store_factory(
+    adapter: str, tmp_path: Path, request: pytest.FixtureRequest, collection_name: str
+) -> AsyncIterator[StoreFactory]:
     """Opens further store instances on the SAME database (another connection, like another process)."""
     opened: list[DocumentStore] = []
     database = f"t{uuid.uuid4().hex[:16]}"
@@ -79,8 +87,7 @@ async def store_factory(adapter: str, tmp_path: Path, request: pytest.FixtureReq
             store = await SqliteDocumentStore.open(tmp_path / "docs.db")
         elif adapter == "sqlite-indexed":
             orders = [order for order in contract_sort_orders() if order] + contract_filter_indexes()
-            # an index serves every collection (its first column is the collection): the tests' names are random
-            store = await SqliteDocumentStore.open(tmp_path / "docs.db", indexes={"any": orders})
+            store = await SqliteDocumentStore.open(tmp_path / "docs.db", indexes={collection_name: orders})
         elif adapter == "memory":
             store = MemoryDocumentStore(memory)
         elif adapter == "cosmos":
@@ -109,6 +116,6 @@ async def store(store_factory: StoreFactory) -> DocumentStore:
 
 
 @pytest.fixture
-def collection(store: DocumentStore) -> DocumentCollection:
+def collection(store: DocumentStore, collection_name: str) -> DocumentCollection:
     """A fresh collection (unique name, so shared backends such as Cosmos stay isolated)."""
-    return store.collection(f"c{uuid.uuid4().hex[:12]}")
+    return store.collection(collection_name)

@@ -101,8 +101,12 @@ async def test_declared_indexes_are_created_once_and_kept_by_a_process_that_does
     store = await SqliteDocumentStore.open(path, indexes=declared)
     await store.close()
     created = await _indexes(path)
-    assert len(created) == 3  # documents_by_id + one per distinct key list (the same list twice is one index)
-    assert any("""json_extract(body, '$."create_time"') DESC, id, partition""" in sql for sql in created)
+    assert len(created) == 4  # documents_by_id + one per collection and key list
+    assert any(
+        """(collection, json_extract(body, '$."create_time"') DESC, id, partition) WHERE collection = 'executions'"""
+        in sql
+        for sql in created
+    )
     again = await SqliteDocumentStore.open(path, indexes=declared)
     plain = await SqliteDocumentStore.open(path)
     await plain.close()
