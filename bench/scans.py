@@ -13,9 +13,10 @@ runs, the store's reader thread included):
 * ``indexed``: the same file opened with ``SQLITE_INDEXES`` (the indexes are built by that open; its time is
   printed).
 
-Baseline rows measured in the same run: a point read of one execution by its key, and one conditional replace of
-an execution document (what the indexes add to every write). ``idle core share`` is what the periodic scans cost
-per second of wall time at their default periods (sweeper + outbox sweep every 5 s, instance check every 10 s).
+Baseline rows measured in the same run: a point read of one execution by its key, one replace of an execution
+document and one create of an event document (what the indexes add to every write). ``idle core share`` is what
+the periodic scans cost per second of wall time at their default periods (sweeper + outbox sweep every 5 s,
+instance check every 10 s).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
+import itertools
 import statistics
 import tempfile
 import time
@@ -195,6 +197,9 @@ async def measure(path: Path, repeat: int, *, indexed: bool, rows: dict[str, Row
             where=tenant, order_by=newest_first, limit=PAGE, continuation=None
         )
 
+        serial = itertools.count()
+        event_body = (await collection.read(some_id, event_doc_id(1)) or document).body
+
         async def drain(items: object) -> int:
             return len([x async for x in items])  # type: ignore[attr-defined]
 
@@ -205,6 +210,12 @@ async def measure(path: Path, repeat: int, *, indexed: bool, rows: dict[str, Row
                 "per state change",
                 0.0,
                 lambda: collection.replace(some_id, EXECUTION_DOC_ID, document.body, if_match=None),
+            ),
+            (
+                "create one event document (baseline: every event)",
+                "per event",
+                0.0,
+                lambda: collection.create(some_id, f"bench-{int(indexed)}:{next(serial):010d}", event_body),
             ),
             (
                 "sweeper: ExecutionRepository.due(now)",

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Literal, Protocol
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.dev_tokens import service_tokens as dev_service_tokens
 from services.objects.port import ObjectProvider
+from services.platform.docstore.indexes import IndexSpec, Present
 from services.platform.docstore.port import DocumentStore
 from services.platform.events.port import EventPublisher
 from services.platform.logging import get_logger
@@ -74,22 +75,23 @@ COSMOS_SORT_ORDERS: Mapping[str, tuple[SortOrder, ...]] = {
 #: The indexes of the embedded (SQLite) store, per collection: the cross-partition orders of
 #: :data:`COSMOS_SORT_ORDERS` and the fields the periodic scans filter on, which Cosmos DB serves from its range
 #: index on every path. Each index also serves equality and range filters on its first key, so a background scan
-#: costs what it finds, not the size of the collection. An order only ever asked within one partition (versions by
+#: costs what it finds, not the size of the collection; a filter-only field is indexed where it is :class:`Present`
+#: (event documents, which lack it, cost no index entry). An order only ever asked within one partition (versions by
 #: ``semver_key``, events by ``sequence``) has none: the primary key finds the partition, and an index on the order
 #: would lure SQLite into walking every partition's documents in that order instead.
-SQLITE_INDEXES: Mapping[str, tuple[SortOrder, ...]] = {
+SQLITE_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
     "catalog": (
         _asc("extension_id"),  # ListExtensions' default order
-        _asc("update_time"),  # the search feed's poll: update_time >= now - overlap
+        Present(("update_time",)),  # the search feed's poll: update_time >= now - overlap
     ),
     "executions": (
         _desc("create_time"),  # ListExecutions' default order
-        _asc("due_time"),  # the sweeper: due_time <= now
+        Present(("due_time",)),  # the sweeper: due_time <= now (only unfinished executions have one)
         # recovery of interrupted synchronous calls: an execution that is RUNNING (events hold a state too; `kind`
         # never leads an index: the planner would then prefer it to the partition for an execution's events)
         _asc("state") + _asc("kind"),
-        _asc("outbox", "events_pending"),  # the outbox relay's sweep: events_pending = true
-        _asc("outbox", "dispatch", "attempt"),  # … or a dispatch marker's attempt >= 1
+        Present(("outbox", "events_pending")),  # the outbox relay's sweep: events_pending = true
+        Present(("outbox", "dispatch", "attempt")),  # … or a dispatch marker's attempt >= 1
     ),
 }
 

@@ -9,8 +9,8 @@
 * Schema versions live in ``PRAGMA user_version``; :data:`_MIGRATIONS` only ever grows.
 * Indexes on JSON fields are declared by whoever opens the store (``indexes``, per collection: the orders it is
   queried in and the fields its background scans filter on, the way Cosmos DB containers take composite indexes):
-  each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition) WHERE collection = '<name>'``,
-  created
+  each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition) WHERE collection = '<name>'``
+  (and the key present, for :class:`~services.platform.docstore.indexes.Present`), created
   idempotently at open and never dropped by a process that does not declare it (several processes share the file).
 * Other adapters may keep their own tables in the same file: use :attr:`SqliteDocumentStore.path`, or
   :meth:`SqliteDocumentStore.run_in_transaction` to write in the same transactions as the documents.
@@ -22,7 +22,7 @@ import hashlib
 import os
 import re
 import sqlite3
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
@@ -35,6 +35,7 @@ from services.platform.docstore.codec import (
     fingerprint,
     load_body,
 )
+from services.platform.docstore.indexes import Indexes, IndexSpec, Present
 from services.platform.docstore.port import (
     MAX_QUERY_LIMIT,
     Document,
@@ -50,15 +51,13 @@ from services.platform.docstore.sqlite_filter import (
     index_columns,
     keyset_after,
     order_by_clause,
+    value_of,
 )
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Predicate, SortKey
 from services.platform.sqlite_connection import SqliteConnection, require_wal
 
-__all__ = ["SCHEMA_VERSION", "Indexes", "SqliteDocumentCollection", "SqliteDocumentStore", "index_statement"]
-
-#: Per collection, the key lists to index (each also serves the filters on its first key).
-Indexes = Mapping[str, Iterable[Sequence[SortKey]]]
+__all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore", "index_statement"]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -113,12 +112,12 @@ class SqliteDocumentStore:
     async def open(
         cls, path: Path, *, indexes: Indexes | None = None, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS
     ) -> SqliteDocumentStore:
-        """Open (creating and migrating if needed) the store at ``path``, with an index for every key list of
-        ``indexes`` (per collection; see :func:`index_statement`) created if missing."""
+        """Open (creating and migrating if needed) the store at ``path``, with every index of ``indexes`` (per
+        collection, see :mod:`services.platform.docstore.indexes` and :func:`index_statement`) created if missing."""
         path = Path(path)
         statements = list(
             dict.fromkeys(
-                index_statement(collection, order) for collection, orders in (indexes or {}).items() for order in orders
+                index_statement(collection, index) for collection, specs in (indexes or {}).items() for index in specs
             )
         )
         writer = await SqliteConnection.open(path, busy_timeout_ms=busy_timeout_ms)
@@ -186,15 +185,20 @@ def _check_schema_version(current: int) -> None:
         raise RuntimeError(f"the document store schema is version {current}, newer than this code ({SCHEMA_VERSION})")
 
 
-def index_statement(collection: str, order: Sequence[SortKey]) -> str:
-    """``CREATE INDEX IF NOT EXISTS`` for ``order`` in ``collection``: ``(collection, json_extract(body, '<key>')
-    [DESC]…, id, partition) WHERE collection = '<collection>'``, the expressions exactly as the filter compiler
-    writes them and the condition exactly as every query of the collection states it (otherwise SQLite cannot use
-    it). Partial: it lists only that collection's documents and no other collection's query can take it. Its name
-    is a digest of the definition, so the same declaration is the same index in every process."""
+def index_statement(collection: str, index: IndexSpec) -> str:
+    """``CREATE INDEX IF NOT EXISTS`` for ``index`` in ``collection``: ``(collection, json_extract(body, '<key>')
+    [DESC]…, id, partition) WHERE collection = '<collection>'`` (for :class:`Present`, one key and ``AND
+    json_extract(body, '<key>') IS NOT NULL``), the expressions exactly as the filter compiler writes them and the
+    condition as every query of the collection states it (otherwise SQLite cannot use it). Partial: it lists only
+    that collection's documents and no other collection's query can take it. Its name is a digest of the
+    definition, so the same declaration is the same index in every process."""
+    order = (SortKey(index.path),) if isinstance(index, Present) else tuple(index)
     if not order:
         raise ValueError("an index needs at least one key")
-    definition = f"ON documents ({index_columns(order)}) WHERE {_collection_is(collection)}"
+    condition = _collection_is(collection)
+    if isinstance(index, Present):
+        condition += f" AND {value_of(index.path)} IS NOT NULL"
+    definition = f"ON documents ({index_columns(order)}) WHERE {condition}"
     digest = hashlib.sha256(definition.encode()).hexdigest()[:16]
     return f"CREATE INDEX IF NOT EXISTS documents_by_{digest} {definition}"
 

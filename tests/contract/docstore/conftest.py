@@ -19,6 +19,7 @@ import pytest
 
 from exthub.contract.dev_tokens import DevIssuer
 from services.platform.docstore.cosmos import CosmosDocumentStore
+from services.platform.docstore.indexes import IndexSpec, Present
 from services.platform.docstore.memory import MemoryDatabase, MemoryDocumentStore
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore
@@ -39,11 +40,13 @@ def contract_sort_orders() -> list[tuple[SortKey, ...]]:
     return [tuple(order) for order in ORDERS]
 
 
-def contract_filter_indexes() -> list[tuple[SortKey, ...]]:
-    """Single-field indexes on the fields the suite filters on (each serves their comparisons)."""
+def contract_filter_indexes() -> list[IndexSpec]:
+    """Indexes on each field the suite filters on: of every document, and of those where it is present."""
     from tests.contract.docstore.test_query import FILTERED_PATHS
 
-    return [(SortKey(path),) for path in FILTERED_PATHS]
+    indexes: list[IndexSpec] = [(SortKey(path),) for path in FILTERED_PATHS]
+    indexes.extend(Present(path) for path in FILTERED_PATHS)
+    return indexes
 
 
 @pytest.fixture(scope="session")
@@ -86,7 +89,8 @@ async def store_factory(
         if adapter == "sqlite":
             store = await SqliteDocumentStore.open(tmp_path / "docs.db")
         elif adapter == "sqlite-indexed":
-            orders = [order for order in contract_sort_orders() if order] + contract_filter_indexes()
+            orders: list[IndexSpec] = [order for order in contract_sort_orders() if order]
+            orders.extend(contract_filter_indexes())
             store = await SqliteDocumentStore.open(tmp_path / "docs.db", indexes={collection_name: orders})
         elif adapter == "memory":
             store = MemoryDocumentStore(memory)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from services.platform.docstore.indexes import IndexSpec, Present
 from services.platform.docstore.port import Query
 from services.platform.docstore.sqlite import SCHEMA_VERSION, SqliteDocumentStore
 from services.platform.query.predicate import ArrayContains, Compare, Exists, Op, Prefix, SortKey
@@ -97,11 +98,19 @@ async def test_declared_indexes_are_created_once_and_kept_by_a_process_that_does
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "docs.db"
-    declared = {"executions": [BY_DUE, (SortKey(("create_time",), descending=True),)], "other": [BY_DUE]}
+    declared: dict[str, list[IndexSpec]] = {
+        "executions": [BY_DUE, (SortKey(("create_time",), descending=True),), Present(("due_time",))],
+        "other": [BY_DUE],
+    }
     store = await SqliteDocumentStore.open(path, indexes=declared)
     await store.close()
     created = await _indexes(path)
-    assert len(created) == 4  # documents_by_id + one per collection and key list
+    assert len(created) == 5  # documents_by_id + one per collection and declaration
+    assert any(
+        """(collection, json_extract(body, '$."due_time"'), id, partition) WHERE collection = 'executions' """
+        """AND json_extract(body, '$."due_time"') IS NOT NULL""" in sql
+        for sql in created
+    )
     assert any(
         """(collection, json_extract(body, '$."create_time"') DESC, id, partition) WHERE collection = 'executions'"""
         in sql
@@ -132,8 +141,9 @@ async def test_a_path_with_quotes_or_odd_characters_is_refused_everywhere(
         ):
             with pytest.raises(ValueError, match="path"):
                 await collection.query(query)
-        with pytest.raises(ValueError, match="path"):
-            await SqliteDocumentStore.open(tmp_path / "other.db", indexes={"c": [(SortKey(path),)]})
+        for index in ((SortKey(path),), Present(path)):
+            with pytest.raises(ValueError, match="path"):
+                await SqliteDocumentStore.open(tmp_path / "other.db", indexes={"c": [index]})
         assert [d.id for d in (await collection.query(Query())).documents] == ["d"]
     finally:
         await store.close()

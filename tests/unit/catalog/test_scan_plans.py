@@ -14,6 +14,7 @@ from services.catalog.adapters.memory_search import MemorySearchIndex
 from services.catalog.adapters.search_feed import SearchFeed
 from services.catalog.repository import CatalogRepository
 from services.platform.backends import SQLITE_INDEXES
+from services.platform.docstore.indexes import Present
 from services.platform.docstore.port import Query, QueryPage
 from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
 from services.platform.query.predicate import SortKey
@@ -34,8 +35,8 @@ class RecordingCollection:
         return await self.inner.query(query)
 
 
-def index_name(*order: SortKey) -> str:
-    return index_statement(COLLECTION, order).split(" ")[5]
+def index_name(index: tuple[SortKey, ...] | Present) -> str:
+    return index_statement(COLLECTION, index).split(" ")[5]
 
 
 @pytest.fixture
@@ -67,6 +68,6 @@ async def test_the_search_feed_poll_and_the_extension_list_seek_their_index(
         where=None, order_by=(SortKey(("extension_id",)),), limit=50, continuation=None
     )
     poll, listing = [await collection.explain(query) for query in recording.queries]
-    by_update = f"SEARCH documents USING INDEX {index_name(SortKey(('update_time',)))} (collection=? AND <expr>>?)"
+    by_update = f"SEARCH documents USING INDEX {index_name(Present(('update_time',)))} (collection=? AND <expr>>?)"
     assert by_update in poll, poll
-    assert listing == [f"SEARCH documents USING INDEX {index_name(SortKey(('extension_id',)))} (collection=?)"]
+    assert listing == [f"SEARCH documents USING INDEX {index_name((SortKey(('extension_id',)),))} (collection=?)"]

@@ -15,6 +15,7 @@ from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState, create
 from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.platform.backends import SQLITE_INDEXES
+from services.platform.docstore.indexes import Present
 from services.platform.docstore.port import Query, QueryPage
 from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
 from services.platform.query.predicate import Compare, Op, SortKey
@@ -39,8 +40,8 @@ class RecordingCollection:
         return await self.inner.query(query)
 
 
-def index_name(*order: SortKey) -> str:
-    found = _INDEX_NAME.match(index_statement(COLLECTION, order))
+def index_name(index: tuple[SortKey, ...] | Present) -> str:
+    found = _INDEX_NAME.match(index_statement(COLLECTION, index))
     assert found is not None
     return found.group(1)
 
@@ -75,34 +76,34 @@ def newest_first() -> tuple[SortKey, ...]:
     return (SortKey(("create_time",), descending=True),)
 
 
-def seek(*order: SortKey, bounds: str) -> str:
-    """The plan step of a search that seeks into the index of ``order`` with ``bounds`` on its keys (none: it
-    walks the collection's part of the index in its order)."""
-    return f"SEARCH documents USING INDEX {index_name(*order)} (collection=?{bounds})"
+def seek(index: tuple[SortKey, ...] | Present, bounds: str) -> str:
+    """The plan step of a search that seeks into ``index`` with ``bounds`` on its keys (none: it walks the
+    collection's part of the index in its order)."""
+    return f"SEARCH documents USING INDEX {index_name(index)} (collection=?{bounds})"
 
 
 #: Each scan, and the plan step each of its queries must have (and no full scan, no sort of everything).
 SCANS: dict[str, tuple[Callable[[ExecutionRepository], Coroutine[Any, Any, object]], list[str]]] = {
     "sweeper due": (
         lambda r: drain(r.due(to_storage(utcnow()))),
-        [seek(SortKey(("due_time",)), bounds=" AND <expr><?")],
+        [seek(Present(("due_time",)), bounds=" AND <expr><?")],
     ),
     "outbox sweep": (
         lambda r: drain(r.with_pending_outbox()),
         [
-            seek(SortKey(("outbox", "events_pending")), bounds=" AND <expr>=?"),
-            seek(SortKey(("outbox", "dispatch", "attempt")), bounds=" AND <expr>>?"),
+            seek(Present(("outbox", "events_pending")), bounds=" AND <expr>=?"),
+            seek(Present(("outbox", "dispatch", "attempt")), bounds=" AND <expr>>?"),
         ],
     ),
     "sync calls in flight": (
         lambda r: drain(r.sync_calls_in_flight()),
-        [seek(SortKey(("state",)), SortKey(("kind",)), bounds=" AND <expr>=? AND <expr>=?")],
+        [seek((SortKey(("state",)), SortKey(("kind",))), bounds=" AND <expr>=? AND <expr>=?")],
     ),
     "list executions, newest first": (  # walks the index in its order: stops after the page, sorts nothing
         lambda r: r.list_executions(
             where=Compare(("tenant",), Op.EQ, "tenant-a"), order_by=newest_first(), limit=50, continuation=None
         ),
-        [seek(*newest_first(), bounds="")],
+        [seek(newest_first(), bounds="")],
     ),
 }
 
@@ -128,7 +129,7 @@ async def test_the_next_page_of_the_sweep_starts_where_it_continues(store: Sqlit
     first = await collection.query(Query(where=due, order_by=by_due, limit=1))
     assert first.continuation is not None
     plan = await collection.explain(Query(where=due, order_by=by_due, limit=1, continuation=first.continuation))
-    assert seek(*by_due, bounds=" AND <expr>>? AND <expr><?") in plan, plan
+    assert seek(Present(("due_time",)), bounds=" AND <expr>>? AND <expr><?") in plan, plan
 
 
 async def test_instances_and_events_are_read_by_partition(store: SqliteDocumentStore) -> None:
