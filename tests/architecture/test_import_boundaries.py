@@ -187,6 +187,10 @@ asyncio.run(open_and_close())
 NOT_IN_A_SERVICE = ("rich", "pygments", "typer", "click", "lark", "opentelemetry", "azure")
 _OTEL_API = "opentelemetry"  # the API alone (no-op tracer, context) is allowed; its heavy parts are not
 _OTEL_HEAVY = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
+#: ...and what a service that publishes no execution events must not have loaded: the events package and the
+#: CloudEvents SDK (the settings import the webhook URL check only when webhooks are configured).
+NOT_WITHOUT_EVENTS = ("services.platform.events", "cloudevents")
+PUBLISHES_EVENTS = ("execution",)
 
 #: Starts one service as ``python -m services.<name>`` does (``run_service`` with the ``__main__`` module's
 #: ``_start``) on OS-chosen ports, stops it once started, and leaves the interpreter with what it loaded.
@@ -216,13 +220,15 @@ def test_a_started_service_loads_no_cli_toolkit_no_filter_parser_and_no_tracing_
     service: str, tmp_path: Path
 ) -> None:
     """Idle memory: every module a service imports stays resident. Started the way ``exthub up`` starts it (local
-    backend, tracing off), a service has not loaded what only the CLI, a filtered list request or tracing use."""
+    backend, tracing off), a service has not loaded what only the CLI, a filtered list request or tracing use,
+    nor (catalog, agent) what only publishing execution events uses."""
     env = {
         "EXTHUB_BACKEND": "local",
         "OTEL_SDK_DISABLED": "true",
         **{f"EXTHUB_{port}": "0" for port in ("CATALOG_PORT", "EXECUTION_PORT", "AGENT_PORT", "OBJECTS_PORT")},
     }
-    loaded = loaded_modules(STARTED_SERVICE.format(service=service), tmp_path, NOT_IN_A_SERVICE, env=env)
+    unwanted = NOT_IN_A_SERVICE if service in PUBLISHES_EVENTS else (*NOT_IN_A_SERVICE, *NOT_WITHOUT_EVENTS)
+    loaded = loaded_modules(STARTED_SERVICE.format(service=service), tmp_path, unwanted, env=env)
     found = [
         module
         for module in loaded.split(",")
