@@ -13,11 +13,12 @@ What one measured execution is, end to end (client clock, from the create call t
 
 * **Exthub** (the rows measured against the baseline): ``CreateExecution`` (profile ``async``, priority
   NORMAL) of ``echo-plain`` (no inputs, so it goes straight to QUEUED) → the execution service writes QUEUED
-  and its dispatcher publishes to the SQLite work queue → an agent process receives it, ``ClaimExecution``
-  (QUEUED → RUNNING), ``SignExtensionRequest``, the signed POST to echo, ``ReportExecutionStatus`` (SUCCEEDED)
-  → the client's ``WatchExecution`` stream delivers the terminal event. Queue-to-start: the execution's
-  ``create_time`` to its first RUNNING event; run: RUNNING event to the terminal event (all stamped by the
-  execution service).
+  and its dispatcher publishes to the SQLite work queue → an agent process receives it and claims it (QUEUED →
+  RUNNING; the claim carries the signed extension request), the signed POST to echo, the report (SUCCEEDED;
+  claims and reports of an agent go in batches when several are ready) → the client's ``WaitExecution``
+  answers with the ended execution (like Celery's ``AsyncResult.get``, it waits for the outcome only).
+  Queue-to-start: the execution's ``create_time`` to its ``start_time`` (first RUNNING); run: ``start_time``
+  to ``end_time`` (all stamped by the execution service).
 * **Celery + Redis** (the baseline): ``apply_async`` of :func:`bench.celery_echo.call_echo` → Redis broker →
   a Celery worker runs the task: it builds the same request body, signs it with the benchmark's ES256 key and
   POSTs it to the same echo → the result is stored in the Redis result backend → the client's
@@ -107,6 +108,8 @@ SETTLE_POLL_SECONDS = 0.5
 
 _GRPC_ADDRESS = re.compile(r"serving on (\S+)")
 _OBJECTS_URL = re.compile(r"objects serving on (\S+)")
+_HTTP_URL = re.compile(r" http serving on (\S+)")
+_RPC_COUNT = re.compile(r'^rpc_server_duration_seconds_count\{[^}]*rpc_method="([^"]+)"[^}]*\} (\S+)$', re.MULTILINE)
 _ECHO_URL = re.compile(r"^(http://\S+)")
 _REDIS_READY = re.compile(r"Ready to accept connections")
 _AGENT_READY = re.compile(r"consuming the work queue")
@@ -140,6 +143,8 @@ class Row:
     seconds: float
     outcomes: Counter[str] = field(default_factory=Counter)
     cpu_ms: dict[str, float] = field(default_factory=dict)
+    #: Exthub rows: the execution service's gRPC calls per execution, by method (warm-up included)
+    calls: dict[str, float] = field(default_factory=dict)
 
     @property
     def executions_per_second(self) -> float:
@@ -292,6 +297,17 @@ def report(rows: Sequence[Row], baseline: Row, notes: str) -> None:
         values = [f"{row.cpu_ms[group]:.2f}" if group in row.cpu_ms else "-" for group in groups]
         cpu.add_row(row.name, *values, f"{sum(row.cpu_ms.values()):.2f}")
     out.print(cpu)
+    counted = [row for row in rows if row.calls]
+    methods = sorted({method for row in counted for method in row.calls})
+    if counted:
+        calls = Table(title="gRPC calls the execution service handled per execution, by method")
+        calls.add_column("system")
+        for method in [*methods, "total"]:
+            calls.add_column(method, justify="right")
+        for row in counted:
+            values = [f"{row.calls[method]:.2f}" if method in row.calls else "-" for method in methods]
+            calls.add_row(row.name, *values, f"{sum(row.calls.values()):.2f}")
+        out.print(calls)
     out.print(notes)
 
 
@@ -433,6 +449,7 @@ class Stack:
     children: list[Child] = field(default_factory=list)
     catalog_address: str = ""
     execution_address: str = ""
+    execution_metrics_url: str = ""
     echo_url: str = ""
     redis_url: str = ""
     hub_jwks_url: str = ""
@@ -572,6 +589,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
         )
     )
     stack.execution_address = _match(execution, _GRPC_ADDRESS)
+    stack.execution_metrics_url = f"{_match(execution, _HTTP_URL)}/metrics"
     stack.hub_jwks_url = f"{_match(execution, _OBJECTS_URL)}/v1/signingKeys"
 
 
@@ -706,35 +724,30 @@ def _nanoseconds(timestamp: timestamp_pb2.Timestamp) -> int:
 
 
 async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[str, str], ...]) -> Sample:
-    """One Exthub execution: create, then watch until a terminal event."""
+    """One Exthub execution: create, then wait until it has ended (WaitExecution, called again while it runs)."""
     started = time.perf_counter()
     request = execution_service_pb2.CreateExecutionRequest(
         execution=execution_pb2.Execution(extension_version=VERSION, profile="async", priority=types_pb2.NORMAL)
     )
-    outcome = "WATCH_ENDED"
-    running_ns: int | None = None
+    outcome = "WAIT_ENDED"
     queue_to_start: float | None = None
     run_ms: float | None = None
     name = ""
     try:
         async with asyncio.timeout(EXECUTION_TIMEOUT_SECONDS):
-            created = await stub.CreateExecution(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
-            name = created.name
-            create_ns = _nanoseconds(created.create_time)
-            watch = stub.WatchExecution(
-                execution_service_pb2.WatchExecutionRequest(name=created.name),
-                metadata=metadata,
-                timeout=EXECUTION_TIMEOUT_SECONDS,
-            )
-            async for event in watch:
-                if event.state == execution_pb2.Execution.RUNNING and running_ns is None:
-                    running_ns = _nanoseconds(event.time)
-                    queue_to_start = (running_ns - create_ns) / 1e6
-                if is_terminal_state(event.state):
-                    outcome = execution_pb2.Execution.State.Name(event.state)
-                    if running_ns is not None:
-                        run_ms = (_nanoseconds(event.time) - running_ns) / 1e6
-                    break
+            execution = await stub.CreateExecution(request, metadata=metadata, timeout=CALL_TIMEOUT_SECONDS)
+            name = execution.name
+            while not is_terminal_state(execution.state):
+                execution = await stub.WaitExecution(
+                    execution_service_pb2.WaitExecutionRequest(name=name),
+                    metadata=metadata,
+                    timeout=CALL_TIMEOUT_SECONDS,
+                )
+            outcome = execution_pb2.Execution.State.Name(execution.state)
+            if execution.HasField("start_time"):
+                start_ns = _nanoseconds(execution.start_time)
+                queue_to_start = (start_ns - _nanoseconds(execution.create_time)) / 1e6
+                run_ms = (_nanoseconds(execution.end_time) - start_ns) / 1e6
     except grpc.aio.AioRpcError as error:
         outcome = f"RPC_{error.code().name}"
     except TimeoutError:
@@ -761,7 +774,8 @@ async def measure_exthub(
         async def one(_: int) -> Sample:
             return await _exthub_once(stub, metadata)
 
-        return await drive(
+        before = await execution_calls(stack)
+        row = await drive(
             name,
             one,
             executions=executions,
@@ -771,6 +785,23 @@ async def measure_exthub(
             profile_dir=profile_dir,
             profile_native=profile_native,
         )
+        after = await execution_calls(stack)
+        row.calls = {m: (after[m] - before[m]) / (executions + warmup) for m in after if after[m] > before[m]}
+        return row
+
+
+async def execution_calls(stack: Stack) -> Counter[str]:
+    """The gRPC calls the execution service has handled so far, by method (from its ``/metrics``)."""
+    async with (
+        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
+        session.get(stack.execution_metrics_url) as response,
+    ):
+        response.raise_for_status()
+        text = await response.text()
+    calls: Counter[str] = Counter()
+    for method, value in _RPC_COUNT.findall(text):
+        calls[method] += round(float(value))
+    return calls
 
 
 async def check_stored_executions(stack: Stack, accepted: Sequence[str]) -> list[str]:
@@ -895,8 +926,8 @@ async def run(
         f"{executions} measured executions per row after {warmup} warm-up ones, {concurrency} in flight; "
         f"agent slots = Celery threads = {slots}; queue poll {poll_seconds}s (EXTHUB_QUEUE_POLL_SECONDS), "
         "agent receive wait 1 s. exec/s counts SUCCEEDED only; e2e = client create/apply_async → terminal "
-        "state seen by the client; queue→start = Exthub create_time → first RUNNING event, Celery client "
-        "send → task start; run = Exthub RUNNING → terminal event, Celery task body. Ratios: Exthub ÷ "
+        "state seen by the client; queue→start = Exthub create_time → start_time (first RUNNING), Celery "
+        "client send → task start; run = Exthub start_time → end_time, Celery task body. Ratios: Exthub ÷ "
         "Celery (exec/s above 1 = faster; latency above 1 = slower)."
     )
     if cosmos is not None:

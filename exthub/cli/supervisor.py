@@ -23,7 +23,6 @@ import os
 import random
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -49,7 +48,7 @@ from services.platform.settings import Settings
 from services.platform.telemetry import tracing_destination
 from tools.emulators.stack import API as API_AUDIENCE
 from tools.emulators.stack import STACK_DIR as STACK_DIR_NAME
-from tools.emulators.stack import EmulatorStack, ServiceName, has_authority
+from tools.emulators.stack import EmulatorStack, ServiceName, has_authority, port_free
 from tools.emulators.stack import user_token as emulator_user_token
 
 ECHO_EXTENSION = "echo"
@@ -159,18 +158,6 @@ def _prepare_data_dir(data_dir: Path) -> Path:
     return data_dir.resolve()
 
 
-def _port_free(port: int) -> bool:
-    """Whether a server could listen on ``port`` now. ``SO_REUSEADDR`` as the servers themselves use it: a port
-    whose last connections linger in TIME_WAIT (a hub just stopped) is free; one something listens on is not."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            probe.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
-
-
 #: Where Linux hands out the local ports of outgoing connections, when /proc does not say.
 _DEFAULT_EPHEMERAL = (32768, 60999)
 #: How many ports below the ephemeral range the hub's parts take theirs from.
@@ -208,7 +195,7 @@ def _free_ports(count: int, *, besides: tuple[int, ...] = ()) -> list[int]:
     chosen: list[int] = []
     for _ in range(100 * count):
         port = random.choice(candidates)
-        if port not in chosen and port not in besides and _port_free(port):
+        if port not in chosen and port not in besides and port_free(port):
             chosen.append(port)
             if len(chosen) == count:
                 return chosen
@@ -219,7 +206,7 @@ def _public_port(port: int, *, besides: tuple[int, ...] = ()) -> int:
     if port == 0:
         (chosen,) = _free_ports(1, besides=besides)
         return chosen
-    if not _port_free(port):
+    if not port_free(port):
         raise HubStartError(f"port {port} is already in use; stop what uses it or choose another with --port")
     return port
 
@@ -230,7 +217,7 @@ def _echo_port(data_dir: Path) -> int:
     text = saved.read_text(encoding="utf-8").strip() if saved.exists() else ""
     if text.isdigit():
         port = int(text)
-        if not _port_free(port):
+        if not port_free(port):
             raise HubStartError(
                 f"port {port} of the sample extension is in use (kept in {saved} because the registered "
                 "extension points at it)"

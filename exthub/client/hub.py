@@ -37,6 +37,9 @@ EventCallback = Callable[[ExecutionEvent], None]
 DEFAULT_WAIT_SECONDS = 300.0
 CREATE_ATTEMPTS = 3
 WATCH_RECONNECTS = 5
+#: The longest one WaitExecution call of :meth:`HubClient.wait` asks for (the hub waits at most 30 s per call).
+WAIT_CALL_SECONDS = 30.0
+_WAIT_CALL_MARGIN_SECONDS = 5.0
 _BACKOFF_SECONDS = 0.2
 _ACCESSOR_MARGIN = timedelta(seconds=10)
 
@@ -168,18 +171,37 @@ class HubClient:
     async def wait(
         self, name: str, *, max_wait: float = DEFAULT_WAIT_SECONDS, on_event: EventCallback | None = None
     ) -> Execution:
-        """Follow WatchExecution until the terminal event, then return the execution (fresh accessors).
+        """Wait until the execution has ended, then return it (fresh accessors).
 
-        ``on_event`` sees every event (progress bars). Raises :class:`ExecutionWaitTimeout` after ``max_wait``
-        seconds; the execution itself is not cancelled.
+        Without ``on_event`` it asks WaitExecution, again while the execution runs (each call waits at most
+        :data:`WAIT_CALL_SECONDS`); with ``on_event``, which sees every event (progress bars), it follows
+        WatchExecution. Raises :class:`ExecutionWaitTimeout` after ``max_wait`` seconds; the execution itself
+        is not cancelled.
         """
+        if on_event is not None:
+            return await self._follow(name, max_wait, on_event)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + max_wait
+        while True:
+            remaining = deadline - loop.time()
+            seconds = max(0.0, min(remaining, WAIT_CALL_SECONDS))
+            request = execution_service_pb2.WaitExecutionRequest(name=name)
+            request.timeout.FromNanoseconds(int(seconds * 1e9))
+            # the hub answers by the requested timeout; the call's deadline only guards against a lost answer
+            execution = await self.executions.WaitExecution(request, timeout=seconds + _WAIT_CALL_MARGIN_SECONDS)
+            if is_terminal_state(execution.state):
+                return execution
+            if loop.time() >= deadline:
+                raise ExecutionWaitTimeout(name, state_name(execution.state), max_wait)
+
+    async def _follow(self, name: str, max_wait: float, on_event: EventCallback) -> Execution:
+        """Follow WatchExecution until the terminal event, then return the execution (fresh accessors)."""
         last_state = "UNKNOWN"
         try:
             async with asyncio.timeout(max_wait), contextlib.aclosing(self.watch(name)) as events:
                 async for event in events:
                     last_state = state_name(event.state)
-                    if on_event is not None:
-                        on_event(event)
+                    on_event(event)
                 return await self.get_execution(name)
         except TimeoutError:
             raise ExecutionWaitTimeout(name, last_state, max_wait) from None

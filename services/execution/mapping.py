@@ -78,7 +78,7 @@ def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:
     return struct
 
 
-def _duration(message: Any, field: str) -> timedelta | None:
+def duration_or_none(message: Any, field: str) -> timedelta | None:
     """The Duration ``field`` of ``message``, or None when unset."""
     if not message.HasField(field):
         return None
@@ -183,13 +183,13 @@ def _profile_from_proto(profile: resources_pb2.ExecutionProfile) -> ProfileSnaps
         mode=ProfileMode.DIRECT if profile.mode == resources_pb2.ExecutionProfile.DIRECT else ProfileMode.GATEWAY,
         object_provider=profile.object_provider or "local/v1",
         extension_settings=dict(profile.extension_settings),
-        direct_token_ttl=_duration(profile, "direct_token_ttl"),
-        call_timeout=_duration(profile, "call_timeout"),
-        queue_timeout=_duration(profile, "queue_timeout"),
+        direct_token_ttl=duration_or_none(profile, "direct_token_ttl"),
+        call_timeout=duration_or_none(profile, "call_timeout"),
+        queue_timeout=duration_or_none(profile, "queue_timeout"),
         retry=RetrySettings(
             max_attempts=retry.max_attempts,
-            initial_backoff=_duration(retry, "initial_backoff"),
-            max_backoff=_duration(retry, "max_backoff"),
+            initial_backoff=duration_or_none(retry, "initial_backoff"),
+            max_backoff=duration_or_none(retry, "max_backoff"),
             multiplier=retry.multiplier,
         ),
         supported_priorities=frozenset(Priority(p) for p in profile.supported_priorities if p),
@@ -209,7 +209,7 @@ def catalog_version_from_proto(version: resources_pb2.ExtensionVersion) -> Catal
         name=version.name,
         state=_version_state(version.state),
         supports_validation=version.supports_validation,
-        execution_timeout=_duration(version, "execution_timeout"),
+        execution_timeout=duration_or_none(version, "execution_timeout"),
         profiles=tuple(_profile_from_proto(p) for p in version.profiles),
         services={name: struct_to_dict(config) for name, config in version.services.items()},
         inputs=tuple(_object_definition(d) for d in version.inputs),

@@ -112,6 +112,17 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
         ):
             yield mapping.event_to_proto(execution_id, event)
 
+    async def WaitExecution(self, request: pb.WaitExecutionRequest, context: Context) -> execution_pb2.Execution:
+        execution_id = mapping.parse_execution_name(request.name)
+        execution = await queries.wait_execution(
+            self._ctx,
+            require_principal(),
+            execution_id,
+            at_most=mapping.duration_or_none(request, "timeout"),
+            caller_remaining=context.time_remaining(),
+        )
+        return await self._view(execution)
+
     async def ReportExecutionStatus(
         self, request: pb.ReportExecutionStatusRequest, context: Context
     ) -> execution_pb2.Execution:

@@ -48,6 +48,7 @@ EXPECTED_HTTP: dict[str, tuple[str, str, str]] = {
     "ExecutionService.RetryExecution": ("post", "/v1/{name=executions/*}:retry", "*"),
     "ExecutionService.ListExecutionEvents": ("get", "/v1/{parent=executions/*}/events", ""),
     "ExecutionService.WatchExecution": ("get", "/v1/{name=executions/*}:watch", ""),
+    "ExecutionService.WaitExecution": ("get", "/v1/{name=executions/*}:wait", ""),
     "ExecutionService.ReportExecutionStatus": ("post", "/v1/{name=executions/*}:reportStatus", "*"),
     "ExecutionService.GetSigningKeys": ("get", "/v1/signingKeys", ""),
     "ExecutionService.ListDeadLetters": ("get", "/v1/deadLetters", ""),
@@ -81,6 +82,7 @@ EXPECTED_ACCESS: dict[str, tuple[str, list[str]]] = {
             "RetryExecution",
             "ListExecutionEvents",
             "WatchExecution",
+            "WaitExecution",
         ]
     },
     "ExecutionService.CreateExecution": ("ROLES", [EXECUTIONS_RUN]),

@@ -64,6 +64,7 @@ __all__ = [
     "EmulatorStack",
     "ServiceName",
     "authority_config",
+    "port_free",
     "stop_leftovers",
     "user_token",
 ]
@@ -141,7 +142,10 @@ def _token_file(directory: Path, service: str) -> Path:
     return directory / "tokens" / f"{service}.token"
 
 
-def _port_free(port: int) -> bool:
+def port_free(port: int) -> bool:
+    """Whether a server could listen on ``port`` of 127.0.0.1 now. ``SO_REUSEADDR`` as the servers themselves use
+    it: a port whose last connections linger in TIME_WAIT (a server just stopped) is free; one something listens
+    on is not."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
@@ -154,7 +158,7 @@ def _port_free(port: int) -> bool:
 def _kept_port(path: Path) -> int:
     """The port kept in ``path`` when it is free again, else 0 (the OS chooses)."""
     text = path.read_text(encoding="utf-8").strip() if path.exists() else ""
-    return int(text) if text.isdigit() and _port_free(int(text)) else 0
+    return int(text) if text.isdigit() and port_free(int(text)) else 0
 
 
 @dataclass

@@ -1,9 +1,11 @@
-"""GetExecution, ListExecutions, ListExecutionEvents and WatchExecution."""
+"""GetExecution, ListExecutions, ListExecutionEvents, WatchExecution and WaitExecution."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import timedelta
 
 from services.execution.domain import ExecutionEvent, ExecutionState, is_terminal
 from services.execution.domain.model import Execution
@@ -34,6 +36,10 @@ EXECUTION_ORDER: dict[str, tuple[str, ...]] = {
     "priority": ("priority",),
 }
 _DEFAULT_ORDER = (SortKey(("create_time",), descending=True),)
+#: The longest one WaitExecution waits (also its default): well inside the gateway's route timeout.
+WAIT_MAX_SECONDS = 30.0
+#: WaitExecution answers this long before the caller's deadline, so the answer arrives in time.
+WAIT_DEADLINE_MARGIN_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
@@ -138,6 +144,42 @@ async def watch_execution(
         woken = await repository.notifier.wait(execution_id, ctx.watch_poll_seconds, armed)
         armed = repository.notifier.arm(execution_id)
         source = repository.recent(execution_id) if woken else None
+
+
+async def wait_execution(
+    ctx: ExecutionContext,
+    principal: Principal,
+    execution_id: str,
+    *,
+    at_most: timedelta | None,
+    caller_remaining: float | None,
+) -> Execution:
+    """The execution once it has ended, or as it is when the wait is over.
+
+    The wait lasts ``at_most`` (the request's ``timeout``; default and at most :data:`WAIT_MAX_SECONDS`), and ends
+    :data:`WAIT_DEADLINE_MARGIN_SECONDS` before the caller's deadline. Like :func:`watch_execution` it waits on
+    the in-process notifier (armed before each look) with a bounded poll of the store as fallback, and after a
+    wake-up it takes the version this process just wrote instead of reading the store.
+    """
+    if at_most is not None and at_most < timedelta(0):
+        raise InvalidArgument.field("timeout", "must not be negative")
+    seconds = WAIT_MAX_SECONDS if at_most is None else min(at_most.total_seconds(), WAIT_MAX_SECONDS)
+    if caller_remaining is not None:
+        seconds = min(seconds, caller_remaining - WAIT_DEADLINE_MARGIN_SECONDS)
+    repository = ctx.repository
+    armed = repository.notifier.arm(execution_id)
+    execution = await load_visible(ctx, principal, execution_id)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + seconds
+    while not is_terminal(execution.state):
+        remaining = deadline - loop.time()
+        if remaining <= 0:
+            break
+        woken = await repository.notifier.wait(execution_id, min(ctx.watch_poll_seconds, remaining), armed)
+        armed = repository.notifier.arm(execution_id)
+        written = repository.recent(execution_id) if woken else None
+        execution = written if written is not None else await repository.get(execution_id)
+    return execution
 
 
 def _pending_events(execution: Execution, from_sequence: int) -> list[ExecutionEvent] | None:

@@ -89,6 +89,12 @@ async def test_execution_rest_and_grpc_give_the_same_answer(
     name = created.body["name"]
     rest = await call(http, gateway, "GET", f"/v1/{name}", headers=runner)
     rest_events = await call(http, gateway, "GET", f"/v1/{name}/events", headers=runner)
+    rest_waited = await call(http, gateway, "GET", f"/v1/{name}:wait", params={"timeout": "1.5s"}, headers=runner)
+    assert (rest_waited.status, rest_waited.body) == (200, rest.body), "an ended execution is answered at once"
+    rest_bad_wait = await call(http, gateway, "GET", f"/v1/{name}:wait", params={"timeout": "-1s"}, headers=runner)
+    assert rest_bad_wait.status == 400
+    violations = [v["field"] for d in rest_bad_wait.body["details"] for v in d.get("fieldViolations", [])]
+    assert violations == ["timeout"]
     other_tenant = bearer(tenant="tenant-b")
     rest_hidden = await call(http, gateway, "GET", f"/v1/{name}", headers=other_tenant)
     assert rest_hidden.status == 404
@@ -99,6 +105,10 @@ async def test_execution_rest_and_grpc_give_the_same_answer(
                 execution_service_pb2.GetExecutionRequest(name=name), metadata=tuple(runner.items()), timeout=5
             )
             assert got == json_format.ParseDict(rest.body, execution_pb2.Execution()), address
+            waited = await stub.WaitExecution(
+                execution_service_pb2.WaitExecutionRequest(name=name), metadata=tuple(runner.items()), timeout=5
+            )
+            assert waited == got, address
             events = await stub.ListExecutionEvents(
                 execution_service_pb2.ListExecutionEventsRequest(parent=name), metadata=tuple(runner.items()), timeout=5
             )

@@ -45,7 +45,7 @@ def test_free_ports_are_distinct_bindable_in_the_range_and_skip_what_is_taken() 
 
 
 def test_no_free_port_is_a_clear_start_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(supervisor, "_port_free", lambda port: False)
+    monkeypatch.setattr(supervisor, "port_free", lambda port: False)
     with pytest.raises(supervisor.HubStartError, match="no free port between"):
         supervisor._free_ports(1)
 

@@ -58,9 +58,14 @@ def test_only_methods_bound_to_http_get_are_retried() -> None:
         "GetExtensionVersion",
         "ListExtensionVersions",
     }
-    assert {"GetExecution", "ListExecutions", "ListExecutionEvents", "WatchExecution", "GetSigningKeys"} <= set(
-        safe[EXECUTION]
-    )
+    assert {
+        "GetExecution",
+        "ListExecutions",
+        "ListExecutionEvents",
+        "WatchExecution",
+        "WaitExecution",
+        "GetSigningKeys",
+    } <= set(safe[EXECUTION])
     never = {
         "CreateExecution",
         "ContinueExecution",
@@ -70,7 +75,7 @@ def test_only_methods_bound_to_http_get_are_retried() -> None:
     }
     assert not never & set(safe[EXECUTION])
     assert set(safe) == {CATALOG, EXECUTION}, "the client knows the public services only"
-    assert all(name.startswith(("Get", "List", "Search", "Watch")) for names in safe.values() for name in names)
+    assert all(name.startswith(("Get", "List", "Search", "Watch", "Wait")) for names in safe.values() for name in names)
 
 
 def test_service_config_declares_the_retry_policy_for_those_methods_only() -> None:

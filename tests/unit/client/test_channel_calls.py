@@ -7,6 +7,7 @@ way to show retries deterministically. It speaks real gRPC on 127.0.0.1 through 
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,7 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 
-from exthub.client import HubClient, ObjectTransferError, StaticTokenProvider, connect, with_expected_inputs
+from exthub.client import (
+    ExecutionWaitTimeout,
+    HubClient,
+    ObjectTransferError,
+    StaticTokenProvider,
+    connect,
+    with_expected_inputs,
+)
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
 
 Context = grpc.aio.ServicerContext[object, object]
@@ -39,6 +47,7 @@ class RecordingExecutionService(execution_service_pb2_grpc.ExecutionServiceServi
     calls: dict[str, list[Seen]] = field(default_factory=dict)
     failures: dict[str, int] = field(default_factory=dict)
     watch_break: str = "unavailable"  # how the first watch stream stops after one event: "unavailable" or "end"
+    running_waits: int = 2  # the first calls of WaitExecution (failed ones included) answer RUNNING
 
     async def _record(self, method: str, request: object, context: Context) -> None:
         metadata = dict(context.invocation_metadata() or ())
@@ -60,6 +69,14 @@ class RecordingExecutionService(execution_service_pb2_grpc.ExecutionServiceServi
     async def CreateExecution(self, request: execution_service_pb2.CreateExecutionRequest, context: Context) -> E:
         await self._record("CreateExecution", request, context)
         return E(name="executions/" + request.request_id, state=E.RUNNING)
+
+    async def WaitExecution(self, request: execution_service_pb2.WaitExecutionRequest, context: Context) -> E:
+        await self._record("WaitExecution", request, context)
+        if len(self.calls["WaitExecution"]) > self.running_waits:
+            return E(name=request.name, state=E.SUCCEEDED)
+        # the hub's wait, played out; it may answer before the timeout asked (the client must ask again)
+        await asyncio.sleep(min(request.timeout.ToTimedelta().total_seconds(), 0.05))
+        return E(name=request.name, state=E.RUNNING)
 
     async def WatchExecution(
         self, request: execution_service_pb2.WatchExecutionRequest, context: Context
@@ -185,3 +202,22 @@ async def test_create_and_wait_names_the_inputs_it_will_upload(
     assert list(seen.request.execution.expected_inputs) == ["document", "extra"]
     assert list(asked.expected_inputs) == ["document"]  # the caller's message is left as it was
     assert list(with_expected_inputs(asked, ["extra", "extra"]).expected_inputs) == ["document", "extra"]
+
+
+async def test_wait_asks_wait_execution_again_while_the_execution_runs(server: Server, client: HubClient) -> None:
+    server.service.failures["WaitExecution"] = 1  # retried by the channel: WaitExecution is a read
+    done = await client.wait("executions/x", max_wait=10)
+    assert done.state == E.SUCCEEDED
+    waits = server.service.calls["WaitExecution"]
+    assert len(waits) == 3 and "WatchExecution" not in server.service.calls
+    asked = [w.request.timeout.ToTimedelta().total_seconds() for w in waits]  # type: ignore[attr-defined]
+    assert all(9 < seconds <= 10 for seconds in asked), asked
+    assert all(w.authorization == "Bearer tok-1" for w in waits)
+
+
+async def test_wait_gives_up_after_max_wait_and_says_the_last_state(server: Server, client: HubClient) -> None:
+    server.service.running_waits = 100
+    with pytest.raises(ExecutionWaitTimeout, match="RUNNING"):
+        await client.wait("executions/slow", max_wait=0.3)
+    asked = [w.request.timeout.ToTimedelta().total_seconds() for w in server.service.calls["WaitExecution"]]  # type: ignore[attr-defined]
+    assert asked and asked[0] == pytest.approx(0.3, abs=0.05)

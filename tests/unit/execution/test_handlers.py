@@ -24,6 +24,7 @@ from services.execution.handlers.create import ExecutionDraft
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask
 from services.execution.handlers.views import render
 from services.execution.invariants import check_invariants
+from services.execution.repository import ExecutionRepository
 from services.execution.sweeper import Sweeper
 from services.objects.port import ObjectRef
 from services.platform.auth.principal import Principal
@@ -418,3 +419,37 @@ async def test_dead_letters_come_from_the_queue(hub: Fakes) -> None:
     letters, token = await dead_letters.list_dead_letters(hub.ctx, page_size=10, page_token="")
     assert [(letter.message.message_id, letter.reason) for letter in letters] == [("x:1", "MaxDeliveryCountExceeded")]
     assert token == ""
+
+
+# -- waiting ------------------------------------------------------------------------------------------------
+
+
+async def test_wait_sees_a_change_another_process_wrote_through_its_poll(hub: Fakes) -> None:
+    pending = await run(hub, expected_inputs=["document"])
+    assert pending.state is S.PENDING_INPUTS
+    # another process: the same store, its own repository, so this process's notifier hears nothing
+    elsewhere = dataclasses.replace(hub.ctx, repository=ExecutionRepository(hub.repository.collection))
+    waiter = dataclasses.replace(hub.ctx, watch_poll_seconds=0.05)
+    waiting = asyncio.ensure_future(
+        queries.wait_execution(waiter, ALICE, pending.id, at_most=timedelta(seconds=20), caller_remaining=None)
+    )
+    for _ in range(50):  # let the wait read the execution and park on its notifier (no clock involved)
+        await asyncio.sleep(0)
+    assert not waiting.done()
+    await commands.cancel_execution(elsewhere, ALICE, pending.id)
+    done = await asyncio.wait_for(waiting, 5)
+    assert done.state is S.CANCELLED
+
+
+async def test_wait_is_bounded_by_its_own_maximum_and_the_callers_deadline(hub: Fakes) -> None:
+    pending = await run(hub, expected_inputs=["document"])
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    waited = await queries.wait_execution(hub.ctx, ALICE, pending.id, at_most=timedelta(hours=1), caller_remaining=0.3)
+    assert waited.state is S.PENDING_INPUTS
+    assert loop.time() - started < 0.3, "answered before the caller's deadline"
+    with pytest.raises(InvalidArgument) as raised:
+        await queries.wait_execution(hub.ctx, ALICE, pending.id, at_most=timedelta(seconds=-1), caller_remaining=None)
+    assert raised.value.field_violations[0].field == "timeout"
+    with pytest.raises(NotFound):
+        await queries.wait_execution(hub.ctx, MALLORY, pending.id, at_most=timedelta(0), caller_remaining=None)

@@ -78,6 +78,11 @@ class ExecutionServiceStub:
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
                 response_deserializer=exthub_dot_execution_dot_v1_dot_execution__pb2.ExecutionEvent.FromString,
                 _registered_method=True)
+        self.WaitExecution = channel.unary_unary(
+                '/exthub.execution.v1.ExecutionService/WaitExecution',
+                request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.WaitExecutionRequest.SerializeToString,
+                response_deserializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
+                _registered_method=True)
         self.ReportExecutionStatus = channel.unary_unary(
                 '/exthub.execution.v1.ExecutionService/ReportExecutionStatus',
                 request_serializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.ReportExecutionStatusRequest.SerializeToString,
@@ -166,6 +171,18 @@ class ExecutionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WaitExecution(self, request, context):
+        """Waits until the execution has ended, then returns it (as
+        `GetExecution` does). Returns it as it is when `timeout` (default and
+        at most 30 seconds) or the call's deadline comes first, so a caller
+        that waits longer calls again; the answer says by its state whether the
+        execution has ended. Cheaper than `WatchExecution` for a caller that
+        needs only the outcome.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportExecutionStatus(self, request, context):
         """Reports the status of an attempt: progress, a state change or the
         outcome. Allowed to whoever holds the attempt's status-update key: the
@@ -241,6 +258,11 @@ def add_ExecutionServiceServicer_to_server(servicer, server):
                     servicer.WatchExecution,
                     request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.FromString,
                     response_serializer=exthub_dot_execution_dot_v1_dot_execution__pb2.ExecutionEvent.SerializeToString,
+            ),
+            'WaitExecution': grpc.unary_unary_rpc_method_handler(
+                    servicer.WaitExecution,
+                    request_deserializer=exthub_dot_execution_dot_v1_dot_execution__service__pb2.WaitExecutionRequest.FromString,
+                    response_serializer=exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.SerializeToString,
             ),
             'ReportExecutionStatus': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportExecutionStatus,
@@ -477,6 +499,33 @@ class ExecutionService:
             '/exthub.execution.v1.ExecutionService/WatchExecution',
             exthub_dot_execution_dot_v1_dot_execution__service__pb2.WatchExecutionRequest.SerializeToString,
             exthub_dot_execution_dot_v1_dot_execution__pb2.ExecutionEvent.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WaitExecution(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/exthub.execution.v1.ExecutionService/WaitExecution',
+            exthub_dot_execution_dot_v1_dot_execution__service__pb2.WaitExecutionRequest.SerializeToString,
+            exthub_dot_execution_dot_v1_dot_execution__pb2.Execution.FromString,
             options,
             channel_credentials,
             insecure,

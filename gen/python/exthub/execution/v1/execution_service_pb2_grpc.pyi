@@ -68,6 +68,14 @@ class ExecutionServiceStub:
     first, then live ones) and ends after the terminal event. Over REST
     (through Envoy) the stream is newline-delimited JSON.
     """
+    WaitExecution: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.WaitExecutionRequest, _execution_pb2.Execution]
+    """Waits until the execution has ended, then returns it (as
+    `GetExecution` does). Returns it as it is when `timeout` (default and
+    at most 30 seconds) or the call's deadline comes first, so a caller
+    that waits longer calls again; the answer says by its state whether the
+    execution has ended. Cheaper than `WatchExecution` for a caller that
+    needs only the outcome.
+    """
     ReportExecutionStatus: _grpc.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]
     """Reports the status of an attempt: progress, a state change or the
     outcome. Allowed to whoever holds the attempt's status-update key: the
@@ -128,6 +136,14 @@ class ExecutionServiceAsyncStub(ExecutionServiceStub):
     """Streams the events of an execution from `from_sequence` on (stored ones
     first, then live ones) and ends after the terminal event. Over REST
     (through Envoy) the stream is newline-delimited JSON.
+    """
+    WaitExecution: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.WaitExecutionRequest, _execution_pb2.Execution]  # type: ignore[assignment]
+    """Waits until the execution has ended, then returns it (as
+    `GetExecution` does). Returns it as it is when `timeout` (default and
+    at most 30 seconds) or the call's deadline comes first, so a caller
+    that waits longer calls again; the answer says by its state whether the
+    execution has ended. Cheaper than `WatchExecution` for a caller that
+    needs only the outcome.
     """
     ReportExecutionStatus: _aio.UnaryUnaryMultiCallable[_execution_service_pb2.ReportExecutionStatusRequest, _execution_pb2.Execution]  # type: ignore[assignment]
     """Reports the status of an attempt: progress, a state change or the
@@ -234,6 +250,20 @@ class ExecutionServiceServicer(metaclass=_abc_1.ABCMeta):
         """Streams the events of an execution from `from_sequence` on (stored ones
         first, then live ones) and ends after the terminal event. Over REST
         (through Envoy) the stream is newline-delimited JSON.
+        """
+
+    @_abc_1.abstractmethod
+    def WaitExecution(
+        self,
+        request: _execution_service_pb2.WaitExecutionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_execution_pb2.Execution, _abc.Awaitable[_execution_pb2.Execution]]:
+        """Waits until the execution has ended, then returns it (as
+        `GetExecution` does). Returns it as it is when `timeout` (default and
+        at most 30 seconds) or the call's deadline comes first, so a caller
+        that waits longer calls again; the answer says by its state whether the
+        execution has ended. Cheaper than `WatchExecution` for a caller that
+        needs only the outcome.
         """
 
     @_abc_1.abstractmethod
