@@ -21,6 +21,7 @@ import base64
 import binascii
 import json
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
@@ -31,6 +32,7 @@ import aiohttp
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ec import SECP256R1, EllipticCurvePublicKey
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+from jwt.algorithms import Algorithm
 from jwt.api_jws import PyJWS
 
 from exthub.contract.signatures import SIGNATURE_HEADER as SIGNATURE_HEADER
@@ -105,11 +107,35 @@ class StaticJwksSource:
         return self.document
 
 
+_B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+SUPPORTED_CRIT = frozenset({"b64"})
+
+
 def _b64url_decode(segment: str) -> bytes:
+    """Strict unpadded base64url (RFC 7515): only the alphabet, and the canonical encoding of its bytes."""
+    if len(segment) % 4 == 1 or not _B64URL_SEGMENT.fullmatch(segment):
+        raise SignatureInvalid("malformed signature")
     try:
-        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+        decoded = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError) as exc:
         raise SignatureInvalid("malformed signature") from exc
+    if _b64url_encode(decoded) != segment:  # stray bits in the last character: not the canonical form
+        raise SignatureInvalid("malformed signature")
+    return decoded
+
+
+def _check_crit(header: Mapping[str, Any]) -> None:
+    """``crit`` (RFC 7515 4.1.11) lists only extensions understood here (``b64``), each present in the header;
+    ``"b64": false`` must be listed in it (RFC 7797 3)."""
+    if "crit" in header:
+        crit = header["crit"]
+        if not isinstance(crit, list) or not crit:
+            raise SignatureInvalid("malformed signature header")
+        for extension in crit:
+            if not isinstance(extension, str) or extension not in SUPPORTED_CRIT or extension not in header:
+                raise SignatureInvalid("unsupported critical header parameter")
+    if header.get("b64", True) is False and "b64" not in header.get("crit", ()):
+        raise SignatureInvalid("the b64 header parameter must be listed in crit")
 
 
 def _b64url_encode(data: bytes) -> str:
@@ -147,7 +173,10 @@ class SignatureVerifier:
         self._jwks: dict[str, Mapping[str, Any]] | None = None
         self._fetched_at = float("-inf")
         self._lock = asyncio.Lock()
-        self._jws = PyJWS()
+        jws = PyJWS(algorithms=list(ALLOWED_ALGORITHMS))
+        self._algorithms: dict[str, Algorithm] = {alg: jws.get_algorithm_by_name(alg) for alg in ALLOWED_ALGORITHMS}
+        #: (kid, alg) → the JWK it was parsed from, its algorithm and the key (parsed once per JWKS fetch)
+        self._keys: dict[tuple[str, str], tuple[Mapping[str, Any], Algorithm, Any]] = {}
         self._seen: OrderedDict[str, float] = OrderedDict()  # jti → expiry, in arrival order
 
     async def verify(self, header_value: str | None, body: bytes) -> dict[str, Any]:
@@ -192,8 +221,9 @@ class SignatureVerifier:
         parts = token.split(".")
         if len(parts) != 3 or parts[1] != "" or not parts[0] or not parts[2]:
             raise SignatureInvalid("the signature must be a detached JWS (header..signature)")
+        header_segment, _, signature_segment = parts
         try:
-            header = json.loads(_b64url_decode(parts[0]))
+            header = json.loads(_b64url_decode(header_segment))
         except ValueError as exc:
             raise SignatureInvalid("malformed signature header") from exc
         if not isinstance(header, dict):
@@ -204,18 +234,25 @@ class SignatureVerifier:
             raise SignatureInvalid("signature algorithm not allowed")
         if not isinstance(kid, str) or not kid:
             raise SignatureInvalid("signature has no kid")
-        key = await self._public_key(kid, alg)
+        _check_crit(header)
+        signature = _b64url_decode(signature_segment)
+        algorithm, key = await self._public_key(kid, alg)
+        if header.get("b64", True) is False:  # RFC 7797 unencoded detached payload
+            signing_input = b"%s.%s" % (header_segment.encode("ascii"), body)
+        else:  # RFC 7515 Appendix F: the payload is the base64url of the body
+            signing_input = f"{header_segment}.{_b64url_encode(body)}".encode("ascii")
+        # the library's own verification of the signature over the signing input (raw r||s → DER for ES256);
+        # the token's segments were checked above, so decoding it again through ``PyJWS.decode`` (which also
+        # re-encodes the whole body and checks it byte by byte) would only repeat work
         try:
-            if header.get("b64", True) is False:  # RFC 7797 unencoded detached payload
-                self._jws.decode_complete(token, key, algorithms=[alg], detached_payload=body)
-            else:  # RFC 7515 Appendix F: reattach the base64url payload and verify normally
-                attached = f"{parts[0]}.{_b64url_encode(body)}.{parts[2]}"
-                self._jws.decode_complete(attached, key, algorithms=[alg])
+            verified = algorithm.verify(signing_input, key, signature)
         except (jwt.PyJWTError, ValueError, TypeError) as exc:
             raise SignatureInvalid("signature does not verify") from exc
+        if not verified:
+            raise SignatureInvalid("signature does not verify")
         return header
 
-    async def _public_key(self, kid: str, alg: str) -> Any:
+    async def _public_key(self, kid: str, alg: str) -> tuple[Algorithm, Any]:
         now = self._clock()
         if self._jwks is None or now - self._fetched_at >= self.max_age:
             await self._refresh()
@@ -225,7 +262,11 @@ class SignatureVerifier:
             jwk = self._lookup(kid)
         if jwk is None:
             raise SignatureInvalid("unknown signing key")
-        return _key_from_jwk(jwk, alg)
+        cached = self._keys.get((kid, alg))
+        if cached is None or cached[0] is not jwk:
+            algorithm = self._algorithms[alg]
+            cached = self._keys[(kid, alg)] = (jwk, algorithm, algorithm.prepare_key(_key_from_jwk(jwk, alg)))
+        return cached[1], cached[2]
 
     def _lookup(self, kid: str) -> Mapping[str, Any] | None:
         return None if self._jwks is None else self._jwks.get(kid)
@@ -245,6 +286,7 @@ class SignatureVerifier:
                 self._fetched_at = self._clock() - self.max_age + self.min_refetch_interval
                 return
             self._jwks = _index_jwks(document)
+            self._keys.clear()
             self._fetched_at = self._clock()
 
 

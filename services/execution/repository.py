@@ -286,15 +286,16 @@ class ExecutionRepository:
             relayed = self._relayed.get(execution_id)
             if relayed is not None:
                 outbox = relayed.prune(outbox)
-            if outbox is not new.outbox:
-                new = dataclasses.replace(new, outbox=outbox)
             if not bookkeeping:
-                new = dataclasses.replace(new, etag=new_view_etag())
-            elif new == current:  # nothing left to trim
-                if not guessed:
-                    return current
-                current = None
-                continue
+                new = dataclasses.replace(new, outbox=outbox, etag=new_view_etag())
+            else:
+                if outbox is not new.outbox:
+                    new = dataclasses.replace(new, outbox=outbox)
+                if new == current:  # nothing left to trim
+                    if not guessed:
+                        return current
+                    current = None
+                    continue
             try:
                 document = await self._collection.replace(
                     execution_id, EXECUTION_DOC_ID, execution_to_body(new), if_match=current.revision

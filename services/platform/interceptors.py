@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import logging
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -46,6 +47,8 @@ from services.platform.logging import get_logger
 __all__ = ["HubServerInterceptor", "bearer_token"]
 
 _access_log = get_logger("exthub.access")
+#: the stdlib logger behind ``_access_log``: its cached level check skips building a line nobody would see
+_access_level = logging.getLogger("exthub.access")
 _error_log = get_logger("exthub.grpc")
 
 
@@ -225,6 +228,8 @@ class HubServerInterceptor(WrappingServerInterceptor):
 
     @staticmethod
     def _log(method: str, state: _CallState, started: float) -> None:
+        if not _access_level.isEnabledFor(logging.INFO):
+            return
         principal = state.principal
         _access_log.info(
             "rpc",

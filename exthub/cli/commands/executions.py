@@ -76,6 +76,12 @@ def list_executions(
 @app.command()
 def get(
     execution: ExecutionArgument,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait until the execution has ended (WaitExecution), then show it.")
+    ] = False,
+    timeout: Annotated[
+        float, typer.Option("--timeout", min=0.1, help="Seconds to wait with --wait.")
+    ] = DEFAULT_WAIT_SECONDS,
     as_json: JsonOption = False,
     url: UrlOption = DEFAULT_URL,
     catalog_url: CatalogUrlOption = None,
@@ -83,14 +89,14 @@ def get(
     azure_scope: AzureScopeOption = None,
     data_dir: DataDirOption = DEFAULT_DATA_DIR,
 ) -> None:
-    """Show one execution: state, progress, result, errors, objects."""
+    """Show one execution: state, progress, result, errors, objects; --wait first waits until it has ended."""
     options = HubOptions(url, catalog_url, token, azure_scope, data_dir)
     with usage_errors("executions get"):
         name = execution_name(execution)
 
     async def action() -> int:
         async with options.connect() as hub:
-            found = await hub.get_execution(name)
+            found = await (hub.wait(name, max_wait=timeout) if wait else hub.get_execution(name))
         if as_json:
             print_json(found)
         else:

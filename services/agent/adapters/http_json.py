@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import re
 from collections.abc import Callable
@@ -85,6 +86,7 @@ __all__ = [
 ]
 
 _log = get_logger("exthub.agent.http_json")
+_log_level = logging.getLogger("exthub.agent.http_json")  # the stdlib logger behind ``_log`` (its level check)
 
 MAX_RESPONSE_BYTES = 4 * 1024 * 1024
 CALLER_MARGIN_SECONDS = 0.05
@@ -196,15 +198,16 @@ class HttpJsonAdapter:
             response = self._interpret(task, reply)
         except AttemptFailure as failure:
             response = failure.response(task)
-        _log.info(
-            "attempt finished",
-            execution=task.execution,
-            attempt=task.attempt,
-            model=task.execution_model,
-            outcome=Outcome.Name(response.outcome),
-            http_status=response.http_status,
-            duration_ms=round((loop.time() - started) * 1000, 1),
-        )
+        if _log_level.isEnabledFor(logging.INFO):
+            _log.info(
+                "attempt finished",
+                execution=task.execution,
+                attempt=task.attempt,
+                model=task.execution_model,
+                outcome=Outcome.Name(response.outcome),
+                http_status=response.http_status,
+                duration_ms=round((loop.time() - started) * 1000, 1),
+            )
         return response
 
     # -- preparing and sending ------------------------------------------------------------------------

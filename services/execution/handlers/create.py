@@ -257,6 +257,13 @@ async def _store_and_start(
     else:
         initial = ExecutionState.QUEUED
     record, event = create(initial, now=now, status_message=_INITIAL_MESSAGES[initial])
+    status_key = ""
+    started: dict[str, Any] = {}
+    if initial is ExecutionState.QUEUED:
+        started["outbox"] = Outbox(dispatch=DispatchMarker(record.attempt))
+    elif initial is ExecutionState.RUNNING:
+        status_key, key_hash = new_status_key()
+        started.update(status_key_hash=key_hash, sync_call_owner=ctx.instance)
     execution = Execution(
         id=execution_id,
         record=record,
@@ -266,14 +273,9 @@ async def _store_and_start(
         inputs=inputs,
         outputs=tuple(OutputState(d.name) for d in version.outputs) if runs else (),
         input_timeout=ctx.input_timeout,
+        **started,
     )
-    status_key = ""
-    if initial is ExecutionState.QUEUED:
-        execution = dataclasses.replace(execution, outbox=Outbox(dispatch=DispatchMarker(record.attempt)))
-    elif initial is ExecutionState.RUNNING:
-        status_key, key_hash = new_status_key()
-        execution = dataclasses.replace(execution, status_key_hash=key_hash, sync_call_owner=ctx.instance)
-    elif initial is ExecutionState.DIRECT_TOKEN_ISSUED:
+    if initial is ExecutionState.DIRECT_TOKEN_ISSUED:
         ttl = profile.direct_token_ttl or DEFAULT_DIRECT_TOKEN_TTL
         token = ctx.signing.issue_direct_token(
             execution=execution.name,

@@ -41,20 +41,27 @@ def change_from(
     if result.event is None:
         return None
     record = result.record
-    execution = dataclasses.replace(current, record=record, **fields)
+    changes: dict[str, Any] = {**fields, "record": record}  # one new execution, however many fields change
+
+    def value(name: str) -> Any:
+        return changes[name] if name in changes else getattr(current, name)
+
     if record.is_terminal:
-        outbox = Outbox(execution.outbox.events, None)
-        execution = dataclasses.replace(
-            execution, outbox=outbox, cancel=CancelState(requested=execution.cancel.requested), sync_call_owner=""
-        )
+        outbox: Outbox = value("outbox")
+        cancel: CancelState = value("cancel")
+        changes["outbox"] = Outbox(outbox.events, None)
+        changes["cancel"] = CancelState(requested=cancel.requested)
+        changes["sync_call_owner"] = ""
         if record.state not in _FAILURES:  # an earlier attempt's error does not outlive a success
-            execution = dataclasses.replace(execution, outcome=dataclasses.replace(execution.outcome, error=None))
+            outcome: Outcome = value("outcome")
+            if outcome.error is not None:
+                changes["outcome"] = dataclasses.replace(outcome, error=None)
     elif record.state is ExecutionState.QUEUED and (
         current.state is not ExecutionState.QUEUED or current.attempt != record.attempt
     ):
-        marker = DispatchMarker(record.attempt, dispatch_not_before)
-        execution = dataclasses.replace(execution, outbox=Outbox(execution.outbox.events, marker))
-    return Change(execution, (result.event,))
+        outbox = value("outbox")
+        changes["outbox"] = Outbox(outbox.events, DispatchMarker(record.attempt, dispatch_not_before))
+    return Change(dataclasses.replace(current, **changes), (result.event,))
 
 
 def transition_change(

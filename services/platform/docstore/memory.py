@@ -122,7 +122,7 @@ class MemoryDocumentCollection:
         if key in self._rows:
             raise document_exists(id)
         stored = self._rows[key] = _Stored(uuid.uuid4().hex, text)
-        return Document(id, partition, load_body(text), stored.etag)
+        return Document.from_json(id, partition, text, stored.etag)
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None."""
@@ -135,7 +135,7 @@ class MemoryDocumentCollection:
         text = dump_body(body)
         self._check(key, if_match)
         stored = self._rows[key] = _Stored(uuid.uuid4().hex, text)
-        return Document(id, partition, load_body(text), stored.etag)
+        return Document.from_json(id, partition, text, stored.etag)
 
     async def delete(self, partition: str, id: str, *, if_match: str | None = None) -> None:
         """Remove; Aborted(ETAG_MISMATCH) or NotFound(DOCUMENT_NOT_FOUND)."""

@@ -16,6 +16,7 @@ Contract (every adapter passes ``tests/contract/docstore``):
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -44,14 +45,67 @@ _ID_RE = re.compile(r"[^/\\?#\x00-\x1f\x7f]{1,255}")
 _PARTITION_RE = re.compile(r"[^\x00-\x1f\x7f]{1,1024}")
 
 
-@dataclass(frozen=True)
 class Document:
-    """A stored document and its current etag."""
+    """A stored document and its current etag (immutable; ``body`` is the holder's own object).
+
+    An adapter that has the stored JSON text builds it with :meth:`from_json`: the body is parsed when first
+    used, so a writer that only needs the new etag never parses back what it has just serialised.
+    """
+
+    __slots__ = ("_body", "_json", "etag", "id", "partition")
 
     id: str
     partition: str
-    body: dict[str, Any]
     etag: str
+    _body: dict[str, Any] | None
+    _json: str | None
+
+    def __init__(self, id: str, partition: str, body: dict[str, Any], etag: str) -> None:
+        object.__setattr__(self, "id", id)
+        object.__setattr__(self, "partition", partition)
+        object.__setattr__(self, "etag", etag)
+        object.__setattr__(self, "_body", body)
+        object.__setattr__(self, "_json", None)
+
+    @classmethod
+    def from_json(cls, id: str, partition: str, text: str, etag: str) -> Document:
+        """A document whose body is the JSON object ``text`` (parsed on first use of :attr:`body`)."""
+        document = cls.__new__(cls)
+        object.__setattr__(document, "id", id)
+        object.__setattr__(document, "partition", partition)
+        object.__setattr__(document, "etag", etag)
+        object.__setattr__(document, "_body", None)
+        object.__setattr__(document, "_json", text)
+        return document
+
+    @property
+    def body(self) -> dict[str, Any]:
+        """The document's JSON object."""
+        body = self._body
+        if body is None:
+            body = json.loads(self._json or "")
+            if not isinstance(body, dict):
+                raise TypeError("a stored document body is not a JSON object")
+            object.__setattr__(self, "_body", body)
+            object.__setattr__(self, "_json", None)
+        return body
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"Document is immutable: cannot set {name!r}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"Document is immutable: cannot delete {name!r}")
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Document)
+        return (self.id, self.partition, self.etag, self.body) == (other.id, other.partition, other.etag, other.body)
+
+    __hash__ = None  # type: ignore[assignment]  # the body is a dict
+
+    def __repr__(self) -> str:
+        return f"Document(id={self.id!r}, partition={self.partition!r}, body={self.body!r}, etag={self.etag!r})"
 
 
 @dataclass(frozen=True)

@@ -212,7 +212,7 @@ class SqliteDocumentCollection:
                 raise document_exists(id)
 
         await self._store._write(insert)
-        return Document(id, partition, load_body(text), etag)
+        return Document.from_json(id, partition, text, etag)
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None."""
@@ -233,7 +233,7 @@ class SqliteDocumentCollection:
         await self._change(
             key, f"UPDATE documents SET etag = ?, body = ? WHERE {where}", (etag, text, *key, *condition)
         )
-        return Document(id, partition, load_body(text), etag)
+        return Document.from_json(id, partition, text, etag)
 
     async def delete(self, partition: str, id: str, *, if_match: str | None = None) -> None:
         """Remove; Aborted(ETAG_MISMATCH) or NotFound(DOCUMENT_NOT_FOUND)."""

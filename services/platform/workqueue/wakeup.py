@@ -3,7 +3,8 @@ instead of at its next poll.
 
 Every queue instance that receives binds a Unix datagram socket in the queue's wake-up directory
 (``<queue file>.wake/``, mode 0700); after a publish (or an abandon without delay, a redrive) the publishing
-instance sends one empty-ish datagram to each socket there, without ever waiting (a full receiver buffer
+instance sends one empty-ish datagram to each socket there — once per turn of its event loop, however many
+publishes completed in that turn (a group commit completes many at once) — without ever waiting (a full receiver buffer
 means that receiver is awake already). A datagram only makes the receiver look at the queue: it carries no
 data, so a lost or spurious one changes nothing — receivers still poll at their interval (which also finds
 delayed messages coming due). A socket whose process is gone answers "connection refused" and is removed.
@@ -59,6 +60,7 @@ class WakeupChannel:
         self._peers: list[str] = []
         self._scanned_at = float("-inf")
         self._available = hasattr(socket, "AF_UNIX")
+        self._announcing = False
 
     def listen(self) -> bool:
         """Bind this instance's socket and wake on every datagram (once; False when not possible)."""
@@ -88,7 +90,17 @@ class WakeupChannel:
         return True
 
     def announce(self) -> None:
-        """Wake every other receiver of the queue (never waits)."""
+        """Wake every other receiver of the queue, at the end of this turn of the event loop: the announces of one
+        turn are one datagram per receiver (never waits; call it on the event loop)."""
+        if not self._available or self._announcing:
+            return
+        self._announcing = True
+        asyncio.get_running_loop().call_soon(self._announce_now)
+
+    def _announce_now(self) -> None:
+        if not self._announcing:
+            return  # sent already, by close
+        self._announcing = False
         if not self._available:
             return
         peers = self._current_peers()
@@ -117,7 +129,9 @@ class WakeupChannel:
                 self._peers.remove(peer)
 
     def close(self) -> None:
-        """Stop listening and remove this instance's socket (idempotent)."""
+        """Send a wake-up still due, stop listening and remove this instance's socket (idempotent)."""
+        self._announce_now()
+        self._available = False
         listener, self._listener = self._listener, None
         if listener is not None:
             if self._loop is not None and not self._loop.is_closed():

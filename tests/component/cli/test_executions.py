@@ -25,6 +25,17 @@ def test_list_filters_by_label_and_get_shows_one(cli: Cli) -> None:
     assert panel.exit_code == 0 and "SUCCEEDED" in panel.stdout and f"case={case}" in panel.stdout
 
 
+def test_get_wait_answers_when_the_execution_has_ended_or_says_it_has_not(cli: Cli) -> None:
+    running = cli.json("run", "echo-plain", "--request", '{"longRunning": true, "delaySeconds": 0.5}')
+    assert running["state"] == "RUNNING"
+    done = cli.json("executions", "get", running["name"], "--wait", "--timeout", "30")
+    assert done["state"] == "SUCCEEDED" and done["result"]["echo"]["delaySeconds"] == 0.5
+    slow = cli.json("run", "echo-plain", "--request", '{"longRunning": true, "delaySeconds": 30}')
+    late = cli("executions", "get", slow["name"], "--wait", "--timeout", "0.5")
+    assert late.exit_code == 1 and "did not finish within 0.5 s (still RUNNING)" in late.stderr
+    cli.json("executions", "cancel", slow["name"])
+
+
 def test_cancel_a_running_execution_then_retry_a_failed_one(cli: Cli) -> None:
     running = cli.json("run", "echo-plain", "--request", '{"longRunning": true, "delaySeconds": 30}')
     assert running["state"] == "RUNNING"
