@@ -26,6 +26,7 @@ from gateway.render import (
     render_config,
     write_config,
 )
+from services.execution.handlers.queries import WAIT_MAX_SECONDS
 from services.platform.limits import GATEWAY_MAX_REQUEST_HEADERS_KIB, MAX_METADATA_BYTES
 
 TENANT = "11111111-2222-3333-4444-555555555555"
@@ -236,6 +237,8 @@ def test_routes(data_dir: Path) -> None:
     assert not any("AgentTaskService" in str(r["match"]) or "AgentService" in str(r["match"]) for r in routes.values())
     assert routes["grpc-unrouted"]["direct_response"]["status"] == 404
     assert routes["stream-WatchExecution"]["route"]["timeout"] == "0s"
+    # a REST :wait (no grpc-timeout header) runs under the execution route's timeout: it outlasts the longest wait
+    assert float(routes["execution"]["route"]["timeout"].removesuffix("s")) >= WAIT_MAX_SECONDS + 5
     stream_lua = routes["stream-WatchExecution"]["typed_per_filter_config"]["envoy.filters.http.lua"]
     assert stream_lua["source_code"]["inline_string"] == NDJSON_STREAM_LUA
     assert "application/x-ndjson" in NDJSON_STREAM_LUA and NDJSON_STREAM_LUA.startswith(GRPC_METADATA_LUA)
