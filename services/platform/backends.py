@@ -25,17 +25,19 @@ from typing import TYPE_CHECKING, Literal, Protocol
 
 from exthub.contract.dev_tokens import DevIssuer
 from exthub.contract.dev_tokens import service_tokens as dev_service_tokens
-from services.objects.port import ObjectProvider
-from services.platform.docstore.indexes import IndexSpec, Present
-from services.platform.docstore.port import DocumentStore
-from services.platform.events.port import EventPublisher
 from services.platform.logging import get_logger
+from services.platform.query.indexes import IndexSpec, Present
 from services.platform.query.predicate import SortKey
 from services.platform.settings import Settings
-from services.platform.workqueue.port import WorkQueue
 
-if TYPE_CHECKING:  # the Azure SDKs are imported only by a process on the azure backend
+# the Azure SDKs are imported only by a process on the azure backend, the events package (cloudevents) only by
+# a process that publishes events
+if TYPE_CHECKING:
+    from services.objects.port import ObjectProvider
     from services.platform.azure.identity import AzureIdentity
+    from services.platform.docstore.port import DocumentStore
+    from services.platform.events.port import EventPublisher
+    from services.platform.workqueue.port import WorkQueue
 
 __all__ = [
     "AZURE_OBJECT_PROVIDER",

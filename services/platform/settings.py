@@ -20,7 +20,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from exthub.contract.dev_tokens import DEV_AUDIENCE, DEV_ISSUER, dev_jwks_path
 from exthub.contract.keyfiles import read_or_create_once
 from services.platform.egress import EgressPolicy, parse_allow_entry
-from services.platform.events.port import check_webhook_url
 
 __all__ = [
     "DEFAULT_ALGORITHMS",
@@ -299,7 +298,12 @@ class EventsSettings(BaseModel):
         "POSTed to each (CloudEvents HTTP binding, structured mode).",
     )
     topic: str = Field(
-        default="execution-events", pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,259}$", description="Service Bus topic."
+        default="execution-events",
+        # a length limit instead of a bounded repetition: pydantic's regex engine expands {0,259} into a large
+        # automaton that every process would hold
+        max_length=260,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$",
+        description="Service Bus topic.",
     )
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=60, description="Timeout of one webhook request.")
     webhook_max_attempts: int = Field(default=5, ge=1, le=20, description="Attempts per event and sink.")
@@ -310,6 +314,9 @@ class EventsSettings(BaseModel):
     @field_validator("webhooks")
     @classmethod
     def _webhook_urls(cls, value: list[str]) -> list[str]:
+        # imported here: the events package (and cloudevents) stays out of the services that publish no events
+        from services.platform.events.port import check_webhook_url
+
         for url in value:
             check_webhook_url(url)
         if len(set(value)) != len(value):

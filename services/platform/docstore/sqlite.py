@@ -10,7 +10,7 @@
 * Indexes on JSON fields are declared by whoever opens the store (``indexes``, per collection: the orders it is
   queried in and the fields its background scans filter on, the way Cosmos DB containers take composite indexes):
   each one is ``(collection, json_extract(body, '<key>') [DESC]…, id, partition) WHERE collection = '<name>'``
-  (and the key present, for :class:`~services.platform.docstore.indexes.Present`), created
+  (and the key present, for :class:`~services.platform.query.indexes.Present`), created
   idempotently at open and never dropped by a process that does not declare it (several processes share the file).
 * Other adapters may keep their own tables in the same file: use :attr:`SqliteDocumentStore.path`, or
   :meth:`SqliteDocumentStore.run_in_transaction` to write in the same transactions as the documents.
@@ -35,7 +35,6 @@ from services.platform.docstore.codec import (
     fingerprint,
     load_body,
 )
-from services.platform.docstore.indexes import Indexes, IndexSpec, Present
 from services.platform.docstore.port import (
     MAX_QUERY_LIMIT,
     Document,
@@ -54,6 +53,7 @@ from services.platform.docstore.sqlite_filter import (
     value_of,
 )
 from services.platform.errors import Unavailable
+from services.platform.query.indexes import Indexes, IndexSpec, Present
 from services.platform.query.predicate import Predicate, SortKey
 from services.platform.sqlite_connection import SqliteConnection, require_wal
 
@@ -113,7 +113,7 @@ class SqliteDocumentStore:
         cls, path: Path, *, indexes: Indexes | None = None, busy_timeout_ms: int = _DEFAULT_BUSY_TIMEOUT_MS
     ) -> SqliteDocumentStore:
         """Open (creating and migrating if needed) the store at ``path``, with every index of ``indexes`` (per
-        collection, see :mod:`services.platform.docstore.indexes` and :func:`index_statement`) created if missing."""
+        collection, see :mod:`services.platform.query.indexes` and :func:`index_statement`) created if missing."""
         path = Path(path)
         statements = list(
             dict.fromkeys(

@@ -19,10 +19,10 @@ import pytest
 
 from exthub.contract.dev_tokens import DevIssuer
 from services.platform.docstore.cosmos import CosmosDocumentStore
-from services.platform.docstore.indexes import IndexSpec, Present
 from services.platform.docstore.memory import MemoryDatabase, MemoryDocumentStore
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.query.indexes import IndexSpec, Present
 from services.platform.query.predicate import SortKey
 from tests.support.cosmos import DevTokenCredential
 from tools.emulators.cosmos import CosmosEmulator, start_cosmos_emulator

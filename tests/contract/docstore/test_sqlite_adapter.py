@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from services.platform.docstore.indexes import IndexSpec, Present
 from services.platform.docstore.port import Query
 from services.platform.docstore.sqlite import SCHEMA_VERSION, SqliteDocumentStore
+from services.platform.query.indexes import IndexSpec, Present
 from services.platform.query.predicate import ArrayContains, Compare, Exists, Op, Prefix, SortKey
 
 

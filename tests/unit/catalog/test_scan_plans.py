@@ -14,9 +14,9 @@ from services.catalog.adapters.memory_search import MemorySearchIndex
 from services.catalog.adapters.search_feed import SearchFeed
 from services.catalog.repository import CatalogRepository
 from services.platform.backends import SQLITE_INDEXES
-from services.platform.docstore.indexes import Present
 from services.platform.docstore.port import Query, QueryPage
 from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
+from services.platform.query.indexes import Present
 from services.platform.query.predicate import SortKey
 
 

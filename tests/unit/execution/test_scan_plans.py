@@ -15,9 +15,9 @@ from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState, create
 from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.platform.backends import SQLITE_INDEXES
-from services.platform.docstore.indexes import Present
 from services.platform.docstore.port import Query, QueryPage
 from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
+from services.platform.query.indexes import Present
 from services.platform.query.predicate import Compare, Op, SortKey
 from services.platform.timefmt import to_storage, utcnow
 from tests.unit.execution.builders import ID, execution

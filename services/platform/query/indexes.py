@@ -1,4 +1,6 @@
-"""Index declarations a collection's owner hands to the embedded store at open (``SqliteDocumentStore.open``).
+"""Index declarations a collection's owner hands to the embedded document store at open
+(``SqliteDocumentStore.open(indexes=...)``; kept out of the docstore package so a process can declare them without
+loading any store).
 
 A key list (``tuple[SortKey, ...]``) is an index over every document of the collection in that order: it serves
 that ``order_by`` and the filters on its first key. :class:`Present` is an index of only the documents where a
