@@ -78,7 +78,9 @@ COSMOS_SORT_ORDERS: Mapping[str, tuple[SortOrder, ...]] = {
 #: :data:`COSMOS_SORT_ORDERS` and the fields the periodic scans filter on, which Cosmos DB serves from its range
 #: index on every path. Each index also serves equality and range filters on its first key, so a background scan
 #: costs what it finds, not the size of the collection; a filter-only field is indexed where it is :class:`Present`
-#: (event documents, which lack it, cost no index entry). An order only ever asked within one partition (versions by
+#: (event documents, which lack it, cost no index entry). A query that runs only at start or when a replica is gone
+#: (the recovery of interrupted synchronous calls) has none: every write would pay for it. An order only ever asked
+#: within one partition (versions by
 #: ``semver_key``, events by ``sequence``) has none: the primary key finds the partition, and an index on the order
 #: would lure SQLite into walking every partition's documents in that order instead.
 SQLITE_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
@@ -89,9 +91,6 @@ SQLITE_INDEXES: Mapping[str, tuple[IndexSpec, ...]] = {
     "executions": (
         _desc("create_time"),  # ListExecutions' default order
         Present(("due_time",)),  # the sweeper: due_time <= now (only unfinished executions have one)
-        # recovery of interrupted synchronous calls: an execution that is RUNNING (events hold a state too; `kind`
-        # never leads an index: the planner would then prefer it to the partition for an execution's events)
-        _asc("state") + _asc("kind"),
         Present(("outbox", "events_pending")),  # the outbox relay's sweep: events_pending = true
         Present(("outbox", "dispatch", "attempt")),  # … or a dispatch marker's attempt >= 1
     ),

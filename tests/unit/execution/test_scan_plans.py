@@ -95,10 +95,6 @@ SCANS: dict[str, tuple[Callable[[ExecutionRepository], Coroutine[Any, Any, objec
             seek(Present(("outbox", "dispatch", "attempt")), bounds=" AND <expr>>?"),
         ],
     ),
-    "sync calls in flight": (
-        lambda r: drain(r.sync_calls_in_flight()),
-        [seek((SortKey(("state",)), SortKey(("kind",))), bounds=" AND <expr>=? AND <expr>=?")],
-    ),
     "list executions, newest first": (  # walks the index in its order: stops after the page, sorts nothing
         lambda r: r.list_executions(
             where=Compare(("tenant",), Op.EQ, "tenant-a"), order_by=newest_first(), limit=50, continuation=None
