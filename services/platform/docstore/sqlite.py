@@ -57,7 +57,7 @@ from services.platform.query.indexes import Indexes, IndexSpec, Present
 from services.platform.query.predicate import Predicate, SortKey
 from services.platform.sqlite_connection import SqliteConnection, require_wal
 
-__all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore", "index_statement"]
+__all__ = ["SCHEMA_VERSION", "SqliteDocumentCollection", "SqliteDocumentStore", "index_name", "index_statement"]
 
 _MIGRATIONS: tuple[tuple[str, ...], ...] = (
     (
@@ -190,8 +190,18 @@ def index_statement(collection: str, index: IndexSpec) -> str:
     [DESC]…, id, partition) WHERE collection = '<collection>'`` (for :class:`Present`, one key and ``AND
     json_extract(body, '<key>') IS NOT NULL``), the expressions exactly as the filter compiler writes them and the
     condition as every query of the collection states it (otherwise SQLite cannot use it). Partial: it lists only
-    that collection's documents and no other collection's query can take it. Its name is a digest of the
-    definition, so the same declaration is the same index in every process."""
+    that collection's documents and no other collection's query can take it. Its name is :func:`index_name`."""
+    name, definition = _index(collection, index)
+    return f"CREATE INDEX IF NOT EXISTS {name} {definition}"
+
+
+def index_name(collection: str, index: IndexSpec) -> str:
+    """The name of ``index`` in ``collection`` (as SQLite's query plans show it): a digest of its definition, so
+    the same declaration is the same index in every process."""
+    return _index(collection, index)[0]
+
+
+def _index(collection: str, index: IndexSpec) -> tuple[str, str]:
     order = (SortKey(index.path),) if isinstance(index, Present) else tuple(index)
     if not order:
         raise ValueError("an index needs at least one key")
@@ -199,8 +209,7 @@ def index_statement(collection: str, index: IndexSpec) -> str:
     if isinstance(index, Present):
         condition += f" AND {value_of(index.path)} IS NOT NULL"
     definition = f"ON documents ({index_columns(order)}) WHERE {condition}"
-    digest = hashlib.sha256(definition.encode()).hexdigest()[:16]
-    return f"CREATE INDEX IF NOT EXISTS documents_by_{digest} {definition}"
+    return f"documents_by_{hashlib.sha256(definition.encode()).hexdigest()[:16]}", definition
 
 
 def _collection_is(collection: str) -> str:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -14,29 +13,15 @@ from services.catalog.adapters.memory_search import MemorySearchIndex
 from services.catalog.adapters.search_feed import SearchFeed
 from services.catalog.repository import CatalogRepository
 from services.platform.backends import SQLITE_INDEXES
-from services.platform.docstore.port import Query, QueryPage
-from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
+from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore
+from services.platform.docstore.sqlite import index_name as sqlite_index_name
 from services.platform.query.indexes import Present
 from services.platform.query.predicate import SortKey
-
-
-class RecordingCollection:
-    """The real collection, remembering every query it is sent."""
-
-    def __init__(self, inner: SqliteDocumentCollection) -> None:
-        self.inner = inner
-        self.queries: list[Query] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def query(self, query: Query) -> QueryPage:
-        self.queries.append(query)
-        return await self.inner.query(query)
+from tests.support.recording import RecordingCollection
 
 
 def index_name(index: tuple[SortKey, ...] | Present) -> str:
-    return index_statement(COLLECTION, index).split(" ")[5]
+    return sqlite_index_name(COLLECTION, index)
 
 
 @pytest.fixture

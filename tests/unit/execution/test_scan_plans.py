@@ -4,7 +4,6 @@ never a pass over the whole collection."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import AsyncIterator, Callable, Coroutine
 from pathlib import Path
 from typing import Any
@@ -15,35 +14,18 @@ from services.execution.adapters.documents import COLLECTION
 from services.execution.domain import ExecutionState, create
 from services.execution.repository import ExecutionRepository, InstanceRegistry
 from services.platform.backends import SQLITE_INDEXES
-from services.platform.docstore.port import Query, QueryPage
-from services.platform.docstore.sqlite import SqliteDocumentCollection, SqliteDocumentStore, index_statement
+from services.platform.docstore.port import Query
+from services.platform.docstore.sqlite import SqliteDocumentStore
+from services.platform.docstore.sqlite import index_name as sqlite_index_name
 from services.platform.query.indexes import Present
 from services.platform.query.predicate import Compare, Op, SortKey
 from services.platform.timefmt import to_storage, utcnow
+from tests.support.recording import RecordingCollection
 from tests.unit.execution.builders import ID, execution
-
-_INDEX_NAME = re.compile(r"CREATE INDEX IF NOT EXISTS (\w+) ON")
-
-
-class RecordingCollection:
-    """The real collection, remembering every query it is sent."""
-
-    def __init__(self, inner: SqliteDocumentCollection) -> None:
-        self.inner = inner
-        self.queries: list[Query] = []
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.inner, name)
-
-    async def query(self, query: Query) -> QueryPage:
-        self.queries.append(query)
-        return await self.inner.query(query)
 
 
 def index_name(index: tuple[SortKey, ...] | Present) -> str:
-    found = _INDEX_NAME.match(index_statement(COLLECTION, index))
-    assert found is not None
-    return found.group(1)
+    return sqlite_index_name(COLLECTION, index)
 
 
 @pytest.fixture
