@@ -593,13 +593,17 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
     stack.hub_jwks_url = f"{_match(execution, _OBJECTS_URL)}/v1/signingKeys"
 
 
-async def _fetch_json(url: str) -> dict[str, Any]:
+async def _fetch_text(url: str) -> str:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
         session.get(url) as response,
     ):
         response.raise_for_status()
-        document = await response.json(content_type=None)
+        return await response.text()
+
+
+async def _fetch_json(url: str) -> dict[str, Any]:
+    document = json.loads(await _fetch_text(url))
     if not isinstance(document, dict):
         raise TypeError(f"{url} did not answer a JSON object")
     return document
@@ -792,14 +796,8 @@ async def measure_exthub(
 
 async def execution_calls(stack: Stack) -> Counter[str]:
     """The gRPC calls the execution service has handled so far, by method (from its ``/metrics``)."""
-    async with (
-        aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as session,
-        session.get(stack.execution_metrics_url) as response,
-    ):
-        response.raise_for_status()
-        text = await response.text()
     calls: Counter[str] = Counter()
-    for method, value in _RPC_COUNT.findall(text):
+    for method, value in _RPC_COUNT.findall(await _fetch_text(stack.execution_metrics_url)):
         calls[method] += round(float(value))
     return calls
 
