@@ -133,6 +133,7 @@ class CallRefused(Exception):
 
 Item = TypeVar("Item", bound=Message)
 Answer = TypeVar("Answer")
+Result = TypeVar("Result")
 
 
 class NaturalBatcher(Generic[Item, Answer]):
@@ -293,22 +294,22 @@ class ExecutionServiceClient(ExecutionServiceSigner):
     async def _send_claims(
         self, requests: Sequence[agent_task_service_pb2.ClaimExecutionRequest]
     ) -> list[agent_task_service_pb2.ClaimExecutionResponse | BaseException]:
-        if len(requests) == 1 or not self._batches_served:
-            return await _one_by_one(requests, self._claim_one)
-        try:
+        async def batch(
+            items: Sequence[agent_task_service_pb2.ClaimExecutionRequest],
+        ) -> Sequence[agent_task_service_pb2.ClaimExecutionResult]:
             answer = await self._tasks.BatchClaimExecutions(
-                agent_task_service_pb2.BatchClaimExecutionsRequest(requests=requests),
+                agent_task_service_pb2.BatchClaimExecutionsRequest(requests=items),
                 timeout=self._timeout,
                 metadata=self._metadata(),
             )
-        except grpc.aio.AioRpcError as error:
-            if not self._one_by_one_after(error):
-                raise
-            return await _one_by_one(requests, self._claim_one)
-        return [
-            _item_error(result.error) if result.HasField("error") else result.response
-            for result in _exactly(answer.responses, len(requests))
-        ]
+            return answer.responses
+
+        return await self._send_batch(
+            requests,
+            self._claim_one,
+            batch,
+            lambda result: _item_error(result.error) if result.HasField("error") else result.response,
+        )
 
     async def heartbeat(
         self, execution: str, attempt: int, agent_id: str
@@ -338,22 +339,42 @@ class ExecutionServiceClient(ExecutionServiceSigner):
     async def _send_reports(
         self, requests: Sequence[execution_service_pb2.ReportExecutionStatusRequest]
     ) -> list[execution_pb2.Execution | BaseException]:
-        if len(requests) == 1 or not self._batches_served:
-            return await _one_by_one(requests, self._report_one)
-        try:
+        async def batch(
+            items: Sequence[execution_service_pb2.ReportExecutionStatusRequest],
+        ) -> Sequence[agent_task_service_pb2.ReportExecutionStatusResult]:
             answer = await self._tasks.BatchReportExecutionStatus(
-                agent_task_service_pb2.BatchReportExecutionStatusRequest(requests=requests),
+                agent_task_service_pb2.BatchReportExecutionStatusRequest(requests=items),
                 timeout=self._timeout,
                 metadata=self._metadata(),
             )
+            return answer.responses
+
+        return await self._send_batch(
+            requests,
+            self._report_one,
+            batch,
+            lambda result: _item_error(result.error) if result.HasField("error") else result.execution,
+        )
+
+    async def _send_batch(
+        self,
+        requests: Sequence[Item],
+        single: Callable[[Item], Awaitable[Answer]],
+        batch: Callable[[Sequence[Item]], Awaitable[Sequence[Result]]],
+        answer_of: Callable[[Result], Answer | BaseException],
+    ) -> list[Answer | BaseException]:
+        """One batch call for ``requests`` (one item, or a service without batch methods: the single call), each
+        item answered with ``answer_of`` its result (its answer, or the exception of its own error); a batch
+        refused as a whole goes out one by one (:meth:`_one_by_one_after`)."""
+        if len(requests) == 1 or not self._batches_served:
+            return await _one_by_one(requests, single)
+        try:
+            results = await batch(requests)
         except grpc.aio.AioRpcError as error:
             if not self._one_by_one_after(error):
                 raise
-            return await _one_by_one(requests, self._report_one)
-        return [
-            _item_error(result.error) if result.HasField("error") else result.execution
-            for result in _exactly(answer.responses, len(requests))
-        ]
+            return await _one_by_one(requests, single)
+        return [answer_of(result) for result in _exactly(results, len(requests))]
 
     def _one_by_one_after(self, error: grpc.aio.AioRpcError) -> bool:
         """Whether the items of a batch call that failed as a whole go out one by one, each for its own answer:
@@ -382,9 +403,6 @@ class ExecutionServiceClient(ExecutionServiceSigner):
         await self.claims.close()
         await self.reports.close()
         await super().close()
-
-
-Result = TypeVar("Result")
 
 
 def _exactly(results: Sequence[Result], count: int) -> Sequence[Result]:
