@@ -174,3 +174,25 @@ async def test_invalid_ids_are_refused(collection: DocumentCollection) -> None:
     for bad in ["", "a/b", "a\\b", "a?b", "a#b", "x" * 256]:
         with pytest.raises(ValueError, match="invalid document id"):
             await collection.create("p", bad, {})
+
+
+async def test_create_missing_creates_only_what_is_not_there(collection: DocumentCollection) -> None:
+    existing = await collection.create("p1", "b", {"v": "first"})
+    created = await collection.create_missing("p1", {"a": {"v": 1}, "b": {"v": "second"}, "c": {"v": [3]}})
+    assert [(d.id, d.partition, d.body) for d in created] == [("a", "p1", {"v": 1}), ("c", "p1", {"v": [3]})]
+    assert all(d.etag for d in created)
+    for document in created:
+        assert await collection.read("p1", document.id) == document
+    assert await collection.read("p1", "b") == existing, "an existing document is left as it is"
+    assert await collection.create_missing("p1", {"a": {"v": 2}, "c": {}}) == [], "calling again changes nothing"
+    assert (await collection.read("p1", "a")) == created[0]
+    assert await collection.create_missing("p1", {}) == []
+    assert await collection.create_missing("p2", {"a": {"v": "other partition"}}) != []
+    assert await collection.count(partition="p1") == 3
+
+
+async def test_create_missing_refuses_what_create_refuses(collection: DocumentCollection) -> None:
+    with pytest.raises(ValueError, match="invalid document id"):
+        await collection.create_missing("p", {"ok": {}, "a/b": {}})
+    with pytest.raises(ValueError, match="invalid document partition"):
+        await collection.create_missing("", {"ok": {}})

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from services.execution.adapters.documents import COLLECTION, event_doc_id
+from services.execution.adapters.documents import COLLECTION, EXECUTION_DOC_ID, event_doc_id
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, progress, transition
 from services.execution.domain.model import DispatchMarker, Execution, Outbox
@@ -187,16 +187,30 @@ async def test_a_finished_execution_with_events_left_in_its_outbox_is_reported(r
 
 
 class CountingCollection(MemoryDocumentCollection):
-    """The in-memory collection, counting writes of the execution document."""
+    """The in-memory collection, counting writes of the execution document and the calls that create documents
+    (``creates``: the ids of each call)."""
 
     def __init__(self) -> None:
         store = MemoryDocumentStore()
         super().__init__(COLLECTION, store.database.collections.setdefault(COLLECTION, {}))
         self.replaces = 0
+        self.creates: list[list[str]] = []
 
     async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
         self.replaces += 1
         return await super().replace(partition, id, body, if_match=if_match)
+
+    async def create(self, partition: str, id: str, body: Mapping[str, Any]) -> Document:
+        self.creates.append([id])
+        return await super().create(partition, id, body)
+
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        self.creates.append(list(documents))
+        created: list[Document] = []
+        for id, body in documents.items():  # the parent's would count each document as a create of its own
+            if await super().read(partition, id) is None:
+                created.append(await super().create(partition, id, body))
+        return created
 
 
 async def test_a_drain_waits_for_the_writes_that_follow_and_trims_once() -> None:
@@ -271,6 +285,8 @@ async def test_an_attempt_is_published_at_once_and_its_events_join_the_batch_tha
         await emptied.wait()
     assert len(queue.published) == 1
     assert await event_documents(counting) == [event_doc_id(n) for n in (1, 2, 3)]
+    events = [event_doc_id(n) for n in (1, 2, 3)]
+    assert counting.creates == [[EXECUTION_DOC_ID], events], "the three event documents in ONE call of the store"
     assert counting.replaces == 2 + 1, "two state writes and ONE trim"
     assert await check_invariants(repository, accepted=[f"executions/{ID}"], outbox_settled=True) == []
     await relay.close()
