@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.platform.docstore.codec import PartlyEncoded, encode_members
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 
@@ -196,3 +197,18 @@ async def test_create_missing_refuses_what_create_refuses(collection: DocumentCo
         await collection.create_missing("p", {"ok": {}, "a/b": {}})
     with pytest.raises(ValueError, match="invalid document partition"):
         await collection.create_missing("", {"ok": {}})
+
+
+async def test_a_partly_encoded_body_is_stored_like_the_plain_one(collection: DocumentCollection) -> None:
+    fixed = {"name": "alpha", "nested": {"x": [1, 2.5, None]}, "text": "é ✓"}
+    body = PartlyEncoded({"state": "RUNNING", "n": 2}, fixed, encode_members(fixed))
+    plain = {"state": "RUNNING", "n": 2, **fixed}
+    assert dict(body) == plain
+    created = await collection.create("p1", "a", body)
+    assert created.body == plain
+    assert (await collection.read("p1", "a")) == created
+    replaced = await collection.replace("p1", "a", PartlyEncoded({}, fixed, encode_members(fixed)), if_match=None)
+    assert replaced.body == fixed
+    assert (await collection.read("p1", "a")) == replaced
+    with pytest.raises(ValueError, match="not valid JSON"):
+        encode_members({"bad": float("nan")})
