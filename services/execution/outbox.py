@@ -122,6 +122,7 @@ class OutboxRelay:
         return event
 
     async def _drain_soon(self, execution_id: str, wait: float) -> None:
+        defer = True  # only the first drain publishes an attempt ahead of its events (a failing queue: no loop)
         try:
             while True:
                 if wait > 0 and not self._closed:  # let the writes that follow (e.g. a run's outcome) join this drain
@@ -131,7 +132,8 @@ class OutboxRelay:
                 self._wakeups.pop(execution_id, None)
                 self._again.discard(execution_id)
                 try:
-                    deferred = await self._relay(execution_id, self._latest.pop(execution_id, None))
+                    deferred = await self._relay(execution_id, self._latest.pop(execution_id, None), defer=defer)
+                    defer = False
                 except HubError as error:  # e.g. the store is busy: the periodic sweep tries again
                     _log.warning("outbox relay failed", execution=execution_id, reason=error.reason)
                     return
@@ -160,11 +162,11 @@ class OutboxRelay:
             relayed, _ = await self._drain(execution_id, written, trim=trim, defer_events=False)
             return relayed
 
-    async def _relay(self, execution_id: str, written: Execution | None) -> bool:
-        """The background drain (no trim unless the execution is finished). An attempt to publish goes ahead of
-        the events of a running execution; whether events were left for the next drain."""
+    async def _relay(self, execution_id: str, written: Execution | None, *, defer: bool) -> bool:
+        """The background drain (no trim unless the execution is finished). With ``defer``, an attempt to publish
+        goes ahead of the events of a running execution; whether events were left for the next drain."""
         with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
-            _, deferred = await self._drain(execution_id, written, trim=False, defer_events=True)
+            _, deferred = await self._drain(execution_id, written, trim=False, defer_events=defer)
             return deferred
 
     async def _drain(

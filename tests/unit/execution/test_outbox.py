@@ -315,3 +315,39 @@ async def test_the_events_of_a_published_attempt_are_relayed_after_the_batch_wit
     assert await event_documents(counting) == [event_doc_id(1)]
     assert repository.relayed(ID).sequences == frozenset({1}), "the next write drops it from the outbox"
     await relay.close()
+
+
+class FailingQueue(FakeQueue):
+    """A work queue that is unavailable; counts the attempts to publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def publish(
+        self,
+        message_id: str,
+        body: bytes,
+        *,
+        priority: Priority,
+        properties: Mapping[str, str],
+        not_before: datetime | None = None,
+    ) -> None:
+        self.attempts += 1
+        raise Unavailable("the work queue is unavailable")
+
+
+async def test_a_queue_that_fails_leaves_the_attempt_to_the_sweep_and_the_events_are_relayed() -> None:
+    repository = ExecutionRepository(CountingCollection())
+    queue = FailingQueue()
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), publisher=publisher, batch_seconds=0.01)
+    repository.add_listener(relay.notice)
+    await create_dispatched(repository)
+    async with asyncio.timeout(10):
+        await relay.settle()  # the background drain ends: it does not retry a failing queue by itself
+    assert publisher.published == [1], "the events went their way"
+    assert queue.attempts == 2, "once ahead of the events, once with them; then the periodic sweep"
+    stored = await repository.get(ID)
+    assert stored.outbox.dispatch == DispatchMarker(1) and stored.outbox.events == ()
+    await relay.close()
