@@ -50,7 +50,9 @@ def _byte_compile() -> bool:
     """Byte-compiles the hub's sources for the CLI (``.pyc``) and for the services, which run with ``-OO``
     (``INTERPRETER_OPTIONS``: ``.opt-2.pyc``), and the installed packages for the services, as the setup and the
     image do (only what changed since the last run); True if all compiled."""
-    sources = all(compileall.compile_dir(_ROOT / name, quiet=1, optimize=[0, 2]) for name in SOURCE_DIRS)
+    sources = all(
+        compileall.compile_dir(_ROOT / name, quiet=1, optimize=level) for name in SOURCE_DIRS for level in (0, 2)
+    )
     packages = compileall.compile_dir(sysconfig.get_paths()["purelib"], quiet=1, optimize=2, workers=0)
     return sources and bool(packages)
 
