@@ -68,7 +68,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench import celery_echo
-from bench.harness import CLIENT, console, cpu_snapshot, free_port, median, p99, py_spy
+from bench.harness import CLIENT, SERVICE_PYTHON, console, cpu_snapshot, free_port, median, p99, py_spy
 from exthub.catalog.v1 import catalog_service_pb2_grpc
 from exthub.client import is_terminal_state
 from exthub.contract.dev_tokens import DevIssuer
@@ -568,11 +568,10 @@ def _hub_env(stack: Stack, service: ServiceName, poll_seconds: float, **extra: s
 
 
 async def _start_hub(stack: Stack, poll_seconds: float) -> None:
-    python = sys.executable
     catalog = await stack.start(
         spawn(
             "catalog",
-            [python, "-m", "services.catalog"],
+            [*SERVICE_PYTHON, "-m", "services.catalog"],
             env=_hub_env(stack, "catalog", poll_seconds),
             ready=_GRPC_ADDRESS,
             log_dir=stack.log_dir,
@@ -582,7 +581,7 @@ async def _start_hub(stack: Stack, poll_seconds: float) -> None:
     execution = await stack.start(
         spawn(
             "execution",
-            [python, "-m", "services.execution"],
+            [*SERVICE_PYTHON, "-m", "services.execution"],
             env=_hub_env(stack, "execution", poll_seconds, EXTHUB_CATALOG_ADDRESS=stack.catalog_address),
             ready=_OBJECTS_URL,
             log_dir=stack.log_dir,
@@ -619,7 +618,7 @@ async def _start_echo(stack: Stack) -> None:
     echo = await stack.start(
         spawn(
             "echo",
-            [sys.executable, "-m", "services.echo", "--port", str(stack.echo_port), "--jwks-file", str(jwks_file)],
+            [*SERVICE_PYTHON, "-m", "services.echo", "--port", str(stack.echo_port), "--jwks-file", str(jwks_file)],
             env=_clean_env(**stack.telemetry_env),
             ready=_ECHO_URL,
             log_dir=stack.log_dir,
@@ -641,7 +640,7 @@ async def start_agent(stack: Stack, agent_id: str, *, slots: int, poll_seconds: 
         EXTHUB_AGENT_RECEIVE_WAIT_SECONDS="1",
     )
     return await stack.start(
-        spawn(agent_id, [sys.executable, "-m", "services.agent"], env=env, ready=_AGENT_READY, log_dir=stack.log_dir)
+        spawn(agent_id, [*SERVICE_PYTHON, "-m", "services.agent"], env=env, ready=_AGENT_READY, log_dir=stack.log_dir)
     )
 
 

@@ -8,10 +8,11 @@ right after start: RSS (what the target is about), the private part (pages no ot
 (shared pages split between the processes mapping them), next to a bare interpreter measured in the same run,
 and whether each Python service meets the idle RSS target. Loopback only.
 
-The hub's Python sources are byte-compiled first (into their ``__pycache__``, as ``python -m compileall``),
-as the image does: a process that finds no ``.pyc`` (``PYTHONDONTWRITEBYTECODE`` set, a fresh checkout)
-compiles every module it imports at each start, which costs start time and about 1.3 MiB RSS per service
-that the deployed services never pay. ``--no-compile`` measures without that step.
+The hub's Python sources (and, for the services' ``-OO``, the installed packages) are byte-compiled first
+(into their ``__pycache__``, as ``python -m compileall``), as the setup and the image do: a process that finds
+no ``.pyc`` (``PYTHONDONTWRITEBYTECODE`` set, a fresh checkout) compiles every module it imports at each start,
+which costs start time and about 1.3 MiB RSS per service that the deployed services never pay. ``--no-compile``
+measures without that step.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from dataclasses import dataclass
@@ -45,8 +47,14 @@ SOURCE_DIRS = ("services", "exthub", "gateway", "tools", "gen/python")
 
 
 def _byte_compile() -> bool:
-    """Byte-compiles the hub's sources (only what changed since the last run); True if all compiled."""
-    return all(compileall.compile_dir(_ROOT / name, quiet=1) for name in SOURCE_DIRS)
+    """Byte-compiles the hub's sources for the CLI (``.pyc``) and for the services, which run with ``-OO``
+    (``INTERPRETER_OPTIONS``: ``.opt-2.pyc``), and the installed packages for the services, as the setup and the
+    image do (only what changed since the last run); True if all compiled."""
+    sources = all(
+        compileall.compile_dir(_ROOT / name, quiet=1, optimize=level) for name in SOURCE_DIRS for level in (0, 2)
+    )
+    packages = compileall.compile_dir(sysconfig.get_paths()["purelib"], quiet=1, optimize=2, workers=0)
+    return sources and bool(packages)
 
 
 def _start_hub(data_dir: Path) -> tuple[subprocess.Popen[str], float]:

@@ -22,6 +22,11 @@ import grpc
 from rich.console import Console
 from rich.table import Table
 
+from services.platform.entrypoint import INTERPRETER_OPTIONS
+
+#: How a benchmark starts a service process: as ``exthub up`` and the image do.
+SERVICE_PYTHON = (sys.executable, *INTERPRETER_OPTIONS)
+
 console = Console()
 
 
@@ -130,7 +135,7 @@ def start_service(
 ) -> tuple[subprocess.Popen[str], re.Match[str]]:
     """Starts ``python -m module`` and waits (bounded) for the line matching ``ready`` on stdout."""
     process = subprocess.Popen(
-        [sys.executable, "-m", module],
+        [*SERVICE_PYTHON, "-m", module],
         env={**os.environ, **env},
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,

@@ -16,7 +16,6 @@ import argparse
 import asyncio
 import re
 import subprocess
-import sys
 import tempfile
 import threading
 from pathlib import Path
@@ -27,6 +26,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bench.harness import (
+    SERVICE_PYTHON,
     console,
     cpu_snapshot,
     free_port,
@@ -81,7 +81,7 @@ def _drain(process: subprocess.Popen[str]) -> None:
 
 def _echo(jwks_url: str) -> subprocess.Popen[str]:
     process = subprocess.Popen(
-        [sys.executable, "-m", "services.echo", "--port", "0", "--jwks-url", jwks_url],
+        [*SERVICE_PYTHON, "-m", "services.echo", "--port", "0", "--jwks-url", jwks_url],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

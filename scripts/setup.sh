@@ -28,6 +28,16 @@ fi
 # Source roots on the venv's path: the repository (services, exthub, tools) and the generated stubs.
 site="$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')"
 printf '%s\n%s\n' "$PWD" "$PWD/gen/python" > "$site/exthub-source-roots.pth"
+# The services run with -OO (services.platform.entrypoint.INTERPRETER_OPTIONS), which reads *.opt-2.pyc: byte-compile
+# the packages for it once per install, and the sources every time (only what changed), so that no service
+# compiles what it imports at each start.
+COMPILE_STAMP="$VENV/.exthub-opt2-stamp"
+if [ "$want" != "$(cat "$COMPILE_STAMP" 2>/dev/null || true)" ]; then
+  echo "setup: byte-compiling the packages for the services (-OO)"
+  "$VENV/bin/python" -OO -m compileall -q -j 0 "$site"
+  echo "$want" > "$COMPILE_STAMP"
+fi
+"$VENV/bin/python" -OO -m compileall -q services exthub gen/python
 
 NPM_STAMP="node_modules/.exthub-setup-stamp"
 want_npm="$(sha256sum package-lock.json | cut -d' ' -f1)"

@@ -44,6 +44,7 @@ from exthub.contract.roles import EXTENSIONS_PUBLISH
 from gateway.envoy import EnvoyError, RunningEnvoy, start_envoy
 from gateway.render import SYSTEM_CA_FILE, render_config, tracing_params
 from services.echo.registration import register_echo
+from services.platform.entrypoint import INTERPRETER_OPTIONS
 from services.platform.settings import Settings
 from services.platform.telemetry import tracing_destination
 from tools.emulators.stack import API as API_AUDIENCE
@@ -236,6 +237,7 @@ async def _start(spec: ChildSpec, data_dir: Path) -> Child:
     log = (data_dir / "logs" / f"{spec.name}.log").open("a", encoding="utf-8")
     process = await asyncio.create_subprocess_exec(
         sys.executable,
+        *INTERPRETER_OPTIONS,
         "-m",
         spec.module,
         *spec.args,

@@ -8,6 +8,7 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import grpc
 from aiohttp import web
@@ -21,7 +22,6 @@ from exthub.execution.v1 import (
 from services.execution.adapters.agent import SERVICE_USER, GrpcAgentClient
 from services.execution.adapters.catalog import GrpcCatalogClient
 from services.execution.adapters.documents import COLLECTION
-from services.execution.adapters.events import CloudEventPublisher
 from services.execution.agent_servicer import AgentTaskServicer
 from services.execution.dispatch import Dispatcher
 from services.execution.handlers.context import ExecutionContext
@@ -45,6 +45,9 @@ from services.platform.paging import PageTokenCodec
 from services.platform.server import RunningServer, start_grpc_server
 from services.platform.settings import Settings
 from services.platform.workqueue.port import WorkQueue
+
+if TYPE_CHECKING:
+    from services.execution.adapters.events import CloudEventPublisher
 
 SERVICE = execution_service_pb2.DESCRIPTOR.services_by_name["ExecutionService"]
 AGENT_TASK_SERVICE = agent_task_service_pb2.DESCRIPTOR.services_by_name["AgentTaskService"]
@@ -185,11 +188,11 @@ async def start_execution(
             input_timeout=timedelta(seconds=settings.execution_input_timeout_seconds),
             cancel_grace=timedelta(seconds=settings.execution_cancel_grace_seconds),
         )
-        events = (
-            None
-            if publisher is None
-            else CloudEventPublisher(publisher, source=settings.events.source or settings.public_url or http_url)
-        )
+        events: CloudEventPublisher | None = None
+        if publisher is not None:  # loads the CloudEvents SDK only where events are published
+            from services.execution.adapters.events import CloudEventPublisher
+
+            events = CloudEventPublisher(publisher, source=settings.events.source or settings.public_url or http_url)
         metrics = ServiceMetrics("execution")
         execution_metrics = ExecutionMetrics(metrics.registry)
         watch_queue(metrics, queue)  # the queue gauges, when the queue offers stats (not on Service Bus)

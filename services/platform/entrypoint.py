@@ -22,6 +22,13 @@ if TYPE_CHECKING:
 #: service about 3 MiB, although our renderers use plain tracebacks and JSON.
 UNUSED_OPTIONAL_MODULES = ("rich",)
 
+#: The interpreter options of every service process (``exthub up`` starts them so, and so does the image's
+#: ``ENTRYPOINT``): ``-OO`` leaves out docstrings (and ``assert`` statements, which in the services only narrow
+#: types), ``-X no_debug_ranges`` the column positions of every code object (line numbers stay in
+#: tracebacks). Nothing in a service reads a docstring at run time. Together about 2.9 MiB less RSS per service,
+#: most of it the docstrings of the libraries. The byte-compiled files for ``-OO`` are ``*.opt-2.pyc``.
+INTERPRETER_OPTIONS = ("-OO", "-X", "no_debug_ranges")
+
 
 def shut_out_unused_optional_modules() -> None:
     """Make the :data:`UNUSED_OPTIONAL_MODULES` not yet imported fail to import in this process, as if they were

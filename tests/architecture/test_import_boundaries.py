@@ -188,11 +188,11 @@ NOT_IN_A_SERVICE = ("rich", "pygments", "typer", "click", "lark", "opentelemetry
 _OTEL_API = "opentelemetry"  # the API alone (no-op tracer, context) is allowed; its heavy parts are not
 _OTEL_HEAVY = ("opentelemetry.sdk", "opentelemetry.instrumentation", "opentelemetry.exporter")
 #: ...nor the ports and SDKs of backends it does not use: only the execution service publishes execution events
-#: (the events package, the CloudEvents SDK) and stores objects, the catalog uses no work queue, the agent no
-#: document store.
+#: (the events package, the CloudEvents SDK), and only once a publisher is configured (webhooks, the topic), and
+#: stores objects; the catalog uses no work queue, the agent no document store.
 NOT_USED_BY = {
     "catalog": ("services.platform.events", "cloudevents", "services.objects", "services.platform.workqueue"),
-    "execution": (),
+    "execution": ("services.platform.events", "cloudevents"),
     "agent": ("services.platform.events", "cloudevents", "services.objects", "services.platform.docstore"),
 }
 

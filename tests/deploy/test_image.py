@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import importlib.metadata
+import json
 import re
 import shlex
 import subprocess
@@ -18,6 +19,7 @@ import yaml
 from packaging.utils import canonicalize_name
 
 from deploy import runtime_lock
+from services.platform.entrypoint import INTERPRETER_OPTIONS
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -112,11 +114,27 @@ def test_no_secret_in_the_image_definition() -> None:
 
 def test_entry_point_selects_one_service() -> None:
     final = dict(stages()[-1])
-    assert final["ENTRYPOINT"] == '["python", "-m"]'
+    assert json.loads(final["ENTRYPOINT"]) == ["python", *INTERPRETER_OPTIONS, "-m"]
     assert final["CMD"] == '["services.catalog"]'
     for service in SERVICES:
         assert (ROOT / "services" / service / "__main__.py").is_file()
     assert "PYTHONPATH=/app:/app/gen/python" in final["ENV"]
+
+
+def test_the_code_is_byte_compiled_for_the_entry_points_options() -> None:
+    """The services run with ``-OO`` on a read-only root filesystem: the image must hold ``*.opt-2.pyc`` for the
+    code, the packages and the standard library, or each start compiles every module it imports."""
+    assert "-OO" in INTERPRETER_OPTIONS
+    build, final = stages()
+    compiled: list[str] = []
+    for stage in (build, final):
+        for keyword, args in stage:
+            for command in args.split("&&"):
+                words = shlex.split(command)
+                if keyword == "RUN" and words[1:3] == ["-m", "compileall"]:
+                    assert words[words.index("-o") + 1] == "2", command
+                    compiled += [word for word in words[3:] if word.startswith("/")]
+    assert compiled == ["/app", "/opt/venv/lib/python3.11/site-packages", "/usr/local/lib/python3.11"]
 
 
 def _dockerignore() -> list[str]:

@@ -16,6 +16,7 @@ import pytest
 from exthub.catalog.v1 import catalog_service_pb2 as pb
 from exthub.catalog.v1 import catalog_service_pb2_grpc, resources_pb2
 from exthub.contract.roles import AGENT, EXECUTIONS_RUN, EXTENSIONS_PUBLISH, HUB_ADMIN
+from services.platform.entrypoint import INTERPRETER_OPTIONS
 from tests.e2e.exthub_up import EXTHUB, RunningHub, alive, children, command_lines, dev_token
 
 
@@ -65,6 +66,10 @@ async def test_up_serves_stops_cleanly_and_keeps_data(data_dir: Path) -> None:
         names = command_lines(parts)
         for part in ("services.catalog", "services.agent", "services.execution", "services.echo", "envoy"):
             assert any(part in name for name in names), f"{part} is not running under exthub up: {names}"
+        python_parts = [name.split() for name in names if "services." in name]
+        assert len(python_parts) == 4 and all(
+            words[1 : 1 + len(INTERPRETER_OPTIONS)] == list(INTERPRETER_OPTIONS) for words in python_parts
+        ), f"the services must run with {INTERPRETER_OPTIONS}: {names}"
         await _create(hub.address, dev_token(data_dir, EXTENSIONS_PUBLISH), "kept")
         run = dev_token(data_dir, EXECUTIONS_RUN)
         execution = await asyncio.to_thread(
