@@ -21,8 +21,9 @@ from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
-from google.protobuf import json_format, timestamp_pb2
+from google.protobuf import timestamp_pb2
 
+from exthub.contract.structs import struct_to_dict
 from exthub.execution.v1 import execution_pb2
 from exthub.type.v1 import types_pb2
 
@@ -114,7 +115,7 @@ def build_request_document(task: execution_pb2.ExecutionTask, services: Mapping[
         "priority": types_pb2.Priority.Name(task.priority),
         "attempt": task.attempt,
         "validateOnly": task.validate_only,
-        "requestParameters": json_integers(json_format.MessageToDict(task.request)),
+        "requestParameters": json_integers(struct_to_dict(task.request)),
         "labels": dict(task.labels),
         "executor": {"tenantId": task.tenant, "userId": task.user},
         "inputs": _objects(task.inputs),

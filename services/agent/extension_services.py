@@ -23,8 +23,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from google.protobuf import json_format
-
+from exthub.contract.structs import struct_to_dict
 from exthub.execution.v1 import execution_pb2
 from services.agent.json_values import json_integers
 from services.agent.outcomes import (
@@ -136,7 +135,7 @@ class ExtensionServiceRegistry:
         contexts: dict[str, Any] = {}
         for name in sorted(task.services):
             provider = self._providers[name]
-            configuration = json_integers(json_format.MessageToDict(task.services[name]))
+            configuration = json_integers(struct_to_dict(task.services[name]))
             try:
                 context = dict(await provider.build_context(ServiceRequest(name, configuration, task)))
                 size = len(json.dumps(context, allow_nan=False).encode("utf-8"))

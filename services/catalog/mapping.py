@@ -7,13 +7,14 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from typing import Any
 
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
 
 from exthub.catalog.v1 import catalog_service_pb2 as service_pb2
 from exthub.catalog.v1 import resources_pb2
 from exthub.contract.execution import DEFAULT_EXECUTION_TIMEOUT
+from exthub.contract.structs import struct_to_dict
 from exthub.type.v1 import types_pb2
 from services.catalog.domain.model import (
     ExecutionProfile,
@@ -199,9 +200,7 @@ def _object_to_proto(obj: ObjectDefinition) -> types_pb2.ObjectDefinition:
 
 def version_from_proto(message: resources_pb2.ExtensionVersion) -> ExtensionVersion:
     """The client-settable fields of a new version."""
-    services: dict[str, dict[str, Any]] = {
-        name: json_format.MessageToDict(config) for name, config in message.services.items()
-    }
+    services: dict[str, dict[str, Any]] = {name: struct_to_dict(config) for name, config in message.services.items()}
     timeout = _seconds(message.execution_timeout, present=message.HasField("execution_timeout"))
     return ExtensionVersion(
         extension_id="",

@@ -11,7 +11,7 @@ from datetime import timedelta
 from typing import Any
 
 import grpc
-from google.protobuf import duration_pb2, json_format, struct_pb2
+from google.protobuf import duration_pb2, struct_pb2
 from google.rpc import code_pb2, status_pb2
 
 from exthub.agent.v1 import agent_service_pb2
@@ -19,6 +19,7 @@ from exthub.catalog.v1 import resources_pb2
 from exthub.contract.errors import error_info, error_status
 from exthub.contract.execution import EXTENSION_FAILED
 from exthub.contract.queue import parse_message
+from exthub.contract.structs import struct_to_dict
 from exthub.execution.v1 import execution_pb2, execution_service_pb2
 from exthub.type.v1 import types_pb2
 from services.execution.domain import ExecutionEvent, ExecutionState
@@ -59,15 +60,9 @@ __all__ = [
     "parse_version_name",
     "report_from_proto",
     "status_from_error",
-    "struct_to_dict",
 ]
 
 # -- struct, time, status --------------------------------------------------------------------------
-
-
-def struct_to_dict(struct: struct_pb2.Struct) -> dict[str, Any]:
-    """A Struct as plain JSON."""
-    return json_format.MessageToDict(struct)
 
 
 def dict_to_struct(value: Mapping[str, Any] | None) -> struct_pb2.Struct:

@@ -14,10 +14,14 @@ The relay empties the outbox:
    etag conflict the document is read again and only what was done is removed, so events and markers
    written meanwhile stay.
 
-Steps 1-2 and 3 run concurrently. The relay runs in the background of the process that wrote (woken by
-:meth:`OutboxRelay.notice`, a repository listener), one drain at a time per execution, coalescing the
-writes that arrive while it works; the sweeper calls :meth:`OutboxRelay.sweep_pending` periodically for what
-a crash or a failing backend left behind, and for what no later write removed.
+The relay runs in the background of the process that wrote (woken by :meth:`OutboxRelay.notice`, a
+repository listener), one drain at a time per execution, coalescing the writes that arrive while it works:
+events wait up to ``batch_seconds`` for the writes that follow (the end of a run above all), so that one drain
+stores the events of several writes and trims once; an attempt to publish, or a finished execution, is drained
+at once. Publishing an attempt does not wait for the events written with it — they stay for the batch that
+follows. The sweeper calls :meth:`OutboxRelay.sweep_pending` periodically for what a crash or a failing backend
+left behind, and for what no later write removed; a sweep (or any :meth:`OutboxRelay.drain`) relays
+everything at once, steps 1-2 and 3 concurrently.
 Nothing is lost and nothing happens for a write that did not happen: the outbox is only ever filled by the
 write itself. Readers see event documents and outbox events together
 (:meth:`~services.execution.repository.ExecutionRepository.list_events`).
@@ -118,20 +122,26 @@ class OutboxRelay:
         return event
 
     async def _drain_soon(self, execution_id: str, wait: float) -> None:
+        defer = True  # only the first drain publishes an attempt ahead of its events (a failing queue: no loop)
         try:
-            if wait > 0 and not self._closed:  # let the writes that follow (e.g. a run's outcome) join this drain
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(wait):
-                        await self._wake(execution_id).wait()
-            self._wakeups.pop(execution_id, None)
             while True:
+                if wait > 0 and not self._closed:  # let the writes that follow (e.g. a run's outcome) join this drain
+                    with contextlib.suppress(TimeoutError):
+                        async with asyncio.timeout(wait):
+                            await self._wake(execution_id).wait()
+                self._wakeups.pop(execution_id, None)
                 self._again.discard(execution_id)
                 try:
-                    await self.drain(execution_id, self._latest.pop(execution_id, None), trim=False)
+                    deferred = await self._relay(execution_id, self._latest.pop(execution_id, None), defer=defer)
+                    defer = False
                 except HubError as error:  # e.g. the store is busy: the periodic sweep tries again
                     _log.warning("outbox relay failed", execution=execution_id, reason=error.reason)
                     return
-                if execution_id not in self._again:
+                if execution_id in self._again:
+                    wait = 0.0
+                elif deferred:  # an attempt was published ahead of its events: they wait for their batch
+                    wait = self._batch_seconds
+                else:
                     return
         finally:
             self._busy.discard(execution_id)
@@ -149,17 +159,38 @@ class OutboxRelay:
         trace of the write that woke it) covers it; ``metrics`` count what it relayed.
         """
         with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
-            return await self._drain(execution_id, written, trim=trim)
+            relayed, _ = await self._drain(execution_id, written, trim=trim, defer_events=False)
+            return relayed
 
-    async def _drain(self, execution_id: str, written: Execution | None, *, trim: bool) -> bool:
+    async def _relay(self, execution_id: str, written: Execution | None, *, defer: bool) -> bool:
+        """The background drain (no trim unless the execution is finished). With ``defer``, an attempt to publish
+        goes ahead of the events of a running execution; whether events were left for the next drain."""
+        with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
+            _, deferred = await self._drain(execution_id, written, trim=False, defer_events=defer)
+            return deferred
+
+    async def _drain(
+        self, execution_id: str, written: Execution | None, *, trim: bool, defer_events: bool
+    ) -> tuple[bool, bool]:
+        """Whether something was relayed, and whether events were left for later (``defer_events``)."""
         execution = written if written is not None else await self._repository.find(execution_id)
         if execution is None or execution.outbox.empty:
-            return False
+            return False, False
         relayed = self._repository.relayed(execution_id)
         events = tuple(event for event in execution.outbox.events if event.sequence not in relayed.sequences)
         marker = execution.outbox.dispatch
         if marker is not None and marker.attempt == relayed.dispatch_attempt:
             marker = None
+        deferred = (
+            defer_events
+            and bool(events)
+            and marker is not None
+            and self._dispatcher is not None
+            and not execution.record.is_terminal
+            and not self._closed
+        )
+        if deferred:
+            events = ()
         done_events: frozenset[int] = frozenset()
         done_attempt: int | None = None
         if events and marker is not None and self._dispatcher is not None:
@@ -177,10 +208,10 @@ class OutboxRelay:
             self._repository.mark_relayed(execution_id, done_events, done_attempt)
         left = self._repository.relayed(execution_id).left_in(execution.outbox)
         if left is None:
-            return bool(done_events or done_attempt is not None)
+            return bool(done_events or done_attempt is not None), deferred
         if trim or execution.record.is_terminal:
             await self._repository.trim(execution_id, current=execution)
-        return True
+        return True, deferred
 
     async def _store_and_publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
         """Store ``events`` as event documents, then publish them; False when publishing failed."""

@@ -321,18 +321,11 @@ class ExecutionRepository:
         return await self.update(execution_id, Change, bookkeeping=True, current=current)
 
     async def store_events(self, execution_id: str, events: tuple[ExecutionEvent, ...]) -> None:
-        """Create the event documents of ``events`` (all at once); one that exists already is done."""
-
-        async def store(event: ExecutionEvent) -> None:
-            with contextlib.suppress(AlreadyExists):
-                await self._collection.create(
-                    execution_id, event_doc_id(event.sequence), event_to_document(execution_id, event)
-                )
-
-        if len(events) == 1:
-            await store(events[0])
-        elif events:
-            await asyncio.gather(*(store(event) for event in events))
+        """Create the event documents of ``events`` (in one call of the store); one that exists already is done."""
+        if events:
+            await self._collection.create_missing(
+                execution_id, {event_doc_id(event.sequence): event_to_document(execution_id, event) for event in events}
+            )
 
     async def list_events(
         self, execution_id: str, *, from_sequence: int = 1, limit: int | None = None

@@ -186,6 +186,13 @@ class IndexedCollection:
         self._feed.observe(document)
         return document
 
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        """See :class:`DocumentCollection`."""
+        created = await self._inner.create_missing(partition, documents)
+        for document in created:
+            self._feed.observe(document)
+        return created
+
     async def read(self, partition: str, id: str) -> Document | None:
         """See :class:`DocumentCollection`."""
         return await self._inner.read(partition, id)

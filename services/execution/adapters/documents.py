@@ -21,7 +21,9 @@ Documents written before the outbox existed (no ``outbox``, no ``etag``, top-lev
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -46,6 +48,7 @@ from services.execution.domain.model import (
 from services.execution.domain.modes import Mode, ProfileMode
 from services.execution.domain.retry import RetrySettings
 from services.execution.domain.states import EventType
+from services.platform.docstore.codec import PartlyEncoded, encode_members
 from services.platform.docstore.port import Document
 from services.platform.timefmt import STORAGE_LENGTH, from_storage
 from services.platform.workqueue.port import Priority
@@ -213,15 +216,43 @@ def event_to_document(execution_id: str, event: ExecutionEvent) -> dict[str, Any
 # -- the execution document -----------------------------------------------------------------------------
 
 
-def execution_to_body(execution: Execution) -> dict[str, Any]:
-    """The stored JSON of an execution (its store etag lives on the document, not in the body)."""
+#: How many executions' unchanging members :func:`execution_to_body` keeps encoded (the executions being worked on).
+FIXED_MEMBERS_CACHED = 4096
+
+
+@dataclass(frozen=True)
+class _FixedMembers:
+    """The members of an execution document that no change of the execution touches, encoded once."""
+
+    request: ExecutionRequest
+    version: VersionSnapshot
+    mode: Mode
+    input_timeout: timedelta | None
+    members: dict[str, Any]
+    encoded: str
+
+
+_fixed: OrderedDict[str, _FixedMembers] = OrderedDict()
+
+
+def _fixed_members(execution: Execution) -> _FixedMembers:
+    """The request, the version snapshot and the rest of what an execution keeps from its creation, as JSON
+    members and their text: encoded again only when the execution holds other objects for them (e.g. when it was
+    read from the store), so the writes of an execution in this process encode them once."""
+    found = _fixed.get(execution.id)
+    if (
+        found is not None
+        and found.request is execution.request
+        and found.version is execution.version
+        and found.mode is execution.mode
+        and found.input_timeout == execution.input_timeout
+    ):
+        _fixed.move_to_end(execution.id)
+        return found
     request = execution.request
-    outcome = execution.outcome
-    outbox = execution.outbox
-    return {
+    members = {
         "kind": KIND_EXECUTION,
         "id": execution.id,
-        **record_to_json(execution.record),
         "extension_version": request.extension_version,
         "extension": request.extension,
         "profile": request.profile,
@@ -236,6 +267,25 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
         "mode": execution.mode.value,
         "execution_model": execution.profile.execution_model,
         "version": _version_to_json(execution.version),
+        "input_timeout_seconds": _seconds(execution.input_timeout),
+    }
+    fixed = _FixedMembers(
+        request, execution.version, execution.mode, execution.input_timeout, members, encode_members(members)
+    )
+    _fixed[execution.id] = fixed
+    if len(_fixed) > FIXED_MEMBERS_CACHED:
+        _fixed.popitem(last=False)
+    return fixed
+
+
+def execution_to_body(execution: Execution) -> dict[str, Any]:
+    """The stored JSON of an execution (its store etag lives on the document, not in the body). What never
+    changes is encoded once per execution (:class:`~services.platform.docstore.codec.PartlyEncoded`)."""
+    outcome = execution.outcome
+    outbox = execution.outbox
+    fixed = _fixed_members(execution)
+    changing = {
+        **record_to_json(execution.record),
         "inputs": [_input_to_json(i) for i in execution.inputs],
         "outputs": [{"name": o.name, "provided": o.provided} for o in execution.outputs],
         "result": None if outcome.result is None else dict(outcome.result),
@@ -245,7 +295,6 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
         "cancel_requested": execution.cancel.requested,
         "cancel_deadline": execution.cancel.deadline,
         "direct_token": execution.direct_token,
-        "input_timeout_seconds": _seconds(execution.input_timeout),
         "agent_id": execution.agent_id,
         "sync_call_owner": execution.sync_call_owner,
         "end_time": execution.end_time,
@@ -260,6 +309,7 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
             else {"attempt": outbox.dispatch.attempt, "not_before": outbox.dispatch.not_before},
         },
     }
+    return PartlyEncoded(changing, fixed.members, fixed.encoded)
 
 
 def execution_from_document(document: Document) -> Execution:

@@ -10,7 +10,7 @@ from datetime import timedelta
 from services.execution.domain import ExecutionEvent, ExecutionState, is_terminal
 from services.execution.domain.model import Execution
 from services.execution.handlers.context import ExecutionContext
-from services.execution.handlers.support import load_visible
+from services.execution.handlers.support import load_visible, visible
 from services.platform.auth.principal import Principal
 from services.platform.errors import InvalidArgument
 from services.platform.paging import resolve_page_size
@@ -158,8 +158,10 @@ async def wait_execution(
 
     The wait lasts ``at_most`` (the request's ``timeout``; default and at most :data:`WAIT_MAX_SECONDS`), and ends
     :data:`WAIT_DEADLINE_MARGIN_SECONDS` before the caller's deadline. Like :func:`watch_execution` it waits on
-    the in-process notifier (armed before each look) with a bounded poll of the store as fallback, and after a
-    wake-up it takes the version this process just wrote instead of reading the store.
+    the in-process notifier (armed before each look) with a bounded poll of the store as fallback, and it takes
+    the version this process wrote last instead of reading the store — at the start too (typically the create
+    this process just answered): a committed version, never newer than the store's, and a change written since
+    by another process is found by the poll, as after any wake-up.
     """
     if at_most is not None and at_most < timedelta(0):
         raise InvalidArgument.field("timeout", "must not be negative")
@@ -168,7 +170,11 @@ async def wait_execution(
         seconds = min(seconds, caller_remaining - WAIT_DEADLINE_MARGIN_SECONDS)
     repository = ctx.repository
     armed = repository.notifier.arm(execution_id)
-    execution = await load_visible(ctx, principal, execution_id)
+    written = repository.recent(execution_id)
+    if written is not None:
+        execution = visible(principal, written, execution_id)
+    else:
+        execution = await load_visible(ctx, principal, execution_id)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not is_terminal(execution.state):

@@ -14,7 +14,7 @@ from services.execution.repository import Change, execution_not_found
 from services.objects.port import ObjectRef
 from services.platform.auth.principal import Principal
 
-__all__ = ["build_task", "change_from", "load_visible", "transition_change"]
+__all__ = ["build_task", "change_from", "load_visible", "transition_change", "visible"]
 
 _FAILURES = frozenset({ExecutionState.FAILED, ExecutionState.TIMED_OUT})
 _MIN_ACCESSOR_TTL = timedelta(seconds=1)
@@ -22,7 +22,12 @@ _MIN_ACCESSOR_TTL = timedelta(seconds=1)
 
 async def load_visible(ctx: ExecutionContext, principal: Principal, execution_id: str) -> Execution:
     """The execution if the caller may see it (same tenant, or Hub.Admin); EXECUTION_NOT_FOUND otherwise."""
-    found = await ctx.repository.find(execution_id)
+    return visible(principal, await ctx.repository.find(execution_id), execution_id)
+
+
+def visible(principal: Principal, found: Execution | None, execution_id: str) -> Execution:
+    """``found`` if the caller may see it (same tenant, or Hub.Admin); EXECUTION_NOT_FOUND otherwise (also when
+    it is None)."""
     if found is None or (not principal.is_admin and found.tenant != principal.tenant):
         raise execution_not_found(f"executions/{execution_id}")
     return found

@@ -24,11 +24,13 @@ from services.platform.errors import InvalidArgument
 from services.platform.paging import invalid_page_token
 
 __all__ = [
+    "PartlyEncoded",
     "SortValue",
     "check_path",
     "decode_continuation",
     "dump_body",
     "encode_continuation",
+    "encode_members",
     "fingerprint",
     "load_body",
 ]
@@ -48,12 +50,43 @@ def check_path(path: Sequence[str]) -> None:
             raise ValueError(f"unsupported document path segment {segment!r}")
 
 
+class PartlyEncoded(dict[str, Any]):
+    """A body some of whose members were encoded before (:func:`encode_members`), e.g. the members of a document
+    that never change, encoded once for all its writes. It holds every member (for adapters that take the
+    values); :func:`dump_body` encodes only ``rest`` and appends ``encoded``, whose keys must not be in ``rest``."""
+
+    __slots__ = ("encoded", "rest")
+
+    def __init__(self, rest: dict[str, Any], members: Mapping[str, Any], encoded: str) -> None:
+        super().__init__(rest)
+        self.update(members)
+        self.rest = rest
+        self.encoded = encoded
+
+
+def _dumps(value: dict[str, Any]) -> str:
+    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+
+
+def encode_members(members: Mapping[str, Any]) -> str:
+    """The JSON text of ``members`` for a :class:`PartlyEncoded` body (an object's members, without braces);
+    ``ValueError`` for what :func:`dump_body` refuses."""
+    try:
+        return _dumps(dict(members))[1:-1]
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"the document body is not valid JSON: {exc}") from None
+
+
 def dump_body(body: Mapping[str, Any]) -> str:
     """The stored JSON text of a body (compact, UTF-8); refuses what is not a JSON object or too large."""
     if not isinstance(body, Mapping):
         raise TypeError("a document body must be a JSON object (a mapping)")
     try:
-        text = json.dumps(dict(body), ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+        if isinstance(body, PartlyEncoded) and body.encoded:
+            text = _dumps(body.rest)
+            text = f"{text[:-1]},{body.encoded}}}" if body.rest else f"{{{body.encoded}}}"
+        else:
+            text = _dumps(dict(body))
         size = len(text.encode("utf-8"))
     except (TypeError, ValueError) as exc:
         raise ValueError(f"the document body is not valid JSON: {exc}") from None

@@ -76,7 +76,7 @@ from services.platform.docstore.port import (
     etag_mismatch,
     validate_key,
 )
-from services.platform.errors import InvalidArgument, Unavailable
+from services.platform.errors import AlreadyExists, InvalidArgument, Unavailable
 from services.platform.paging import invalid_page_token
 from services.platform.query.predicate import Predicate, SortKey
 
@@ -429,6 +429,19 @@ class CosmosDocumentCollection:
                 raise document_exists(id) from None
 
         return await self._with_container("create", call)
+
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        """Insert the documents whose id is not taken (one create each, concurrently: Cosmos DB has no
+        conditional batch that skips the existing ones); the ones created."""
+
+        async def create(id: str, body: Mapping[str, Any]) -> Document | None:
+            try:
+                return await self.create(partition, id, body)
+            except AlreadyExists:
+                return None
+
+        results = await asyncio.gather(*(create(id, body) for id, body in documents.items()))
+        return [document for document in results if document is not None]
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None (a point read: the cheapest operation)."""

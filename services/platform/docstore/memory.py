@@ -13,6 +13,7 @@ after the process ends. Not for production: nothing selects it from settings.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import math
@@ -41,6 +42,7 @@ from services.platform.docstore.port import (
     etag_mismatch,
     validate_key,
 )
+from services.platform.errors import AlreadyExists
 from services.platform.query.predicate import (
     COMPARISONS,
     And,
@@ -123,6 +125,14 @@ class MemoryDocumentCollection:
             raise document_exists(id)
         stored = self._rows[key] = _Stored(uuid.uuid4().hex, text)
         return Document.from_json(id, partition, text, stored.etag)
+
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        """Insert the documents whose id is not taken; the ones created."""
+        created: list[Document] = []
+        for id, body in documents.items():
+            with contextlib.suppress(AlreadyExists):
+                created.append(await self.create(partition, id, body))
+        return created
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None."""

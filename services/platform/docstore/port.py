@@ -139,6 +139,12 @@ class DocumentCollection(Protocol):
         """Insert a new document; AlreadyExists(reason="DOCUMENT_EXISTS") when the id is taken."""
         ...
 
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        """Insert each document (id → body) of ``documents`` in ``partition`` whose id is not taken; one that
+        exists is left as it is. The ones created, in the order given. Each document is written atomically on
+        its own; the call as a whole is not: after an error some may exist (calling again completes it)."""
+        ...
+
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None when it does not exist."""
         ...

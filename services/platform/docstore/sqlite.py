@@ -78,6 +78,10 @@ SCHEMA_VERSION = len(_MIGRATIONS)
 _COLLECTION_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,254}")
 _DEFAULT_BUSY_TIMEOUT_MS = 10_000
 _EXISTS_SQL = "SELECT 1 FROM documents WHERE collection = ? AND partition = ? AND id = ?"
+_INSERT_NEW_SQL = (
+    "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (collection, partition, id) DO NOTHING"
+)
 
 T = TypeVar("T")
 
@@ -257,16 +261,26 @@ class SqliteDocumentCollection:
         key, text, etag = self._prepare(partition, id, body)
 
         def insert(conn: sqlite3.Connection) -> None:
-            cursor = conn.execute(
-                "INSERT INTO documents (collection, partition, id, etag, body) VALUES (?, ?, ?, ?, ?) "
-                "ON CONFLICT (collection, partition, id) DO NOTHING",
-                (*key, etag, text),
-            )
-            if cursor.rowcount != 1:
+            if conn.execute(_INSERT_NEW_SQL, (*key, etag, text)).rowcount != 1:
                 raise document_exists(id)
 
         await self._store._write(insert)
         return Document.from_json(id, partition, text, etag)
+
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        """Insert the documents whose id is not taken, all in one write transaction; the ones created."""
+        prepared = [(id, *self._prepare(partition, id, body)) for id, body in documents.items()]
+        if not prepared:
+            return []
+
+        def insert(conn: sqlite3.Connection) -> list[Document]:
+            return [
+                Document.from_json(id, partition, text, etag)
+                for id, key, text, etag in prepared
+                if conn.execute(_INSERT_NEW_SQL, (*key, etag, text)).rowcount == 1
+            ]
+
+        return await self._store._write(insert)
 
     async def read(self, partition: str, id: str) -> Document | None:
         """The document, or None."""

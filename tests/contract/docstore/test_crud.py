@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from services.platform.docstore.codec import PartlyEncoded, encode_members
 from services.platform.docstore.port import DocumentCollection, DocumentStore
 from services.platform.errors import Aborted, AlreadyExists, NotFound
 
@@ -174,3 +175,40 @@ async def test_invalid_ids_are_refused(collection: DocumentCollection) -> None:
     for bad in ["", "a/b", "a\\b", "a?b", "a#b", "x" * 256]:
         with pytest.raises(ValueError, match="invalid document id"):
             await collection.create("p", bad, {})
+
+
+async def test_create_missing_creates_only_what_is_not_there(collection: DocumentCollection) -> None:
+    existing = await collection.create("p1", "b", {"v": "first"})
+    created = await collection.create_missing("p1", {"a": {"v": 1}, "b": {"v": "second"}, "c": {"v": [3]}})
+    assert [(d.id, d.partition, d.body) for d in created] == [("a", "p1", {"v": 1}), ("c", "p1", {"v": [3]})]
+    assert all(d.etag for d in created)
+    for document in created:
+        assert await collection.read("p1", document.id) == document
+    assert await collection.read("p1", "b") == existing, "an existing document is left as it is"
+    assert await collection.create_missing("p1", {"a": {"v": 2}, "c": {}}) == [], "calling again changes nothing"
+    assert (await collection.read("p1", "a")) == created[0]
+    assert await collection.create_missing("p1", {}) == []
+    assert await collection.create_missing("p2", {"a": {"v": "other partition"}}) != []
+    assert await collection.count(partition="p1") == 3
+
+
+async def test_create_missing_refuses_what_create_refuses(collection: DocumentCollection) -> None:
+    with pytest.raises(ValueError, match="invalid document id"):
+        await collection.create_missing("p", {"ok": {}, "a/b": {}})
+    with pytest.raises(ValueError, match="invalid document partition"):
+        await collection.create_missing("", {"ok": {}})
+
+
+async def test_a_partly_encoded_body_is_stored_like_the_plain_one(collection: DocumentCollection) -> None:
+    fixed = {"name": "alpha", "nested": {"x": [1, 2.5, None]}, "text": "é ✓"}
+    body = PartlyEncoded({"state": "RUNNING", "n": 2}, fixed, encode_members(fixed))
+    plain = {"state": "RUNNING", "n": 2, **fixed}
+    assert dict(body) == plain
+    created = await collection.create("p1", "a", body)
+    assert created.body == plain
+    assert (await collection.read("p1", "a")) == created
+    replaced = await collection.replace("p1", "a", PartlyEncoded({}, fixed, encode_members(fixed)), if_match=None)
+    assert replaced.body == fixed
+    assert (await collection.read("p1", "a")) == replaced
+    with pytest.raises(ValueError, match="not valid JSON"):
+        encode_members({"bad": float("nan")})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from datetime import timedelta
 
 from services.execution.adapters.documents import (
@@ -31,6 +32,7 @@ from services.execution.domain.model import (
 )
 from services.execution.domain.modes import ProfileMode
 from services.execution.domain.retry import RetrySettings
+from services.platform.docstore.codec import PartlyEncoded, dump_body
 from services.platform.docstore.port import Document
 from tests.unit.execution.builders import HTTP_JSON_ASYNC, ID, execution
 
@@ -170,3 +172,27 @@ def test_a_document_written_before_the_outbox_still_reads() -> None:
     assert read.request.expected_inputs == ()
     assert read.profile.supported_priorities == frozenset(Priority)
     assert read.version.execution_timeout == timedelta(minutes=5)
+
+
+def test_what_never_changes_is_encoded_once_per_execution_and_the_text_holds_everything() -> None:
+    record, created = create(S.QUEUED, now=T0)
+    first = execution(record, outbox=Outbox(events=(created,), dispatch=DispatchMarker(1)), etag="e1")
+    body = execution_to_body(first)
+    assert isinstance(body, PartlyEncoded)
+    text = dump_body(body)
+    assert json.loads(text) == dict(body) == json.loads(json.dumps(dict(body))), "the text holds every member once"
+    claimed = claim(record, now=T1, attempt=1)
+    assert claimed.event is not None
+    second = dataclasses.replace(
+        first, record=claimed.record, etag="e2", outbox=Outbox(events=(created, claimed.event))
+    )
+    again = execution_to_body(second)
+    assert isinstance(again, PartlyEncoded)
+    assert again.encoded is body.encoded, "the request and version snapshot of the same execution: encoded once"
+    stored = Document.from_json("execution", ID, dump_body(again), "store-etag")
+    assert execution_from_document(stored) == dataclasses.replace(second, revision="store-etag")
+    relabelled = dataclasses.replace(second, request=dataclasses.replace(second.request, labels={"env": "x"}))
+    changed = execution_to_body(relabelled)
+    assert isinstance(changed, PartlyEncoded)
+    assert changed.encoded is not body.encoded
+    assert json.loads(dump_body(changed))["labels"] == {"env": "x"}, "another request object is encoded again"

@@ -453,3 +453,34 @@ async def test_wait_is_bounded_by_its_own_maximum_and_the_callers_deadline(hub: 
     assert raised.value.field_violations[0].field == "timeout"
     with pytest.raises(NotFound):
         await queries.wait_execution(hub.ctx, MALLORY, pending.id, at_most=timedelta(0), caller_remaining=None)
+
+
+class ReadCounting:
+    """A collection that counts the reads of documents (the real one underneath)."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def read(self, partition: str, id: str) -> Any:
+        self.reads += 1
+        return await self.inner.read(partition, id)
+
+
+async def test_wait_starts_from_the_version_this_process_wrote_without_reading_the_store(hub: Fakes) -> None:
+    counting = ReadCounting(hub.repository.collection)
+    counted = dataclasses.replace(hub, ctx=dataclasses.replace(hub.ctx, repository=ExecutionRepository(counting)))
+    pending = await run(counted, expected_inputs=["document"])
+    reads = counting.reads
+    waited = await queries.wait_execution(counted.ctx, ALICE, pending.id, at_most=timedelta(0), caller_remaining=None)
+    assert waited == counted.repository.recent(pending.id)
+    assert counting.reads == reads, "the version this process just wrote: no read"
+    with pytest.raises(NotFound):  # the remembered version is checked like a stored one
+        await queries.wait_execution(counted.ctx, MALLORY, pending.id, at_most=timedelta(0), caller_remaining=None)
+    elsewhere = dataclasses.replace(counted.ctx, repository=ExecutionRepository(counting))  # remembers nothing
+    waited = await queries.wait_execution(elsewhere, ALICE, pending.id, at_most=timedelta(0), caller_remaining=None)
+    assert waited.id == pending.id
+    assert counting.reads == reads + 1, "another process reads the store"

@@ -6,14 +6,16 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from services.execution.adapters.documents import COLLECTION, event_doc_id
+from services.execution.adapters.documents import COLLECTION, EXECUTION_DOC_ID, event_doc_id
+from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, progress, transition
-from services.execution.domain.model import Execution
+from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.invariants import check_invariants
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change, Decide, ExecutionRepository
@@ -23,7 +25,9 @@ from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
 from services.platform.timefmt import to_storage, utcnow
+from services.platform.workqueue.port import Priority
 from tests.unit.execution.builders import ID, execution
+from tests.unit.execution.fakes import FakeQueue
 
 S = ExecutionState
 
@@ -183,16 +187,30 @@ async def test_a_finished_execution_with_events_left_in_its_outbox_is_reported(r
 
 
 class CountingCollection(MemoryDocumentCollection):
-    """The in-memory collection, counting writes of the execution document."""
+    """The in-memory collection, counting writes of the execution document and the calls that create documents
+    (``creates``: the ids of each call)."""
 
     def __init__(self) -> None:
         store = MemoryDocumentStore()
         super().__init__(COLLECTION, store.database.collections.setdefault(COLLECTION, {}))
         self.replaces = 0
+        self.creates: list[list[str]] = []
 
     async def replace(self, partition: str, id: str, body: Mapping[str, Any], *, if_match: str | None) -> Document:
         self.replaces += 1
         return await super().replace(partition, id, body, if_match=if_match)
+
+    async def create(self, partition: str, id: str, body: Mapping[str, Any]) -> Document:
+        self.creates.append([id])
+        return await super().create(partition, id, body)
+
+    async def create_missing(self, partition: str, documents: Mapping[str, Mapping[str, Any]]) -> list[Document]:
+        self.creates.append(list(documents))
+        created: list[Document] = []
+        for id, body in documents.items():  # the parent's would count each document as a create of its own
+            if await super().read(partition, id) is None:
+                created.append(await super().create(partition, id, body))
+        return created
 
 
 async def test_a_drain_waits_for_the_writes_that_follow_and_trims_once() -> None:
@@ -220,4 +238,116 @@ async def test_a_drain_waits_for_the_writes_that_follow_and_trims_once() -> None
         await emptied.wait()
     assert await event_documents(counting) == [event_doc_id(n) for n in (1, 2, 3, 4)]
     assert counting.replaces == 3 + 1, "three state writes and ONE trim"
+    await relay.close()
+
+
+async def create_dispatched(repository: ExecutionRepository) -> Execution:
+    """A QUEUED execution with its attempt marked for publishing, as CreateExecution writes it."""
+    record, event = create(S.QUEUED, now=now())
+    return await repository.create(execution(record, outbox=Outbox(dispatch=DispatchMarker(1))), event)
+
+
+class SignallingQueue(FakeQueue):
+    """The fake queue, setting ``published_one`` on each publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.published_one = asyncio.Event()
+
+    async def publish(
+        self,
+        message_id: str,
+        body: bytes,
+        *,
+        priority: Priority,
+        properties: Mapping[str, str],
+        not_before: datetime | None = None,
+    ) -> None:
+        await super().publish(message_id, body, priority=priority, properties=properties, not_before=not_before)
+        self.published_one.set()
+
+
+async def test_an_attempt_is_published_at_once_and_its_events_join_the_batch_that_follows() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting)
+    queue = SignallingQueue()
+    relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), batch_seconds=60)
+    repository.add_listener(relay.notice)
+    await create_dispatched(repository)
+    async with asyncio.timeout(10):
+        await queue.published_one.wait()  # the attempt does not wait for the batch
+    assert await event_documents(counting) == [], "the QUEUED event waits for the writes that follow"
+    await repository.update(ID, move(S.RUNNING, 1))  # the claim drops the published marker
+    emptied = asyncio.Event()
+    repository.add_listener(lambda written: emptied.set() if written.outbox.empty else None)
+    await repository.update(ID, move(S.SUCCEEDED, 1))  # the last write: drained at once, not in 60 s
+    async with asyncio.timeout(10):
+        await emptied.wait()
+    assert len(queue.published) == 1
+    assert await event_documents(counting) == [event_doc_id(n) for n in (1, 2, 3)]
+    events = [event_doc_id(n) for n in (1, 2, 3)]
+    assert counting.creates == [[EXECUTION_DOC_ID], events], "the three event documents in ONE call of the store"
+    assert counting.replaces == 2 + 1, "two state writes and ONE trim"
+    assert await check_invariants(repository, accepted=[f"executions/{ID}"], outbox_settled=True) == []
+    await relay.close()
+
+
+async def test_the_events_of_a_published_attempt_are_relayed_after_the_batch_without_another_write() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting)
+    queue = SignallingQueue()
+    relayed = asyncio.Event()
+
+    class SignallingPublisher(RecordingPublisher):
+        async def publish(self, execution: Execution, events: Sequence[ExecutionEvent]) -> None:
+            await super().publish(execution, events)
+            relayed.set()
+
+    publisher = SignallingPublisher()
+    relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), publisher=publisher, batch_seconds=0.05)
+    repository.add_listener(relay.notice)
+    await create_dispatched(repository)
+    async with asyncio.timeout(10):
+        await queue.published_one.wait()
+        assert publisher.published == []
+        await relayed.wait()  # once the batch is over
+    assert publisher.published == [1]
+    assert await event_documents(counting) == [event_doc_id(1)]
+    assert repository.relayed(ID).sequences == frozenset({1}), "the next write drops it from the outbox"
+    await relay.close()
+
+
+class FailingQueue(FakeQueue):
+    """A work queue that is unavailable; counts the attempts to publish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.attempts = 0
+
+    async def publish(
+        self,
+        message_id: str,
+        body: bytes,
+        *,
+        priority: Priority,
+        properties: Mapping[str, str],
+        not_before: datetime | None = None,
+    ) -> None:
+        self.attempts += 1
+        raise Unavailable("the work queue is unavailable")
+
+
+async def test_a_queue_that_fails_leaves_the_attempt_to_the_sweep_and_the_events_are_relayed() -> None:
+    repository = ExecutionRepository(CountingCollection())
+    queue = FailingQueue()
+    publisher = RecordingPublisher()
+    relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), publisher=publisher, batch_seconds=0.01)
+    repository.add_listener(relay.notice)
+    await create_dispatched(repository)
+    async with asyncio.timeout(10):
+        await relay.settle()  # the background drain ends: it does not retry a failing queue by itself
+    assert publisher.published == [1], "the events went their way"
+    assert queue.attempts == 2, "once ahead of the events, once with them; then the periodic sweep"
+    stored = await repository.get(ID)
+    assert stored.outbox.dispatch == DispatchMarker(1) and stored.outbox.events == ()
     await relay.close()
