@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from exthub.contract.dev_tokens import DevIssuer
-from services.catalog.adapters.documents import COLLECTION, EXTENSION_DOC_ID
+from services.catalog.adapters.documents import COLLECTION, EXTENSION_DOC_ID, extension_to_body
 from services.catalog.adapters.memory_search import MemorySearchIndex
 from services.catalog.adapters.search_feed import IndexedCollection, SearchFeed
 from services.catalog.adapters.sqlite_search import SqliteChangeProbe
@@ -312,3 +312,17 @@ async def test_refresh_reads_everything_when_the_resync_is_due(sqlite_replicas: 
         assert await found(feed.index, "old") == ["old"]
     finally:
         await probe.close()
+
+
+async def test_documents_created_in_one_call_are_searchable_at_once_and_existing_ones_stay(replicas: Replicas) -> None:
+    feed = SearchFeed(replicas.here.collection(COLLECTION), MemorySearchIndex(), clock=Clock())
+    indexed = IndexedCollection(replicas.here.collection(COLLECTION), feed)
+    await CatalogRepository(indexed).create_extension(ext("kept", "Ledger", T0))
+    taken = extension_to_body(ext("kept", "Journal", T0))
+    created = await indexed.create_missing("kept", {EXTENSION_DOC_ID: taken})
+    assert created == []
+    assert await found(feed.index, "ledger") == ["kept"]  # the existing document was neither replaced nor re-fed
+    assert await found(feed.index, "journal") == []
+    fresh = await indexed.create_missing("fresh", {EXTENSION_DOC_ID: extension_to_body(ext("fresh", "Almanac", T0))})
+    assert [document.partition for document in fresh] == ["fresh"]
+    assert await found(feed.index, "almanac") == ["fresh"]  # read-your-writes, no poll needed
