@@ -33,7 +33,7 @@ from services.execution.repository import ExecutionRepository
 from services.execution.signing import SigningKeyRing
 from services.objects.port import Accessor, ObjectRef, SealedObject
 from services.platform.docstore.memory import MemoryDocumentStore
-from services.platform.errors import NotFound
+from services.platform.errors import NotFound, Unavailable
 from services.platform.paging import PageTokenCodec
 from services.platform.timefmt import from_storage, to_storage
 from services.platform.workqueue.port import DeadLetter
@@ -162,11 +162,16 @@ class Published:
 
 
 class FakeQueue:
-    """A work queue that records what was published (deduplicated on the message id) and lists dead letters."""
+    """A work queue that records what was published (deduplicated on the message id) and lists dead letters.
+    ``attempts`` counts the calls of ``publish``, ``published_one`` is set by each publish, and with
+    ``unavailable`` set every publish fails as an unreachable queue does."""
 
     def __init__(self) -> None:
         self.published: dict[str, Published] = {}
         self.dead_letters: list[DeadLetter] = []
+        self.attempts = 0
+        self.published_one = asyncio.Event()
+        self.unavailable = False
 
     async def publish(
         self,
@@ -177,7 +182,11 @@ class FakeQueue:
         properties: Mapping[str, str],
         not_before: datetime | None = None,
     ) -> None:
+        self.attempts += 1
+        if self.unavailable:
+            raise Unavailable("the work queue is unavailable")
         self.published.setdefault(message_id, Published(message_id, body, priority, dict(properties), not_before))
+        self.published_one.set()
 
     async def list_dead_letters(
         self, *, page_size: int = 0, page_token: str | None = None

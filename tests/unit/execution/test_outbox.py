@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +24,6 @@ from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
 from services.platform.timefmt import to_storage, utcnow
-from services.platform.workqueue.port import Priority
 from tests.unit.execution.builders import ID, execution
 from tests.unit.execution.fakes import FakeQueue
 
@@ -247,30 +245,10 @@ async def create_dispatched(repository: ExecutionRepository) -> Execution:
     return await repository.create(execution(record, outbox=Outbox(dispatch=DispatchMarker(1))), event)
 
 
-class SignallingQueue(FakeQueue):
-    """The fake queue, setting ``published_one`` on each publish."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.published_one = asyncio.Event()
-
-    async def publish(
-        self,
-        message_id: str,
-        body: bytes,
-        *,
-        priority: Priority,
-        properties: Mapping[str, str],
-        not_before: datetime | None = None,
-    ) -> None:
-        await super().publish(message_id, body, priority=priority, properties=properties, not_before=not_before)
-        self.published_one.set()
-
-
 async def test_an_attempt_is_published_at_once_and_its_events_join_the_batch_that_follows() -> None:
     counting = CountingCollection()
     repository = ExecutionRepository(counting)
-    queue = SignallingQueue()
+    queue = FakeQueue()
     relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), batch_seconds=60)
     repository.add_listener(relay.notice)
     await create_dispatched(repository)
@@ -295,7 +273,7 @@ async def test_an_attempt_is_published_at_once_and_its_events_join_the_batch_tha
 async def test_the_events_of_a_published_attempt_are_relayed_after_the_batch_without_another_write() -> None:
     counting = CountingCollection()
     repository = ExecutionRepository(counting)
-    queue = SignallingQueue()
+    queue = FakeQueue()
     relayed = asyncio.Event()
 
     class SignallingPublisher(RecordingPublisher):
@@ -317,29 +295,10 @@ async def test_the_events_of_a_published_attempt_are_relayed_after_the_batch_wit
     await relay.close()
 
 
-class FailingQueue(FakeQueue):
-    """A work queue that is unavailable; counts the attempts to publish."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.attempts = 0
-
-    async def publish(
-        self,
-        message_id: str,
-        body: bytes,
-        *,
-        priority: Priority,
-        properties: Mapping[str, str],
-        not_before: datetime | None = None,
-    ) -> None:
-        self.attempts += 1
-        raise Unavailable("the work queue is unavailable")
-
-
 async def test_a_queue_that_fails_leaves_the_attempt_to_the_sweep_and_the_events_are_relayed() -> None:
     repository = ExecutionRepository(CountingCollection())
-    queue = FailingQueue()
+    queue = FakeQueue()
+    queue.unavailable = True
     publisher = RecordingPublisher()
     relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), publisher=publisher, batch_seconds=0.01)
     repository.add_listener(relay.notice)
