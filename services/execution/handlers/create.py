@@ -34,6 +34,7 @@ from services.execution.domain.modes import Mode, mode_of
 from services.execution.domain.names import new_execution_id, parse_version_name, validate_request_id
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import CatalogVersion
+from services.execution.handlers.queries import wait_for_end, wait_seconds
 from services.execution.handlers.run import run_sync
 from services.execution.handlers.support import load_visible
 from services.platform.auth.principal import Principal
@@ -158,19 +159,23 @@ async def create_execution(
     request_id: str,
     authorization: str,
     caller_remaining: float | None,
+    wait: timedelta | None = None,
     retried_from: str = "",
 ) -> Execution:
     """Create (and for sync profiles run) an execution; the same ``request_id`` within 24 h → the same one.
 
-    ``authorization`` is the caller's bearer header, forwarded to the catalog.
+    ``authorization`` is the caller's bearer header, forwarded to the catalog. ``wait`` (the request's
+    ``wait_timeout``; default zero) is how long to wait for the execution to end before answering: see
+    :func:`_answer`.
     """
     validate_draft(draft)
+    seconds = wait_seconds(wait, caller_remaining, field="wait_timeout", default=0.0)
     execution_id = new_execution_id()
     if request_id:
         request_id = validate_request_id(request_id)
         existing = await _hold_request_id(ctx, principal, request_id, execution_id)
         if existing is not None:
-            return existing
+            return await _answer(ctx, existing, seconds)
     try:
         version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
         profile = _check_version(version, draft, ctx.objects.name)
@@ -179,9 +184,26 @@ async def create_execution(
         if request_id:
             await ctx.repository.release_request_id(principal.tenant, request_id, execution_id)
         raise
-    return await _store_and_start(
+    created = await _store_and_start(
         ctx, principal, draft, execution_id, version, profile, mode, caller_remaining, retried_from
     )
+    return await _answer(ctx, created, seconds)
+
+
+async def _answer(ctx: ExecutionContext, execution: Execution, seconds: float) -> Execution:
+    """What a create answers: ``execution`` once it has ended or after ``seconds``, as WaitExecution waits.
+
+    At once when there is nothing to wait for here: a ``validate_only`` create, an execution waiting in
+    PENDING_INPUTS for the client's uploads, a synchronous one (its run ended with the call).
+    """
+    if (
+        seconds <= 0
+        or execution.request.validate_only
+        or execution.mode is Mode.SYNC
+        or execution.state is ExecutionState.PENDING_INPUTS
+    ):
+        return execution
+    return await wait_for_end(ctx, execution, seconds)
 
 
 async def _hold_request_id(
