@@ -169,13 +169,14 @@ async def create_execution(
     :func:`_answer`.
     """
     validate_draft(draft)
-    seconds = wait_seconds(wait, caller_remaining, field="wait_timeout", default=0.0)
+    wait_seconds(wait, caller_remaining, field="wait_timeout", default=0.0)  # bad input: refused before any write
+    answer = _Answer(wait, caller_remaining, asyncio.get_running_loop().time())
     execution_id = new_execution_id()
     if request_id:
         request_id = validate_request_id(request_id)
         existing = await _hold_request_id(ctx, principal, request_id, execution_id)
         if existing is not None:
-            return await _answer(ctx, existing, seconds)
+            return await answer(ctx, existing)
     try:
         version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
         profile = _check_version(version, draft, ctx.objects.name)
@@ -187,23 +188,30 @@ async def create_execution(
     created = await _store_and_start(
         ctx, principal, draft, execution_id, version, profile, mode, caller_remaining, retried_from
     )
-    return await _answer(ctx, created, seconds)
+    return await answer(ctx, created)
 
 
-async def _answer(ctx: ExecutionContext, execution: Execution, seconds: float) -> Execution:
-    """What a create answers: ``execution`` once it has ended or after ``seconds``, as WaitExecution waits.
+@dataclass(frozen=True)
+class _Answer:
+    """What a create answers: the execution once it has ended, or as it is when ``wait`` (the request's
+    ``wait_timeout``) is over, as WaitExecution waits; the caller's deadline counts from ``started``.
 
-    At once when there is nothing to wait for here: a ``validate_only`` create, an execution waiting in
-    PENDING_INPUTS for the client's uploads, a synchronous one (its run ended with the call).
+    At once when there is nothing to wait for: no ``wait``, a ``validate_only`` create, an execution waiting in
+    PENDING_INPUTS for the client's uploads, an ended one (a synchronous run that ended with the call).
     """
-    if (
-        seconds <= 0
-        or execution.request.validate_only
-        or execution.mode is Mode.SYNC
-        or execution.state is ExecutionState.PENDING_INPUTS
-    ):
-        return execution
-    return await wait_for_end(ctx, execution, seconds)
+
+    wait: timedelta | None
+    caller_remaining: float | None
+    started: float
+
+    async def __call__(self, ctx: ExecutionContext, execution: Execution) -> Execution:
+        if not self.wait or execution.request.validate_only or execution.state is ExecutionState.PENDING_INPUTS:
+            return execution
+        remaining = self.caller_remaining
+        if remaining is not None:
+            remaining -= asyncio.get_running_loop().time() - self.started
+        seconds = wait_seconds(self.wait, remaining, field="wait_timeout", default=0.0)
+        return await wait_for_end(ctx, execution, seconds)
 
 
 async def _hold_request_id(

@@ -578,7 +578,7 @@ async def test_a_negative_wait_timeout_is_a_field_violation_and_creates_nothing(
     assert page.executions == []
 
 
-async def test_validate_only_pending_inputs_and_sync_creates_answer_without_waiting(hub: Fakes) -> None:
+async def test_validate_only_pending_inputs_and_ended_creates_answer_without_waiting(hub: Fakes) -> None:
     forever = timedelta(seconds=30)
     validating = await asyncio.wait_for(run(hub, profile="async", validate_only=True, wait=forever), 5)
     assert validating.state is S.QUEUED and validating.request.validate_only
@@ -588,3 +588,34 @@ async def test_validate_only_pending_inputs_and_sync_creates_answer_without_wait
     assert synchronous.state is S.SUCCEEDED and len(hub.agent.calls) == 1
     direct = await asyncio.wait_for(run(hub, profile="direct", wait=forever), 5)
     assert direct.state is S.DIRECT_TOKEN_ISSUED
+
+
+async def accept(task: AttemptTask) -> AttemptOutcome:
+    """A long-running extension: it accepts the call (202) and reports the outcome later."""
+    return AttemptOutcome(AttemptResult.ACCEPTED)
+
+
+async def test_a_long_running_synchronous_create_waits_for_the_report(hub: Fakes) -> None:
+    hub.agent.script = accept
+    creating = asyncio.ensure_future(run(hub, wait=timedelta(seconds=20)))
+    await hub.agent.called.wait()
+    await park(creating)
+    running = await the_only_execution(hub)
+    assert running.state is S.RUNNING
+    task, _ = hub.agent.calls[0]
+    done = report.StatusReport(attempt=1, state=S.SUCCEEDED, status_key=task.status_update_key)
+    await report.report_status(hub.ctx, running.id, done)
+    assert (await asyncio.wait_for(creating, 5)).state is S.SUCCEEDED
+
+
+async def test_the_callers_deadline_counts_from_the_start_of_the_create(hub: Fakes) -> None:
+    async def accept_slowly(task: AttemptTask) -> AttemptOutcome:
+        await asyncio.sleep(0.5)  # the synchronous call takes 0.5 s of the caller's 1 s ...
+        return await accept(task)
+
+    hub.agent.script = accept_slowly
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    created = await run(hub, wait=timedelta(seconds=20), caller_remaining=1.0)
+    assert created.state is S.RUNNING
+    assert 0.5 <= loop.time() - started < 1.0, "... and the wait after it ends before the caller's deadline"

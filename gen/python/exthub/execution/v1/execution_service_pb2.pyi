@@ -52,8 +52,9 @@ class CreateExecutionRequest(_message.Message):
         with the same `request_id` waits the same way on the execution it
         returns. A `validate_only` create answers at once, and so does an
         execution that waits in PENDING_INPUTS: it needs the client's uploads
-        and `ContinueExecution` first. A synchronous profile answers when the
-        run ends, as without it.
+        and `ContinueExecution` first. A synchronous profile's run ends with
+        the call, so it changes nothing there, unless the extension accepted
+        the call to report the outcome later: then it waits for that report.
         """
 
     def __init__(
