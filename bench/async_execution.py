@@ -15,8 +15,10 @@ What one measured execution is, end to end (client clock, from the create call t
   NORMAL) of ``echo-plain`` (no inputs, so it goes straight to QUEUED) → the execution service writes QUEUED
   and its dispatcher publishes to the SQLite work queue → an agent process receives it and claims it (QUEUED →
   RUNNING; the claim carries the signed extension request), the signed POST to echo, the report (SUCCEEDED;
-  claims and reports of an agent go in batches when several are ready) → the client's ``WaitExecution``
-  answers with the ended execution (like Celery's ``AsyncResult.get``, it waits for the outcome only).
+  claims and reports of an agent go in batches when several are ready) → the create answers with the ended
+  execution: like the Exthub client's ``HubClient.create_and_wait``, the client asks the create itself to wait
+  for the end (``wait_timeout``), and calls ``WaitExecution`` only if that answer comes back before the end
+  (like Celery's ``AsyncResult.get``, it waits for the outcome only).
   Queue-to-start: the execution's ``create_time`` to its ``start_time`` (first RUNNING); run: ``start_time``
   to ``end_time`` (all stamped by the execution service).
 * **Celery + Redis** (the baseline): ``apply_async`` of :func:`bench.celery_echo.call_echo` → Redis broker →
@@ -63,7 +65,7 @@ from typing import TYPE_CHECKING, Any
 
 import aiohttp
 import grpc
-from google.protobuf import timestamp_pb2
+from google.protobuf import duration_pb2, timestamp_pb2
 from rich.console import Console
 from rich.table import Table
 
@@ -727,10 +729,12 @@ def _nanoseconds(timestamp: timestamp_pb2.Timestamp) -> int:
 
 
 async def _exthub_once(stub: ExecutionServiceAsyncStub, metadata: tuple[tuple[str, str], ...]) -> Sample:
-    """One Exthub execution: create, then wait until it has ended (WaitExecution, called again while it runs)."""
+    """One Exthub execution: a create that waits until it has ended (``wait_timeout``; the hub answers before the
+    call's deadline), then WaitExecution while the answer says it still runs."""
     started = time.perf_counter()
     request = execution_service_pb2.CreateExecutionRequest(
-        execution=execution_pb2.Execution(extension_version=VERSION, profile="async", priority=types_pb2.NORMAL)
+        execution=execution_pb2.Execution(extension_version=VERSION, profile="async", priority=types_pb2.NORMAL),
+        wait_timeout=duration_pb2.Duration(seconds=int(CALL_TIMEOUT_SECONDS)),
     )
     outcome = "WAIT_ENDED"
     queue_to_start: float | None = None

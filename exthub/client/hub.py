@@ -113,17 +113,29 @@ class HubClient:
     # -- executions ---------------------------------------------------------------------------------------
 
     async def create_execution(
-        self, execution: Execution, *, request_id: str | None = None, call_timeout: float | None = None
+        self,
+        execution: Execution,
+        *,
+        request_id: str | None = None,
+        call_timeout: float | None = None,
+        wait: float | None = None,
     ) -> Execution:
         """CreateExecution with a ``request_id`` (a new UUID unless given), retried on UNAVAILABLE.
 
         The request id makes the create idempotent on the hub (the same id returns the same execution), so
         repeating it after a broken connection cannot start a second run. ``call_timeout`` bounds each attempt;
-        a synchronous profile runs the extension during the call, so give it the run's budget.
+        a synchronous profile runs the extension during the call, so give it the run's budget. ``wait`` (seconds,
+        the hub waits at most 30 s) asks the hub to answer once the execution has ended, or as it is after
+        ``wait`` (``wait_timeout``); the hub answers before ``call_timeout``, which defaults to ``wait`` plus a
+        margin then. The answer's state says whether it has ended.
         """
         request = execution_service_pb2.CreateExecutionRequest(
             execution=execution, request_id=request_id or str(uuid.uuid4())
         )
+        if wait is not None:
+            request.wait_timeout.FromNanoseconds(int(max(wait, 0.0) * 1e9))
+            if call_timeout is None:
+                call_timeout = min(wait, WAIT_CALL_SECONDS) + _WAIT_CALL_MARGIN_SECONDS
         for attempt in range(1, CREATE_ATTEMPTS + 1):
             try:
                 return await self.executions.CreateExecution(request, timeout=call_timeout)
@@ -221,11 +233,16 @@ class HubClient:
         even when they are optional. Continues even without inputs (every declared input may be optional; the
         hub answers FAILED_PRECONDITION ``INPUTS_MISSING`` if a required one is absent). The whole flow is
         bounded by ``max_wait``; a DIRECT execution returns at once (its token is its outcome).
+
+        Without ``inputs`` or ``on_event`` the create itself waits for the end (``wait_timeout``, at most
+        :data:`WAIT_CALL_SECONDS` and ``max_wait``): one call when the execution ends within it; otherwise
+        :meth:`wait` goes on from its answer.
         """
         deadline = time.monotonic() + max_wait
         if inputs:
             execution = with_expected_inputs(execution, inputs)
-        created = await self.create_execution(execution, request_id=request_id, call_timeout=max_wait)
+        wait = None if inputs or on_event is not None else min(max_wait, WAIT_CALL_SECONDS)
+        created = await self.create_execution(execution, request_id=request_id, call_timeout=max_wait, wait=wait)
         current = created
         if current.state == Execution.PENDING_INPUTS:
             remaining = max(deadline - time.monotonic(), 0.1)

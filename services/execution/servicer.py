@@ -43,6 +43,7 @@ class ExecutionServicer(execution_service_pb2_grpc.ExecutionServiceServicer):
             request_id=request.request_id,
             authorization=_authorization(context),
             caller_remaining=context.time_remaining(),
+            wait=mapping.duration_or_none(request, "wait_timeout"),
         )
         return await self._view(execution)
 

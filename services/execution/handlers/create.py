@@ -34,6 +34,7 @@ from services.execution.domain.modes import Mode, mode_of
 from services.execution.domain.names import new_execution_id, parse_version_name, validate_request_id
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.ports import CatalogVersion
+from services.execution.handlers.queries import wait_for_end, wait_seconds
 from services.execution.handlers.run import run_sync
 from services.execution.handlers.support import load_visible
 from services.platform.auth.principal import Principal
@@ -158,19 +159,24 @@ async def create_execution(
     request_id: str,
     authorization: str,
     caller_remaining: float | None,
+    wait: timedelta | None = None,
     retried_from: str = "",
 ) -> Execution:
     """Create (and for sync profiles run) an execution; the same ``request_id`` within 24 h → the same one.
 
-    ``authorization`` is the caller's bearer header, forwarded to the catalog.
+    ``authorization`` is the caller's bearer header, forwarded to the catalog. ``wait`` (the request's
+    ``wait_timeout``; default zero) is how long to wait for the execution to end before answering: see
+    :func:`_answer`.
     """
     validate_draft(draft)
+    wait_seconds(wait, caller_remaining, field="wait_timeout", default=0.0)  # bad input: refused before any write
+    answer = _Answer(wait, caller_remaining, asyncio.get_running_loop().time())
     execution_id = new_execution_id()
     if request_id:
         request_id = validate_request_id(request_id)
         existing = await _hold_request_id(ctx, principal, request_id, execution_id)
         if existing is not None:
-            return existing
+            return await answer(ctx, existing)
     try:
         version = await ctx.catalog.get_version(draft.extension_version, authorization=authorization)
         profile = _check_version(version, draft, ctx.objects.name)
@@ -179,9 +185,33 @@ async def create_execution(
         if request_id:
             await ctx.repository.release_request_id(principal.tenant, request_id, execution_id)
         raise
-    return await _store_and_start(
+    created = await _store_and_start(
         ctx, principal, draft, execution_id, version, profile, mode, caller_remaining, retried_from
     )
+    return await answer(ctx, created)
+
+
+@dataclass(frozen=True)
+class _Answer:
+    """What a create answers: the execution once it has ended, or as it is when ``wait`` (the request's
+    ``wait_timeout``) is over, as WaitExecution waits; the caller's deadline counts from ``started``.
+
+    At once when there is nothing to wait for: no ``wait``, a ``validate_only`` create, an execution waiting in
+    PENDING_INPUTS for the client's uploads, an ended one (a synchronous run that ended with the call).
+    """
+
+    wait: timedelta | None
+    caller_remaining: float | None
+    started: float
+
+    async def __call__(self, ctx: ExecutionContext, execution: Execution) -> Execution:
+        if not self.wait or execution.request.validate_only or execution.state is ExecutionState.PENDING_INPUTS:
+            return execution
+        remaining = self.caller_remaining
+        if remaining is not None:
+            remaining -= asyncio.get_running_loop().time() - self.started
+        seconds = wait_seconds(self.wait, remaining, field="wait_timeout", default=0.0)
+        return await wait_for_end(ctx, execution, seconds)
 
 
 async def _hold_request_id(

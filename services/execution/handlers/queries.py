@@ -156,25 +156,53 @@ async def wait_execution(
 ) -> Execution:
     """The execution once it has ended, or as it is when the wait is over.
 
-    The wait lasts ``at_most`` (the request's ``timeout``; default and at most :data:`WAIT_MAX_SECONDS`), and ends
-    :data:`WAIT_DEADLINE_MARGIN_SECONDS` before the caller's deadline. Like :func:`watch_execution` it waits on
-    the in-process notifier (armed before each look) with a bounded poll of the store as fallback, and it takes
-    the version this process wrote last instead of reading the store — at the start too (typically the create
-    this process just answered): a committed version, never newer than the store's, and a change written since
-    by another process is found by the poll, as after any wake-up.
+    The wait lasts ``at_most`` (the request's ``timeout``; default and at most :data:`WAIT_MAX_SECONDS`) and ends
+    :data:`WAIT_DEADLINE_MARGIN_SECONDS` before the caller's deadline (see :func:`wait_seconds`). It starts from
+    the version this process wrote last instead of reading the store — typically the create this process just
+    answered: a committed version, never newer than the store's; a change written since by another process is
+    found by the poll of :func:`wait_for_end`, as after any wake-up.
     """
-    if at_most is not None and at_most < timedelta(0):
-        raise InvalidArgument.field("timeout", "must not be negative")
-    seconds = WAIT_MAX_SECONDS if at_most is None else min(at_most.total_seconds(), WAIT_MAX_SECONDS)
-    if caller_remaining is not None:
-        seconds = min(seconds, caller_remaining - WAIT_DEADLINE_MARGIN_SECONDS)
-    repository = ctx.repository
-    armed = repository.notifier.arm(execution_id)
-    written = repository.recent(execution_id)
+    seconds = wait_seconds(at_most, caller_remaining, field="timeout", default=WAIT_MAX_SECONDS)
+    armed = ctx.repository.notifier.arm(execution_id)
+    written = ctx.repository.recent(execution_id)
     if written is not None:
         execution = visible(principal, written, execution_id)
     else:
         execution = await load_visible(ctx, principal, execution_id)
+    return await wait_for_end(ctx, execution, seconds, armed=armed)
+
+
+def wait_seconds(at_most: timedelta | None, caller_remaining: float | None, *, field: str, default: float) -> float:
+    """How long a wait for the end lasts: ``at_most`` (``default`` when unset), at most :data:`WAIT_MAX_SECONDS`,
+    ending :data:`WAIT_DEADLINE_MARGIN_SECONDS` before the caller's deadline (zero or less: answer at once).
+    A negative ``at_most`` is INVALID_ARGUMENT on ``field``."""
+    if at_most is not None and at_most < timedelta(0):
+        raise InvalidArgument.field(field, "must not be negative")
+    seconds = min(default if at_most is None else at_most.total_seconds(), WAIT_MAX_SECONDS)
+    if caller_remaining is not None:
+        seconds = min(seconds, caller_remaining - WAIT_DEADLINE_MARGIN_SECONDS)
+    return seconds
+
+
+async def wait_for_end(
+    ctx: ExecutionContext, execution: Execution, seconds: float, *, armed: asyncio.Event | None = None
+) -> Execution:
+    """``execution`` (already loaded, visible to the caller) once it has ended, or as it is after ``seconds``.
+
+    Like :func:`watch_execution` it waits on the in-process notifier (armed before each look) with a bounded poll
+    of the store as fallback, and after a wake-up it takes the version this process wrote last instead of reading
+    the store. ``armed``: the notifier's event taken before ``execution`` was read; without it the notifier is
+    armed here, and a newer version this process wrote meanwhile replaces ``execution``.
+    """
+    repository = ctx.repository
+    execution_id = execution.id
+    if armed is None:
+        written = repository.recent(execution_id)
+        if written is not None and written.record.last_sequence > execution.record.last_sequence:
+            execution = written
+        if is_terminal(execution.state) or seconds <= 0:
+            return execution  # nothing to wait for: arm nothing that no write would ever clear
+        armed = repository.notifier.arm(execution_id)  # no await since the look above: no write missed
     loop = asyncio.get_running_loop()
     deadline = loop.time() + seconds
     while not is_terminal(execution.state):

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import aiohttp
 import grpc
 import pytest
-from google.protobuf import json_format
+from google.protobuf import duration_pb2, json_format
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
@@ -95,6 +96,21 @@ async def test_execution_rest_and_grpc_give_the_same_answer(
     assert rest_bad_wait.status == 400
     violations = [v["field"] for d in rest_bad_wait.body["details"] for v in d.get("fieldViolations", [])]
     assert violations == ["timeout"]
+    # a create that waits (a query parameter: the field is outside the body); nothing runs the queue here, so
+    # the async one answers QUEUED once its wait is over, through REST and gRPC alike
+    queued_body = {"extensionVersion": "extensions/echo-plain/versions/1.0.0", "profile": "async"}
+    started = time.monotonic()
+    rest_queued = await call(
+        http, gateway, "POST", "/v1/executions", params={"waitTimeout": "0.3s"}, json_body=queued_body, headers=runner
+    )
+    assert (rest_queued.status, rest_queued.body["state"]) == (200, "QUEUED"), rest_queued.body
+    assert time.monotonic() - started >= 0.3, "the create waited its waitTimeout"
+    rest_bad_create = await call(
+        http, gateway, "POST", "/v1/executions", params={"waitTimeout": "-1s"}, json_body=queued_body, headers=runner
+    )
+    assert rest_bad_create.status == 400
+    violations = [v["field"] for d in rest_bad_create.body["details"] for v in d.get("fieldViolations", [])]
+    assert violations == ["wait_timeout"]
     other_tenant = bearer(tenant="tenant-b")
     rest_hidden = await call(http, gateway, "GET", f"/v1/{name}", headers=other_tenant)
     assert rest_hidden.status == 404
@@ -109,6 +125,30 @@ async def test_execution_rest_and_grpc_give_the_same_answer(
                 execution_service_pb2.WaitExecutionRequest(name=name), metadata=tuple(runner.items()), timeout=5
             )
             assert waited == got, address
+            started = time.monotonic()
+            grpc_queued = await stub.CreateExecution(
+                execution_service_pb2.CreateExecutionRequest(
+                    execution=json_format.ParseDict(queued_body, execution_pb2.Execution()),
+                    wait_timeout=duration_pb2.Duration(nanos=300_000_000),
+                ),
+                metadata=tuple(runner.items()),
+                timeout=10,
+            )
+            assert grpc_queued.state == execution_pb2.Execution.QUEUED, address
+            assert time.monotonic() - started >= 0.3, address
+            with pytest.raises(grpc.aio.AioRpcError) as bad_create:
+                await stub.CreateExecution(
+                    execution_service_pb2.CreateExecutionRequest(
+                        execution=json_format.ParseDict(queued_body, execution_pb2.Execution()),
+                        wait_timeout=duration_pb2.Duration(seconds=-1),
+                    ),
+                    metadata=tuple(runner.items()),
+                    timeout=10,
+                )
+            status = _status_json(bad_create.value)
+            assert status["code"] == rest_bad_create.body["code"] == grpc.StatusCode.INVALID_ARGUMENT.value[0]
+            grpc_violations = [v["field"] for d in status["details"] for v in d.get("fieldViolations", [])]
+            assert grpc_violations == violations, address
             events = await stub.ListExecutionEvents(
                 execution_service_pb2.ListExecutionEventsRequest(parent=name), metadata=tuple(runner.items()), timeout=5
             )

@@ -48,6 +48,7 @@ class RecordingExecutionService(execution_service_pb2_grpc.ExecutionServiceServi
     failures: dict[str, int] = field(default_factory=dict)
     watch_break: str = "unavailable"  # how the first watch stream stops after one event: "unavailable" or "end"
     running_waits: int = 2  # the first calls of WaitExecution (failed ones included) answer RUNNING
+    create_waits_to_the_end: bool = False  # a create with wait_timeout answers SUCCEEDED (else RUNNING)
 
     async def _record(self, method: str, request: object, context: Context) -> None:
         metadata = dict(context.invocation_metadata() or ())
@@ -68,7 +69,8 @@ class RecordingExecutionService(execution_service_pb2_grpc.ExecutionServiceServi
 
     async def CreateExecution(self, request: execution_service_pb2.CreateExecutionRequest, context: Context) -> E:
         await self._record("CreateExecution", request, context)
-        return E(name="executions/" + request.request_id, state=E.RUNNING)
+        ended = self.create_waits_to_the_end and request.HasField("wait_timeout")
+        return E(name="executions/" + request.request_id, state=E.SUCCEEDED if ended else E.RUNNING)
 
     async def WaitExecution(self, request: execution_service_pb2.WaitExecutionRequest, context: Context) -> E:
         await self._record("WaitExecution", request, context)
@@ -200,6 +202,7 @@ async def test_create_and_wait_names_the_inputs_it_will_upload(
     (seen,) = server.service.calls["CreateExecution"]
     assert isinstance(seen.request, execution_service_pb2.CreateExecutionRequest)
     assert list(seen.request.execution.expected_inputs) == ["document", "extra"]
+    assert not seen.request.HasField("wait_timeout"), "inputs are uploaded first: the create does not wait"
     assert list(asked.expected_inputs) == ["document"]  # the caller's message is left as it was
     assert list(with_expected_inputs(asked, ["extra", "extra"]).expected_inputs) == ["document", "extra"]
 
@@ -221,3 +224,47 @@ async def test_wait_gives_up_after_max_wait_and_says_the_last_state(server: Serv
         await client.wait("executions/slow", max_wait=0.3)
     asked = [w.request.timeout.ToTimedelta().total_seconds() for w in server.service.calls["WaitExecution"]]  # type: ignore[attr-defined]
     assert asked and asked[0] == pytest.approx(0.3, abs=0.05)
+
+
+def wait_timeouts(server: Server) -> list[float | None]:
+    """The ``wait_timeout`` of each CreateExecution, in seconds (None: not asked)."""
+    asked: list[float | None] = []
+    for seen in server.service.calls["CreateExecution"]:
+        assert isinstance(seen.request, execution_service_pb2.CreateExecutionRequest)
+        has = seen.request.HasField("wait_timeout")
+        asked.append(seen.request.wait_timeout.ToTimedelta().total_seconds() if has else None)
+    return asked
+
+
+async def test_create_and_wait_is_one_call_when_the_create_answers_the_end(server: Server, client: HubClient) -> None:
+    server.service.create_waits_to_the_end = True
+    done = await client.create_and_wait(E(extension_version="extensions/e/versions/1.0.0"), max_wait=10)
+    assert done.state == E.SUCCEEDED
+    assert set(server.service.calls) == {"CreateExecution"}, "no WaitExecution, no WatchExecution"
+    assert wait_timeouts(server) == [10.0]
+    (seen,) = server.service.calls["CreateExecution"]
+    # the call is bounded by max_wait (gRPC rounds deadlines on the wire: a little either side)
+    assert seen.time_remaining is not None and 8 < seen.time_remaining < 11
+    await client.create_and_wait(E(extension_version="extensions/e/versions/1.0.0"), max_wait=100)
+    assert wait_timeouts(server) == [10.0, 30.0], "at most WAIT_CALL_SECONDS"
+
+
+async def test_create_and_wait_goes_on_with_wait_execution_while_it_runs(server: Server, client: HubClient) -> None:
+    done = await client.create_and_wait(E(extension_version="extensions/e/versions/1.0.0"), max_wait=10)
+    assert done.state == E.SUCCEEDED
+    assert wait_timeouts(server) == [10.0]
+    waits = server.service.calls["WaitExecution"]
+    assert len(waits) == 3 and all(isinstance(w.request, execution_service_pb2.WaitExecutionRequest) for w in waits)
+    assert {w.request.name for w in waits} == {done.name}  # type: ignore[attr-defined]
+
+
+async def test_create_and_wait_with_on_event_follows_the_watch_without_a_waiting_create(
+    server: Server, client: HubClient
+) -> None:
+    server.service.create_waits_to_the_end = True  # (it would, if asked)
+    seen: list[int] = []
+    done = await client.create_and_wait(
+        E(extension_version="extensions/e/versions/1.0.0"), max_wait=10, on_event=lambda e: seen.append(e.sequence)
+    )
+    assert done.state == E.SUCCEEDED and seen == [1, 2, 3]
+    assert wait_timeouts(server) == [None]

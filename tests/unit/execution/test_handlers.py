@@ -55,7 +55,14 @@ def hub(tmp_path: Path) -> Fakes:
 
 
 async def run(
-    hub: Fakes, version: str = ECHO, *, principal: Principal = ALICE, request_id: str = "", **draft: Any
+    hub: Fakes,
+    version: str = ECHO,
+    *,
+    principal: Principal = ALICE,
+    request_id: str = "",
+    wait: timedelta | None = None,
+    caller_remaining: float | None = None,
+    **draft: Any,
 ) -> Execution:
     return await create.create_execution(
         hub.ctx,
@@ -63,7 +70,8 @@ async def run(
         ExecutionDraft(extension_version=version, **draft),
         request_id=request_id,
         authorization="Bearer caller",
-        caller_remaining=None,
+        caller_remaining=caller_remaining,
+        wait=wait,
     )
 
 
@@ -484,3 +492,130 @@ async def test_wait_starts_from_the_version_this_process_wrote_without_reading_t
     waited = await queries.wait_execution(elsewhere, ALICE, pending.id, at_most=timedelta(0), caller_remaining=None)
     assert waited.id == pending.id
     assert counting.reads == reads + 1, "another process reads the store"
+
+
+# -- a create that waits for the end (wait_timeout) ----------------------------------------------------------
+
+
+async def park(task: asyncio.Future[Any]) -> None:
+    """Let ``task`` run until it parks (no clock involved); it must still be waiting."""
+    for _ in range(50):
+        await asyncio.sleep(0)
+    assert not task.done()
+
+
+async def the_only_execution(hub: Fakes) -> Execution:
+    page = await queries.list_executions(hub.ctx, ALICE, filter_text="", order_by="", page_size=10, page_token="")
+    [execution] = page.executions
+    return execution
+
+
+async def finish(hub: Fakes, execution_id: str) -> Execution:
+    """What an agent does: claim attempt 1 and report SUCCEEDED."""
+    _, task = await report.claim_execution(hub.ctx, execution_id, 1, "agent-1")
+    done = report.StatusReport(attempt=1, state=S.SUCCEEDED, status_key=task.status_update_key, result={"ok": 1})
+    return await report.report_status(hub.ctx, execution_id, done)
+
+
+async def test_a_create_with_wait_timeout_answers_once_the_execution_has_ended(hub: Fakes) -> None:
+    creating = asyncio.ensure_future(run(hub, profile="async", wait=timedelta(seconds=20)))
+    await park(creating)
+    queued = await the_only_execution(hub)
+    assert queued.state is S.QUEUED
+    await finish(hub, queued.id)
+    done = await asyncio.wait_for(creating, 5)
+    assert (done.id, done.state) == (queued.id, S.SUCCEEDED)
+
+
+async def test_a_create_without_wait_timeout_answers_at_once(hub: Fakes) -> None:
+    for wait in (None, timedelta(0)):
+        queued = await asyncio.wait_for(run(hub, profile="async", wait=wait), 5)
+        assert queued.state is S.QUEUED
+
+
+async def test_a_create_answers_at_its_wait_timeout_with_the_running_execution(hub: Fakes) -> None:
+    request_id = "0b6f3c52-7d1e-4a8b-9c3d-2e5f6a7b8c9d"
+    queued = await run(hub, profile="async", request_id=request_id)
+    await report.claim_execution(hub.ctx, queued.id, 1, "agent-1")
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    again = await run(hub, profile="async", request_id=request_id, wait=timedelta(seconds=0.2))
+    assert (again.id, again.state) == (queued.id, S.RUNNING)
+    assert loop.time() - started >= 0.2, "waited its wait_timeout"
+
+
+async def test_a_repeated_create_waits_on_the_execution_it_returns(hub: Fakes) -> None:
+    request_id = "3c0f5a1e-2b4d-4e6f-8a9b-0c1d2e3f4a5b"
+    queued = await run(hub, profile="async", request_id=request_id)
+    repeating = asyncio.ensure_future(run(hub, profile="async", request_id=request_id, wait=timedelta(seconds=20)))
+    await park(repeating)
+    await finish(hub, queued.id)
+    again = await asyncio.wait_for(repeating, 5)
+    assert (again.id, again.state) == (queued.id, S.SUCCEEDED)
+    assert (
+        len(
+            (
+                await queries.list_executions(hub.ctx, ALICE, filter_text="", order_by="", page_size=10, page_token="")
+            ).executions
+        )
+        == 1
+    )
+
+
+async def test_a_create_waits_at_most_until_the_callers_deadline(hub: Fakes) -> None:
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    queued = await run(hub, profile="async", wait=timedelta(hours=1), caller_remaining=0.5)
+    assert queued.state is S.QUEUED
+    assert 0.2 <= loop.time() - started < 0.5, "waited, and answered before the caller's deadline"
+
+
+async def test_a_negative_wait_timeout_is_a_field_violation_and_creates_nothing(hub: Fakes) -> None:
+    with pytest.raises(InvalidArgument) as raised:
+        await run(hub, profile="async", wait=timedelta(seconds=-1))
+    assert [v.field for v in raised.value.field_violations] == ["wait_timeout"]
+    page = await queries.list_executions(hub.ctx, ALICE, filter_text="", order_by="", page_size=10, page_token="")
+    assert page.executions == []
+
+
+async def test_validate_only_pending_inputs_and_ended_creates_answer_without_waiting(hub: Fakes) -> None:
+    forever = timedelta(seconds=30)
+    validating = await asyncio.wait_for(run(hub, profile="async", validate_only=True, wait=forever), 5)
+    assert validating.state is S.QUEUED and validating.request.validate_only
+    pending = await asyncio.wait_for(run(hub, profile="async", expected_inputs=["document"], wait=forever), 5)
+    assert pending.state is S.PENDING_INPUTS
+    synchronous = await asyncio.wait_for(run(hub, wait=forever), 5)
+    assert synchronous.state is S.SUCCEEDED and len(hub.agent.calls) == 1
+    direct = await asyncio.wait_for(run(hub, profile="direct", wait=forever), 5)
+    assert direct.state is S.DIRECT_TOKEN_ISSUED
+
+
+async def accept(task: AttemptTask) -> AttemptOutcome:
+    """A long-running extension: it accepts the call (202) and reports the outcome later."""
+    return AttemptOutcome(AttemptResult.ACCEPTED)
+
+
+async def test_a_long_running_synchronous_create_waits_for_the_report(hub: Fakes) -> None:
+    hub.agent.script = accept
+    creating = asyncio.ensure_future(run(hub, wait=timedelta(seconds=20)))
+    await hub.agent.called.wait()
+    await park(creating)
+    running = await the_only_execution(hub)
+    assert running.state is S.RUNNING
+    task, _ = hub.agent.calls[0]
+    done = report.StatusReport(attempt=1, state=S.SUCCEEDED, status_key=task.status_update_key)
+    await report.report_status(hub.ctx, running.id, done)
+    assert (await asyncio.wait_for(creating, 5)).state is S.SUCCEEDED
+
+
+async def test_the_callers_deadline_counts_from_the_start_of_the_create(hub: Fakes) -> None:
+    async def accept_slowly(task: AttemptTask) -> AttemptOutcome:
+        await asyncio.sleep(0.5)  # the synchronous call takes 0.5 s of the caller's 1 s ...
+        return await accept(task)
+
+    hub.agent.script = accept_slowly
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    created = await run(hub, wait=timedelta(seconds=20), caller_remaining=1.0)
+    assert created.state is S.RUNNING
+    assert 0.5 <= loop.time() - started < 1.0, "... and the wait after it ends before the caller's deadline"

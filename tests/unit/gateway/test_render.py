@@ -231,14 +231,24 @@ def test_jwt_rules_and_rbac_follow_the_proto_access_table(data_dir: Path) -> Non
         assert not any(method.service in name for name in policies), method.path
 
 
+def _takes(match: dict[str, Any], path: str) -> bool:
+    """Whether a route's ``match`` takes a request for ``path``."""
+    return match.get("path") == path or ("prefix" in match and path.startswith(match["prefix"]))
+
+
 def test_routes(data_dir: Path) -> None:
     config = render_config("local", data_dir=data_dir, catalog_address="127.0.0.1:1234")
     routes = {r["name"]: r for r in hcm(config)["route_config"]["virtual_hosts"][0]["routes"]}
     assert not any("AgentTaskService" in str(r["match"]) or "AgentService" in str(r["match"]) for r in routes.values())
     assert routes["grpc-unrouted"]["direct_response"]["status"] == 404
     assert routes["stream-WatchExecution"]["route"]["timeout"] == "0s"
-    # a REST :wait (no grpc-timeout header) runs under the execution route's timeout: it outlasts the longest wait
+    # a REST :wait, and a REST create with ?waitTimeout= (no grpc-timeout header), run under the execution route's
+    # timeout (the first route whose match takes their gRPC path): it outlasts the longest wait
     assert float(routes["execution"]["route"]["timeout"].removesuffix("s")) >= WAIT_MAX_SECONDS + 5
+    for method in ("WaitExecution", "CreateExecution"):
+        path = f"/exthub.execution.v1.ExecutionService/{method}"
+        first = next(r for r in routes.values() if _takes(r["match"], path))
+        assert first["name"] == "execution", method
     stream_lua = routes["stream-WatchExecution"]["typed_per_filter_config"]["envoy.filters.http.lua"]
     assert stream_lua["source_code"]["inline_string"] == NDJSON_STREAM_LUA
     assert "application/x-ndjson" in NDJSON_STREAM_LUA and NDJSON_STREAM_LUA.startswith(GRPC_METADATA_LUA)

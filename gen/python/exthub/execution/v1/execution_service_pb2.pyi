@@ -32,6 +32,7 @@ class CreateExecutionRequest(_message.Message):
 
     EXECUTION_FIELD_NUMBER: _builtins.int
     REQUEST_ID_FIELD_NUMBER: _builtins.int
+    WAIT_TIMEOUT_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     """An idempotency key (a UUID): a repeated create with the same key within
     24 hours returns the execution created first.
@@ -42,15 +43,30 @@ class CreateExecutionRequest(_message.Message):
         `priority`, `validate_only`, `request` and `labels` are optional.
         """
 
+    @_builtins.property
+    def wait_timeout(self) -> _duration_pb2.Duration:
+        """How long to wait, after creating, for the execution to end before
+        answering, as `WaitExecution` waits: the answer says by its state
+        whether it has ended. Default zero (answer at once), at most 30 seconds,
+        never past the call's deadline; must not be negative. A repeated create
+        with the same `request_id` waits the same way on the execution it
+        returns. A `validate_only` create answers at once, and so does an
+        execution that waits in PENDING_INPUTS: it needs the client's uploads
+        and `ContinueExecution` first. A synchronous profile's run ends with
+        the call, so it changes nothing there, unless the extension accepted
+        the call to report the outcome later: then it waits for that report.
+        """
+
     def __init__(
         self,
         *,
         execution: _execution_pb2.Execution | None = ...,
         request_id: _builtins.str = ...,
+        wait_timeout: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "wait_timeout", b"wait_timeout"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "request_id", b"request_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["execution", b"execution", "request_id", b"request_id", "wait_timeout", b"wait_timeout"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
