@@ -158,21 +158,26 @@ class OutboxRelay:
         execution, which no write follows) a bookkeeping write drops it now. A span ``outbox relay`` (in the
         trace of the write that woke it) covers it; ``metrics`` count what it relayed.
         """
-        with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
-            relayed, _ = await self._drain(execution_id, written, trim=trim, defer_events=False)
-            return relayed
+        relayed, _ = await self._drain(execution_id, written, trim=trim, defer_events=False)
+        return relayed
 
     async def _relay(self, execution_id: str, written: Execution | None, *, defer: bool) -> bool:
         """The background drain (no trim unless the execution is finished). With ``defer``, an attempt to publish
         goes ahead of the events of a running execution; whether events were left for the next drain."""
-        with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
-            _, deferred = await self._drain(execution_id, written, trim=False, defer_events=defer)
-            return deferred
+        _, deferred = await self._drain(execution_id, written, trim=False, defer_events=defer)
+        return deferred
 
     async def _drain(
         self, execution_id: str, written: Execution | None, *, trim: bool, defer_events: bool
     ) -> tuple[bool, bool]:
-        """Whether something was relayed, and whether events were left for later (``defer_events``)."""
+        """One drain, in the span ``outbox relay``: whether something was relayed, and whether events were left
+        for later (``defer_events``)."""
+        with telemetry.internal_span("outbox relay", {"exthub.execution": f"executions/{execution_id}"}):
+            return await self._relay_outbox(execution_id, written, trim=trim, defer_events=defer_events)
+
+    async def _relay_outbox(
+        self, execution_id: str, written: Execution | None, *, trim: bool, defer_events: bool
+    ) -> tuple[bool, bool]:
         execution = written if written is not None else await self._repository.find(execution_id)
         if execution is None or execution.outbox.empty:
             return False, False
