@@ -61,6 +61,8 @@ class ExecutionContext:
 
     def now(self) -> datetime:
         """The clock's now as an aware datetime."""
+        if self.clock is _now:  # the same instant without formatting and parsing it
+            return utcnow()
         return from_storage(self.clock())
 
     def status_url(self, execution_id: str) -> str:

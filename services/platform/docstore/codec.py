@@ -64,8 +64,17 @@ class PartlyEncoded(dict[str, Any]):
         self.encoded = encoded
 
 
+#: One encoder for every body (``json.dumps`` with options builds one per call). Bodies are trees built from
+#: messages and domain values, so it skips the check for reference cycles; a cycle would still be refused, as a
+#: ``RecursionError`` that :func:`_dumps` reports like any other body that is not JSON.
+_ENCODER = json.JSONEncoder(ensure_ascii=False, allow_nan=False, separators=(",", ":"), check_circular=False)
+
+
 def _dumps(value: dict[str, Any]) -> str:
-    return json.dumps(value, ensure_ascii=False, allow_nan=False, separators=(",", ":"))
+    try:
+        return _ENCODER.encode(value)
+    except RecursionError:
+        raise ValueError("a value nests too deeply (or refers to itself)") from None
 
 
 def encode_members(members: Mapping[str, Any]) -> str:
