@@ -177,7 +177,7 @@ async def start_execution(
             closers.append(agent_client)
             agent = agent_client
         ctx = ExecutionContext(
-            repository=ExecutionRepository(store.collection(COLLECTION)),
+            repository=ExecutionRepository(store.collection(COLLECTION), keep_final_events=publisher is None),
             catalog=catalog,
             agent=agent,
             objects=provider,

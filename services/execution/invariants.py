@@ -14,8 +14,10 @@
   ``require_terminal``) an execution that never ended;
 * ``STATE_MISMATCH`` — the document's state or attempt is not that of its last event;
 * ``DISPATCH_LEFT`` — a terminal execution still carries a pending dispatch (outbox) marker;
-* ``OUTBOX_LEFT`` — a terminal execution still has events in its outbox (checked with ``outbox_settled``: after
-  the outbox relay has run, e.g. :meth:`~services.execution.outbox.OutboxRelay.settle`).
+* ``OUTBOX_LEFT`` — a terminal execution still has events to relay in its outbox (checked with
+  ``outbox_settled``: after the outbox relay has run, e.g. :meth:`~services.execution.outbox.OutboxRelay.settle`);
+  events *kept* in a finished execution's document are where they belong;
+* ``KEPT_EARLY`` — an execution that has not ended keeps events in its document for good (only a finished one may).
 
 The events checked are the event documents and the outbox together (what every reader sees).
 
@@ -121,9 +123,11 @@ def check_execution(
         )
     if execution.state in TERMINAL_STATES and execution.outbox.dispatch is not None:
         violation("DISPATCH_LEFT", "a terminal execution still has a pending dispatch")
-    left = execution.outbox.events
-    if outbox_settled and execution.state in TERMINAL_STATES and left:
-        violation("OUTBOX_LEFT", f"events {[event.sequence for event in left]} were never relayed")
+    if execution.outbox.kept and execution.state not in TERMINAL_STATES:
+        violation("KEPT_EARLY", f"a {execution.state.value} execution keeps its events in its document")
+    if outbox_settled and execution.state in TERMINAL_STATES and execution.outbox.events_pending:
+        left = [event.sequence for event in execution.outbox.events]
+        violation("OUTBOX_LEFT", f"events {left} were never relayed")
     return found
 
 
@@ -183,7 +187,7 @@ async def check_invariants(
     """Every violation over every stored execution; ``accepted`` are execution names clients were given.
 
     ``outbox_settled`` says the outbox relay has run since the last write, so a finished execution's outbox
-    must be empty."""
+    must hold nothing to relay."""
     report = await check_store(
         repository, accepted=accepted, require_terminal=require_terminal, outbox_settled=outbox_settled
     )
@@ -207,7 +211,7 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--settled",
         action="store_true",
-        help="the outbox relay has run since the last write: a finished execution's outbox must be empty",
+        help="the outbox relay has run since the last write: a finished execution's outbox holds nothing to relay",
     )
     parser.add_argument(
         "--accepted",

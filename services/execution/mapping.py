@@ -25,6 +25,7 @@ from exthub.type.v1 import types_pb2
 from services.execution.domain import ExecutionEvent, ExecutionState
 from services.execution.domain.codes import Code
 from services.execution.domain.model import (
+    Execution,
     ExecutionError,
     ObjectDefinition,
     Priority,
@@ -36,6 +37,7 @@ from services.execution.domain.modes import ProfileMode
 from services.execution.domain.names import parse_execution_name, parse_version_name
 from services.execution.domain.outcomes import AttemptResult
 from services.execution.domain.retry import RetrySettings
+from services.execution.fixed_parts import FixedParts
 from services.execution.handlers.create import ExecutionDraft
 from services.execution.handlers.ports import AttemptOutcome, AttemptTask, CatalogVersion, ObjectBinding
 from services.execution.handlers.report import StatusReport
@@ -226,12 +228,9 @@ def accessor_to_proto(accessor: Accessor) -> types_pb2.ObjectAccessor:
     )
 
 
-def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
-    """The API view of an execution (its accessors were made fresh by ``render``)."""
-    execution = view.execution
+def _unchanging_fields(execution: Execution) -> execution_pb2.Execution:
+    """The fields of an execution's API view that no change of the execution touches (copied, never handed out)."""
     request = execution.request
-    outcome = execution.outcome
-    record = execution.record
     message = execution_pb2.Execution(
         name=execution.name,
         extension_version=request.extension_version,
@@ -242,19 +241,33 @@ def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
         labels=dict(request.labels),
         expected_inputs=list(request.expected_inputs),
         mode=execution_pb2.Execution.Mode.Value(execution.mode.value),
-        state=execution_pb2.Execution.State.Value(record.state.value),
-        status_message=record.status_message,
-        percent_complete=record.percent_complete or 0,
-        validation_errors=[_validation_error_to_proto(e) for e in outcome.validation_errors],
-        direct_token=execution.direct_token,
-        attempt=record.attempt,
         tenant=request.tenant,
         created_by=request.created_by,
         retried_from=request.retried_from,
-        etag=execution.etag,
     )
     if request.request:
         message.request.CopyFrom(dict_to_struct(request.request))
+    return message
+
+
+#: The unchanging fields of each execution being worked on, built once (its every answer copies them).
+_unchanging = FixedParts(_unchanging_fields)
+
+
+def execution_to_proto(view: ExecutionView) -> execution_pb2.Execution:
+    """The API view of an execution (its accessors were made fresh by ``render``)."""
+    execution = view.execution
+    outcome = execution.outcome
+    record = execution.record
+    message = execution_pb2.Execution()
+    message.CopyFrom(_unchanging(execution))
+    message.state = execution_pb2.Execution.State.Value(record.state.value)
+    message.status_message = record.status_message
+    message.percent_complete = record.percent_complete or 0
+    message.validation_errors.extend(_validation_error_to_proto(e) for e in outcome.validation_errors)
+    message.direct_token = execution.direct_token
+    message.attempt = record.attempt
+    message.etag = execution.etag
     if outcome.result is not None:
         message.result.CopyFrom(dict_to_struct(outcome.result))
     if outcome.error is not None:

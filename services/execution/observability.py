@@ -92,11 +92,15 @@ class ExecutionMetrics:
 
     def relayed(self, execution: Execution, events: Sequence[ExecutionEvent], now: datetime) -> None:
         """Count ``events`` of ``execution``, just stored and published by the outbox relay at ``now``."""
-        model, priority = model_label(execution.profile.execution_model), execution.request.priority.name
         lag = self.outbox_lag.labels("event")
         for event in events:
-            written = from_storage(event.time)
-            lag.observe(max(0.0, (now - written).total_seconds()))
+            lag.observe(max(0.0, (now - from_storage(event.time)).total_seconds()))
+        self.counted(execution, events)
+
+    def counted(self, execution: Execution, events: Sequence[ExecutionEvent]) -> None:
+        """Count ``events`` of ``execution`` (relayed, or kept in its document: no relay lag)."""
+        model, priority = model_label(execution.profile.execution_model), execution.request.priority.name
+        for event in events:
             if event.type is EventType.PROGRESS:
                 continue
             if event.type is EventType.CREATED:
@@ -105,7 +109,7 @@ class ExecutionMetrics:
                 self.attempts.labels(model, priority).inc()
             elif event.state in TERMINAL_STATES:
                 self.finished.labels(model, priority, event.state.value).inc()
-                elapsed = (written - from_storage(execution.record.create_time)).total_seconds()
+                elapsed = (from_storage(event.time) - from_storage(execution.record.create_time)).total_seconds()
                 self.duration.labels(model, priority, event.state.value).observe(max(0.0, elapsed))
 
     def dispatched(self, execution: Execution, marker: DispatchMarker, now: datetime) -> None:

@@ -14,6 +14,10 @@ The relay empties the outbox:
    etag conflict the document is read again and only what was done is removed, so events and markers
    written meanwhile stay.
 
+Where nothing publishes events, a finished execution's last events are *kept* in its document
+(:attr:`~services.execution.domain.model.Outbox.kept`, set by the write that finishes it): no write follows,
+so the document is their final place. The relay only counts them (metrics) — no event documents, no removal.
+
 The relay runs in the background of the process that wrote (woken by :meth:`OutboxRelay.notice`, a
 repository listener), one drain at a time per execution, coalescing the writes that arrive while it works:
 events wait up to ``batch_seconds`` for the writes that follow (the end of a run above all), so that one drain
@@ -102,6 +106,9 @@ class OutboxRelay:
     def notice(self, execution: Execution) -> None:
         """Repository listener: drain in the background if the write left something in the outbox."""
         if self._closed or execution.outbox.empty:
+            return
+        if execution.outbox.kept and execution.outbox.dispatch is None and execution.id not in self._busy:
+            self._count_kept(execution)  # nothing to relay: no drain
             return
         self._latest[execution.id] = execution
         if execution.id in self._busy:
@@ -196,6 +203,8 @@ class OutboxRelay:
         )
         if deferred:
             events = ()
+        if execution.outbox.kept and marker is None:
+            return self._count_kept(execution), False
         done_events: frozenset[int] = frozenset()
         done_attempt: int | None = None
         if events and marker is not None and self._dispatcher is not None:
@@ -217,6 +226,16 @@ class OutboxRelay:
         if trim or execution.record.is_terminal:
             await self._repository.trim(execution_id, current=execution)
         return True, deferred
+
+    def _count_kept(self, execution: Execution) -> bool:
+        """A finished execution's events stay in its document: count the ones no drain has relayed; whether there
+        were any."""
+        relayed = self._repository.relayed(execution.id)
+        events = [event for event in execution.outbox.events if event.sequence not in relayed.sequences]
+        if events and self._metrics is not None:
+            self._metrics.counted(execution, events)
+        self._repository.forget_relayed(execution.id)
+        return bool(events)
 
     async def _store_and_publish(self, execution: Execution, events: tuple[ExecutionEvent, ...]) -> bool:
         """Store ``events`` as event documents, then publish them; False when publishing failed."""
@@ -265,7 +284,8 @@ class OutboxRelay:
 
     async def settle(self) -> None:
         """Drain now what waits for its batch, wait until every drain under way has finished, then trim what
-        was relayed and no write has removed yet (outboxes are empty afterwards unless something failed)."""
+        was relayed and no write has removed yet (afterwards no outbox holds anything to relay unless something
+        failed; a finished execution's kept events stay)."""
         while self._tasks:
             for event in self._wakeups.values():
                 event.set()

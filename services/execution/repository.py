@@ -116,7 +116,7 @@ class Relayed:
             dispatch = None
         if events is outbox.events and dispatch is outbox.dispatch:
             return outbox
-        return Outbox(events, dispatch)
+        return Outbox(events, dispatch, outbox.kept)
 
     def left_in(self, outbox: Outbox) -> Relayed | None:
         """What of this is still in ``outbox`` (None: nothing)."""
@@ -127,6 +127,9 @@ class Relayed:
         if not sequences and dispatch is None:
             return None
         return Relayed(sequences, dispatch)
+
+
+_NOTHING_RELAYED = Relayed()
 
 
 class ExecutionNotifier:
@@ -165,8 +168,18 @@ class ExecutionNotifier:
 class ExecutionRepository:
     """Reads and writes executions, their events and idempotency records."""
 
-    def __init__(self, collection: DocumentCollection, notifier: ExecutionNotifier | None = None) -> None:
+    def __init__(
+        self,
+        collection: DocumentCollection,
+        notifier: ExecutionNotifier | None = None,
+        *,
+        keep_final_events: bool = False,
+    ) -> None:
+        """``keep_final_events``: nothing publishes events (no topic, no webhook), so a finished execution's last
+        events stay in its document (:attr:`~services.execution.domain.model.Outbox.kept`) instead of being
+        copied to event documents and removed by one more write."""
         self._collection = collection
+        self._keep_final_events = keep_final_events
         self.notifier = notifier or ExecutionNotifier()
         self._listeners: list[Callable[[Execution], None]] = []
         self._recent: OrderedDict[str, Execution] = OrderedDict()
@@ -200,7 +213,17 @@ class ExecutionRepository:
 
     def relayed(self, execution_id: str) -> Relayed:
         """What the relay did for the execution that its last known write may still hold."""
-        return self._relayed.get(execution_id) or Relayed()
+        return self._relayed.get(execution_id) or _NOTHING_RELAYED
+
+    def forget_relayed(self, execution_id: str) -> None:
+        """Nothing the relay did needs removing from the execution's document any more (its events are kept)."""
+        self._relayed.pop(execution_id, None)
+
+    def _kept(self, execution: Execution, outbox: Outbox) -> Outbox:
+        """``outbox`` for a write of ``execution``: its events kept for good when the execution is finished and
+        nothing publishes events."""
+        kept = self._keep_final_events and execution.record.is_terminal and bool(outbox.events)
+        return outbox if outbox.kept == kept else Outbox(outbox.events, outbox.dispatch, kept)
 
     def _written(self, execution: Execution, *, wake_watchers: bool = True) -> Execution:
         self._remember(execution)
@@ -229,7 +252,8 @@ class ExecutionRepository:
 
     async def create(self, execution: Execution, event: ExecutionEvent) -> Execution:
         """Store a new execution with its CREATED event in its outbox (one write)."""
-        new = dataclasses.replace(execution, etag=new_view_etag(), outbox=execution.outbox.with_events((event,)))
+        outbox = self._kept(execution, execution.outbox.with_events((event,)))
+        new = dataclasses.replace(execution, etag=new_view_etag(), outbox=outbox)
         document = await self._collection.create(new.id, EXECUTION_DOC_ID, execution_to_body(new))
         return self._written(dataclasses.replace(new, revision=document.etag))
 
@@ -286,6 +310,7 @@ class ExecutionRepository:
             relayed = self._relayed.get(execution_id)
             if relayed is not None:
                 outbox = relayed.prune(outbox)
+            outbox = self._kept(new, outbox)
             if not bookkeeping:
                 new = dataclasses.replace(new, outbox=outbox, etag=new_view_etag())
             else:
@@ -342,6 +367,9 @@ class ExecutionRepository:
         last = execution.record.last_sequence
         found = {e.sequence: e for e in execution.outbox.events if from_sequence <= e.sequence <= last}
         wanted = last - from_sequence + 1 if limit is None else min(limit, last - from_sequence + 1)
+        covered = range(from_sequence, from_sequence + wanted)
+        if all(sequence in found for sequence in covered):  # e.g. a finished execution's kept events
+            return [found[sequence] for sequence in covered]
         where = And(
             (
                 Compare(PATH_KIND, Op.EQ, KIND_EVENT),

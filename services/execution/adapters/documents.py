@@ -10,7 +10,7 @@ Layout (collection ``executions``; one partition per execution id, one partition
   ``error``), ``status_key_hash``, ``cancel_requested``/``cancel_deadline``, ``direct_token``, ``agent_id``,
   ``sync_call_owner`` (queryable: the instance waiting for a synchronous call, "" when none), the derived
   ``end_time``/``expire_time``/``due_time``, the client-visible ``etag`` and the ``outbox`` (``events``,
-  ``events_pending`` — queryable — and ``dispatch``);
+  ``events_pending`` — queryable; false with events when they are kept, see ``Outbox.kept`` — and ``dispatch``);
 * event documents ``event:{sequence:010d}`` (zero-padded: id order is sequence order);
 * idempotency documents: id = the request id, in partition ``requests:{tenant}``;
 * instance leases of the execution service processes: id = the instance id, in partition ``instances``.
@@ -21,9 +21,7 @@ Documents written before the outbox existed (no ``outbox``, no ``etag``, top-lev
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -48,6 +46,7 @@ from services.execution.domain.model import (
 from services.execution.domain.modes import Mode, ProfileMode
 from services.execution.domain.retry import RetrySettings
 from services.execution.domain.states import EventType
+from services.execution.fixed_parts import FixedParts
 from services.platform.docstore.codec import PartlyEncoded, encode_members
 from services.platform.docstore.port import Document
 from services.platform.timefmt import STORAGE_LENGTH, from_storage
@@ -216,39 +215,9 @@ def event_to_document(execution_id: str, event: ExecutionEvent) -> dict[str, Any
 # -- the execution document -----------------------------------------------------------------------------
 
 
-#: How many executions' unchanging members :func:`execution_to_body` keeps encoded (the executions being worked on).
-FIXED_MEMBERS_CACHED = 4096
-
-
-@dataclass(frozen=True)
-class _FixedMembers:
-    """The members of an execution document that no change of the execution touches, encoded once."""
-
-    request: ExecutionRequest
-    version: VersionSnapshot
-    mode: Mode
-    input_timeout: timedelta | None
-    members: dict[str, Any]
-    encoded: str
-
-
-_fixed: OrderedDict[str, _FixedMembers] = OrderedDict()
-
-
-def _fixed_members(execution: Execution) -> _FixedMembers:
+def _encode_fixed_members(execution: Execution) -> tuple[dict[str, Any], str]:
     """The request, the version snapshot and the rest of what an execution keeps from its creation, as JSON
-    members and their text: encoded again only when the execution holds other objects for them (e.g. when it was
-    read from the store), so the writes of an execution in this process encode them once."""
-    found = _fixed.get(execution.id)
-    if (
-        found is not None
-        and found.request is execution.request
-        and found.version is execution.version
-        and found.mode is execution.mode
-        and found.input_timeout == execution.input_timeout
-    ):
-        _fixed.move_to_end(execution.id)
-        return found
+    members and their text."""
     request = execution.request
     members = {
         "kind": KIND_EXECUTION,
@@ -269,13 +238,12 @@ def _fixed_members(execution: Execution) -> _FixedMembers:
         "version": _version_to_json(execution.version),
         "input_timeout_seconds": _seconds(execution.input_timeout),
     }
-    fixed = _FixedMembers(
-        request, execution.version, execution.mode, execution.input_timeout, members, encode_members(members)
-    )
-    _fixed[execution.id] = fixed
-    if len(_fixed) > FIXED_MEMBERS_CACHED:
-        _fixed.popitem(last=False)
-    return fixed
+    return members, encode_members(members)
+
+
+#: The unchanging members of each execution being worked on, encoded once: the writes of an execution in this
+#: process encode them once.
+_fixed_members = FixedParts(_encode_fixed_members)
 
 
 def execution_to_body(execution: Execution) -> dict[str, Any]:
@@ -283,7 +251,7 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
     changes is encoded once per execution (:class:`~services.platform.docstore.codec.PartlyEncoded`)."""
     outcome = execution.outcome
     outbox = execution.outbox
-    fixed = _fixed_members(execution)
+    fixed_members, fixed_encoded = _fixed_members(execution)
     changing = {
         **record_to_json(execution.record),
         "inputs": [_input_to_json(i) for i in execution.inputs],
@@ -303,13 +271,13 @@ def execution_to_body(execution: Execution) -> dict[str, Any]:
         "etag": execution.etag,
         "outbox": {
             "events": [event_to_json(e) for e in outbox.events],
-            "events_pending": bool(outbox.events),
+            "events_pending": outbox.events_pending,
             "dispatch": None
             if outbox.dispatch is None
             else {"attempt": outbox.dispatch.attempt, "not_before": outbox.dispatch.not_before},
         },
     }
-    return PartlyEncoded(changing, fixed.members, fixed.encoded)
+    return PartlyEncoded(changing, fixed_members, fixed_encoded)
 
 
 def execution_from_document(document: Document) -> Execution:
@@ -405,7 +373,8 @@ def _outbox_from_json(body: Mapping[str, Any]) -> Outbox:
         legacy = body.get("dispatch") if body.get("dispatch_pending") else None
         return Outbox(dispatch=_marker_from_json(legacy))
     events = tuple(sorted((event_from_json(e) for e in outbox.get("events") or ()), key=lambda e: e.sequence))
-    return Outbox(events=events, dispatch=_marker_from_json(outbox.get("dispatch")))
+    kept = bool(events) and outbox.get("events_pending", True) is False
+    return Outbox(events=events, dispatch=_marker_from_json(outbox.get("dispatch")), kept=kept)
 
 
 def _marker_from_json(marker: Any) -> DispatchMarker | None:

@@ -193,23 +193,35 @@ class DispatchMarker:
 
 @dataclass(frozen=True, slots=True)
 class Outbox:
-    """What a write left to relay: events to store (and publish), an attempt to publish."""
+    """What a write left to relay: events to store (and publish), an attempt to publish.
+
+    ``kept``: the events stay in the document for good — a finished execution's last events when nothing
+    publishes events. No write follows a finished execution's, so the document is their final place: readers
+    find them there (as they find any outbox event), and the relay only counts them instead of copying them to
+    event documents and writing the document again to remove them.
+    """
 
     events: tuple[ExecutionEvent, ...] = ()
     dispatch: DispatchMarker | None = None
+    kept: bool = False
 
     @property
     def empty(self) -> bool:
-        """Whether there is nothing to relay."""
+        """Whether it holds nothing (kept events count: the relay still counts them)."""
         return not self.events and self.dispatch is None
+
+    @property
+    def events_pending(self) -> bool:
+        """Whether it holds events the relay must store (and publish)."""
+        return bool(self.events) and not self.kept
 
     def with_events(self, events: tuple[ExecutionEvent, ...]) -> Outbox:
         """This outbox with ``events`` appended."""
-        return Outbox(self.events + events, self.dispatch)
+        return Outbox(self.events + events, self.dispatch, self.kept)
 
     def without_events(self, sequences: frozenset[int]) -> Outbox:
         """This outbox without the events of ``sequences`` (relayed)."""
-        return Outbox(tuple(e for e in self.events if e.sequence not in sequences), self.dispatch)
+        return Outbox(tuple(e for e in self.events if e.sequence not in sequences), self.dispatch, self.kept)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,7 +14,11 @@ from google.rpc import status_pb2
 
 from exthub.contract.errors import code_number, error_info
 from exthub.execution.v1 import execution_pb2, execution_service_pb2, execution_service_pb2_grpc
+from services.execution.adapters.documents import KIND_EVENT, event_doc_id
 from services.execution.app import start_execution
+from services.execution.invariants import check_invariants
+from services.platform.docstore.port import Query
+from services.platform.query.predicate import Compare, Op
 from tests.support.hub import Hub
 
 E = execution_pb2.Execution
@@ -69,6 +73,27 @@ async def test_sync_success_returns_the_terminal_state_and_gap_free_events(hub: 
         execution_service_pb2.GetExecutionRequest(name=execution.name), metadata=hub.token(), timeout=10
     )
     assert got.state == E.SUCCEEDED and got.etag == execution.etag
+
+
+async def test_a_finished_execution_keeps_its_events_where_nothing_publishes_them(hub: Hub) -> None:
+    execution = await create(hub, request=struct(hello="events"))
+    execution_id = execution.name.removeprefix("executions/")
+    relay = hub.execution.relay
+    assert relay is not None
+    await relay.settle()
+    repository = hub.execution.context.repository
+    stored = await repository.get(execution_id)
+    documents = await repository.collection.query(
+        Query(partition=execution_id, where=Compare(("kind",), Op.EQ, KIND_EVENT), limit=10)
+    )
+    if hub.profile == "embedded":  # no webhook: the document is where the events stay, nothing copies them
+        assert stored.outbox.kept and [e.sequence for e in stored.outbox.events] == [1, 2]
+        assert documents.documents == []
+    else:  # published to the event topic: relayed to event documents as before
+        assert stored.outbox.empty
+        assert sorted(document.id for document in documents.documents) == [event_doc_id(1), event_doc_id(2)]
+    assert [e.state for e in await events_of(hub, execution.name)] == [E.RUNNING, E.SUCCEEDED]
+    assert await check_invariants(repository, accepted=[execution.name], outbox_settled=True) == []
 
 
 async def test_sync_failure_ends_failed_with_an_error(hub: Hub) -> None:

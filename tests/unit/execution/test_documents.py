@@ -6,6 +6,8 @@ import dataclasses
 import json
 from datetime import timedelta
 
+import pytest
+
 from services.execution.adapters.documents import (
     event_from_json,
     event_to_json,
@@ -100,6 +102,20 @@ def test_a_whole_execution_round_trips() -> None:
     assert body["outbox"]["events_pending"] is True
     read = execution_from_document(Document(id="execution", partition=ID, body=body, etag="store-etag"))
     assert read == dataclasses.replace(original, revision="store-etag")
+
+
+@pytest.mark.parametrize(("kept", "pending"), [(True, False), (False, True)])
+def test_kept_events_are_stored_as_not_pending_and_read_back_kept(kept: bool, pending: bool) -> None:
+    record, created = create(ExecutionState.QUEUED, now=T0)
+    cancelled = transition(record, ExecutionState.CANCELLED, now=T1)
+    assert cancelled.event is not None
+    finished = execution(cancelled.record, outbox=Outbox(events=(created, cancelled.event), kept=kept))
+    body = execution_to_body(finished)
+    assert body["outbox"]["events_pending"] is pending
+    assert execution_from_document(Document(id="execution", partition=ID, body=body, etag="e")).outbox.kept is kept
+    body["outbox"] = {key: value for key, value in body["outbox"].items() if key != "events_pending"}
+    legacy = execution_from_document(Document(id="execution", partition=ID, body=body, etag="e"))
+    assert not legacy.outbox.kept, "a document that does not say: pending, as before"
 
 
 def test_a_document_written_before_the_outbox_still_reads() -> None:

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client import CollectorRegistry
 
-from services.execution.adapters.documents import COLLECTION, EXECUTION_DOC_ID, event_doc_id
+from services.execution.adapters.documents import COLLECTION, EXECUTION_DOC_ID, event_doc_id, execution_to_body
 from services.execution.dispatch import Dispatcher
 from services.execution.domain import ExecutionEvent, ExecutionState, claim, create, progress, transition
 from services.execution.domain.model import DispatchMarker, Execution, Outbox
 from services.execution.invariants import check_invariants
+from services.execution.observability import ExecutionMetrics
 from services.execution.outbox import OutboxRelay
 from services.execution.repository import Change, Decide, ExecutionRepository
 from services.platform.docstore.memory import MemoryDocumentCollection, MemoryDocumentStore
@@ -24,7 +26,7 @@ from services.platform.docstore.sqlite import SqliteDocumentStore
 from services.platform.errors import Unavailable
 from services.platform.query.predicate import Compare, Op
 from services.platform.timefmt import to_storage, utcnow
-from tests.unit.execution.builders import ID, execution
+from tests.unit.execution.builders import HTTP_JSON_ASYNC, ID, execution
 from tests.unit.execution.fakes import FakeQueue
 
 S = ExecutionState
@@ -310,3 +312,87 @@ async def test_a_queue_that_fails_leaves_the_attempt_to_the_sweep_and_the_events
     stored = await repository.get(ID)
     assert stored.outbox.dispatch == DispatchMarker(1) and stored.outbox.events == ()
     await relay.close()
+
+
+# -- where nothing publishes events: a finished execution keeps its last events in its document ----------------
+
+
+async def test_a_finished_execution_keeps_its_last_events_and_the_relay_only_counts_them() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting, keep_final_events=True)
+    metrics = ExecutionMetrics(CollectorRegistry())
+    queue = FakeQueue()
+    relay = OutboxRelay(repository, dispatcher=Dispatcher(queue), batch_seconds=60, metrics=metrics)
+    repository.add_listener(relay.notice)
+    await create_dispatched(repository)
+    async with asyncio.timeout(10):
+        await queue.published_one.wait()
+    running = await repository.update(ID, move(S.RUNNING, 1))
+    assert not running.outbox.kept, "only a finished execution keeps its events"
+    finished = await repository.update(ID, move(S.SUCCEEDED, 1))  # the last write: drained at once
+    assert finished.outbox.kept and [e.sequence for e in finished.outbox.events] == [1, 2, 3]
+    async with asyncio.timeout(10):
+        await relay.settle()
+
+    stored = await counting.read(ID, EXECUTION_DOC_ID)
+    assert stored is not None and stored.body["outbox"]["events_pending"] is False, "no sweep picks it up"
+    assert (await repository.get(ID)).outbox == finished.outbox, "read back as kept"
+    assert await event_documents(counting) == [], "no event documents"
+    assert counting.creates == [[EXECUTION_DOC_ID]]
+    assert counting.replaces == 2, "the two state writes: no trim"
+    assert [(e.sequence, e.state) for e in await repository.list_events(ID)] == [
+        (1, S.QUEUED),
+        (2, S.RUNNING),
+        (3, S.SUCCEEDED),
+    ]
+    assert [e.sequence for e in await repository.list_events(ID, from_sequence=2, limit=1)] == [2]
+    assert await repository.list_events(ID, from_sequence=4) == []
+    assert repository.relayed_executions() == [], "nothing waits for a write"
+    assert await relay.sweep_pending() == 0
+    counted = metrics.finished.labels(HTTP_JSON_ASYNC, "NORMAL", "SUCCEEDED")._value.get()
+    assert counted == 1 and metrics.created.labels(HTTP_JSON_ASYNC, "NORMAL", "QUEUED")._value.get() == 1
+    assert metrics.outbox_lag.labels("event")._sum.get() == 0, "kept events are never relayed: no relay lag"
+    assert await check_invariants(repository, accepted=[f"executions/{ID}"], outbox_settled=True) == []
+    await relay.close()
+
+
+async def test_kept_events_that_a_drain_under_way_relayed_are_counted_once() -> None:
+    repository = ExecutionRepository(CountingCollection(), keep_final_events=True)
+    metrics = ExecutionMetrics(CollectorRegistry())
+    relay = OutboxRelay(repository, metrics=metrics)
+    await create_queued(repository)
+    await repository.update(ID, move(S.RUNNING, 1))
+    finished = await repository.update(ID, move(S.SUCCEEDED, 1))
+    assert finished.outbox.kept and [e.sequence for e in finished.outbox.events] == [1, 2, 3]
+    # a drain that read the RUNNING version stored and counted events 1 and 2 after the last write was made
+    await repository.store_events(ID, finished.outbox.events[:2])
+    metrics.relayed(finished, finished.outbox.events[:2], utcnow())
+    repository.mark_relayed(ID, frozenset({1, 2}), None)
+    assert await relay.drain(ID)
+    assert metrics.created.labels(HTTP_JSON_ASYNC, "NORMAL", "QUEUED")._value.get() == 1
+    assert metrics.attempts.labels(HTTP_JSON_ASYNC, "NORMAL")._value.get() == 1
+    assert metrics.finished.labels(HTTP_JSON_ASYNC, "NORMAL", "SUCCEEDED")._value.get() == 1
+    assert [e.sequence for e in await repository.list_events(ID)] == [1, 2, 3], "stored and kept: no repeat"
+    assert repository.relayed_executions() == []
+
+
+async def test_events_are_kept_only_where_nothing_publishes_them_and_only_once_finished() -> None:
+    publishing = ExecutionRepository(CountingCollection())  # the default: a publisher may be configured
+    await create_queued(publishing)
+    assert not (await publishing.update(ID, move(S.CANCELLED))).outbox.kept
+    keeping = ExecutionRepository(CountingCollection(), keep_final_events=True)
+    await create_queued(keeping)
+    assert not (await keeping.update(ID, move(S.RUNNING, 1))).outbox.kept
+    assert (await keeping.update(ID, move(S.FAILED, 1))).outbox.kept
+
+
+async def test_an_unfinished_execution_that_keeps_its_events_breaks_an_invariant(
+    repository: ExecutionRepository, collection: DocumentCollection
+) -> None:
+    queued = await create_queued(repository)
+    assert not (await repository.update(ID, lambda current: Change(current, ()))).outbox.kept, "never written so"
+    kept = dataclasses.replace(queued, outbox=Outbox(queued.outbox.events, None, kept=True))
+    await collection.replace(ID, EXECUTION_DOC_ID, execution_to_body(kept), if_match=None)  # e.g. a faulty writer
+    found = await check_invariants(repository, require_terminal=False)
+    keeps = "a QUEUED execution keeps its events in its document"
+    assert [(v.rule, v.detail) for v in found] == [("KEPT_EARLY", keeps)]

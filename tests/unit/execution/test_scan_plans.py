@@ -116,6 +116,9 @@ async def test_instances_and_events_are_read_by_partition(store: SqliteDocumentS
     repository = ExecutionRepository(recording)
     record, created = create(ExecutionState.QUEUED, now=to_storage(utcnow()))
     await repository.create(execution(record), created)
+    await repository.store_events(ID, (created,))  # relayed: only its event document holds it now
+    repository.mark_relayed(ID, frozenset({created.sequence}), None)
+    await repository.trim(ID)
     await InstanceRegistry(recording).all()
     assert await repository.list_events(ID, from_sequence=1) == [created]
     assert len(recording.queries) == 2  # the instances, the event documents

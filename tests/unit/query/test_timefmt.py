@@ -27,7 +27,9 @@ def test_string_order_is_time_order(a: datetime, b: datetime) -> None:
     sa, sb = timefmt.to_storage(a), timefmt.to_storage(b)
     assert len(sa) == len(sb) == timefmt.STORAGE_LENGTH
     assert (sa < sb) == (a < b)
-    assert timefmt.from_storage(sa) == a
+    back = timefmt.from_storage(sa)
+    assert back == a
+    assert back.tzinfo is UTC
 
 
 @pytest.mark.parametrize(
@@ -71,6 +73,12 @@ def test_parse_rfc3339_rejects(text: str) -> None:
 @pytest.mark.parametrize("text", ["2026-01-31T12:00:00Z", "2026-01-31T12:00:00.000000", "x"])
 def test_from_storage_is_strict(text: str) -> None:
     with pytest.raises(ValueError, match="storage"):
+        timefmt.from_storage(text)
+
+
+@pytest.mark.parametrize("text", ["2026-02-30T00:00:00.000000Z", "2026-01-31T24:00:00.000000Z"])
+def test_from_storage_refuses_impossible_times(text: str) -> None:
+    with pytest.raises(ValueError):
         timefmt.from_storage(text)
 
 
