@@ -246,7 +246,7 @@ def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> N
         table.add_column(column, justify="left" if column == "figure" else "right")
     for label, value, target, higher in figures:
         met = not math.isnan(value) and ((value >= target) if higher else (value <= target))
-        table.add_row(label, f"{value:.2f}", f"{'≥' if higher else '≤'} {target:g}", "yes" if met else "no")
+        table.add_row(label, f"{value:.3f}", f"{'≥' if higher else '≤'} {target:g}", "yes" if met else "no")
     Console(width=max(console.width, 200)).print(table)
 
 

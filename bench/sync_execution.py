@@ -195,7 +195,7 @@ async def run(requests: int, concurrency: int, profile_dir: Path | None = None) 
             )
             ratio = sync.throughput / baseline.throughput
             console.print(
-                f"target: sync exec/s ÷ Health no-op req/s = {ratio:.2f} (≥ {SYNC_TO_HEALTH_TARGET:g}: "
+                f"target: sync exec/s ÷ Health no-op req/s = {ratio:.3f} (≥ {SYNC_TO_HEALTH_TARGET:g}: "
                 f"{'met' if ratio >= SYNC_TO_HEALTH_TARGET else 'not met'})"
             )
             report_cpu(
