@@ -396,3 +396,23 @@ async def test_an_unfinished_execution_that_keeps_its_events_breaks_an_invariant
     found = await check_invariants(repository, require_terminal=False)
     keeps = "a QUEUED execution keeps its events in its document"
     assert [(v.rule, v.detail) for v in found] == [("KEPT_EARLY", keeps)]
+
+
+async def test_an_execution_that_ends_while_no_drain_runs_is_counted_at_once_without_a_drain() -> None:
+    counting = CountingCollection()
+    repository = ExecutionRepository(counting, keep_final_events=True)
+    metrics = ExecutionMetrics(CollectorRegistry())
+    relay = OutboxRelay(repository, metrics=metrics)
+    await create_queued(repository)
+    await repository.update(ID, move(S.RUNNING, 1))
+    assert await relay.drain(ID)  # events 1 and 2 are event documents; no drain is under way now
+    repository.add_listener(relay.notice)
+    await repository.update(ID, move(S.SUCCEEDED, 1))
+    assert metrics.finished.labels(HTTP_JSON_ASYNC, "NORMAL", "SUCCEEDED")._value.get() == 1, "counted by the write"
+    assert metrics.created.labels(HTTP_JSON_ASYNC, "NORMAL", "QUEUED")._value.get() == 1, "not again"
+    assert not relay._tasks, "no drain"
+    stored = await repository.get(ID)
+    assert stored.outbox.kept and [e.sequence for e in stored.outbox.events] == [3]
+    assert await event_documents(counting) == [event_doc_id(1), event_doc_id(2)]
+    assert [e.sequence for e in await repository.list_events(ID)] == [1, 2, 3]
+    await relay.close()
