@@ -69,6 +69,7 @@ __all__ = [
     "ExecutionRepository",
     "InstanceRegistry",
     "RequestHolder",
+    "events_held",
     "execution_not_found",
 ]
 
@@ -87,6 +88,18 @@ class Change:
 
 
 Decide = Callable[[Execution], Change | None]
+
+
+def events_held(execution: Execution, from_sequence: int, limit: int | None = None) -> list[ExecutionEvent] | None:
+    """The events ``from_sequence`` … ``last_sequence`` of ``execution`` (at most ``limit``) when its outbox holds
+    every one of them (an empty list when there are none); None when some must be read from the event documents."""
+    last = execution.record.last_sequence
+    end = last + 1 if limit is None else min(last + 1, from_sequence + limit)
+    held = {event.sequence: event for event in execution.outbox.events}
+    covered = range(from_sequence, end)
+    if not all(sequence in held for sequence in covered):
+        return None
+    return [held[sequence] for sequence in covered]
 
 
 def execution_not_found(name: str) -> NotFound:
@@ -364,12 +377,12 @@ class ExecutionRepository:
         execution = await self.find(execution_id)
         if execution is None:
             return []
+        held = events_held(execution, from_sequence, limit)
+        if held is not None:  # e.g. a finished execution's kept events: no query
+            return held
         last = execution.record.last_sequence
         found = {e.sequence: e for e in execution.outbox.events if from_sequence <= e.sequence <= last}
         wanted = last - from_sequence + 1 if limit is None else min(limit, last - from_sequence + 1)
-        covered = range(from_sequence, from_sequence + wanted)
-        if all(sequence in found for sequence in covered):  # e.g. a finished execution's kept events
-            return [found[sequence] for sequence in covered]
         where = And(
             (
                 Compare(PATH_KIND, Op.EQ, KIND_EVENT),

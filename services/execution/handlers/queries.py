@@ -11,6 +11,7 @@ from services.execution.domain import ExecutionEvent, ExecutionState, is_termina
 from services.execution.domain.model import Execution
 from services.execution.handlers.context import ExecutionContext
 from services.execution.handlers.support import load_visible, visible
+from services.execution.repository import events_held
 from services.platform.auth.principal import Principal
 from services.platform.errors import InvalidArgument
 from services.platform.paging import resolve_page_size
@@ -118,7 +119,7 @@ async def watch_execution(
     source: Execution | None = await load_visible(ctx, principal, execution_id)
     next_sequence = max(from_sequence, 1)
     while True:
-        events = None if source is None else _pending_events(source, next_sequence)
+        events = None if source is None else events_held(source, next_sequence)
         if events is not None and source is not None:
             for event in events:
                 yield event
@@ -214,18 +215,3 @@ async def wait_for_end(
         written = repository.recent(execution_id) if woken else None
         execution = written if written is not None else await repository.get(execution_id)
     return execution
-
-
-def _pending_events(execution: Execution, from_sequence: int) -> list[ExecutionEvent] | None:
-    """The events ``from_sequence`` … ``last_sequence`` of ``execution`` when its outbox holds every one of
-    them (an empty list when there are none), None when some must be read from the store."""
-    last = execution.record.last_sequence
-    if from_sequence > last:
-        return []
-    wanted = sorted(
-        (event for event in execution.outbox.events if from_sequence <= event.sequence <= last),
-        key=lambda event: event.sequence,
-    )
-    if [event.sequence for event in wanted] != list(range(from_sequence, last + 1)):
-        return None
-    return wanted
