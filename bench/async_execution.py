@@ -7,7 +7,10 @@ adapters (Cosmos DB, Service Bus, Entra ID tokens) against the emulators of ``ex
 cost of tracing instead: Exthub with 1 agent on fresh hubs in the same run (``--rounds`` pairs, alternated), with
 trace export off (no ``OTEL_*`` variable: nothing is installed) and on (every part, echo included, exporting every
 span over OTLP/HTTP with the default batch processor to a local receiver process, ``python -m tools.otlp_receiver
---count-only``); prints on ÷ off.
+--count-only``); prints on ÷ off. ``--celery-scaling`` adds a row of Celery with 2 worker processes, right after the
+baseline, and its 2 workers ÷ 1 worker beside Exthub's 2 agents ÷ 1 agent: Celery's workers share nothing but
+Redis, so a second one adds capacity where the machine has it; Exthub's agents share the execution service, whose
+one event loop is the bottleneck of these rows, so a second agent can only add cost there.
 
 What one measured execution is, end to end (client clock, from the create call to the observed terminal state):
 
@@ -103,6 +106,11 @@ APT_TIMEOUT_SECONDS = 900.0
 
 ONE_AGENT = "Exthub 1 agent"
 TWO_AGENTS = "Exthub 2 agents"
+CELERY_BASELINE = "Celery+Redis (baseline)"
+CELERY_TWO_WORKERS = "Celery+Redis 2 workers"
+CELERY_WORKER_PREFIX = "celery-worker-"
+#: the CPU table's group of the Celery worker processes
+CELERY_WORKERS = "celery-worker"
 #: appended to the row names of the Azure profile
 AZURE_SUFFIX = " · azure"
 SETTLE_TIMEOUT_SECONDS = 30.0
@@ -218,11 +226,19 @@ EXECUTION_GROUP = "execution"
 
 def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> None:
     """The target ratios of one profile's rows (``suffix`` of their names): Exthub 1 agent ÷ Celery, 2 agents ÷
-    1 agent (exec/s), execution-service CPU per execution."""
-    rows = [row for row in rows if row.name.endswith(suffix) and (suffix or not row.name.endswith(AZURE_SUFFIX))]
+    1 agent (exec/s), execution-service CPU per execution; and, without a target, Celery's 2 workers ÷ 1 worker
+    when that row was measured (what a second worker process does where no central service is the bottleneck)."""
+    celery_two = next((row for row in rows if row.name == CELERY_TWO_WORKERS), None)
+    rows = [
+        row
+        for row in rows
+        if row.name.startswith("Exthub")
+        and row.name.endswith(suffix)
+        and (suffix or not row.name.endswith(AZURE_SUFFIX))
+    ]
     by_name = {row.name: row for row in rows}
     one, two = by_name.get(ONE_AGENT + suffix), by_name.get(TWO_AGENTS + suffix)
-    figures: list[tuple[str, float, float, bool]] = []
+    figures: list[tuple[str, float, float | None, bool]] = []
     if one is not None:
         figures.append(
             (
@@ -237,6 +253,13 @@ def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> N
     if one is not None and two is not None:
         ratio = two.executions_per_second / one.executions_per_second if one.executions_per_second else math.nan
         figures.append((f"exec/s: 2 agents ÷ 1 agent{suffix}", ratio, 1.0, True))
+    if celery_two is not None and not suffix:
+        ratio = (
+            celery_two.executions_per_second / baseline.executions_per_second
+            if baseline.executions_per_second
+            else math.nan
+        )
+        figures.append(("exec/s: Celery 2 workers ÷ 1 worker (no target)", ratio, None, True))
     figures.extend(
         (f"execution CPU ms per execution ({row.name})", row.cpu_ms.get(EXECUTION_GROUP, math.nan), 2.5, False)
         for row in rows
@@ -245,6 +268,9 @@ def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> N
     for column in ("figure", "value", "target", "met"):
         table.add_column(column, justify="left" if column == "figure" else "right")
     for label, value, target, higher in figures:
+        if target is None:
+            table.add_row(label, f"{value:.3f}", "-", "-")
+            continue
         met = not math.isnan(value) and ((value >= target) if higher else (value <= target))
         table.add_row(label, f"{value:.3f}", f"{'≥' if higher else '≤'} {target:g}", "yes" if met else "no")
     Console(width=max(console.width, 200)).print(table)
@@ -646,8 +672,9 @@ async def start_agent(stack: Stack, agent_id: str, *, slots: int, poll_seconds: 
     )
 
 
-async def start_celery_worker(stack: Stack, *, slots: int) -> Child:
-    """``python -m celery -A bench.celery_echo worker`` (threads pool, ``slots`` threads) on the stack's Redis."""
+async def start_celery_worker(stack: Stack, *, slots: int, number: int = 1) -> Child:
+    """``python -m celery -A bench.celery_echo worker`` (threads pool, ``slots`` threads) on the stack's Redis; the
+    ``number``-th worker process (each has its own node name)."""
     argv = [
         sys.executable,
         "-m",
@@ -667,10 +694,12 @@ async def start_celery_worker(stack: Stack, *, slots: int) -> Child:
         "--without-mingle",
         "--without-heartbeat",
         "--hostname",
-        f"bench-{os.getpid()}@%h",
+        f"bench-{os.getpid()}-{number}@%h",
     ]
     env = _clean_env(**{celery_echo.REDIS_URL_ENV: stack.redis_url, celery_echo.KEY_DIR_ENV: str(stack.key_dir)})
-    return await stack.start(spawn("celery-worker", argv, env=env, ready=_CELERY_READY, log_dir=stack.log_dir))
+    return await stack.start(
+        spawn(f"{CELERY_WORKER_PREFIX}{number}", argv, env=env, ready=_CELERY_READY, log_dir=stack.log_dir)
+    )
 
 
 # ---- the two sides -----------------------------------------------------------------------------------------------
@@ -693,18 +722,27 @@ def _celery_once(echo_url: str) -> Sample:
 
 
 def _process_groups(stack: Stack) -> dict[str, list[int]]:
-    """The pids of the running children, the agents in one group."""
+    """The pids of the running children, the agents in one group, the Celery workers in another."""
     groups: dict[str, list[int]] = {}
     for child in stack.children:
-        group = "agents" if child.name.startswith(AGENT_PREFIX) else child.name
+        group = (
+            "agents"
+            if child.name.startswith(AGENT_PREFIX)
+            else CELERY_WORKERS
+            if child.name.startswith(CELERY_WORKER_PREFIX)
+            else child.name
+        )
         groups.setdefault(group, []).append(child.process.pid)
     return groups
 
 
-async def measure_celery(stack: Stack, *, executions: int, concurrency: int, warmup: int, slots: int) -> Row:
-    """The Celery + Redis row: a worker with ``slots`` threads, ``concurrency`` client threads."""
+async def measure_celery(
+    stack: Stack, *, executions: int, concurrency: int, warmup: int, slots: int, workers: int = 1
+) -> Row:
+    """A Celery + Redis row: ``workers`` worker processes with ``slots`` threads each, ``concurrency`` client
+    threads."""
     celery_echo.configure(stack.redis_url)
-    worker = await start_celery_worker(stack, slots=slots)
+    started = [await start_celery_worker(stack, slots=slots, number=number) for number in range(1, workers + 1)]
     loop = asyncio.get_running_loop()
     try:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="celery-client") as pool:
@@ -713,7 +751,7 @@ async def measure_celery(stack: Stack, *, executions: int, concurrency: int, war
                 return await loop.run_in_executor(pool, _celery_once, stack.echo_url)
 
             return await drive(
-                "Celery+Redis (baseline)",
+                CELERY_BASELINE if workers == 1 else f"Celery+Redis {workers} workers",
                 one,
                 executions=executions,
                 concurrency=concurrency,
@@ -721,7 +759,8 @@ async def measure_celery(stack: Stack, *, executions: int, concurrency: int, war
                 processes=_process_groups(stack),
             )
     finally:
-        await stack.stop_child(worker)
+        for worker in started:
+            await stack.stop_child(worker)
 
 
 def _nanoseconds(timestamp: timestamp_pb2.Timestamp) -> int:
@@ -886,16 +925,19 @@ async def run(
     azure: bool = False,
     profile_dir: Path | None = None,
     profile_native: bool = False,
+    celery_scaling: bool = False,
 ) -> None:
     """Starts everything, measures Celery, Exthub with 1 agent, then with 2 agents (and with ``azure`` the same two
-    rows on the Azure adapters against the emulators, in the same run); prints the tables and the invariant
-    checker's verdict over every execution the embedded hub stored."""
+    rows on the Azure adapters against the emulators, in the same run; with ``celery_scaling`` Celery with 2
+    worker processes too, right after the baseline); prints the tables and the invariant checker's verdict over
+    every execution the embedded hub stored."""
     options = {"executions": executions, "concurrency": concurrency, "warmup": warmup}
     cosmos: tuple[float, int, int] | None = None
     async with running_stack(redis_server, poll_seconds) as stack:
         await register(stack)
         baseline = await measure_celery(stack, slots=slots, **options)
-        rows = await measure_agents(
+        celery_rows = [await measure_celery(stack, slots=slots, workers=2, **options)] if celery_scaling else []
+        rows = celery_rows + await measure_agents(
             stack,
             suffix="",
             slots=slots,
@@ -1053,6 +1095,12 @@ def main() -> None:
         "--tracing", action="store_true", help="measure trace export on vs off (1 agent) instead of the Celery rows"
     )
     parser.add_argument("--rounds", type=int, default=2, help="with --tracing: off/on rounds, alternated")
+    parser.add_argument(
+        "--celery-scaling",
+        action="store_true",
+        help="also measure Celery with 2 worker processes (each with --slots threads) right after the baseline, "
+        "and print its 2 workers ÷ 1 worker beside Exthub's 2 agents ÷ 1 agent",
+    )
     args = parser.parse_args()
     for option in ("executions", "concurrency", "slots"):
         if getattr(args, option) < 1:
@@ -1087,6 +1135,7 @@ def main() -> None:
             azure=args.profile == "azure",
             profile_dir=args.py_spy,
             profile_native=args.py_spy_native,
+            celery_scaling=args.celery_scaling,
         )
     )
 

@@ -119,15 +119,18 @@ def test_editing_a_proto_commands_exist() -> None:
 
 
 def test_benchmark_commands_start() -> None:
-    """Each benchmark in the README is a module with a working command line (the runs themselves are long)."""
+    """Each benchmark in the README is a module with a working command line that takes the options written beside it
+    (the runs themselves are long)."""
     (block,) = readme_blocks("Benchmarks", "sh")
-    modules = re.findall(r"-m (bench\.\w+)", block)
-    assert len(modules) >= 5
-    for module in modules:
+    commands = re.findall(r"-m (bench\.\w+)([^#\n]*)", block)
+    assert len({module for module, _ in commands}) >= 5
+    for module, options in commands:
         result = subprocess.run(
             [sys.executable, "-m", module, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60
         )
         assert result.returncode == 0 and "usage" in result.stdout.lower(), (module, result.stderr[-1000:])
+        for option in re.findall(r"--[a-z][a-z-]*", options):
+            assert option in result.stdout, (module, option)
 
 
 def test_observability_commands(workdir: tuple[Path, RunningHub]) -> None:
