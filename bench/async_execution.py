@@ -106,8 +106,6 @@ APT_TIMEOUT_SECONDS = 900.0
 
 ONE_AGENT = "Exthub 1 agent"
 TWO_AGENTS = "Exthub 2 agents"
-CELERY_BASELINE = "Celery+Redis (baseline)"
-CELERY_TWO_WORKERS = "Celery+Redis 2 workers"
 CELERY_WORKER_PREFIX = "celery-worker-"
 #: the CPU table's group of the Celery worker processes
 CELERY_WORKERS = "celery-worker"
@@ -228,11 +226,11 @@ def report_targets(rows: Sequence[Row], baseline: Row, *, suffix: str = "") -> N
     """The target ratios of one profile's rows (``suffix`` of their names): Exthub 1 agent ÷ Celery, 2 agents ÷
     1 agent (exec/s), execution-service CPU per execution; and, without a target, Celery's 2 workers ÷ 1 worker
     when that row was measured (what a second worker process does where no central service is the bottleneck)."""
-    celery_two = next((row for row in rows if row.name == CELERY_TWO_WORKERS), None)
+    celery_two = next((row for row in rows if row.name == celery_row_name(2)), None)
     rows = [
         row
         for row in rows
-        if row.name.startswith("Exthub")
+        if row.name.startswith((ONE_AGENT, TWO_AGENTS))
         and row.name.endswith(suffix)
         and (suffix or not row.name.endswith(AZURE_SUFFIX))
     ]
@@ -736,6 +734,11 @@ def _process_groups(stack: Stack) -> dict[str, list[int]]:
     return groups
 
 
+def celery_row_name(workers: int) -> str:
+    """The name of the Celery + Redis row with ``workers`` worker processes (1: the baseline)."""
+    return "Celery+Redis (baseline)" if workers == 1 else f"Celery+Redis {workers} workers"
+
+
 async def measure_celery(
     stack: Stack, *, executions: int, concurrency: int, warmup: int, slots: int, workers: int = 1
 ) -> Row:
@@ -751,7 +754,7 @@ async def measure_celery(
                 return await loop.run_in_executor(pool, _celery_once, stack.echo_url)
 
             return await drive(
-                CELERY_BASELINE if workers == 1 else f"Celery+Redis {workers} workers",
+                celery_row_name(workers),
                 one,
                 executions=executions,
                 concurrency=concurrency,
